@@ -1,0 +1,301 @@
+//! Settings: one typed [`Config`], from flags, `TICKRELAY_*` environment
+//! variables and a TOML file, validated once at start.
+//!
+//! Precedence: a flag wins over its environment variable, which wins over the
+//! file, which wins over the default. Each setting is declared once below and
+//! gets its flag, variable and file key from its name (`feed_a` →
+//! `--feed-a`, `TICKRELAY_FEED_A`, `feed_a = "…"`).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::feed::FeedConfig;
+
+/// A setting that failed validation, named so the user can find it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting `{setting}` (--{flag}, TICKRELAY_{env}): {reason}")]
+pub struct ConfigError {
+    /// File key.
+    pub setting: &'static str,
+    /// Flag name without dashes.
+    pub flag: String,
+    /// Environment variable suffix.
+    pub env: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            setting,
+            flag: setting.replace('_', "-"),
+            env: setting.to_ascii_uppercase(),
+            reason: reason.into(),
+        }
+    }
+}
+
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $env:literal; )*) => {
+        /// Every relay setting, each optional so the layers can be merged.
+        #[derive(clap::Args, Deserialize, Default, Debug, Clone)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Settings {
+            $( $(#[doc = $doc])+ #[arg(long, env = $env)] pub $name: Option<$ty>, )*
+        }
+
+        impl Settings {
+            /// `self` where set, else `lower`.
+            pub fn over(self, lower: Settings) -> Settings {
+                Settings { $( $name: self.$name.or(lower.$name), )* }
+            }
+        }
+    };
+}
+
+settings! {
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    http: SocketAddr = "TICKRELAY_HTTP";
+    /// Feed line A, GROUP:PORT, or `off` [default: 239.255.0.1:31001].
+    feed_a: String = "TICKRELAY_FEED_A";
+    /// Feed line B, GROUP:PORT, or `off` [default: off].
+    feed_b: String = "TICKRELAY_FEED_B";
+    /// Interface address to join the feed groups on [default: 127.0.0.1].
+    interface: Ipv4Addr = "TICKRELAY_INTERFACE";
+    /// Receive buffer per feed socket, bytes [default: 8388608].
+    rcvbuf: usize = "TICKRELAY_RCVBUF";
+    /// How long packets are held behind a gap before it counts as lost, ms [default: 100].
+    gap_hold_ms: u64 = "TICKRELAY_GAP_HOLD_MS";
+    /// No packet for this long makes the feed stale, ms [default: 3000].
+    stale_after_ms: u64 = "TICKRELAY_STALE_AFTER_MS";
+    /// Most symbols in one snapshot, poll or subscription [default: 1024].
+    max_symbols: usize = "TICKRELAY_MAX_SYMBOLS";
+    /// Grace period for open requests and streams at shutdown, ms [default: 5000].
+    shutdown_grace_ms: u64 = "TICKRELAY_SHUTDOWN_GRACE_MS";
+    /// Log format: `text` or `json` [default: text].
+    log_format: String = "TICKRELAY_LOG_FORMAT";
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Client-facing limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Most symbols in one request or subscription.
+    pub max_symbols: usize,
+}
+
+/// The validated configuration the relay runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// Ingest.
+    pub feed: FeedConfig,
+    /// Client limits.
+    pub limits: Limits,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Default feed line A.
+pub const DEFAULT_FEED_A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 31001);
+/// Default feed line B (off unless asked for).
+pub const DEFAULT_FEED_B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 2), 31002);
+/// Default HTTP address.
+pub const DEFAULT_HTTP: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+
+impl Settings {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &PathBuf) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+
+    /// Applies defaults and validates.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let feed_a = parse_line("feed_a", self.feed_a.as_deref(), Some(DEFAULT_FEED_A))?;
+        let feed_b = parse_line("feed_b", self.feed_b.as_deref(), None)?;
+        if feed_a.is_none() && feed_b.is_none() {
+            return Err(ConfigError::new(
+                "feed_a",
+                "both feed lines are off; at least one is needed",
+            ));
+        }
+        if let (Some(a), Some(b)) = (feed_a, feed_b) {
+            if a == b {
+                return Err(ConfigError::new(
+                    "feed_b",
+                    format!("{b} is the same address as feed_a"),
+                ));
+            }
+        }
+        let interface = self.interface.unwrap_or(Ipv4Addr::LOCALHOST);
+        if interface.is_multicast() || interface.is_broadcast() {
+            return Err(ConfigError::new(
+                "interface",
+                format!("{interface} is not an interface address"),
+            ));
+        }
+        let gap_hold_ms = self.gap_hold_ms.unwrap_or(100);
+        if !(1..=60_000).contains(&gap_hold_ms) {
+            return Err(ConfigError::new(
+                "gap_hold_ms",
+                format!("{gap_hold_ms} is outside 1..=60000"),
+            ));
+        }
+        let stale_after_ms = self.stale_after_ms.unwrap_or(3_000);
+        if stale_after_ms < 100 {
+            return Err(ConfigError::new(
+                "stale_after_ms",
+                format!("{stale_after_ms} is below 100"),
+            ));
+        }
+        let rcvbuf = self.rcvbuf.unwrap_or(8 << 20);
+        if rcvbuf < 4096 {
+            return Err(ConfigError::new(
+                "rcvbuf",
+                format!("{rcvbuf} bytes is below 4096"),
+            ));
+        }
+        let max_symbols = self.max_symbols.unwrap_or(1024);
+        if max_symbols == 0 {
+            return Err(ConfigError::new("max_symbols", "must be at least 1"));
+        }
+        let log_format = match self.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "log_format",
+                    format!("`{other}` is not `text` or `json`"),
+                ));
+            }
+        };
+        Ok(Config {
+            http: self.http.unwrap_or(DEFAULT_HTTP),
+            feed: FeedConfig {
+                line_a: feed_a,
+                line_b: feed_b,
+                interface,
+                rcvbuf,
+                gap_hold: Duration::from_millis(gap_hold_ms),
+                stale_after: Duration::from_millis(stale_after_ms),
+            },
+            limits: Limits { max_symbols },
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms.unwrap_or(5_000)),
+            log_format,
+        })
+    }
+}
+
+/// A feed line: `off`, a multicast `GROUP:PORT`, or a loopback unicast address.
+fn parse_line(
+    setting: &'static str,
+    value: Option<&str>,
+    default: Option<SocketAddrV4>,
+) -> Result<Option<SocketAddrV4>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    if matches!(value, "off" | "none" | "") {
+        return Ok(None);
+    }
+    let addr: SocketAddrV4 = value
+        .parse()
+        .map_err(|_| ConfigError::new(setting, format!("`{value}` is not an IPv4 GROUP:PORT")))?;
+    if addr.port() == 0 {
+        return Err(ConfigError::new(setting, "port 0 is not a feed port"));
+    }
+    if !addr.ip().is_multicast() && !addr.ip().is_loopback() {
+        return Err(ConfigError::new(
+            setting,
+            format!(
+                "{} is not a multicast group (224.0.0.0/4) nor a loopback address",
+                addr.ip()
+            ),
+        ));
+    }
+    Ok(Some(addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_and_safe() {
+        let c = Settings::default().validate().unwrap();
+        assert_eq!(c.http, DEFAULT_HTTP);
+        assert_eq!(c.feed.line_a, Some(DEFAULT_FEED_A));
+        assert_eq!(c.feed.line_b, None);
+        assert_eq!(c.feed.interface, Ipv4Addr::LOCALHOST);
+    }
+
+    #[test]
+    fn upper_layer_wins() {
+        let file = Settings {
+            gap_hold_ms: Some(5),
+            max_symbols: Some(7),
+            ..Default::default()
+        };
+        let cli = Settings {
+            gap_hold_ms: Some(9),
+            ..Default::default()
+        };
+        let c = cli.over(file).validate().unwrap();
+        assert_eq!(c.feed.gap_hold, Duration::from_millis(9));
+        assert_eq!(c.limits.max_symbols, 7);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let e = Settings {
+            feed_a: Some("10.1.2.3:5000".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.setting, "feed_a");
+        assert!(e.to_string().contains("--feed-a"), "{e}");
+        assert!(e.to_string().contains("not a multicast group"), "{e}");
+        let e = Settings {
+            feed_a: Some("off".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("at least one"), "{e}");
+        let e = Settings {
+            log_format: Some("xml".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.setting, "log_format");
+    }
+
+    #[test]
+    fn file_keys_are_the_setting_names() {
+        let s: Settings =
+            toml::from_str("http = \"127.0.0.1:9000\"\nfeed_b = \"239.255.0.2:31002\"\n").unwrap();
+        let c = s.validate().unwrap();
+        assert_eq!(c.http.port(), 9000);
+        assert!(c.feed.line_b.is_some());
+        assert!(toml::from_str::<Settings>("bogus = 1").is_err());
+    }
+}

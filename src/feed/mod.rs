@@ -1,0 +1,463 @@
+//! Ingest: the feed sockets, sequencing and the path into the table.
+//!
+//! Runs on its own thread with its own single-threaded runtime, so client
+//! work never delays a datagram and the ingest path never waits on a client.
+//! Datagrams are drained in batches (`try_recv` until the socket is empty);
+//! per batch, one table sequence update, one lag sample and one wake-up of
+//! whoever listens for changes.
+
+pub mod sequencer;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{FeedMetrics, LineCounters, ReasonLabel, SessionLabel, StatusLabel};
+use crate::table::{Applied, Table};
+use crate::wire::{DecodeError, Locate, Packet, Session, decode_message};
+use sequencer::{Sequencer, SequencerConfig, SequencerStats, Sink};
+
+/// Health of the feed as clients see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FeedStatus {
+    /// Packets (or heartbeats) arriving, no gap open.
+    Live,
+    /// Nothing heard for longer than the stale timeout (or never).
+    Stale,
+    /// A gap is open: later packets are held while it is repaired.
+    Recovering,
+}
+
+impl FeedStatus {
+    /// `live`, `stale` or `recovering`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedStatus::Live => "live",
+            FeedStatus::Stale => "stale",
+            FeedStatus::Recovering => "recovering",
+        }
+    }
+}
+
+/// Feed status and session, published to clients on every change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedState {
+    /// Current status.
+    pub status: FeedStatus,
+    /// Current session (default before the first packet).
+    pub session: Session,
+}
+
+/// Who hears about table changes: the fan-out hub, or nothing.
+pub trait ChangeListener: Send + 'static {
+    /// `locate` changed at feed sequence `seq`. Called per applied message.
+    fn changed(&mut self, locate: Locate, seq: u64);
+    /// A batch of datagrams is done; `last_seq` is applied.
+    fn batch_done(&mut self, last_seq: u64);
+    /// The table was reset for a new session.
+    fn session_reset(&mut self, session: Session);
+}
+
+impl ChangeListener for () {
+    fn changed(&mut self, _: Locate, _: u64) {}
+    fn batch_done(&mut self, _: u64) {}
+    fn session_reset(&mut self, _: Session) {}
+}
+
+/// Ingest settings.
+#[derive(Clone, Debug)]
+pub struct FeedConfig {
+    /// Line A group (or unicast address) and port.
+    pub line_a: Option<SocketAddrV4>,
+    /// Line B group and port.
+    pub line_b: Option<SocketAddrV4>,
+    /// Interface address to join multicast groups on.
+    pub interface: Ipv4Addr,
+    /// Requested SO_RCVBUF in bytes.
+    pub rcvbuf: usize,
+    /// Gap hold time.
+    pub gap_hold: Duration,
+    /// No packet for this long makes the feed stale.
+    pub stale_after: Duration,
+}
+
+/// Opens a feed socket: joins `addr` on `interface` when it is a multicast
+/// group, otherwise binds it as plain unicast UDP.
+pub fn open_socket(
+    addr: SocketAddrV4,
+    interface: Ipv4Addr,
+    rcvbuf: usize,
+) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if let Err(e) = socket.set_recv_buffer_size(rcvbuf) {
+        tracing::warn!(error = %e, requested = rcvbuf, "could not set SO_RCVBUF");
+    }
+    // Linux reports double the usable size; less than asked means clamped.
+    let got = socket.recv_buffer_size().unwrap_or(0);
+    if got < rcvbuf {
+        tracing::warn!(
+            requested = rcvbuf,
+            granted = got,
+            "kernel clamped SO_RCVBUF; raise net.core.rmem_max to avoid drops in bursts"
+        );
+    }
+    if addr.ip().is_multicast() {
+        // Binding the group address (not 0.0.0.0) keeps other groups on the
+        // same port out of this socket.
+        socket.bind(&SocketAddr::V4(addr).into())?;
+        socket.join_multicast_v4(addr.ip(), &interface)?;
+    } else {
+        socket.bind(&SocketAddr::V4(addr).into())?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A running ingest thread.
+pub struct FeedHandle {
+    /// Status and session, for readiness and client pushes.
+    pub state: watch::Receiver<FeedState>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FeedHandle {
+    /// Waits for the ingest thread to finish (after cancellation).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds the configured lines and starts the ingest thread.
+pub fn start(
+    config: FeedConfig,
+    table: Arc<Table>,
+    metrics: FeedMetrics,
+    listener: impl ChangeListener,
+    cancel: CancellationToken,
+) -> io::Result<FeedHandle> {
+    let a = config
+        .line_a
+        .map(|addr| open_socket(addr, config.interface, config.rcvbuf))
+        .transpose()?;
+    let b = config
+        .line_b
+        .map(|addr| open_socket(addr, config.interface, config.rcvbuf))
+        .transpose()?;
+    let (tx, rx) = watch::channel(FeedState {
+        status: FeedStatus::Stale,
+        session: Session::default(),
+    });
+    let thread = std::thread::Builder::new()
+        .name("tickrelay-ingest".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start the ingest runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let to_tokio =
+                    |s: Option<std::net::UdpSocket>| s.map(UdpSocket::from_std).transpose();
+                match (to_tokio(a), to_tokio(b)) {
+                    (Ok(a), Ok(b)) => {
+                        let mut ingest = Ingest::new(config, table, metrics, listener, tx);
+                        ingest.run(a, b, cancel).await;
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::error!(error = %e, "could not register feed sockets")
+                    }
+                }
+            });
+        })?;
+    Ok(FeedHandle {
+        state: rx,
+        thread: Some(thread),
+    })
+}
+
+/// Most datagrams taken from one socket before looking at the other.
+const BATCH: usize = 256;
+
+struct Ingest<L> {
+    config: FeedConfig,
+    seq: Sequencer,
+    out: Applier<L>,
+    line_a: LineCounters,
+    line_b: LineCounters,
+    metrics: FeedMetrics,
+    reported: SequencerStats,
+    last_packet: Option<Instant>,
+    state_tx: watch::Sender<FeedState>,
+}
+
+/// The sequencer's sink: decodes messages into the table.
+struct Applier<L> {
+    table: Arc<Table>,
+    metrics: FeedMetrics,
+    listener: L,
+    last_ts: u64,
+    applied: u64,
+    session_changed: bool,
+}
+
+impl<L: ChangeListener> Sink for Applier<L> {
+    fn message(&mut self, seq: u64, payload: &[u8]) {
+        match decode_message(payload) {
+            Ok(msg) => match self.table.apply(seq, &msg) {
+                Applied::Changed(locate) => {
+                    self.applied += 1;
+                    self.last_ts = msg.ts();
+                    self.listener.changed(locate, seq);
+                }
+                Applied::Unchanged => self.applied += 1,
+                Applied::UnknownLocate => {
+                    self.metrics
+                        .dropped
+                        .get_or_create(&ReasonLabel {
+                            reason: "unknown_locate",
+                        })
+                        .inc();
+                }
+            },
+            Err(e) => {
+                self.metrics
+                    .decode_errors
+                    .get_or_create(&ReasonLabel { reason: e.reason() })
+                    .inc();
+            }
+        }
+        self.table.set_last_seq(seq);
+    }
+
+    fn new_session(&mut self, session: Session, first_seq: u64) {
+        tracing::info!(session = %session, first_seq, "feed session started");
+        self.table.reset(session);
+        self.table.set_last_seq(first_seq.saturating_sub(1));
+        self.listener.session_reset(session);
+        self.session_changed = true;
+    }
+
+    fn end_of_session(&mut self, session: Session) {
+        tracing::info!(session = %session, "feed session ended by the producer");
+    }
+
+    fn request_retransmit(&mut self, session: Session, seq: u64, count: u64) {
+        // Seam for the retransmission client; for now the gap is only logged.
+        tracing::debug!(session = %session, seq, count, "gap opened");
+    }
+}
+
+async fn readable(sock: &Option<UdpSocket>) -> io::Result<()> {
+    match sock {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<L: ChangeListener> Ingest<L> {
+    fn new(
+        config: FeedConfig,
+        table: Arc<Table>,
+        metrics: FeedMetrics,
+        listener: L,
+        state_tx: watch::Sender<FeedState>,
+    ) -> Self {
+        let seq = Sequencer::new(SequencerConfig {
+            gap_hold: config.gap_hold,
+            ..Default::default()
+        });
+        Ingest {
+            config,
+            seq,
+            line_a: metrics.line("a"),
+            line_b: metrics.line("b"),
+            out: Applier {
+                table,
+                metrics: metrics.clone(),
+                listener,
+                last_ts: 0,
+                applied: 0,
+                session_changed: false,
+            },
+            metrics,
+            reported: SequencerStats::default(),
+            last_packet: None,
+            state_tx,
+        }
+    }
+
+    async fn run(&mut self, a: Option<UdpSocket>, b: Option<UdpSocket>, cancel: CancellationToken) {
+        let mut buf = vec![0u8; 65_536];
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                r = readable(&a) => {
+                    if r.is_ok() {
+                        if let Some(s) = &a { self.drain(s, true, &mut buf); }
+                    }
+                }
+                r = readable(&b) => {
+                    if r.is_ok() {
+                        if let Some(s) = &b { self.drain(s, false, &mut buf); }
+                    }
+                }
+                _ = tick.tick() => {
+                    self.seq.on_tick(Instant::now(), &mut self.out);
+                    self.end_batch();
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, sock: &UdpSocket, is_a: bool, buf: &mut [u8]) {
+        let now = Instant::now();
+        for _ in 0..BATCH {
+            match sock.try_recv(buf) {
+                Ok(n) => self.datagram(&buf[..n], is_a, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "feed receive error");
+                    break;
+                }
+            }
+        }
+        self.end_batch();
+    }
+
+    fn datagram(&mut self, raw: &[u8], is_a: bool, now: Instant) {
+        let line = if is_a { &self.line_a } else { &self.line_b };
+        line.packets.inc();
+        line.bytes.inc_by(raw.len() as u64);
+        match Packet::parse(raw) {
+            Ok(packet) => {
+                line.messages.inc_by(u64::from(packet.count));
+                self.last_packet = Some(now);
+                self.seq.on_packet(&packet, raw, now, &mut self.out);
+            }
+            Err(e) => self.decode_error(e),
+        }
+    }
+
+    fn decode_error(&self, e: DecodeError) {
+        self.metrics
+            .decode_errors
+            .get_or_create(&ReasonLabel { reason: e.reason() })
+            .inc();
+    }
+
+    /// Once per batch: publish counters, the sequence, lag and status.
+    fn end_batch(&mut self) {
+        let st = self.seq.stats();
+        let r = self.reported;
+        self.metrics
+            .duplicates
+            .inc_by(st.duplicate_messages - r.duplicate_messages);
+        self.metrics
+            .gaps_opened
+            .inc_by(st.gaps_opened - r.gaps_opened);
+        self.metrics
+            .gaps_repaired
+            .inc_by(st.gaps_repaired - r.gaps_repaired);
+        self.metrics.lost.inc_by(st.lost_messages - r.lost_messages);
+        if st.stale_session_packets > r.stale_session_packets {
+            self.metrics
+                .dropped
+                .get_or_create(&ReasonLabel {
+                    reason: "stale_session",
+                })
+                .inc_by(st.stale_session_packets - r.stale_session_packets);
+        }
+        if st.lost_messages > r.lost_messages {
+            tracing::warn!(
+                lost = st.lost_messages - r.lost_messages,
+                next_seq = self.seq.next_seq(),
+                "feed messages lost"
+            );
+        }
+        if st.gaps_opened > r.gaps_opened {
+            tracing::info!(next_seq = self.seq.next_seq(), "feed gap opened");
+        }
+        self.reported = st;
+
+        let applied = std::mem::take(&mut self.out.applied);
+        if applied > 0 {
+            self.metrics.applied.inc_by(applied);
+            let last = self.seq.next_seq().saturating_sub(1);
+            self.out.table.set_last_seq(last);
+            self.metrics.sequence.set(last as i64);
+            self.metrics
+                .symbols
+                .set(self.out.table.symbol_count() as i64);
+            if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
+                let lag_ns = (now.as_nanos() as u64).saturating_sub(self.out.last_ts);
+                self.metrics.lag.observe(lag_ns as f64 / 1e9);
+            }
+            self.out.listener.batch_done(last);
+        }
+        self.update_status();
+    }
+
+    fn update_status(&mut self) {
+        let status = match self.last_packet {
+            Some(t) if t.elapsed() < self.config.stale_after => {
+                if self.seq.in_gap() {
+                    FeedStatus::Recovering
+                } else {
+                    FeedStatus::Live
+                }
+            }
+            _ => FeedStatus::Stale,
+        };
+        let session = self.seq.session().unwrap_or_default();
+        let new = FeedState { status, session };
+        let old = *self.state_tx.borrow();
+        if old == new && !self.out.session_changed {
+            return;
+        }
+        self.out.session_changed = false;
+        if old.status != status {
+            tracing::info!(
+                from = old.status.as_str(),
+                to = status.as_str(),
+                "feed status changed"
+            );
+            for s in [FeedStatus::Live, FeedStatus::Stale, FeedStatus::Recovering] {
+                self.metrics
+                    .status
+                    .get_or_create(&StatusLabel { status: s.as_str() })
+                    .set(i64::from(s == status));
+            }
+        }
+        if old.session != session {
+            self.metrics.session.clear();
+            self.metrics
+                .session
+                .get_or_create(&SessionLabel {
+                    session: session.to_string(),
+                })
+                .set(1);
+        }
+        self.metrics
+            .symbols
+            .set(self.out.table.symbol_count() as i64);
+        self.state_tx.send_replace(new);
+    }
+}

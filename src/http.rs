@@ -1,0 +1,329 @@
+//! The HTTP front: router, errors, content negotiation, health, metrics and
+//! the embedded trading page. Each transport lives in `transport/`; this
+//! module only wires them up.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::feed::{FeedState, FeedStatus};
+use crate::metrics::{HttpLabels, Metrics, RouteLabel};
+use crate::table::Table;
+use crate::transport;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+/// The shared parts behind [`AppState`].
+pub struct Shared {
+    /// The symbol table.
+    pub table: Arc<Table>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Validated settings.
+    pub config: Config,
+    /// Feed status and session.
+    pub feed: watch::Receiver<FeedState>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// A client error in the shape of SPEC §5: `{"error":{"code","message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 404 `unknown_symbol`.
+    pub fn unknown_symbols(symbols: &[String]) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "unknown_symbol",
+            message: format!("unknown symbol(s): {}", symbols.join(",")),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+            },
+        })
+        .unwrap_or_default();
+        (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// Response encoding the client asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// `application/json` (default).
+    Json,
+    /// `application/msgpack`.
+    Msgpack,
+}
+
+impl Encoding {
+    /// From the `Accept` header.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let wants = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/msgpack") || v.contains("application/x-msgpack"));
+        if wants {
+            Encoding::Msgpack
+        } else {
+            Encoding::Json
+        }
+    }
+
+    /// Encodes `value` in this encoding (MessagePack as maps, like the JSON).
+    pub fn body<T: Serialize>(self, value: &T) -> Vec<u8> {
+        match self {
+            Encoding::Json => serde_json::to_vec(value).unwrap_or_default(),
+            Encoding::Msgpack => rmp_serde::to_vec_named(value).unwrap_or_default(),
+        }
+    }
+
+    /// The `Content-Type` of this encoding.
+    pub fn content_type(self) -> HeaderValue {
+        match self {
+            Encoding::Json => HeaderValue::from_static("application/json"),
+            Encoding::Msgpack => HeaderValue::from_static("application/msgpack"),
+        }
+    }
+}
+
+/// Splits `?symbols=A,B` into distinct tickers (upper-cased), checking the
+/// syntax and the per-request limit. `None` when the parameter is absent.
+pub fn parse_symbols(raw: Option<&str>, max: usize) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let mut out: Vec<String> = Vec::new();
+    for s in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let valid = s.len() <= 16
+            && s.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'/' | b'_' | b'^' | b'*')
+            });
+        if !valid {
+            let shown: String = s.chars().take(20).collect();
+            return Err(ApiError::bad_request(
+                "bad_symbol",
+                format!("`{shown}` is not a ticker"),
+            ));
+        }
+        let s = s.to_ascii_uppercase();
+        if !out.contains(&s) {
+            out.push(s);
+        }
+        if out.len() > max {
+            return Err(ApiError::bad_request(
+                "too_many_symbols",
+                format!("at most {max} symbols per request (setting max_symbols)"),
+            ));
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Builds the router with every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page_index))
+        .route("/app.js", get(page_js))
+        .route("/app.css", get(page_css))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/symbols", get(transport::snapshot::symbols))
+        .route("/v1/snapshot", get(transport::snapshot::snapshot))
+        .route(
+            "/v1/snapshot/{symbol}",
+            get(transport::snapshot::snapshot_one),
+        )
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Counts every request by route pattern and status, and times it.
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let start = Instant::now();
+    let res = next.run(req).await;
+    let http = &state.metrics.http;
+    http.requests
+        .get_or_create(&HttpLabels {
+            route: route.clone(),
+            status: res.status().as_u16(),
+        })
+        .inc();
+    http.duration
+        .get_or_create(&RouteLabel { route })
+        .observe(start.elapsed().as_secs_f64());
+    res
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: "no such endpoint".into(),
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let feed = *state.feed.borrow();
+    let symbols = state.table.symbol_count();
+    let body = serde_json::json!({
+        "status": feed.status.as_str(),
+        "session": feed.session.as_str(),
+        "symbols": symbols,
+        "seq": state.table.last_seq(),
+    });
+    if feed.status != FeedStatus::Stale && symbols > 0 {
+        (StatusCode::OK, axum::Json(body)).into_response()
+    } else {
+        let reason = if feed.status == FeedStatus::Stale {
+            "feed is stale"
+        } else {
+            "symbol directory not loaded"
+        };
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "not_ready",
+            message: reason.into(),
+        }
+        .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn page_index() -> impl IntoResponse {
+    static_file(
+        "text/html; charset=utf-8",
+        include_str!("../static/index.html"),
+    )
+}
+
+async fn page_js() -> impl IntoResponse {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../static/app.js"),
+    )
+}
+
+async fn page_css() -> impl IntoResponse {
+    static_file("text/css; charset=utf-8", include_str!("../static/app.css"))
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_are_split_checked_and_limited() {
+        assert_eq!(parse_symbols(None, 5).unwrap(), None);
+        assert_eq!(
+            parse_symbols(Some("aapl, MSFT,,AAPL"), 5).unwrap(),
+            Some(vec!["AAPL".into(), "MSFT".into()])
+        );
+        assert_eq!(
+            parse_symbols(Some("A,B,C"), 2).unwrap_err().code,
+            "too_many_symbols"
+        );
+        assert_eq!(
+            parse_symbols(Some("<script>"), 2).unwrap_err().code,
+            "bad_symbol"
+        );
+        assert_eq!(
+            parse_symbols(Some("ABCDEFGHIJKLMNOPQ"), 2)
+                .unwrap_err()
+                .code,
+            "bad_symbol"
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! tickrelay: a market-data relay. A UDP multicast feed comes in; sequenced,
+//! decoded quotes go out to browsers and programs over WebSocket, Server-Sent
+//! Events, long polling and short polling.
+//!
+//! # Layout
+//!
+//! Data flows one way: feed → table → clients. Clients never touch the
+//! ingest path, and the ingest path never waits on a client.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`price`] | fixed-point prices (1/10,000), exact decimal text |
+//! | [`wire`] | the feed packet and message codec; pure, shared with the simulator |
+//! | [`feed`] | sockets, batching receive, the [`feed::sequencer`], feed status |
+//! | [`table`] | latest state per symbol, lock-free reads, the quote shape |
+//! | [`transport`] | one module per delivery paradigm |
+//! | [`http`] | router, errors, limits, health, metrics endpoint, the page |
+//! | [`metrics`] | every metric, named in one place |
+//! | [`config`] | settings from flags, environment and file, validated once |
+//! | [`server`] | assembling and running the relay, graceful shutdown |
+//! | [`sim`] | the market simulator engine behind `feed-simulator` and `demo` |
+//!
+//! See docs/ARCHITECTURE.md for the data flow in prose.
+
+pub mod config;
+pub mod feed;
+pub mod http;
+pub mod metrics;
+pub mod price;
+pub mod server;
+pub mod sim;
+pub mod table;
+pub mod transport;
+pub mod wire;

@@ -1,0 +1,134 @@
+//! The `tickrelay` command: `serve`, `demo`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tickrelay::config::{Config, LogFormat, Settings};
+use tickrelay::server;
+use tickrelay::sim::{SimConfig, Simulator};
+
+#[derive(Parser)]
+#[command(
+    name = "tickrelay",
+    version,
+    about = "A market-data relay: UDP multicast in; WebSocket, SSE, long and short polling out."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay, joining the configured feed.
+    Serve {
+        /// TOML settings file (keys are the flag names with underscores).
+        #[arg(long, env = "TICKRELAY_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Run the relay with an in-process feed simulator on loopback multicast.
+    Demo {
+        /// TOML settings file.
+        #[arg(long, env = "TICKRELAY_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+        /// Simulated symbols.
+        #[arg(long, default_value_t = 200)]
+        symbols: usize,
+        /// Simulated messages per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        /// Zipf exponent of symbol activity.
+        #[arg(long, default_value_t = 1.0)]
+        zipf: f64,
+    },
+}
+
+fn load(config: Option<PathBuf>, settings: Settings) -> anyhow::Result<Config> {
+    let file = match &config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    Ok(settings.over(file).validate()?)
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve { config, settings } => {
+            let config = load(config, settings)?;
+            init_logs(config.log_format);
+            rt.block_on(async move {
+                let listener = server::bind(&config).await?;
+                println!("tickrelay listening on http://{}", listener.local_addr()?);
+                server::run(listener, config, server::shutdown_signal()).await
+            })
+        }
+        Command::Demo {
+            config,
+            settings,
+            symbols,
+            rate,
+            zipf,
+        } => {
+            let config = load(config, settings)?;
+            init_logs(config.log_format);
+            let line_a = config.feed.line_a.context("demo needs feed line A")?;
+            let sim = SimConfig {
+                line_a,
+                line_b: config.feed.line_b,
+                interface: config.feed.interface,
+                symbols,
+                rate,
+                zipf,
+                ..SimConfig::default()
+            };
+            rt.block_on(async move {
+                let listener = server::bind(&config).await?;
+                let url = format!("http://{}", listener.local_addr()?);
+                let stop = Arc::new(AtomicBool::new(false));
+                let engine = Simulator::new(sim).context("cannot open the simulator socket")?;
+                let sim_stop = stop.clone();
+                // The relay must have joined the group before the directory goes
+                // out; the directory repeats anyway, so a short head start is enough.
+                let sim_thread = std::thread::Builder::new().name("tickrelay-sim".into()).spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    engine.run(&sim_stop)
+                })?;
+                println!("tickrelay demo: {symbols} symbols at {rate} msg/s on {line_a} (loopback, TTL 0)");
+                println!("tickrelay listening on {url}");
+                println!("open {url}/ for the trading page; Ctrl-C to stop");
+                let stop_on_signal = stop.clone();
+                let shutdown = async move {
+                    server::shutdown_signal().await;
+                    stop_on_signal.store(true, std::sync::atomic::Ordering::Relaxed);
+                };
+                let result = server::run(listener, config, shutdown).await;
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = sim_thread.join();
+                result
+            })
+        }
+    }
+}

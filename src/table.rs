@@ -1,0 +1,504 @@
+//! The symbol table: the latest state of every symbol, indexed by locate code.
+//!
+//! One writer (the ingest path) and any number of readers (the HTTP and
+//! streaming paths). Each slot is a seqlock over plain atomics: the writer
+//! never waits, never allocates on a quote or trade, and readers retry the
+//! rare read that overlapped a write. Names live apart from prices, in a
+//! per-slot `ArcSwap` and a name → locate map that only clients look up: the
+//! ingest path never hashes a string except on a directory message.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+
+use arc_swap::ArcSwapOption;
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::price::Price;
+use crate::wire::{Locate, Message, Session};
+
+/// Number of locate codes (the whole `u16` range).
+pub const LOCATES: usize = 1 << 16;
+
+const F_SEQ: usize = 0;
+const F_TS: usize = 1;
+const F_BID: usize = 2;
+const F_ASK: usize = 3;
+const F_BID_SIZE: usize = 4;
+const F_ASK_SIZE: usize = 5;
+const F_LAST: usize = 6;
+const F_LAST_SIZE: usize = 7;
+const F_VOLUME: usize = 8;
+const F_PREV_CLOSE: usize = 9;
+const F_FLAGS: usize = 10;
+const FIELDS: usize = 11;
+
+const HAS_QUOTE: u64 = 1;
+const HAS_TRADE: u64 = 2;
+
+/// One symbol's prices behind a seqlock. Version is odd while a write is in
+/// progress.
+#[derive(Default)]
+struct Slot {
+    version: AtomicU64,
+    fields: [AtomicU64; FIELDS],
+}
+
+impl Slot {
+    fn read(&self) -> [u64; FIELDS] {
+        loop {
+            let v1 = self.version.load(Ordering::Acquire);
+            if v1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut out = [0u64; FIELDS];
+            for (o, f) in out.iter_mut().zip(&self.fields) {
+                *o = f.load(Ordering::Relaxed);
+            }
+            fence(Ordering::Acquire);
+            if self.version.load(Ordering::Relaxed) == v1 {
+                return out;
+            }
+        }
+    }
+
+    /// Single writer only: the ingest path.
+    fn write(&self, update: impl FnOnce(&[AtomicU64; FIELDS])) {
+        let v = self.version.load(Ordering::Relaxed);
+        self.version.store(v.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        update(&self.fields);
+        self.version.store(v.wrapping_add(2), Ordering::Release);
+    }
+}
+
+/// A directory entry: what a locate code stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SymbolInfo {
+    /// Ticker.
+    pub symbol: Arc<str>,
+    /// Company name.
+    pub name: Arc<str>,
+    /// Locate code on the current session's feed.
+    pub locate: Locate,
+    /// Previous close.
+    pub prev_close: Price,
+}
+
+/// The quote every transport sends: one shape, shared by all (SPEC §4).
+/// Prices are decimal strings in JSON and fixed-point integers in MessagePack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    /// Ticker.
+    pub symbol: Arc<str>,
+    /// Feed sequence of the message that last changed this symbol.
+    pub seq: u64,
+    /// Best bid, `null` before the first quote.
+    pub bid: Option<Price>,
+    /// Best ask, `null` before the first quote.
+    pub ask: Option<Price>,
+    /// Shares at the bid.
+    pub bid_size: u32,
+    /// Shares at the ask.
+    pub ask_size: u32,
+    /// Last trade price, `null` before the first trade.
+    pub last: Option<Price>,
+    /// Last trade size.
+    pub last_size: u32,
+    /// Cumulative session volume.
+    pub volume: u64,
+    /// Previous close.
+    pub prev_close: Price,
+    /// Exchange timestamp of the last change, ns since the Unix epoch.
+    pub ts: u64,
+}
+
+/// What applying one message did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The symbol at this locate changed.
+    Changed(Locate),
+    /// Nothing changed (a repeated directory entry).
+    Unchanged,
+    /// A quote or trade for a locate with no directory entry: dropped.
+    UnknownLocate,
+}
+
+/// The latest state of every symbol, plus the feed position it reflects.
+pub struct Table {
+    slots: Box<[Slot]>,
+    info: Box<[ArcSwapOption<SymbolInfo>]>,
+    names: DashMap<Arc<str>, Locate>,
+    symbols: AtomicUsize,
+    /// Highest locate ever listed this session + 1: bounds full scans.
+    locate_bound: AtomicUsize,
+    session: RwLock<Session>,
+    last_seq: AtomicU64,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Table {
+    /// An empty table with a slot for every locate code.
+    pub fn new() -> Self {
+        Table {
+            slots: (0..LOCATES).map(|_| Slot::default()).collect(),
+            info: (0..LOCATES).map(|_| ArcSwapOption::empty()).collect(),
+            names: DashMap::new(),
+            symbols: AtomicUsize::new(0),
+            locate_bound: AtomicUsize::new(0),
+            session: RwLock::new(Session::default()),
+            last_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Applies one decoded message carrying feed sequence `seq`. Writer only.
+    pub fn apply(&self, seq: u64, msg: &Message<'_>) -> Applied {
+        match *msg {
+            Message::Directory {
+                locate,
+                ts,
+                symbol,
+                name,
+                prev_close,
+            } => self.apply_directory(seq, locate, ts, symbol, name, prev_close),
+            Message::Quote {
+                locate,
+                ts,
+                bid,
+                ask,
+                bid_size,
+                ask_size,
+            } => {
+                let slot = &self.slots[usize::from(locate)];
+                if self.info[usize::from(locate)].load().is_none() {
+                    return Applied::UnknownLocate;
+                }
+                slot.write(|f| {
+                    f[F_SEQ].store(seq, Ordering::Relaxed);
+                    f[F_TS].store(ts, Ordering::Relaxed);
+                    f[F_BID].store(bid.raw() as u64, Ordering::Relaxed);
+                    f[F_ASK].store(ask.raw() as u64, Ordering::Relaxed);
+                    f[F_BID_SIZE].store(u64::from(bid_size), Ordering::Relaxed);
+                    f[F_ASK_SIZE].store(u64::from(ask_size), Ordering::Relaxed);
+                    f[F_FLAGS].fetch_or(HAS_QUOTE, Ordering::Relaxed);
+                });
+                Applied::Changed(locate)
+            }
+            Message::Trade {
+                locate,
+                ts,
+                price,
+                size,
+                volume,
+            } => {
+                let slot = &self.slots[usize::from(locate)];
+                if self.info[usize::from(locate)].load().is_none() {
+                    return Applied::UnknownLocate;
+                }
+                slot.write(|f| {
+                    f[F_SEQ].store(seq, Ordering::Relaxed);
+                    f[F_TS].store(ts, Ordering::Relaxed);
+                    f[F_LAST].store(price.raw() as u64, Ordering::Relaxed);
+                    f[F_LAST_SIZE].store(u64::from(size), Ordering::Relaxed);
+                    f[F_VOLUME].store(volume, Ordering::Relaxed);
+                    f[F_FLAGS].fetch_or(HAS_TRADE, Ordering::Relaxed);
+                });
+                Applied::Changed(locate)
+            }
+        }
+    }
+
+    fn apply_directory(
+        &self,
+        seq: u64,
+        locate: Locate,
+        ts: u64,
+        symbol: &str,
+        name: &str,
+        prev_close: Price,
+    ) -> Applied {
+        let idx = usize::from(locate);
+        let current = self.info[idx].load_full();
+        if let Some(cur) = &current {
+            if &*cur.symbol == symbol && &*cur.name == name && cur.prev_close == prev_close {
+                // The directory is repeated periodically; a repeat is no change.
+                return Applied::Unchanged;
+            }
+        }
+        let same_symbol = current.as_ref().is_some_and(|c| &*c.symbol == symbol);
+        if let Some(cur) = &current {
+            if !same_symbol {
+                self.names.remove(&cur.symbol);
+                self.symbols.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        // A symbol moving to another locate leaves its old slot.
+        if !same_symbol {
+            if let Some((_, old)) = self.names.remove(symbol) {
+                self.info[usize::from(old)].store(None);
+                self.symbols.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let info = Arc::new(SymbolInfo {
+            symbol: Arc::from(symbol),
+            name: Arc::from(name),
+            locate,
+            prev_close,
+        });
+        let slot = &self.slots[idx];
+        slot.write(|f| {
+            if !same_symbol {
+                for x in f.iter() {
+                    x.store(0, Ordering::Relaxed);
+                }
+            }
+            f[F_SEQ].store(seq, Ordering::Relaxed);
+            f[F_TS].store(ts, Ordering::Relaxed);
+            f[F_PREV_CLOSE].store(prev_close.raw() as u64, Ordering::Relaxed);
+        });
+        if !same_symbol {
+            self.names.insert(info.symbol.clone(), locate);
+            self.symbols.fetch_add(1, Ordering::Relaxed);
+        }
+        self.info[idx].store(Some(info));
+        self.locate_bound.fetch_max(idx + 1, Ordering::Relaxed);
+        Applied::Changed(locate)
+    }
+
+    /// Forgets every symbol and starts `session`. Writer only.
+    pub fn reset(&self, session: Session) {
+        let bound = self.locate_bound.swap(0, Ordering::Relaxed);
+        for idx in 0..bound {
+            if self.info[idx].swap(None).is_some() {
+                self.slots[idx].write(|f| {
+                    for x in f.iter() {
+                        x.store(0, Ordering::Relaxed);
+                    }
+                });
+            }
+        }
+        self.names.clear();
+        self.symbols.store(0, Ordering::Relaxed);
+        *self.session.write() = session;
+        self.last_seq.store(0, Ordering::Release);
+    }
+
+    /// Records that every message up to `seq` has been applied. Writer only.
+    pub fn set_last_seq(&self, seq: u64) {
+        self.last_seq.store(seq, Ordering::Release);
+    }
+
+    /// The feed sequence of the last applied message.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// The current feed session.
+    pub fn session(&self) -> Session {
+        *self.session.read()
+    }
+
+    /// Number of symbols in the directory.
+    pub fn symbol_count(&self) -> usize {
+        self.symbols.load(Ordering::Relaxed)
+    }
+
+    /// Looks up a ticker.
+    pub fn locate(&self, symbol: &str) -> Option<Locate> {
+        self.names.get(symbol).map(|r| *r.value())
+    }
+
+    /// The directory entry of a locate code.
+    pub fn info(&self, locate: Locate) -> Option<Arc<SymbolInfo>> {
+        self.info[usize::from(locate)].load_full()
+    }
+
+    /// The feed sequence that last changed `locate` (0 if never).
+    pub fn seq_of(&self, locate: Locate) -> u64 {
+        self.slots[usize::from(locate)].read()[F_SEQ]
+    }
+
+    /// The current quote of a locate code, if it is listed.
+    pub fn quote(&self, locate: Locate) -> Option<Quote> {
+        let info = self.info(locate)?;
+        let f = self.slots[usize::from(locate)].read();
+        let flags = f[F_FLAGS];
+        let price = |i: usize| Price(f[i] as i64);
+        Some(Quote {
+            symbol: info.symbol.clone(),
+            seq: f[F_SEQ],
+            bid: (flags & HAS_QUOTE != 0).then(|| price(F_BID)),
+            ask: (flags & HAS_QUOTE != 0).then(|| price(F_ASK)),
+            bid_size: f[F_BID_SIZE] as u32,
+            ask_size: f[F_ASK_SIZE] as u32,
+            last: (flags & HAS_TRADE != 0).then(|| price(F_LAST)),
+            last_size: f[F_LAST_SIZE] as u32,
+            volume: f[F_VOLUME],
+            prev_close: price(F_PREV_CLOSE),
+            ts: f[F_TS],
+        })
+    }
+
+    /// Every listed locate code, in locate order.
+    pub fn locates(&self) -> Vec<Locate> {
+        let bound = self.locate_bound.load(Ordering::Relaxed).min(LOCATES);
+        (0..bound)
+            .filter(|&i| self.info[i].load().is_some())
+            .map(|i| i as Locate)
+            .collect()
+    }
+
+    /// The directory, in locate order.
+    pub fn directory(&self) -> Vec<Arc<SymbolInfo>> {
+        self.locates()
+            .into_iter()
+            .filter_map(|l| self.info(l))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(locate: Locate, symbol: &str) -> Message<'_> {
+        Message::Directory {
+            locate,
+            ts: 1,
+            symbol,
+            name: "Name",
+            prev_close: Price(100_0000),
+        }
+    }
+
+    #[test]
+    fn quote_and_trade_build_the_state() {
+        let t = Table::new();
+        assert_eq!(t.apply(1, &dir(5, "AAPL")), Applied::Changed(5));
+        assert_eq!(t.locate("AAPL"), Some(5));
+        let q = t.quote(5).unwrap();
+        assert_eq!((q.bid, q.last, q.seq), (None, None, 1));
+        t.apply(
+            2,
+            &Message::Quote {
+                locate: 5,
+                ts: 9,
+                bid: Price(1),
+                ask: Price(2),
+                bid_size: 3,
+                ask_size: 4,
+            },
+        );
+        t.apply(
+            3,
+            &Message::Trade {
+                locate: 5,
+                ts: 10,
+                price: Price(2),
+                size: 7,
+                volume: 70,
+            },
+        );
+        let q = t.quote(5).unwrap();
+        assert_eq!(q.bid, Some(Price(1)));
+        assert_eq!(q.ask, Some(Price(2)));
+        assert_eq!((q.bid_size, q.ask_size), (3, 4));
+        assert_eq!((q.last, q.last_size, q.volume), (Some(Price(2)), 7, 70));
+        assert_eq!((q.seq, q.ts), (3, 10));
+        assert_eq!(q.prev_close, Price(100_0000));
+    }
+
+    #[test]
+    fn unknown_locate_is_dropped() {
+        let t = Table::new();
+        let q = Message::Quote {
+            locate: 9,
+            ts: 1,
+            bid: Price(1),
+            ask: Price(2),
+            bid_size: 1,
+            ask_size: 1,
+        };
+        assert_eq!(t.apply(1, &q), Applied::UnknownLocate);
+        assert!(t.quote(9).is_none());
+    }
+
+    #[test]
+    fn repeated_directory_is_no_change() {
+        let t = Table::new();
+        t.apply(1, &dir(1, "MSFT"));
+        assert_eq!(t.apply(50, &dir(1, "MSFT")), Applied::Unchanged);
+        assert_eq!(t.quote(1).unwrap().seq, 1);
+        assert_eq!(t.symbol_count(), 1);
+    }
+
+    #[test]
+    fn relisting_a_locate_moves_the_name() {
+        let t = Table::new();
+        t.apply(1, &dir(1, "OLD"));
+        t.apply(2, &dir(1, "NEW"));
+        assert_eq!(t.locate("OLD"), None);
+        assert_eq!(t.locate("NEW"), Some(1));
+        t.apply(3, &dir(2, "NEW"));
+        assert!(t.info(1).is_none());
+        assert_eq!(t.locate("NEW"), Some(2));
+        assert_eq!(t.symbol_count(), 1);
+    }
+
+    #[test]
+    fn reset_forgets_everything() {
+        let t = Table::new();
+        t.apply(1, &dir(1, "A"));
+        t.set_last_seq(1);
+        t.reset(Session::new("NEXT"));
+        assert_eq!(t.symbol_count(), 0);
+        assert!(t.locates().is_empty());
+        assert_eq!(t.last_seq(), 0);
+        assert_eq!(t.session().as_str(), "NEXT");
+    }
+
+    #[test]
+    fn readers_never_see_a_torn_quote() {
+        let t = Arc::new(Table::new());
+        t.apply(1, &dir(1, "A"));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (t, stop) = (t.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let q = t.quote(1).unwrap();
+                    if let (Some(b), Some(a)) = (q.bid, q.ask) {
+                        // The writer always writes ask = bid + 1 and sizes = bid.
+                        assert_eq!(a.raw(), b.raw() + 1);
+                        assert_eq!(u64::from(q.bid_size), b.raw() as u64 % 1000);
+                    }
+                    n += 1;
+                }
+                n
+            })
+        };
+        for i in 0..200_000i64 {
+            t.apply(
+                i as u64 + 2,
+                &Message::Quote {
+                    locate: 1,
+                    ts: i as u64,
+                    bid: Price(i),
+                    ask: Price(i + 1),
+                    bid_size: (i % 1000) as u32,
+                    ask_size: 0,
+                },
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    }
+}

@@ -1,0 +1,4 @@
+//! One module per delivery paradigm. Each turns the table (and, for the
+//! streaming ones, the fan-out hub) into its protocol and nothing more.
+
+pub mod snapshot;

@@ -1,0 +1,142 @@
+//! Short polling: `GET /v1/snapshot` and the symbol directory.
+//!
+//! The ETag is `"SESSION:SEQ"`, SEQ being the newest `seq` among the requested
+//! symbols, so a watchlist that did not change answers 304 even while other
+//! symbols tick: an unchanged poll costs a table scan of the watchlist and a
+//! few bytes on the wire.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::http::{ApiError, AppState, Encoding, parse_symbols};
+use crate::table::{Quote, SymbolInfo, Table};
+use crate::wire::Locate;
+
+/// The envelope of a snapshot, a poll answer and an SSE `snapshot` event.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotBody {
+    /// Feed sequence applied when this was built.
+    pub seq: u64,
+    /// Feed session.
+    pub session: String,
+    /// The quotes.
+    pub quotes: Vec<Quote>,
+}
+
+#[derive(Serialize)]
+struct Directory<'a> {
+    symbols: &'a [std::sync::Arc<SymbolInfo>],
+}
+
+/// `GET /v1/symbols`: the symbol directory, in locate order.
+pub async fn symbols(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let dir = state.table.directory();
+    let enc = Encoding::from_headers(&headers);
+    (
+        [(header::CONTENT_TYPE, enc.content_type())],
+        enc.body(&Directory { symbols: &dir }),
+    )
+        .into_response()
+}
+
+/// Query of `/v1/snapshot`.
+#[derive(Debug, Deserialize)]
+pub struct SnapshotQuery {
+    /// Comma-separated tickers; all symbols when absent.
+    pub symbols: Option<String>,
+}
+
+/// `GET /v1/snapshot[?symbols=A,B]`.
+pub async fn snapshot(
+    State(state): State<AppState>,
+    Query(q): Query<SnapshotQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let locates = match parse_symbols(q.symbols.as_deref(), state.config.limits.max_symbols)? {
+        Some(names) => resolve(&state.table, &names)?,
+        None => state.table.locates(),
+    };
+    Ok(respond(&state.table, &locates, &headers))
+}
+
+/// `GET /v1/snapshot/{symbol}`.
+pub async fn snapshot_one(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let names = parse_symbols(Some(&symbol), 1)?.unwrap_or_default();
+    if names.is_empty() {
+        return Err(ApiError::bad_request("bad_symbol", "empty symbol"));
+    }
+    let locates = resolve(&state.table, &names)?;
+    Ok(respond(&state.table, &locates, &headers))
+}
+
+/// Maps tickers to locate codes; any unknown one is a 404 naming them all.
+pub fn resolve(table: &Table, names: &[String]) -> Result<Vec<Locate>, ApiError> {
+    let mut unknown = Vec::new();
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        match table.locate(n) {
+            Some(l) => out.push(l),
+            None => unknown.push(n.clone()),
+        }
+    }
+    if unknown.is_empty() {
+        Ok(out)
+    } else {
+        Err(ApiError::unknown_symbols(&unknown))
+    }
+}
+
+/// The current quotes of `locates`, with the envelope's `seq` and session.
+pub fn build(table: &Table, locates: &[Locate]) -> SnapshotBody {
+    // Read the sequence first: every quote read after it is at least as new,
+    // so the envelope never promises more than it holds.
+    let seq = table.last_seq();
+    let session = table.session().to_string();
+    let quotes = locates.iter().filter_map(|&l| table.quote(l)).collect();
+    SnapshotBody {
+        seq,
+        session,
+        quotes,
+    }
+}
+
+fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+fn respond(table: &Table, locates: &[Locate], headers: &HeaderMap) -> Response {
+    let newest = locates.iter().map(|&l| table.seq_of(l)).max().unwrap_or(0);
+    let etag = format!("\"{}:{}\"", table.session(), newest);
+    let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
+    let cache = (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if etag_matches(headers, &etag) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag_value), cache],
+        )
+            .into_response();
+    }
+    let enc = Encoding::from_headers(headers);
+    let body = build(table, locates);
+    (
+        [
+            (header::CONTENT_TYPE, enc.content_type()),
+            (header::ETAG, etag_value),
+            cache,
+        ],
+        enc.body(&body),
+    )
+        .into_response()
+}
