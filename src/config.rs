@@ -78,6 +78,38 @@ settings! {
     shutdown_grace_ms: u64 = "TICKRELAY_SHUTDOWN_GRACE_MS";
     /// Log format: `text` or `json` [default: text].
     log_format: String = "TICKRELAY_LOG_FORMAT";
+    /// Most open streaming connections (WebSocket, SSE, long poll) [default: 100000].
+    max_connections: usize = "TICKRELAY_MAX_CONNECTIONS";
+    /// Most open streaming connections from one address [default: 10000].
+    max_connections_per_ip: usize = "TICKRELAY_MAX_CONNECTIONS_PER_IP";
+    /// Largest WebSocket frame a client may send, bytes [default: 65536].
+    max_frame_bytes: usize = "TICKRELAY_MAX_FRAME_BYTES";
+    /// Subscribe/unsubscribe operations per second per connection [default: 20].
+    ops_per_second: u32 = "TICKRELAY_OPS_PER_SECOND";
+    /// Queue length of `every` mode per client; overflow closes it (4008) [default: 4096].
+    every_queue: usize = "TICKRELAY_EVERY_QUEUE";
+    /// Allow `*` (every symbol) subscriptions [default: true].
+    allow_wildcard: bool = "TICKRELAY_ALLOW_WILDCARD";
+    /// WebSocket ping interval, ms [default: 15000].
+    ping_interval_ms: u64 = "TICKRELAY_PING_INTERVAL_MS";
+    /// Close a WebSocket peer silent for this long (4010), ms [default: 45000].
+    idle_timeout_ms: u64 = "TICKRELAY_IDLE_TIMEOUT_MS";
+    /// Close a client whose write does not finish in this time (4008), ms [default: 10000].
+    write_timeout_ms: u64 = "TICKRELAY_WRITE_TIMEOUT_MS";
+    /// SSE keep-alive comment interval, ms [default: 15000].
+    keepalive_ms: u64 = "TICKRELAY_KEEPALIVE_MS";
+    /// SSE `retry:` hint to clients, ms [default: 2000].
+    sse_retry_ms: u64 = "TICKRELAY_SSE_RETRY_MS";
+    /// Default long-poll timeout, ms [default: 25000].
+    poll_timeout_ms: u64 = "TICKRELAY_POLL_TIMEOUT_MS";
+    /// Longest long-poll timeout a client may ask for, ms [default: 120000].
+    max_poll_timeout_ms: u64 = "TICKRELAY_MAX_POLL_TIMEOUT_MS";
+    /// Reconnect delay hint sent in the shutdown notice, ms [default: 1000].
+    reconnect_ms: u64 = "TICKRELAY_RECONNECT_MS";
+    /// Bearer token required on client endpoints (header, or `token` query) [default: none].
+    token: String = "TICKRELAY_TOKEN";
+    /// Comma-separated Origins allowed to open WebSockets [default: any].
+    allowed_origins: String = "TICKRELAY_ALLOWED_ORIGINS";
 }
 
 /// Log line format.
@@ -89,11 +121,48 @@ pub enum LogFormat {
     Json,
 }
 
-/// Client-facing limits.
+/// Client-facing limits and timers.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Most symbols in one request or subscription.
     pub max_symbols: usize,
+    /// Most streaming connections.
+    pub max_connections: usize,
+    /// Most streaming connections per address.
+    pub max_connections_per_ip: usize,
+    /// Largest client frame.
+    pub max_frame_bytes: usize,
+    /// Subscription operations per second per connection.
+    pub ops_per_second: u32,
+    /// `every` queue length.
+    pub every_queue: usize,
+    /// `*` allowed.
+    pub allow_wildcard: bool,
+    /// WebSocket ping interval.
+    pub ping_interval: Duration,
+    /// Silence after which a WebSocket peer is closed.
+    pub idle_timeout: Duration,
+    /// Write deadline.
+    pub write_timeout: Duration,
+    /// SSE keep-alive interval.
+    pub keepalive: Duration,
+    /// SSE retry hint.
+    pub sse_retry: Duration,
+    /// Default long-poll timeout.
+    pub poll_timeout: Duration,
+    /// Cap on a requested long-poll timeout.
+    pub max_poll_timeout: Duration,
+    /// Reconnect hint at shutdown.
+    pub reconnect: Duration,
+}
+
+/// Who may connect.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// Required bearer token.
+    pub token: Option<String>,
+    /// Allowed WebSocket origins; empty means any.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The validated configuration the relay runs with.
@@ -105,6 +174,8 @@ pub struct Config {
     pub feed: FeedConfig,
     /// Client limits.
     pub limits: Limits,
+    /// Authentication and origin checks.
+    pub access: Access,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Log format.
@@ -176,6 +247,68 @@ impl Settings {
         if max_symbols == 0 {
             return Err(ConfigError::new("max_symbols", "must be at least 1"));
         }
+        let ms = |setting: &'static str,
+                  v: Option<u64>,
+                  default: u64,
+                  min: u64|
+         -> Result<Duration, ConfigError> {
+            let v = v.unwrap_or(default);
+            if v < min {
+                return Err(ConfigError::new(setting, format!("{v} ms is below {min}")));
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let positive = |setting: &'static str,
+                        v: Option<usize>,
+                        default: usize|
+         -> Result<usize, ConfigError> {
+            match v.unwrap_or(default) {
+                0 => Err(ConfigError::new(setting, "must be at least 1")),
+                n => Ok(n),
+            }
+        };
+        let limits = Limits {
+            max_symbols,
+            max_connections: positive("max_connections", self.max_connections, 100_000)?,
+            max_connections_per_ip: positive(
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                10_000,
+            )?,
+            max_frame_bytes: positive("max_frame_bytes", self.max_frame_bytes, 64 * 1024)?,
+            ops_per_second: match self.ops_per_second.unwrap_or(20) {
+                0 => return Err(ConfigError::new("ops_per_second", "must be at least 1")),
+                n => n,
+            },
+            every_queue: positive("every_queue", self.every_queue, 4096)?,
+            allow_wildcard: self.allow_wildcard.unwrap_or(true),
+            ping_interval: ms("ping_interval_ms", self.ping_interval_ms, 15_000, 10)?,
+            idle_timeout: ms("idle_timeout_ms", self.idle_timeout_ms, 45_000, 10)?,
+            write_timeout: ms("write_timeout_ms", self.write_timeout_ms, 10_000, 10)?,
+            keepalive: ms("keepalive_ms", self.keepalive_ms, 15_000, 10)?,
+            sse_retry: ms("sse_retry_ms", self.sse_retry_ms, 2_000, 0)?,
+            poll_timeout: ms("poll_timeout_ms", self.poll_timeout_ms, 25_000, 0)?,
+            max_poll_timeout: ms("max_poll_timeout_ms", self.max_poll_timeout_ms, 120_000, 0)?,
+            reconnect: ms("reconnect_ms", self.reconnect_ms, 1_000, 0)?,
+        };
+        if limits.poll_timeout > limits.max_poll_timeout {
+            return Err(ConfigError::new(
+                "poll_timeout_ms",
+                "is above max_poll_timeout_ms",
+            ));
+        }
+        let access = Access {
+            token: self.token.filter(|t| !t.is_empty()),
+            allowed_origins: self
+                .allowed_origins
+                .map(|o| {
+                    o.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         let log_format = match self.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -196,7 +329,8 @@ impl Settings {
                 gap_hold: Duration::from_millis(gap_hold_ms),
                 stale_after: Duration::from_millis(stale_after_ms),
             },
-            limits: Limits { max_symbols },
+            limits,
+            access,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms.unwrap_or(5_000)),
             log_format,
         })

@@ -15,10 +15,14 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::fanout::Hub;
 use crate::feed::{FeedState, FeedStatus};
+use crate::limits::ConnLimiter;
 use crate::metrics::{HttpLabels, Metrics, RouteLabel};
 use crate::table::Table;
 use crate::transport;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -34,6 +38,76 @@ pub struct Shared {
     pub config: Config,
     /// Feed status and session.
     pub feed: watch::Receiver<FeedState>,
+    /// The fan-out hub.
+    pub hub: Arc<Hub>,
+    /// Streaming connection counts.
+    pub conns: Arc<ConnLimiter>,
+    /// Fires at shutdown: streams send their notice and end.
+    pub cancel: CancellationToken,
+    /// Upgraded WebSocket tasks, which the HTTP server does not track.
+    pub tracker: TaskTracker,
+}
+
+/// The `token` query parameter (for clients that cannot set headers).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct AuthQuery {
+    /// Bearer token.
+    pub token: Option<String>,
+}
+
+/// Checks the bearer token, when one is configured.
+pub fn check_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(expected) = &state.config.access.token else {
+        return Ok(());
+    };
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let given = header.or(query);
+    // Compare without an early exit, so timing does not reveal a prefix.
+    let ok = given.is_some_and(|g| {
+        g.len() == expected.len()
+            && g.bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        state.metrics.stream.refused("token");
+        Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "missing or wrong bearer token".into(),
+        })
+    }
+}
+
+/// Checks the WebSocket `Origin` against the allow-list, when one is set.
+pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let allowed = &state.config.access.allowed_origins;
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        // Non-browser clients send no Origin; cross-site hijacking needs a browser.
+        None => Ok(()),
+        Some(o) if allowed.iter().any(|a| a == o) => Ok(()),
+        Some(o) => {
+            state.metrics.stream.refused("allowed_origins");
+            Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "origin_not_allowed",
+                message: format!("origin {o} is not in allowed_origins"),
+            })
+        }
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -145,6 +219,17 @@ impl Encoding {
             Encoding::Msgpack => HeaderValue::from_static("application/msgpack"),
         }
     }
+}
+
+/// Checks a symbol list from a WebSocket frame like [`parse_symbols`].
+pub fn parse_symbol_list(list: &[String], max: usize) -> Result<Vec<String>, ApiError> {
+    if list.len() > max {
+        return Err(ApiError::bad_request(
+            "too_many_symbols",
+            format!("at most {max} symbols per request (setting max_symbols)"),
+        ));
+    }
+    Ok(parse_symbols(Some(&list.join(",")), max)?.unwrap_or_default())
 }
 
 /// Splits `?symbols=A,B` into distinct tickers (upper-cased), checking the

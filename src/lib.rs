@@ -13,9 +13,11 @@
 //! | [`wire`] | the feed packet and message codec; pure, shared with the simulator |
 //! | [`feed`] | sockets, batching receive, the [`feed::sequencer`], feed status |
 //! | [`table`] | latest state per symbol, lock-free reads, the quote shape |
+//! | [`fanout`] | the hub: subscriptions, conflation, waking writers, shared encodings |
 //! | [`transport`] | one module per delivery paradigm |
 //! | [`http`] | router, errors, limits, health, metrics endpoint, the page |
 //! | [`metrics`] | every metric, named in one place |
+//! | [`limits`] | connection caps and operation rates |
 //! | [`config`] | settings from flags, environment and file, validated once |
 //! | [`server`] | assembling and running the relay, graceful shutdown |
 //! | [`sim`] | the market simulator engine behind `feed-simulator` and `demo` |
@@ -23,8 +25,10 @@
 //! See docs/ARCHITECTURE.md for the data flow in prose.
 
 pub mod config;
+pub mod fanout;
 pub mod feed;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod price;
 pub mod server;

@@ -10,9 +10,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::fanout::Hub;
 use crate::http::{AppState, Shared, router};
+use crate::limits::ConnLimiter;
 use crate::metrics::Metrics;
 use crate::table::Table;
+use tokio_util::task::TaskTracker;
 
 /// Binds the HTTP listener, naming the setting when it fails.
 pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
@@ -35,19 +38,29 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let table = Arc::new(Table::new());
     let cancel = CancellationToken::new();
+    let hub = Hub::new(table.clone(), metrics.stream.clone());
     let feed = crate::feed::start(
         config.feed.clone(),
         table.clone(),
         metrics.feed.clone(),
-        (),
+        hub.listener(),
         cancel.clone(),
     )
     .context("cannot open the feed sockets (settings feed_a, feed_b, interface)")?;
+    let fanout = tokio::spawn(hub.clone().run(cancel.clone()));
+    let tracker = TaskTracker::new();
     let state = AppState(Arc::new(Shared {
         table,
         metrics,
         config: config.clone(),
         feed: feed.state.clone(),
+        hub,
+        conns: ConnLimiter::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        ),
+        cancel: cancel.clone(),
+        tracker: tracker.clone(),
     }));
     let app = router(state);
     let listener = listener.tap_io(|tcp| {
@@ -56,22 +69,35 @@ pub async fn run(
     });
     let stop = cancel.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
     });
     shutdown.await;
     tracing::info!(
         grace_ms = config.shutdown_grace.as_millis() as u64,
         "shutting down"
     );
+    // Streams see the cancellation, send their notice and end; the server
+    // stops accepting and finishes in-flight requests. Upgraded WebSockets
+    // are tracked apart because the HTTP server no longer sees them.
     cancel.cancel();
-    match tokio::time::timeout(config.shutdown_grace, server).await {
+    tracker.close();
+    let drain = async {
+        let served = server.await;
+        tracker.wait().await;
+        served
+    };
+    match tokio::time::timeout(config.shutdown_grace, drain).await {
         Ok(joined) => joined
             .context("server task failed")?
             .context("server error")?,
         Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
     }
+    let _ = fanout.await;
     tokio::task::spawn_blocking(move || feed.join()).await.ok();
     Ok(())
 }

@@ -119,18 +119,21 @@ pub struct SimCounters {
 pub struct FinalQuote {
     /// Ticker.
     pub symbol: String,
-    /// Sequence of the last message about this symbol.
+    /// Sequence of the last message about this symbol (its first directory
+    /// entry when it never ticked; repeats of the directory change nothing).
     pub seq: u64,
-    /// Best bid.
-    pub bid: Price,
-    /// Best ask.
-    pub ask: Price,
-    /// Bid size.
+    /// Best bid, if any quote was published.
+    pub bid: Option<Price>,
+    /// Best ask, if any quote was published.
+    pub ask: Option<Price>,
+    /// Bid size (0 before the first quote).
     pub bid_size: u32,
-    /// Ask size.
+    /// Ask size (0 before the first quote).
     pub ask_size: u32,
     /// Last trade price, if any trade.
     pub last: Option<Price>,
+    /// Last trade size (0 before the first trade).
+    pub last_size: u32,
     /// Cumulative volume.
     pub volume: u64,
     /// Previous close.
@@ -160,12 +163,16 @@ struct Instrument {
     symbol: String,
     name: String,
     prev_close: Price,
+    /// The random walk's bid and ask; published only once `quoted`.
     bid: Price,
     ask: Price,
+    quoted: bool,
     bid_size: u32,
     ask_size: u32,
     last: Option<Price>,
+    last_size: u32,
     volume: u64,
+    /// Sequence of the last message that changed this symbol (0: unlisted).
     seq: u64,
 }
 
@@ -311,9 +318,11 @@ impl Simulator {
                     prev_close,
                     bid: open,
                     ask: Price(open.raw() + 100),
-                    bid_size: 100,
-                    ask_size: 100,
+                    quoted: false,
+                    bid_size: 0,
+                    ask_size: 0,
                     last: None,
+                    last_size: 0,
                     volume: 0,
                     seq: 0,
                 }
@@ -446,11 +455,12 @@ impl Simulator {
                 .map(|i| FinalQuote {
                     symbol: i.symbol.clone(),
                     seq: i.seq,
-                    bid: i.bid,
-                    ask: i.ask,
+                    bid: i.quoted.then_some(i.bid),
+                    ask: i.quoted.then_some(i.ask),
                     bid_size: i.bid_size,
                     ask_size: i.ask_size,
                     last: i.last,
+                    last_size: i.last_size,
                     volume: i.volume,
                     prev_close: i.prev_close,
                 })
@@ -477,9 +487,15 @@ impl Simulator {
                 &mut self.fault_rng,
                 &self.config,
             );
-            builder.push(&msg, &mut |p| {
+            let seq = builder.push(&msg, &mut |p| {
                 emit(socket, lines, counters, fault_rng, cfg, p)
             });
+            // A relay shows the first listing's sequence until the symbol
+            // ticks; a repeated, unchanged entry is no change.
+            let inst = &mut self.instruments[idx];
+            if inst.seq == 0 {
+                inst.seq = seq;
+            }
             self.counters.messages.fetch_add(1, Ordering::Relaxed);
         }
         self.flush();
@@ -496,6 +512,7 @@ impl Simulator {
             let price = if self.rng.r#gen() { inst.bid } else { inst.ask };
             let size = 100 * self.rng.gen_range(1..=10u32);
             inst.last = Some(price);
+            inst.last_size = size;
             inst.volume += u64::from(size);
             Message::Trade {
                 locate: idx as Locate,
@@ -515,6 +532,7 @@ impl Simulator {
             let spread = 1 + (mid / 20_000) + i64::from(self.rng.gen_range(0..3u8));
             inst.bid = Price(mid * 100);
             inst.ask = Price((mid + spread) * 100);
+            inst.quoted = true;
             inst.bid_size = 100 * self.rng.gen_range(1..=50u32);
             inst.ask_size = 100 * self.rng.gen_range(1..=50u32);
             Message::Quote {

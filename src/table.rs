@@ -136,6 +136,8 @@ pub struct Table {
     locate_bound: AtomicUsize,
     session: RwLock<Session>,
     last_seq: AtomicU64,
+    /// Bumped on every reset, so caches keyed by `seq` can tell sessions apart.
+    epoch: AtomicU64,
 }
 
 impl Default for Table {
@@ -155,6 +157,7 @@ impl Table {
             locate_bound: AtomicUsize::new(0),
             session: RwLock::new(Session::default()),
             last_seq: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -288,6 +291,7 @@ impl Table {
         self.symbols.store(0, Ordering::Relaxed);
         *self.session.write() = session;
         self.last_seq.store(0, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Records that every message up to `seq` has been applied. Writer only.
@@ -298,6 +302,11 @@ impl Table {
     /// The feed sequence of the last applied message.
     pub fn last_seq(&self) -> u64 {
         self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// How many times the table was reset (one per feed session).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// The current feed session.

@@ -2,3 +2,6 @@
 //! streaming ones, the fan-out hub) into its protocol and nothing more.
 
 pub mod snapshot;
+pub mod sse;
+pub mod stream;
+pub mod ws;

@@ -1,0 +1,889 @@
+//! The fan-out hub: from a changed symbol to every client that wants it.
+//!
+//! ```text
+//! ingest thread ──HubListener──▶ outbox (ordered events, deduplicated per symbol)
+//!                                   │ one wake per batch
+//!                                   ▼
+//!                     fan-out task: per symbol, its subscribers:
+//!                       conflate → mark the symbol pending, wake the writer once
+//!                       every    → push the encoded change on a bounded queue
+//!                                   │
+//!                                   ▼
+//!             client writers (ws, sse, poll): drain everything pending into one
+//!             frame, reading the newest encoded quote of each symbol
+//! ```
+//!
+//! The ingest path only appends to the outbox: it never waits on a client
+//! and its work does not grow with the number of clients. A quote is encoded
+//! once per change, into shared `Bytes`, by the first writer that needs it;
+//! every other client reuses those bytes. A slow client in `conflate` mode
+//! costs at most one pending mark per subscribed symbol, whatever the rate.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::feed::ChangeListener;
+use crate::metrics::StreamMetrics;
+use crate::table::{LOCATES, Quote, Table};
+use crate::wire::{Locate, Session};
+
+/// One quote, encoded once and shared by every client that sends it.
+#[derive(Debug)]
+pub struct Encoded {
+    /// The quote itself.
+    pub quote: Quote,
+    /// Table epoch (session) it belongs to.
+    pub epoch: u64,
+    /// JSON object bytes.
+    pub json: Bytes,
+    msgpack: OnceLock<Bytes>,
+}
+
+impl Encoded {
+    /// Encodes `quote` as JSON now; MessagePack on first use.
+    pub fn new(quote: Quote, epoch: u64) -> Self {
+        let json = Bytes::from(serde_json::to_vec(&quote).unwrap_or_default());
+        Encoded {
+            quote,
+            epoch,
+            json,
+            msgpack: OnceLock::new(),
+        }
+    }
+
+    /// MessagePack map bytes (same fields; prices as integers).
+    pub fn msgpack(&self) -> &Bytes {
+        self.msgpack
+            .get_or_init(|| Bytes::from(rmp_serde::to_vec_named(&self.quote).unwrap_or_default()))
+    }
+
+    /// The bytes in `format`.
+    pub fn bytes(&self, format: Format) -> &Bytes {
+        match format {
+            Format::Json => &self.json,
+            Format::Msgpack => self.msgpack(),
+        }
+    }
+}
+
+/// Wire format of a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// JSON text.
+    Json,
+    /// MessagePack binary.
+    Msgpack,
+}
+
+/// Transport label of a client, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// WebSocket.
+    Ws,
+    /// Server-Sent Events.
+    Sse,
+    /// Long polling.
+    Poll,
+}
+
+impl Transport {
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::Poll => "poll",
+        }
+    }
+}
+
+/// A hasher for `u16` keys: the key is already well spread.
+#[derive(Default)]
+pub struct LocateHasher(u64);
+
+impl Hasher for LocateHasher {
+    fn finish(&self) -> u64 {
+        // Spread the bits so hashbrown's top-7-bit tags differ.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n);
+    }
+}
+
+/// A `HashSet` of locate codes.
+pub type LocateSet = HashSet<Locate, BuildHasherDefault<LocateHasher>>;
+
+/// What the fan-out left for a client's writer.
+#[derive(Default, Debug)]
+pub struct Pending {
+    /// Conflated symbols, in order of their first change since the last drain.
+    pub marks: Vec<Locate>,
+    marked: LocateSet,
+    /// `every` mode changes, in feed order.
+    pub every: VecDeque<Arc<Encoded>>,
+    /// The `every` queue overflowed: the client must be closed (4008).
+    pub overflow: bool,
+    /// The feed started a new session: sequence numbers restart.
+    pub reset: Option<Session>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.marks.is_empty() && self.every.is_empty() && !self.overflow && self.reset.is_none()
+    }
+}
+
+/// The hub's side of one client: where the fan-out leaves work and how it
+/// wakes the writer.
+#[derive(Debug)]
+pub struct Client {
+    id: u64,
+    transport: Transport,
+    pending: Mutex<Pending>,
+    notify: Notify,
+    every_limit: usize,
+    closed: AtomicBool,
+}
+
+impl Client {
+    /// Waits until something is pending (returns at once if it already is).
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if !self.pending.lock().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes everything pending.
+    pub fn take(&self) -> Pending {
+        std::mem::take(&mut *self.pending.lock())
+    }
+
+    /// Marks `locate` pending again (a throttled symbol not yet due).
+    pub fn remark(&self, locate: Locate) {
+        let mut p = self.pending.lock();
+        if p.marked.insert(locate) {
+            p.marks.push(locate);
+        }
+    }
+
+    /// Whether the client's connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Wakes the writer without leaving work (e.g. feed status changed).
+    pub fn poke(&self) {
+        self.notify.notify_one();
+    }
+
+    fn mark(&self, locate: Locate, metrics: &StreamMetrics) {
+        let mut p = self.pending.lock();
+        let was_empty = p.is_empty();
+        if p.marked.insert(locate) {
+            p.marks.push(locate);
+        } else {
+            // Replaced before it was sent: the client gets only the newest.
+            metrics.conflated.inc();
+        }
+        drop(p);
+        if was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    fn push_every(&self, enc: &Arc<Encoded>) {
+        let mut p = self.pending.lock();
+        let was_empty = p.is_empty();
+        if p.every.len() >= self.every_limit {
+            p.overflow = true;
+            p.every.clear();
+        } else if !p.overflow {
+            p.every.push_back(enc.clone());
+        }
+        drop(p);
+        if was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    fn reset(&self, session: Session) {
+        let mut p = self.pending.lock();
+        p.marks.clear();
+        p.marked.clear();
+        p.every.clear();
+        p.reset = Some(session);
+        drop(p);
+        self.notify.notify_one();
+    }
+}
+
+impl Pending {
+    /// Clears the conflation set after a drain so marks can be taken again.
+    pub fn into_parts(self) -> (Vec<Locate>, VecDeque<Arc<Encoded>>, bool, Option<Session>) {
+        (self.marks, self.every, self.overflow, self.reset)
+    }
+}
+
+/// A subscription as the fan-out sees it.
+#[derive(Clone, Debug)]
+struct Subscriber {
+    client: Arc<Client>,
+    every: bool,
+}
+
+enum Event {
+    Changed(Locate),
+    Every(Quote),
+    Reset(Session),
+}
+
+#[derive(Default)]
+struct Outbox {
+    events: Vec<Event>,
+    /// Which locates have a `Changed` event waiting (dedup across batches).
+    queued: Vec<u64>,
+    last_seq: u64,
+    every_events: usize,
+    every_overflowed: bool,
+}
+
+/// Most `every` events waiting for the fan-out before they are dropped (and
+/// their subscribers closed as too slow).
+const MAX_OUTBOX_EVERY: usize = 1 << 20;
+
+/// The hub. See the module docs.
+pub struct Hub {
+    table: Arc<Table>,
+    subs: RwLock<HashMap<Arc<str>, Vec<Subscriber>>>,
+    wildcard: RwLock<Vec<Arc<Client>>>,
+    clients: Mutex<HashMap<u64, Arc<Client>>>,
+    every_subscriptions: AtomicUsize,
+    outbox: Mutex<Outbox>,
+    wake: Notify,
+    fanned_seq: AtomicU64,
+    cache: Box<[ArcSwapOption<Encoded>]>,
+    next_id: AtomicU64,
+    /// Streaming metrics.
+    pub metrics: StreamMetrics,
+}
+
+impl Hub {
+    /// A hub over `table`.
+    pub fn new(table: Arc<Table>, metrics: StreamMetrics) -> Arc<Self> {
+        Arc::new(Hub {
+            table,
+            subs: RwLock::new(HashMap::new()),
+            wildcard: RwLock::new(Vec::new()),
+            clients: Mutex::new(HashMap::new()),
+            every_subscriptions: AtomicUsize::new(0),
+            outbox: Mutex::new(Outbox {
+                queued: vec![0; LOCATES / 64],
+                ..Default::default()
+            }),
+            wake: Notify::new(),
+            fanned_seq: AtomicU64::new(0),
+            cache: (0..LOCATES).map(|_| ArcSwapOption::empty()).collect(),
+            next_id: AtomicU64::new(1),
+            metrics,
+        })
+    }
+
+    /// The table the hub reads.
+    pub fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
+    /// The ingest side of the hub, to hand to `feed::start`.
+    pub fn listener(self: &Arc<Self>) -> HubListener {
+        HubListener {
+            hub: self.clone(),
+            events: Vec::new(),
+            seen: vec![0; LOCATES / 64],
+        }
+    }
+
+    /// Every change up to this sequence has been marked for its subscribers.
+    /// Read it before draining a client: it is the promise an envelope makes.
+    pub fn fanned_seq(&self) -> u64 {
+        self.fanned_seq.load(Ordering::Acquire)
+    }
+
+    /// Registers a client of `transport`.
+    pub fn register(&self, transport: Transport, every_limit: usize) -> Arc<Client> {
+        let client = Arc::new(Client {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            transport,
+            pending: Mutex::new(Pending::default()),
+            notify: Notify::new(),
+            every_limit,
+            closed: AtomicBool::new(false),
+        });
+        self.clients.lock().insert(client.id, client.clone());
+        self.metrics.clients.get_or_create(&transport.into()).inc();
+        client
+    }
+
+    /// Removes a client and all its subscriptions.
+    pub fn unregister(&self, client: &Arc<Client>, symbols: &[Arc<str>]) {
+        client.closed.store(true, Ordering::Relaxed);
+        self.unsubscribe(client, symbols);
+        self.unsubscribe_all(client);
+        if self.clients.lock().remove(&client.id).is_some() {
+            self.metrics
+                .clients
+                .get_or_create(&client.transport.into())
+                .dec();
+        }
+    }
+
+    /// Subscribes `client` to `symbol` (a listed ticker).
+    pub fn subscribe(&self, client: &Arc<Client>, symbol: &Arc<str>, every: bool) {
+        let mut subs = self.subs.write();
+        let list = subs.entry(symbol.clone()).or_default();
+        if let Some(s) = list.iter_mut().find(|s| Arc::ptr_eq(&s.client, client)) {
+            if s.every != every {
+                s.every = every;
+                self.adjust_every(every);
+            }
+            return;
+        }
+        list.push(Subscriber {
+            client: client.clone(),
+            every,
+        });
+        drop(subs);
+        if every {
+            self.adjust_every(true);
+        }
+        self.metrics
+            .subscriptions
+            .get_or_create(&client.transport.into())
+            .inc();
+    }
+
+    fn adjust_every(&self, up: bool) {
+        if up {
+            self.every_subscriptions.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.every_subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes `client`'s subscriptions to `symbols`.
+    pub fn unsubscribe(&self, client: &Arc<Client>, symbols: &[Arc<str>]) {
+        let mut subs = self.subs.write();
+        for symbol in symbols {
+            let Some(list) = subs.get_mut(symbol) else {
+                continue;
+            };
+            if let Some(i) = list.iter().position(|s| Arc::ptr_eq(&s.client, client)) {
+                let s = list.swap_remove(i);
+                if s.every {
+                    self.adjust_every(false);
+                }
+                self.metrics
+                    .subscriptions
+                    .get_or_create(&client.transport.into())
+                    .dec();
+            }
+            if list.is_empty() {
+                subs.remove(symbol);
+            }
+        }
+    }
+
+    /// Subscribes `client` to every symbol, present and future.
+    pub fn subscribe_all(&self, client: &Arc<Client>) {
+        let mut w = self.wildcard.write();
+        if !w.iter().any(|c| Arc::ptr_eq(c, client)) {
+            w.push(client.clone());
+            self.metrics.wildcard_subscriptions.inc();
+        }
+    }
+
+    /// Ends `client`'s subscription to every symbol.
+    pub fn unsubscribe_all(&self, client: &Arc<Client>) {
+        let mut w = self.wildcard.write();
+        if let Some(i) = w.iter().position(|c| Arc::ptr_eq(c, client)) {
+            w.swap_remove(i);
+            self.metrics.wildcard_subscriptions.dec();
+        }
+    }
+
+    /// The newest quote of `locate`, encoded once and shared. `None` if the
+    /// locate is not listed.
+    pub fn current(&self, locate: Locate) -> Option<Arc<Encoded>> {
+        let epoch = self.table.epoch();
+        let seq = self.table.seq_of(locate);
+        let slot = &self.cache[usize::from(locate)];
+        if let Some(e) = slot.load_full() {
+            if e.quote.seq == seq && e.epoch == epoch {
+                return Some(e);
+            }
+        }
+        let quote = self.table.quote(locate)?;
+        let enc = Arc::new(Encoded::new(quote, epoch));
+        slot.store(Some(enc.clone()));
+        Some(enc)
+    }
+
+    /// Runs the fan-out until `cancel` fires.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.wake.notified() => self.fan_out(),
+            }
+        }
+    }
+
+    fn fan_out(&self) {
+        let (events, last_seq, every_overflowed) = {
+            let mut out = self.outbox.lock();
+            let events = std::mem::take(&mut out.events);
+            out.queued.iter_mut().for_each(|w| *w = 0);
+            out.every_events = 0;
+            (
+                events,
+                out.last_seq,
+                std::mem::take(&mut out.every_overflowed),
+            )
+        };
+        let epoch = self.table.epoch();
+        {
+            let subs = self.subs.read();
+            let wildcard = self.wildcard.read();
+            for event in events {
+                match event {
+                    Event::Changed(locate) => {
+                        let Some(info) = self.table.info(locate) else {
+                            continue;
+                        };
+                        if let Some(list) = subs.get(&info.symbol) {
+                            for s in list.iter().filter(|s| !s.every) {
+                                s.client.mark(locate, &self.metrics);
+                            }
+                        }
+                        for c in wildcard.iter() {
+                            c.mark(locate, &self.metrics);
+                        }
+                    }
+                    Event::Every(quote) => {
+                        if let Some(list) = subs.get(&quote.symbol) {
+                            if list.iter().any(|s| s.every) {
+                                let enc = Arc::new(Encoded::new(quote, epoch));
+                                for s in list.iter().filter(|s| s.every) {
+                                    s.client.push_every(&enc);
+                                }
+                            }
+                        }
+                    }
+                    Event::Reset(session) => {
+                        for slot in self.cache.iter() {
+                            if slot.load().is_some() {
+                                slot.store(None);
+                            }
+                        }
+                        for c in self.clients.lock().values() {
+                            c.reset(session);
+                        }
+                    }
+                }
+            }
+            if every_overflowed {
+                for list in subs.values() {
+                    for s in list.iter().filter(|s| s.every) {
+                        let mut p = s.client.pending.lock();
+                        p.overflow = true;
+                        drop(p);
+                        s.client.notify.notify_one();
+                    }
+                }
+            }
+        }
+        self.fanned_seq.store(last_seq, Ordering::Release);
+    }
+
+    /// Wakes every client (feed status changed, shutdown).
+    pub fn poke_all(&self) {
+        for c in self.clients.lock().values() {
+            c.poke();
+        }
+    }
+}
+
+/// The hub's ingest-side half: collects changes during a batch and hands
+/// them over once per batch. Lives on the ingest thread.
+pub struct HubListener {
+    hub: Arc<Hub>,
+    events: Vec<Event>,
+    seen: Vec<u64>,
+}
+
+fn test_and_set(bits: &mut [u64], locate: Locate) -> bool {
+    let (w, b) = (usize::from(locate) / 64, usize::from(locate) % 64);
+    let was = bits[w] & (1 << b) != 0;
+    bits[w] |= 1 << b;
+    was
+}
+
+impl ChangeListener for HubListener {
+    fn changed(&mut self, locate: Locate, _seq: u64) {
+        if !test_and_set(&mut self.seen, locate) {
+            self.events.push(Event::Changed(locate));
+        }
+        if self.hub.every_subscriptions.load(Ordering::Relaxed) > 0 {
+            if let Some(q) = self.hub.table.quote(locate) {
+                self.events.push(Event::Every(q));
+            }
+        }
+    }
+
+    fn batch_done(&mut self, last_seq: u64) {
+        {
+            let mut out = self.hub.outbox.lock();
+            for event in self.events.drain(..) {
+                match event {
+                    Event::Changed(l) => {
+                        if !test_and_set(&mut out.queued, l) {
+                            out.events.push(Event::Changed(l));
+                        }
+                    }
+                    Event::Every(q) => {
+                        if out.every_events < MAX_OUTBOX_EVERY {
+                            out.every_events += 1;
+                            out.events.push(Event::Every(q));
+                        } else {
+                            out.every_overflowed = true;
+                        }
+                    }
+                    Event::Reset(s) => {
+                        out.queued.iter_mut().for_each(|w| *w = 0);
+                        out.events.push(Event::Reset(s));
+                    }
+                }
+            }
+            out.last_seq = last_seq;
+        }
+        self.seen.iter_mut().for_each(|w| *w = 0);
+        self.hub.wake.notify_one();
+    }
+
+    fn session_reset(&mut self, session: Session) {
+        self.seen.iter_mut().for_each(|w| *w = 0);
+        self.events.push(Event::Reset(session));
+    }
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Builds envelopes from pre-encoded quotes: no quote is serialized here.
+pub mod envelope {
+    use super::*;
+
+    fn json_quotes(out: &mut BytesMut, quotes: &[Arc<Encoded>]) {
+        out.put_u8(b'[');
+        for (i, q) in quotes.iter().enumerate() {
+            if i > 0 {
+                out.put_u8(b',');
+            }
+            out.extend_from_slice(&q.json);
+        }
+        out.put_u8(b']');
+    }
+
+    fn json_str(out: &mut BytesMut, s: &str) {
+        // Session ids and codes are plain ASCII; serde_json escapes anyway.
+        out.extend_from_slice(&serde_json::to_vec(s).unwrap_or_default());
+    }
+
+    fn capacity(quotes: &[Arc<Encoded>]) -> usize {
+        96 + quotes.iter().map(|q| q.json.len() + 1).sum::<usize>()
+    }
+
+    /// `{"type":"ticks","seq":N,"quotes":[…]}` (WebSocket, JSON).
+    pub fn ws_ticks_json(seq: u64, quotes: &[Arc<Encoded>]) -> Bytes {
+        let mut out = BytesMut::with_capacity(capacity(quotes));
+        out.extend_from_slice(b"{\"type\":\"ticks\",\"seq\":");
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        out.extend_from_slice(b",\"quotes\":");
+        json_quotes(&mut out, quotes);
+        out.put_u8(b'}');
+        out.freeze()
+    }
+
+    /// `{"type":"snapshot","seq":N,"session":"…","quotes":[…]}` (WebSocket, JSON).
+    pub fn ws_snapshot_json(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
+        let mut out = BytesMut::with_capacity(capacity(quotes));
+        out.extend_from_slice(b"{\"type\":\"snapshot\",\"seq\":");
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        out.extend_from_slice(b",\"session\":");
+        json_str(&mut out, session);
+        out.extend_from_slice(b",\"quotes\":");
+        json_quotes(&mut out, quotes);
+        out.put_u8(b'}');
+        out.freeze()
+    }
+
+    /// `{"seq":N,"quotes":[…]}` (SSE `tick` data).
+    pub fn tick_json(seq: u64, quotes: &[Arc<Encoded>]) -> Bytes {
+        let mut out = BytesMut::with_capacity(capacity(quotes));
+        out.extend_from_slice(b"{\"seq\":");
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        out.extend_from_slice(b",\"quotes\":");
+        json_quotes(&mut out, quotes);
+        out.put_u8(b'}');
+        out.freeze()
+    }
+
+    /// `{"seq":N,"session":"…","quotes":[…]}` (snapshot, poll answer, SSE `snapshot`).
+    pub fn snapshot_json(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
+        let mut out = BytesMut::with_capacity(capacity(quotes));
+        out.extend_from_slice(b"{\"seq\":");
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        out.extend_from_slice(b",\"session\":");
+        json_str(&mut out, session);
+        out.extend_from_slice(b",\"quotes\":");
+        json_quotes(&mut out, quotes);
+        out.put_u8(b'}');
+        out.freeze()
+    }
+
+    /// A MessagePack map with `fields` scalar entries, then `"quotes": [...]`.
+    fn msgpack(fields: &[(&str, MsgpackValue<'_>)], quotes: &[Arc<Encoded>]) -> Bytes {
+        let mut out = Vec::with_capacity(64 + quotes.len() * 128);
+        let _ = rmp::encode::write_map_len(&mut out, fields.len() as u32 + 1);
+        for (k, v) in fields {
+            let _ = rmp::encode::write_str(&mut out, k);
+            match v {
+                MsgpackValue::Str(s) => {
+                    let _ = rmp::encode::write_str(&mut out, s);
+                }
+                MsgpackValue::Uint(n) => {
+                    let _ = rmp::encode::write_uint(&mut out, *n);
+                }
+            }
+        }
+        let _ = rmp::encode::write_str(&mut out, "quotes");
+        let _ = rmp::encode::write_array_len(&mut out, quotes.len() as u32);
+        for q in quotes {
+            out.extend_from_slice(q.msgpack());
+        }
+        Bytes::from(out)
+    }
+
+    enum MsgpackValue<'a> {
+        Str(&'a str),
+        Uint(u64),
+    }
+
+    /// WebSocket `ticks`, MessagePack.
+    pub fn ws_ticks_msgpack(seq: u64, quotes: &[Arc<Encoded>]) -> Bytes {
+        msgpack(
+            &[
+                ("type", MsgpackValue::Str("ticks")),
+                ("seq", MsgpackValue::Uint(seq)),
+            ],
+            quotes,
+        )
+    }
+
+    /// WebSocket `snapshot`, MessagePack.
+    pub fn ws_snapshot_msgpack(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
+        msgpack(
+            &[
+                ("type", MsgpackValue::Str("snapshot")),
+                ("seq", MsgpackValue::Uint(seq)),
+                ("session", MsgpackValue::Str(session)),
+            ],
+            quotes,
+        )
+    }
+
+    /// `{"seq","session","quotes"}` as MessagePack.
+    pub fn snapshot_msgpack(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
+        msgpack(
+            &[
+                ("seq", MsgpackValue::Uint(seq)),
+                ("session", MsgpackValue::Str(session)),
+            ],
+            quotes,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::price::Price;
+    use crate::wire::Message;
+
+    fn setup(symbols: &[&str]) -> (Arc<Table>, Arc<Hub>, HubListener) {
+        let table = Arc::new(Table::new());
+        for (i, s) in symbols.iter().enumerate() {
+            table.apply(
+                i as u64 + 1,
+                &Message::Directory {
+                    locate: i as Locate,
+                    ts: 1,
+                    symbol: s,
+                    name: s,
+                    prev_close: Price(1),
+                },
+            );
+        }
+        table.set_last_seq(symbols.len() as u64);
+        let metrics = Metrics::new();
+        let hub = Hub::new(table.clone(), metrics.stream.clone());
+        let listener = hub.listener();
+        (table, hub, listener)
+    }
+
+    fn quote(table: &Table, l: &mut HubListener, seq: u64, locate: Locate, bid: i64) {
+        table.apply(
+            seq,
+            &Message::Quote {
+                locate,
+                ts: seq,
+                bid: Price(bid),
+                ask: Price(bid + 1),
+                bid_size: 1,
+                ask_size: 1,
+            },
+        );
+        table.set_last_seq(seq);
+        l.changed(locate, seq);
+    }
+
+    #[test]
+    fn conflate_keeps_one_mark_per_symbol_and_reads_the_newest() {
+        let (table, hub, mut l) = setup(&["A", "B"]);
+        let c = hub.register(Transport::Ws, 16);
+        hub.subscribe(&c, &Arc::from("A"), false);
+        for i in 0..100 {
+            quote(&table, &mut l, 10 + i, 0, 100 + i as i64);
+            l.batch_done(10 + i);
+            hub.fan_out();
+        }
+        quote(&table, &mut l, 200, 1, 5);
+        l.batch_done(200);
+        hub.fan_out();
+        assert_eq!(hub.fanned_seq(), 200);
+        let (marks, every, overflow, reset) = c.take().into_parts();
+        assert_eq!(marks, vec![0], "one mark for A, none for unsubscribed B");
+        assert!(every.is_empty() && !overflow && reset.is_none());
+        let q = hub.current(0).unwrap();
+        assert_eq!(q.quote.bid, Some(Price(199)));
+        assert!(
+            Arc::ptr_eq(&q, &hub.current(0).unwrap()),
+            "encoded once, shared"
+        );
+    }
+
+    #[test]
+    fn every_mode_queues_each_change_and_overflows() {
+        let (table, hub, mut l) = setup(&["A"]);
+        let c = hub.register(Transport::Ws, 5);
+        hub.subscribe(&c, &Arc::from("A"), true);
+        for i in 0..3 {
+            quote(&table, &mut l, 10 + i, 0, i as i64);
+        }
+        l.batch_done(12);
+        hub.fan_out();
+        let (marks, every, overflow, _) = c.take().into_parts();
+        assert!(marks.is_empty());
+        assert_eq!(
+            every.iter().map(|e| e.quote.seq).collect::<Vec<_>>(),
+            vec![10, 11, 12]
+        );
+        assert!(!overflow);
+        for i in 0..10 {
+            quote(&table, &mut l, 20 + i, 0, i as i64);
+        }
+        l.batch_done(29);
+        hub.fan_out();
+        assert!(c.take().overflow);
+    }
+
+    #[test]
+    fn unsubscribe_and_unregister_stop_delivery() {
+        let (table, hub, mut l) = setup(&["A"]);
+        let c = hub.register(Transport::Sse, 16);
+        let a: Arc<str> = Arc::from("A");
+        hub.subscribe(&c, &a, false);
+        hub.unsubscribe(&c, std::slice::from_ref(&a));
+        quote(&table, &mut l, 10, 0, 1);
+        l.batch_done(10);
+        hub.fan_out();
+        assert!(c.take().marks.is_empty());
+        hub.subscribe(&c, &a, false);
+        hub.unregister(&c, std::slice::from_ref(&a));
+        assert!(hub.subs.read().is_empty());
+        assert!(hub.clients.lock().is_empty());
+    }
+
+    #[test]
+    fn wildcard_gets_everything_and_reset_reaches_everyone() {
+        let (table, hub, mut l) = setup(&["A", "B"]);
+        let c = hub.register(Transport::Ws, 16);
+        hub.subscribe_all(&c);
+        quote(&table, &mut l, 10, 0, 1);
+        quote(&table, &mut l, 11, 1, 1);
+        l.batch_done(11);
+        hub.fan_out();
+        assert_eq!(c.take().marks, vec![0, 1]);
+        l.session_reset(Session::new("NEW"));
+        l.batch_done(0);
+        hub.fan_out();
+        assert_eq!(c.take().reset, Some(Session::new("NEW")));
+    }
+
+    #[test]
+    fn envelopes_are_valid_json_and_msgpack() {
+        let (table, hub, mut l) = setup(&["A", "B"]);
+        quote(&table, &mut l, 10, 0, 12_345);
+        let qs = vec![hub.current(0).unwrap(), hub.current(1).unwrap()];
+        let v: serde_json::Value =
+            serde_json::from_slice(&envelope::ws_ticks_json(10, &qs)).unwrap();
+        assert_eq!(v["type"], "ticks");
+        assert_eq!(v["quotes"][0]["bid"], "1.2345");
+        let v: serde_json::Value =
+            serde_json::from_slice(&envelope::ws_snapshot_json(10, "S\"1", &qs)).unwrap();
+        assert_eq!(v["session"], "S\"1");
+        #[derive(serde::Deserialize)]
+        struct Ticks {
+            r#type: String,
+            seq: u64,
+            quotes: Vec<Quote>,
+        }
+        let t: Ticks = rmp_serde::from_slice(&envelope::ws_ticks_msgpack(10, &qs)).unwrap();
+        assert_eq!((t.r#type.as_str(), t.seq), ("ticks", 10));
+        assert_eq!(t.quotes[0], qs[0].quote);
+    }
+}

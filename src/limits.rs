@@ -1,0 +1,179 @@
+//! Client limits: connection counts in total and per address, and the
+//! per-connection operation rate. Refusals are counted by limit name.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+/// Counts open streaming connections, in total and per peer address.
+#[derive(Debug)]
+pub struct ConnLimiter {
+    max_total: usize,
+    max_per_ip: usize,
+    state: Mutex<ConnCounts>,
+}
+
+#[derive(Debug, Default)]
+struct ConnCounts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Which connection limit refused a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnRefused {
+    /// `max_connections`.
+    Total(usize),
+    /// `max_connections_per_ip`.
+    PerIp(usize),
+}
+
+impl ConnRefused {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnRefused::Total(_) => "max_connections",
+            ConnRefused::PerIp(_) => "max_connections_per_ip",
+        }
+    }
+
+    /// A message a client can act on.
+    pub fn message(self) -> String {
+        match self {
+            ConnRefused::Total(n) => {
+                format!("server is at its connection limit ({n}, setting max_connections)")
+            }
+            ConnRefused::PerIp(n) => {
+                format!(
+                    "too many connections from this address ({n}, setting max_connections_per_ip)"
+                )
+            }
+        }
+    }
+}
+
+/// Holds one connection slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct ConnGuard {
+    limiter: Arc<ConnLimiter>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut s = self.limiter.state.lock();
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnLimiter {
+    /// A limiter with these caps.
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(ConnLimiter {
+            max_total,
+            max_per_ip,
+            state: Mutex::new(ConnCounts::default()),
+        })
+    }
+
+    /// Takes a slot for `ip`, or says which limit is reached.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnGuard, ConnRefused> {
+        let mut s = self.state.lock();
+        if s.total >= self.max_total {
+            return Err(ConnRefused::Total(self.max_total));
+        }
+        let n = s.per_ip.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return Err(ConnRefused::PerIp(self.max_per_ip));
+        }
+        *n += 1;
+        s.total += 1;
+        Ok(ConnGuard {
+            limiter: self.clone(),
+            ip,
+        })
+    }
+
+    /// Open connections.
+    pub fn open(&self) -> usize {
+        self.state.lock().total
+    }
+}
+
+/// A token bucket: `rate` operations per second, bursts up to `burst`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    /// A full bucket.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        RateLimiter {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token if one is there.
+    pub fn allow(&mut self) -> bool {
+        self.allow_at(Instant::now())
+    }
+
+    fn allow_at(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn connection_caps_and_release() {
+        let l = ConnLimiter::new(3, 2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let g1 = l.acquire(a).unwrap();
+        let _g2 = l.acquire(a).unwrap();
+        assert_eq!(l.acquire(a).unwrap_err(), ConnRefused::PerIp(2));
+        let _g3 = l.acquire(b).unwrap();
+        assert_eq!(l.acquire(b).unwrap_err(), ConnRefused::Total(3));
+        drop(g1);
+        assert!(l.acquire(a).is_ok());
+    }
+
+    #[test]
+    fn bucket_refills_at_the_rate() {
+        let mut r = RateLimiter::new(10, 2);
+        let t0 = r.last;
+        assert!(r.allow_at(t0));
+        assert!(r.allow_at(t0));
+        assert!(!r.allow_at(t0));
+        assert!(r.allow_at(t0 + Duration::from_millis(100)));
+        assert!(!r.allow_at(t0 + Duration::from_millis(100)));
+    }
+}

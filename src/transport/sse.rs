@@ -1,0 +1,297 @@
+//! Server-Sent Events `/v1/stream?symbols=…`: a `snapshot` event, then one
+//! `tick` event per wake-up carrying every pending quote, `feed` events on
+//! status changes, keep-alive comments. Each event's `id:` is `SESSION:SEQ`
+//! (the feed's sequence, not a per-process counter), so a reconnect with
+//! `Last-Event-ID` resumes on this relay or any other reading the same feed:
+//! it gets only the symbols changed since, with their newest quote.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::fanout::{Transport, envelope};
+use crate::feed::FeedState;
+use crate::http::{ApiError, AppState, check_token, parse_symbols};
+use crate::limits::ConnGuard;
+use crate::metrics::TransportCounters;
+use crate::transport::snapshot::resolve;
+use crate::transport::stream::{Batch, SubOptions, Subscriptions, resume_point};
+
+/// Query of `/v1/stream`.
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    /// Comma-separated tickers; every symbol when absent (if allowed).
+    pub symbols: Option<String>,
+    /// Resume point, for clients that cannot set `Last-Event-ID`.
+    pub last_event_id: Option<String>,
+    /// Bearer token, for EventSource (which cannot set headers).
+    pub token: Option<String>,
+    /// `conflate` (default) or `every`.
+    pub mode: Option<String>,
+    /// Most updates per second per symbol.
+    pub max_hz: Option<f64>,
+}
+
+/// `GET /v1/stream`.
+pub async fn handler(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_token(&state, &headers, q.token.as_deref())?;
+    let limits = &state.config.limits;
+    let every = match q.mode.as_deref() {
+        None | Some("conflate") => false,
+        Some("every") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                format!("mode `{other}` is not `conflate` or `every`"),
+            ));
+        }
+    };
+    if q.max_hz.is_some_and(|hz| !(hz > 0.0 && hz.is_finite())) {
+        return Err(ApiError::bad_request(
+            "bad_request",
+            "max_hz must be a positive number",
+        ));
+    }
+    let opts = SubOptions::new(every, q.max_hz);
+    let names = parse_symbols(q.symbols.as_deref(), limits.max_symbols)?;
+    let symbols: Option<Vec<Arc<str>>> = match &names {
+        Some(names) => {
+            let locates = resolve(&state.table, names)?;
+            Some(
+                locates
+                    .iter()
+                    .filter_map(|&l| state.table.info(l))
+                    .map(|i| i.symbol.clone())
+                    .collect(),
+            )
+        }
+        None if limits.allow_wildcard => None,
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_symbols",
+                "`symbols` is required (setting allow_wildcard is off)",
+            ));
+        }
+    };
+    let guard = state.conns.acquire(peer.ip()).map_err(|e| {
+        state.hub.metrics.refused(e.label());
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "limit_exceeded",
+            message: e.message(),
+        }
+    })?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(q.last_event_id);
+
+    let client = state.hub.register(Transport::Sse, limits.every_queue);
+    let mut subs = Subscriptions::new(state.hub.clone(), client);
+    let session = state.table.session();
+    let since = resume_point(resume.as_deref(), session);
+    let (seq, quotes) = match &symbols {
+        Some(list) => subs.subscribe(list, opts, since),
+        None => subs.subscribe_all(opts, since),
+    };
+    let mut first = BytesMut::with_capacity(256);
+    first.extend_from_slice(format!("retry: {}\n\n", limits.sse_retry.as_millis()).as_bytes());
+    // A resume gets the changed symbols as a tick; anything else a snapshot.
+    let data = if since.is_some() {
+        envelope::tick_json(seq, &quotes)
+    } else {
+        envelope::snapshot_json(seq, session.as_str(), &quotes)
+    };
+    if since.is_none() || !quotes.is_empty() {
+        event(
+            &mut first,
+            if since.is_some() { "tick" } else { "snapshot" },
+            session.as_str(),
+            seq,
+            &data,
+        );
+    }
+    let counters = state.hub.metrics.transport(Transport::Sse);
+    Subscriptions::count(
+        &counters,
+        &Batch {
+            seq,
+            quotes,
+            ..Default::default()
+        },
+        first.len(),
+    );
+
+    let mut feed = state.feed.clone();
+    feed.mark_unchanged();
+    let stream = SseStream {
+        keepalive: limits.keepalive,
+        reconnect_ms: limits.reconnect.as_millis() as u64,
+        cancel: state.cancel.clone(),
+        state: state.clone(),
+        subs,
+        counters,
+        feed,
+        first: Some(first.freeze()),
+        done: false,
+        _guard: guard,
+    };
+    let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((Ok::<Bytes, Infallible>(chunk), s))
+    }));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Appends one event. `data` is single-line JSON.
+fn event(out: &mut BytesMut, name: &str, session: &str, seq: u64, data: &[u8]) {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(session.as_bytes());
+    out.put_u8(b':');
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.extend_from_slice(b"\nevent: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+}
+
+struct SseStream {
+    state: AppState,
+    subs: Subscriptions,
+    counters: TransportCounters,
+    feed: watch::Receiver<FeedState>,
+    keepalive: Duration,
+    reconnect_ms: u64,
+    cancel: tokio_util::sync::CancellationToken,
+    first: Option<Bytes>,
+    done: bool,
+    _guard: ConnGuard,
+}
+
+impl SseStream {
+    /// The next write: one chunk per wake-up. `None` ends the stream.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        if self.done {
+            return None;
+        }
+        let deadline = Instant::now() + self.keepalive;
+        loop {
+            let due = self.subs.next_due;
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    self.done = true;
+                    let mut out = BytesMut::new();
+                    let data = format!("{{\"reconnect_ms\":{}}}", self.reconnect_ms);
+                    event(&mut out, "shutdown", self.state.table.session().as_str(), self.subs.promised, data.as_bytes());
+                    return Some(out.freeze());
+                }
+                _ = self.subs.client().wait() => {
+                    if let Some(chunk) = self.ticks() { return Some(chunk); }
+                }
+                _ = sleep_until(due) => {
+                    if let Some(chunk) = self.ticks() { return Some(chunk); }
+                }
+                changed = self.feed.changed() => {
+                    if changed.is_ok() {
+                        return Some(self.feed_event());
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    return Some(Bytes::from_static(b": keepalive\n\n"));
+                }
+            }
+        }
+    }
+
+    fn ticks(&mut self) -> Option<Bytes> {
+        let batch = self.subs.drain();
+        let session = self.state.table.session();
+        if batch.overflow {
+            self.done = true;
+            self.state
+                .hub
+                .metrics
+                .slow(Transport::Sse, "queue_overflow");
+            let mut out = BytesMut::new();
+            let data = serde_json::json!({
+                "code": "slow_consumer",
+                "close_code": 4008,
+                "message": format!("slow consumer: every-mode queue over {} (setting every_queue)", self.state.config.limits.every_queue),
+            });
+            event(
+                &mut out,
+                "error",
+                session.as_str(),
+                self.subs.promised,
+                data.to_string().as_bytes(),
+            );
+            return Some(out.freeze());
+        }
+        let mut out = BytesMut::new();
+        if batch.reset.is_some() {
+            out.extend_from_slice(&self.feed_event());
+        }
+        if !batch.quotes.is_empty() {
+            let data = envelope::tick_json(batch.seq, &batch.quotes);
+            event(&mut out, "tick", session.as_str(), batch.seq, &data);
+            Subscriptions::count(&self.counters, &batch, out.len());
+        }
+        (!out.is_empty()).then(|| out.freeze())
+    }
+
+    fn feed_event(&mut self) -> Bytes {
+        let feed = *self.feed.borrow_and_update();
+        let mut out = BytesMut::new();
+        let data =
+            serde_json::json!({"status": feed.status.as_str(), "session": feed.session.as_str()});
+        event(
+            &mut out,
+            "feed",
+            feed.session.as_str(),
+            self.subs.promised,
+            data.to_string().as_bytes(),
+        );
+        out.freeze()
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,313 @@
+//! What the streaming transports share: a client's subscriptions, the drain
+//! that turns the hub's pending marks into one batch of quotes, and the
+//! promise (`seq`) each batch carries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::fanout::{Client, Encoded, Hub, now_ns};
+use crate::metrics::TransportCounters;
+use crate::wire::Session;
+
+/// How a subscription delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubOptions {
+    /// `every` instead of `conflate`.
+    pub every: bool,
+    /// `max_hz`: least time between two updates of one symbol.
+    pub min_interval: Option<Duration>,
+}
+
+impl SubOptions {
+    /// From the protocol's `mode` and `max_hz`.
+    pub fn new(every: bool, max_hz: Option<f64>) -> Self {
+        let min_interval = max_hz
+            .filter(|hz| *hz > 0.0)
+            .map(|hz| Duration::from_secs_f64(1.0 / hz.min(1e6)));
+        SubOptions {
+            every,
+            min_interval,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Sub {
+    opts: SubOptions,
+    last_seq: u64,
+    last_at: Option<Instant>,
+}
+
+/// One batch to send.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The envelope's promise: every change to this client's symbols up to
+    /// here is in this batch or an earlier one.
+    pub seq: u64,
+    /// Quotes, each symbol at most once in conflate mode.
+    pub quotes: Vec<Arc<Encoded>>,
+    /// The `every` queue overflowed: close the client (4008).
+    pub overflow: bool,
+    /// The feed started a new session before this batch.
+    pub reset: Option<Session>,
+}
+
+/// A streaming client's subscriptions and delivery state.
+pub struct Subscriptions {
+    hub: Arc<Hub>,
+    client: Arc<Client>,
+    subs: HashMap<Arc<str>, Sub>,
+    wildcard: Option<SubOptions>,
+    /// When a throttled symbol becomes due.
+    pub next_due: Option<Instant>,
+    /// The last promise sent.
+    pub promised: u64,
+}
+
+impl Subscriptions {
+    /// Empty, for `client`.
+    pub fn new(hub: Arc<Hub>, client: Arc<Client>) -> Self {
+        Subscriptions {
+            hub,
+            client,
+            subs: HashMap::new(),
+            wildcard: None,
+            next_due: None,
+            promised: 0,
+        }
+    }
+
+    /// The hub client (to wait on).
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// Number of symbol subscriptions (the wildcard counts as one).
+    pub fn len(&self) -> usize {
+        self.subs.len() + usize::from(self.wildcard.is_some())
+    }
+
+    /// Whether nothing is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `symbol` is subscribed (by name).
+    pub fn contains(&self, symbol: &str) -> bool {
+        self.subs.contains_key(symbol)
+    }
+
+    /// Subscribes to listed `symbols` and returns their current quotes for the
+    /// snapshot: all of them, or with `since = Some(seq)` of the same
+    /// session only those changed after it. Returns the snapshot's promise.
+    pub fn subscribe(
+        &mut self,
+        symbols: &[Arc<str>],
+        opts: SubOptions,
+        since: Option<u64>,
+    ) -> (u64, Vec<Arc<Encoded>>) {
+        for s in symbols {
+            self.hub.subscribe(&self.client, s, opts.every);
+        }
+        // Registered first, read second: a change after the read is marked
+        // pending and follows; one before it is in the snapshot.
+        let seq = self.hub.fanned_seq();
+        let table = self.hub.table();
+        let mut quotes = Vec::with_capacity(symbols.len());
+        for s in symbols {
+            let Some(enc) = table.locate(s).and_then(|l| self.hub.current(l)) else {
+                continue;
+            };
+            let entry = self.subs.entry(s.clone()).or_insert(Sub {
+                opts,
+                last_seq: 0,
+                last_at: None,
+            });
+            entry.opts = opts;
+            if entry.last_seq >= enc.quote.seq {
+                continue;
+            }
+            entry.last_seq = enc.quote.seq;
+            if since.is_none_or(|since| enc.quote.seq > since) {
+                quotes.push(enc);
+            }
+        }
+        self.promised = self.promised.max(seq);
+        (seq, quotes)
+    }
+
+    /// Subscribes to every symbol; returns the snapshot like [`Self::subscribe`].
+    pub fn subscribe_all(
+        &mut self,
+        opts: SubOptions,
+        since: Option<u64>,
+    ) -> (u64, Vec<Arc<Encoded>>) {
+        self.hub.subscribe_all(&self.client);
+        self.wildcard = Some(opts);
+        let seq = self.hub.fanned_seq();
+        let table = self.hub.table().clone();
+        let mut quotes = Vec::new();
+        for l in table.locates() {
+            let Some(enc) = self.hub.current(l) else {
+                continue;
+            };
+            let entry = self.subs.entry(enc.quote.symbol.clone()).or_insert(Sub {
+                opts,
+                last_seq: 0,
+                last_at: None,
+            });
+            if entry.last_seq >= enc.quote.seq {
+                continue;
+            }
+            entry.last_seq = enc.quote.seq;
+            if since.is_none_or(|since| enc.quote.seq > since) {
+                quotes.push(enc);
+            }
+        }
+        (seq, quotes)
+    }
+
+    /// Ends subscriptions to `symbols` (`*` ends the wildcard).
+    pub fn unsubscribe(&mut self, symbols: &[Arc<str>]) {
+        if symbols.iter().any(|s| &**s == "*") && self.wildcard.take().is_some() {
+            self.hub.unsubscribe_all(&self.client);
+        }
+        self.hub.unsubscribe(&self.client, symbols);
+        for s in symbols {
+            self.subs.remove(s);
+        }
+    }
+
+    /// Takes what the hub left and builds one batch. Throttled symbols not
+    /// yet due stay pending and set [`Self::next_due`].
+    pub fn drain(&mut self) -> Batch {
+        let fanned = self.hub.fanned_seq();
+        let (marks, every, overflow, reset) = self.client.take().into_parts();
+        let mut batch = Batch {
+            seq: fanned,
+            overflow,
+            reset,
+            quotes: Vec::new(),
+        };
+        if let Some(session) = reset {
+            // Sequences restart: forget what was sent, resend current state.
+            tracing::debug!(session = %session, "client sees a new feed session");
+            for sub in self.subs.values_mut() {
+                sub.last_seq = 0;
+                sub.last_at = None;
+            }
+            self.promised = 0;
+        }
+        if overflow {
+            return batch;
+        }
+        let now = Instant::now();
+        let mut promise = fanned;
+        self.next_due = None;
+        for enc in every {
+            let Some(sub) = self.subs.get_mut(&enc.quote.symbol) else {
+                continue;
+            };
+            if enc.quote.seq > sub.last_seq {
+                sub.last_seq = enc.quote.seq;
+                batch.quotes.push(enc);
+            }
+        }
+        let table = self.hub.table().clone();
+        for locate in marks {
+            let Some(enc) = self.hub.current(locate) else {
+                continue;
+            };
+            let sub = match self.subs.get_mut(&enc.quote.symbol) {
+                Some(sub) => sub,
+                None => match self.wildcard {
+                    Some(opts) => self.subs.entry(enc.quote.symbol.clone()).or_insert(Sub {
+                        opts,
+                        last_seq: 0,
+                        last_at: None,
+                    }),
+                    None => continue,
+                },
+            };
+            if enc.quote.seq <= sub.last_seq {
+                continue;
+            }
+            if let (Some(min), Some(at)) = (sub.opts.min_interval, sub.last_at) {
+                let due = at + min;
+                if due > now {
+                    // Not yet: keep it pending, promise no further than what
+                    // this symbol has been sent.
+                    self.client.remark(locate);
+                    promise = promise.min(sub.last_seq);
+                    self.next_due = Some(self.next_due.map_or(due, |d| d.min(due)));
+                    continue;
+                }
+            }
+            sub.last_seq = enc.quote.seq;
+            sub.last_at = Some(now);
+            batch.quotes.push(enc);
+        }
+        drop(table);
+        batch.seq = promise;
+        self.promised = promise;
+        batch
+    }
+
+    /// Records a written frame in the transport's metrics.
+    pub fn count(counters: &TransportCounters, batch: &Batch, bytes: usize) {
+        counters.messages.inc();
+        counters.quotes.inc_by(batch.quotes.len() as u64);
+        counters.bytes.inc_by(bytes as u64);
+        if let Some(oldest) = batch
+            .quotes
+            .iter()
+            .map(|q| q.quote.ts)
+            .filter(|&t| t > 0)
+            .min()
+        {
+            let lag = now_ns().saturating_sub(oldest);
+            counters.latency.observe(lag as f64 / 1e9);
+        }
+    }
+
+    /// Every subscribed symbol name.
+    pub fn symbols(&self) -> Vec<Arc<str>> {
+        self.subs.keys().cloned().collect()
+    }
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        let symbols = self.symbols();
+        self.hub.unregister(&self.client, &symbols);
+    }
+}
+
+/// Parses a `SESSION:SEQ` resume token.
+pub fn parse_resume(token: &str) -> Option<(String, u64)> {
+    let (session, seq) = token.trim().rsplit_once(':')?;
+    Some((session.to_owned(), seq.parse().ok()?))
+}
+
+/// `Some(seq)` to resume from when `token` names the current session,
+/// `None` for a full snapshot.
+pub fn resume_point(token: Option<&str>, session: Session) -> Option<u64> {
+    let (s, seq) = parse_resume(token?)?;
+    (s == session.as_str()).then_some(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_tokens() {
+        assert_eq!(parse_resume("S1:42"), Some(("S1".into(), 42)));
+        assert_eq!(parse_resume("nonsense"), None);
+        assert_eq!(parse_resume("S1:x"), None);
+        assert_eq!(resume_point(Some("S1:42"), Session::new("S1")), Some(42));
+        assert_eq!(resume_point(Some("S0:42"), Session::new("S1")), None);
+        assert_eq!(resume_point(None, Session::new("S1")), None);
+    }
+}
