@@ -158,6 +158,8 @@ pub struct Client {
     notify: Notify,
     every_limit: usize,
     closed: AtomicBool,
+    /// Table epoch the client has seen; older resets do not concern it.
+    epoch: AtomicU64,
 }
 
 impl Client {
@@ -225,7 +227,12 @@ impl Client {
         }
     }
 
-    fn reset(&self, session: Session) {
+    fn reset(&self, session: Session, epoch: u64) {
+        // A client that registered after the table was reset already reads
+        // the new session: the reset is not news to it.
+        if self.epoch.fetch_max(epoch, Ordering::AcqRel) >= epoch {
+            return;
+        }
         let mut p = self.pending.lock();
         p.marks.clear();
         p.marked.clear();
@@ -253,7 +260,7 @@ struct Subscriber {
 enum Event {
     Changed(Locate),
     Every(Quote),
-    Reset(Session),
+    Reset(Session, u64),
 }
 
 #[derive(Default)]
@@ -336,6 +343,7 @@ impl Hub {
             notify: Notify::new(),
             every_limit,
             closed: AtomicBool::new(false),
+            epoch: AtomicU64::new(self.table.epoch()),
         });
         self.clients.lock().insert(client.id, client.clone());
         self.metrics.clients.get_or_create(&transport.into()).inc();
@@ -497,14 +505,14 @@ impl Hub {
                             }
                         }
                     }
-                    Event::Reset(session) => {
+                    Event::Reset(session, epoch) => {
                         for slot in self.cache.iter() {
                             if slot.load().is_some() {
                                 slot.store(None);
                             }
                         }
                         for c in self.clients.lock().values() {
-                            c.reset(session);
+                            c.reset(session, epoch);
                         }
                     }
                 }
@@ -576,9 +584,9 @@ impl ChangeListener for HubListener {
                             out.every_overflowed = true;
                         }
                     }
-                    Event::Reset(s) => {
+                    Event::Reset(s, e) => {
                         out.queued.iter_mut().for_each(|w| *w = 0);
-                        out.events.push(Event::Reset(s));
+                        out.events.push(Event::Reset(s, e));
                     }
                 }
             }
@@ -590,7 +598,9 @@ impl ChangeListener for HubListener {
 
     fn session_reset(&mut self, session: Session) {
         self.seen.iter_mut().for_each(|w| *w = 0);
-        self.events.push(Event::Reset(session));
+        // The table was reset just before: its epoch names this session.
+        self.events
+            .push(Event::Reset(session, self.hub.table.epoch()));
     }
 }
 
@@ -858,6 +868,7 @@ mod tests {
         l.batch_done(11);
         hub.fan_out();
         assert_eq!(c.take().marks, vec![0, 1]);
+        table.reset(Session::new("NEW"));
         l.session_reset(Session::new("NEW"));
         l.batch_done(0);
         hub.fan_out();

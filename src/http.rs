@@ -278,6 +278,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/snapshot/{symbol}",
             get(transport::snapshot::snapshot_one),
         )
+        .route("/v1/stream", get(transport::sse::handler))
+        .route("/v1/ws", get(transport::ws::handler))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)

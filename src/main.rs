@@ -81,8 +81,10 @@ fn main() -> anyhow::Result<()> {
             init_logs(config.log_format);
             rt.block_on(async move {
                 let listener = server::bind(&config).await?;
-                println!("tickrelay listening on http://{}", listener.local_addr()?);
-                server::run(listener, config, server::shutdown_signal()).await
+                let running = server::start(listener, config).await?;
+                // Printed once the feed is joined: scripts may start producing.
+                println!("tickrelay listening on http://{}", running.local_addr());
+                running.wait(server::shutdown_signal()).await
             })
         }
         Command::Demo {
@@ -106,16 +108,16 @@ fn main() -> anyhow::Result<()> {
             };
             rt.block_on(async move {
                 let listener = server::bind(&config).await?;
-                let url = format!("http://{}", listener.local_addr()?);
+                // The relay joins the feed first, so the simulator's opening
+                // directory is not missed.
+                let running = server::start(listener, config).await?;
+                let url = format!("http://{}", running.local_addr());
                 let stop = Arc::new(AtomicBool::new(false));
                 let engine = Simulator::new(sim).context("cannot open the simulator socket")?;
                 let sim_stop = stop.clone();
-                // The relay must have joined the group before the directory goes
-                // out; the directory repeats anyway, so a short head start is enough.
-                let sim_thread = std::thread::Builder::new().name("tickrelay-sim".into()).spawn(move || {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                    engine.run(&sim_stop)
-                })?;
+                let sim_thread = std::thread::Builder::new()
+                    .name("tickrelay-sim".into())
+                    .spawn(move || engine.run(&sim_stop))?;
                 println!("tickrelay demo: {symbols} symbols at {rate} msg/s on {line_a} (loopback, TTL 0)");
                 println!("tickrelay listening on {url}");
                 println!("open {url}/ for the trading page; Ctrl-C to stop");
@@ -124,7 +126,7 @@ fn main() -> anyhow::Result<()> {
                     server::shutdown_signal().await;
                     stop_on_signal.store(true, std::sync::atomic::Ordering::Relaxed);
                 };
-                let result = server::run(listener, config, shutdown).await;
+                let result = running.wait(shutdown).await;
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
                 let _ = sim_thread.join();
                 result

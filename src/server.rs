@@ -27,14 +27,21 @@ pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Runs the relay on `listener` until `shutdown` resolves, then stops
-/// accepting, lets open requests finish within the grace period, and stops
-/// the ingest thread. Tests call this with a `127.0.0.1:0` listener.
-pub async fn run(
-    listener: TcpListener,
+/// A started relay: feed joined, fan-out and HTTP server running.
+pub struct Running {
     config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    fanout: tokio::task::JoinHandle<()>,
+    feed: crate::feed::FeedHandle,
+    addr: std::net::SocketAddr,
+}
+
+/// Joins the feed and starts serving on `listener`. When this returns, the
+/// feed sockets are open: a producer may start sending.
+pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
     let table = Arc::new(Table::new());
     let cancel = CancellationToken::new();
@@ -76,30 +83,61 @@ pub async fn run(
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
     });
-    shutdown.await;
-    tracing::info!(
-        grace_ms = config.shutdown_grace.as_millis() as u64,
-        "shutting down"
-    );
-    // Streams see the cancellation, send their notice and end; the server
-    // stops accepting and finishes in-flight requests. Upgraded WebSockets
-    // are tracked apart because the HTTP server no longer sees them.
-    cancel.cancel();
-    tracker.close();
-    let drain = async {
-        let served = server.await;
-        tracker.wait().await;
-        served
-    };
-    match tokio::time::timeout(config.shutdown_grace, drain).await {
-        Ok(joined) => joined
-            .context("server task failed")?
-            .context("server error")?,
-        Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
+    Ok(Running {
+        config,
+        cancel,
+        tracker,
+        server,
+        fanout,
+        feed,
+        addr,
+    })
+}
+
+impl Running {
+    /// The HTTP address.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
     }
-    let _ = fanout.await;
-    tokio::task::spawn_blocking(move || feed.join()).await.ok();
-    Ok(())
+
+    /// Serves until `shutdown` resolves, then drains: streams get their
+    /// notice, in-flight requests finish within the grace period, the ingest
+    /// thread stops.
+    pub async fn wait(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        shutdown.await;
+        let grace = self.config.shutdown_grace;
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
+        // Upgraded WebSockets are tracked apart: the HTTP server no longer
+        // sees them once upgraded.
+        self.cancel.cancel();
+        self.tracker.close();
+        let tracker = self.tracker.clone();
+        let drain = async move {
+            let served = self.server.await;
+            tracker.wait().await;
+            served
+        };
+        match tokio::time::timeout(grace, drain).await {
+            Ok(joined) => joined
+                .context("server task failed")?
+                .context("server error")?,
+            Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
+        }
+        let _ = self.fanout.await;
+        let feed = self.feed;
+        tokio::task::spawn_blocking(move || feed.join()).await.ok();
+        Ok(())
+    }
+}
+
+/// Runs the relay on `listener` until `shutdown` resolves. Tests call this
+/// with a `127.0.0.1:0` listener.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    start(listener, config).await?.wait(shutdown).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -403,8 +403,7 @@ impl Simulator {
             let due = if rate == 0 {
                 0
             } else {
-                (now.duration_since(due_base).as_nanos() as u128 * u128::from(rate) / 1_000_000_000)
-                    as u64
+                (now.duration_since(due_base).as_nanos() * u128::from(rate) / 1_000_000_000) as u64
             };
             let todo = due.saturating_sub(due_sent).min(limit - sent).min(4096);
             if todo == 0 {
@@ -412,10 +411,9 @@ impl Simulator {
                 if self.last_send.elapsed() >= Duration::from_secs(1) {
                     self.send_raw(&self.builder.heartbeat());
                 }
-                let wait = if rate == 0 {
-                    Duration::from_millis(50)
-                } else {
-                    Duration::from_nanos((1_000_000_000 / rate).clamp(1_000, 5_000_000))
+                let wait = match 1_000_000_000u64.checked_div(rate) {
+                    None => Duration::from_millis(50),
+                    Some(ns) => Duration::from_nanos(ns.clamp(1_000, 5_000_000)),
                 };
                 std::thread::sleep(wait);
                 continue;

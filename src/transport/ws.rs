@@ -105,7 +105,7 @@ pub async fn handler(
         return e.into_response();
     }
     let limits = &state.config.limits;
-    let mut ws = ws
+    let ws = ws
         .protocols([MSGPACK_PROTOCOL, JSON_PROTOCOL])
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
@@ -132,10 +132,6 @@ pub async fn handler(
             }
         },
     };
-    ws.set_selected_protocol(match format {
-        Format::Msgpack => axum::http::HeaderValue::from_static(MSGPACK_PROTOCOL),
-        Format::Json => axum::http::HeaderValue::from_static(JSON_PROTOCOL),
-    });
     let tracker = state.tracker.clone();
     ws.on_upgrade(move |socket| {
         tracker.track_future(async move {
@@ -245,6 +241,17 @@ impl Conn {
                 limits.write_timeout,
                 self.socket.send(close_msg(code, &reason)),
             )
+            .await;
+            // Closing handshake: read until the peer answers or goes away, so
+            // the close frame is not lost to a reset on unread data.
+            let linger = limits.write_timeout.min(std::time::Duration::from_secs(5));
+            let _ = tokio::time::timeout(linger, async {
+                while let Some(Ok(m)) = self.socket.recv().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
             .await;
         }
     }

@@ -1,0 +1,246 @@
+//! Test harness for the streaming tests: the real relay binary and the real
+//! feed-simulator, on loopback, each test on its own multicast group.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A group and port no other test in this process uses; the process id
+/// spreads parallel test binaries apart.
+pub fn unique_group() -> SocketAddrV4 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let port = 40_000 + ((pid % 500) * 40 + n) as u16 % 20_000;
+    SocketAddrV4::new(
+        Ipv4Addr::new(239, 255, 20 + (pid % 50) as u8, (n % 250) as u8 + 1),
+        port,
+    )
+}
+
+/// A running relay, killed on drop.
+pub struct Relay {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Relay {
+    /// Starts `tickrelay serve --http 127.0.0.1:0 ARGS` and waits for it to listen.
+    pub fn start(args: &[String]) -> Relay {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+            .arg("serve")
+            .args(["--http", "127.0.0.1:0", "--interface", "127.0.0.1"])
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RELAY_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tickrelay");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("relay exited before listening")
+                .unwrap();
+            if let Some(url) = line.strip_prefix("tickrelay listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the relay never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Relay { child, base }
+    }
+
+    /// Waits until `/readyz` says 200.
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_get(&self.base, "/readyz", &[]).status != 200 {
+            assert!(Instant::now() < deadline, "relay not ready in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the relay has applied feed sequence `seq`.
+    pub fn wait_seq(&self, seq: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let m = self.metrics();
+            if metric(&m, "tickrelay_feed_sequence") as u64 >= seq {
+                return;
+            }
+            assert!(Instant::now() < deadline, "relay did not reach seq {seq}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get(&self.base, "/metrics", &[]).body
+    }
+
+    /// Resident memory of the relay process, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "relay did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Path of the feed-simulator binary, built beside tickrelay if missing.
+pub fn simulator_path() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_tickrelay"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = dir.join("feed-simulator");
+    if !path.exists() {
+        let profile_release = dir.ends_with("release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "feed-simulator"]);
+        if profile_release {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "build feed-simulator");
+    }
+    path
+}
+
+/// Runs the simulator to completion (loopback, TTL 0).
+pub fn run_simulator(args: &[&str]) {
+    let out = spawn_simulator(args).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "feed-simulator failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts the simulator.
+pub fn spawn_simulator(args: &[&str]) -> Child {
+    Command::new(simulator_path())
+        .args(["--interface", "127.0.0.1", "--ttl", "0", "--no-progress"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start feed-simulator")
+}
+
+/// A plain HTTP response.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` with `Connection: close`, read to the end.
+pub fn http_get(base: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of a sample in Prometheus text (0 when absent). `name` may
+/// include labels exactly as exposed.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
