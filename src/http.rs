@@ -278,6 +278,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/snapshot/{symbol}",
             get(transport::snapshot::snapshot_one),
         )
+        .route("/v1/poll", get(transport::poll::handler))
         .route("/v1/stream", get(transport::sse::handler))
         .route("/v1/ws", get(transport::ws::handler))
         .fallback(not_found)

@@ -3,16 +3,17 @@
 
 mod harness;
 use harness as common;
+use harness::{Producer, now_ns};
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tickrelay::price::Price;
-use tickrelay::wire::{Message, PacketBuilder, Session};
+use tickrelay::wire::Message;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -21,76 +22,6 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Writes feed packets for one session to a group, like an exchange would.
-struct Producer {
-    socket: std::net::UdpSocket,
-    group: SocketAddrV4,
-    builder: PacketBuilder,
-}
-
-impl Producer {
-    fn new(group: SocketAddrV4, session: &str) -> Self {
-        let socket = tickrelay::sim::sender("127.0.0.1".parse().unwrap(), 0).unwrap();
-        Producer {
-            socket,
-            group,
-            builder: PacketBuilder::new(Session::new(session), 1),
-        }
-    }
-
-    fn send(&mut self, msgs: &[Message<'_>]) -> u64 {
-        let (socket, group) = (&self.socket, self.group);
-        let mut seq = 0;
-        for m in msgs {
-            seq = self.builder.push(m, &mut |p| {
-                socket.send_to(p, group).unwrap();
-            });
-        }
-        self.builder.flush(&mut |p| {
-            socket.send_to(p, group).unwrap();
-        });
-        seq
-    }
-
-    fn directory(&mut self, symbols: &[&str]) -> u64 {
-        let msgs: Vec<Message<'_>> = symbols
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Message::Directory {
-                locate: i as u16,
-                ts: 1,
-                symbol: s,
-                name: s,
-                prev_close: Price(100_0000),
-            })
-            .collect();
-        self.send(&msgs)
-    }
-
-    /// A quote whose bid encodes `n` (bid = n, ask = n + 100).
-    fn quote(locate: u16, n: i64) -> Message<'static> {
-        Message::Quote {
-            locate,
-            ts: now_ns(),
-            bid: Price(n),
-            ask: Price(n + 100),
-            bid_size: 1,
-            ask_size: 2,
-        }
-    }
-
-    fn heartbeat(&self) {
-        self.socket
-            .send_to(&self.builder.heartbeat(), self.group)
-            .unwrap();
-    }
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
 
 fn price(n: i64) -> String {
     Price(n).to_string()

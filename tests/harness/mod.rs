@@ -9,6 +9,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use tickrelay::price::Price;
+use tickrelay::wire::{Message, PacketBuilder, Session};
+
 /// A group and port no other test in this process uses; the process id
 /// spreads parallel test binaries apart.
 pub fn unique_group() -> SocketAddrV4 {
@@ -243,4 +246,82 @@ pub fn metric(text: &str, name: &str) -> f64 {
             (k == name).then(|| v.parse().ok()).flatten()
         })
         .unwrap_or(0.0)
+}
+
+/// Writes feed packets for one session to a group, like an exchange would,
+/// so a test knows every price exactly.
+pub struct Producer {
+    socket: std::net::UdpSocket,
+    group: SocketAddrV4,
+    builder: PacketBuilder,
+}
+
+impl Producer {
+    /// A producer of `session` on `group` (loopback, TTL 0).
+    pub fn new(group: SocketAddrV4, session: &str) -> Self {
+        let socket = tickrelay::sim::sender(Ipv4Addr::LOCALHOST, 0).unwrap();
+        Producer {
+            socket,
+            group,
+            builder: PacketBuilder::new(Session::new(session), 1),
+        }
+    }
+
+    /// Sends `msgs` packed into packets; returns the last one's sequence.
+    pub fn send(&mut self, msgs: &[Message<'_>]) -> u64 {
+        let (socket, group) = (&self.socket, self.group);
+        let mut seq = 0;
+        for m in msgs {
+            seq = self.builder.push(m, &mut |p| {
+                socket.send_to(p, group).unwrap();
+            });
+        }
+        self.builder.flush(&mut |p| {
+            socket.send_to(p, group).unwrap();
+        });
+        seq
+    }
+
+    /// Lists `symbols` at locates 0, 1, …
+    pub fn directory(&mut self, symbols: &[&str]) -> u64 {
+        let msgs: Vec<Message<'_>> = symbols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Message::Directory {
+                locate: i as u16,
+                ts: 1,
+                symbol: s,
+                name: s,
+                prev_close: Price(100_0000),
+            })
+            .collect();
+        self.send(&msgs)
+    }
+
+    /// A quote with bid `n` and ask `n + 100`, stamped now.
+    pub fn quote(locate: u16, n: i64) -> Message<'static> {
+        Message::Quote {
+            locate,
+            ts: now_ns(),
+            bid: Price(n),
+            ask: Price(n + 100),
+            bid_size: 1,
+            ask_size: 2,
+        }
+    }
+
+    /// A heartbeat carrying the next sequence.
+    pub fn heartbeat(&self) {
+        self.socket
+            .send_to(&self.builder.heartbeat(), self.group)
+            .unwrap();
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }

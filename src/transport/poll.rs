@@ -1,0 +1,181 @@
+//! Long polling `GET /v1/poll?symbols=…&since=SESSION:SEQ&timeout_ms=T`.
+//!
+//! Answers at once with the newest quote of each requested symbol changed
+//! after `since` (all of them when `since` is absent or names another
+//! session); otherwise parks the request as a hub client until one of them
+//! changes — woken by the fan-out, never by re-reading the table on a timer —
+//! or the timeout passes, then answers with an empty list. A client that
+//! goes away drops the parked future, and with it the waiter.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::fanout::{Encoded, Transport, envelope};
+use crate::http::{ApiError, AppState, Encoding, check_token, parse_symbols};
+use crate::transport::snapshot::resolve;
+use crate::transport::stream::{Batch, SubOptions, Subscriptions, parse_resume};
+use crate::wire::Locate;
+
+/// Query of `/v1/poll`.
+#[derive(Debug, Deserialize)]
+pub struct PollQuery {
+    /// Comma-separated tickers; every symbol when absent (if allowed).
+    pub symbols: Option<String>,
+    /// `SESSION:SEQ` from the previous answer.
+    pub since: Option<String>,
+    /// How long to hold the request, ms (capped by `max_poll_timeout_ms`).
+    pub timeout_ms: Option<String>,
+    /// Bearer token for clients that cannot set headers.
+    pub token: Option<String>,
+}
+
+/// Decrements the waiter gauge however the request ends.
+struct Waiting(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// `GET /v1/poll`.
+pub async fn handler(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<PollQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_token(&state, &headers, q.token.as_deref())?;
+    let limits = &state.config.limits;
+    let timeout = match q.timeout_ms.as_deref() {
+        None => limits.poll_timeout,
+        Some(t) => match t.parse::<u64>() {
+            Ok(ms) => Duration::from_millis(ms).min(limits.max_poll_timeout),
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "bad_timeout",
+                    format!(
+                        "timeout_ms `{}` is not a whole number of milliseconds",
+                        t.chars().take(20).collect::<String>()
+                    ),
+                ));
+            }
+        },
+    };
+    let since = match q.since.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(parse_resume(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_since",
+                "since must be SESSION:SEQ, as returned by the previous answer",
+            )
+        })?),
+    };
+    let names = parse_symbols(q.symbols.as_deref(), limits.max_symbols)?;
+    let locates = match &names {
+        Some(names) => resolve(&state.table, names)?,
+        None if limits.allow_wildcard => state.table.locates(),
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_symbols",
+                "`symbols` is required (setting allow_wildcard is off)",
+            ));
+        }
+    };
+    let enc = Encoding::from_headers(&headers);
+    // Another session (or none given): everything, now.
+    let since_seq = match &since {
+        Some((session, seq)) if session == state.table.session().as_str() => Some(*seq),
+        _ => None,
+    };
+    let Some(since_seq) = since_seq else {
+        return Ok(answer(&state, &locates, 0, enc));
+    };
+    if changed_since(&state, &locates, since_seq) {
+        return Ok(answer(&state, &locates, since_seq, enc));
+    }
+
+    let _guard = state.conns.acquire(peer.ip()).map_err(|e| {
+        state.hub.metrics.refused(e.label());
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "limit_exceeded",
+            message: e.message(),
+        }
+    })?;
+    let gauge = state.hub.metrics.longpoll_waiters.clone();
+    gauge.inc();
+    let _waiting = Waiting(gauge);
+    let client = state.hub.register(Transport::Poll, 1);
+    let mut subs = Subscriptions::new(state.hub.clone(), client);
+    let symbols: Vec<Arc<str>> = locates
+        .iter()
+        .filter_map(|&l| state.table.info(l))
+        .map(|i| i.symbol.clone())
+        .collect();
+    subs.subscribe(&symbols, SubOptions::new(false, None), None);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let session = state.table.session();
+    loop {
+        // Registered first, checked second: a change in between is not missed.
+        if changed_since(&state, &locates, since_seq) || state.table.session() != session {
+            break;
+        }
+        tokio::select! {
+            _ = subs.client().wait() => { let _ = subs.client().take(); }
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = state.cancel.cancelled() => break,
+        }
+    }
+    let since_seq = if state.table.session() == session {
+        since_seq
+    } else {
+        0
+    };
+    Ok(answer(&state, &locates, since_seq, enc))
+}
+
+fn changed_since(state: &AppState, locates: &[Locate], since: u64) -> bool {
+    locates.iter().any(|&l| state.table.seq_of(l) > since)
+}
+
+/// The quotes of `locates` changed after `since` (all with `since` 0).
+fn answer(state: &AppState, locates: &[Locate], since: u64, enc: Encoding) -> Response {
+    // Sequence first, quotes second: the envelope never promises more than
+    // the quotes read after it hold.
+    let seq = state.table.last_seq();
+    let session = state.table.session();
+    let quotes: Vec<Arc<Encoded>> = locates
+        .iter()
+        .filter_map(|&l| state.hub.current(l))
+        .filter(|e| e.quote.seq > since)
+        .collect();
+    let body = match enc {
+        Encoding::Json => envelope::snapshot_json(seq, session.as_str(), &quotes),
+        Encoding::Msgpack => envelope::snapshot_msgpack(seq, session.as_str(), &quotes),
+    };
+    let counters = state.hub.metrics.transport(Transport::Poll);
+    Subscriptions::count(
+        &counters,
+        &Batch {
+            seq,
+            quotes,
+            ..Default::default()
+        },
+        body.len(),
+    );
+    (
+        [
+            (header::CONTENT_TYPE, enc.content_type()),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
