@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every tickrelay test on a fresh machine: installs what the tests need
+# when it is missing (Debian's chromium and prometheus, the browser test's npm
+# packages), then builds and runs the whole suite against the real binaries.
+#
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh --test polling   # extra args go to cargo test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}"
+  # Packages must not start system services (prometheus would take :9090).
+  policy=/usr/sbin/policy-rc.d
+  added_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod +x "$policy"
+    added_policy=1
+  fi
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ "$added_policy" = 1 ] && as_root rm -f "$policy"
+fi
+
+if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules ]; then
+  echo "test.sh: installing the browser test's npm packages"
+  (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Let the relay have the UDP receive buffer it asks for (8 MiB), so bursts in
+# the tests are not dropped by a small kernel default. Root only; harmless.
+if [ "$(id -u)" = 0 ]; then
+  sysctl -qw net.core.rmem_max=16777216 2>/dev/null || true
+fi
+
+cargo build --release --workspace --bins
+cargo test --release --workspace "$@"
