@@ -793,3 +793,89 @@ async fn shutdown_notice_reaches_ws_and_sse() {
     );
     assert!(relay.wait_exit(Duration::from_secs(10)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_origin_guard_the_client_endpoints() {
+    let (relay, _feed) = relay_with(
+        &["AAA"],
+        &[
+            "--token",
+            "s3cret",
+            "--allowed-origins",
+            "https://trade.example",
+        ],
+    )
+    .await;
+    // WebSocket without the token: upgraded, then closed with 4001.
+    let mut ws = connect(&relay.base, None).await;
+    let (code, _) = close_code(&mut ws, Duration::from_secs(5))
+        .await
+        .expect("closed");
+    assert_eq!(code, 4001);
+    // With the token in the query: served.
+    let url = format!(
+        "{}/v1/ws?token=s3cret",
+        relay.base.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    send_json(&mut ws, json!({"op":"ping"})).await;
+    frame_of(&mut ws, "pong").await;
+    // A foreign Origin is refused before the upgrade.
+    let mut req = format!(
+        "{}/v1/ws?token=s3cret",
+        relay.base.replace("http://", "ws://")
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("403"), "{err}");
+    let mut req = format!(
+        "{}/v1/ws?token=s3cret",
+        relay.base.replace("http://", "ws://")
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://trade.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+    // SSE, polling and snapshots: 401 without, 200 with (header or query).
+    for path in [
+        "/v1/stream?symbols=AAA",
+        "/v1/poll?symbols=AAA",
+        "/v1/snapshot?symbols=AAA",
+    ] {
+        let r = common::http_get(&relay.base, path, &[]);
+        assert_eq!(r.status, 401, "{path}");
+        assert!(r.body.contains("unauthorized"));
+    }
+    let r = common::http_get(
+        &relay.base,
+        "/v1/snapshot?symbols=AAA",
+        &[("Authorization", "Bearer s3cret")],
+    );
+    assert_eq!(r.status, 200);
+    let r = common::http_get(&relay.base, "/v1/poll?symbols=AAA&token=s3cret", &[]);
+    assert_eq!(r.status, 200);
+    // Health and metrics stay open for operators.
+    assert_eq!(common::http_get(&relay.base, "/healthz", &[]).status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_sends_keepalive_comments() {
+    let (relay, _feed) = relay_with(&["AAA"], &["--keepalive-ms", "100"]).await;
+    let (_, mut sse) = SseReader::open(&relay.base, "/v1/stream?symbols=AAA", None);
+    let mut buf = Vec::new();
+    let mut keepalives = 0;
+    let start = Instant::now();
+    while keepalives < 3 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no keep-alives");
+        if sse.line(&mut buf).unwrap().starts_with(':') {
+            keepalives += 1;
+        }
+    }
+}

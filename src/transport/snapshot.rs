@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{ApiError, AppState, Encoding, parse_symbols};
+use crate::http::{ApiError, AppState, AuthQuery, Encoding, check_token, parse_symbols};
 use crate::table::{Quote, SymbolInfo, Table};
 use crate::wire::Locate;
 
@@ -31,14 +31,19 @@ struct Directory<'a> {
 }
 
 /// `GET /v1/symbols`: the symbol directory, in locate order.
-pub async fn symbols(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn symbols(
+    State(state): State<AppState>,
+    Query(auth): Query<AuthQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_token(&state, &headers, auth.token.as_deref())?;
     let dir = state.table.directory();
     let enc = Encoding::from_headers(&headers);
-    (
+    Ok((
         [(header::CONTENT_TYPE, enc.content_type())],
         enc.body(&Directory { symbols: &dir }),
     )
-        .into_response()
+        .into_response())
 }
 
 /// Query of `/v1/snapshot`.
@@ -46,6 +51,8 @@ pub async fn symbols(State(state): State<AppState>, headers: HeaderMap) -> Respo
 pub struct SnapshotQuery {
     /// Comma-separated tickers; all symbols when absent.
     pub symbols: Option<String>,
+    /// Bearer token for clients that cannot set headers.
+    pub token: Option<String>,
 }
 
 /// `GET /v1/snapshot[?symbols=A,B]`.
@@ -54,6 +61,7 @@ pub async fn snapshot(
     Query(q): Query<SnapshotQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    check_token(&state, &headers, q.token.as_deref())?;
     let locates = match parse_symbols(q.symbols.as_deref(), state.config.limits.max_symbols)? {
         Some(names) => resolve(&state.table, &names)?,
         None => state.table.locates(),
@@ -65,8 +73,10 @@ pub async fn snapshot(
 pub async fn snapshot_one(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
+    Query(auth): Query<AuthQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    check_token(&state, &headers, auth.token.as_deref())?;
     let names = parse_symbols(Some(&symbol), 1)?.unwrap_or_default();
     if names.is_empty() {
         return Err(ApiError::bad_request("bad_symbol", "empty symbol"));
