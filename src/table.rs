@@ -36,6 +36,13 @@ const FIELDS: usize = 11;
 
 const HAS_QUOTE: u64 = 1;
 const HAS_TRADE: u64 = 2;
+/// Set by a directory entry: the writer checks it instead of the name slot.
+const LISTED: u64 = 4;
+
+/// Sets a flag bit. Single writer: a load and a store, no locked RMW.
+fn set_flag(flags: &AtomicU64, bit: u64) {
+    flags.store(flags.load(Ordering::Relaxed) | bit, Ordering::Relaxed);
+}
 
 /// One symbol's prices behind a seqlock. Version is odd while a write is in
 /// progress.
@@ -180,7 +187,8 @@ impl Table {
                 ask_size,
             } => {
                 let slot = &self.slots[usize::from(locate)];
-                if self.info[usize::from(locate)].load().is_none() {
+                // Only the writer changes LISTED, so a relaxed load is exact.
+                if slot.fields[F_FLAGS].load(Ordering::Relaxed) & LISTED == 0 {
                     return Applied::UnknownLocate;
                 }
                 slot.write(|f| {
@@ -190,7 +198,7 @@ impl Table {
                     f[F_ASK].store(ask.raw() as u64, Ordering::Relaxed);
                     f[F_BID_SIZE].store(u64::from(bid_size), Ordering::Relaxed);
                     f[F_ASK_SIZE].store(u64::from(ask_size), Ordering::Relaxed);
-                    f[F_FLAGS].fetch_or(HAS_QUOTE, Ordering::Relaxed);
+                    set_flag(&f[F_FLAGS], HAS_QUOTE);
                 });
                 Applied::Changed(locate)
             }
@@ -202,7 +210,8 @@ impl Table {
                 volume,
             } => {
                 let slot = &self.slots[usize::from(locate)];
-                if self.info[usize::from(locate)].load().is_none() {
+                // Only the writer changes LISTED, so a relaxed load is exact.
+                if slot.fields[F_FLAGS].load(Ordering::Relaxed) & LISTED == 0 {
                     return Applied::UnknownLocate;
                 }
                 slot.write(|f| {
@@ -211,7 +220,7 @@ impl Table {
                     f[F_LAST].store(price.raw() as u64, Ordering::Relaxed);
                     f[F_LAST_SIZE].store(u64::from(size), Ordering::Relaxed);
                     f[F_VOLUME].store(volume, Ordering::Relaxed);
-                    f[F_FLAGS].fetch_or(HAS_TRADE, Ordering::Relaxed);
+                    set_flag(&f[F_FLAGS], HAS_TRADE);
                 });
                 Applied::Changed(locate)
             }
@@ -246,6 +255,11 @@ impl Table {
         if !same_symbol {
             if let Some((_, old)) = self.names.remove(symbol) {
                 self.info[usize::from(old)].store(None);
+                self.slots[usize::from(old)].write(|f| {
+                    for x in f.iter() {
+                        x.store(0, Ordering::Relaxed);
+                    }
+                });
                 self.symbols.fetch_sub(1, Ordering::Relaxed);
             }
         }
@@ -265,6 +279,7 @@ impl Table {
             f[F_SEQ].store(seq, Ordering::Relaxed);
             f[F_TS].store(ts, Ordering::Relaxed);
             f[F_PREV_CLOSE].store(prev_close.raw() as u64, Ordering::Relaxed);
+            set_flag(&f[F_FLAGS], LISTED);
         });
         if !same_symbol {
             self.names.insert(info.symbol.clone(), locate);
@@ -457,6 +472,19 @@ mod tests {
         assert_eq!(t.locate("NEW"), Some(1));
         t.apply(3, &dir(2, "NEW"));
         assert!(t.info(1).is_none());
+        let q = Message::Quote {
+            locate: 1,
+            ts: 1,
+            bid: Price(1),
+            ask: Price(2),
+            bid_size: 1,
+            ask_size: 1,
+        };
+        assert_eq!(
+            t.apply(4, &q),
+            Applied::UnknownLocate,
+            "the old locate is unlisted"
+        );
         assert_eq!(t.locate("NEW"), Some(2));
         assert_eq!(t.symbol_count(), 1);
     }
