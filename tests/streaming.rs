@@ -879,3 +879,46 @@ async fn sse_sends_keepalive_comments() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_subscribes_to_every_symbol_and_can_be_turned_off() {
+    let (relay, mut feed) = relay_with(&["AAA", "BBB", "CCC"], &[]).await;
+    let mut ws = connect(&relay.base, None).await;
+    send_json(&mut ws, json!({"op":"subscribe","symbols":["*"]})).await;
+    let sub = frame_of(&mut ws, "subscribed").await;
+    assert_eq!(sub["symbols"], json!(["*"]));
+    let snap = frame_of(&mut ws, "snapshot").await;
+    assert_eq!(snap["quotes"].as_array().unwrap().len(), 3);
+    let m = relay.metrics();
+    assert_eq!(common::metric(&m, "tickrelay_wildcard_subscriptions"), 1.0);
+    feed.send(&[Producer::quote(2, 4242)]);
+    let f = frame_of(&mut ws, "ticks").await;
+    assert_eq!(f["quotes"][0]["symbol"], "CCC");
+    assert_eq!(f["quotes"][0]["bid"], price(4242));
+
+    let (relay2, _feed2) = relay_with(&["AAA"], &["--allow-wildcard", "false"]).await;
+    let mut ws = connect(&relay2.base, None).await;
+    send_json(&mut ws, json!({"op":"subscribe","symbols":["*"]})).await;
+    let e = frame_of(&mut ws, "error").await;
+    assert_eq!(e["code"], "wildcard_not_allowed");
+    assert!(e["message"].as_str().unwrap().contains("allow_wildcard"));
+    drop(relay);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_pushes_feed_status() {
+    let (relay, feed) = relay_with(&["AAA"], &["--stale-after-ms", "400"]).await;
+    let (_, mut sse) = SseReader::open(&relay.base, "/v1/stream?symbols=AAA", None);
+    let mut buf = Vec::new();
+    sse.event_of(&mut buf, "snapshot");
+    let ev = sse.event_of(&mut buf, "feed");
+    let data: Value = serde_json::from_str(&ev.data).unwrap();
+    assert_eq!(data["status"], "stale");
+    assert!(ev.id.unwrap().starts_with("STREAMT:"));
+    feed.heartbeat();
+    let ev = sse.event_of(&mut buf, "feed");
+    assert_eq!(
+        serde_json::from_str::<Value>(&ev.data).unwrap()["status"],
+        "live"
+    );
+}
