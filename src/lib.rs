@@ -21,6 +21,7 @@
 //! | [`config`] | settings from flags, environment and file, validated once |
 //! | [`server`] | assembling and running the relay, graceful shutdown |
 //! | [`sim`] | the market simulator engine behind `feed-simulator` and `demo` |
+//! | [`load`] | the subscriber load generator behind `tickrelay load` |
 //!
 //! See docs/ARCHITECTURE.md for the data flow in prose.
 
@@ -29,6 +30,7 @@ pub mod fanout;
 pub mod feed;
 pub mod http;
 pub mod limits;
+pub mod load;
 pub mod metrics;
 pub mod price;
 pub mod server;

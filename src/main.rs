@@ -1,4 +1,4 @@
-//! The `tickrelay` command: `serve`, `demo`.
+//! The `tickrelay` command: `serve`, `demo`, `load`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +48,8 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         zipf: f64,
     },
+    /// Open many subscribers against a relay (or nchan) and measure delivery.
+    Load(Box<tickrelay::load::LoadArgs>),
 }
 
 fn load(config: Option<PathBuf>, settings: Settings) -> anyhow::Result<Config> {
@@ -72,6 +74,10 @@ fn init_logs(format: LogFormat) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Load(args) = cli.command {
+        // The load generator sizes its own runtime (`--threads`).
+        return tickrelay::load::run(*args).map(drop);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -132,5 +138,6 @@ fn main() -> anyhow::Result<()> {
                 result
             })
         }
+        Command::Load(_) => unreachable!("handled above"),
     }
 }
