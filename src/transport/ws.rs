@@ -107,7 +107,9 @@ pub async fn handler(
     let limits = &state.config.limits;
     let ws = ws
         .protocols([MSGPACK_PROTOCOL, JSON_PROTOCOL])
-        .read_buffer_size(4 * 1024)
+        // Client frames are small operations; a larger frame grows the buffer
+        // for itself. Every idle connection pays for this capacity.
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(limits.max_frame_bytes.max(1 << 20) * 4)
         .max_message_size(limits.max_frame_bytes)
@@ -212,14 +214,16 @@ impl Conn {
                 biased;
                 _ = cancel.cancelled() => {
                     let frame = ServerFrame::Shutdown { reconnect_ms: limits.reconnect.as_millis() as u64 };
-                    let _ = self.send_control(&frame).await;
+                    let _ = Box::pin(self.send_control(&frame)).await;
                     Flow::Close(close::GOING_AWAY, "server shutting down".into())
                 }
-                msg = self.socket.recv() => self.incoming(msg).await,
-                _ = self.subs.client().wait() => self.flush().await,
-                _ = sleep_until(due) => self.flush().await,
+                // The handlers are boxed: an idle connection then holds only
+                // the small waiting futures, not the largest handler's state.
+                msg = self.socket.recv() => Box::pin(self.incoming(msg)).await,
+                _ = self.subs.client().wait() => Box::pin(self.flush()).await,
+                _ = sleep_until(due) => Box::pin(self.flush()).await,
                 changed = self.feed.changed() => match changed {
-                    Ok(()) => self.send_feed().await,
+                    Ok(()) => Box::pin(self.send_feed()).await,
                     Err(_) => Flow::Continue,
                 },
                 _ = ping.tick() => {
@@ -227,7 +231,7 @@ impl Conn {
                         self.state.hub.metrics.slow(Transport::Ws, "no_pong");
                         Flow::Close(close::NO_PONG, "no pong within the idle timeout".into())
                     } else {
-                        self.send(Message::Ping(Bytes::new()), None).await
+                        Box::pin(self.send(Message::Ping(Bytes::new()), None)).await
                     }
                 }
             };
