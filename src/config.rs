@@ -64,6 +64,8 @@ settings! {
     feed_a: String = "TICKRELAY_FEED_A";
     /// Feed line B, GROUP:PORT, or `off` [default: off].
     feed_b: String = "TICKRELAY_FEED_B";
+    /// The producer's retransmission server, HOST:PORT, asked to fill gaps [default: none].
+    retransmit: SocketAddrV4 = "TICKRELAY_RETRANSMIT";
     /// Interface address to join the feed groups on [default: 127.0.0.1].
     interface: Ipv4Addr = "TICKRELAY_INTERFACE";
     /// Receive buffer per feed socket, bytes [default: 8388608].
@@ -324,6 +326,7 @@ impl Settings {
             feed: FeedConfig {
                 line_a: feed_a,
                 line_b: feed_b,
+                retransmit: self.retransmit,
                 interface,
                 rcvbuf,
                 gap_hold: Duration::from_millis(gap_hold_ms),

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`price`] | fixed-point prices (1/10,000), exact decimal text |
 //! | [`wire`] | the feed packet and message codec; pure, shared with the simulator |
+//! | [`retransmit`] | gap repair: the request, the packet history and its server |
 //! | [`feed`] | sockets, batching receive, the [`feed::sequencer`], feed status |
 //! | [`table`] | latest state per symbol, lock-free reads, the quote shape |
 //! | [`fanout`] | the hub: subscriptions, conflation, waking writers, shared encodings |
@@ -33,6 +34,7 @@ pub mod limits;
 pub mod load;
 pub mod metrics;
 pub mod price;
+pub mod retransmit;
 pub mod server;
 pub mod sim;
 pub mod table;

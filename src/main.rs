@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             zipf,
         } => {
-            let config = load(config, settings)?;
+            let mut config = load(config, settings)?;
             init_logs(config.log_format);
             let line_a = config.feed.line_a.context("demo needs feed line A")?;
             let sim = SimConfig {
@@ -110,16 +110,24 @@ fn main() -> anyhow::Result<()> {
                 symbols,
                 rate,
                 zipf,
+                // The demo's simulator repairs gaps: a retransmission server
+                // on an ephemeral loopback port, which the relay is told.
+                retransmit: Some(std::net::SocketAddrV4::new(config.feed.interface, 0)),
                 ..SimConfig::default()
             };
             rt.block_on(async move {
                 let listener = server::bind(&config).await?;
                 // The relay joins the feed first, so the simulator's opening
                 // directory is not missed.
+                let engine = Simulator::new(sim).context("cannot open the simulator socket")?;
+                if config.feed.retransmit.is_none() {
+                    if let Some(std::net::SocketAddr::V4(addr)) = engine.retransmit_addr() {
+                        config.feed.retransmit = Some(addr);
+                    }
+                }
                 let running = server::start(listener, config).await?;
                 let url = format!("http://{}", running.local_addr());
                 let stop = Arc::new(AtomicBool::new(false));
-                let engine = Simulator::new(sim).context("cannot open the simulator socket")?;
                 let sim_stop = stop.clone();
                 let sim_thread = std::thread::Builder::new()
                     .name("tickrelay-sim".into())

@@ -199,6 +199,8 @@ pub struct FeedMetrics {
     pub gaps_repaired: Counter,
     /// Messages never received.
     pub lost: Counter,
+    /// Retransmission requests sent for gaps.
+    pub retransmit_requests: Counter,
     /// 1 for the current feed status, 0 for the others.
     pub status: Family<StatusLabel, Gauge>,
     /// 1 for the current session.
@@ -271,6 +273,7 @@ impl Metrics {
             gaps_opened: Counter::default(),
             gaps_repaired: Counter::default(),
             lost: Counter::default(),
+            retransmit_requests: Counter::default(),
             status: Family::default(),
             session: Family::default(),
             sequence: Gauge::default(),
@@ -326,6 +329,11 @@ impl Metrics {
             "feed_lost_messages",
             "Messages given up as lost",
             feed.lost.clone(),
+        );
+        registry.register(
+            "feed_retransmit_requests",
+            "Retransmission requests sent for gaps",
+            feed.retransmit_requests.clone(),
         );
         registry.register(
             "feed_status",

@@ -18,7 +18,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use parking_lot::Mutex;
+
 use crate::price::Price;
+use crate::retransmit::History;
 use crate::wire::{Locate, Message, PacketBuilder, Session};
 
 /// Simulator settings.
@@ -62,6 +65,8 @@ pub struct SimConfig {
     pub reorder_permille: u32,
     /// Per-mille of packets sent twice on each line.
     pub duplicate_permille: u32,
+    /// Serve retransmission requests on this unicast address (port 0: any).
+    pub retransmit: Option<SocketAddrV4>,
 }
 
 impl Default for SimConfig {
@@ -86,6 +91,7 @@ impl Default for SimConfig {
             loss_permille: 0,
             reorder_permille: 0,
             duplicate_permille: 0,
+            retransmit: None,
         }
     }
 }
@@ -286,18 +292,74 @@ struct Line {
     delayed: Option<Vec<u8>>,
 }
 
+/// Where finished packets go: every line, with the configured faults, and
+/// the retransmission history (which keeps them as sent, before any fault).
+struct Output {
+    socket: UdpSocket,
+    lines: Vec<Line>,
+    counters: Arc<SimCounters>,
+    rng: SmallRng,
+    loss_permille: u32,
+    reorder_permille: u32,
+    duplicate_permille: u32,
+    history: Option<Arc<Mutex<History>>>,
+}
+
+impl Output {
+    /// Sends one finished packet on every line, applying the faults.
+    fn emit(&mut self, packet: &[u8]) {
+        if let Some(h) = &self.history {
+            h.lock().record(packet);
+        }
+        for line in self.lines.iter_mut() {
+            if self.loss_permille > 0 && self.rng.gen_range(0..1000) < self.loss_permille {
+                continue;
+            }
+            if self.reorder_permille > 0
+                && line.delayed.is_none()
+                && self.rng.gen_range(0..1000) < self.reorder_permille
+            {
+                line.delayed = Some(packet.to_vec());
+                continue;
+            }
+            send(&self.socket, line.dest, &self.counters, packet);
+            if let Some(p) = line.delayed.take() {
+                send(&self.socket, line.dest, &self.counters, &p);
+            }
+            if self.duplicate_permille > 0 && self.rng.gen_range(0..1000) < self.duplicate_permille
+            {
+                send(&self.socket, line.dest, &self.counters, packet);
+            }
+        }
+    }
+
+    /// Sends a packet on every line without faults (heartbeats, end of session).
+    fn send_all(&mut self, packet: &[u8]) {
+        for line in &self.lines {
+            send(&self.socket, line.dest, &self.counters, packet);
+        }
+    }
+
+    /// Sends what reordering still holds back.
+    fn release_delayed(&mut self) {
+        for line in self.lines.iter_mut() {
+            if let Some(p) = line.delayed.take() {
+                send(&self.socket, line.dest, &self.counters, &p);
+            }
+        }
+    }
+}
+
 /// The engine.
 pub struct Simulator {
     config: SimConfig,
-    socket: UdpSocket,
-    lines: Vec<Line>,
+    out: Output,
     builder: PacketBuilder,
     instruments: Vec<Instrument>,
     zipf: Zipf,
     rng: SmallRng,
-    fault_rng: SmallRng,
-    counters: Arc<SimCounters>,
     last_send: Instant,
+    retransmit: Option<UdpSocket>,
 }
 
 impl Simulator {
@@ -338,31 +400,60 @@ impl Simulator {
                 delayed: None,
             });
         }
-        let builder = PacketBuilder::new(Session::new(&config.session), 1)
-            .with_max_messages(config.max_per_packet);
+        let session = Session::new(&config.session);
+        let builder = PacketBuilder::new(session, 1).with_max_messages(config.max_per_packet);
+        let retransmit = config.retransmit.map(UdpSocket::bind).transpose()?;
+        // About the last million messages can be sent again.
+        let history = retransmit
+            .as_ref()
+            .map(|_| Arc::new(Mutex::new(History::new(session, 1_000_000))));
         Ok(Simulator {
             zipf: Zipf::new(config.symbols.max(1), config.zipf),
-            fault_rng: SmallRng::seed_from_u64(config.seed ^ 0xfa17),
+            out: Output {
+                socket,
+                lines,
+                counters: Arc::new(SimCounters::default()),
+                rng: SmallRng::seed_from_u64(config.seed ^ 0xfa17),
+                loss_permille: config.loss_permille,
+                reorder_permille: config.reorder_permille,
+                duplicate_permille: config.duplicate_permille,
+                history,
+            },
             rng,
             instruments,
             builder,
-            lines,
-            socket,
-            counters: Arc::new(SimCounters::default()),
             last_send: Instant::now(),
+            retransmit,
             config,
         })
     }
 
     /// Counters to watch from another thread (progress bar).
     pub fn counters(&self) -> Arc<SimCounters> {
-        self.counters.clone()
+        self.out.counters.clone()
+    }
+
+    /// Where the retransmission server listens, if it is on.
+    pub fn retransmit_addr(&self) -> Option<SocketAddr> {
+        self.retransmit.as_ref().and_then(|s| s.local_addr().ok())
     }
 
     /// Runs until the duration or count is reached or `stop` is set, then
     /// sends end-of-session.
     pub fn run(mut self, stop: &AtomicBool) -> SimSummary {
         let start = Instant::now();
+        let server_stop = Arc::new(AtomicBool::new(false));
+        let server = match (self.retransmit.take(), self.out.history.clone()) {
+            (Some(socket), Some(history)) => {
+                let stats = Arc::new(crate::retransmit::ServerStats::default());
+                let stop = server_stop.clone();
+                std::thread::Builder::new()
+                    .name("sim-retransmit".into())
+                    .spawn(move || crate::retransmit::serve(socket, history, stats, stop))
+                    .ok()
+            }
+            _ => None,
+        };
         self.send_directory();
         let mut next_directory = start + self.config.directory_every;
         let mut sent: u64 = 0;
@@ -428,18 +519,21 @@ impl Simulator {
             self.flush();
         }
         self.flush();
-        for i in 0..self.lines.len() {
-            if let Some(p) = self.lines[i].delayed.take() {
-                self.send_to(i, &p);
-            }
-        }
+        self.out.release_delayed();
         self.send_raw(&self.builder.end_of_session());
+        if let Some(server) = server {
+            // Late requests for the last packets still get an answer.
+            std::thread::sleep(Duration::from_millis(300));
+            server_stop.store(true, Ordering::Relaxed);
+            let _ = server.join();
+        }
         let seconds = start.elapsed().as_secs_f64();
-        let messages = self.counters.messages.load(Ordering::Relaxed);
+        let messages = self.out.counters.messages.load(Ordering::Relaxed);
         SimSummary {
             session: self.builder.session().to_string(),
             messages,
-            packets: self.counters.packets.load(Ordering::Relaxed) / self.lines.len() as u64,
+            packets: self.out.counters.packets.load(Ordering::Relaxed)
+                / self.out.lines.len() as u64,
             seconds,
             rate: if seconds > 0.0 {
                 messages as f64 / seconds
@@ -477,24 +571,15 @@ impl Simulator {
                 name: &inst.name,
                 prev_close: inst.prev_close,
             };
-            let (builder, socket, lines, counters, fault_rng, cfg) = (
-                &mut self.builder,
-                &self.socket,
-                &mut self.lines,
-                &self.counters,
-                &mut self.fault_rng,
-                &self.config,
-            );
-            let seq = builder.push(&msg, &mut |p| {
-                emit(socket, lines, counters, fault_rng, cfg, p)
-            });
+            let out = &mut self.out;
+            let seq = self.builder.push(&msg, &mut |p| out.emit(p));
             // A relay shows the first listing's sequence until the symbol
             // ticks; a repeated, unchanged entry is no change.
             let inst = &mut self.instruments[idx];
             if inst.seq == 0 {
                 inst.seq = seq;
             }
-            self.counters.messages.fetch_add(1, Ordering::Relaxed);
+            self.out.counters.messages.fetch_add(1, Ordering::Relaxed);
         }
         self.flush();
     }
@@ -542,47 +627,25 @@ impl Simulator {
                 ask_size: inst.ask_size,
             }
         };
-        let (builder, socket, lines, counters, fault_rng, cfg) = (
-            &mut self.builder,
-            &self.socket,
-            &mut self.lines,
-            &self.counters,
-            &mut self.fault_rng,
-            &self.config,
-        );
-        let seq = builder.push(&msg, &mut |p| {
-            emit(socket, lines, counters, fault_rng, cfg, p)
-        });
+        let out = &mut self.out;
+        let seq = self.builder.push(&msg, &mut |p| out.emit(p));
         self.instruments[idx].seq = seq;
-        self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        self.out.counters.messages.fetch_add(1, Ordering::Relaxed);
         self.last_send = Instant::now();
     }
 
     fn flush(&mut self) {
-        let (builder, socket, lines, counters, fault_rng, cfg) = (
-            &mut self.builder,
-            &self.socket,
-            &mut self.lines,
-            &self.counters,
-            &mut self.fault_rng,
-            &self.config,
-        );
-        let had = builder.pending() > 0;
-        builder.flush(&mut |p| emit(socket, lines, counters, fault_rng, cfg, p));
+        let had = self.builder.pending() > 0;
+        let out = &mut self.out;
+        self.builder.flush(&mut |p| out.emit(p));
         if had {
             self.last_send = Instant::now();
         }
     }
 
     fn send_raw(&mut self, packet: &[u8]) {
-        for i in 0..self.lines.len() {
-            self.send_to(i, packet);
-        }
+        self.out.send_all(packet);
         self.last_send = Instant::now();
-    }
-
-    fn send_to(&self, line: usize, packet: &[u8]) {
-        send(&self.socket, self.lines[line].dest, &self.counters, packet);
     }
 }
 
@@ -594,36 +657,6 @@ fn send(socket: &UdpSocket, dest: SocketAddr, counters: &SimCounters, packet: &[
         }
         Err(_) => {
             counters.send_errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Sends one finished packet on every line, applying the configured faults.
-fn emit(
-    socket: &UdpSocket,
-    lines: &mut [Line],
-    counters: &SimCounters,
-    rng: &mut SmallRng,
-    cfg: &SimConfig,
-    packet: &[u8],
-) {
-    for line in lines.iter_mut() {
-        if cfg.loss_permille > 0 && rng.gen_range(0..1000) < cfg.loss_permille {
-            continue;
-        }
-        if cfg.reorder_permille > 0
-            && line.delayed.is_none()
-            && rng.gen_range(0..1000) < cfg.reorder_permille
-        {
-            line.delayed = Some(packet.to_vec());
-            continue;
-        }
-        send(socket, line.dest, counters, packet);
-        if let Some(p) = line.delayed.take() {
-            send(socket, line.dest, counters, &p);
-        }
-        if cfg.duplicate_permille > 0 && rng.gen_range(0..1000) < cfg.duplicate_permille {
-            send(socket, line.dest, counters, packet);
         }
     }
 }

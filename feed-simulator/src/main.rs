@@ -74,6 +74,9 @@ struct Args {
     /// Fraction of packets sent twice per line.
     #[arg(long, default_value_t = 0.0)]
     duplicate: f64,
+    /// Serve retransmission requests (unicast UDP) on this address, e.g. 127.0.0.1:31003.
+    #[arg(long)]
+    retransmit: Option<SocketAddrV4>,
     /// Write the final state of every symbol (JSON) to this file at the end.
     #[arg(long)]
     final_state: Option<PathBuf>,
@@ -118,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         loss_permille: permille("loss", args.loss)?,
         reorder_permille: permille("reorder", args.reorder)?,
         duplicate_permille: permille("duplicate", args.duplicate)?,
+        retransmit: args.retransmit,
     };
     let sim = Simulator::new(config.clone()).context("cannot open the sending socket")?;
     let counters = sim.counters();

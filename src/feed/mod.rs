@@ -77,6 +77,8 @@ pub struct FeedConfig {
     pub line_a: Option<SocketAddrV4>,
     /// Line B group and port.
     pub line_b: Option<SocketAddrV4>,
+    /// The producer's retransmission server, asked to fill gaps.
+    pub retransmit: Option<SocketAddrV4>,
     /// Interface address to join multicast groups on.
     pub interface: Ipv4Addr,
     /// Requested SO_RCVBUF in bytes.
@@ -153,6 +155,15 @@ pub fn start(
         .line_b
         .map(|addr| open_socket(addr, config.interface, config.rcvbuf))
         .transpose()?;
+    let r = config
+        .retransmit
+        .map(|addr| -> io::Result<std::net::UdpSocket> {
+            let s = std::net::UdpSocket::bind((config.interface, 0))?;
+            s.connect(addr)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })
+        .transpose()?;
     let (tx, rx) = watch::channel(FeedState {
         status: FeedStatus::Stale,
         session: Session::default(),
@@ -173,12 +184,16 @@ pub fn start(
             rt.block_on(async move {
                 let to_tokio =
                     |s: Option<std::net::UdpSocket>| s.map(UdpSocket::from_std).transpose();
-                match (to_tokio(a), to_tokio(b)) {
-                    (Ok(a), Ok(b)) => {
-                        let mut ingest = Ingest::new(config, table, metrics, listener, tx);
-                        ingest.run(a, b, cancel).await;
+                match (to_tokio(a), to_tokio(b), to_tokio(r)) {
+                    (Ok(a), Ok(b), Ok(r)) => {
+                        let r = r.map(Arc::new);
+                        let mut ingest =
+                            Ingest::new(config, table, metrics, listener, tx, r.clone());
+                        ingest
+                            .run([a.map(Arc::new), b.map(Arc::new), r], cancel)
+                            .await;
                     }
-                    (Err(e), _) | (_, Err(e)) => {
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                         tracing::error!(error = %e, "could not register feed sockets")
                     }
                 }
@@ -197,8 +212,8 @@ struct Ingest<L> {
     config: FeedConfig,
     seq: Sequencer,
     out: Applier<L>,
-    line_a: LineCounters,
-    line_b: LineCounters,
+    /// Receive counters of line A, line B and retransmitted packets.
+    lines: [LineCounters; 3],
     metrics: FeedMetrics,
     reported: SequencerStats,
     last_packet: Option<Instant>,
@@ -213,6 +228,7 @@ struct Applier<L> {
     last_ts: u64,
     applied: u64,
     session_changed: bool,
+    retransmit: Option<Arc<UdpSocket>>,
 }
 
 impl<L: ChangeListener> Sink for Applier<L> {
@@ -257,12 +273,25 @@ impl<L: ChangeListener> Sink for Applier<L> {
     }
 
     fn request_retransmit(&mut self, session: Session, seq: u64, count: u64) {
-        // Seam for the retransmission client; for now the gap is only logged.
-        tracing::debug!(session = %session, seq, count, "gap opened");
+        let Some(sock) = &self.retransmit else { return };
+        let count = count.clamp(1, u64::from(crate::retransmit::MAX_REQUEST)) as u16;
+        let req = crate::retransmit::Request {
+            session,
+            seq,
+            count,
+        };
+        // A full send buffer loses the request; the gap hold then counts the
+        // messages lost, as it would without a server.
+        match sock.try_send(&req.encode()) {
+            Ok(_) => {
+                self.metrics.retransmit_requests.inc();
+            }
+            Err(e) => tracing::debug!(error = %e, "retransmission request not sent"),
+        }
     }
 }
 
-async fn readable(sock: &Option<UdpSocket>) -> io::Result<()> {
+async fn readable(sock: &Option<Arc<UdpSocket>>) -> io::Result<()> {
     match sock {
         Some(s) => s.readable().await,
         None => std::future::pending().await,
@@ -276,6 +305,7 @@ impl<L: ChangeListener> Ingest<L> {
         metrics: FeedMetrics,
         listener: L,
         state_tx: watch::Sender<FeedState>,
+        retransmit: Option<Arc<UdpSocket>>,
     ) -> Self {
         let seq = Sequencer::new(SequencerConfig {
             gap_hold: config.gap_hold,
@@ -284,8 +314,11 @@ impl<L: ChangeListener> Ingest<L> {
         Ingest {
             config,
             seq,
-            line_a: metrics.line("a"),
-            line_b: metrics.line("b"),
+            lines: [
+                metrics.line("a"),
+                metrics.line("b"),
+                metrics.line("retransmit"),
+            ],
             out: Applier {
                 table,
                 metrics: metrics.clone(),
@@ -293,6 +326,7 @@ impl<L: ChangeListener> Ingest<L> {
                 last_ts: 0,
                 applied: 0,
                 session_changed: false,
+                retransmit,
             },
             metrics,
             reported: SequencerStats::default(),
@@ -301,24 +335,18 @@ impl<L: ChangeListener> Ingest<L> {
         }
     }
 
-    async fn run(&mut self, a: Option<UdpSocket>, b: Option<UdpSocket>, cancel: CancellationToken) {
+    async fn run(&mut self, sockets: [Option<Arc<UdpSocket>>; 3], cancel: CancellationToken) {
         let mut buf = vec![0u8; 65_536];
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let [a, b, r] = sockets;
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                r = readable(&a) => {
-                    if r.is_ok() {
-                        if let Some(s) = &a { self.drain(s, true, &mut buf); }
-                    }
-                }
-                r = readable(&b) => {
-                    if r.is_ok() {
-                        if let Some(s) = &b { self.drain(s, false, &mut buf); }
-                    }
-                }
+                res = readable(&a) => if res.is_ok() { self.drain(a.as_deref(), 0, &mut buf) },
+                res = readable(&b) => if res.is_ok() { self.drain(b.as_deref(), 1, &mut buf) },
+                res = readable(&r) => if res.is_ok() { self.drain(r.as_deref(), 2, &mut buf) },
                 _ = tick.tick() => {
                     self.seq.on_tick(Instant::now(), &mut self.out);
                     self.end_batch();
@@ -327,14 +355,17 @@ impl<L: ChangeListener> Ingest<L> {
         }
     }
 
-    fn drain(&mut self, sock: &UdpSocket, is_a: bool, buf: &mut [u8]) {
+    fn drain(&mut self, sock: Option<&UdpSocket>, line: usize, buf: &mut [u8]) {
+        let Some(sock) = sock else { return };
         let now = Instant::now();
         for _ in 0..BATCH {
             match sock.try_recv(buf) {
-                Ok(n) => self.datagram(&buf[..n], is_a, now),
+                Ok(n) => self.datagram(&buf[..n], line, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "feed receive error");
+                    // ECONNREFUSED from a retransmission server that is not
+                    // there lands here too: not fatal.
+                    tracing::debug!(error = %e, line, "feed receive error");
                     break;
                 }
             }
@@ -342,8 +373,8 @@ impl<L: ChangeListener> Ingest<L> {
         self.end_batch();
     }
 
-    fn datagram(&mut self, raw: &[u8], is_a: bool, now: Instant) {
-        let line = if is_a { &self.line_a } else { &self.line_b };
+    fn datagram(&mut self, raw: &[u8], line: usize, now: Instant) {
+        let line = &self.lines[line];
         line.packets.inc();
         line.bytes.inc_by(raw.len() as u64);
         match Packet::parse(raw) {

@@ -9,7 +9,10 @@
 //!   overlaps applies only its newer tail (A/B arbitration: first arrival wins);
 //! - above it opens a gap: later packets are held for a bounded time while the
 //!   sink may ask for a retransmission; what is not repaired in time is lost
-//!   and the sequencer moves on;
+//!   and the sequencer moves on. The bound is per packet, from its arrival:
+//!   holes one behind the other are given up together once the packets
+//!   behind them have waited out the hold, not one hold time after another
+//!   (that would let the relay fall further behind with every lost packet);
 //! - a new session resets it; packets of a session already left are stale.
 
 use std::collections::BTreeMap;
@@ -63,6 +66,13 @@ impl Default for SequencerConfig {
     }
 }
 
+/// A packet waiting behind a gap.
+#[derive(Debug)]
+struct Held {
+    raw: Vec<u8>,
+    arrived: Instant,
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Sequencer {
@@ -74,7 +84,8 @@ pub struct Sequencer {
     next: u64,
     /// Highest sequence known to exist + 1 (from packets and heartbeats).
     horizon: u64,
-    held: BTreeMap<u64, Vec<u8>>,
+    held: BTreeMap<u64, Held>,
+    /// When the open gap became known: its hold runs from here.
     gap_since: Option<Instant>,
     stats: SequencerStats,
 }
@@ -164,11 +175,15 @@ impl Sequencer {
     /// Gives up a gap whose hold time has passed. Call it every few
     /// milliseconds while the feed is quiet.
     pub fn on_tick(&mut self, now: Instant, sink: &mut impl Sink) {
-        let Some(since) = self.gap_since else { return };
-        if now.duration_since(since) >= self.config.gap_hold
-            || self.held.len() > self.config.max_held_packets
-        {
-            self.give_up(now, sink);
+        // Each give-up moves past one hole (or closes the gap), so this ends.
+        while let Some(since) = self.gap_since {
+            if now.saturating_duration_since(since) >= self.config.gap_hold
+                || self.held.len() > self.config.max_held_packets
+            {
+                self.give_up(now, sink);
+            } else {
+                break;
+            }
         }
     }
 
@@ -198,8 +213,8 @@ impl Sequencer {
         }
     }
 
-    fn open_gap(&mut self, now: Instant, sink: &mut impl Sink) {
-        self.gap_since = Some(now);
+    fn open_gap(&mut self, since: Instant, sink: &mut impl Sink) {
+        self.gap_since = Some(since);
         self.stats.gaps_opened += 1;
         let until = self.held.keys().next().copied().unwrap_or(self.horizon);
         if let Some(session) = self.session {
@@ -209,13 +224,30 @@ impl Sequencer {
 
     fn hold(&mut self, packet: &Packet<'_>, raw: &[u8], now: Instant, sink: &mut impl Sink) {
         let end = packet.end_seq();
+        // A hole between what was known and this packet is news: ask for it
+        // now, even while an earlier gap is still open.
+        let known = self.horizon.max(self.next);
+        if self.gap_since.is_some() && packet.seq > known {
+            if let Some(session) = self.session {
+                sink.request_retransmit(session, known, packet.seq - known);
+            }
+        }
         self.horizon = self.horizon.max(end);
-        match self.held.get(&packet.seq) {
-            Some(existing) if existing.len() >= raw.len() => {
+        match self.held.get_mut(&packet.seq) {
+            Some(existing) if existing.raw.len() >= raw.len() => {
                 self.stats.duplicate_messages += u64::from(packet.count);
             }
-            _ => {
-                self.held.insert(packet.seq, raw.to_vec());
+            // A longer packet at the same sequence carries more: keep it, but
+            // its wait began with the first copy.
+            Some(existing) => existing.raw = raw.to_vec(),
+            None => {
+                self.held.insert(
+                    packet.seq,
+                    Held {
+                        raw: raw.to_vec(),
+                        arrived: now,
+                    },
+                );
             }
         }
         if self.gap_since.is_none() {
@@ -241,9 +273,9 @@ impl Sequencer {
             if *entry.key() > self.next {
                 break;
             }
-            let raw = entry.remove();
+            let held = entry.remove();
             // Held packets were parsed once already; parse cannot fail now.
-            if let Ok(packet) = Packet::parse(&raw) {
+            if let Ok(packet) = Packet::parse(&held.raw) {
                 if packet.end_seq() <= self.next {
                     self.stats.duplicate_messages += u64::from(packet.count);
                 } else {
@@ -267,8 +299,10 @@ impl Sequencer {
         self.gap_since = None;
         self.drain(sink);
         if !self.held.is_empty() || self.horizon > self.next {
-            // Another hole further on: it gets its own hold time.
-            self.open_gap(now, sink);
+            // Another hole further on. It has been known since the first of
+            // the packets behind it arrived; its hold runs from then.
+            let since = self.held.values().map(|h| h.arrived).min().unwrap_or(now);
+            self.open_gap(since, sink);
         }
     }
 }
@@ -386,6 +420,22 @@ mod tests {
     }
 
     #[test]
+    fn each_new_hole_is_asked_for_at_once() {
+        let p = packets("S", 15, 3); // [1..3] [4..6] [7..9] [10..12] [13..15]
+        let mut s = Sequencer::new(SequencerConfig::default());
+        let mut rec = Rec::default();
+        let now = Instant::now();
+        feed(&mut s, &mut rec, &p[0], now);
+        feed(&mut s, &mut rec, &p[2], now); // 4..6 missing
+        feed(&mut s, &mut rec, &p[4], now); // 10..12 missing too
+        assert_eq!(rec.retransmits, vec![(4, 3), (10, 3)]);
+        feed(&mut s, &mut rec, &p[1], now);
+        feed(&mut s, &mut rec, &p[3], now);
+        assert_eq!(rec.seqs, (1..=15).collect::<Vec<_>>());
+        assert_eq!(s.stats().lost_messages, 0);
+    }
+
+    #[test]
     fn unrepaired_gap_is_lost_after_the_hold() {
         let p = packets("S", 9, 3);
         let mut s = Sequencer::new(SequencerConfig::default());
@@ -427,6 +477,43 @@ mod tests {
         assert_eq!(s.stats().lost_messages, 3);
         assert_eq!(s.next_seq(), 7);
         assert!(!s.in_gap());
+    }
+
+    #[test]
+    fn holes_behind_each_other_are_given_up_together() {
+        let p = packets("S", 7, 1);
+        let mut s = Sequencer::new(SequencerConfig::default());
+        let mut rec = Rec::default();
+        let t0 = Instant::now();
+        // Seqs 2, 4 and 6 never arrive.
+        for i in [0, 2, 4, 6] {
+            feed(&mut s, &mut rec, &p[i], t0);
+        }
+        assert_eq!(rec.seqs, vec![1]);
+        s.on_tick(t0 + Duration::from_millis(100), &mut rec);
+        assert_eq!(rec.seqs, vec![1, 3, 5, 7], "one hold time, not three");
+        assert!(!s.in_gap());
+        let st = s.stats();
+        assert_eq!((st.gaps_opened, st.lost_messages), (3, 3));
+    }
+
+    #[test]
+    fn a_later_hole_waits_its_own_hold_from_its_packets_arrival() {
+        let p = packets("S", 5, 1);
+        let mut s = Sequencer::new(SequencerConfig::default());
+        let mut rec = Rec::default();
+        let t0 = Instant::now();
+        feed(&mut s, &mut rec, &p[0], t0);
+        feed(&mut s, &mut rec, &p[2], t0); // seq 2 missing
+        feed(&mut s, &mut rec, &p[4], t0 + Duration::from_millis(80)); // seq 4 missing
+        s.on_tick(t0 + Duration::from_millis(100), &mut rec);
+        assert_eq!(rec.seqs, vec![1, 3], "seq 5 has waited 20 ms only");
+        assert!(s.in_gap());
+        s.on_tick(t0 + Duration::from_millis(179), &mut rec);
+        assert_eq!(rec.seqs, vec![1, 3]);
+        s.on_tick(t0 + Duration::from_millis(180), &mut rec);
+        assert_eq!(rec.seqs, vec![1, 3, 5]);
+        assert_eq!(s.stats().lost_messages, 2);
     }
 
     #[test]

@@ -127,23 +127,28 @@ impl Drop for Relay {
     }
 }
 
-/// Path of the feed-simulator binary, built beside tickrelay if missing.
+/// Path of the feed-simulator binary, built (once per test process) beside
+/// tickrelay so it is never stale.
 pub fn simulator_path() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_tickrelay"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let path = dir.join("feed-simulator");
-    if !path.exists() {
-        let profile_release = dir.ends_with("release");
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_BIN_EXE_tickrelay"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "-q", "-p", "feed-simulator"]);
-        if profile_release {
+        if dir.ends_with("release") {
             cmd.arg("--release");
         }
+        // The target dir is the one this test binary was built into.
+        if let Some(target) = dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
         assert!(cmd.status().unwrap().success(), "build feed-simulator");
-    }
-    path
+        dir.join("feed-simulator")
+    })
+    .clone()
 }
 
 /// Runs the simulator to completion (loopback, TTL 0).
