@@ -636,52 +636,45 @@ pub mod envelope {
         96 + quotes.iter().map(|q| q.json.len() + 1).sum::<usize>()
     }
 
-    /// `{"type":"ticks","seq":N,"quotes":[…]}` (WebSocket, JSON).
-    pub fn ws_ticks_json(seq: u64, quotes: &[Arc<Encoded>]) -> Bytes {
+    /// `{<type>"seq":N,<"session":"…",>"quotes":[…]}`: every JSON envelope.
+    fn json(kind: Option<&str>, seq: u64, session: Option<&str>, quotes: &[Arc<Encoded>]) -> Bytes {
         let mut out = BytesMut::with_capacity(capacity(quotes));
-        out.extend_from_slice(b"{\"type\":\"ticks\",\"seq\":");
+        out.put_u8(b'{');
+        if let Some(kind) = kind {
+            out.extend_from_slice(b"\"type\":");
+            json_str(&mut out, kind);
+            out.put_u8(b',');
+        }
+        out.extend_from_slice(b"\"seq\":");
         out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        if let Some(session) = session {
+            out.extend_from_slice(b",\"session\":");
+            json_str(&mut out, session);
+        }
         out.extend_from_slice(b",\"quotes\":");
         json_quotes(&mut out, quotes);
         out.put_u8(b'}');
         out.freeze()
+    }
+
+    /// `{"type":"ticks","seq":N,"quotes":[…]}` (WebSocket, JSON).
+    pub fn ws_ticks_json(seq: u64, quotes: &[Arc<Encoded>]) -> Bytes {
+        json(Some("ticks"), seq, None, quotes)
     }
 
     /// `{"type":"snapshot","seq":N,"session":"…","quotes":[…]}` (WebSocket, JSON).
     pub fn ws_snapshot_json(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
-        let mut out = BytesMut::with_capacity(capacity(quotes));
-        out.extend_from_slice(b"{\"type\":\"snapshot\",\"seq\":");
-        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-        out.extend_from_slice(b",\"session\":");
-        json_str(&mut out, session);
-        out.extend_from_slice(b",\"quotes\":");
-        json_quotes(&mut out, quotes);
-        out.put_u8(b'}');
-        out.freeze()
+        json(Some("snapshot"), seq, Some(session), quotes)
     }
 
     /// `{"seq":N,"quotes":[…]}` (SSE `tick` data).
     pub fn tick_json(seq: u64, quotes: &[Arc<Encoded>]) -> Bytes {
-        let mut out = BytesMut::with_capacity(capacity(quotes));
-        out.extend_from_slice(b"{\"seq\":");
-        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-        out.extend_from_slice(b",\"quotes\":");
-        json_quotes(&mut out, quotes);
-        out.put_u8(b'}');
-        out.freeze()
+        json(None, seq, None, quotes)
     }
 
     /// `{"seq":N,"session":"…","quotes":[…]}` (snapshot, poll answer, SSE `snapshot`).
     pub fn snapshot_json(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
-        let mut out = BytesMut::with_capacity(capacity(quotes));
-        out.extend_from_slice(b"{\"seq\":");
-        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-        out.extend_from_slice(b",\"session\":");
-        json_str(&mut out, session);
-        out.extend_from_slice(b",\"quotes\":");
-        json_quotes(&mut out, quotes);
-        out.put_u8(b'}');
-        out.freeze()
+        json(None, seq, Some(session), quotes)
     }
 
     /// A MessagePack map with `fields` scalar entries, then `"quotes": [...]`.

@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::fanout::{Encoded, Transport, envelope};
-use crate::http::{ApiError, AppState, Encoding, check_token, parse_symbols};
-use crate::transport::snapshot::resolve;
-use crate::transport::stream::{Batch, SubOptions, Subscriptions, parse_resume};
+use crate::http::{ApiError, AppState, Encoding, check_token};
+use crate::transport::stream::{
+    Batch, SubOptions, Subscriptions, acquire, parse_resume, requested_locates,
+};
 use crate::wire::Locate;
 
 /// Query of `/v1/poll`.
@@ -77,17 +78,8 @@ pub async fn handler(
             )
         })?),
     };
-    let names = parse_symbols(q.symbols.as_deref(), limits.max_symbols)?;
-    let locates = match &names {
-        Some(names) => resolve(&state.table, names)?,
-        None if limits.allow_wildcard => state.table.locates(),
-        None => {
-            return Err(ApiError::bad_request(
-                "missing_symbols",
-                "`symbols` is required (setting allow_wildcard is off)",
-            ));
-        }
-    };
+    let locates =
+        requested_locates(&state, q.symbols.as_deref())?.unwrap_or_else(|| state.table.locates());
     let enc = Encoding::from_headers(&headers);
     // Another session (or none given): everything, now.
     let since_seq = match &since {
@@ -101,14 +93,7 @@ pub async fn handler(
         return Ok(answer(&state, &locates, since_seq, enc));
     }
 
-    let _guard = state.conns.acquire(peer.ip()).map_err(|e| {
-        state.hub.metrics.refused(e.label());
-        ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "limit_exceeded",
-            message: e.message(),
-        }
-    })?;
+    let _guard = acquire(&state, peer.ip())?;
     let gauge = state.hub.metrics.longpoll_waiters.clone();
     gauge.inc();
     let _waiting = Waiting(gauge);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
@@ -20,11 +20,12 @@ use tokio::sync::watch;
 
 use crate::fanout::{Transport, envelope};
 use crate::feed::FeedState;
-use crate::http::{ApiError, AppState, check_token, parse_symbols};
+use crate::http::{ApiError, AppState, check_token};
 use crate::limits::ConnGuard;
 use crate::metrics::TransportCounters;
-use crate::transport::snapshot::resolve;
-use crate::transport::stream::{Batch, SubOptions, Subscriptions, resume_point};
+use crate::transport::stream::{
+    Batch, Subscriptions, acquire, requested_locates, resume_point, sub_options,
+};
 
 /// Query of `/v1/stream`.
 #[derive(Debug, Deserialize)]
@@ -50,51 +51,16 @@ pub async fn handler(
 ) -> Result<Response, ApiError> {
     check_token(&state, &headers, q.token.as_deref())?;
     let limits = &state.config.limits;
-    let every = match q.mode.as_deref() {
-        None | Some("conflate") => false,
-        Some("every") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "bad_request",
-                format!("mode `{other}` is not `conflate` or `every`"),
-            ));
-        }
-    };
-    if q.max_hz.is_some_and(|hz| !(hz > 0.0 && hz.is_finite())) {
-        return Err(ApiError::bad_request(
-            "bad_request",
-            "max_hz must be a positive number",
-        ));
-    }
-    let opts = SubOptions::new(every, q.max_hz);
-    let names = parse_symbols(q.symbols.as_deref(), limits.max_symbols)?;
-    let symbols: Option<Vec<Arc<str>>> = match &names {
-        Some(names) => {
-            let locates = resolve(&state.table, names)?;
-            Some(
-                locates
-                    .iter()
-                    .filter_map(|&l| state.table.info(l))
-                    .map(|i| i.symbol.clone())
-                    .collect(),
-            )
-        }
-        None if limits.allow_wildcard => None,
-        None => {
-            return Err(ApiError::bad_request(
-                "missing_symbols",
-                "`symbols` is required (setting allow_wildcard is off)",
-            ));
-        }
-    };
-    let guard = state.conns.acquire(peer.ip()).map_err(|e| {
-        state.hub.metrics.refused(e.label());
-        ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "limit_exceeded",
-            message: e.message(),
-        }
-    })?;
+    let opts = sub_options(q.mode.as_deref(), q.max_hz)?;
+    let symbols: Option<Vec<Arc<str>>> =
+        requested_locates(&state, q.symbols.as_deref())?.map(|locates| {
+            locates
+                .iter()
+                .filter_map(|&l| state.table.info(l))
+                .map(|i| i.symbol.clone())
+                .collect()
+        });
+    let guard = acquire(&state, peer.ip())?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

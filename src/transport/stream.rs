@@ -6,8 +6,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::net::IpAddr;
+
+use axum::http::StatusCode;
+
 use crate::fanout::{Client, Encoded, Hub, now_ns};
+use crate::http::{ApiError, AppState, parse_symbols};
+use crate::limits::ConnGuard;
 use crate::metrics::TransportCounters;
+use crate::transport::snapshot::resolve;
+use crate::wire::Locate;
 use crate::wire::Session;
 
 /// How a subscription delivers.
@@ -63,6 +71,8 @@ pub struct Subscriptions {
     pub next_due: Option<Instant>,
     /// The last promise sent.
     pub promised: u64,
+    /// What snapshots already covered: later batches promise at least this.
+    floor: u64,
 }
 
 impl Subscriptions {
@@ -75,6 +85,7 @@ impl Subscriptions {
             wildcard: None,
             next_due: None,
             promised: 0,
+            floor: 0,
         }
     }
 
@@ -111,8 +122,10 @@ impl Subscriptions {
             self.hub.subscribe(&self.client, s, opts.every);
         }
         // Registered first, read second: a change after the read is marked
-        // pending and follows; one before it is in the snapshot.
-        let seq = self.hub.fanned_seq();
+        // pending and follows; one up to the table's sequence read here is
+        // in the newest quotes read next, whether or not the fan-out has
+        // seen it yet.
+        let seq = self.hub.table().last_seq();
         let table = self.hub.table();
         let mut quotes = Vec::with_capacity(symbols.len());
         for s in symbols {
@@ -134,6 +147,7 @@ impl Subscriptions {
             }
         }
         self.promised = self.promised.max(seq);
+        self.floor = self.floor.max(seq);
         (seq, quotes)
     }
 
@@ -145,7 +159,7 @@ impl Subscriptions {
     ) -> (u64, Vec<Arc<Encoded>>) {
         self.hub.subscribe_all(&self.client);
         self.wildcard = Some(opts);
-        let seq = self.hub.fanned_seq();
+        let seq = self.hub.table().last_seq();
         let table = self.hub.table().clone();
         let mut quotes = Vec::new();
         for l in table.locates() {
@@ -165,6 +179,8 @@ impl Subscriptions {
                 quotes.push(enc);
             }
         }
+        self.promised = self.promised.max(seq);
+        self.floor = self.floor.max(seq);
         (seq, quotes)
     }
 
@@ -198,12 +214,13 @@ impl Subscriptions {
                 sub.last_at = None;
             }
             self.promised = 0;
+            self.floor = 0;
         }
         if overflow {
             return batch;
         }
         let now = Instant::now();
-        let mut promise = fanned;
+        let mut promise = fanned.max(self.floor);
         self.next_due = None;
         for enc in every {
             let Some(sub) = self.subs.get_mut(&enc.quote.symbol) else {
@@ -282,6 +299,56 @@ impl Drop for Subscriptions {
         let symbols = self.symbols();
         self.hub.unregister(&self.client, &symbols);
     }
+}
+
+/// Delivery options from the protocol's `mode` and `max_hz`, checked.
+pub fn sub_options(mode: Option<&str>, max_hz: Option<f64>) -> Result<SubOptions, ApiError> {
+    let every = match mode {
+        None | Some("conflate") => false,
+        Some("every") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                format!("mode `{other}` is not `conflate` or `every`"),
+            ));
+        }
+    };
+    if max_hz.is_some_and(|hz| !(hz > 0.0 && hz.is_finite())) {
+        return Err(ApiError::bad_request(
+            "bad_request",
+            "max_hz must be a positive number",
+        ));
+    }
+    Ok(SubOptions::new(every, max_hz))
+}
+
+/// The locates of `?symbols=…`, or `None` for every symbol when the
+/// parameter is absent and `*` is allowed.
+pub fn requested_locates(
+    state: &AppState,
+    symbols: Option<&str>,
+) -> Result<Option<Vec<Locate>>, ApiError> {
+    let limits = &state.config.limits;
+    match parse_symbols(symbols, limits.max_symbols)? {
+        Some(names) => resolve(&state.table, &names).map(Some),
+        None if limits.allow_wildcard => Ok(None),
+        None => Err(ApiError::bad_request(
+            "missing_symbols",
+            "`symbols` is required (setting allow_wildcard is off)",
+        )),
+    }
+}
+
+/// Takes a streaming connection slot for `peer`, or answers 429.
+pub fn acquire(state: &AppState, peer: IpAddr) -> Result<ConnGuard, ApiError> {
+    state.conns.acquire(peer).map_err(|e| {
+        state.hub.metrics.refused(e.label());
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "limit_exceeded",
+            message: e.message(),
+        }
+    })
 }
 
 /// Parses a `SESSION:SEQ` resume token.

@@ -22,7 +22,7 @@ use crate::feed::FeedState;
 use crate::http::{AppState, AuthQuery, check_origin, check_token, parse_symbol_list};
 use crate::limits::{ConnGuard, RateLimiter};
 use crate::metrics::TransportCounters;
-use crate::transport::stream::{Batch, SubOptions, Subscriptions, resume_point};
+use crate::transport::stream::{Batch, SubOptions, Subscriptions, resume_point, sub_options};
 
 /// Close codes (README, "Close codes").
 pub mod close {
@@ -323,25 +323,11 @@ impl Conn {
                         )
                         .await;
                 }
-                let every = match mode.as_deref() {
-                    None | Some("conflate") => false,
-                    Some("every") => true,
-                    Some(other) => {
-                        return self
-                            .error(
-                                "bad_request",
-                                &format!("mode `{other}` is not `conflate` or `every`"),
-                            )
-                            .await;
-                    }
+                let opts = match sub_options(mode.as_deref(), max_hz) {
+                    Ok(o) => o,
+                    Err(e) => return self.error(e.code, &e.message).await,
                 };
-                if max_hz.is_some_and(|hz| !(hz > 0.0 && hz.is_finite())) {
-                    return self
-                        .error("bad_request", "max_hz must be a positive number")
-                        .await;
-                }
-                self.subscribe(symbols, SubOptions::new(every, max_hz), since)
-                    .await
+                self.subscribe(symbols, opts, since).await
             }
             ClientOp::Unsubscribe { symbols } => {
                 if !self.ops.allow() {
