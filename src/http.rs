@@ -55,6 +55,12 @@ pub struct AuthQuery {
     pub token: Option<String>,
 }
 
+/// Counts and logs a request or operation refused by `limit` (a setting name).
+pub fn refused(state: &AppState, limit: &'static str) {
+    state.metrics.stream.refused(limit);
+    tracing::info!(limit, "client refused by a limit");
+}
+
 /// Checks the bearer token, when one is configured.
 pub fn check_token(
     state: &AppState,
@@ -80,7 +86,7 @@ pub fn check_token(
     if ok {
         Ok(())
     } else {
-        state.metrics.stream.refused("token");
+        refused(state, "token");
         Err(ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
@@ -100,7 +106,7 @@ pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
         None => Ok(()),
         Some(o) if allowed.iter().any(|a| a == o) => Ok(()),
         Some(o) => {
-            state.metrics.stream.refused("allowed_origins");
+            refused(state, "allowed_origins");
             Err(ApiError {
                 status: StatusCode::FORBIDDEN,
                 code: "origin_not_allowed",

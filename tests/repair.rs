@@ -106,3 +106,37 @@ fn lost_packets_are_repaired_by_retransmission() {
         }
     }
 }
+
+#[test]
+fn a_lost_tail_still_moves_the_published_sequence() {
+    let group = harness::unique_group();
+    let relay = harness::Relay::start(&[
+        "--feed-a".into(),
+        group.to_string(),
+        "--gap-hold-ms".into(),
+        "50".into(),
+    ]);
+    let mut feed = harness::Producer::new(group, "TAIL");
+    feed.directory(&["AAA"]);
+    let seq = feed.send(&[harness::Producer::quote(0, 1)]);
+    relay.wait_seq(seq);
+    // The producer says 10 more messages went out; none arrives.
+    feed.send_raw(&tickrelay::wire::header(
+        tickrelay::wire::Session::new("TAIL"),
+        seq + 11,
+        0,
+    ));
+    relay.wait_seq(seq + 10);
+    let m = relay.metrics();
+    assert_eq!(
+        harness::metric(&m, "tickrelay_feed_lost_messages_total"),
+        10.0
+    );
+    let snap: Value =
+        serde_json::from_str(&harness::http_get(&relay.base, "/v1/snapshot", &[]).body).unwrap();
+    assert_eq!(
+        snap["seq"].as_u64(),
+        Some(seq + 10),
+        "the snapshot's position includes the lost tail"
+    );
+}

@@ -21,8 +21,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Writes feed packets for one session to a group, like an exchange would.
-
 fn price(n: i64) -> String {
     Price(n).to_string()
 }

@@ -216,6 +216,8 @@ struct Ingest<L> {
     lines: [LineCounters; 3],
     metrics: FeedMetrics,
     reported: SequencerStats,
+    /// Last feed position published to the table and the hub.
+    published: u64,
     last_packet: Option<Instant>,
     state_tx: watch::Sender<FeedState>,
 }
@@ -330,6 +332,7 @@ impl<L: ChangeListener> Ingest<L> {
             },
             metrics,
             reported: SequencerStats::default(),
+            published: 0,
             last_packet: None,
             state_tx,
         }
@@ -419,8 +422,8 @@ impl<L: ChangeListener> Ingest<L> {
         if st.lost_messages > r.lost_messages {
             tracing::warn!(
                 lost = st.lost_messages - r.lost_messages,
-                next_seq = self.seq.next_seq(),
-                "feed messages lost"
+                resumed_at = self.seq.next_seq(),
+                "feed messages lost: given up after the gap hold"
             );
         }
         if st.gaps_opened > r.gaps_opened {
@@ -429,18 +432,23 @@ impl<L: ChangeListener> Ingest<L> {
         self.reported = st;
 
         let applied = std::mem::take(&mut self.out.applied);
+        let last = self.seq.next_seq().saturating_sub(1);
         if applied > 0 {
             self.metrics.applied.inc_by(applied);
-            let last = self.seq.next_seq().saturating_sub(1);
+            if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
+                let lag_ns = (now.as_nanos() as u64).saturating_sub(self.out.last_ts);
+                self.metrics.lag.observe(lag_ns as f64 / 1e9);
+            }
+        }
+        // The position moves on losses too (a lost tail, a heartbeat past a
+        // gap): publish it whenever it moved, not only when something applied.
+        if applied > 0 || last != self.published {
+            self.published = last;
             self.out.table.set_last_seq(last);
             self.metrics.sequence.set(last as i64);
             self.metrics
                 .symbols
                 .set(self.out.table.symbol_count() as i64);
-            if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
-                let lag_ns = (now.as_nanos() as u64).saturating_sub(self.out.last_ts);
-                self.metrics.lag.observe(lag_ns as f64 / 1e9);
-            }
             self.out.listener.batch_done(last);
         }
         self.update_status();

@@ -212,6 +212,7 @@ impl SseStream {
                 .hub
                 .metrics
                 .slow(Transport::Sse, "queue_overflow");
+            tracing::info!("sse client closed: every-mode queue overflow");
             let mut out = BytesMut::new();
             let data = serde_json::json!({
                 "code": "slow_consumer",

@@ -342,7 +342,7 @@ pub fn requested_locates(
 /// Takes a streaming connection slot for `peer`, or answers 429.
 pub fn acquire(state: &AppState, peer: IpAddr) -> Result<ConnGuard, ApiError> {
     state.conns.acquire(peer).map_err(|e| {
-        state.hub.metrics.refused(e.label());
+        crate::http::refused(state, e.label());
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "limit_exceeded",

@@ -128,7 +128,7 @@ pub async fn handler(
         None => match state.conns.acquire(peer.ip()) {
             Ok(g) => (Some(g), None),
             Err(e) => {
-                state.hub.metrics.refused(e.label());
+                crate::http::refused(&state, e.label());
                 tracing::info!(peer = %peer, limit = e.label(), "websocket refused");
                 (None, Some((close::LIMIT_EXCEEDED, e.message())))
             }
@@ -269,7 +269,7 @@ impl Conn {
                     || text.contains("too long")
                     || text.contains("Message too big")
                 {
-                    self.state.hub.metrics.refused("max_frame_bytes");
+                    crate::http::refused(&self.state, "max_frame_bytes");
                     return Flow::Close(
                         close::TOO_BIG,
                         format!(
@@ -312,7 +312,7 @@ impl Conn {
                 since,
             } => {
                 if !self.ops.allow() {
-                    self.state.hub.metrics.refused("ops_per_second");
+                    crate::http::refused(&self.state, "ops_per_second");
                     return self
                         .error(
                             "rate_limited",
@@ -331,7 +331,7 @@ impl Conn {
             }
             ClientOp::Unsubscribe { symbols } => {
                 if !self.ops.allow() {
-                    self.state.hub.metrics.refused("ops_per_second");
+                    crate::http::refused(&self.state, "ops_per_second");
                     return self
                         .error(
                             "rate_limited",
@@ -359,7 +359,7 @@ impl Conn {
         let since = resume_point(since.as_deref(), self.state.table.session());
         if symbols.iter().any(|s| s == "*") {
             if !limits.allow_wildcard {
-                self.state.hub.metrics.refused("allow_wildcard");
+                crate::http::refused(&self.state, "allow_wildcard");
                 return self
                     .error(
                         "wildcard_not_allowed",
@@ -399,7 +399,7 @@ impl Conn {
         }
         let new = known.iter().filter(|s| !self.subs.contains(s)).count();
         if self.subs.len() + new > limits.max_symbols {
-            self.state.hub.metrics.refused("max_symbols");
+            crate::http::refused(&self.state, "max_symbols");
             return self
                 .error(
                     "too_many_symbols",

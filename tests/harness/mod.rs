@@ -315,6 +315,11 @@ impl Producer {
         }
     }
 
+    /// Sends one datagram as it is.
+    pub fn send_raw(&self, datagram: &[u8]) {
+        self.socket.send_to(datagram, self.group).unwrap();
+    }
+
     /// A heartbeat carrying the next sequence.
     pub fn heartbeat(&self) {
         self.socket
