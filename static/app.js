@@ -300,6 +300,8 @@
   const TRANSPORTS = ['ws', 'ws-msgpack', 'sse', 'poll', 'snapshot'];
   const SYMBOL_RE = /^[A-Z0-9.\-/_^*]{1,16}$/; // the server's ticker syntax
   const MAX_WATCH = 500; // well under the server's per-request limit (1024)
+  const DEFAULT_WATCH = 20; // a screenful at 1280x800
+  const FLASH_MS = 700; // keep in step with the flash animations in app.css
   const POLL_TIMEOUT_MS = 25000;
 
   const store = {
@@ -854,6 +856,8 @@
       this.directory = new Map(); // symbol → {symbol, name, prevClose}
       this.dirList = [];
       this.dirAt = 0;
+      this.dirTimer = 0;
+      this.dirRechecks = 0;
       this.watchlist = [];
       this.rows = new Map(); // symbol → row (DOM + current quote)
       this.cursor = null; // {session, seq}: resume point, from the last envelope
@@ -873,6 +877,7 @@
       this.cursorAt = 0;
       this.fillAt = -Infinity;
       this.changeTimer = 0;
+      this.msgTimer = 0;
       this.changes = { added: new Set(), removed: new Set() };
       this.pollInterval = 1000;
       this.urlSymbols = pageParams.has('symbols');
@@ -954,7 +959,7 @@
       this.startTransport();
     }
 
-    /** Watchlist precedence: ?symbols= › saved › first 12 of the directory. */
+    /** Watchlist precedence: ?symbols= › saved › the first DEFAULT_WATCH of the directory. */
     initWatchlist() {
       let list = null;
       if (this.urlSymbols) {
@@ -964,7 +969,7 @@
         // A saved list from another symbol universe (none of it known) is dropped.
         if (Array.isArray(saved) && saved.some((s) => this.directory.has(String(s).toUpperCase()))) list = saved;
       }
-      if (!list) list = this.dirList.slice(0, 12).map((d) => d.symbol);
+      if (!list) list = this.dirList.slice(0, DEFAULT_WATCH).map((d) => d.symbol);
       const clean = [];
       for (const s of list) {
         const sym = String(s).trim().toUpperCase();
@@ -993,6 +998,9 @@
       this.dirAt = performance.now();
       for (const row of this.rows.values()) {
         const info = dir.get(row.symbol);
+        // The relay lists it (again): whatever called it unknown is over, e.g.
+        // a restarted relay answering before the feed's directory arrived.
+        if (info) row.serverUnknown = false;
         row.cells.name.textContent = info ? info.name : dir.size ? 'not in directory' : '';
         row.tr.classList.toggle('unknown', dir.size > 0 && !info);
         if (info && !row.q) this.renderRow(row);
@@ -1002,6 +1010,20 @@
       const added = after.filter((s) => !before.includes(s));
       const removed = before.filter((s) => !after.includes(s));
       if (this.transport && (added.length || removed.length)) this.queueChange(added, removed);
+      if (this.watchlist.some((s) => !dir.has(s) || this.rows.get(s)?.serverUnknown)) this.recheckDirectory();
+    }
+
+    /** Some watched symbols are not (yet) known to the relay: look again a
+     *  few times, 1 s, 2 s … 30 s apart, then leave them marked. A relay
+     *  that just restarted learns the directory from the feed a moment after
+     *  it starts answering; a real typo stays unknown. */
+    recheckDirectory() {
+      if (this.dirTimer || this.dirRechecks >= 6) return;
+      const delay = Math.min(30000, 1000 * 2 ** this.dirRechecks++);
+      this.dirTimer = setTimeout(() => {
+        this.dirTimer = 0;
+        this.loadDirectory().catch(() => this.recheckDirectory());
+      }, delay);
     }
 
     // --- watchlist --------------------------------------------------------------
@@ -1014,6 +1036,7 @@
 
     add(symbol) {
       const sym = String(symbol).trim().toUpperCase();
+      this.dirRechecks = 0;
       if (!SYMBOL_RE.test(sym)) return this.message('not a ticker: ' + symbol, true);
       if (this.rows.has(sym)) return this.highlight(sym);
       if (this.watchlist.length >= MAX_WATCH) return this.message('watchlist is full (' + MAX_WATCH + ')', true);
@@ -1137,13 +1160,16 @@
     }
 
     markUnknown(symbols) {
+      let marked = 0;
       for (const s of symbols) {
         const row = this.rows.get(s);
         if (!row || row.serverUnknown) continue;
         row.serverUnknown = true;
         row.tr.classList.add('unknown');
         row.cells.name.textContent = 'unknown symbol';
+        marked++;
       }
+      if (marked) this.recheckDirectory();
     }
 
     // --- envelopes and quotes -------------------------------------------------------
@@ -1208,6 +1234,7 @@
 
     adopt(session, seq) {
       const had = !!this.cursor;
+      this.dirRechecks = 0; // a new session may bring the symbols back
       this.cursor = { session, seq };
       this.epoch++;
       this.cursorAt = performance.now();
@@ -1328,7 +1355,7 @@
       const tr = document.createElement('tr');
       tr.dataset.symbol = sym;
       const cells = {};
-      for (const k of ['sym', 'name', 'bsz', 'bid', 'ask', 'asz', 'last', 'chg', 'vol', 'age', 'x']) {
+      for (const k of ['sym', 'name', 'bsz', 'bid', 'ask', 'asz', 'last', 'net', 'chg', 'vol', 'age', 'x']) {
         const td = document.createElement('td');
         td.className = k;
         tr.appendChild(td);
@@ -1383,7 +1410,7 @@
       const c = row.cells;
       row.tr.dataset.seq = q ? String(q.seq) : '';
       if (!q) {
-        for (const k of ['bsz', 'bid', 'ask', 'asz', 'last', 'chg', 'vol', 'age']) c[k].textContent = '';
+        for (const k of ['bsz', 'bid', 'ask', 'asz', 'last', 'net', 'chg', 'vol', 'age']) c[k].textContent = '';
         return;
       }
       this.setPrice(row, 'bid', q.bid);
@@ -1396,14 +1423,20 @@
       // Change against the previous close; the last trade, else the mid.
       const info = this.directory.get(row.symbol);
       const prev = q.prevClose || (info && info.prevClose) || null;
-      const ref = q.last !== null ? q.last : q.bid !== null && q.ask !== null ? (q.bid + q.ask) / 2 : null;
+      const ref = q.last !== null ? q.last : q.bid !== null && q.ask !== null ? Math.round((q.bid + q.ask) / 2) : null;
       if (prev && ref !== null) {
-        const pct = ((ref - prev) / prev) * 100; // display only
+        const net = ref - prev; // exact, in ten-thousandths
+        const pct = (net / prev) * 100; // display only
+        setText(c.net, (net > 0 ? '+' : '') + formatPrice(net));
         setText(c.chg, (pct > 0 ? '+' : '') + pct.toFixed(2) + '%');
-        c.chg.classList.toggle('pos', pct > 0);
-        c.chg.classList.toggle('neg', pct < 0);
-        c.chg.title = (q.last !== null ? 'last' : 'mid') + ' vs previous close ' + formatPrice(prev);
+        const title = (q.last !== null ? 'last' : 'mid') + ' vs previous close ' + formatPrice(prev);
+        for (const cell of [c.net, c.chg]) {
+          cell.classList.toggle('pos', net > 0);
+          cell.classList.toggle('neg', net < 0);
+          cell.title = title;
+        }
       } else {
+        setText(c.net, '');
         setText(c.chg, '');
       }
       this.renderAge(row, nowMs());
@@ -1422,14 +1455,20 @@
       row.shown[key] = v;
       if (old === undefined || old === null || v === null || v === old) return;
       const dir = v > old ? 'up' : 'dn';
-      // Alternate between two identical animations so a new flash restarts it.
-      const k = (cell._flip = cell._flip ? 0 : 1);
-      cell.classList.remove('up0', 'up1', 'dn0', 'dn1');
-      cell.classList.add(dir + k);
       if (key === 'last') {
         cell.classList.toggle('tick-up', dir === 'up');
         cell.classList.toggle('tick-dn', dir === 'dn');
       }
+      // At most one flash per cell per FLASH_MS: a symbol ticking 50 times a
+      // second blinks instead of glowing solid, so the eye still catches the
+      // cells that just moved.
+      const now = performance.now();
+      if (now - (cell._flashAt || -Infinity) < FLASH_MS) return;
+      cell._flashAt = now;
+      // Alternate between two identical animations so a new flash restarts it.
+      const k = (cell._flip = cell._flip ? 0 : 1);
+      cell.classList.remove('up0', 'up1', 'dn0', 'dn1');
+      cell.classList.add(dir + k);
     }
 
     renderAge(row, now) {
@@ -1466,13 +1505,16 @@
         el.dataset.status = status;
         document.body.dataset.status = status;
         this.el.statusLabel.textContent = STATUS_TEXT[status] || status;
+        // A background tab shows trouble in its title.
+        document.title = status === 'live' || status === 'connecting' ? 'tickrelay' : (STATUS_TEXT[status] || status) + ' · tickrelay';
       }
       setText(this.el.statusDetail, detail);
     }
 
     renderCursor() {
       this.hooks.lastSeq = this.cursor ? this.cursor.seq : null;
-      setText(this.el.cursor, this.cursor ? cursorText(this.cursor) : '');
+      const c = this.cursor;
+      setText(this.el.cursor, c ? 'session ' + c.session + ' · seq ' + intFmt.format(c.seq) : '');
     }
 
     renderCount() {
@@ -1497,9 +1539,12 @@
       setText(this.el.totals, intFmt.format(this.hooks.updates) + ' updates');
     }
 
+    /** The toolbar message. Errors stay until cleared; notices fade after 8 s. */
     message(text, isError) {
+      clearTimeout(this.msgTimer);
       setText(this.el.msg, text || '');
       this.el.msg.classList.toggle('error', !!isError && !!text);
+      if (text && !isError) this.msgTimer = setTimeout(() => this.message(''), 8000);
     }
 
     highlight(sym) {
