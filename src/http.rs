@@ -144,6 +144,15 @@ impl ApiError {
         }
     }
 
+    /// 503 `not_ready`: no symbol directory yet.
+    pub fn not_ready() -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "not_ready",
+            message: "the symbol directory is not loaded yet; retry shortly".into(),
+        }
+    }
+
     /// 404 `unknown_symbol`.
     pub fn unknown_symbols(symbols: &[String]) -> Self {
         ApiError {

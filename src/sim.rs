@@ -96,14 +96,22 @@ impl Default for SimConfig {
     }
 }
 
-/// A session id from the wall clock (`S` + seconds since the epoch, mod 10^9),
-/// so a restarted simulator starts a new session.
+/// A session id from the wall clock (`S` + milliseconds since the epoch in
+/// base 36), so a restarted simulator starts a new session.
 pub fn default_session() -> String {
-    let secs = SystemTime::now()
+    // Milliseconds in base 36 fit the 9 characters after `S` for decades, and
+    // two simulators started in the same second still get different ids.
+    let mut ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("S{:09}", secs % 1_000_000_000)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+        % 36u64.pow(9);
+    let mut digits = [b'0'; 9];
+    for d in digits.iter_mut().rev() {
+        *d = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(ms % 36) as usize];
+        ms /= 36;
+    }
+    format!("S{}", String::from_utf8_lossy(&digits))
 }
 
 /// Live counters, readable while the engine runs.

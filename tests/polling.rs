@@ -204,3 +204,18 @@ fn bad_parameters_are_400_with_a_code() {
     assert_eq!(r.status, 404);
     assert_eq!(json(&r)["error"]["code"], "unknown_symbol");
 }
+
+#[test]
+fn before_the_directory_arrives_symbols_are_not_ready_rather_than_unknown() {
+    let group = harness::unique_group();
+    let relay = harness::Relay::start(&["--feed-a".to_string(), group.to_string()]);
+    for path in [
+        "/v1/snapshot?symbols=AAA",
+        "/v1/poll?symbols=AAA",
+        "/v1/stream?symbols=AAA",
+    ] {
+        let r = harness::http_get(&relay.base, path, &[]);
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        assert_eq!(json(&r)["error"]["code"], "not_ready", "{path}");
+    }
+}

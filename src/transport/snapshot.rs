@@ -87,6 +87,11 @@ pub async fn snapshot_one(
 
 /// Maps tickers to locate codes; any unknown one is a 404 naming them all.
 pub fn resolve(table: &Table, names: &[String]) -> Result<Vec<Locate>, ApiError> {
+    if table.symbol_count() == 0 {
+        // No directory yet (just started, or a new session): the symbols may
+        // well exist a moment from now, so this is "retry", not "unknown".
+        return Err(ApiError::not_ready());
+    }
     let mut unknown = Vec::new();
     let mut out = Vec::with_capacity(names.len());
     for n in names {

@@ -380,6 +380,10 @@ impl Conn {
             }
             return self.send_snapshot(seq, &quotes).await;
         }
+        if self.state.table.symbol_count() == 0 {
+            let e = crate::http::ApiError::not_ready();
+            return self.error(e.code, &e.message).await;
+        }
         let names = match parse_symbol_list(&symbols, limits.max_symbols) {
             Ok(n) => n,
             Err(e) => return self.error(e.code, &e.message).await,
