@@ -244,6 +244,11 @@ pub struct Report {
     pub open_at_end: usize,
     /// Symbols per client.
     pub symbols_per_client: usize,
+    /// Expected deliveries per feed message if nothing were conflated: the
+    /// clients' subscriptions weighted by each symbol's share of the feed's
+    /// activity (Zipf with `--zipf`, in directory order, as the simulator
+    /// draws). Offered deliveries/s = feed messages/s × this.
+    pub offered_per_feed_message: f64,
     /// Seconds the ramp took.
     pub ramp_s: f64,
     /// Length of the measured window, seconds.
@@ -746,8 +751,10 @@ async fn ws_client(
             hyper::header::HeaderValue::from_static("tickrelay.msgpack"),
         );
     }
-    // Small buffers: 100,000 of these must fit beside the server.
-    let read_buffer = if args.idle { 4 * 1024 } else { 32 * 1024 };
+    // Small buffers: 100,000 of these must fit beside the server, and
+    // tungstenite zero-fills the free part of its read buffer before every
+    // read, so a big one costs a big memset per read.
+    let read_buffer = if args.idle { 4 * 1024 } else { 8 * 1024 };
     let config = WebSocketConfig::default()
         .read_buffer_size(read_buffer)
         .write_buffer_size(0);
@@ -1137,6 +1144,33 @@ impl Zipf {
     }
 }
 
+/// Each symbol's share of the feed's messages, as the simulator draws them.
+struct Activity {
+    share: HashMap<String, f64>,
+}
+
+impl Activity {
+    fn new(dir: &[String], s: f64) -> Self {
+        let weights: Vec<f64> = (1..=dir.len()).map(|k| 1.0 / (k as f64).powf(s)).collect();
+        let total: f64 = weights.iter().sum();
+        Activity {
+            share: dir
+                .iter()
+                .zip(weights)
+                .map(|(d, w)| (d.clone(), w / total))
+                .collect(),
+        }
+    }
+
+    /// Expected deliveries per feed message to one client of `symbols`.
+    fn share(&self, symbols: &[String]) -> f64 {
+        if symbols.iter().any(|s| s == "*") {
+            return 1.0;
+        }
+        symbols.iter().filter_map(|s| self.share.get(s)).sum()
+    }
+}
+
 /// The symbols of client `id`.
 fn pick(args: &LoadArgs, directory: &[String], zipf: Option<&Zipf>, id: usize) -> Vec<String> {
     let k = args.symbols_per_client.min(directory.len());
@@ -1332,11 +1366,18 @@ pub fn run(args: LoadArgs) -> anyhow::Result<Report> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .thread_name("load")
-        .enable_all()
-        .build()?;
+    // One core: a current-thread runtime, no cross-thread wake-ups.
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("load")
+            .enable_all()
+            .build()?
+    };
     let report = rt.block_on(drive(args.clone()))?;
     // Dropping the runtime closes every client socket at once.
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -1381,12 +1422,14 @@ async fn drive(args: LoadArgs) -> anyhow::Result<Report> {
     if args.transport.is_nchan() && args.symbols_per_client > 255 {
         bail!("nchan multiplexes at most 255 channels per subscriber");
     }
-    let dir = if needs_symbols {
+    let dir = if needs_symbols || args.directory.is_some() {
         directory(&args, &target).await?
     } else {
         Vec::new()
     };
     let zipf = matches!(args.symbols, SymbolChoice::Zipf).then(|| Zipf::new(dir.len(), args.zipf));
+    let activity = Activity::new(&dir, args.zipf);
+    let mut offered = 0.0;
     let shared = Arc::new(Shared {
         target,
         shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
@@ -1444,6 +1487,7 @@ async fn drive(args: LoadArgs) -> anyhow::Result<Report> {
             }
         }
         let symbols = pick(&args, &dir, zipf.as_ref(), id);
+        offered += activity.share(&symbols);
         tokio::spawn(client(shared.clone(), id, symbols));
         if tick.elapsed() >= Duration::from_millis(250) {
             tick = Instant::now();
@@ -1534,6 +1578,7 @@ async fn drive(args: LoadArgs) -> anyhow::Result<Report> {
         connected,
         open_at_end,
         symbols_per_client: args.symbols_per_client,
+        offered_per_feed_message: offered,
         ramp_s,
         seconds,
         quotes,
