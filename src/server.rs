@@ -70,9 +70,14 @@ pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Runn
         tracker: tracker.clone(),
     }));
     let app = router(state);
-    let listener = listener.tap_io(|tcp| {
+    let write_timeout = config.limits.write_timeout;
+    let listener = listener.tap_io(move |tcp| {
         // Small frames must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
+        // The kernel drops a peer that leaves written data unacknowledged (or
+        // its window shut) past the write timeout. Streams parked on a full
+        // socket cannot time themselves out: nothing polls them.
+        let _ = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(write_timeout));
     });
     let stop = cancel.clone();
     let server = tokio::spawn(async move {

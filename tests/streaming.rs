@@ -920,3 +920,56 @@ async fn sse_pushes_feed_status() {
         "live"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let group = common::unique_group();
+    let relay = common::Relay::start(&[
+        "--feed-a".into(),
+        group.to_string(),
+        "--write-timeout-ms".into(),
+        "1000".into(),
+    ]);
+    common::run_simulator(&[
+        "--group",
+        &group.to_string(),
+        "--symbols",
+        "50",
+        "--count",
+        "10",
+        "--session",
+        "SSESLOW",
+    ]);
+    relay.wait_ready();
+    // every-mode SSE on all symbols, and never read a byte.
+    let addr = relay.base.trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    write!(s, "GET /v1/stream?mode=every HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::metric(&relay.metrics(), "tickrelay_clients{transport=\"sse\"}") < 1.0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sim = common::spawn_simulator(&[
+        "--group",
+        &group.to_string(),
+        "--symbols",
+        "50",
+        "--duration",
+        "8",
+        "--rate",
+        "100000",
+        "--session",
+        "SSESLOW2",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::metric(&relay.metrics(), "tickrelay_clients{transport=\"sse\"}") > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled SSE client was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(s);
+    let _ = tokio::task::spawn_blocking(move || sim.wait_with_output()).await;
+}
