@@ -506,10 +506,10 @@ mod tests {
         let t = Arc::new(Table::new());
         t.apply(1, &dir(1, "A"));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reads = Arc::new(AtomicU64::new(0));
         let reader = {
-            let (t, stop) = (t.clone(), stop.clone());
+            let (t, stop, reads) = (t.clone(), stop.clone(), reads.clone());
             std::thread::spawn(move || {
-                let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let q = t.quote(1).unwrap();
                     if let (Some(b), Some(a)) = (q.bid, q.ask) {
@@ -517,12 +517,17 @@ mod tests {
                         assert_eq!(a.raw(), b.raw() + 1);
                         assert_eq!(u64::from(q.bid_size), b.raw() as u64 % 1000);
                     }
-                    n += 1;
+                    reads.fetch_add(1, Ordering::Relaxed);
                 }
-                n
             })
         };
-        for i in 0..200_000i64 {
+        // Write until the reader has overlapped many writes (it may start
+        // late), within a bound.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut i = 0i64;
+        while (i < 200_000 || reads.load(Ordering::Relaxed) < 10_000)
+            && std::time::Instant::now() < deadline
+        {
             t.apply(
                 i as u64 + 2,
                 &Message::Quote {
@@ -534,8 +539,13 @@ mod tests {
                     ask_size: 0,
                 },
             );
+            i += 1;
         }
         stop.store(true, Ordering::Relaxed);
-        assert!(reader.join().unwrap() > 0);
+        reader.join().unwrap();
+        assert!(
+            reads.load(Ordering::Relaxed) >= 10_000,
+            "the reader overlapped the writer"
+        );
     }
 }
