@@ -40,4 +40,4 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 cargo build --release --workspace --bins
-cargo test --release --workspace "$@"
+cargo test --release --workspace --no-fail-fast "$@"
