@@ -78,7 +78,8 @@ if [ "$IDLE_CLIENTS" -gt $((FD_LIMIT - 200)) ]; then
 fi
 
 mkdir -p "$OUT/logs"
-rm -f "$OUT"/*.json
+# A full run starts clean; a subset (ONLY=…) replaces only its own points.
+[ -z "${ONLY_KEEP:-}" ] && [ "$ONLY" = "relay big transports nchan idle" ] && rm -f "$OUT"/*.json
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -157,7 +158,8 @@ point() {
     sleep 0.5
     log "$name: $server, feed $rate msg/s, load $*"
     if taskset -c "$CLIENT_CPU" "$BIN/tickrelay" load --url "$url" --server-pid "$pids" \
-        --json --no-progress --zipf "$ZIPF" --duration "$DURATION" --warmup "$WARMUP" \
+        --json --no-progress --zipf "$ZIPF" --duration "${PDURATION:-$DURATION}" \
+        --warmup "${PWARMUP:-$WARMUP}" \
         "${extra[@]}" "$@" >"$OUT/$name.tmp" 2>"$OUT/logs/$name.load.log"; then
         python3 - "$OUT/$name.tmp" "$OUT/$name.json" "$name" "$server" "$rate" <<'EOF'
 import json, sys
@@ -205,13 +207,17 @@ if want nchan && [ "$NCHAN" = 1 ]; then
     point nchan-sse-1k-500 nchan 500 --transport nchan-sse --clients 1000 --symbols-per-client "$K"
 fi
 if want idle; then
-    idle=(--symbols-per-client 10 --idle --source-ips 4 --ramp 5000 --duration 2 --warmup 3)
+    # Idle: subscribed to 10 symbols each, no ticks (feed rate 0: directory
+    # and heartbeats only); the server's RSS before the ramp and after.
+    idle=(--symbols-per-client 10 --idle --source-ips 4 --ramp 5000)
+    export PDURATION=2 PWARMUP=3
     point "relay-idle-ws-$IDLE_CLIENTS" relay 0 --transport ws --clients "$IDLE_CLIENTS" "${idle[@]}"
     point "relay-idle-sse-$IDLE_CLIENTS" relay 0 --transport sse --clients "$IDLE_CLIENTS" "${idle[@]}"
     if [ "$NCHAN" = 1 ]; then
         point "nchan-idle-ws-$IDLE_CLIENTS" nchan 0 --transport nchan-ws --clients "$IDLE_CLIENTS" "${idle[@]}"
         point "nchan-idle-sse-$IDLE_CLIENTS" nchan 0 --transport nchan-sse --clients "$IDLE_CLIENTS" "${idle[@]}"
     fi
+    unset PDURATION PWARMUP
 fi
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"

@@ -175,7 +175,7 @@ def main():
     ap.add_argument("--img")
     a = ap.parse_args()
     data = json.load(open(a.results))
-    points = data["points"]
+    points = sorted(data["points"], key=lambda p: (p["name"].rsplit("-", 1)[0], p["feed_rate"]))
     text = table(points) + "\n" + summary(points)
     if a.table:
         with open(a.table, "w") as f:
