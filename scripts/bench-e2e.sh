@@ -9,12 +9,14 @@
 #
 #   scripts/bench-e2e.sh               # every point (~10 minutes)
 #   QUICK=1 scripts/bench-e2e.sh       # a few short points, to try the script
-#   ONLY="relay idle" scripts/bench-e2e.sh   # groups: relay big transports nchan idle
+#   ONLY="relay idle" scripts/bench-e2e.sh   # groups: relay big transports nchan node idle
 #
 # Settings (environment): OUT (results, default $CARGO_TARGET_DIR/bench-e2e),
 # SERVER_CPU (0), CLIENT_CPU (1), DURATION (10 s), WARMUP (2 s),
 # SYMBOLS (1000), ZIPF (1.0), K (symbols per client, 20), PLOT (1: run
-# scripts/plot-bench.py and update docs/img), NCHAN (auto|0|1).
+# scripts/plot-bench.py and update docs/img), NCHAN (auto|0|1), NODE (auto|0|1:
+# the naive Node.js `ws` baseline in scripts/node-baseline, installed with npm
+# into the target directory).
 #
 # Everything stays on 127.0.0.0/8; the feed is multicast on 239.255.93.x with
 # TTL 0 on the loopback interface. Every process this script starts is
@@ -35,8 +37,10 @@ ZIPF=${ZIPF:-1.0}
 K=${K:-20}
 QUICK=${QUICK:-0}
 PLOT=${PLOT:-1}
-ONLY=${ONLY:-relay big transports nchan idle}
+ALL_GROUPS="relay big transports nchan node idle"
+ONLY=${ONLY:-$ALL_GROUPS}
 NCHAN=${NCHAN:-auto}
+NODE=${NODE:-auto}
 
 # Feed rates. Offered deliveries/s = rate x fan-out per message: about 310
 # for 1,000 clients of 20 Zipf-chosen symbols, 3,100 for 10,000.
@@ -61,9 +65,28 @@ if [ "$NCHAN" = auto ]; then
     fi
 fi
 
+NODE_DIR=$TARGET/node-baseline
+if [ "$NODE" != 0 ] && want node; then
+    if command -v node >/dev/null && command -v npm >/dev/null; then
+        mkdir -p "$NODE_DIR"
+        cp scripts/node-baseline/package.json scripts/node-baseline/server.js "$NODE_DIR/"
+        if (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund >/dev/null 2>&1); then
+            NODE=1
+        else
+            NODE=0
+            log "npm install of the Node baseline failed: skipping it"
+        fi
+    else
+        NODE=0
+        log "node or npm not installed: skipping the Node baseline"
+    fi
+fi
+
 log "building (release)"
 cargo build --release --workspace --quiet
-[ "$NCHAN" = 1 ] && cargo build --release --example nchan-bridge --quiet
+if [ "$NCHAN" = 1 ] || [ "$NODE" = 1 ]; then
+    cargo build --release --example nchan-bridge --quiet
+fi
 
 # Many connections: as many descriptors as the hard limit allows (raising
 # the hard limit needs CAP_SYS_RESOURCE), ports from a wider range.
@@ -79,7 +102,7 @@ fi
 
 mkdir -p "$OUT/logs"
 # A full run starts clean; a subset (ONLY=…) replaces only its own points.
-[ -z "${ONLY_KEEP:-}" ] && [ "$ONLY" = "relay big transports nchan idle" ] && rm -f "$OUT"/*.json
+[ "$ONLY" = "$ALL_GROUPS" ] && rm -f "$OUT"/*.json
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -117,7 +140,7 @@ free_port() {
 }
 
 N=0
-# point NAME SERVER RATE [load flags...] — SERVER is relay or nchan.
+# point NAME SERVER RATE [load flags...] — SERVER is relay, nchan or node.
 point() {
     local name=$1 server=$2 rate=$3
     shift 3
@@ -134,6 +157,17 @@ point() {
         track $srv
         wait_port "$port" || { stop_all; return 0; }
         pids=$srv
+    elif [ "$server" = node ]; then
+        taskset -c "$SERVER_CPU" node "$NODE_DIR/server.js" "$port" >"$OUT/logs/$name.server.log" 2>&1 &
+        local srv=$!
+        track $srv
+        wait_port "$port" || { stop_all; return 0; }
+        pids=$srv
+        taskset -c "$CLIENT_CPU" "$BIN/examples/nchan-bridge" --feed-a "$group" \
+            --nchan "127.0.0.1:$port" >"$OUT/logs/$name.bridge.log" 2>&1 &
+        track $!
+        extra=(--directory "sim:$SYMBOLS")
+        sleep 0.3
     else
         local dir="$OUT/nchan-$N"
         mkdir -p "$dir"
@@ -206,6 +240,11 @@ if want nchan && [ "$NCHAN" = 1 ]; then
     done
     point nchan-sse-1k-500 nchan 500 --transport nchan-sse --clients 1000 --symbols-per-client "$K"
 fi
+if want node && [ "$NODE" = 1 ]; then
+    for r in $RATES_NCHAN; do
+        point "node-ws-1k-$r" node "$r" --transport nchan-ws --clients 1000 --symbols-per-client "$K"
+    done
+fi
 if want idle; then
     # Idle: subscribed to 10 symbols each, no ticks (feed rate 0: directory
     # and heartbeats only); the server's RSS before the ramp and after.
@@ -216,6 +255,9 @@ if want idle; then
     if [ "$NCHAN" = 1 ]; then
         point "nchan-idle-ws-$IDLE_CLIENTS" nchan 0 --transport nchan-ws --clients "$IDLE_CLIENTS" "${idle[@]}"
         point "nchan-idle-sse-$IDLE_CLIENTS" nchan 0 --transport nchan-sse --clients "$IDLE_CLIENTS" "${idle[@]}"
+    fi
+    if [ "$NODE" = 1 ]; then
+        point "node-idle-ws-$IDLE_CLIENTS" node 0 --transport nchan-ws --clients "$IDLE_CLIENTS" "${idle[@]}"
     fi
     unset PDURATION PWARMUP
 fi

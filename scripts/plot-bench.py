@@ -63,6 +63,7 @@ SERIES = [
     ("relay-ws-1k-", "tickrelay, 1,000 WS clients", "tab:blue", "o"),
     ("relay-ws-10k-", "tickrelay, 10,000 WS clients", "tab:green", "s"),
     ("nchan-ws-1k-", "nginx + nchan, 1,000 WS clients", "tab:red", "^"),
+    ("node-ws-1k-", "Node.js ws broadcast, 1,000 WS clients", "tab:gray", "d"),
 ]
 
 
@@ -149,14 +150,15 @@ def summary(points):
         out.append(f"  - nearest half of that: {half['name']}, {half['quotes_per_s']:,.0f} quotes/s, "
                    f"p99 {ms(l['p99'])} ms, p99.9 {ms(l['p999'])} ms")
     for p in points:
-        if not p["name"].startswith("nchan-ws-1k-"):
+        peer = p["name"].split("-", 1)[0]
+        if not (p["name"].startswith("nchan-ws-1k-") or p["name"].startswith("node-ws-1k-")):
             continue
-        twin = by.get(p["name"].replace("nchan-ws-", "relay-ws-"))
+        twin = by.get("relay-" + p["name"].split("-", 1)[1])
         if not twin:
             continue
         eff_r = twin["quotes"] / max(twin["server"]["cpu_s"], 1e-9)
         eff_n = p["quotes"] / max(p["server"]["cpu_s"], 1e-9)
-        out.append(f"- feed {p['feed_rate']:,.0f} msg/s, 1,000 WS clients: tickrelay {eff_r:,.0f} vs nchan "
+        out.append(f"- feed {p['feed_rate']:,.0f} msg/s, 1,000 WS clients: tickrelay {eff_r:,.0f} vs {peer} "
                    f"{eff_n:,.0f} quotes per CPU-second ({eff_r / max(eff_n, 1e-9):.1f}x); p99 "
                    f"{ms(twin['latency_us']['p99'])} vs {ms(p['latency_us']['p99'])} ms, p99.9 "
                    f"{ms(twin['latency_us']['p999'])} vs {ms(p['latency_us']['p999'])} ms")
