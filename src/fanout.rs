@@ -468,7 +468,13 @@ impl Hub {
         let (events, last_seq, every_overflowed) = {
             let mut out = self.outbox.lock();
             let events = std::mem::take(&mut out.events);
-            out.queued.iter_mut().for_each(|w| *w = 0);
+            // Clear only the bits these events set: a batch touches a few
+            // symbols, the bitmap covers all 65,536.
+            for e in &events {
+                if let Event::Changed(l) = e {
+                    clear_bit(&mut out.queued, *l);
+                }
+            }
             out.every_events = 0;
             (
                 events,
@@ -547,6 +553,10 @@ pub struct HubListener {
     seen: Vec<u64>,
 }
 
+fn clear_bit(bits: &mut [u64], locate: Locate) {
+    bits[usize::from(locate) / 64] &= !(1 << (usize::from(locate) % 64));
+}
+
 fn test_and_set(bits: &mut [u64], locate: Locate) -> bool {
     let (w, b) = (usize::from(locate) / 64, usize::from(locate) % 64);
     let was = bits[w] & (1 << b) != 0;
@@ -572,6 +582,7 @@ impl ChangeListener for HubListener {
             for event in self.events.drain(..) {
                 match event {
                     Event::Changed(l) => {
+                        clear_bit(&mut self.seen, l);
                         if !test_and_set(&mut out.queued, l) {
                             out.events.push(Event::Changed(l));
                         }
@@ -592,7 +603,6 @@ impl ChangeListener for HubListener {
             }
             out.last_seq = last_seq;
         }
-        self.seen.iter_mut().for_each(|w| *w = 0);
         self.hub.wake.notify_one();
     }
 
