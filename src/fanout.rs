@@ -125,6 +125,32 @@ impl Hasher for LocateHasher {
     }
 }
 
+/// FNV-1a over a ticker's bytes: tickers are a few bytes, chosen by the
+/// feed, and looked up once per quote per client; SipHash's flood
+/// resistance buys nothing here and costs most of the lookup.
+#[derive(Clone, Copy)]
+pub struct SymbolHasher(u64);
+
+impl Default for SymbolHasher {
+    fn default() -> Self {
+        SymbolHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for SymbolHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// A map keyed by ticker.
+pub type SymbolMap<V> = HashMap<Arc<str>, V, BuildHasherDefault<SymbolHasher>>;
+
 /// A `HashSet` of locate codes.
 pub type LocateSet = HashSet<Locate, BuildHasherDefault<LocateHasher>>;
 
@@ -177,6 +203,25 @@ impl Client {
     /// Takes everything pending.
     pub fn take(&self) -> Pending {
         std::mem::take(&mut *self.pending.lock())
+    }
+
+    /// Takes what is pending, swapping the conflated marks into `marks` (pass
+    /// it empty) so the client's buffers keep their capacity: no allocation
+    /// per drain in steady state. Returns the `every` changes, the overflow
+    /// flag and a session reset.
+    pub fn take_into(
+        &self,
+        marks: &mut Vec<Locate>,
+    ) -> (VecDeque<Arc<Encoded>>, bool, Option<Session>) {
+        let mut p = self.pending.lock();
+        std::mem::swap(&mut p.marks, marks);
+        p.marked.clear();
+        let every = if p.every.is_empty() {
+            VecDeque::new()
+        } else {
+            std::mem::take(&mut p.every)
+        };
+        (every, std::mem::take(&mut p.overflow), p.reset.take())
     }
 
     /// Marks `locate` pending again (a throttled symbol not yet due).
@@ -280,7 +325,7 @@ const MAX_OUTBOX_EVERY: usize = 1 << 20;
 /// The hub. See the module docs.
 pub struct Hub {
     table: Arc<Table>,
-    subs: RwLock<HashMap<Arc<str>, Vec<Subscriber>>>,
+    subs: RwLock<SymbolMap<Vec<Subscriber>>>,
     wildcard: RwLock<Vec<Arc<Client>>>,
     clients: Mutex<HashMap<u64, Arc<Client>>>,
     every_subscriptions: AtomicUsize,
@@ -298,7 +343,7 @@ impl Hub {
     pub fn new(table: Arc<Table>, metrics: StreamMetrics) -> Arc<Self> {
         Arc::new(Hub {
             table,
-            subs: RwLock::new(HashMap::new()),
+            subs: RwLock::new(SymbolMap::default()),
             wildcard: RwLock::new(Vec::new()),
             clients: Mutex::new(HashMap::new()),
             every_subscriptions: AtomicUsize::new(0),

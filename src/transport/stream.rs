@@ -2,7 +2,6 @@
 //! that turns the hub's pending marks into one batch of quotes, and the
 //! promise (`seq`) each batch carries.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use std::net::IpAddr;
 
 use axum::http::StatusCode;
 
-use crate::fanout::{Client, Encoded, Hub, now_ns};
+use crate::fanout::{Client, Encoded, Hub, SymbolMap, now_ns};
 use crate::http::{ApiError, AppState, parse_symbols};
 use crate::limits::ConnGuard;
 use crate::metrics::TransportCounters;
@@ -65,7 +64,9 @@ pub struct Batch {
 pub struct Subscriptions {
     hub: Arc<Hub>,
     client: Arc<Client>,
-    subs: HashMap<Arc<str>, Sub>,
+    subs: SymbolMap<Sub>,
+    /// The marks of the last drain, kept for their capacity.
+    scratch: Vec<Locate>,
     wildcard: Option<SubOptions>,
     /// When a throttled symbol becomes due.
     pub next_due: Option<Instant>,
@@ -81,7 +82,8 @@ impl Subscriptions {
         Subscriptions {
             hub,
             client,
-            subs: HashMap::new(),
+            subs: SymbolMap::default(),
+            scratch: Vec::new(),
             wildcard: None,
             next_due: None,
             promised: 0,
@@ -199,7 +201,9 @@ impl Subscriptions {
     /// yet due stay pending and set [`Self::next_due`].
     pub fn drain(&mut self) -> Batch {
         let fanned = self.hub.fanned_seq();
-        let (marks, every, overflow, reset) = self.client.take().into_parts();
+        let mut marks = std::mem::take(&mut self.scratch);
+        marks.clear();
+        let (every, overflow, reset) = self.client.take_into(&mut marks);
         let mut batch = Batch {
             seq: fanned,
             overflow,
@@ -232,7 +236,7 @@ impl Subscriptions {
             }
         }
         let table = self.hub.table().clone();
-        for locate in marks {
+        for &locate in &marks {
             let Some(enc) = self.hub.current(locate) else {
                 continue;
             };
@@ -266,6 +270,7 @@ impl Subscriptions {
             batch.quotes.push(enc);
         }
         drop(table);
+        self.scratch = marks;
         batch.seq = promise;
         self.promised = promise;
         batch
