@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +24,73 @@ pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
             config.http
         )
     })
+}
+
+/// The HTTP/1.1 accept loop. Hand-rolled over hyper rather than
+/// `axum::serve` for one setting: a 8 KiB cap on hyper's per-connection read
+/// buffer (its minimum). A streaming response (SSE, a parked long poll)
+/// keeps that buffer for its whole life; left adaptive it grows to 16 KiB.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    write_timeout: std::time::Duration,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) -> std::io::Result<()> {
+    use tower::ServiceExt;
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(8192)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors or a reset before accept: not fatal.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        // Small frames must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        // The kernel drops a peer that leaves written data unacknowledged (or
+        // its window shut) past the write timeout. Streams parked on a full
+        // socket cannot time themselves out: nothing polls them.
+        let _ = socket2::SockRef::from(&tcp).set_tcp_user_timeout(Some(write_timeout));
+        let svc =
+            app.clone()
+                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(remote));
+                    req
+                });
+        let conn = http
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(tcp),
+                hyper_util::service::TowerToHyperService::new(svc),
+            )
+            .with_upgrades();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = cancel.cancelled() => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
 }
 
 /// A started relay: feed joined, fan-out and HTTP server running.
@@ -70,24 +136,13 @@ pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Runn
         tracker: tracker.clone(),
     }));
     let app = router(state);
-    let write_timeout = config.limits.write_timeout;
-    let listener = listener.tap_io(move |tcp| {
-        // Small frames must not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-        // The kernel drops a peer that leaves written data unacknowledged (or
-        // its window shut) past the write timeout. Streams parked on a full
-        // socket cannot time themselves out: nothing polls them.
-        let _ = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(write_timeout));
-    });
-    let stop = cancel.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-    });
+    let server = tokio::spawn(serve_http(
+        listener,
+        app,
+        config.limits.write_timeout,
+        cancel.clone(),
+        tracker.clone(),
+    ));
     Ok(Running {
         config,
         cancel,
