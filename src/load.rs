@@ -64,9 +64,10 @@ pub enum LoadTransport {
     Poll,
     /// Short polling `/v1/snapshot` with `If-None-Match`.
     Snapshot,
-    /// nchan's WebSocket subscriber, one multiplexed channel per symbol.
+    /// WebSocket at `--nchan-path` + `A,B,…` (nchan's multiplexed subscriber,
+    /// or the Node baseline): one message per quote.
     NchanWs,
-    /// nchan's EventSource subscriber, one multiplexed channel per symbol.
+    /// EventSource at `--nchan-path` + `A,B,…` (nchan): one event per quote.
     NchanSse,
 }
 
