@@ -128,29 +128,12 @@ impl Subscriptions {
         // in the newest quotes read next, whether or not the fan-out has
         // seen it yet.
         let seq = self.hub.table().last_seq();
-        let table = self.hub.table();
-        let mut quotes = Vec::with_capacity(symbols.len());
-        for s in symbols {
-            let Some(enc) = table.locate(s).and_then(|l| self.hub.current(l)) else {
-                continue;
-            };
-            let entry = self.subs.entry(s.clone()).or_insert(Sub {
-                opts,
-                last_seq: 0,
-                last_at: None,
-            });
-            entry.opts = opts;
-            if entry.last_seq >= enc.quote.seq {
-                continue;
-            }
-            entry.last_seq = enc.quote.seq;
-            if since.is_none_or(|since| enc.quote.seq > since) {
-                quotes.push(enc);
-            }
-        }
-        self.promised = self.promised.max(seq);
-        self.floor = self.floor.max(seq);
-        (seq, quotes)
+        let table = self.hub.table().clone();
+        let current = symbols
+            .iter()
+            .filter_map(|s| table.locate(s).and_then(|l| self.hub.current(l)));
+        let current: Vec<Arc<Encoded>> = current.collect();
+        self.snapshot(seq, current, opts, since, true)
     }
 
     /// Subscribes to every symbol; returns the snapshot like [`Self::subscribe`].
@@ -163,16 +146,35 @@ impl Subscriptions {
         self.wildcard = Some(opts);
         let seq = self.hub.table().last_seq();
         let table = self.hub.table().clone();
-        let mut quotes = Vec::new();
-        for l in table.locates() {
-            let Some(enc) = self.hub.current(l) else {
-                continue;
-            };
+        let current: Vec<Arc<Encoded>> = table
+            .locates()
+            .into_iter()
+            .filter_map(|l| self.hub.current(l))
+            .collect();
+        self.snapshot(seq, current, opts, since, false)
+    }
+
+    /// Records the current quotes as sent and keeps those the snapshot
+    /// carries: not already sent, and changed after `since` when resuming.
+    /// `set_opts` applies `opts` to symbols subscribed before.
+    fn snapshot(
+        &mut self,
+        seq: u64,
+        current: Vec<Arc<Encoded>>,
+        opts: SubOptions,
+        since: Option<u64>,
+        set_opts: bool,
+    ) -> (u64, Vec<Arc<Encoded>>) {
+        let mut quotes = Vec::with_capacity(current.len());
+        for enc in current {
             let entry = self.subs.entry(enc.quote.symbol.clone()).or_insert(Sub {
                 opts,
                 last_seq: 0,
                 last_at: None,
             });
+            if set_opts {
+                entry.opts = opts;
+            }
             if entry.last_seq >= enc.quote.seq {
                 continue;
             }
