@@ -92,9 +92,18 @@ fi
 # the hard limit needs CAP_SYS_RESOURCE), ports from a wider range.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 FD_LIMIT=$(ulimit -n)
-if [ -w /proc/sys/net/ipv4/ip_local_port_range ]; then
-    echo "10000 65000" >/proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+# (Restored on exit: a wider range can hand out ports other programs on this
+# host bind on purpose.)
+PORT_RANGE_FILE=/proc/sys/net/ipv4/ip_local_port_range
+PORT_RANGE_WAS=$(cat "$PORT_RANGE_FILE" 2>/dev/null || true)
+if [ -w "$PORT_RANGE_FILE" ]; then
+    echo "20000 65000" >"$PORT_RANGE_FILE" 2>/dev/null || true
 fi
+restore_ports() {
+    if [ -n "$PORT_RANGE_WAS" ] && [ -w "$PORT_RANGE_FILE" ]; then
+        echo "$PORT_RANGE_WAS" >"$PORT_RANGE_FILE" 2>/dev/null || true
+    fi
+}
 if [ "$IDLE_CLIENTS" -gt $((FD_LIMIT - 200)) ]; then
     log "open-file limit $FD_LIMIT: idle points capped at $((FD_LIMIT - 200)) connections"
     IDLE_CLIENTS=$((FD_LIMIT - 200))
@@ -123,7 +132,8 @@ stop_all() {
     for p in "${STARTED[@]}"; do wait "$p" 2>/dev/null || true; done
     STARTED=()
 }
-trap stop_all EXIT INT TERM
+trap 'stop_all; restore_ports' EXIT
+trap 'exit 130' INT TERM
 
 wait_port() {
     local port=$1 i
