@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::fanout::Hub;
 use crate::feed::{FeedState, FeedStatus};
 use crate::limits::ConnLimiter;
-use crate::metrics::{HttpLabels, Metrics, RouteLabel};
+use crate::metrics::{HttpLabels, Limit, Metrics, RouteLabel};
 use crate::table::Table;
 use crate::transport;
 use tokio_util::sync::CancellationToken;
@@ -56,9 +56,9 @@ pub struct AuthQuery {
 }
 
 /// Counts and logs a request or operation refused by `limit` (a setting name).
-pub fn refused(state: &AppState, limit: &'static str) {
+pub fn refused(state: &AppState, limit: Limit) {
     state.metrics.stream.refused(limit);
-    tracing::info!(limit, "client refused by a limit");
+    tracing::info!(limit = limit.as_str(), "client refused by a limit");
 }
 
 /// Checks the bearer token, when one is configured.
@@ -86,7 +86,7 @@ pub fn check_token(
     if ok {
         Ok(())
     } else {
-        refused(state, "token");
+        refused(state, Limit::Token);
         Err(ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
@@ -106,7 +106,7 @@ pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
         None => Ok(()),
         Some(o) if allowed.iter().any(|a| a == o) => Ok(()),
         Some(o) => {
-            refused(state, "allowed_origins");
+            refused(state, Limit::AllowedOrigins);
             Err(ApiError {
                 status: StatusCode::FORBIDDEN,
                 code: "origin_not_allowed",

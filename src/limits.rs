@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::metrics::Limit;
+
 /// Counts open streaming connections, in total and per peer address.
 #[derive(Debug)]
 pub struct ConnLimiter {
@@ -32,11 +34,11 @@ pub enum ConnRefused {
 }
 
 impl ConnRefused {
-    /// Metric label.
-    pub fn label(self) -> &'static str {
+    /// Which limit.
+    pub fn label(self) -> Limit {
         match self {
-            ConnRefused::Total(_) => "max_connections",
-            ConnRefused::PerIp(_) => "max_connections_per_ip",
+            ConnRefused::Total(_) => Limit::MaxConnections,
+            ConnRefused::PerIp(_) => Limit::MaxConnectionsPerIp,
         }
     }
 

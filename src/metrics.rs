@@ -169,18 +169,20 @@ impl StreamMetrics {
     }
 
     /// Counts a refusal by `limit`.
-    pub fn refused(&self, limit: &'static str) {
+    pub fn refused(&self, limit: Limit) {
         self.limit_refusals
-            .get_or_create(&LimitLabel { limit })
+            .get_or_create(&LimitLabel {
+                limit: limit.as_str(),
+            })
             .inc();
     }
 
     /// Counts a slow-client disconnect.
-    pub fn slow(&self, t: crate::fanout::Transport, reason: &'static str) {
+    pub fn slow(&self, t: crate::fanout::Transport, reason: SlowReason) {
         self.slow_disconnects
             .get_or_create(&DisconnectLabels {
                 transport: t.as_str(),
-                reason,
+                reason: reason.as_str(),
             })
             .inc();
     }
@@ -305,26 +307,86 @@ const DECODE_ERRORS: [DecodeError; 8] = [
 /// `reason` labels of `tickrelay_feed_dropped_messages_total`.
 pub const DROP_REASONS: [&str; 2] = ["unknown_locate", "stale_session"];
 
-/// `limit` labels of `tickrelay_limit_refusals_total`: the setting names of
-/// the limits that refuse requests or operations.
-pub const LIMITS: [&str; 8] = [
-    "max_connections",
-    "max_connections_per_ip",
-    "max_symbols",
-    "max_frame_bytes",
-    "ops_per_second",
-    "allow_wildcard",
-    "token",
-    "allowed_origins",
-];
+/// A limit that refuses requests or operations; its label in
+/// `tickrelay_limit_refusals_total` is the setting's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_connections`.
+    MaxConnections,
+    /// `max_connections_per_ip`.
+    MaxConnectionsPerIp,
+    /// `max_symbols`.
+    MaxSymbols,
+    /// `max_frame_bytes`.
+    MaxFrameBytes,
+    /// `ops_per_second`.
+    OpsPerSecond,
+    /// `allow_wildcard`.
+    AllowWildcard,
+    /// `token`.
+    Token,
+    /// `allowed_origins`.
+    AllowedOrigins,
+}
 
-/// `(transport, reason)` labels of `tickrelay_slow_client_disconnects_total`.
-pub const SLOW_REASONS: [(&str, &str); 5] = [
-    ("ws", "queue_overflow"),
-    ("ws", "write_timeout"),
-    ("ws", "no_pong"),
-    ("sse", "queue_overflow"),
-    ("sse", "write_timeout"),
+impl Limit {
+    /// Every limit, for pre-creating the series.
+    pub const ALL: [Limit; 8] = [
+        Limit::MaxConnections,
+        Limit::MaxConnectionsPerIp,
+        Limit::MaxSymbols,
+        Limit::MaxFrameBytes,
+        Limit::OpsPerSecond,
+        Limit::AllowWildcard,
+        Limit::Token,
+        Limit::AllowedOrigins,
+    ];
+
+    /// The setting's name: the metric label and what refusals cite.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::MaxConnectionsPerIp => "max_connections_per_ip",
+            Limit::MaxSymbols => "max_symbols",
+            Limit::MaxFrameBytes => "max_frame_bytes",
+            Limit::OpsPerSecond => "ops_per_second",
+            Limit::AllowWildcard => "allow_wildcard",
+            Limit::Token => "token",
+            Limit::AllowedOrigins => "allowed_origins",
+        }
+    }
+}
+
+/// Why a client was closed as too slow or silent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowReason {
+    /// Its `every` queue overflowed.
+    QueueOverflow,
+    /// A write did not finish within the write timeout.
+    WriteTimeout,
+    /// Nothing heard within the idle timeout.
+    NoPong,
+}
+
+impl SlowReason {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowReason::QueueOverflow => "queue_overflow",
+            SlowReason::WriteTimeout => "write_timeout",
+            SlowReason::NoPong => "no_pong",
+        }
+    }
+}
+
+/// The `(transport, reason)` pairs of `tickrelay_slow_client_disconnects_total`
+/// that can happen.
+pub const SLOW_REASONS: [(crate::fanout::Transport, SlowReason); 5] = [
+    (crate::fanout::Transport::Ws, SlowReason::QueueOverflow),
+    (crate::fanout::Transport::Ws, SlowReason::WriteTimeout),
+    (crate::fanout::Transport::Ws, SlowReason::NoPong),
+    (crate::fanout::Transport::Sse, SlowReason::QueueOverflow),
+    (crate::fanout::Transport::Sse, SlowReason::WriteTimeout),
 ];
 
 /// Most bucket bounds an [`AtomicHistogram`] takes (`+Inf` not counted).
@@ -912,13 +974,16 @@ impl Metrics {
         for reason in DROP_REASONS {
             let _ = feed.dropped.get_or_create(&ReasonLabel { reason });
         }
-        for limit in LIMITS {
-            let _ = stream.limit_refusals.get_or_create(&LimitLabel { limit });
+        for limit in Limit::ALL {
+            let _ = stream.limit_refusals.get_or_create(&LimitLabel {
+                limit: limit.as_str(),
+            });
         }
         for (transport, reason) in SLOW_REASONS {
-            let _ = stream
-                .slow_disconnects
-                .get_or_create(&DisconnectLabels { transport, reason });
+            let _ = stream.slow_disconnects.get_or_create(&DisconnectLabels {
+                transport: transport.as_str(),
+                reason: reason.as_str(),
+            });
         }
 
         for status in ["live", "stale", "recovering"] {

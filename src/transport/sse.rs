@@ -22,7 +22,7 @@ use crate::fanout::{Transport, envelope};
 use crate::feed::FeedState;
 use crate::http::{ApiError, AppState, check_token};
 use crate::limits::ConnGuard;
-use crate::metrics::TransportCounters;
+use crate::metrics::{SlowReason, TransportCounters};
 use crate::transport::stream::{
     Batch, Subscriptions, acquire, requested_locates, resume_point, sub_options,
 };
@@ -211,7 +211,7 @@ impl SseStream {
             self.state
                 .hub
                 .metrics
-                .slow(Transport::Sse, "queue_overflow");
+                .slow(Transport::Sse, SlowReason::QueueOverflow);
             tracing::info!("sse client closed: every-mode queue overflow");
             let mut out = BytesMut::new();
             let data = serde_json::json!({

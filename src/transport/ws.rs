@@ -21,7 +21,7 @@ use crate::fanout::{Format, Transport, envelope};
 use crate::feed::FeedState;
 use crate::http::{AppState, AuthQuery, check_origin, check_token, parse_symbol_list};
 use crate::limits::{ConnGuard, RateLimiter};
-use crate::metrics::TransportCounters;
+use crate::metrics::{Limit, SlowReason, TransportCounters};
 use crate::transport::stream::{Batch, SubOptions, Subscriptions, resume_point, sub_options};
 
 /// Close codes (README, "Close codes").
@@ -129,7 +129,7 @@ pub async fn handler(
             Ok(g) => (Some(g), None),
             Err(e) => {
                 crate::http::refused(&state, e.label());
-                tracing::info!(peer = %peer, limit = e.label(), "websocket refused");
+                tracing::info!(peer = %peer, limit = e.label().as_str(), "websocket refused");
                 (None, Some((close::LIMIT_EXCEEDED, e.message())))
             }
         },
@@ -228,7 +228,7 @@ impl Conn {
                 },
                 _ = ping.tick() => {
                     if self.last_heard.elapsed() > limits.idle_timeout {
-                        self.state.hub.metrics.slow(Transport::Ws, "no_pong");
+                        self.state.hub.metrics.slow(Transport::Ws, SlowReason::NoPong);
                         Flow::Close(close::NO_PONG, "no pong within the idle timeout".into())
                     } else {
                         Box::pin(self.send(Message::Ping(Bytes::new()), None)).await
@@ -269,7 +269,7 @@ impl Conn {
                     || text.contains("too long")
                     || text.contains("Message too big")
                 {
-                    crate::http::refused(&self.state, "max_frame_bytes");
+                    crate::http::refused(&self.state, Limit::MaxFrameBytes);
                     return Flow::Close(
                         close::TOO_BIG,
                         format!(
@@ -312,7 +312,7 @@ impl Conn {
                 since,
             } => {
                 if !self.ops.allow() {
-                    crate::http::refused(&self.state, "ops_per_second");
+                    crate::http::refused(&self.state, Limit::OpsPerSecond);
                     return self
                         .error(
                             "rate_limited",
@@ -331,7 +331,7 @@ impl Conn {
             }
             ClientOp::Unsubscribe { symbols } => {
                 if !self.ops.allow() {
-                    crate::http::refused(&self.state, "ops_per_second");
+                    crate::http::refused(&self.state, Limit::OpsPerSecond);
                     return self
                         .error(
                             "rate_limited",
@@ -359,7 +359,7 @@ impl Conn {
         let since = resume_point(since.as_deref(), self.state.table.session());
         if symbols.iter().any(|s| s == "*") {
             if !limits.allow_wildcard {
-                crate::http::refused(&self.state, "allow_wildcard");
+                crate::http::refused(&self.state, Limit::AllowWildcard);
                 return self
                     .error(
                         "wildcard_not_allowed",
@@ -403,7 +403,7 @@ impl Conn {
         }
         let new = known.iter().filter(|s| !self.subs.contains(s)).count();
         if self.subs.len() + new > limits.max_symbols {
-            crate::http::refused(&self.state, "max_symbols");
+            crate::http::refused(&self.state, Limit::MaxSymbols);
             return self
                 .error(
                     "too_many_symbols",
@@ -446,7 +446,10 @@ impl Conn {
     async fn flush(&mut self) -> Flow {
         let batch = self.subs.drain();
         if batch.overflow {
-            self.state.hub.metrics.slow(Transport::Ws, "queue_overflow");
+            self.state
+                .hub
+                .metrics
+                .slow(Transport::Ws, SlowReason::QueueOverflow);
             tracing::info!("websocket client closed: every-mode queue overflow");
             return Flow::Close(
                 close::SLOW_CONSUMER,
@@ -514,7 +517,10 @@ impl Conn {
             }
             Ok(Err(_)) => Flow::Stop,
             Err(_) => {
-                self.state.hub.metrics.slow(Transport::Ws, "write_timeout");
+                self.state
+                    .hub
+                    .metrics
+                    .slow(Transport::Ws, SlowReason::WriteTimeout);
                 tracing::info!("websocket client closed: write timeout");
                 Flow::Close(close::SLOW_CONSUMER, "slow consumer: write timeout".into())
             }
