@@ -20,6 +20,7 @@
 //! | [`metrics`] | every metric, named in one place |
 //! | [`limits`] | connection caps and operation rates |
 //! | [`config`] | settings from flags, environment and file, validated once |
+//! | [`raw_stream`] | SSE responses written straight to the socket, off hyper's buffers |
 //! | [`server`] | assembling and running the relay, graceful shutdown |
 //! | [`sim`] | the market simulator engine behind `feed-simulator` and `demo` |
 //! | [`load`] | the subscriber load generator behind `tickrelay load` |
@@ -34,6 +35,7 @@ pub mod limits;
 pub mod load;
 pub mod metrics;
 pub mod price;
+pub mod raw_stream;
 pub mod retransmit;
 pub mod server;
 pub mod sim;

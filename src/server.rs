@@ -62,21 +62,26 @@ async fn serve_http(
         // its window shut) past the write timeout. Streams parked on a full
         // socket cannot time themselves out: nothing polls them.
         let _ = socket2::SockRef::from(&tcp).set_tcp_user_timeout(Some(write_timeout));
-        let svc =
-            app.clone()
-                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        let cancel = cancel.clone();
+        let app = app.clone();
+        let http = http.clone();
+        tracker.spawn(async move {
+            // SSE streams are served off hyper, without its buffers.
+            if crate::raw_stream::wants(&tcp).await {
+                return crate::raw_stream::serve(tcp, remote, app).await;
+            }
+            let svc =
+                app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(remote));
                     req
                 });
-        let conn = http
-            .serve_connection(
-                hyper_util::rt::TokioIo::new(tcp),
-                hyper_util::service::TowerToHyperService::new(svc),
-            )
-            .with_upgrades();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
+            let conn = http
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(tcp),
+                    hyper_util::service::TowerToHyperService::new(svc),
+                )
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
