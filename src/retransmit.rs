@@ -161,24 +161,9 @@ pub fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::price::Price;
-    use crate::wire::{Message, PacketBuilder};
 
     fn packets(n: u64) -> Vec<Vec<u8>> {
-        let mut b = PacketBuilder::new(Session::new("R"), 1).with_max_messages(3);
-        let mut out = Vec::new();
-        for i in 0..n {
-            let m = Message::Trade {
-                locate: 1,
-                ts: i,
-                price: Price(1),
-                size: 1,
-                volume: i,
-            };
-            b.push(&m, &mut |p| out.push(p.to_vec()));
-        }
-        b.flush(&mut |p| out.push(p.to_vec()));
-        out
+        crate::wire::testing::trade_packets("R", n, 3)
     }
 
     #[test]

@@ -310,8 +310,6 @@ impl Sequencer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::price::Price;
-    use crate::wire::{Message, PacketBuilder};
 
     #[derive(Default)]
     struct Rec {
@@ -338,20 +336,7 @@ mod tests {
 
     /// Packets of `per` messages each, sequences from 1.
     fn packets(session: &str, n_msgs: u64, per: u16) -> Vec<Vec<u8>> {
-        let mut b = PacketBuilder::new(Session::new(session), 1).with_max_messages(per);
-        let mut out = Vec::new();
-        for i in 0..n_msgs {
-            let m = Message::Trade {
-                locate: 1,
-                ts: i,
-                price: Price(1),
-                size: 1,
-                volume: i,
-            };
-            b.push(&m, &mut |p| out.push(p.to_vec()));
-        }
-        b.flush(&mut |p| out.push(p.to_vec()));
-        out
+        crate::wire::testing::trade_packets(session, n_msgs, per)
     }
 
     fn feed(s: &mut Sequencer, rec: &mut Rec, raw: &[u8], now: Instant) {
