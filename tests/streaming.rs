@@ -285,18 +285,7 @@ async fn ticks_match_what_the_simulator_sent() {
     }
     for (sym, w) in &want {
         let g = &got[sym];
-        for field in [
-            "seq",
-            "bid",
-            "ask",
-            "bid_size",
-            "ask_size",
-            "volume",
-            "prev_close",
-        ] {
-            assert_eq!(g[field], w[field], "{sym}.{field}");
-        }
-        assert_eq!(g["last"], w["last"], "{sym}.last");
+        common::assert_final_quote(g, w, sym);
     }
 }
 

@@ -335,3 +335,20 @@ pub fn now_ns() -> u64 {
         .unwrap()
         .as_nanos() as u64
 }
+
+/// Asserts that a quote the relay sent equals the simulator's final state
+/// for `symbol` (its `--final-state` entry), field by field.
+pub fn assert_final_quote(got: &serde_json::Value, want: &serde_json::Value, symbol: &str) {
+    for field in [
+        "seq",
+        "bid",
+        "ask",
+        "bid_size",
+        "ask_size",
+        "last",
+        "volume",
+        "prev_close",
+    ] {
+        assert_eq!(got[field], want[field], "{symbol}.{field}");
+    }
+}
