@@ -43,6 +43,8 @@ pub struct Encoded {
     pub quote: Quote,
     /// Table epoch (session) it belongs to.
     pub epoch: u64,
+    /// The table's change stamp of the symbol when it was read (0 if unknown).
+    pub stamp: u64,
     /// JSON object bytes.
     pub json: Bytes,
     msgpack: OnceLock<Bytes>,
@@ -55,6 +57,7 @@ impl Encoded {
         Encoded {
             quote,
             epoch,
+            stamp: 0,
             json,
             msgpack: OnceLock::new(),
         }
@@ -486,15 +489,18 @@ impl Hub {
     /// locate is not listed.
     pub fn current(&self, locate: Locate) -> Option<Arc<Encoded>> {
         let epoch = self.table.epoch();
-        let seq = self.table.seq_of(locate);
+        let stamp = self.table.stamp(locate);
         let slot = &self.cache[usize::from(locate)];
         if let Some(e) = slot.load_full() {
-            if e.quote.seq == seq && e.epoch == epoch {
+            if e.stamp == stamp && e.epoch == epoch {
                 return Some(e);
             }
         }
+        // Read after the stamp: the cached quote is never older than its stamp.
         let quote = self.table.quote(locate)?;
-        let enc = Arc::new(Encoded::new(quote, epoch));
+        let mut enc = Encoded::new(quote, epoch);
+        enc.stamp = stamp;
+        let enc = Arc::new(enc);
         slot.store(Some(enc.clone()));
         Some(enc)
     }

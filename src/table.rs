@@ -6,6 +6,13 @@
 //! rare read that overlapped a write. Names live apart from prices, in a
 //! per-slot `ArcSwap` and a name → locate map that only clients look up: the
 //! ingest path never hashes a string except on a directory message.
+//!
+//! Each symbol's state has two halves, the quote (bid, ask, sizes) and the
+//! trade (last, size, volume), and each remembers the feed sequence of the
+//! message it reflects. A half is replaced only by a newer one, so live
+//! messages, retransmitted history and the recovery loop's state messages
+//! can be applied in any order and give the same table (docs/FEED.md,
+//! "Recovery").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
@@ -16,7 +23,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::price::Price;
-use crate::wire::{Locate, Message, Session};
+use crate::wire::{Locate, Message, Session, StateQuote, StateTrade};
 
 /// Number of locate codes (the whole `u16` range).
 pub const LOCATES: usize = 1 << 16;
@@ -32,7 +39,11 @@ const F_LAST_SIZE: usize = 7;
 const F_VOLUME: usize = 8;
 const F_PREV_CLOSE: usize = 9;
 const F_FLAGS: usize = 10;
-const FIELDS: usize = 11;
+/// Feed sequence of the quote the bid/ask half reflects (0: none).
+const F_QUOTE_SEQ: usize = 11;
+/// Feed sequence of the trade the last/volume half reflects (0: none).
+const F_TRADE_SEQ: usize = 12;
+const FIELDS: usize = 13;
 
 const HAS_QUOTE: u64 = 1;
 const HAS_TRADE: u64 = 2;
@@ -42,6 +53,15 @@ const LISTED: u64 = 4;
 /// Sets a flag bit. Single writer: a load and a store, no locked RMW.
 fn set_flag(flags: &AtomicU64, bit: u64) {
     flags.store(flags.load(Ordering::Relaxed) | bit, Ordering::Relaxed);
+}
+
+/// A half moved the symbol to feed sequence `seq` (exchange time `ts`): the
+/// symbol's `seq` and `ts` follow its newest half. Inside a slot write.
+fn bump_seq(f: &[AtomicU64; FIELDS], seq: u64, ts: u64) {
+    if seq >= f[F_SEQ].load(Ordering::Relaxed) {
+        f[F_SEQ].store(seq, Ordering::Relaxed);
+        f[F_TS].store(ts, Ordering::Relaxed);
+    }
 }
 
 /// One symbol's prices behind a seqlock. Version is odd while a write is in
@@ -191,9 +211,12 @@ impl Table {
                 if slot.fields[F_FLAGS].load(Ordering::Relaxed) & LISTED == 0 {
                     return Applied::UnknownLocate;
                 }
+                if seq <= slot.fields[F_QUOTE_SEQ].load(Ordering::Relaxed) {
+                    return Applied::Unchanged;
+                }
                 slot.write(|f| {
-                    f[F_SEQ].store(seq, Ordering::Relaxed);
-                    f[F_TS].store(ts, Ordering::Relaxed);
+                    f[F_QUOTE_SEQ].store(seq, Ordering::Relaxed);
+                    bump_seq(f, seq, ts);
                     f[F_BID].store(bid.raw() as u64, Ordering::Relaxed);
                     f[F_ASK].store(ask.raw() as u64, Ordering::Relaxed);
                     f[F_BID_SIZE].store(u64::from(bid_size), Ordering::Relaxed);
@@ -214,9 +237,12 @@ impl Table {
                 if slot.fields[F_FLAGS].load(Ordering::Relaxed) & LISTED == 0 {
                     return Applied::UnknownLocate;
                 }
+                if seq <= slot.fields[F_TRADE_SEQ].load(Ordering::Relaxed) {
+                    return Applied::Unchanged;
+                }
                 slot.write(|f| {
-                    f[F_SEQ].store(seq, Ordering::Relaxed);
-                    f[F_TS].store(ts, Ordering::Relaxed);
+                    f[F_TRADE_SEQ].store(seq, Ordering::Relaxed);
+                    bump_seq(f, seq, ts);
                     f[F_LAST].store(price.raw() as u64, Ordering::Relaxed);
                     f[F_LAST_SIZE].store(u64::from(size), Ordering::Relaxed);
                     f[F_VOLUME].store(volume, Ordering::Relaxed);
@@ -224,7 +250,54 @@ impl Table {
                 });
                 Applied::Changed(locate)
             }
+            Message::State {
+                locate,
+                ts,
+                quote,
+                trade,
+            } => self.apply_state(locate, ts, quote, trade),
         }
+    }
+
+    /// Merges a recovery-loop state message: each half replaces the table's
+    /// only if it reflects a newer feed message. Writer only.
+    fn apply_state(
+        &self,
+        locate: Locate,
+        ts: u64,
+        quote: Option<StateQuote>,
+        trade: Option<StateTrade>,
+    ) -> Applied {
+        let slot = &self.slots[usize::from(locate)];
+        let f = &slot.fields;
+        if f[F_FLAGS].load(Ordering::Relaxed) & LISTED == 0 {
+            return Applied::UnknownLocate;
+        }
+        let quote = quote.filter(|q| q.seq > f[F_QUOTE_SEQ].load(Ordering::Relaxed));
+        let trade = trade.filter(|t| t.seq > f[F_TRADE_SEQ].load(Ordering::Relaxed));
+        if quote.is_none() && trade.is_none() {
+            return Applied::Unchanged;
+        }
+        slot.write(|f| {
+            if let Some(q) = quote {
+                f[F_QUOTE_SEQ].store(q.seq, Ordering::Relaxed);
+                bump_seq(f, q.seq, ts);
+                f[F_BID].store(q.bid.raw() as u64, Ordering::Relaxed);
+                f[F_ASK].store(q.ask.raw() as u64, Ordering::Relaxed);
+                f[F_BID_SIZE].store(u64::from(q.bid_size), Ordering::Relaxed);
+                f[F_ASK_SIZE].store(u64::from(q.ask_size), Ordering::Relaxed);
+                set_flag(&f[F_FLAGS], HAS_QUOTE);
+            }
+            if let Some(t) = trade {
+                f[F_TRADE_SEQ].store(t.seq, Ordering::Relaxed);
+                bump_seq(f, t.seq, ts);
+                f[F_LAST].store(t.last.raw() as u64, Ordering::Relaxed);
+                f[F_LAST_SIZE].store(u64::from(t.last_size), Ordering::Relaxed);
+                f[F_VOLUME].store(t.volume, Ordering::Relaxed);
+                set_flag(&f[F_FLAGS], HAS_TRADE);
+            }
+        });
+        Applied::Changed(locate)
     }
 
     fn apply_directory(
@@ -276,8 +349,9 @@ impl Table {
                     x.store(0, Ordering::Relaxed);
                 }
             }
-            f[F_SEQ].store(seq, Ordering::Relaxed);
-            f[F_TS].store(ts, Ordering::Relaxed);
+            // Recovery-loop entries carry no feed sequence (0): they list
+            // the symbol without dating it.
+            bump_seq(f, seq, ts);
             f[F_PREV_CLOSE].store(prev_close.raw() as u64, Ordering::Relaxed);
             set_flag(&f[F_FLAGS], LISTED);
         });
@@ -347,6 +421,21 @@ impl Table {
     /// The feed sequence that last changed `locate` (0 if never).
     pub fn seq_of(&self, locate: Locate) -> u64 {
         self.slots[usize::from(locate)].read()[F_SEQ]
+    }
+
+    /// A stamp that moves on every write to `locate`'s state: a cache of its
+    /// encoding is current while the stamp is unchanged. (The symbol's `seq`
+    /// is not enough: a recovered half may be older than the other half.)
+    pub fn stamp(&self, locate: Locate) -> u64 {
+        self.slots[usize::from(locate)]
+            .version
+            .load(Ordering::Acquire)
+    }
+
+    /// Which halves of `locate`'s state are known: (quote, trade).
+    pub fn halves(&self, locate: Locate) -> (bool, bool) {
+        let flags = self.slots[usize::from(locate)].fields[F_FLAGS].load(Ordering::Relaxed);
+        (flags & HAS_QUOTE != 0, flags & HAS_TRADE != 0)
     }
 
     /// The current quote of a locate code, if it is listed.
@@ -547,5 +636,182 @@ mod tests {
             reads.load(Ordering::Relaxed) >= 10_000,
             "the reader overlapped the writer"
         );
+    }
+
+    fn quote_msg(locate: Locate, ts: u64, bid: i64) -> Message<'static> {
+        Message::Quote {
+            locate,
+            ts,
+            bid: Price(bid),
+            ask: Price(bid + 1),
+            bid_size: 1,
+            ask_size: 2,
+        }
+    }
+
+    #[test]
+    fn an_older_half_never_replaces_a_newer_one() {
+        let t = Table::new();
+        t.apply(1, &dir(3, "IBM"));
+        t.apply(10, &quote_msg(3, 100, 50));
+        // Retransmitted history arrives late: older than what is held.
+        assert_eq!(t.apply(7, &quote_msg(3, 70, 40)), Applied::Unchanged);
+        assert_eq!(t.quote(3).unwrap().bid, Some(Price(50)));
+        // A state whose quote half is older but whose trade half is new.
+        let before = t.stamp(3);
+        let state = Message::State {
+            locate: 3,
+            ts: 90,
+            quote: Some(StateQuote {
+                seq: 9,
+                bid: Price(45),
+                ask: Price(46),
+                bid_size: 1,
+                ask_size: 1,
+            }),
+            trade: Some(StateTrade {
+                seq: 8,
+                last: Price(44),
+                last_size: 5,
+                volume: 500,
+            }),
+        };
+        assert_eq!(t.apply(0, &state), Applied::Changed(3));
+        let q = t.quote(3).unwrap();
+        assert_eq!(
+            (q.bid, q.last, q.volume),
+            (Some(Price(50)), Some(Price(44)), 500)
+        );
+        assert_eq!(
+            (q.seq, q.ts),
+            (10, 100),
+            "seq and ts follow the newest half"
+        );
+        assert_ne!(t.stamp(3), before, "the stamp moves with every change");
+        assert_eq!(
+            t.apply(0, &state),
+            Applied::Unchanged,
+            "a repeated state is no change"
+        );
+        assert_eq!(t.halves(3), (true, true));
+    }
+
+    #[test]
+    fn a_state_for_an_unlisted_locate_is_dropped() {
+        let t = Table::new();
+        let state = Message::State {
+            locate: 8,
+            ts: 1,
+            quote: None,
+            trade: None,
+        };
+        assert_eq!(t.apply(0, &state), Applied::UnknownLocate);
+    }
+
+    mod merge {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A live event: (locate, is_trade, price).
+        type Live = (u16, bool, i64);
+
+        fn live_message(seq: u64, (locate, trade, px): Live) -> Message<'static> {
+            if trade {
+                Message::Trade {
+                    locate,
+                    ts: seq * 10,
+                    price: Price(px),
+                    size: (px % 7) as u32 + 1,
+                    volume: seq * 100,
+                }
+            } else {
+                Message::Quote {
+                    locate,
+                    ts: seq * 10,
+                    bid: Price(px),
+                    ask: Price(px + 3),
+                    bid_size: (px % 5) as u32,
+                    ask_size: (px % 11) as u32,
+                }
+            }
+        }
+
+        const SYMBOLS: [&str; 4] = ["A", "B", "C", "D"];
+
+        fn listed() -> Table {
+            let t = Table::new();
+            for (i, s) in SYMBOLS.iter().enumerate() {
+                t.apply(i as u64 + 1, &dir(i as Locate, s));
+            }
+            t
+        }
+
+        /// The state a producer's recovery loop would send for `locate`
+        /// after the first `k` live events.
+        fn state_after(live: &[Live], k: usize, locate: u16) -> Message<'static> {
+            let t = listed();
+            for (i, ev) in live[..k].iter().enumerate() {
+                t.apply(i as u64 + 5, &live_message(i as u64 + 5, *ev));
+            }
+            let f = t.slots[usize::from(locate)].read();
+            let (has_q, has_t) = t.halves(locate);
+            Message::State {
+                locate,
+                ts: f[F_TS],
+                quote: has_q.then(|| StateQuote {
+                    seq: f[F_QUOTE_SEQ],
+                    bid: Price(f[F_BID] as i64),
+                    ask: Price(f[F_ASK] as i64),
+                    bid_size: f[F_BID_SIZE] as u32,
+                    ask_size: f[F_ASK_SIZE] as u32,
+                }),
+                trade: has_t.then(|| StateTrade {
+                    seq: f[F_TRADE_SEQ],
+                    last: Price(f[F_LAST] as i64),
+                    last_size: f[F_LAST_SIZE] as u32,
+                    volume: f[F_VOLUME],
+                }),
+            }
+        }
+
+        fn case() -> impl Strategy<Value = (Vec<Live>, Vec<(usize, u16)>, Vec<usize>)> {
+            (
+                proptest::collection::vec((0u16..4, any::<bool>(), 1i64..1_000_000), 1..40),
+                proptest::collection::vec((any::<usize>(), 0u16..4), 0..12),
+            )
+                .prop_flat_map(|(live, states)| {
+                    let n = live.len() + states.len();
+                    let order: Vec<usize> = (0..n).collect();
+                    (Just(live), Just(states), Just(order).prop_shuffle())
+                })
+        }
+
+        proptest! {
+            /// Any interleaving of live messages (in any order, as
+            /// retransmitted history arrives) and loop states taken at any
+            /// point gives the table that in-order application gives.
+            #[test]
+            fn any_interleaving_gives_the_same_table((live, states, order) in case()) {
+                let expected = listed();
+                for (i, ev) in live.iter().enumerate() {
+                    expected.apply(i as u64 + 5, &live_message(i as u64 + 5, *ev));
+                }
+                let states: Vec<Message<'static>> = states
+                    .iter()
+                    .map(|&(k, locate)| state_after(&live, k % (live.len() + 1), locate))
+                    .collect();
+                let got = listed();
+                for &i in &order {
+                    if i < live.len() {
+                        got.apply(i as u64 + 5, &live_message(i as u64 + 5, live[i]));
+                    } else {
+                        got.apply(0, &states[i - live.len()]);
+                    }
+                }
+                for l in 0..4u16 {
+                    prop_assert_eq!(got.quote(l), expected.quote(l));
+                }
+            }
+        }
     }
 }

@@ -28,6 +28,8 @@ pub const TYPE_DIRECTORY: u64 = b'D' as u64;
 pub const TYPE_QUOTE: u64 = b'Q' as u64;
 /// Message type code of a trade, `'T'`.
 pub const TYPE_TRADE: u64 = b'T' as u64;
+/// Message type code of a recovery-loop state message, `'S'`.
+pub const TYPE_STATE: u64 = b'S' as u64;
 
 /// A symbol's locate code: the small integer a directory entry maps to a name,
 /// so the hot path indexes an array instead of hashing a string.
@@ -269,6 +271,50 @@ pub enum Message<'a> {
         /// Cumulative session volume after this trade.
         volume: u64,
     },
+    /// `[83, locate, ts, quote_seq, bid, ask, bid_size, ask_size, trade_seq,
+    /// last, last_size, volume]`: a symbol's whole state, sent on the recovery
+    /// line. Each half carries the incremental-feed sequence of the last
+    /// message it reflects, so a relay applies it only if it is newer.
+    State {
+        /// Symbol's locate code.
+        locate: Locate,
+        /// Exchange timestamp of the symbol's last change, ns since the Unix epoch.
+        ts: u64,
+        /// The last quote, if the symbol has had one (`quote_seq` 0 and nil
+        /// fields on the wire when not).
+        quote: Option<StateQuote>,
+        /// The last trade, if the symbol has traded (`trade_seq` 0 and nil
+        /// fields when not).
+        trade: Option<StateTrade>,
+    },
+}
+
+/// The quote half of a [`Message::State`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateQuote {
+    /// Incremental-feed sequence of the quote this reflects (never 0).
+    pub seq: u64,
+    /// Best bid.
+    pub bid: Price,
+    /// Best ask.
+    pub ask: Price,
+    /// Shares at the bid.
+    pub bid_size: u32,
+    /// Shares at the ask.
+    pub ask_size: u32,
+}
+
+/// The trade half of a [`Message::State`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateTrade {
+    /// Incremental-feed sequence of the trade this reflects (never 0).
+    pub seq: u64,
+    /// Last trade price.
+    pub last: Price,
+    /// Last trade size.
+    pub last_size: u32,
+    /// Cumulative session volume.
+    pub volume: u64,
 }
 
 impl Message<'_> {
@@ -277,7 +323,8 @@ impl Message<'_> {
         match *self {
             Message::Directory { locate, .. }
             | Message::Quote { locate, .. }
-            | Message::Trade { locate, .. } => locate,
+            | Message::Trade { locate, .. }
+            | Message::State { locate, .. } => locate,
         }
     }
 
@@ -286,7 +333,8 @@ impl Message<'_> {
         match *self {
             Message::Directory { ts, .. }
             | Message::Quote { ts, .. }
-            | Message::Trade { ts, .. } => ts,
+            | Message::Trade { ts, .. }
+            | Message::State { ts, .. } => ts,
         }
     }
 
@@ -337,8 +385,46 @@ impl Message<'_> {
                 .and_then(|_| write_sint(out, price.raw()).map(drop))
                 .and_then(|_| write_uint(out, u64::from(size)).map(drop))
                 .and_then(|_| write_uint(out, volume).map(drop)),
+            Message::State {
+                locate,
+                ts,
+                quote,
+                trade,
+            } => {
+                let head = write_array_len(out, 12)
+                    .and_then(|_| write_uint(out, TYPE_STATE).map(drop))
+                    .and_then(|_| write_uint(out, u64::from(locate)).map(drop))
+                    .and_then(|_| write_uint(out, ts).map(drop));
+                let q = match quote {
+                    Some(q) => write_uint(out, q.seq)
+                        .map(drop)
+                        .and_then(|_| write_sint(out, q.bid.raw()).map(drop))
+                        .and_then(|_| write_sint(out, q.ask.raw()).map(drop))
+                        .and_then(|_| write_uint(out, u64::from(q.bid_size)).map(drop))
+                        .and_then(|_| write_uint(out, u64::from(q.ask_size)).map(drop)),
+                    None => write_empty_half(out, 4),
+                };
+                let t = match trade {
+                    Some(t) => write_uint(out, t.seq)
+                        .map(drop)
+                        .and_then(|_| write_sint(out, t.last.raw()).map(drop))
+                        .and_then(|_| write_uint(out, u64::from(t.last_size)).map(drop))
+                        .and_then(|_| write_uint(out, t.volume).map(drop)),
+                    None => write_empty_half(out, 3),
+                };
+                head.and(q).and(t)
+            }
         };
     }
+}
+
+/// A state half with nothing in it: sequence 0, then `fields` nils.
+fn write_empty_half(out: &mut Vec<u8>, fields: usize) -> Result<(), rmp::encode::ValueWriteError> {
+    rmp::encode::write_uint(out, 0)?;
+    for _ in 0..fields {
+        rmp::encode::write_nil(out).map_err(rmp::encode::ValueWriteError::InvalidMarkerWrite)?;
+    }
+    Ok(())
 }
 
 /// Decodes one message payload. Arrays longer than the layout are accepted
@@ -353,6 +439,7 @@ pub fn decode_message(mut buf: &[u8]) -> Result<Message<'_>, DecodeError> {
         TYPE_DIRECTORY => 6,
         TYPE_QUOTE => 7,
         TYPE_TRADE => 6,
+        TYPE_STATE => 12,
         _ => return Err(DecodeError::UnknownType),
     };
     if len < need {
@@ -386,14 +473,62 @@ pub fn decode_message(mut buf: &[u8]) -> Result<Message<'_>, DecodeError> {
             bid_size: read_int(&mut buf)?,
             ask_size: read_int(&mut buf)?,
         }),
-        _ => Ok(Message::Trade {
+        TYPE_TRADE => Ok(Message::Trade {
             locate,
             ts,
             price: Price(read_int(&mut buf)?),
             size: read_int(&mut buf)?,
             volume: read_int(&mut buf)?,
         }),
+        _ => {
+            let quote_seq: u64 = read_int(&mut buf)?;
+            let quote = if quote_seq == 0 {
+                skip_half(&mut buf, 4)?;
+                None
+            } else {
+                Some(StateQuote {
+                    seq: quote_seq,
+                    bid: Price(read_int(&mut buf)?),
+                    ask: Price(read_int(&mut buf)?),
+                    bid_size: read_int(&mut buf)?,
+                    ask_size: read_int(&mut buf)?,
+                })
+            };
+            let trade_seq: u64 = read_int(&mut buf)?;
+            let trade = if trade_seq == 0 {
+                skip_half(&mut buf, 3)?;
+                None
+            } else {
+                Some(StateTrade {
+                    seq: trade_seq,
+                    last: Price(read_int(&mut buf)?),
+                    last_size: read_int(&mut buf)?,
+                    volume: read_int(&mut buf)?,
+                })
+            };
+            Ok(Message::State {
+                locate,
+                ts,
+                quote,
+                trade,
+            })
+        }
     }
+}
+
+/// Skips the fields of an empty state half: each nil or an integer (a
+/// producer may write zeros instead of nils).
+fn skip_half(buf: &mut &[u8], fields: usize) -> Result<(), DecodeError> {
+    for _ in 0..fields {
+        match buf.first() {
+            Some(&0xc0) => *buf = &buf[1..],
+            Some(_) => {
+                read_int::<i64>(buf)?;
+            }
+            None => return Err(DecodeError::BadMsgpack),
+        }
+    }
+    Ok(())
 }
 
 fn read_int<T: TryFrom<i128>>(buf: &mut &[u8]) -> Result<T, DecodeError> {
@@ -737,7 +872,87 @@ mod tests {
         }
     }
 
+    fn arb_state() -> impl Strategy<Value = Message<'static>> {
+        let quote = proptest::option::of((
+            1u64..,
+            any::<i64>(),
+            any::<i64>(),
+            any::<u32>(),
+            any::<u32>(),
+        ));
+        let trade = proptest::option::of((1u64.., any::<i64>(), any::<u32>(), any::<u64>()));
+        (any::<u16>(), any::<u64>(), quote, trade).prop_map(|(locate, ts, q, t)| Message::State {
+            locate,
+            ts,
+            quote: q.map(|(seq, b, a, bs, as_)| StateQuote {
+                seq,
+                bid: Price(b),
+                ask: Price(a),
+                bid_size: bs,
+                ask_size: as_,
+            }),
+            trade: t.map(|(seq, p, sz, v)| StateTrade {
+                seq,
+                last: Price(p),
+                last_size: sz,
+                volume: v,
+            }),
+        })
+    }
+
+    #[test]
+    fn state_with_zeros_for_an_empty_half_decodes() {
+        // A producer that writes 0 instead of nil in an empty half.
+        let raw = rmp_serde::to_vec(&(
+            83u8,
+            7u16,
+            5u64,
+            0u8,
+            0u8,
+            0u8,
+            0u8,
+            0u8,
+            9u64,
+            1_000_000i64,
+            10u32,
+            20u64,
+        ))
+        .unwrap();
+        assert_eq!(
+            decode_message(&raw),
+            Ok(Message::State {
+                locate: 7,
+                ts: 5,
+                quote: None,
+                trade: Some(StateTrade {
+                    seq: 9,
+                    last: Price(1_000_000),
+                    last_size: 10,
+                    volume: 20
+                }),
+            })
+        );
+        let short = rmp_serde::to_vec(&(83u8, 7u16, 5u64, 0u8)).unwrap();
+        assert_eq!(decode_message(&short), Err(DecodeError::BadMsgpack));
+    }
+
     proptest! {
+        #[test]
+        fn state_round_trip_and_matches_rmp_serde(msg in arb_state()) {
+            let mut ours = Vec::new();
+            msg.encode(&mut ours);
+            prop_assert_eq!(decode_message(&ours), Ok(msg));
+            let Message::State { locate, ts, quote, trade } = msg else { unreachable!() };
+            let theirs = rmp_serde::to_vec(&(
+                83u8, locate, ts,
+                quote.map_or(0, |q| q.seq), quote.map(|q| q.bid.raw()), quote.map(|q| q.ask.raw()),
+                quote.map(|q| q.bid_size), quote.map(|q| q.ask_size),
+                trade.map_or(0, |t| t.seq), trade.map(|t| t.last.raw()),
+                trade.map(|t| t.last_size), trade.map(|t| t.volume),
+            )).unwrap();
+            prop_assert_eq!(decode_message(&theirs), Ok(msg));
+        }
+
         #[test]
         fn message_round_trip(t in arb_message()) {
             let msg = build(&t);
@@ -758,6 +973,7 @@ mod tests {
                     rmp_serde::to_vec(&(81u8, locate, ts, bid.raw(), ask.raw(), bid_size, ask_size)).unwrap(),
                 Message::Trade { locate, ts, price, size, volume } =>
                     rmp_serde::to_vec(&(84u8, locate, ts, price.raw(), size, volume)).unwrap(),
+                Message::State { .. } => unreachable!("arb_message makes no state"),
             };
             // Same values whatever integer widths each encoder picked.
             prop_assert_eq!(decode_message(&theirs), Ok(msg));
