@@ -66,6 +66,8 @@ settings! {
     feed_b: String = "TICKRELAY_FEED_B";
     /// The producer's retransmission server, HOST:PORT, asked to fill gaps [default: none].
     retransmit: SocketAddrV4 = "TICKRELAY_RETRANSMIT";
+    /// The producer's recovery line (snapshot loop), GROUP:PORT, or `off` [default: off].
+    recovery: String = "TICKRELAY_RECOVERY";
     /// Interface address to join the feed groups on [default: 127.0.0.1].
     interface: Ipv4Addr = "TICKRELAY_INTERFACE";
     /// Receive buffer per feed socket, bytes [default: 8388608].
@@ -217,6 +219,15 @@ impl Settings {
                 ));
             }
         }
+        let recovery = parse_line("recovery", self.recovery.as_deref(), None)?;
+        if let Some(r) = recovery {
+            if Some(r) == feed_a || Some(r) == feed_b {
+                return Err(ConfigError::new(
+                    "recovery",
+                    format!("{r} is a feed line's address; the loop needs its own"),
+                ));
+            }
+        }
         let interface = self.interface.unwrap_or(Ipv4Addr::LOCALHOST);
         if interface.is_multicast() || interface.is_broadcast() {
             return Err(ConfigError::new(
@@ -327,6 +338,7 @@ impl Settings {
                 line_a: feed_a,
                 line_b: feed_b,
                 retransmit: self.retransmit,
+                recovery,
                 interface,
                 rcvbuf,
                 gap_hold: Duration::from_millis(gap_hold_ms),

@@ -346,7 +346,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "session": feed.session.as_str(),
         "symbols": symbols,
         "seq": state.table.last_seq(),
+        "incomplete_symbols": feed.incomplete,
+        "lost_messages": feed.lost,
     });
+    if feed.status != FeedStatus::Stale && symbols > 0 && !feed.complete {
+        // The table lacks state it is rebuilding: not ready, and says how much.
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     if feed.status != FeedStatus::Stale && symbols > 0 {
         (StatusCode::OK, axum::Json(body)).into_response()
     } else {

@@ -235,8 +235,18 @@ pub struct FeedMetrics {
     pub gaps_repaired: Counter,
     /// Messages never received.
     pub lost: Counter,
-    /// Retransmission requests sent for gaps.
+    /// Retransmission requests sent (gap repair and backfill).
     pub retransmit_requests: Counter,
+    /// Backfill requests for history (repeats included).
+    pub backfill_requests: Counter,
+    /// History messages the retransmission server never supplied.
+    pub backfill_lost: Counter,
+    /// Symbol changes applied from recovered state (loop or history).
+    pub recovered: Counter,
+    /// Recoveries completed (the table whole again).
+    pub recoveries: Counter,
+    /// Symbols that may lack changes the relay missed.
+    pub incomplete: Gauge,
     /// 1 for the current feed status, 0 for the others.
     pub status: Family<StatusLabel, Gauge>,
     /// 1 for the current session.
@@ -767,6 +777,11 @@ impl Metrics {
             gaps_repaired: Counter::default(),
             lost: Counter::default(),
             retransmit_requests: Counter::default(),
+            backfill_requests: Counter::default(),
+            backfill_lost: Counter::default(),
+            recovered: Counter::default(),
+            recoveries: Counter::default(),
+            incomplete: Gauge::default(),
             status: Family::default(),
             session: Family::default(),
             sequence: Gauge::default(),
@@ -825,8 +840,33 @@ impl Metrics {
         );
         registry.register(
             "feed_retransmit_requests",
-            "Retransmission requests sent for gaps",
+            "Retransmission requests sent (gap repair and backfill)",
             feed.retransmit_requests.clone(),
+        );
+        registry.register(
+            "feed_backfill_requests",
+            "Requests for history a late joiner or a loss left missing, repeats included",
+            feed.backfill_requests.clone(),
+        );
+        registry.register(
+            "feed_backfill_lost_messages",
+            "History messages the retransmission server never supplied",
+            feed.backfill_lost.clone(),
+        );
+        registry.register(
+            "feed_recovered_changes",
+            "Symbol changes applied from recovered state (recovery loop or history)",
+            feed.recovered.clone(),
+        );
+        registry.register(
+            "feed_recoveries",
+            "Recoveries completed: the table held every symbol's whole state again",
+            feed.recoveries.clone(),
+        );
+        registry.register(
+            "feed_incomplete_symbols",
+            "Symbols that may lack changes the relay missed",
+            feed.incomplete.clone(),
         );
         registry.register(
             "feed_status",

@@ -181,8 +181,21 @@ fn a_gap_is_counted_and_the_relay_moves_on() {
     let snapshot: SnapshotBody = r.json();
     assert_eq!(snapshot.session, "SPINEGAP");
     assert!(snapshot.quotes.len() > 250, "{}", snapshot.quotes.len());
-    let ready = relay.get("/readyz");
-    assert_eq!(ready.status, 200, "{}", ready.text());
+    // With neither a recovery line nor a retransmission server, the relay
+    // cannot know which symbols the lost messages touched: it says it is not
+    // ready and how many symbols may be incomplete, instead of serving
+    // possibly stale prices as if whole.
+    // The count in /readyz is refreshed about once a second; the gauge at once.
+    let body = poll_until(DEADLINE, "/readyz and the gauge to agree", || {
+        let ready = relay.get("/readyz");
+        assert_eq!(ready.status, 503, "{}", ready.text());
+        let body: serde_json::Value = ready.json();
+        let gauge = relay.metrics().sum("tickrelay_feed_incomplete_symbols");
+        (body["incomplete_symbols"].as_f64() == Some(gauge)).then_some(body)
+    });
+    assert_eq!(body["status"], "recovering", "{body}");
+    assert_eq!(body["lost_messages"].as_f64(), Some(lost), "{body}");
+    assert!(body["incomplete_symbols"].as_u64() > Some(0), "{body}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! per batch, one table sequence update, one lag sample and one wake-up of
 //! whoever listens for changes.
 
+pub mod recovery;
 pub mod sequencer;
 
 use std::io;
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{FeedMetrics, LineCounters, ReasonLabel, SessionLabel, StatusLabel};
 use crate::table::{Applied, Table};
-use crate::wire::{DecodeError, Locate, Packet, Session, decode_message};
+use crate::wire::{DecodeError, Locate, Message, Packet, PacketKind, Session, decode_message};
+use recovery::{Backfill, BackfillConfig, LoopTracker, Suspects};
 use sequencer::{Sequencer, SequencerConfig, SequencerStats, Sink};
 
 /// Health of the feed as clients see it.
@@ -30,7 +32,9 @@ pub enum FeedStatus {
     Live,
     /// Nothing heard for longer than the stale timeout (or never).
     Stale,
-    /// A gap is open: later packets are held while it is repaired.
+    /// The table lacks state it is rebuilding (a late join, a new session
+    /// joined mid-way, a loss beyond repair), or a gap is open and later
+    /// packets are held while it is repaired.
     Recovering,
 }
 
@@ -52,6 +56,14 @@ pub struct FeedState {
     pub status: FeedStatus,
     /// Current session (default before the first packet).
     pub session: Session,
+    /// Whether the table holds every symbol's whole state: false from a
+    /// late join or an unrepaired loss until recovery completes.
+    pub complete: bool,
+    /// Messages of this session given up by gap repair.
+    pub lost: u64,
+    /// Symbols that may lack changes the relay missed (refreshed about once a
+    /// second while recovering).
+    pub incomplete: u32,
 }
 
 /// Who hears about table changes: the fan-out hub, or nothing.
@@ -79,6 +91,8 @@ pub struct FeedConfig {
     pub line_b: Option<SocketAddrV4>,
     /// The producer's retransmission server, asked to fill gaps.
     pub retransmit: Option<SocketAddrV4>,
+    /// The producer's recovery line (snapshot loop), joined to rebuild state.
+    pub recovery: Option<SocketAddrV4>,
     /// Interface address to join multicast groups on.
     pub interface: Ipv4Addr,
     /// Requested SO_RCVBUF in bytes.
@@ -158,15 +172,26 @@ pub fn start(
     let r = config
         .retransmit
         .map(|addr| -> io::Result<std::net::UdpSocket> {
-            let s = std::net::UdpSocket::bind((config.interface, 0))?;
-            s.connect(addr)?;
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            // Answers come in bursts (a backfill asks for thousands of
+            // messages): the same buffer as the feed lines.
+            let _ = s.set_recv_buffer_size(config.rcvbuf);
+            s.bind(&SocketAddr::V4(SocketAddrV4::new(config.interface, 0)).into())?;
+            s.connect(&SocketAddr::V4(addr).into())?;
             s.set_nonblocking(true)?;
-            Ok(s)
+            Ok(s.into())
         })
+        .transpose()?;
+    let l = config
+        .recovery
+        .map(|addr| open_socket(addr, config.interface, config.rcvbuf))
         .transpose()?;
     let (tx, rx) = watch::channel(FeedState {
         status: FeedStatus::Stale,
         session: Session::default(),
+        complete: true,
+        lost: 0,
+        incomplete: 0,
     });
     let thread = std::thread::Builder::new()
         .name("tickrelay-ingest".into())
@@ -184,16 +209,19 @@ pub fn start(
             rt.block_on(async move {
                 let to_tokio =
                     |s: Option<std::net::UdpSocket>| s.map(UdpSocket::from_std).transpose();
-                match (to_tokio(a), to_tokio(b), to_tokio(r)) {
-                    (Ok(a), Ok(b), Ok(r)) => {
+                match (to_tokio(a), to_tokio(b), to_tokio(r), to_tokio(l)) {
+                    (Ok(a), Ok(b), Ok(r), Ok(l)) => {
                         let r = r.map(Arc::new);
                         let mut ingest =
                             Ingest::new(config, table, metrics, listener, tx, r.clone());
                         ingest
-                            .run([a.map(Arc::new), b.map(Arc::new), r], cancel)
+                            .run(
+                                [a.map(Arc::new), b.map(Arc::new), r, l.map(Arc::new)],
+                                cancel,
+                            )
                             .await;
                     }
-                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
                         tracing::error!(error = %e, "could not register feed sockets")
                     }
                 }
@@ -212,14 +240,17 @@ struct Ingest<L> {
     config: FeedConfig,
     seq: Sequencer,
     out: Applier<L>,
-    /// Receive counters of line A, line B and retransmitted packets.
-    lines: [LineCounters; 3],
+    /// Receive counters of line A, line B, retransmitted packets and the
+    /// recovery line.
+    lines: [LineCounters; 4],
     metrics: FeedMetrics,
     reported: SequencerStats,
     /// Last feed position published to the table and the hub.
     published: u64,
     last_packet: Option<Instant>,
     state_tx: watch::Sender<FeedState>,
+    /// When the incomplete count was last published.
+    incomplete_published: Instant,
 }
 
 /// The sequencer's sink: decodes messages into the table.
@@ -231,6 +262,70 @@ struct Applier<L> {
     applied: u64,
     session_changed: bool,
     retransmit: Option<Arc<UdpSocket>>,
+    recovery: Recovery,
+}
+
+/// Why the table lacks state, since when, and what it promised before.
+#[derive(Debug)]
+struct Need {
+    since: Instant,
+    /// Clients are promised no further than this while recovery can still
+    /// bring back older changes (docs/PROTOCOL.md, "the seq promise").
+    promise: u64,
+    reason: &'static str,
+    /// Backfill losses when this need began: more means history was missing.
+    backfill_lost: u64,
+}
+
+/// The ingest side of recovery: what is missing and how it is coming back.
+struct Recovery {
+    /// A recovery line is configured: its loop completes every need.
+    has_loop: bool,
+    need: Option<Need>,
+    suspects: Suspects,
+    tracker: LoopTracker,
+    backfill: Backfill,
+    /// Symbols changed by recovered state during the current need.
+    recovered: Vec<Locate>,
+    recovered_total: u64,
+    /// Messages of this session given up by gap repair.
+    session_lost: u64,
+    reported_backfill: recovery::BackfillStats,
+    /// Live messages for symbols not yet listed, kept while a backfill may
+    /// still bring their directory entries.
+    stash: Vec<(u64, Vec<u8>)>,
+}
+
+/// Most live messages kept for symbols awaiting their directory entry.
+const MAX_STASH: usize = 1 << 20;
+
+impl Recovery {
+    fn new(has_loop: bool) -> Self {
+        Recovery {
+            has_loop,
+            need: None,
+            suspects: Suspects::default(),
+            tracker: LoopTracker::default(),
+            backfill: Backfill::new(BackfillConfig::default()),
+            recovered: Vec::new(),
+            recovered_total: 0,
+            session_lost: 0,
+            reported_backfill: Default::default(),
+            stash: Vec::new(),
+        }
+    }
+
+    fn stashing(&self) -> bool {
+        self.need.is_some() && !self.backfill.idle() && self.stash.len() < MAX_STASH
+    }
+
+    /// The sequence clients may be promised when the feed is at `applied`.
+    fn promise(&self, applied: u64) -> u64 {
+        match &self.need {
+            Some(n) if self.has_loop || !self.backfill.idle() => applied.min(n.promise),
+            _ => applied,
+        }
+    }
 }
 
 impl<L: ChangeListener> Sink for Applier<L> {
@@ -241,8 +336,16 @@ impl<L: ChangeListener> Sink for Applier<L> {
                     self.applied += 1;
                     self.last_ts = msg.ts();
                     self.listener.changed(locate, seq);
+                    if self.recovery.need.is_some() {
+                        self.recovery.note_live(&self.table, &msg, locate);
+                    }
                 }
                 Applied::Unchanged => self.applied += 1,
+                Applied::UnknownLocate if self.recovery.stashing() => {
+                    // Its directory entry is in the history still coming
+                    // back: applied once the backfill is done.
+                    self.recovery.stash.push((seq, payload.to_vec()));
+                }
                 Applied::UnknownLocate => {
                     self.metrics
                         .dropped
@@ -259,15 +362,39 @@ impl<L: ChangeListener> Sink for Applier<L> {
                     .inc();
             }
         }
-        self.table.set_last_seq(seq);
+        self.table.set_last_seq(self.recovery.promise(seq));
     }
 
     fn new_session(&mut self, session: Session, first_seq: u64) {
         tracing::info!(session = %session, first_seq, "feed session started");
         self.table.reset(session);
-        self.table.set_last_seq(first_seq.saturating_sub(1));
         self.listener.session_reset(session);
         self.session_changed = true;
+        let r = &mut self.recovery;
+        r.need = None;
+        r.suspects.clear_all();
+        r.backfill.clear();
+        r.recovered.clear();
+        r.stash.clear();
+        r.session_lost = 0;
+        // Sessions start at sequence 1: a first packet past it means the
+        // relay joined mid-session and lacks what came before.
+        if first_seq > 1 {
+            self.begin_need("joined mid-session", 0);
+            if !self.recovery.has_loop && self.retransmit.is_some() {
+                self.recovery.backfill.add(1, first_seq);
+            }
+        }
+        self.table
+            .set_last_seq(self.recovery.promise(first_seq.saturating_sub(1)));
+    }
+
+    fn lost(&mut self, seq: u64, count: u64) {
+        self.recovery.session_lost += count;
+        self.begin_need("messages lost beyond gap repair", seq.saturating_sub(1));
+        if !self.recovery.has_loop && self.retransmit.is_some() {
+            self.recovery.backfill.add(seq, seq + count);
+        }
     }
 
     fn end_of_session(&mut self, session: Session) {
@@ -275,21 +402,253 @@ impl<L: ChangeListener> Sink for Applier<L> {
     }
 
     fn request_retransmit(&mut self, session: Session, seq: u64, count: u64) {
-        let Some(sock) = &self.retransmit else { return };
-        let count = count.clamp(1, u64::from(crate::retransmit::MAX_REQUEST)) as u16;
-        let req = crate::retransmit::Request {
-            session,
-            seq,
-            count,
-        };
-        // A full send buffer loses the request; the gap hold then counts the
-        // messages lost, as it would without a server.
-        match sock.try_send(&req.encode()) {
-            Ok(_) => {
-                self.metrics.retransmit_requests.inc();
+        // A lost request: the gap hold then counts the messages lost, as it
+        // would without a server.
+        send_request(&self.retransmit, &self.metrics, session, seq, count);
+    }
+}
+
+impl Recovery {
+    /// A live change arrived while state is lacking: a newly listed symbol
+    /// is suspect; a suspect one is whole again once both halves are fresh.
+    fn note_live(&mut self, table: &Table, msg: &Message<'_>, locate: Locate) {
+        match msg {
+            Message::Directory { .. } => {
+                if table.halves(locate) == (false, false) {
+                    self.suspects.mark(locate);
+                }
             }
-            Err(e) => tracing::debug!(error = %e, "retransmission request not sent"),
+            Message::Quote { .. } => {
+                self.suspects.refreshed(locate, false);
+            }
+            Message::Trade { .. } => {
+                self.suspects.refreshed(locate, true);
+            }
+            Message::State { .. } => {}
         }
+    }
+}
+
+impl<L: ChangeListener> Applier<L> {
+    /// The table lacks state from here on: every listed symbol is suspect
+    /// until recovery brings it back.
+    fn begin_need(&mut self, reason: &'static str, promise: u64) {
+        let r = &mut self.recovery;
+        for locate in self.table.locates() {
+            r.suspects.mark(locate);
+        }
+        if r.need.is_some() {
+            return;
+        }
+        tracing::warn!(
+            reason,
+            symbols = r.suspects.count(),
+            recovery_line = r.has_loop,
+            retransmit = self.retransmit.is_some(),
+            "feed state incomplete: recovering"
+        );
+        r.tracker.restart();
+        r.recovered.clear();
+        r.need = Some(Need {
+            since: Instant::now(),
+            promise,
+            reason,
+            backfill_lost: r.backfill.stats().lost,
+        });
+        self.session_changed = true;
+    }
+
+    /// Recovery is done: every symbol's state is whole again.
+    fn complete_need(&mut self, how: &'static str) {
+        let r = &mut self.recovery;
+        let Some(need) = r.need.take() else { return };
+        r.suspects.clear_all();
+        let names: Vec<String> = r
+            .recovered
+            .iter()
+            .take(10)
+            .filter_map(|&l| self.table.info(l).map(|i| i.symbol.to_string()))
+            .collect();
+        tracing::info!(
+            reason = need.reason,
+            how,
+            took_ms = need.since.elapsed().as_millis() as u64,
+            recovered_symbols = r.recovered.len(),
+            first_recovered = %names.join(","),
+            "feed state complete"
+        );
+        self.metrics.recoveries.inc();
+        self.session_changed = true;
+    }
+
+    /// Applies one message of retransmitted history (out of the live order):
+    /// every half merges newest-wins, so it never undoes a newer change.
+    fn history_message(&mut self, seq: u64, payload: &[u8]) {
+        let Ok(msg) = decode_message(payload) else {
+            return;
+        };
+        if let Applied::Changed(locate) = self.table.apply(seq, &msg) {
+            self.listener.changed(locate, seq);
+            self.recovered(locate);
+        }
+    }
+
+    fn recovered(&mut self, locate: Locate) {
+        let r = &mut self.recovery;
+        r.recovered_total += 1;
+        self.metrics.recovered.inc();
+        if r.recovered.len() < 100_000 {
+            r.recovered.push(locate);
+        }
+    }
+
+    /// One recovery-line datagram.
+    fn recovery_packet(&mut self, packet: &Packet<'_>, current: Option<Session>) {
+        if packet.kind != PacketKind::Data {
+            return;
+        }
+        if current != Some(packet.session) {
+            // The loop of a session the live lines have not started (or left).
+            self.metrics
+                .dropped
+                .get_or_create(&ReasonLabel {
+                    reason: "recovery_session",
+                })
+                .inc();
+            return;
+        }
+        let first = self.recovery.tracker.packet(packet.seq, packet.count);
+        if self.recovery.need.is_none() {
+            return;
+        }
+        for payload in packet.messages().skip(first) {
+            let msg = match decode_message(payload) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.metrics
+                        .decode_errors
+                        .get_or_create(&ReasonLabel { reason: e.reason() })
+                        .inc();
+                    continue;
+                }
+            };
+            let kind = match msg {
+                Message::Directory { .. } => b'D',
+                Message::State { .. } => b'S',
+                // The loop carries directory and state only.
+                _ => continue,
+            };
+            let locate = msg.locate();
+            match self.table.apply(0, &msg) {
+                Applied::Changed(l) => {
+                    self.listener.changed(l, 0);
+                    if kind == b'S' {
+                        self.recovered(l);
+                    } else if self.table.halves(l) == (false, false) {
+                        self.recovery.suspects.mark(l);
+                    }
+                }
+                Applied::Unchanged | Applied::UnknownLocate => {}
+            }
+            if kind == b'S' {
+                // Its state is as of after the relay began recovering.
+                self.recovery.suspects.clear(locate);
+            }
+            if self.recovery.tracker.message(kind, locate) {
+                self.complete_need("one full recovery loop");
+                return;
+            }
+        }
+    }
+
+    /// Backfill requests due, and recovery that completes without a loop.
+    fn recovery_tick(&mut self, now: Instant, session: Option<Session>) {
+        if let Some(session) = session {
+            let Applier {
+                recovery,
+                retransmit,
+                metrics,
+                ..
+            } = self;
+            let mut history: Vec<(u64, Vec<u8>)> = Vec::new();
+            recovery.backfill.poll(
+                now,
+                &mut |seq, count| send_request(retransmit, metrics, session, seq, count),
+                &mut |seq, payload| history.push((seq, payload.to_vec())),
+            );
+            for (seq, payload) in history {
+                self.history_message(seq, &payload);
+            }
+        }
+        let st = self.recovery.backfill.stats();
+        let rep = self.recovery.reported_backfill;
+        self.metrics
+            .backfill_requests
+            .inc_by(st.requests - rep.requests);
+        self.metrics.backfill_lost.inc_by(st.lost - rep.lost);
+        if st.lost > rep.lost {
+            tracing::warn!(
+                lost = st.lost - rep.lost,
+                "history the retransmission server could not supply"
+            );
+        }
+        self.recovery.reported_backfill = st;
+        if self.recovery.backfill.idle() && !self.recovery.stash.is_empty() {
+            for (seq, payload) in std::mem::take(&mut self.recovery.stash) {
+                self.history_message(seq, &payload);
+            }
+        }
+        let Some(need) = &self.recovery.need else {
+            return;
+        };
+        if self.recovery.has_loop || !self.recovery.backfill.idle() {
+            return;
+        }
+        if self.retransmit.is_some() && st.lost == need.backfill_lost {
+            self.complete_need("retransmitted history");
+        } else if self.recovery.suspects.count() == 0 && self.table.symbol_count() > 0 {
+            self.complete_need("every symbol refreshed by the live feed");
+        }
+    }
+
+    /// Retransmitted packets: history for the backfill, gaps for the sequencer.
+    fn retransmitted(&mut self, packet: &Packet<'_>, raw: &[u8]) {
+        if !self.recovery.backfill.wants(packet) {
+            return;
+        }
+        let mut history: Vec<(u64, Vec<u8>)> = Vec::new();
+        self.recovery
+            .backfill
+            .packet(packet, raw, &mut |seq, payload| {
+                history.push((seq, payload.to_vec()))
+            });
+        for (seq, payload) in history {
+            self.history_message(seq, &payload);
+        }
+    }
+}
+
+/// Sends one retransmission request; a full send buffer loses it (the
+/// asker's timeout covers that).
+fn send_request(
+    sock: &Option<Arc<UdpSocket>>,
+    metrics: &FeedMetrics,
+    session: Session,
+    seq: u64,
+    count: u64,
+) {
+    let Some(sock) = sock else { return };
+    let count = count.clamp(1, u64::from(crate::retransmit::MAX_REQUEST)) as u16;
+    let req = crate::retransmit::Request {
+        session,
+        seq,
+        count,
+    };
+    match sock.try_send(&req.encode()) {
+        Ok(_) => {
+            metrics.retransmit_requests.inc();
+        }
+        Err(e) => tracing::debug!(error = %e, "retransmission request not sent"),
     }
 }
 
@@ -313,6 +672,7 @@ impl<L: ChangeListener> Ingest<L> {
             gap_hold: config.gap_hold,
             ..Default::default()
         });
+        let has_loop = config.recovery.is_some();
         Ingest {
             config,
             seq,
@@ -320,6 +680,7 @@ impl<L: ChangeListener> Ingest<L> {
                 metrics.line("a"),
                 metrics.line("b"),
                 metrics.line("retransmit"),
+                metrics.line("recovery"),
             ],
             out: Applier {
                 table,
@@ -329,20 +690,22 @@ impl<L: ChangeListener> Ingest<L> {
                 applied: 0,
                 session_changed: false,
                 retransmit,
+                recovery: Recovery::new(has_loop),
             },
             metrics,
             reported: SequencerStats::default(),
             published: 0,
             last_packet: None,
             state_tx,
+            incomplete_published: Instant::now(),
         }
     }
 
-    async fn run(&mut self, sockets: [Option<Arc<UdpSocket>>; 3], cancel: CancellationToken) {
+    async fn run(&mut self, sockets: [Option<Arc<UdpSocket>>; 4], cancel: CancellationToken) {
         let mut buf = vec![0u8; 65_536];
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let [a, b, r] = sockets;
+        let [a, b, r, l] = sockets;
         loop {
             tokio::select! {
                 biased;
@@ -350,8 +713,11 @@ impl<L: ChangeListener> Ingest<L> {
                 res = readable(&a) => if res.is_ok() { self.drain(a.as_deref(), 0, &mut buf) },
                 res = readable(&b) => if res.is_ok() { self.drain(b.as_deref(), 1, &mut buf) },
                 res = readable(&r) => if res.is_ok() { self.drain(r.as_deref(), 2, &mut buf) },
+                res = readable(&l) => if res.is_ok() { self.drain(l.as_deref(), 3, &mut buf) },
                 _ = tick.tick() => {
-                    self.seq.on_tick(Instant::now(), &mut self.out);
+                    let now = Instant::now();
+                    self.seq.on_tick(now, &mut self.out);
+                    self.out.recovery_tick(now, self.seq.session());
                     self.end_batch();
                 }
             }
@@ -377,14 +743,29 @@ impl<L: ChangeListener> Ingest<L> {
     }
 
     fn datagram(&mut self, raw: &[u8], line: usize, now: Instant) {
-        let line = &self.lines[line];
-        line.packets.inc();
-        line.bytes.inc_by(raw.len() as u64);
+        let counters = &self.lines[line];
+        counters.packets.inc();
+        counters.bytes.inc_by(raw.len() as u64);
         match Packet::parse(raw) {
             Ok(packet) => {
-                line.messages.inc_by(u64::from(packet.count));
-                self.last_packet = Some(now);
-                self.seq.on_packet(&packet, raw, now, &mut self.out);
+                counters.messages.inc_by(u64::from(packet.count));
+                match line {
+                    // The recovery line is not the feed: it never starts a
+                    // session or moves the feed position.
+                    3 => self.out.recovery_packet(&packet, self.seq.session()),
+                    2 => {
+                        self.out.retransmitted(&packet, raw);
+                        if packet.session == self.seq.session().unwrap_or_default()
+                            && packet.end_seq() > self.seq.next_seq()
+                        {
+                            self.seq.on_packet(&packet, raw, now, &mut self.out);
+                        }
+                    }
+                    _ => {
+                        self.last_packet = Some(now);
+                        self.seq.on_packet(&packet, raw, now, &mut self.out);
+                    }
+                }
             }
             Err(e) => self.decode_error(e),
         }
@@ -432,7 +813,10 @@ impl<L: ChangeListener> Ingest<L> {
         self.reported = st;
 
         let applied = std::mem::take(&mut self.out.applied);
-        let last = self.seq.next_seq().saturating_sub(1);
+        let position = self.seq.next_seq().saturating_sub(1);
+        // What clients are promised: held back while recovery can still
+        // bring back changes older than the feed position.
+        let last = self.out.recovery.promise(position);
         if applied > 0 {
             self.metrics.applied.inc_by(applied);
             if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
@@ -445,7 +829,7 @@ impl<L: ChangeListener> Ingest<L> {
         if applied > 0 || last != self.published {
             self.published = last;
             self.out.table.set_last_seq(last);
-            self.metrics.sequence.set(last as i64);
+            self.metrics.sequence.set(position as i64);
             self.metrics
                 .symbols
                 .set(self.out.table.symbol_count() as i64);
@@ -455,9 +839,10 @@ impl<L: ChangeListener> Ingest<L> {
     }
 
     fn update_status(&mut self) {
+        let recovering = self.out.recovery.need.is_some();
         let status = match self.last_packet {
             Some(t) if t.elapsed() < self.config.stale_after => {
-                if self.seq.in_gap() {
+                if self.seq.in_gap() || recovering {
                     FeedStatus::Recovering
                 } else {
                     FeedStatus::Live
@@ -466,8 +851,28 @@ impl<L: ChangeListener> Ingest<L> {
             _ => FeedStatus::Stale,
         };
         let session = self.seq.session().unwrap_or_default();
-        let new = FeedState { status, session };
+        let incomplete = self.out.recovery.suspects.count() as u32;
+        self.metrics.incomplete.set(i64::from(incomplete));
         let old = *self.state_tx.borrow();
+        // The incomplete count moves with every refreshed symbol: publish it
+        // with other news, or at most once a second.
+        let incomplete = if old.incomplete != incomplete
+            && (old.status != status
+                || old.complete == recovering
+                || self.incomplete_published.elapsed() >= Duration::from_secs(1))
+        {
+            self.incomplete_published = Instant::now();
+            incomplete
+        } else {
+            old.incomplete
+        };
+        let new = FeedState {
+            status,
+            session,
+            complete: !recovering,
+            lost: self.out.recovery.session_lost,
+            incomplete,
+        };
         if old == new && !self.out.session_changed {
             return;
         }

@@ -31,6 +31,9 @@ pub trait Sink {
     /// Messages `[seq, seq + count)` are missing: a chance to ask the
     /// producer's retransmission server for them.
     fn request_retransmit(&mut self, _session: Session, _seq: u64, _count: u64) {}
+    /// Messages `[seq, seq + count)` were given up on: the table may now
+    /// lack what they changed.
+    fn lost(&mut self, _seq: u64, _count: u64) {}
 }
 
 /// Counts of what the sequencer skipped, held and lost.
@@ -294,6 +297,7 @@ impl Sequencer {
         let target = self.held.keys().next().copied().unwrap_or(self.horizon);
         if target > self.next {
             self.stats.lost_messages += target - self.next;
+            sink.lost(self.next, target - self.next);
             self.next = target;
         }
         self.gap_since = None;

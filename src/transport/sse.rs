@@ -243,8 +243,13 @@ impl SseStream {
     fn feed_event(&mut self) -> Bytes {
         let feed = *self.feed.borrow_and_update();
         let mut out = BytesMut::new();
-        let data =
-            serde_json::json!({"status": feed.status.as_str(), "session": feed.session.as_str()});
+        let data = serde_json::json!({
+            "status": feed.status.as_str(),
+            "session": feed.session.as_str(),
+            "complete": feed.complete,
+            "lost": feed.lost,
+            "incomplete": feed.incomplete,
+        });
         event(
             &mut out,
             "feed",

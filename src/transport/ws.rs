@@ -82,6 +82,12 @@ enum ServerFrame<'a> {
     Feed {
         status: &'a str,
         session: &'a str,
+        /// Whether every symbol's state is whole (false while recovering).
+        complete: bool,
+        /// Messages of this session lost beyond gap repair.
+        lost: u64,
+        /// Symbols that may lack changes the relay missed.
+        incomplete: u32,
     },
     Pong,
     Error {
@@ -481,6 +487,9 @@ impl Conn {
         let frame = ServerFrame::Feed {
             status: feed.status.as_str(),
             session: feed.session.as_str(),
+            complete: feed.complete,
+            lost: feed.lost,
+            incomplete: feed.incomplete,
         };
         self.send_control(&frame).await
     }

@@ -1,0 +1,390 @@
+//! Recovery end to end: a relay that joins mid-session, or loses messages
+//! that gap repair cannot fill, rebuilds the exact state of every symbol —
+//! from the producer's recovery loop, or from its retransmission history —
+//! and says it is not ready until it has.
+//!
+//! Real processes on loopback: the `feed-simulator` binary, one or two
+//! `tickrelay serve` relays, plain HTTP, SSE and WebSocket clients.
+
+mod harness;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tickrelay-recovery-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn get_json(base: &str, path: &str) -> (u16, Value) {
+    let r = harness::http_get(base, path, &[]);
+    let v = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    (r.status, v)
+}
+
+fn by_symbol(snapshot: &Value) -> HashMap<String, Value> {
+    snapshot["quotes"]
+        .as_array()
+        .expect("quotes")
+        .iter()
+        .map(|q| (q["symbol"].as_str().unwrap().to_owned(), q.clone()))
+        .collect()
+}
+
+/// Waits for the simulator to exit (it is bounded by `--duration`).
+fn wait_sim(mut sim: Child, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = sim.try_wait().unwrap() {
+            assert!(status.success(), "feed-simulator failed: {status}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = sim.kill();
+            panic!("feed-simulator did not finish in {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Checks the relay's final snapshot against the simulator's final state,
+/// field by field, for every symbol.
+fn assert_equals_final_state(relay: &harness::Relay, final_path: &std::path::Path) {
+    let summary: Value = serde_json::from_slice(&std::fs::read(final_path).unwrap()).unwrap();
+    let last = summary["next_seq"].as_u64().unwrap() - 1;
+    relay.wait_seq(last);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let snap = loop {
+        let (status, v) = get_json(&relay.base, "/v1/snapshot");
+        let (ready, _) = get_json(&relay.base, "/readyz");
+        if status == 200 && ready == 200 && v["seq"].as_u64() >= Some(last) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay never whole at {last}: /readyz {ready}, snapshot seq {}",
+            v["seq"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let got = by_symbol(&snap);
+    let want = summary["quotes"].as_array().unwrap();
+    assert_eq!(got.len(), want.len(), "every symbol listed");
+    for w in want {
+        let sym = w["symbol"].as_str().unwrap();
+        let g = got
+            .get(sym)
+            .unwrap_or_else(|| panic!("{sym} missing from the relay"));
+        if w["bid"].is_null() && w["last"].is_null() {
+            // Never quoted nor traded: its `seq` is only the sequence of a
+            // directory entry, which a recovery loop does not date.
+            assert_eq!(g["bid"], Value::Null, "{sym}.bid");
+            assert_eq!(g["last"], Value::Null, "{sym}.last");
+            assert_eq!(g["prev_close"], w["prev_close"], "{sym}.prev_close");
+            continue;
+        }
+        harness::assert_final_quote(g, w, sym);
+    }
+}
+
+/// Watches a late joiner until it first says ready, comparing it then with
+/// a witness relay that has run since the session began: every symbol the
+/// witness last changed at or before the late joiner's promised sequence
+/// must be identical on both. Returns how long the late joiner took.
+fn watch_until_ready(
+    late: &harness::Relay,
+    witness: &harness::Relay,
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let mut saw_recovering = false;
+    loop {
+        let (status, body) = get_json(&late.base, "/readyz");
+        if status == 503 && body["status"] == "recovering" {
+            saw_recovering = true;
+        }
+        if status == 200 {
+            let took = started.elapsed();
+            let (_, mine) = get_json(&late.base, "/v1/snapshot");
+            let (_, theirs) = get_json(&witness.base, "/v1/snapshot");
+            let promised = mine["seq"].as_u64().unwrap();
+            let mine = by_symbol(&mine);
+            let mut compared = 0;
+            for (sym, w) in by_symbol(&theirs) {
+                if w["seq"].as_u64().unwrap() > promised {
+                    continue;
+                }
+                let m = mine
+                    .get(&sym)
+                    .unwrap_or_else(|| panic!("ready, yet {sym} is not listed"));
+                // Either unchanged since the promise (identical), or changed
+                // after it on the late joiner (newer than the witness had).
+                if m["seq"].as_u64().unwrap() <= promised {
+                    assert_eq!(
+                        m,
+                        &w,
+                        "ready at {promised}, yet {sym} differs from the witness (witness lost {}, late lost {})",
+                        harness::metric(&witness.metrics(), "tickrelay_feed_lost_messages_total"),
+                        harness::metric(
+                            &late.metrics(),
+                            "tickrelay_feed_backfill_lost_messages_total"
+                        ),
+                    );
+                    compared += 1;
+                }
+            }
+            assert!(compared > 100, "only {compared} symbols comparable");
+            assert!(
+                saw_recovering,
+                "the late joiner said recovering before it was ready"
+            );
+            return took;
+        }
+        assert!(
+            started.elapsed() < within,
+            "late joiner not ready in {within:?}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(15));
+    }
+}
+
+fn simulator(args: &[&str]) -> Child {
+    harness::spawn_simulator(args)
+}
+
+/// `tickrelay serve` on `args`; never stale while a test inspects the end
+/// of a run.
+fn relay(args: &[&str]) -> harness::Relay {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(["--stale-after-ms".into(), "60000".into()]);
+    harness::Relay::start(&all)
+}
+
+#[test]
+fn a_late_joiner_rebuilds_the_whole_history_from_retransmission() {
+    let group = harness::unique_group();
+    let server = format!("127.0.0.1:{}", free_udp_port());
+    let final_path = scratch("late-history.json");
+    let witness = relay(&["--feed-a", &group.to_string()]);
+    let sim = simulator(&[
+        "--group",
+        &group.to_string(),
+        "--retransmit",
+        &server,
+        "--symbols",
+        "500",
+        "--rate",
+        "2000",
+        "--zipf",
+        "1.2",
+        "--duration",
+        "9",
+        "--session",
+        "LATEHIST",
+        "--final-state",
+        final_path.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_secs(4));
+    let late = relay(&["--feed-a", &group.to_string(), "--retransmit", &server]);
+    let took = watch_until_ready(&late, &witness, Duration::from_secs(20));
+    eprintln!("late joiner ready from history in {took:?}");
+    let t = Instant::now();
+    wait_sim(sim, Duration::from_secs(30));
+    eprintln!("simulator done after {:?}", t.elapsed());
+    assert_equals_final_state(&late, &final_path);
+    eprintln!("final state after {:?}", t.elapsed());
+    let m = late.metrics();
+    assert!(harness::metric(&m, "tickrelay_feed_backfill_requests_total") > 0.0);
+    assert!(harness::metric(&m, "tickrelay_feed_recovered_changes_total") > 0.0);
+    assert_eq!(
+        harness::metric(&m, "tickrelay_feed_backfill_lost_messages_total"),
+        0.0
+    );
+    assert_eq!(harness::metric(&m, "tickrelay_feed_recoveries_total"), 1.0);
+    assert_eq!(
+        harness::metric(&m, "tickrelay_feed_incomplete_symbols"),
+        0.0
+    );
+}
+
+#[test]
+fn a_late_joiner_rebuilds_the_state_from_the_recovery_loop() {
+    let group = harness::unique_group();
+    let recovery = harness::unique_group();
+    let final_path = scratch("late-loop.json");
+    let witness = relay(&["--feed-a", &group.to_string()]);
+    let sim = simulator(&[
+        "--group",
+        &group.to_string(),
+        "--recovery",
+        &recovery.to_string(),
+        "--symbols",
+        "500",
+        "--rate",
+        "2000",
+        "--zipf",
+        "1.2",
+        "--duration",
+        "9",
+        "--session",
+        "LATELOOP",
+        "--final-state",
+        final_path.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_secs(4));
+    let late = relay(&[
+        "--feed-a",
+        &group.to_string(),
+        "--recovery",
+        &recovery.to_string(),
+    ]);
+    watch_until_ready(&late, &witness, Duration::from_secs(20));
+    wait_sim(sim, Duration::from_secs(30));
+    assert_equals_final_state(&late, &final_path);
+    let m = late.metrics();
+    assert!(harness::metric(&m, "tickrelay_feed_recovered_changes_total") > 0.0);
+    assert!(
+        harness::metric(
+            &m,
+            "tickrelay_feed_packets_received_total{line=\"recovery\"}"
+        ) > 0.0
+    );
+    assert_eq!(harness::metric(&m, "tickrelay_feed_recoveries_total"), 1.0);
+}
+
+/// Reads SSE `feed` events' data from a stream into `into`.
+fn sse_feed_events(base: &str, into: Arc<Mutex<Vec<Value>>>) {
+    let addr = base.trim_start_matches("http://").to_owned();
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /v1/stream?symbols=AAPL HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        let mut event = String::new();
+        for line in BufReader::new(s).lines() {
+            let Ok(line) = line else { return };
+            if let Some(e) = line.strip_prefix("event: ") {
+                event = e.to_owned();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                if event == "feed" {
+                    if let Ok(v) = serde_json::from_str(d) {
+                        into.lock().unwrap().push(v);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Reads WebSocket `feed` frames into `into`.
+fn ws_feed_events(base: &str, into: Arc<Mutex<Vec<Value>>>) {
+    let url = format!("{}/v1/ws", base.replace("http://", "ws://"));
+    std::thread::spawn(move || {
+        use tokio_tungstenite::tungstenite;
+        let addr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let stream = TcpStream::connect(addr).unwrap();
+        let (mut ws, _) = tungstenite::client(url.as_str(), stream).unwrap();
+        ws.send(tungstenite::Message::text(
+            r#"{"op":"subscribe","symbols":["AAPL"]}"#,
+        ))
+        .unwrap();
+        while let Ok(msg) = ws.read() {
+            if let tungstenite::Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                if v["type"] == "feed" {
+                    into.lock().unwrap().push(v);
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn losses_on_both_lines_are_rebuilt_from_the_loop_and_told_to_clients() {
+    let a = harness::unique_group();
+    let b = harness::unique_group();
+    let recovery = harness::unique_group();
+    let final_path = scratch("loss-loop.json");
+    let relay = relay(&[
+        "--feed-a",
+        &a.to_string(),
+        "--feed-b",
+        &b.to_string(),
+        "--recovery",
+        &recovery.to_string(),
+        "--gap-hold-ms",
+        "30",
+    ]);
+    // Clients connect once the directory is in (the relay has symbols).
+    let sim = simulator(&[
+        "--group",
+        &a.to_string(),
+        "--line-b",
+        &b.to_string(),
+        "--recovery",
+        &recovery.to_string(),
+        "--loss",
+        "0.05",
+        "--symbols",
+        "300",
+        "--rate",
+        "2000",
+        "--zipf",
+        "1.0",
+        "--duration",
+        "6",
+        "--session",
+        "LOSSLOOP",
+        "--final-state",
+        final_path.to_str().unwrap(),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_json(&relay.base, "/v1/symbols").0 != 200 {
+        assert!(Instant::now() < deadline, "no directory");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sse = Arc::new(Mutex::new(Vec::new()));
+    let ws = Arc::new(Mutex::new(Vec::new()));
+    sse_feed_events(&relay.base, sse.clone());
+    ws_feed_events(&relay.base, ws.clone());
+    wait_sim(sim, Duration::from_secs(30));
+    assert_equals_final_state(&relay, &final_path);
+    let m = relay.metrics();
+    let lost = harness::metric(&m, "tickrelay_feed_lost_messages_total");
+    assert!(lost > 0.0, "5% on both lines loses some messages on both");
+    assert!(harness::metric(&m, "tickrelay_feed_recoveries_total") >= 1.0);
+    for (name, events) in [("SSE", &sse), ("WebSocket", &ws)] {
+        let events = events.lock().unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e["status"] == "recovering" && e["lost"].as_u64() > Some(0)),
+            "{name} client was told of the loss: {events:?}"
+        );
+        let last = events.last().expect("feed events");
+        assert_eq!(last["status"], "live", "{name}: {events:?}");
+        assert_eq!(last["complete"], true, "{name}: {events:?}");
+    }
+}
