@@ -544,7 +544,7 @@
           if (Array.isArray(f.unknown) && f.unknown.length) app.markUnknown(f.unknown.map(String));
           break;
         case 'feed':
-          app.onFeed(f.status, f.session);
+          app.onFeed(f.status, f.session, f);
           break;
         case 'pong':
           break;
@@ -659,7 +659,7 @@
       });
       es.addEventListener('feed', (e) => {
         const d = data(e, 'feed');
-        if (d) this.app.onFeed(d.status, d.session);
+        if (d) this.app.onFeed(d.status, d.session, d);
       });
       es.addEventListener('shutdown', (e) => {
         const d = data(e, 'shutdown') || {};
@@ -1251,7 +1251,9 @@
         const row = this.rows.get(String(raw.symbol).toUpperCase());
         if (!row) continue; // removed meanwhile
         const q = normaliseQuote(raw, opt.rawInts);
-        if (!opt.force && row.session === session && q.seq <= row.seq) continue; // seen already
+        // Older than shown: skip. Equal seq is let through: a recovered half
+        // can change a symbol without moving its seq (the newest half's).
+        if (!opt.force && row.session === session && q.seq < row.seq) continue;
         row.session = session;
         row.seq = q.seq;
         row.q = q;
@@ -1266,7 +1268,7 @@
       return n;
     }
 
-    onFeed(status, session) {
+    onFeed(status, session, detail) {
       if (session != null && this.cursor && String(session) !== this.cursor.session) {
         // The relay moved to a new feed session mid-connection.
         this.adopt(String(session), 0);
@@ -1276,6 +1278,16 @@
       }
       if (status === 'live' || status === 'stale' || status === 'recovering') {
         this.feedStatus = status;
+        // `complete: false`: the relay lacks state it is rebuilding (a late
+        // join, a loss beyond repair). Every row may be missing a change
+        // until it says complete again; recovered prices arrive as ticks.
+        const uncertain = !!detail && detail.complete === false;
+        this.feedDetail = detail || null;
+        if (uncertain !== !!this.uncertain) {
+          this.uncertain = uncertain;
+          document.body.classList.toggle('uncertain', uncertain);
+          this.hooks.uncertain = uncertain;
+        }
         this.renderStatus();
       }
     }
@@ -1489,7 +1501,13 @@
       if (this.conn === 'up') {
         status = this.feedStatus;
         if (status === 'stale') detail = 'no feed data';
-        else if (status === 'recovering') detail = 'repairing a gap';
+        else if (status === 'recovering' && this.uncertain) {
+          const d = this.feedDetail || {};
+          const parts = ['rebuilding prices'];
+          if (toNum(d.incomplete)) parts.push(toNum(d.incomplete) + ' symbols uncertain');
+          if (toNum(d.lost)) parts.push(toNum(d.lost) + ' messages lost');
+          detail = parts.join(' · ');
+        } else if (status === 'recovering') detail = 'repairing a gap';
       } else {
         status = this.conn;
         if (this.retryAt) {
