@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every tickrelay test on a fresh machine: installs what the tests need
 # when it is missing (Debian's chromium and prometheus, the browser test's npm
-# packages), then builds and runs the whole suite against the real binaries.
+# packages, haproxy), then builds and runs the whole suite against the real binaries.
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh --test polling   # extra args go to cargo test
@@ -10,12 +10,16 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# Debian puts haproxy and nats-server in /usr/sbin.
+export PATH="$PATH:/usr/sbin:/sbin"
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
-  # Packages must not start system services (prometheus would take :9090).
+  # Packages must not start system services (prometheus would take :9090,
+  # haproxy its configured ports).
   policy=/usr/sbin/policy-rc.d
   added_policy=0
   if [ ! -e "$policy" ]; then

@@ -80,6 +80,8 @@ settings! {
     max_symbols: usize = "TICKRELAY_MAX_SYMBOLS";
     /// Grace period for open requests and streams at shutdown, ms [default: 5000].
     shutdown_grace_ms: u64 = "TICKRELAY_SHUTDOWN_GRACE_MS";
+    /// On SIGTERM, answer `/readyz` 503 for this long before the shutdown notices, so a load balancer stops routing here first, ms [default: 0].
+    drain_ms: u64 = "TICKRELAY_DRAIN_MS";
     /// Log format: `text` or `json` [default: text].
     log_format: String = "TICKRELAY_LOG_FORMAT";
     /// Most open streaming connections (WebSocket, SSE, long poll) [default: 100000].
@@ -182,6 +184,8 @@ pub struct Config {
     pub access: Access,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// `/readyz` answers 503 this long before the shutdown notices go out.
+    pub drain: Duration,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -347,6 +351,7 @@ impl Settings {
             limits,
             access,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms.unwrap_or(5_000)),
+            drain: Duration::from_millis(self.drain_ms.unwrap_or(0)),
             log_format,
         })
     }

@@ -46,6 +46,8 @@ pub struct Shared {
     pub cancel: CancellationToken,
     /// Upgraded WebSocket tasks, which the HTTP server does not track.
     pub tracker: TaskTracker,
+    /// Set on SIGTERM: `/readyz` answers 503 while clients are still served.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The `token` query parameter (for clients that cannot set headers).
@@ -340,6 +342,11 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let feed = *state.feed.borrow();
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        // Shutting down: a load balancer should send new clients elsewhere.
+        let body = serde_json::json!({"status": "draining", "session": feed.session.as_str()});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     let symbols = state.table.symbol_count();
     let body = serde_json::json!({
         "status": feed.status.as_str(),

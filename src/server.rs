@@ -107,6 +107,7 @@ pub struct Running {
     fanout: tokio::task::JoinHandle<()>,
     feed: crate::feed::FeedHandle,
     addr: std::net::SocketAddr,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Joins the feed and starts serving on `listener`. When this returns, the
@@ -127,6 +128,7 @@ pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Runn
     .context("cannot open the feed sockets (settings feed_a, feed_b, interface)")?;
     let fanout = tokio::spawn(hub.clone().run(cancel.clone()));
     let tracker = TaskTracker::new();
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = AppState(Arc::new(Shared {
         table,
         metrics,
@@ -139,6 +141,7 @@ pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Runn
         ),
         cancel: cancel.clone(),
         tracker: tracker.clone(),
+        draining: draining.clone(),
     }));
     let app = router(state);
     let server = tokio::spawn(serve_http(
@@ -156,6 +159,7 @@ pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Runn
         fanout,
         feed,
         addr,
+        draining,
     })
 }
 
@@ -170,6 +174,17 @@ impl Running {
     /// thread stops.
     pub async fn wait(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         shutdown.await;
+        // Not ready first: a load balancer's health check stops sending new
+        // clients here while the current ones are still served.
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if !self.config.drain.is_zero() {
+            tracing::info!(
+                drain_ms = self.config.drain.as_millis() as u64,
+                "draining: /readyz answers 503 before the shutdown notices"
+            );
+            tokio::time::sleep(self.config.drain).await;
+        }
         let grace = self.config.shutdown_grace;
         tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
         // Upgraded WebSockets are tracked apart: the HTTP server no longer
