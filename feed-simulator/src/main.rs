@@ -4,14 +4,14 @@
 
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tickrelay::sim::{SimConfig, Simulator, default_session};
+use tickrelay::sim::{SimConfig, SimSummary, Simulator, default_session, fast_forward};
 
 /// Publishes a synthetic market on UDP multicast (loopback and TTL 0 by default).
 #[derive(Parser, Debug)]
@@ -77,6 +77,33 @@ struct Args {
     /// Serve retransmission requests (unicast UDP) on this address, e.g. 127.0.0.1:31003.
     #[arg(long)]
     retransmit: Option<SocketAddrV4>,
+    /// Messages the retransmission server keeps (the newest) for repair.
+    #[arg(long, default_value_t = tickrelay::sim::DEFAULT_HISTORY)]
+    history: u64,
+    /// Run the recovery loop (directory and state of every symbol, cycle
+    /// after cycle) on this group, GROUP:PORT; 239.255.0.3:31003 is the
+    /// documented default.
+    #[arg(long)]
+    recovery: Option<SocketAddrV4>,
+    /// Recovery-loop messages per second.
+    #[arg(long, default_value_t = tickrelay::sim::DEFAULT_RECOVERY_RATE)]
+    recovery_rate: u64,
+    /// Open with an auction burst: every symbol's opening quote and print at once.
+    #[arg(long)]
+    opening_auction: bool,
+    /// Record every published market message to this CSV file (docs/FEED.md).
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Publish a recorded CSV session instead of a synthetic market.
+    #[arg(long)]
+    replay: Option<PathBuf>,
+    /// Replay speed: 1 = as recorded, N = N times faster, 0 = paced by --rate.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Simulate this many seconds of feed at once, without sockets or
+    /// waiting (with --final-state and --record, to study the market).
+    #[arg(long)]
+    fast_forward: Option<f64>,
     /// Write the final state of every symbol (JSON) to this file at the end.
     #[arg(long)]
     final_state: Option<PathBuf>,
@@ -94,7 +121,10 @@ fn permille(name: &str, f: f64) -> anyhow::Result<u32> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    for addr in std::iter::once(args.group).chain(args.line_b) {
+    for addr in std::iter::once(args.group)
+        .chain(args.line_b)
+        .chain(args.recovery)
+    {
         if !addr.ip().is_multicast() && !addr.ip().is_loopback() {
             bail!(
                 "{addr} is neither a multicast group nor a loopback address; refusing to send there"
@@ -122,8 +152,29 @@ fn main() -> anyhow::Result<()> {
         reorder_permille: permille("reorder", args.reorder)?,
         duplicate_permille: permille("duplicate", args.duplicate)?,
         retransmit: args.retransmit,
+        history: args.history.max(1),
+        recovery: args.recovery,
+        recovery_rate: args.recovery_rate,
+        opening_auction: args.opening_auction,
+        record: args.record.clone(),
+        replay: args.replay.clone(),
+        speed: args.speed,
     };
-    let sim = Simulator::new(config.clone()).context("cannot open the sending socket")?;
+    if args.recovery.is_some() && args.recovery_rate == 0 {
+        bail!("--recovery-rate must be at least 1 message per second");
+    }
+    if !(args.speed >= 0.0 && args.speed.is_finite()) {
+        bail!("--speed must be 0 or more, got {}", args.speed);
+    }
+    if let Some(secs) = args.fast_forward {
+        if !(secs > 0.0 && secs.is_finite()) {
+            bail!("--fast-forward must be a positive number of seconds, got {secs}");
+        }
+        let summary = fast_forward(config, Duration::from_secs_f64(secs))?;
+        return finish(&summary, 0, args.final_state.as_deref());
+    }
+    // Its errors name the file or the socket they are about.
+    let sim = Simulator::new(config.clone())?;
     let counters = sim.counters();
     let stop = Arc::new(AtomicBool::new(false));
     let engine_stop = stop.clone();
@@ -172,6 +223,11 @@ fn main() -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("simulator thread panicked"))?;
     let errors = counters.send_errors.load(Ordering::Relaxed);
+    finish(&summary, errors, args.final_state.as_deref())
+}
+
+/// Prints the summary line and writes the final state.
+fn finish(summary: &SimSummary, errors: u64, final_state: Option<&Path>) -> anyhow::Result<()> {
     println!(
         "feed-simulator: session {} sent {} messages in {} packets over {:.2} s ({:.0} msg/s), last seq {}, {} send errors",
         summary.session,
@@ -182,9 +238,18 @@ fn main() -> anyhow::Result<()> {
         summary.next_seq.saturating_sub(1),
         errors
     );
-    if let Some(path) = args.final_state {
-        let json = serde_json::to_vec_pretty(&summary).context("encode final state")?;
-        std::fs::write(&path, json).with_context(|| format!("write {}", path.display()))?;
+    if let Some(next) = summary.recovery_next_seq {
+        println!(
+            "feed-simulator: recovery loop sent {} messages",
+            next.saturating_sub(1)
+        );
+    }
+    if let Some(path) = final_state {
+        let json = serde_json::to_vec_pretty(summary).context("encode final state")?;
+        std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;
+    }
+    if let Some(e) = &summary.record_error {
+        bail!("{e}");
     }
     Ok(())
 }

@@ -1,0 +1,116 @@
+//! The recovery loop (docs/FEED.md, "Recovery"): on its own multicast group,
+//! forever, for every listed symbol in ascending locate order its directory
+//! entry `'D'` then its state `'S'`. The packets carry the incremental
+//! feed's session and the loop's own sequence, from 1, never reset.
+//!
+//! The engine drives it from the same thread as the live feed and flushes
+//! the live packet before each loop step, so a state never reflects a live
+//! message that has not been sent.
+
+use std::net::SocketAddr;
+
+use super::{Book, Listing};
+use crate::wire::{Locate, Message, PacketBuilder, Session};
+
+/// Where the loop stands and what it has sent.
+pub(crate) struct RecoveryLoop {
+    builder: PacketBuilder,
+    /// The loop's group.
+    pub(crate) dest: SocketAddr,
+    /// The next locate to consider.
+    next: usize,
+    /// The state of `next - 1` is due before the next directory entry.
+    state_due: Option<usize>,
+    /// Cycles whose every message has been sent.
+    pub(crate) completed: u64,
+    /// The last message sent ended a cycle (or none was sent yet).
+    pub(crate) at_cycle_start: bool,
+    /// Messages sent.
+    pub(crate) sent: u64,
+}
+
+impl RecoveryLoop {
+    /// A loop for `session` to `dest`, its first message numbered 1.
+    pub(crate) fn new(session: Session, dest: SocketAddr) -> Self {
+        RecoveryLoop {
+            builder: PacketBuilder::new(session, 1),
+            dest,
+            next: 0,
+            state_due: None,
+            completed: 0,
+            at_cycle_start: true,
+            sent: 0,
+        }
+    }
+
+    /// The loop sequence the next message will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.builder.next_seq()
+    }
+
+    /// Adds the loop's next message to the packet being built (finished
+    /// packets go to `emit`). False when no symbol is listed: nothing to loop.
+    pub(crate) fn push_next(&mut self, book: &Book, emit: &mut impl FnMut(&[u8])) -> bool {
+        if let Some(locate) = self.state_due.take() {
+            if let Some(l) = book.get(locate) {
+                self.builder.push(&state(locate as Locate, l), emit);
+                self.sent += 1;
+                self.at_cycle_start = book.next_listed(locate + 1).is_none();
+                if self.at_cycle_start {
+                    self.completed += 1;
+                }
+                return true;
+            }
+        }
+        let locate = match book.next_listed(self.next) {
+            Some(l) => l,
+            // Past the last listed locate: the next cycle starts.
+            None => match book.next_listed(0) {
+                Some(l) => l,
+                None => return false,
+            },
+        };
+        let Some(l) = book.get(locate) else {
+            return false;
+        };
+        let msg = Message::Directory {
+            locate: locate as Locate,
+            ts: l.listed_ts,
+            symbol: &l.symbol,
+            name: &l.name,
+            prev_close: l.prev_close,
+        };
+        self.builder.push(&msg, emit);
+        self.sent += 1;
+        self.at_cycle_start = false;
+        self.next = locate + 1;
+        self.state_due = Some(locate);
+        true
+    }
+
+    /// Sends what the packet being built holds.
+    pub(crate) fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
+        self.builder.flush(emit);
+    }
+
+    /// A heartbeat on the loop.
+    pub(crate) fn heartbeat(&self) -> [u8; crate::wire::HEADER_LEN] {
+        self.builder.heartbeat()
+    }
+
+    /// The loop's end of session: it is over (the producer is exiting).
+    pub(crate) fn end_of_session(&self) -> [u8; crate::wire::HEADER_LEN] {
+        self.builder.end_of_session()
+    }
+}
+
+/// The `'S'` message of a listing: its latest quote and trade with the feed
+/// sequences they came from, stamped with the time of its newest change.
+pub(crate) fn state(locate: Locate, l: &Listing) -> Message<'static> {
+    Message::State {
+        locate,
+        ts: l.ts,
+        quote: l.quote,
+        trade: l.trade,
+    }
+}
