@@ -103,6 +103,12 @@ fn main() -> anyhow::Result<()> {
             let mut config = load(config, settings)?;
             init_logs(config.log_format);
             let line_a = config.feed.line_a.context("demo needs feed line A")?;
+            // The demo runs the recovery loop: a relay restarted against a
+            // running market is whole at once (README "Recovery").
+            let recovery = *config
+                .feed
+                .recovery
+                .get_or_insert(tickrelay::sim::DEFAULT_RECOVERY);
             let sim = SimConfig {
                 line_a,
                 line_b: config.feed.line_b,
@@ -113,6 +119,10 @@ fn main() -> anyhow::Result<()> {
                 // The demo's simulator repairs gaps: a retransmission server
                 // on an ephemeral loopback port, which the relay is told.
                 retransmit: Some(std::net::SocketAddrV4::new(config.feed.interface, 0)),
+                recovery: Some(recovery),
+                // A loop of the demo's few hundred symbols takes well under
+                // a second at this rate.
+                recovery_rate: 5_000,
                 ..SimConfig::default()
             };
             rt.block_on(async move {
@@ -132,7 +142,7 @@ fn main() -> anyhow::Result<()> {
                 let sim_thread = std::thread::Builder::new()
                     .name("tickrelay-sim".into())
                     .spawn(move || engine.run(&sim_stop))?;
-                println!("tickrelay demo: {symbols} symbols at {rate} msg/s on {line_a} (loopback, TTL 0)");
+                println!("tickrelay demo: {symbols} symbols at {rate} msg/s on {line_a}, recovery loop on {recovery} (loopback, TTL 0)");
                 println!("tickrelay listening on {url}");
                 println!("open {url}/ for the trading page; Ctrl-C to stop");
                 let stop_on_signal = stop.clone();

@@ -315,8 +315,12 @@ impl Recovery {
         }
     }
 
+    /// Messages for unlisted symbols are kept while the directory entries
+    /// may still come (in the backfilled history, or later in the loop).
     fn stashing(&self) -> bool {
-        self.need.is_some() && !self.backfill.idle() && self.stash.len() < MAX_STASH
+        self.need.is_some()
+            && (self.has_loop || !self.backfill.idle())
+            && self.stash.len() < MAX_STASH
     }
 
     /// The sequence clients may be promised when the feed is at `applied`.
@@ -342,8 +346,8 @@ impl<L: ChangeListener> Sink for Applier<L> {
                 }
                 Applied::Unchanged => self.applied += 1,
                 Applied::UnknownLocate if self.recovery.stashing() => {
-                    // Its directory entry is in the history still coming
-                    // back: applied once the backfill is done.
+                    // Its directory entry is still coming back (history or
+                    // loop): applied once recovery is done.
                     self.recovery.stash.push((seq, payload.to_vec()));
                 }
                 Applied::UnknownLocate => {
@@ -460,6 +464,7 @@ impl<L: ChangeListener> Applier<L> {
 
     /// Recovery is done: every symbol's state is whole again.
     fn complete_need(&mut self, how: &'static str) {
+        self.replay_stash();
         let r = &mut self.recovery;
         let Some(need) = r.need.take() else { return };
         r.suspects.clear_all();
@@ -479,6 +484,13 @@ impl<L: ChangeListener> Applier<L> {
         );
         self.metrics.recoveries.inc();
         self.session_changed = true;
+    }
+
+    /// Applies what was kept for symbols that were not listed yet.
+    fn replay_stash(&mut self) {
+        for (seq, payload) in std::mem::take(&mut self.recovery.stash) {
+            self.history_message(seq, &payload);
+        }
     }
 
     /// Applies one message of retransmitted history (out of the live order):
@@ -548,6 +560,11 @@ impl<L: ChangeListener> Applier<L> {
                         self.recovery.suspects.mark(l);
                     }
                 }
+                // A state that came round before its directory entry: kept
+                // until the entry has been seen.
+                Applied::UnknownLocate if kind == b'S' && self.recovery.stashing() => {
+                    self.recovery.stash.push((0, payload.to_vec()));
+                }
                 Applied::Unchanged | Applied::UnknownLocate => {}
             }
             if kind == b'S' {
@@ -593,10 +610,8 @@ impl<L: ChangeListener> Applier<L> {
             );
         }
         self.recovery.reported_backfill = st;
-        if self.recovery.backfill.idle() && !self.recovery.stash.is_empty() {
-            for (seq, payload) in std::mem::take(&mut self.recovery.stash) {
-                self.history_message(seq, &payload);
-            }
+        if self.recovery.backfill.idle() && !self.recovery.has_loop {
+            self.replay_stash();
         }
         let Some(need) = &self.recovery.need else {
             return;
