@@ -199,13 +199,14 @@ fn a_late_joiner_rebuilds_the_whole_history_from_retransmission() {
         "--zipf",
         "1.2",
         "--duration",
-        "9",
+        "20",
         "--session",
         "LATEHIST",
         "--final-state",
         final_path.to_str().unwrap(),
     ]);
-    std::thread::sleep(Duration::from_secs(4));
+    // 15 s into the session, as a relay restarted during the day would.
+    std::thread::sleep(Duration::from_secs(15));
     let late = relay(&["--feed-a", &group.to_string(), "--retransmit", &server]);
     let took = watch_until_ready(&late, &witness, Duration::from_secs(20));
     eprintln!("late joiner ready from history in {took:?}");
@@ -246,13 +247,14 @@ fn a_late_joiner_rebuilds_the_state_from_the_recovery_loop() {
         "--zipf",
         "1.2",
         "--duration",
-        "9",
+        "20",
         "--session",
         "LATELOOP",
         "--final-state",
         final_path.to_str().unwrap(),
     ]);
-    std::thread::sleep(Duration::from_secs(4));
+    // 15 s into the session, as a relay restarted during the day would.
+    std::thread::sleep(Duration::from_secs(15));
     let late = relay(&[
         "--feed-a",
         &group.to_string(),
