@@ -378,6 +378,8 @@ impl<L: ChangeListener> Sink for Applier<L> {
         r.need = None;
         r.suspects.clear_all();
         r.backfill.clear();
+        // The new session's loop numbers from 1 again.
+        r.tracker = LoopTracker::default();
         r.recovered.clear();
         r.stash.clear();
         r.session_lost = 0;
@@ -441,6 +443,8 @@ impl<L: ChangeListener> Applier<L> {
         for locate in self.table.locates() {
             r.suspects.mark(locate);
         }
+        // A loop cycle counts only if it began after the latest loss.
+        r.tracker.restart();
         if r.need.is_some() {
             return;
         }
@@ -451,7 +455,6 @@ impl<L: ChangeListener> Applier<L> {
             retransmit = self.retransmit.is_some(),
             "feed state incomplete: recovering"
         );
-        r.tracker.restart();
         r.recovered.clear();
         r.need = Some(Need {
             since: Instant::now(),
