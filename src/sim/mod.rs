@@ -811,25 +811,20 @@ impl Simulator {
     /// the cycle in progress, then a full one), so a relay that starts
     /// recovering at the very end still completes.
     fn final_cycle(&mut self, stop: &AtomicBool) {
-        let Some(lp) = &self.recovery else { return };
         if self.book.next_listed(0).is_none() {
             return;
         }
-        let target = lp.completed + if lp.at_cycle_start { 1 } else { 2 };
+        let Some(lp) = &mut self.recovery else { return };
+        lp.last_cycle = Some(lp.completed + if lp.at_cycle_start { 1 } else { 2 });
         let now = self.clock.elapsed();
         let mut pace = Pace {
             base: now,
             sent: 0,
             rate: self.config.recovery_rate,
         };
-        while !stop.load(Ordering::Relaxed) {
-            if self
-                .recovery
-                .as_ref()
-                .is_some_and(|lp| lp.completed >= target)
-            {
-                break;
-            }
+        while !stop.load(Ordering::Relaxed)
+            && !self.recovery.as_ref().is_some_and(|lp| lp.finished())
+        {
             let now = self.clock.elapsed();
             if !self.loop_step(now, &mut pace) {
                 self.heartbeats(now);

@@ -27,6 +27,8 @@ pub(crate) struct RecoveryLoop {
     pub(crate) at_cycle_start: bool,
     /// Messages sent.
     pub(crate) sent: u64,
+    /// Send nothing once this many cycles are complete (the run's end).
+    pub(crate) last_cycle: Option<u64>,
 }
 
 impl RecoveryLoop {
@@ -40,6 +42,7 @@ impl RecoveryLoop {
             completed: 0,
             at_cycle_start: true,
             sent: 0,
+            last_cycle: None,
         }
     }
 
@@ -49,8 +52,12 @@ impl RecoveryLoop {
     }
 
     /// Adds the loop's next message to the packet being built (finished
-    /// packets go to `emit`). False when no symbol is listed: nothing to loop.
+    /// packets go to `emit`). False when no symbol is listed (nothing to
+    /// loop) or the last cycle is sent.
     pub(crate) fn push_next(&mut self, book: &Book, emit: &mut impl FnMut(&[u8])) -> bool {
+        if self.finished() {
+            return false;
+        }
         if let Some(locate) = self.state_due.take() {
             if let Some(l) = book.get(locate) {
                 self.builder.push(&state(locate as Locate, l), emit);
@@ -86,6 +93,11 @@ impl RecoveryLoop {
         self.next = locate + 1;
         self.state_due = Some(locate);
         true
+    }
+
+    /// The loop has sent its last cycle.
+    pub(crate) fn finished(&self) -> bool {
+        self.last_cycle.is_some_and(|n| self.completed >= n)
     }
 
     /// Sends what the packet being built holds.
