@@ -121,8 +121,17 @@ fn watch_until_ready(
         if status == 200 {
             let took = started.elapsed();
             let (_, mine) = get_json(&late.base, "/v1/snapshot");
-            let (_, theirs) = get_json(&witness.base, "/v1/snapshot");
             let promised = mine["seq"].as_u64().unwrap();
+            // The witness may be a little behind: wait until it has applied
+            // at least as much as the late joiner promises.
+            let theirs = loop {
+                let (_, theirs) = get_json(&witness.base, "/v1/snapshot");
+                if theirs["seq"].as_u64() >= Some(promised) {
+                    break theirs;
+                }
+                assert!(started.elapsed() < within, "the witness fell behind");
+                std::thread::sleep(Duration::from_millis(5));
+            };
             let mine = by_symbol(&mine);
             let mut compared = 0;
             for (sym, w) in by_symbol(&theirs) {
