@@ -636,13 +636,23 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
             .map(|c| c.2.lock().unwrap())
             .collect();
         let reconnects: u32 = views.iter().map(|v| v.reconnects).sum();
-        let stall = views
+        let mut stalls: Vec<Duration> = views
             .iter()
+            .filter(|v| v.reconnects > 0)
             .map(|v| v.longest_stall)
-            .max()
-            .unwrap_or_default();
+            .collect();
+        stalls.sort();
+        let pct = |p: usize| {
+            let i = (stalls.len() * p / 100).min(stalls.len().saturating_sub(1));
+            stalls.get(i).copied().unwrap_or_default()
+        };
         report.push_str(&format!(
-            "{transport}: {reconnects} reconnects, longest stall {stall:?}; "
+            "{transport}: {reconnects} reconnects by {} clients, time to fresh prices \
+             p50 {:?} p99 {:?} max {:?}; ",
+            stalls.len(),
+            pct(50),
+            pct(99),
+            stalls.last().copied().unwrap_or_default()
         ));
     }
     eprintln!("failover: {report}");
