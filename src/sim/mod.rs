@@ -467,6 +467,8 @@ impl Pace {
 }
 
 const SECOND: u64 = 1_000_000_000;
+/// Longest a part-filled recovery packet waits for more messages (ns).
+const LOOP_FLUSH: u64 = 5_000_000;
 /// Most messages made per loop turn before packets are flushed.
 const BATCH: u64 = 4096;
 
@@ -486,6 +488,8 @@ pub struct Simulator {
     /// When the feed and the loop last sent something (clock ns).
     live_sent_at: u64,
     loop_sent_at: u64,
+    /// When the loop's packet in progress was last sent out.
+    loop_flushed_at: u64,
 }
 
 impl Simulator {
@@ -579,6 +583,7 @@ impl Simulator {
             sent: 0,
             live_sent_at: 0,
             loop_sent_at: 0,
+            loop_flushed_at: 0,
             config,
         })
     }
@@ -754,9 +759,11 @@ impl Simulator {
         }
         let eos = self.builder.end_of_session();
         self.out.send_all(&eos);
-        if let Some(lp) = &self.recovery {
-            let eos = lp.end_of_session();
+        if let Some(lp) = &mut self.recovery {
             let dest = lp.dest;
+            let out = &mut self.out;
+            lp.flush(&mut |p| out.send_recovery(dest, p));
+            let eos = lp.end_of_session();
             self.out.send_recovery(dest, &eos);
         }
         self.summary(wall)
@@ -777,7 +784,12 @@ impl Simulator {
             }
             done += 1;
         }
-        lp.flush(&mut |p| out.send_recovery(dest, p));
+        // Full packets go out as they fill; a part-filled one waits a few
+        // milliseconds for more, so the loop costs packets, not messages.
+        if lp.finished() || now >= self.loop_flushed_at + LOOP_FLUSH {
+            lp.flush(&mut |p| out.send_recovery(dest, p));
+            self.loop_flushed_at = now;
+        }
         // Nothing listed yet: what was due is skipped, not saved up.
         pace.sent += todo;
         if done > 0 {
