@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every tickrelay test on a fresh machine: installs what the tests need
-# when it is missing (Debian's chromium and prometheus, the browser test's npm
-# packages), then builds and runs the whole suite against the real binaries.
+# when it is missing (Debian's chromium, prometheus and nats-server, the browser
+# test's npm packages), then builds and runs the whole suite against the real binaries.
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh --test polling   # extra args go to cargo test
@@ -13,9 +13,13 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# Debian installs nats-server in /usr/sbin, which a user's PATH may lack.
+export PATH="$PATH:/usr/sbin"
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
-  # Packages must not start system services (prometheus would take :9090).
+  # Packages must not start system services (prometheus would take :9090,
+  # nats-server :4222).
   policy=/usr/sbin/policy-rc.d
   added_policy=0
   if [ ! -e "$policy" ]; then
