@@ -21,13 +21,14 @@
 //! drops them like a bad datagram.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{NatsMetrics, ReasonLabel};
@@ -99,6 +100,7 @@ async fn connect(
     url: &str,
     name: &'static str,
     metrics: &NatsMetrics,
+    reconnected: Option<Arc<Notify>>,
 ) -> Option<async_nats::Client> {
     let m = metrics.clone();
     let url_log = url.to_owned();
@@ -113,11 +115,16 @@ async fn connect(
         .event_callback(move |event| {
             let m = m.clone();
             let url = url_log.clone();
+            let reconnected = reconnected.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
                         m.connected.set(1);
-                        m.connects.inc();
+                        if m.connects.inc() > 0 {
+                            if let Some(n) = reconnected {
+                                n.notify_one();
+                            }
+                        }
                         tracing::info!(%url, "NATS connected");
                     }
                     async_nats::Event::Disconnected => {
@@ -235,7 +242,7 @@ async fn publish_loop(
     metrics: NatsMetrics,
     cancel: CancellationToken,
 ) {
-    let Some(client) = connect(&target.url, "tickrelay-bridge", &metrics).await else {
+    let Some(client) = connect(&target.url, "tickrelay-bridge", &metrics, None).await else {
         return;
     };
     let js = jetstream::new(client);
@@ -295,11 +302,11 @@ async fn publish_loop(
     }
 }
 
-fn ack_of(
+async fn ack_of(
     ack: jetstream::context::PublishAckFuture,
     item: Outgoing,
-) -> impl std::future::Future<Output = (AckResult, Outgoing)> {
-    async move { (ack.await, item) }
+) -> (AckResult, Outgoing) {
+    (ack.await, item)
 }
 
 fn settle(
@@ -443,7 +450,17 @@ async fn line_loop(
     metrics: NatsMetrics,
     cancel: CancellationToken,
 ) {
-    let Some(client) = connect(&target.url, "tickrelay-relay", &metrics).await else {
+    // A server restart loses the ephemeral consumer; rather than wait for
+    // missed heartbeats to say so, a reconnect starts a new one at once.
+    let reconnected = Arc::new(Notify::new());
+    let Some(client) = connect(
+        &target.url,
+        "tickrelay-relay",
+        &metrics,
+        Some(reconnected.clone()),
+    )
+    .await
+    else {
         return;
     };
     let js = jetstream::new(client);
@@ -500,6 +517,10 @@ async fn line_loop(
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
+                _ = reconnected.notified() => {
+                    tracing::info!(resume_stream_seq = ?resume, "NATS line: reconnected; resuming the stream");
+                    break;
+                }
                 Some(req) = requests.recv() => {
                     answer(&stream, &map, req, &tx, &metrics).await;
                 }
