@@ -245,7 +245,10 @@ async fn publish_loop(
     let Some(client) = connect(&target.url, "tickrelay-bridge", &metrics, None).await else {
         return;
     };
-    let js = jetstream::new(client);
+    let mut js = jetstream::new(client);
+    // An acknowledgement lost with a connection is retried after this: the
+    // shorter, the nearer the retried packet lands to its place in the stream.
+    js.set_timeout(Duration::from_secs(1));
     if open_stream(&js, &target.stream, &cancel).await.is_none() {
         return;
     }
@@ -587,8 +590,11 @@ async fn session_start(stream: &stream::Stream) -> consumer::DeliverPolicy {
     }
 }
 
-/// Answers a retransmission request from the stream: the stored packets
-/// from the one holding `req.seq` until the range is covered.
+/// Answers a retransmission request from the stream: every stored packet
+/// of the session overlapping the range, from the one holding `req.seq` on
+/// to the end of the stream (at most [`MAX_FETCH`] messages). Not only up to
+/// the first packet past the range: a publish the bridge retried after a
+/// lost acknowledgement is stored later than the packets after it.
 async fn answer(
     stream: &stream::Stream,
     map: &SeqMap,
@@ -608,20 +614,19 @@ async fn answer(
         let Ok(p) = Packet::parse(&msg.payload) else {
             continue;
         };
-        if p.session != req.session || p.kind != PacketKind::Data {
+        if p.session != req.session
+            || p.kind != PacketKind::Data
+            || p.end_seq() <= req.seq
+            || p.seq >= end
+        {
             continue;
         }
-        let done = p.end_seq() >= end;
         metrics.replayed_packets.inc();
-        if tx
-            .send(NatsPacket {
-                raw: msg.payload,
-                retransmit: true,
-            })
-            .await
-            .is_err()
-            || done
-        {
+        let packet = NatsPacket {
+            raw: msg.payload,
+            retransmit: true,
+        };
+        if tx.send(packet).await.is_err() {
             return;
         }
     }
