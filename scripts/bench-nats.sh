@@ -46,7 +46,7 @@ trap cleanup EXIT
 
 export PATH="$PATH:/usr/sbin"
 NATS_SERVER=$(command -v nats-server) || { echo "nats-server not found" >&2; exit 1; }
-cargo build --release -q --bin tickrelay -p tickrelay -p feed-simulator
+[[ -n ${NO_BUILD:-} ]] || cargo build --release -q --bin tickrelay -p tickrelay -p feed-simulator
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$WORK/js"
