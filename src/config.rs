@@ -68,6 +68,10 @@ settings! {
     retransmit: SocketAddrV4 = "TICKRELAY_RETRANSMIT";
     /// The producer's recovery line (snapshot loop), GROUP:PORT, or `off` [default: off].
     recovery: String = "TICKRELAY_RECOVERY";
+    /// NATS server URL (`nats://HOST:PORT`): `serve` reads the stream as a feed line; `bridge` publishes to it [default: none].
+    nats: String = "TICKRELAY_NATS";
+    /// JetStream stream name for `nats` (created if missing; subjects `STREAM.feed.SESSION`) [default: none].
+    stream: String = "TICKRELAY_STREAM";
     /// Interface address to join the feed groups on [default: 127.0.0.1].
     interface: Ipv4Addr = "TICKRELAY_INTERFACE";
     /// Receive buffer per feed socket, bytes [default: 8388608].
@@ -209,10 +213,11 @@ impl Settings {
     pub fn validate(self) -> Result<Config, ConfigError> {
         let feed_a = parse_line("feed_a", self.feed_a.as_deref(), Some(DEFAULT_FEED_A))?;
         let feed_b = parse_line("feed_b", self.feed_b.as_deref(), None)?;
-        if feed_a.is_none() && feed_b.is_none() {
+        let nats = parse_nats(self.nats.as_deref(), self.stream.as_deref())?;
+        if feed_a.is_none() && feed_b.is_none() && nats.is_none() {
             return Err(ConfigError::new(
                 "feed_a",
-                "both feed lines are off; at least one is needed",
+                "both feed lines are off and `nats` is not set; at least one feed is needed",
             ));
         }
         if let (Some(a), Some(b)) = (feed_a, feed_b) {
@@ -343,6 +348,7 @@ impl Settings {
                 line_b: feed_b,
                 retransmit: self.retransmit,
                 recovery,
+                nats,
                 interface,
                 rcvbuf,
                 gap_hold: Duration::from_millis(gap_hold_ms),
@@ -354,6 +360,50 @@ impl Settings {
             drain: Duration::from_millis(self.drain_ms.unwrap_or(0)),
             log_format,
         })
+    }
+}
+
+/// The NATS line or bridge target: both `nats` and `stream`, or neither.
+fn parse_nats(
+    url: Option<&str>,
+    stream: Option<&str>,
+) -> Result<Option<crate::nats::NatsTarget>, ConfigError> {
+    let url = url.map(str::trim).filter(|u| !u.is_empty() && *u != "off");
+    let stream = stream.map(str::trim).filter(|s| !s.is_empty());
+    match (url, stream) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(ConfigError::new(
+            "nats",
+            "`stream` is set but `nats` is not; give the NATS server URL",
+        )),
+        (Some(_), None) => Err(ConfigError::new(
+            "stream",
+            "`nats` is set but `stream` is not; give the JetStream stream name",
+        )),
+        (Some(url), Some(stream)) => {
+            let hostport = url.strip_prefix("nats://").unwrap_or(url);
+            let port_ok = hostport.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if url.contains(char::is_whitespace) || !port_ok {
+                return Err(ConfigError::new(
+                    "nats",
+                    format!("`{url}` is not a NATS URL (nats://HOST:PORT)"),
+                ));
+            }
+            if !crate::nats::valid_stream_name(stream) {
+                return Err(ConfigError::new(
+                    "stream",
+                    format!(
+                        "`{stream}` is not a stream name (letters, digits, `-`, `_`; at most 64)"
+                    ),
+                ));
+            }
+            Ok(Some(crate::nats::NatsTarget {
+                url: url.to_owned(),
+                stream: stream.to_owned(),
+            }))
+        }
     }
 }
 
@@ -441,6 +491,53 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(e.setting, "log_format");
+    }
+
+    #[test]
+    fn nats_settings() {
+        let c = Settings {
+            feed_a: Some("off".into()),
+            nats: Some("nats://127.0.0.1:4222".into()),
+            stream: Some("FEED".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(c.feed.line_a, None);
+        assert_eq!(c.feed.nats.as_ref().unwrap().stream, "FEED");
+        let e = Settings {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.setting, "stream");
+        assert!(e.to_string().contains("TICKRELAY_STREAM"), "{e}");
+        let e = Settings {
+            stream: Some("FEED".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.setting, "nats");
+        let e = Settings {
+            nats: Some("127.0.0.1".into()),
+            stream: Some("FEED".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.setting, "nats");
+        let e = Settings {
+            nats: Some("127.0.0.1:4222".into()),
+            stream: Some("a.b".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.setting, "stream");
+        let s: Settings = toml::from_str("nats = \"127.0.0.1:4222\"\nstream = \"S\"\n").unwrap();
+        assert!(s.validate().unwrap().feed.nats.is_some());
     }
 
     #[test]

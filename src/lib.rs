@@ -13,6 +13,7 @@
 //! | [`wire`] | the feed packet and message codec; pure, shared with the simulator |
 //! | [`retransmit`] | gap repair: the request, the packet history and its server |
 //! | [`feed`] | sockets, batching receive, the [`feed::sequencer`], feed status |
+//! | [`nats`] | the feed through NATS JetStream: the bridge's publisher, the stream line |
 //! | [`table`] | latest state per symbol, lock-free reads, the quote shape |
 //! | [`fanout`] | the hub: subscriptions, conflation, waking writers, shared encodings |
 //! | [`transport`] | one module per delivery paradigm |
@@ -34,6 +35,7 @@ pub mod http;
 pub mod limits;
 pub mod load;
 pub mod metrics;
+pub mod nats;
 pub mod price;
 pub mod raw_stream;
 pub mod retransmit;

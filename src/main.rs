@@ -1,4 +1,4 @@
-//! The `tickrelay` command: `serve`, `demo`, `load`.
+//! The `tickrelay` command: `serve`, `bridge`, `demo`, `load`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +26,15 @@ enum Command {
     /// Run the relay, joining the configured feed.
     Serve {
         /// TOML settings file (keys are the flag names with underscores).
+        #[arg(long, env = "TICKRELAY_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Publish the sequenced, gap-repaired feed into a NATS JetStream stream
+    /// (`--nats URL --stream NAME`), serving like `serve` besides.
+    Bridge {
+        /// TOML settings file.
         #[arg(long, env = "TICKRELAY_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
@@ -89,6 +98,26 @@ fn main() -> anyhow::Result<()> {
                 let listener = server::bind(&config).await?;
                 let running = server::start(listener, config).await?;
                 // Printed once the feed is joined: scripts may start producing.
+                println!("tickrelay listening on http://{}", running.local_addr());
+                running.wait(server::shutdown_signal()).await
+            })
+        }
+        Command::Bridge { config, settings } => {
+            let mut config = load(config, settings)?;
+            init_logs(config.log_format);
+            // Here `nats` names where to publish, not a line to read.
+            let target = config.feed.nats.take().context(
+                "invalid setting `nats` (--nats, TICKRELAY_NATS): bridge needs --nats URL --stream NAME",
+            )?;
+            if config.feed.line_a.is_none() && config.feed.line_b.is_none() {
+                anyhow::bail!(
+                    "invalid setting `feed_a` (--feed-a, TICKRELAY_FEED_A): bridge needs a multicast feed line"
+                );
+            }
+            rt.block_on(async move {
+                let listener = server::bind(&config).await?;
+                tracing::info!(nats = %target.url, stream = %target.stream, "bridge publishing");
+                let running = server::start_with(listener, config, Some(target)).await?;
                 println!("tickrelay listening on http://{}", running.local_addr());
                 running.wait(server::shutdown_signal()).await
             })

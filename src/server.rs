@@ -108,22 +108,52 @@ pub struct Running {
     feed: crate::feed::FeedHandle,
     addr: std::net::SocketAddr,
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The bridge's publisher, finished after the ingest stops.
+    publisher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Joins the feed and starts serving on `listener`. When this returns, the
 /// feed sockets are open: a producer may start sending.
 pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Running> {
+    start_with(listener, config, None).await
+}
+
+/// [`start`], and when `publish` is set, a bridge too: every sequenced feed
+/// datagram is published to that JetStream stream (`tickrelay bridge`).
+pub async fn start_with(
+    listener: TcpListener,
+    config: Config,
+    publish: Option<crate::nats::NatsTarget>,
+) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
     let table = Arc::new(Table::new());
     let cancel = CancellationToken::new();
     let hub = Hub::new(table.clone(), metrics.stream.clone());
-    let feed = crate::feed::start(
+    let mut extras = crate::feed::Extras::default();
+    let mut publisher = None;
+    if let Some(target) = publish {
+        // The publisher outlives the ingest (it drains what was queued), so
+        // it has its own token, cancelled once the ingest has stopped.
+        let (forward, task) =
+            crate::nats::spawn_publisher(target, metrics.nats.clone(), CancellationToken::new());
+        extras.forward = Some(forward);
+        publisher = Some(task);
+    }
+    if let Some(target) = config.feed.nats.clone() {
+        extras.nats = Some(crate::nats::spawn_line(
+            target,
+            metrics.nats.clone(),
+            cancel.clone(),
+        ));
+    }
+    let feed = crate::feed::start_with(
         config.feed.clone(),
         table.clone(),
         metrics.feed.clone(),
         hub.listener(),
         cancel.clone(),
+        extras,
     )
     .context("cannot open the feed sockets (settings feed_a, feed_b, interface)")?;
     let fanout = tokio::spawn(hub.clone().run(cancel.clone()));
@@ -160,6 +190,7 @@ pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Runn
         feed,
         addr,
         draining,
+        publisher,
     })
 }
 
@@ -206,6 +237,16 @@ impl Running {
         let _ = self.fanout.await;
         let feed = self.feed;
         tokio::task::spawn_blocking(move || feed.join()).await.ok();
+        if let Some(publisher) = self.publisher {
+            // The ingest is gone, so its queue is closed: the publisher ends
+            // once what it holds is acknowledged.
+            if tokio::time::timeout(std::time::Duration::from_secs(3), publisher)
+                .await
+                .is_err()
+            {
+                tracing::warn!("bridge publisher did not finish in time");
+            }
+        }
         Ok(())
     }
 }

@@ -16,10 +16,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{FeedMetrics, LineCounters, ReasonLabel, SessionLabel, StatusLabel};
+use crate::nats::{Forward, NatsPacket, NatsTarget};
 use crate::table::{Applied, Table};
 use crate::wire::{DecodeError, Locate, Message, Packet, PacketKind, Session, decode_message};
 use recovery::{Backfill, BackfillConfig, LoopTracker, Suspects};
@@ -93,6 +94,9 @@ pub struct FeedConfig {
     pub retransmit: Option<SocketAddrV4>,
     /// The producer's recovery line (snapshot loop), joined to rebuild state.
     pub recovery: Option<SocketAddrV4>,
+    /// A JetStream stream read as one more feed line (and asked for
+    /// retransmissions); or, for `tickrelay bridge`, the stream published to.
+    pub nats: Option<NatsTarget>,
     /// Interface address to join multicast groups on.
     pub interface: Ipv4Addr,
     /// Requested SO_RCVBUF in bytes.
@@ -153,6 +157,16 @@ impl FeedHandle {
     }
 }
 
+/// What the ingest may be given besides its sockets.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// Where every datagram that moved the feed on goes (the bridge).
+    pub forward: Option<Forward>,
+    /// A NATS stream read as a feed line (`config.nats` is not opened by
+    /// the ingest itself: the line's task runs on the caller's runtime).
+    pub nats: Option<crate::nats::Line>,
+}
+
 /// Binds the configured lines and starts the ingest thread.
 pub fn start(
     config: FeedConfig,
@@ -160,6 +174,18 @@ pub fn start(
     metrics: FeedMetrics,
     listener: impl ChangeListener,
     cancel: CancellationToken,
+) -> io::Result<FeedHandle> {
+    start_with(config, table, metrics, listener, cancel, Extras::default())
+}
+
+/// [`start`], with a packet-out hook and a NATS line.
+pub fn start_with(
+    config: FeedConfig,
+    table: Arc<Table>,
+    metrics: FeedMetrics,
+    listener: impl ChangeListener,
+    cancel: CancellationToken,
+    extras: Extras,
 ) -> io::Result<FeedHandle> {
     let a = config
         .line_a
@@ -212,11 +238,26 @@ pub fn start(
                 match (to_tokio(a), to_tokio(b), to_tokio(r), to_tokio(l)) {
                     (Ok(a), Ok(b), Ok(r), Ok(l)) => {
                         let r = r.map(Arc::new);
-                        let mut ingest =
-                            Ingest::new(config, table, metrics, listener, tx, r.clone());
+                        let (nats_rx, nats_requests) = match extras.nats {
+                            Some(line) => (Some(line.packets), Some(line.requests)),
+                            None => (None, None),
+                        };
+                        let mut ingest = Ingest::new(
+                            config,
+                            table,
+                            metrics,
+                            listener,
+                            tx,
+                            Repair {
+                                udp: r.clone(),
+                                nats: nats_requests,
+                            },
+                            extras.forward,
+                        );
                         ingest
                             .run(
                                 [a.map(Arc::new), b.map(Arc::new), r, l.map(Arc::new)],
+                                nats_rx,
                                 cancel,
                             )
                             .await;
@@ -240,9 +281,9 @@ struct Ingest<L> {
     config: FeedConfig,
     seq: Sequencer,
     out: Applier<L>,
-    /// Receive counters of line A, line B, retransmitted packets and the
-    /// recovery line.
-    lines: [LineCounters; 4],
+    /// Receive counters of line A, line B, retransmitted packets, the
+    /// recovery line and the NATS line.
+    lines: [LineCounters; 5],
     metrics: FeedMetrics,
     reported: SequencerStats,
     /// Last feed position published to the table and the hub.
@@ -261,8 +302,23 @@ struct Applier<L> {
     last_ts: u64,
     applied: u64,
     session_changed: bool,
-    retransmit: Option<Arc<UdpSocket>>,
+    retransmit: Repair,
     recovery: Recovery,
+    /// The bridge's publisher.
+    forward: Option<Forward>,
+}
+
+/// Who is asked for missing messages: the producer's retransmission
+/// server, the NATS stream, or both.
+struct Repair {
+    udp: Option<Arc<UdpSocket>>,
+    nats: Option<mpsc::Sender<crate::retransmit::Request>>,
+}
+
+impl Repair {
+    fn is_some(&self) -> bool {
+        self.udp.is_some() || self.nats.is_some()
+    }
 }
 
 /// Why the table lacks state, since when, and what it promised before.
@@ -411,6 +467,12 @@ impl<L: ChangeListener> Sink for Applier<L> {
         // A lost request: the gap hold then counts the messages lost, as it
         // would without a server.
         send_request(&self.retransmit, &self.metrics, session, seq, count);
+    }
+
+    fn forward(&mut self, raw: &[u8]) {
+        if let Some(f) = &self.forward {
+            f.packet(raw);
+        }
     }
 }
 
@@ -646,27 +708,37 @@ impl<L: ChangeListener> Applier<L> {
     }
 }
 
-/// Sends one retransmission request; a full send buffer loses it (the
-/// asker's timeout covers that).
-fn send_request(
-    sock: &Option<Arc<UdpSocket>>,
-    metrics: &FeedMetrics,
-    session: Session,
-    seq: u64,
-    count: u64,
-) {
-    let Some(sock) = sock else { return };
+/// Sends one retransmission request; a full send buffer or queue loses it
+/// (the asker's timeout covers that).
+fn send_request(repair: &Repair, metrics: &FeedMetrics, session: Session, seq: u64, count: u64) {
     let count = count.clamp(1, u64::from(crate::retransmit::MAX_REQUEST)) as u16;
     let req = crate::retransmit::Request {
         session,
         seq,
         count,
     };
-    match sock.try_send(&req.encode()) {
-        Ok(_) => {
-            metrics.retransmit_requests.inc();
+    if let Some(sock) = &repair.udp {
+        match sock.try_send(&req.encode()) {
+            Ok(_) => {
+                metrics.retransmit_requests.inc();
+            }
+            Err(e) => tracing::debug!(error = %e, "retransmission request not sent"),
         }
-        Err(e) => tracing::debug!(error = %e, "retransmission request not sent"),
+    }
+    if let Some(nats) = &repair.nats {
+        match nats.try_send(req) {
+            Ok(()) => {
+                metrics.retransmit_requests.inc();
+            }
+            Err(e) => tracing::debug!(error = %e, "retransmission request to the stream not sent"),
+        }
+    }
+}
+
+async fn recv_nats(rx: &mut Option<mpsc::Receiver<NatsPacket>>) -> Option<NatsPacket> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -684,13 +756,15 @@ impl<L: ChangeListener> Ingest<L> {
         metrics: FeedMetrics,
         listener: L,
         state_tx: watch::Sender<FeedState>,
-        retransmit: Option<Arc<UdpSocket>>,
+        retransmit: Repair,
+        forward: Option<Forward>,
     ) -> Self {
         let seq = Sequencer::new(SequencerConfig {
             gap_hold: config.gap_hold,
             ..Default::default()
         });
         let has_loop = config.recovery.is_some();
+        let nats_line = config.nats.is_some() && forward.is_none();
         Ingest {
             config,
             seq,
@@ -699,6 +773,11 @@ impl<L: ChangeListener> Ingest<L> {
                 metrics.line("b"),
                 metrics.line("retransmit"),
                 metrics.line("recovery"),
+                if nats_line {
+                    metrics.line("nats")
+                } else {
+                    LineCounters::default()
+                },
             ],
             out: Applier {
                 table,
@@ -709,6 +788,7 @@ impl<L: ChangeListener> Ingest<L> {
                 session_changed: false,
                 retransmit,
                 recovery: Recovery::new(has_loop),
+                forward,
             },
             metrics,
             reported: SequencerStats::default(),
@@ -719,7 +799,12 @@ impl<L: ChangeListener> Ingest<L> {
         }
     }
 
-    async fn run(&mut self, sockets: [Option<Arc<UdpSocket>>; 4], cancel: CancellationToken) {
+    async fn run(
+        &mut self,
+        sockets: [Option<Arc<UdpSocket>>; 4],
+        mut nats: Option<mpsc::Receiver<NatsPacket>>,
+        cancel: CancellationToken,
+    ) {
         let mut buf = vec![0u8; 65_536];
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -732,6 +817,13 @@ impl<L: ChangeListener> Ingest<L> {
                 res = readable(&b) => if res.is_ok() { self.drain(b.as_deref(), 1, &mut buf) },
                 res = readable(&r) => if res.is_ok() { self.drain(r.as_deref(), 2, &mut buf) },
                 res = readable(&l) => if res.is_ok() { self.drain(l.as_deref(), 3, &mut buf) },
+                first = recv_nats(&mut nats) => match first {
+                    Some(first) => self.drain_nats(first, nats.as_mut()),
+                    None => {
+                        tracing::warn!("NATS line closed");
+                        nats = None;
+                    }
+                },
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.seq.on_tick(now, &mut self.out);
@@ -755,6 +847,23 @@ impl<L: ChangeListener> Ingest<L> {
                     tracing::debug!(error = %e, line, "feed receive error");
                     break;
                 }
+            }
+        }
+        self.end_batch();
+    }
+
+    /// Stream packets as they come, up to a batch: live ones as line `nats`
+    /// (arbitrated like line B), answers to requests as retransmissions.
+    fn drain_nats(&mut self, first: NatsPacket, mut rx: Option<&mut mpsc::Receiver<NatsPacket>>) {
+        let now = Instant::now();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(p) = next.take() {
+            let line = if p.retransmit { 2 } else { 4 };
+            self.datagram(&p.raw, line, now);
+            taken += 1;
+            if taken < BATCH {
+                next = rx.as_deref_mut().and_then(|r| r.try_recv().ok());
             }
         }
         self.end_batch();

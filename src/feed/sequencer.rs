@@ -34,6 +34,11 @@ pub trait Sink {
     /// Messages `[seq, seq + count)` were given up on: the table may now
     /// lack what they changed.
     fn lost(&mut self, _seq: u64, _count: u64) {}
+    /// The datagram that just moved the feed on: a packet at least one of
+    /// whose messages was applied (after its messages), or a heartbeat or
+    /// end of session at the feed position with no gap open. What a bridge
+    /// republishes: in order, gap-repaired, each packet unchanged.
+    fn forward(&mut self, _raw: &[u8]) {}
 }
 
 /// Counts of what the sequencer skipped, held and lost.
@@ -151,12 +156,20 @@ impl Sequencer {
             self.start_session(packet.session, packet.seq, sink);
         }
         match packet.kind {
-            PacketKind::Heartbeat => self.see_horizon(packet.seq, now, sink),
+            PacketKind::Heartbeat => {
+                self.see_horizon(packet.seq, now, sink);
+                if packet.seq == self.next && !self.in_gap() {
+                    sink.forward(raw);
+                }
+            }
             PacketKind::EndOfSession => {
                 self.see_horizon(packet.seq, now, sink);
                 if !self.ended {
                     self.ended = true;
                     sink.end_of_session(packet.session);
+                    if packet.seq == self.next && !self.in_gap() {
+                        sink.forward(raw);
+                    }
                 }
             }
             PacketKind::Data => {
@@ -165,6 +178,7 @@ impl Sequencer {
                     self.stats.duplicate_messages += u64::from(packet.count);
                 } else if packet.seq <= self.next {
                     self.apply_tail(packet, sink);
+                    sink.forward(raw);
                     self.horizon = self.horizon.max(end);
                     self.drain(sink);
                 } else {
@@ -283,6 +297,7 @@ impl Sequencer {
                     self.stats.duplicate_messages += u64::from(packet.count);
                 } else {
                     self.apply_tail(&packet, sink);
+                    sink.forward(&held.raw);
                 }
             }
         }
@@ -321,6 +336,7 @@ mod tests {
         sessions: Vec<(String, u64)>,
         retransmits: Vec<(u64, u64)>,
         ended: usize,
+        forwarded: Vec<Vec<u8>>,
     }
 
     impl Sink for Rec {
@@ -336,6 +352,36 @@ mod tests {
         fn request_retransmit(&mut self, _s: Session, seq: u64, count: u64) {
             self.retransmits.push((seq, count));
         }
+        fn forward(&mut self, raw: &[u8]) {
+            self.forwarded.push(raw.to_vec());
+        }
+    }
+
+    #[test]
+    fn forwards_each_packet_that_moved_the_feed_in_order() {
+        let p = packets("S", 12, 3); // 1, 4, 7, 10
+        let mut s = Sequencer::new(SequencerConfig::default());
+        let mut rec = Rec::default();
+        let now = Instant::now();
+        feed(&mut s, &mut rec, &p[0], now);
+        feed(&mut s, &mut rec, &p[0], now); // line B: a duplicate, not forwarded
+        feed(&mut s, &mut rec, &p[2], now); // held behind a gap
+        let ahead = crate::wire::header(Session::new("S"), 13, 0);
+        feed(&mut s, &mut rec, &ahead, now); // a heartbeat past a gap: not forwarded
+        feed(&mut s, &mut rec, &p[1], now); // repairs: 4.. then the held 7..
+        feed(&mut s, &mut rec, &p[3], now);
+        let hb = crate::wire::header(Session::new("S"), 13, 0);
+        feed(&mut s, &mut rec, &hb, now); // at the position, no gap: forwarded
+        assert_eq!(
+            rec.forwarded,
+            vec![
+                p[0].clone(),
+                p[1].clone(),
+                p[2].clone(),
+                p[3].clone(),
+                hb.to_vec()
+            ]
+        );
     }
 
     /// Packets of `per` messages each, sequences from 1.

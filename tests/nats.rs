@@ -1,0 +1,421 @@
+//! The feed through NATS JetStream, end to end: `tickrelay bridge` joins the
+//! multicast feed and publishes it into a stream; `tickrelay serve --nats`
+//! reads the stream as its feed line.
+//!
+//! Real processes on loopback: a `nats-server -js` started per test on a
+//! free port with its own store directory (killed on drop), the
+//! `feed-simulator` binary, bridges and relays. Each run is bounded by the
+//! simulator's `--duration`.
+
+mod harness;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// `nats-server`: on PATH, or where Debian puts it.
+fn nats_server_path() -> PathBuf {
+    if let Ok(out) = Command::new("sh")
+        .args(["-c", "command -v nats-server"])
+        .output()
+    {
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !p.is_empty() {
+            return PathBuf::from(p);
+        }
+    }
+    PathBuf::from("/usr/sbin/nats-server")
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tickrelay-nats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// A JetStream-enabled `nats-server` on loopback, killed on drop.
+struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: PathBuf,
+}
+
+impl NatsServer {
+    fn start(name: &str) -> NatsServer {
+        let store = scratch(&format!("js-{name}"));
+        let _ = std::fs::remove_dir_all(&store);
+        std::fs::create_dir_all(&store).unwrap();
+        let mut s = NatsServer {
+            child: None,
+            port: free_tcp_port(),
+            store,
+        };
+        s.spawn();
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(nats_server_path())
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server (install Debian's nats-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (SIGTERM, as an operator would) and starts it again
+    /// on the same port and store after `down`.
+    fn restart(&mut self, down: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        std::thread::sleep(down);
+        self.spawn();
+    }
+
+    /// The stream's stored message count, through the JetStream API.
+    fn stream_messages(&self, stream: &str) -> u64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = async_nats::connect(self.url()).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let mut s = js.get_stream(stream).await.unwrap();
+            s.info().await.unwrap().state.messages
+        })
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// `tickrelay COMMAND --http 127.0.0.1:0 ARGS`, waited for until it listens.
+fn start(command: &str, args: &[&str]) -> harness::Relay {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+        .arg(command)
+        .args(["--http", "127.0.0.1:0", "--interface", "127.0.0.1"])
+        .args(["--stale-after-ms", "60000"])
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_RELAY_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tickrelay");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("tickrelay exited before listening")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("tickrelay listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    harness::Relay { child, base }
+}
+
+fn bridge(group: &str, retransmit: &str, nats: &NatsServer, stream: &str) -> harness::Relay {
+    start(
+        "bridge",
+        &[
+            "--feed-a",
+            group,
+            "--retransmit",
+            retransmit,
+            "--nats",
+            &nats.url(),
+            "--stream",
+            stream,
+        ],
+    )
+}
+
+/// A relay fed by the stream alone.
+fn nats_relay(nats: &NatsServer, stream: &str) -> harness::Relay {
+    start(
+        "serve",
+        &["--feed-a", "off", "--nats", &nats.url(), "--stream", stream],
+    )
+}
+
+fn simulator(group: &str, retransmit: &str, session: &str, secs: u32, final_path: &Path) -> Child {
+    harness::spawn_simulator(&[
+        "--group",
+        group,
+        "--retransmit",
+        retransmit,
+        "--symbols",
+        "300",
+        "--rate",
+        "2000",
+        "--zipf",
+        "1.1",
+        "--duration",
+        &secs.to_string(),
+        "--session",
+        session,
+        "--final-state",
+        final_path.to_str().unwrap(),
+    ])
+}
+
+fn wait_sim(mut sim: Child, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = sim.try_wait().unwrap() {
+            assert!(status.success(), "feed-simulator failed: {status}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = sim.kill();
+            panic!("feed-simulator did not finish in {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn get_json(base: &str, path: &str) -> (u16, Value) {
+    let r = harness::http_get(base, path, &[]);
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+/// The relay's snapshot, once it has applied the simulator's last message
+/// and says ready, equals the simulator's final state, symbol by symbol.
+fn assert_equals_final_state(relay: &harness::Relay, final_path: &Path) {
+    let summary: Value = serde_json::from_slice(&std::fs::read(final_path).unwrap()).unwrap();
+    let last = summary["next_seq"].as_u64().unwrap() - 1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let snap = loop {
+        let (status, v) = get_json(&relay.base, "/v1/snapshot");
+        let (ready, _) = get_json(&relay.base, "/readyz");
+        if status == 200 && ready == 200 && v["seq"].as_u64() >= Some(last) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay never whole at {last}: /readyz {ready}, snapshot seq {}",
+            v["seq"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let got: HashMap<String, Value> = snap["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| (q["symbol"].as_str().unwrap().to_owned(), q.clone()))
+        .collect();
+    let want = summary["quotes"].as_array().unwrap();
+    assert_eq!(got.len(), want.len(), "every symbol listed");
+    for w in want {
+        let sym = w["symbol"].as_str().unwrap();
+        let g = got
+            .get(sym)
+            .unwrap_or_else(|| panic!("{sym} missing from the relay"));
+        harness::assert_final_quote(g, w, sym);
+    }
+}
+
+fn m(relay: &harness::Relay, name: &str) -> f64 {
+    harness::metric(&relay.metrics(), name)
+}
+
+const NATS_PACKETS: &str = "tickrelay_feed_packets_received_total{line=\"nats\"}";
+
+#[test]
+fn a_relay_fed_only_through_nats_ends_equal_to_the_feed() {
+    let nats = NatsServer::start("only");
+    let group = harness::unique_group().to_string();
+    let server = format!("127.0.0.1:{}", free_udp_port());
+    let final_path = scratch("only.json");
+    let bridge = bridge(&group, &server, &nats, "ONLY");
+    let relay = nats_relay(&nats, "ONLY");
+    let sim = simulator(&group, &server, "NATSONLY", 5, &final_path);
+    wait_sim(sim, Duration::from_secs(30));
+    assert_equals_final_state(&relay, &final_path);
+    assert!(m(&relay, NATS_PACKETS) > 0.0);
+    assert_eq!(m(&relay, "tickrelay_feed_lost_messages_total"), 0.0);
+    assert!(m(&bridge, "tickrelay_bridge_published_packets_total") > 0.0);
+    assert_eq!(
+        m(
+            &bridge,
+            "tickrelay_bridge_publish_errors_total{reason=\"queue_full\"}"
+        ),
+        0.0
+    );
+    assert!(m(&bridge, "tickrelay_bridge_publish_latency_seconds_count") > 0.0);
+}
+
+#[test]
+fn a_relay_restarted_mid_run_catches_up_from_the_stream() {
+    let nats = NatsServer::start("restart-relay");
+    let group = harness::unique_group().to_string();
+    let server = format!("127.0.0.1:{}", free_udp_port());
+    let final_path = scratch("restart-relay.json");
+    let _bridge = bridge(&group, &server, &nats, "RELAYR");
+    let mut first = nats_relay(&nats, "RELAYR");
+    let sim = simulator(&group, &server, "RELAYRST", 8, &final_path);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        m(&first, NATS_PACKETS) > 0.0,
+        "first relay reads the stream"
+    );
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = nats_relay(&nats, "RELAYR");
+    wait_sim(sim, Duration::from_secs(30));
+    assert_equals_final_state(&second, &final_path);
+    // It replayed the session from its start: nothing to recover.
+    assert_eq!(m(&second, "tickrelay_feed_lost_messages_total"), 0.0);
+    assert_eq!(m(&second, "tickrelay_feed_recoveries_total"), 0.0);
+    assert!(m(&second, "tickrelay_nats_replays_total") >= 1.0);
+}
+
+#[test]
+fn a_nats_server_restart_loses_nothing_the_stream_stored() {
+    let mut nats = NatsServer::start("restart-server");
+    let group = harness::unique_group().to_string();
+    let server = format!("127.0.0.1:{}", free_udp_port());
+    let final_path = scratch("restart-server.json");
+    let bridge = bridge(&group, &server, &nats, "SRVR");
+    let relay = nats_relay(&nats, "SRVR");
+    let sim = simulator(&group, &server, "SRVRST", 9, &final_path);
+    std::thread::sleep(Duration::from_secs(3));
+    let before = m(&relay, NATS_PACKETS);
+    assert!(
+        before > 0.0,
+        "the relay reads the stream before the restart"
+    );
+    nats.restart(Duration::from_secs(1));
+    wait_sim(sim, Duration::from_secs(30));
+    assert_equals_final_state(&relay, &final_path);
+    assert_eq!(m(&relay, "tickrelay_feed_lost_messages_total"), 0.0);
+    assert!(
+        m(&relay, "tickrelay_nats_connects_total") >= 2.0,
+        "relay reconnected"
+    );
+    assert!(
+        m(&bridge, "tickrelay_nats_connects_total") >= 2.0,
+        "bridge reconnected"
+    );
+    assert_eq!(
+        m(
+            &bridge,
+            "tickrelay_bridge_publish_errors_total{reason=\"queue_full\"}"
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn two_bridges_on_one_feed_store_each_packet_once() {
+    let nats = NatsServer::start("dedupe");
+    let group = harness::unique_group().to_string();
+    let server = format!("127.0.0.1:{}", free_udp_port());
+    let final_path = scratch("dedupe.json");
+    let one = bridge(&group, &server, &nats, "DEDUPE");
+    let two = bridge(&group, &server, &nats, "DEDUPE");
+    let sim = simulator(&group, &server, "DEDUPE", 4, &final_path);
+    wait_sim(sim, Duration::from_secs(30));
+    // A relay that reads the stored stream afterwards sees every data
+    // message exactly once.
+    let relay = nats_relay(&nats, "DEDUPE");
+    assert_equals_final_state(&relay, &final_path);
+    assert_eq!(
+        m(&relay, "tickrelay_feed_duplicate_messages_total"),
+        0.0,
+        "no data message stored twice"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (p1, p2, d) = loop {
+        let p1 = m(&one, "tickrelay_bridge_published_packets_total");
+        let p2 = m(&two, "tickrelay_bridge_published_packets_total");
+        let d = m(&one, "tickrelay_bridge_duplicate_packets_total")
+            + m(&two, "tickrelay_bridge_duplicate_packets_total");
+        let stored = nats.stream_messages("DEDUPE") as f64;
+        if p1 + p2 - d == stored {
+            break (p1, p2, d);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged {p1} + {p2} - {d} duplicates != {stored} stored"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stored = nats.stream_messages("DEDUPE") as f64;
+    eprintln!("bridges published {p1} and {p2}; {d} duplicates; {stored} stored");
+    // Both bridges saw every packet; the stream kept one copy of each data
+    // packet (heartbeats, not deduplicated, are few).
+    assert!(d > 0.0);
+    assert!(stored < 0.6 * (p1 + p2), "stored {stored} of {p1} + {p2}");
+    assert_eq!(
+        m(&relay, NATS_PACKETS),
+        stored,
+        "the relay read each stored packet"
+    );
+}
