@@ -826,8 +826,22 @@ impl Simulator {
         if self.book.next_listed(0).is_none() {
             return;
         }
+        if self.recovery.is_none() {
+            return;
+        }
+        // A heartbeat at once: it carries the feed's end, so a relay that
+        // lost the last packets learns of it while the loop still runs.
+        let hb = self.builder.heartbeat();
+        self.out.send_all(&hb);
+        self.live_sent_at = self.clock.elapsed();
+        let listed = self.book.listings.iter().filter(|l| l.is_some()).count() as u64;
         let Some(lp) = &mut self.recovery else { return };
-        lp.last_cycle = Some(lp.completed + if lp.at_cycle_start { 1 } else { 2 });
+        // At least one whole cycle, and cycles for at least a second, so a
+        // relay that gives up a tail gap (its gap hold) still sees a whole
+        // cycle begin after it.
+        let per_second = self.config.recovery_rate / (2 * listed.max(1));
+        let extra = per_second.max(1);
+        lp.last_cycle = Some(lp.completed + extra + u64::from(!lp.at_cycle_start));
         let now = self.clock.elapsed();
         let mut pace = Pace {
             base: now,
