@@ -22,11 +22,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -174,9 +174,18 @@ impl Pending {
     }
 }
 
+/// A client whose frames the fan-out writes itself, during its sweep: no
+/// task is woken for it. The transport implements it over its socket.
+pub trait Sweep: Send + Sync {
+    /// Frames what is pending for this client and writes it, if that can be
+    /// done without waiting; otherwise leaves it pending (and makes sure the
+    /// client's own task will finish it). `scratch` is the sweep's buffer,
+    /// shared by every client it writes.
+    fn sweep(&self, scratch: &mut Vec<u8>);
+}
+
 /// The hub's side of one client: where the fan-out leaves work and how it
 /// wakes the writer.
-#[derive(Debug)]
 pub struct Client {
     id: u64,
     transport: Transport,
@@ -186,6 +195,20 @@ pub struct Client {
     closed: AtomicBool,
     /// Table epoch the client has seen; older resets do not concern it.
     epoch: AtomicU64,
+    /// Set for clients written from the sweep: they are not woken per change.
+    direct: OnceLock<Weak<dyn Sweep>>,
+    /// The last fan-out round that queued this client for its sweep.
+    swept: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("transport", &self.transport)
+            .field("direct", &self.direct.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -242,7 +265,28 @@ impl Client {
         self.notify.notify_one();
     }
 
-    fn mark(&self, locate: Locate, metrics: &StreamMetrics) {
+    /// From now on the fan-out writes this client's frames itself, through
+    /// `sink`, instead of waking a task per change.
+    pub fn set_direct(&self, sink: Weak<dyn Sweep>) {
+        let _ = self.direct.set(sink);
+    }
+
+    /// Wakes a task-driven writer that had nothing pending. A direct client
+    /// is queued for the sweep of fan-out round `round` instead, once per
+    /// round, even with work pending (a throttled symbol's mark must not
+    /// hold back the others).
+    fn wake(self: &Arc<Self>, was_empty: bool, round: u64, sweep: &mut Vec<Arc<Client>>) {
+        if self.direct.get().is_some() {
+            if self.swept.swap(round, Ordering::Relaxed) != round {
+                sweep.push(self.clone());
+            }
+        } else if was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Marks `locate` pending; true if the client had nothing pending.
+    fn mark(&self, locate: Locate, metrics: &StreamMetrics) -> bool {
         let mut p = self.pending.lock();
         let was_empty = p.is_empty();
         if p.marked.insert(locate) {
@@ -251,13 +295,11 @@ impl Client {
             // Replaced before it was sent: the client gets only the newest.
             metrics.conflated.inc();
         }
-        drop(p);
-        if was_empty {
-            self.notify.notify_one();
-        }
+        was_empty
     }
 
-    fn push_every(&self, enc: &Arc<Encoded>) {
+    /// Queues an `every` change; true if the client had nothing pending.
+    fn push_every(&self, enc: &Arc<Encoded>) -> bool {
         let mut p = self.pending.lock();
         let was_empty = p.is_empty();
         if p.every.len() >= self.every_limit {
@@ -266,25 +308,22 @@ impl Client {
         } else if !p.overflow {
             p.every.push_back(enc.clone());
         }
-        drop(p);
-        if was_empty {
-            self.notify.notify_one();
-        }
+        was_empty
     }
 
-    fn reset(&self, session: Session, epoch: u64) {
+    /// Leaves the new session for the writer; false if it is not news.
+    fn reset(&self, session: Session, epoch: u64) -> bool {
         // A client that registered after the table was reset already reads
         // the new session: the reset is not news to it.
         if self.epoch.fetch_max(epoch, Ordering::AcqRel) >= epoch {
-            return;
+            return false;
         }
         let mut p = self.pending.lock();
         p.marks.clear();
         p.marked.clear();
         p.every.clear();
         p.reset = Some(session);
-        drop(p);
-        self.notify.notify_one();
+        true
     }
 }
 
@@ -334,6 +373,9 @@ pub struct Hub {
     fanned_seq: AtomicU64,
     cache: Box<[ArcSwapOption<Encoded>]>,
     next_id: AtomicU64,
+    /// Fan-out rounds so far; the sweep's buffers, kept for their capacity.
+    round: AtomicU64,
+    sweep: Mutex<(Vec<Arc<Client>>, Vec<u8>)>,
     /// Streaming metrics.
     pub metrics: StreamMetrics,
 }
@@ -355,6 +397,8 @@ impl Hub {
             fanned_seq: AtomicU64::new(0),
             cache: (0..LOCATES).map(|_| ArcSwapOption::empty()).collect(),
             next_id: AtomicU64::new(1),
+            round: AtomicU64::new(0),
+            sweep: Mutex::new((Vec::new(), Vec::new())),
             metrics,
         })
     }
@@ -389,6 +433,8 @@ impl Hub {
             every_limit,
             closed: AtomicBool::new(false),
             epoch: AtomicU64::new(self.table.epoch()),
+            direct: OnceLock::new(),
+            swept: AtomicU64::new(0),
         });
         self.clients.lock().insert(client.id, client.clone());
         self.metrics.clients.get_or_create(&transport.into()).inc();
@@ -528,6 +574,9 @@ impl Hub {
             )
         };
         let epoch = self.table.epoch();
+        let round = self.round.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut sweep = self.sweep.lock();
+        let (touched, scratch) = &mut *sweep;
         {
             let subs = self.subs.read();
             let wildcard = self.wildcard.read();
@@ -539,11 +588,13 @@ impl Hub {
                         };
                         if let Some(list) = subs.get(&info.symbol) {
                             for s in list.iter().filter(|s| !s.every) {
-                                s.client.mark(locate, &self.metrics);
+                                let was_empty = s.client.mark(locate, &self.metrics);
+                                s.client.wake(was_empty, round, touched);
                             }
                         }
                         for c in wildcard.iter() {
-                            c.mark(locate, &self.metrics);
+                            let was_empty = c.mark(locate, &self.metrics);
+                            c.wake(was_empty, round, touched);
                         }
                     }
                     Event::Every(quote) => {
@@ -551,7 +602,8 @@ impl Hub {
                             if list.iter().any(|s| s.every) {
                                 let enc = Arc::new(Encoded::new(quote, epoch));
                                 for s in list.iter().filter(|s| s.every) {
-                                    s.client.push_every(&enc);
+                                    let was_empty = s.client.push_every(&enc);
+                                    s.client.wake(was_empty, round, touched);
                                 }
                             }
                         }
@@ -563,7 +615,9 @@ impl Hub {
                             }
                         }
                         for c in self.clients.lock().values() {
-                            c.reset(session, epoch);
+                            if c.reset(session, epoch) {
+                                c.wake(true, round, touched);
+                            }
                         }
                     }
                 }
@@ -571,15 +625,19 @@ impl Hub {
             if every_overflowed {
                 for list in subs.values() {
                     for s in list.iter().filter(|s| s.every) {
-                        let mut p = s.client.pending.lock();
-                        p.overflow = true;
-                        drop(p);
-                        s.client.notify.notify_one();
+                        s.client.pending.lock().overflow = true;
+                        s.client.wake(true, round, touched);
                     }
                 }
             }
         }
+        // Published before the sweep: its frames promise this batch.
         self.fanned_seq.store(last_seq, Ordering::Release);
+        for client in touched.drain(..) {
+            if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
+                sink.sweep(scratch);
+            }
+        }
     }
 
     /// Wakes every client (feed status changed, shutdown).
@@ -671,7 +729,7 @@ pub fn now_ns() -> u64 {
 pub mod envelope {
     use super::*;
 
-    fn json_quotes(out: &mut BytesMut, quotes: &[Arc<Encoded>]) {
+    fn json_quotes(out: &mut Vec<u8>, quotes: &[Arc<Encoded>]) {
         out.put_u8(b'[');
         for (i, q) in quotes.iter().enumerate() {
             if i > 0 {
@@ -682,7 +740,7 @@ pub mod envelope {
         out.put_u8(b']');
     }
 
-    fn json_str(out: &mut BytesMut, s: &str) {
+    fn json_str(out: &mut Vec<u8>, s: &str) {
         // Session ids and codes are plain ASCII; serde_json escapes anyway.
         out.extend_from_slice(&serde_json::to_vec(s).unwrap_or_default());
     }
@@ -693,23 +751,49 @@ pub mod envelope {
 
     /// `{<type>"seq":N,<"session":"…",>"quotes":[…]}`: every JSON envelope.
     fn json(kind: Option<&str>, seq: u64, session: Option<&str>, quotes: &[Arc<Encoded>]) -> Bytes {
-        let mut out = BytesMut::with_capacity(capacity(quotes));
+        let mut out = Vec::with_capacity(capacity(quotes));
+        json_into(&mut out, kind, seq, session, quotes);
+        Bytes::from(out)
+    }
+
+    fn json_into(
+        out: &mut Vec<u8>,
+        kind: Option<&str>,
+        seq: u64,
+        session: Option<&str>,
+        quotes: &[Arc<Encoded>],
+    ) {
         out.put_u8(b'{');
         if let Some(kind) = kind {
             out.extend_from_slice(b"\"type\":");
-            json_str(&mut out, kind);
+            json_str(out, kind);
             out.put_u8(b',');
         }
         out.extend_from_slice(b"\"seq\":");
         out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
         if let Some(session) = session {
             out.extend_from_slice(b",\"session\":");
-            json_str(&mut out, session);
+            json_str(out, session);
         }
         out.extend_from_slice(b",\"quotes\":");
-        json_quotes(&mut out, quotes);
+        json_quotes(out, quotes);
         out.put_u8(b'}');
-        out.freeze()
+    }
+
+    /// A WebSocket `ticks` payload in `format`, appended to `out`: the
+    /// sweep's path, which builds every frame in one reused buffer.
+    pub fn ws_ticks_into(out: &mut Vec<u8>, format: Format, seq: u64, quotes: &[Arc<Encoded>]) {
+        match format {
+            Format::Json => json_into(out, Some("ticks"), seq, None, quotes),
+            Format::Msgpack => msgpack_into(
+                out,
+                &[
+                    ("type", MsgpackValue::Str("ticks")),
+                    ("seq", MsgpackValue::Uint(seq)),
+                ],
+                quotes,
+            ),
+        }
     }
 
     /// `{"type":"ticks","seq":N,"quotes":[…]}` (WebSocket, JSON).
@@ -735,24 +819,32 @@ pub mod envelope {
     /// A MessagePack map with `fields` scalar entries, then `"quotes": [...]`.
     fn msgpack(fields: &[(&str, MsgpackValue<'_>)], quotes: &[Arc<Encoded>]) -> Bytes {
         let mut out = Vec::with_capacity(64 + quotes.len() * 128);
-        let _ = rmp::encode::write_map_len(&mut out, fields.len() as u32 + 1);
+        msgpack_into(&mut out, fields, quotes);
+        Bytes::from(out)
+    }
+
+    fn msgpack_into(
+        out: &mut Vec<u8>,
+        fields: &[(&str, MsgpackValue<'_>)],
+        quotes: &[Arc<Encoded>],
+    ) {
+        let _ = rmp::encode::write_map_len(out, fields.len() as u32 + 1);
         for (k, v) in fields {
-            let _ = rmp::encode::write_str(&mut out, k);
+            let _ = rmp::encode::write_str(out, k);
             match v {
                 MsgpackValue::Str(s) => {
-                    let _ = rmp::encode::write_str(&mut out, s);
+                    let _ = rmp::encode::write_str(out, s);
                 }
                 MsgpackValue::Uint(n) => {
-                    let _ = rmp::encode::write_uint(&mut out, *n);
+                    let _ = rmp::encode::write_uint(out, *n);
                 }
             }
         }
-        let _ = rmp::encode::write_str(&mut out, "quotes");
-        let _ = rmp::encode::write_array_len(&mut out, quotes.len() as u32);
+        let _ = rmp::encode::write_str(out, "quotes");
+        let _ = rmp::encode::write_array_len(out, quotes.len() as u32);
         for q in quotes {
             out.extend_from_slice(q.msgpack());
         }
-        Bytes::from(out)
     }
 
     enum MsgpackValue<'a> {

@@ -1,15 +1,19 @@
-//! Server-Sent Event streams served off hyper.
+//! Server-Sent Event streams and WebSockets served off hyper.
 //!
 //! An SSE response lives as long as the client, and hyper keeps its
 //! per-connection read buffer (8 KiB at the least) for all of it. A
-//! connection whose first request is `GET /v1/stream` is therefore answered
-//! here: the request head is read and parsed once, handed to the same router
-//! (so limits, auth, errors and metrics are the ones every request gets), and
-//! the response is written straight to the socket with chunked encoding. The
-//! head's buffer is gone before the first event. One request per
-//! connection: the stream ends the connection.
+//! connection whose first request is `GET /v1/stream` or `GET /v1/ws` is
+//! therefore answered here: the request head is read and parsed once, handed
+//! to the same router (so limits, auth, errors and metrics are the ones every
+//! request gets), and the response is written straight to the socket — an
+//! SSE body with chunked encoding; a WebSocket's 101, after which the socket
+//! goes to the handler's [`Upgrade`]. The head's buffer is gone before the
+//! first event. One request per connection: the stream ends the connection.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -20,22 +24,47 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
-/// The request line prefix answered here.
-const PREFIX: &[u8] = b"GET /v1/stream";
+/// The request line prefixes answered here.
+const PREFIXES: [&[u8]; 2] = [b"GET /v1/stream", b"GET /v1/ws"];
+
+/// Marks a request read here: a WebSocket handler answers it with an
+/// [`Upgrade`] instead of through hyper.
+#[derive(Clone, Copy, Debug)]
+pub struct RawConn;
+
+type UpgradeFn = Box<dyn FnOnce(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// What a 101 response asks to run on the socket once the head is written.
+#[derive(Clone)]
+pub struct Upgrade(Arc<parking_lot::Mutex<Option<UpgradeFn>>>);
+
+impl Upgrade {
+    /// Runs `f` with the socket after the 101.
+    pub fn new(
+        f: impl FnOnce(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static,
+    ) -> Self {
+        Upgrade(Arc::new(parking_lot::Mutex::new(Some(Box::new(f)))))
+    }
+
+    fn take(&self) -> Option<UpgradeFn> {
+        self.0.lock().take()
+    }
+}
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 /// Most headers parsed.
 const MAX_HEADERS: usize = 48;
 
-/// Whether the connection's first bytes are an SSE request. Waits for the
-/// client to send something; a short first segment goes to hyper.
+/// Whether the connection's first bytes are an SSE or WebSocket request.
+/// Waits for the client to send something; a short first segment goes to
+/// hyper.
 pub async fn wants(tcp: &TcpStream) -> bool {
-    let mut buf = [0u8; PREFIX.len() + 1];
+    let mut buf = [0u8; 16];
     // A client that sends nothing goes on to hyper, whose header timeout ends it.
     match tokio::time::timeout(Duration::from_secs(10), tcp.peek(&mut buf)).await {
-        Ok(Ok(n)) if n > PREFIX.len() => {
-            buf.starts_with(PREFIX) && matches!(buf[PREFIX.len()], b'?' | b' ')
-        }
+        Ok(Ok(n)) => PREFIXES
+            .iter()
+            .any(|p| n > p.len() && buf.starts_with(p) && matches!(buf[p.len()], b'?' | b' ')),
         _ => false,
     }
 }
@@ -52,7 +81,23 @@ pub async fn serve(mut tcp: TcpStream, remote: SocketAddr, app: axum::Router) {
             Err(_) => return,
         };
     let Ok(response) = app.oneshot(request).await;
-    let (parts, mut body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    if let Some(upgrade) = parts.extensions.remove::<Upgrade>().and_then(|u| u.take()) {
+        let mut head = BytesMut::with_capacity(256);
+        head.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+        for (name, value) in &parts.headers {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        if tcp.write_all(&head).await.is_ok() {
+            drop((head, parts, body));
+            upgrade(tcp).await;
+        }
+        return;
+    }
     let mut head = BytesMut::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
@@ -132,6 +177,7 @@ async fn read_head(tcp: &mut TcpStream, remote: SocketAddr) -> Result<Request<Bo
     request
         .extensions_mut()
         .insert(axum::extract::ConnectInfo(remote));
+    request.extensions_mut().insert(RawConn);
     Ok(request)
 }
 

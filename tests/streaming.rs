@@ -1090,3 +1090,204 @@ async fn batch_ms_bounds_sse_events() {
         "{events} events in {secs:.2}s at batch_ms 200"
     );
 }
+
+/// A client frame, masked as RFC 6455 requires (or not, to test refusal).
+fn client_frame(fin: bool, op: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+    let key = [0x1f, 0x83, 0x5a, 0xc4];
+    let mut out = vec![(u8::from(fin) << 7) | op];
+    let m = if mask { 0x80 } else { 0 };
+    if payload.len() < 126 {
+        out.push(m | payload.len() as u8);
+    } else {
+        out.push(m | 126);
+        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    if mask {
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// One server frame off a raw socket: opcode and payload.
+fn server_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).unwrap();
+    assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut n = [0u8; 2];
+            s.read_exact(&mut n).unwrap();
+            u16::from_be_bytes(n) as usize
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            s.read_exact(&mut n).unwrap();
+            u64::from_be_bytes(n) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    assert_eq!(h[0] & 0x80, 0x80, "server frames are whole");
+    (h[0] & 0x0f, payload)
+}
+
+/// Sends a WebSocket upgrade on `s` and reads the 101 head.
+fn raw_upgrade(s: &mut TcpStream) {
+    write!(
+        s,
+        "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_reads_masked_fragmented_frames_and_refuses_unmasked_ones() {
+    let (relay, mut feed) = relay_with(&["AAA"], &[]).await;
+    feed.send(&[Producer::quote(0, 4242)]);
+    let addr = relay.base.trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        raw_upgrade(&mut s);
+        // A subscribe in two fragments with a ping between them.
+        let mut bytes = client_frame(false, 0x1, br#"{"op":"subscribe","#, true);
+        bytes.extend(client_frame(true, 0x9, b"p1", true));
+        bytes.extend(client_frame(true, 0x0, br#""symbols":["AAA"]}"#, true));
+        s.write_all(&bytes).unwrap();
+        assert_eq!(server_frame(&mut s), (0xA, b"p1".to_vec()), "pong first");
+        let (op, sub) = server_frame(&mut s);
+        assert_eq!(op, 0x1);
+        let sub: Value = serde_json::from_slice(&sub).unwrap();
+        assert_eq!(sub["type"], "subscribed");
+        let (_, snap) = server_frame(&mut s);
+        let snap: Value = serde_json::from_slice(&snap).unwrap();
+        assert_eq!(snap["quotes"][0]["bid"], price(4242));
+        // An unmasked client frame breaks the protocol: close 1002.
+        s.write_all(&client_frame(true, 0x1, br#"{"op":"ping"}"#, false))
+            .unwrap();
+        let (op, close) = loop {
+            let f = server_frame(&mut s);
+            if f.0 == 0x8 {
+                break f;
+            }
+        };
+        assert_eq!(op, 0x8);
+        assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1002);
+
+        // An upgrade after another request on the same connection works too.
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        raw_upgrade(&mut s);
+        s.write_all(&client_frame(true, 0x1, br#"{"op":"ping"}"#, true))
+            .unwrap();
+        let (op, pong) = server_frame(&mut s);
+        assert_eq!(op, 0x1);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&pong).unwrap()["type"],
+            "pong"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ws_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let group = common::unique_group();
+    let relay = common::Relay::start(&[
+        "--feed-a".into(),
+        group.to_string(),
+        "--write-timeout-ms".into(),
+        "1000".into(),
+    ]);
+    common::run_simulator(&[
+        "--group",
+        &group.to_string(),
+        "--symbols",
+        "50",
+        "--count",
+        "10",
+        "--session",
+        "WSSLOW",
+    ]);
+    relay.wait_ready();
+    // Every symbol, and never read a byte.
+    let addr = relay.base.trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    raw_upgrade(&mut s);
+    s.write_all(&client_frame(
+        true,
+        0x1,
+        br#"{"op":"subscribe","symbols":["*"]}"#,
+        true,
+    ))
+    .unwrap();
+    let mut other = connect(&relay.base, None).await;
+    send_json(&mut other, json!({"op":"subscribe","symbols":["*"]})).await;
+    frame_of(&mut other, "snapshot").await;
+    let sim = common::spawn_simulator(&[
+        "--group",
+        &group.to_string(),
+        "--symbols",
+        "50",
+        "--duration",
+        "8",
+        "--rate",
+        "100000",
+        "--session",
+        "WSSLOW2",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::metric(&relay.metrics(), "tickrelay_clients{transport=\"ws\"}") > 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled WebSocket client was never dropped"
+        );
+        // The reading client keeps getting its frames meanwhile.
+        next_frame(&mut other, Duration::from_secs(5))
+            .await
+            .expect("the other client is served");
+    }
+    assert!(
+        common::metric(
+            &relay.metrics(),
+            "tickrelay_slow_client_disconnects_total{transport=\"ws\",reason=\"write_timeout\"}"
+        ) >= 1.0
+    );
+    drop(s);
+    let _ = tokio::task::spawn_blocking(move || sim.wait_with_output()).await;
+}

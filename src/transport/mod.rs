@@ -6,3 +6,4 @@ pub mod snapshot;
 pub mod sse;
 pub mod stream;
 pub mod ws;
+pub mod wsframe;
