@@ -78,6 +78,8 @@ settings! {
     max_symbols: usize = "TICKRELAY_MAX_SYMBOLS";
     /// Grace period for open requests and streams at shutdown, ms [default: 5000].
     shutdown_grace_ms: u64 = "TICKRELAY_SHUTDOWN_GRACE_MS";
+    /// Fan-out shards, each a thread with its share of the clients [default: number of cores].
+    fanout_shards: usize = "TICKRELAY_FANOUT_SHARDS";
     /// Log format: `text` or `json` [default: text].
     log_format: String = "TICKRELAY_LOG_FORMAT";
     /// Most open streaming connections (WebSocket, SSE, long poll) [default: 100000].
@@ -180,6 +182,8 @@ pub struct Config {
     pub access: Access,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Fan-out shards (threads).
+    pub fanout_shards: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -335,6 +339,17 @@ impl Settings {
             limits,
             access,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms.unwrap_or(5_000)),
+            fanout_shards: match self.fanout_shards {
+                Some(0) => return Err(ConfigError::new("fanout_shards", "must be at least 1")),
+                Some(n) if n > 256 => {
+                    return Err(ConfigError::new(
+                        "fanout_shards",
+                        format!("{n} is above 256"),
+                    ));
+                }
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
             log_format,
         })
     }

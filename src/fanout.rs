@@ -1,19 +1,21 @@
 //! The fan-out hub: from a changed symbol to every client that wants it.
 //!
 //! ```text
-//! ingest thread ──HubListener──▶ outbox (ordered events, deduplicated per symbol)
-//!                                   │ one wake per batch
+//! ingest thread ──HubListener──▶ every shard's outbox (ordered events,
+//!                                   │ deduplicated per symbol), one wake each
 //!                                   ▼
-//!                     fan-out task: per symbol, its subscribers:
-//!                       conflate → mark the symbol pending, wake the writer once
+//!          fan-out shard (a thread, a share of the clients): per symbol,
+//!          its subscribers in the shard:
+//!                       conflate → mark the symbol pending
 //!                       every    → push the encoded change on a bounded queue
 //!                                   │
 //!                                   ▼
-//!             client writers (ws, sse, poll): drain everything pending into one
-//!             frame, reading the newest encoded quote of each symbol
+//!          the sweep: each touched client written from here (`Sweep`: WS,
+//!          SSE) drains everything pending into one frame and writes it
+//!          without waiting; other writers (long polls) are woken
 //! ```
 //!
-//! The ingest path only appends to the outbox: it never waits on a client
+//! The ingest path only appends to the outboxes: it never waits on a client
 //! and its work does not grow with the number of clients. A quote is encoded
 //! once per change, into shared `Bytes`, by the first writer that needs it;
 //! every other client reuses those bytes. A slow client in `conflate` mode
@@ -188,6 +190,8 @@ pub trait Sweep: Send + Sync {
 /// wakes the writer.
 pub struct Client {
     id: u64,
+    /// The fan-out shard that serves it.
+    shard: usize,
     transport: Transport,
     pending: Mutex<Pending>,
     notify: Notify,
@@ -341,6 +345,7 @@ struct Subscriber {
     every: bool,
 }
 
+#[derive(Clone)]
 enum Event {
     Changed(Locate),
     Every(Quote),
@@ -361,46 +366,70 @@ struct Outbox {
 /// their subscribers closed as too slow).
 const MAX_OUTBOX_EVERY: usize = 1 << 20;
 
-/// The hub. See the module docs.
-pub struct Hub {
-    table: Arc<Table>,
+/// One fan-out shard: its own clients and subscriptions, its own outbox of
+/// changes, its own sweep. Shards share nothing but the table and the
+/// encoding cache; each runs on its own thread.
+struct Shard {
     subs: RwLock<SymbolMap<Vec<Subscriber>>>,
     wildcard: RwLock<Vec<Arc<Client>>>,
     clients: Mutex<HashMap<u64, Arc<Client>>>,
-    every_subscriptions: AtomicUsize,
     outbox: Mutex<Outbox>,
     wake: Notify,
     fanned_seq: AtomicU64,
-    cache: Box<[ArcSwapOption<Encoded>]>,
-    next_id: AtomicU64,
     /// Fan-out rounds so far; the sweep's buffers, kept for their capacity.
     round: AtomicU64,
     sweep: Mutex<(Vec<Arc<Client>>, Vec<u8>)>,
-    /// Streaming metrics.
-    pub metrics: StreamMetrics,
 }
 
-impl Hub {
-    /// A hub over `table`.
-    pub fn new(table: Arc<Table>, metrics: StreamMetrics) -> Arc<Self> {
-        Arc::new(Hub {
-            table,
+impl Shard {
+    fn new() -> Self {
+        Shard {
             subs: RwLock::new(SymbolMap::default()),
             wildcard: RwLock::new(Vec::new()),
             clients: Mutex::new(HashMap::new()),
-            every_subscriptions: AtomicUsize::new(0),
             outbox: Mutex::new(Outbox {
                 queued: vec![0; LOCATES / 64],
                 ..Default::default()
             }),
             wake: Notify::new(),
             fanned_seq: AtomicU64::new(0),
-            cache: (0..LOCATES).map(|_| ArcSwapOption::empty()).collect(),
-            next_id: AtomicU64::new(1),
             round: AtomicU64::new(0),
             sweep: Mutex::new((Vec::new(), Vec::new())),
+        }
+    }
+}
+
+/// The hub. See the module docs.
+pub struct Hub {
+    table: Arc<Table>,
+    shards: Box<[Shard]>,
+    every_subscriptions: AtomicUsize,
+    cache: Box<[ArcSwapOption<Encoded>]>,
+    next_id: AtomicU64,
+    /// Streaming metrics.
+    pub metrics: StreamMetrics,
+}
+
+impl Hub {
+    /// A hub over `table` with one shard.
+    pub fn new(table: Arc<Table>, metrics: StreamMetrics) -> Arc<Self> {
+        Hub::with_shards(table, metrics, 1)
+    }
+
+    /// A hub over `table` whose clients are spread over `shards` shards.
+    pub fn with_shards(table: Arc<Table>, metrics: StreamMetrics, shards: usize) -> Arc<Self> {
+        Arc::new(Hub {
+            table,
+            shards: (0..shards.max(1)).map(|_| Shard::new()).collect(),
+            every_subscriptions: AtomicUsize::new(0),
+            cache: (0..LOCATES).map(|_| ArcSwapOption::empty()).collect(),
+            next_id: AtomicU64::new(1),
             metrics,
         })
+    }
+
+    fn shard(&self, client: &Client) -> &Shard {
+        &self.shards[client.shard]
     }
 
     /// The table the hub reads.
@@ -417,16 +446,29 @@ impl Hub {
         }
     }
 
-    /// Every change up to this sequence has been marked for its subscribers.
-    /// Read it before draining a client: it is the promise an envelope makes.
+    /// Every change up to this sequence has been marked for the subscribers
+    /// of every shard.
     pub fn fanned_seq(&self) -> u64 {
-        self.fanned_seq.load(Ordering::Acquire)
+        self.shards
+            .iter()
+            .map(|s| s.fanned_seq.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Every change up to this sequence has been marked for `client`'s
+    /// shard. Read it before draining the client: it is the promise an
+    /// envelope makes.
+    pub fn fanned_seq_for(&self, client: &Client) -> u64 {
+        self.shard(client).fanned_seq.load(Ordering::Acquire)
     }
 
     /// Registers a client of `transport`.
     pub fn register(&self, transport: Transport, every_limit: usize) -> Arc<Client> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client = Arc::new(Client {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id,
+            shard: (id % self.shards.len() as u64) as usize,
             transport,
             pending: Mutex::new(Pending::default()),
             notify: Notify::new(),
@@ -436,7 +478,10 @@ impl Hub {
             direct: OnceLock::new(),
             swept: AtomicU64::new(0),
         });
-        self.clients.lock().insert(client.id, client.clone());
+        self.shard(&client)
+            .clients
+            .lock()
+            .insert(client.id, client.clone());
         self.metrics.clients.get_or_create(&transport.into()).inc();
         client
     }
@@ -446,7 +491,13 @@ impl Hub {
         client.closed.store(true, Ordering::Relaxed);
         self.unsubscribe(client, symbols);
         self.unsubscribe_all(client);
-        if self.clients.lock().remove(&client.id).is_some() {
+        if self
+            .shard(client)
+            .clients
+            .lock()
+            .remove(&client.id)
+            .is_some()
+        {
             self.metrics
                 .clients
                 .get_or_create(&client.transport.into())
@@ -456,7 +507,7 @@ impl Hub {
 
     /// Subscribes `client` to `symbol` (a listed ticker).
     pub fn subscribe(&self, client: &Arc<Client>, symbol: &Arc<str>, every: bool) {
-        let mut subs = self.subs.write();
+        let mut subs = self.shard(client).subs.write();
         let list = subs.entry(symbol.clone()).or_default();
         if let Some(s) = list.iter_mut().find(|s| Arc::ptr_eq(&s.client, client)) {
             if s.every != every {
@@ -489,7 +540,7 @@ impl Hub {
 
     /// Removes `client`'s subscriptions to `symbols`.
     pub fn unsubscribe(&self, client: &Arc<Client>, symbols: &[Arc<str>]) {
-        let mut subs = self.subs.write();
+        let mut subs = self.shard(client).subs.write();
         for symbol in symbols {
             let Some(list) = subs.get_mut(symbol) else {
                 continue;
@@ -512,7 +563,7 @@ impl Hub {
 
     /// Subscribes `client` to every symbol, present and future.
     pub fn subscribe_all(&self, client: &Arc<Client>) {
-        let mut w = self.wildcard.write();
+        let mut w = self.shard(client).wildcard.write();
         if !w.iter().any(|c| Arc::ptr_eq(c, client)) {
             w.push(client.clone());
             self.metrics.wildcard_subscriptions.inc();
@@ -521,7 +572,7 @@ impl Hub {
 
     /// Ends `client`'s subscription to every symbol.
     pub fn unsubscribe_all(&self, client: &Arc<Client>) {
-        let mut w = self.wildcard.write();
+        let mut w = self.shard(client).wildcard.write();
         if let Some(i) = w.iter().position(|c| Arc::ptr_eq(c, client)) {
             w.swap_remove(i);
             self.metrics.wildcard_subscriptions.dec();
@@ -545,19 +596,46 @@ impl Hub {
         Some(enc)
     }
 
-    /// Runs the fan-out until `cancel` fires.
+    /// Runs every shard's fan-out in this task until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let shards = (0..self.shards.len()).map(|i| self.run_shard(i, cancel.clone()));
+        futures_util::future::join_all(shards).await;
+    }
+
+    /// Runs each shard's fan-out on a thread of its own until `cancel` fires.
+    pub fn spawn_shards(
+        self: &Arc<Self>,
+        cancel: &CancellationToken,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        (0..self.shards.len())
+            .map(|i| {
+                let (hub, cancel) = (self.clone(), cancel.clone());
+                std::thread::Builder::new()
+                    .name(format!("fanout-{i}"))
+                    .spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread().build();
+                        match rt {
+                            Ok(rt) => rt.block_on(hub.run_shard(i, cancel)),
+                            Err(e) => tracing::error!(error = %e, "fan-out shard failed to start"),
+                        }
+                    })
+            })
+            .collect()
+    }
+
+    async fn run_shard(&self, i: usize, cancel: CancellationToken) {
+        let shard = &self.shards[i];
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = self.wake.notified() => self.fan_out(),
+                _ = shard.wake.notified() => self.fan_out(shard),
             }
         }
     }
 
-    fn fan_out(&self) {
+    fn fan_out(&self, shard: &Shard) {
         let (events, last_seq, every_overflowed) = {
-            let mut out = self.outbox.lock();
+            let mut out = shard.outbox.lock();
             let events = std::mem::take(&mut out.events);
             // Clear only the bits these events set: a batch touches a few
             // symbols, the bitmap covers all 65,536.
@@ -574,12 +652,12 @@ impl Hub {
             )
         };
         let epoch = self.table.epoch();
-        let round = self.round.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut sweep = self.sweep.lock();
+        let round = shard.round.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut sweep = shard.sweep.lock();
         let (touched, scratch) = &mut *sweep;
         {
-            let subs = self.subs.read();
-            let wildcard = self.wildcard.read();
+            let subs = shard.subs.read();
+            let wildcard = shard.wildcard.read();
             for event in events {
                 match event {
                     Event::Changed(locate) => {
@@ -614,7 +692,7 @@ impl Hub {
                                 slot.store(None);
                             }
                         }
-                        for c in self.clients.lock().values() {
+                        for c in shard.clients.lock().values() {
                             if c.reset(session, epoch) {
                                 c.wake(true, round, touched);
                             }
@@ -632,7 +710,7 @@ impl Hub {
             }
         }
         // Published before the sweep: its frames promise this batch.
-        self.fanned_seq.store(last_seq, Ordering::Release);
+        shard.fanned_seq.store(last_seq, Ordering::Release);
         for client in touched.drain(..) {
             if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
                 sink.sweep(scratch);
@@ -640,10 +718,20 @@ impl Hub {
         }
     }
 
+    /// Fans out what every shard's outbox holds, here and now.
+    #[cfg(test)]
+    fn fan_out_all(&self) {
+        for shard in self.shards.iter() {
+            self.fan_out(shard);
+        }
+    }
+
     /// Wakes every client (feed status changed, shutdown).
     pub fn poke_all(&self) {
-        for c in self.clients.lock().values() {
-            c.poke();
+        for shard in self.shards.iter() {
+            for c in shard.clients.lock().values() {
+                c.poke();
+            }
         }
     }
 }
@@ -680,12 +768,23 @@ impl ChangeListener for HubListener {
     }
 
     fn batch_done(&mut self, last_seq: u64) {
-        {
-            let mut out = self.hub.outbox.lock();
-            for event in self.events.drain(..) {
+        for event in &self.events {
+            if let Event::Changed(l) = event {
+                clear_bit(&mut self.seen, *l);
+            }
+        }
+        // Every shard gets the batch's changes: each walks its own clients.
+        let last = self.hub.shards.len() - 1;
+        for (i, shard) in self.hub.shards.iter().enumerate() {
+            let events = if i == last {
+                std::mem::take(&mut self.events)
+            } else {
+                self.events.clone()
+            };
+            let mut out = shard.outbox.lock();
+            for event in events {
                 match event {
                     Event::Changed(l) => {
-                        clear_bit(&mut self.seen, l);
                         if !test_and_set(&mut out.queued, l) {
                             out.events.push(Event::Changed(l));
                         }
@@ -705,8 +804,9 @@ impl ChangeListener for HubListener {
                 }
             }
             out.last_seq = last_seq;
+            drop(out);
+            shard.wake.notify_one();
         }
-        self.hub.wake.notify_one();
     }
 
     fn session_reset(&mut self, session: Session) {
@@ -804,6 +904,11 @@ pub mod envelope {
     /// `{"type":"snapshot","seq":N,"session":"…","quotes":[…]}` (WebSocket, JSON).
     pub fn ws_snapshot_json(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
         json(Some("snapshot"), seq, Some(session), quotes)
+    }
+
+    /// `{"seq":N,"quotes":[…]}` (SSE `tick` data), appended to `out`.
+    pub fn tick_json_into(out: &mut Vec<u8>, seq: u64, quotes: &[Arc<Encoded>]) {
+        json_into(out, None, seq, None, quotes)
     }
 
     /// `{"seq":N,"quotes":[…]}` (SSE `tick` data).
@@ -939,11 +1044,11 @@ mod tests {
         for i in 0..100 {
             quote(&table, &mut l, 10 + i, 0, 100 + i as i64);
             l.batch_done(10 + i);
-            hub.fan_out();
+            hub.fan_out_all();
         }
         quote(&table, &mut l, 200, 1, 5);
         l.batch_done(200);
-        hub.fan_out();
+        hub.fan_out_all();
         assert_eq!(hub.fanned_seq(), 200);
         let (marks, every, overflow, reset) = c.take().into_parts();
         assert_eq!(marks, vec![0], "one mark for A, none for unsubscribed B");
@@ -965,7 +1070,7 @@ mod tests {
             quote(&table, &mut l, 10 + i, 0, i as i64);
         }
         l.batch_done(12);
-        hub.fan_out();
+        hub.fan_out_all();
         let (marks, every, overflow, _) = c.take().into_parts();
         assert!(marks.is_empty());
         assert_eq!(
@@ -977,7 +1082,7 @@ mod tests {
             quote(&table, &mut l, 20 + i, 0, i as i64);
         }
         l.batch_done(29);
-        hub.fan_out();
+        hub.fan_out_all();
         assert!(c.take().overflow);
     }
 
@@ -990,12 +1095,46 @@ mod tests {
         hub.unsubscribe(&c, std::slice::from_ref(&a));
         quote(&table, &mut l, 10, 0, 1);
         l.batch_done(10);
-        hub.fan_out();
+        hub.fan_out_all();
         assert!(c.take().marks.is_empty());
         hub.subscribe(&c, &a, false);
         hub.unregister(&c, std::slice::from_ref(&a));
-        assert!(hub.subs.read().is_empty());
-        assert!(hub.clients.lock().is_empty());
+        assert!(hub.shards[0].subs.read().is_empty());
+        assert!(hub.shards[0].clients.lock().is_empty());
+    }
+
+    #[test]
+    fn shards_each_serve_their_clients_every_change() {
+        let table = Arc::new(Table::new());
+        table.apply(
+            1,
+            &Message::Directory {
+                locate: 0,
+                ts: 1,
+                symbol: "A",
+                name: "A",
+                prev_close: Price(1),
+            },
+        );
+        let hub = Hub::with_shards(table.clone(), Metrics::new().stream.clone(), 3);
+        let mut l = hub.listener();
+        let clients: Vec<_> = (0..6).map(|_| hub.register(Transport::Ws, 16)).collect();
+        let shards: HashSet<usize> = clients.iter().map(|c| c.shard).collect();
+        assert_eq!(shards.len(), 3, "clients spread over every shard");
+        for c in &clients {
+            hub.subscribe(c, &Arc::from("A"), false);
+        }
+        quote(&table, &mut l, 10, 0, 5);
+        l.batch_done(10);
+        // One shard fanned out: its clients are promised seq 10, the others not yet.
+        hub.fan_out(&hub.shards[clients[0].shard]);
+        assert_eq!(hub.fanned_seq_for(&clients[0]), 10);
+        assert_eq!(hub.fanned_seq(), 0, "the slowest shard bounds the hub's");
+        hub.fan_out_all();
+        assert_eq!(hub.fanned_seq(), 10);
+        for c in &clients {
+            assert_eq!(c.take().marks, vec![0]);
+        }
     }
 
     #[test]
@@ -1006,12 +1145,12 @@ mod tests {
         quote(&table, &mut l, 10, 0, 1);
         quote(&table, &mut l, 11, 1, 1);
         l.batch_done(11);
-        hub.fan_out();
+        hub.fan_out_all();
         assert_eq!(c.take().marks, vec![0, 1]);
         table.reset(Session::new("NEW"));
         l.session_reset(Session::new("NEW"));
         l.batch_done(0);
-        hub.fan_out();
+        hub.fan_out_all();
         assert_eq!(c.take().reset, Some(Session::new("NEW")));
     }
 

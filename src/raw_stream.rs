@@ -83,39 +83,17 @@ pub async fn serve(mut tcp: TcpStream, remote: SocketAddr, app: axum::Router) {
     let Ok(response) = app.oneshot(request).await;
     let (mut parts, mut body) = response.into_parts();
     if let Some(upgrade) = parts.extensions.remove::<Upgrade>().and_then(|u| u.take()) {
-        let mut head = BytesMut::with_capacity(256);
-        head.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
-        for (name, value) in &parts.headers {
-            head.extend_from_slice(name.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
+        // A WebSocket's 101 as it is; a stream's head with a chunked body
+        // that the upgrade writes.
+        let switching = parts.status == axum::http::StatusCode::SWITCHING_PROTOCOLS;
+        let head = response_head(&parts, !switching);
         if tcp.write_all(&head).await.is_ok() {
             drop((head, parts, body));
             upgrade(tcp).await;
         }
         return;
     }
-    let mut head = BytesMut::with_capacity(256);
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(parts.status.as_str().as_bytes());
-    head.put_u8(b' ');
-    head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    head.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name == axum::http::header::CONTENT_LENGTH
-            || name == axum::http::header::TRANSFER_ENCODING
-        {
-            continue;
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    let head = response_head(&parts, true);
     if tcp.write_all(&head).await.is_err() {
         return;
     }
@@ -139,6 +117,33 @@ pub async fn serve(mut tcp: TcpStream, remote: SocketAddr, app: axum::Router) {
     }
     let _ = tcp.write_all(b"0\r\n\r\n").await;
     let _ = tcp.shutdown().await;
+}
+
+/// The response's status line and headers; `chunked`: the body follows in
+/// chunks and ends the connection.
+fn response_head(parts: &axum::http::response::Parts, chunked: bool) -> BytesMut {
+    let mut head = BytesMut::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.put_u8(b' ');
+    head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == axum::http::header::CONTENT_LENGTH
+            || name == axum::http::header::TRANSFER_ENCODING
+        {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 async fn read_head(tcp: &mut TcpStream, remote: SocketAddr) -> Result<Request<Body>, &'static str> {

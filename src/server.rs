@@ -104,7 +104,7 @@ pub struct Running {
     cancel: CancellationToken,
     tracker: TaskTracker,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    fanout: tokio::task::JoinHandle<()>,
+    fanout: Vec<std::thread::JoinHandle<()>>,
     feed: crate::feed::FeedHandle,
     addr: std::net::SocketAddr,
 }
@@ -116,7 +116,7 @@ pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Runn
     let metrics = Arc::new(Metrics::new());
     let table = Arc::new(Table::new());
     let cancel = CancellationToken::new();
-    let hub = Hub::new(table.clone(), metrics.stream.clone());
+    let hub = Hub::with_shards(table.clone(), metrics.stream.clone(), config.fanout_shards);
     let feed = crate::feed::start(
         config.feed.clone(),
         table.clone(),
@@ -125,7 +125,9 @@ pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Runn
         cancel.clone(),
     )
     .context("cannot open the feed sockets (settings feed_a, feed_b, interface)")?;
-    let fanout = tokio::spawn(hub.clone().run(cancel.clone()));
+    let fanout = hub
+        .spawn_shards(&cancel)
+        .context("cannot start the fan-out threads (setting fanout_shards)")?;
     let tracker = TaskTracker::new();
     let state = AppState(Arc::new(Shared {
         table,
@@ -188,9 +190,15 @@ impl Running {
                 .context("server error")?,
             Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
         }
-        let _ = self.fanout.await;
-        let feed = self.feed;
-        tokio::task::spawn_blocking(move || feed.join()).await.ok();
+        let (feed, fanout) = (self.feed, self.fanout);
+        tokio::task::spawn_blocking(move || {
+            for shard in fanout {
+                let _ = shard.join();
+            }
+            feed.join()
+        })
+        .await
+        .ok();
         Ok(())
     }
 }

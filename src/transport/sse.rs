@@ -7,9 +7,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -18,11 +19,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::fanout::{Transport, envelope};
+use crate::fanout::{Sweep, Transport, envelope};
 use crate::feed::FeedState;
 use crate::http::{ApiError, AppState, check_token};
 use crate::limits::ConnGuard;
 use crate::metrics::{SlowReason, TransportCounters};
+use crate::raw_stream::{RawConn, Upgrade};
+use crate::transport::direct::{Direct, Framing, Verdict, linger, sse_head, write_all};
 use crate::transport::stream::{
     Batch, Subscriptions, acquire, batch_window, requested_locates, resume_point, sub_options,
 };
@@ -49,6 +52,7 @@ pub async fn handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<StreamQuery>,
+    raw: Option<Extension<RawConn>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_token(&state, &headers, q.token.as_deref())?;
@@ -107,6 +111,26 @@ pub async fn handler(
         first.len(),
     );
 
+    let head = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (
+            header::HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ),
+    ];
+    if raw.is_some() {
+        // Served off hyper (`raw_stream`): the fan-out writes the events.
+        let first = first.freeze();
+        let mut response = head.into_response();
+        response.extensions_mut().insert(Upgrade::new(move |tcp| {
+            Box::pin(run_direct(state, tcp, subs, first, guard))
+        }));
+        return Ok(response);
+    }
     let mut feed = state.feed.clone();
     feed.mark_unchanged();
     let stream = SseStream {
@@ -126,21 +150,7 @@ pub async fn handler(
         let chunk = s.next_chunk().await?;
         Some((Ok::<Bytes, Infallible>(chunk), s))
     }));
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::HeaderName::from_static("x-accel-buffering"),
-                HeaderValue::from_static("no"),
-            ),
-        ],
-        body,
-    )
-        .into_response())
+    Ok((head, body).into_response())
 }
 
 /// Appends one event. `data` is single-line JSON.
@@ -275,4 +285,120 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// An SSE stream whose `tick` events the fan-out writes from its sweep
+/// (`transport::direct`). This task writes the first event, feed status,
+/// keep-alives and the shutdown notice, finishes writes that would block,
+/// and notices the client going away.
+async fn run_direct(
+    state: AppState,
+    tcp: tokio::net::TcpStream,
+    subs: Subscriptions,
+    first: Bytes,
+    _guard: ConnGuard,
+) {
+    let client = subs.client().clone();
+    let limits = state.config.limits.clone();
+    let direct = Arc::new(Direct::new(state.clone(), tcp, Framing::Sse, subs));
+    {
+        let mut out = first.to_vec();
+        direct.seal(&mut out, 0);
+        direct.write(&mut direct.lock(), &out);
+    }
+    let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<Direct>;
+    client.set_direct(sink);
+    // Changes marked before the sweep knew this client.
+    direct.flush_if_idle(false);
+    let mut feed = state.feed.clone();
+    feed.mark_unchanged();
+    let mut keepalive = tokio::time::interval_at(
+        tokio::time::Instant::now() + limits.keepalive,
+        limits.keepalive,
+    );
+    let cancel = state.cancel.clone();
+    let last = loop {
+        let st = match direct.status() {
+            Ok(st) => st,
+            Err(Verdict::Stop) => return,
+            Err(Verdict::Close(code, reason)) => {
+                let data = serde_json::json!({
+                    "code": "slow_consumer",
+                    "close_code": code,
+                    "message": reason,
+                });
+                break final_event(&direct, "error", data.to_string().as_bytes());
+            }
+        };
+        let blocked = st.blocked_since;
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                let data = format!("{{\"reconnect_ms\":{}}}", limits.reconnect.as_millis());
+                break final_event(&direct, "shutdown", data.as_bytes());
+            }
+            r = direct.tcp.readable() => {
+                // A client sends nothing after its request: bytes are
+                // ignored, the end of the stream ends it.
+                let mut buf = [0u8; 256];
+                if r.is_err() {
+                    return;
+                }
+                match direct.tcp.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return,
+                    _ => {}
+                }
+            }
+            r = direct.tcp.writable(), if blocked.is_some() => {
+                if r.is_err() || !direct.resume() {
+                    return;
+                }
+            }
+            _ = sleep_until(blocked.map(|b| b + limits.write_timeout)) => {
+                direct.slow(&mut direct.lock());
+            }
+            _ = direct.wake.notified() => direct.flush_if_idle(false),
+            _ = sleep_until(st.timer) => direct.flush_if_idle(true),
+            changed = feed.changed() => {
+                if changed.is_ok() {
+                    feed.borrow_and_update();
+                    let mut w = direct.lock();
+                    let mut out = Vec::new();
+                    direct.feed_payload(&mut out, w.subs.promised);
+                    direct.seal(&mut out, 0);
+                    direct.write(&mut w, &out);
+                }
+            }
+            _ = keepalive.tick() => {
+                let mut out = b": keepalive\n\n".to_vec();
+                direct.seal(&mut out, 0);
+                direct.write(&mut direct.lock(), &out);
+            }
+        }
+    };
+    let linger_for = limits.write_timeout.min(Duration::from_secs(5));
+    let ended = tokio::time::timeout(linger_for, write_all(&direct.tcp, &last)).await;
+    if matches!(ended, Ok(Ok(()))) {
+        let _ = socket2::SockRef::from(&direct.tcp).shutdown(std::net::Shutdown::Write);
+        linger(&direct.tcp, linger_for).await;
+    }
+}
+
+/// The last event (`error`, `shutdown`) and the end of the chunked body,
+/// after anything still waiting; the sweep writes nothing more.
+fn final_event(direct: &Direct, name: &str, data: &[u8]) -> Vec<u8> {
+    let promised = direct.lock().subs.promised;
+    let mut out = Vec::new();
+    sse_head(
+        &mut out,
+        name,
+        direct.state.table.session().as_str(),
+        promised,
+    );
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    direct.seal(&mut out, 0);
+    out.extend_from_slice(b"0\r\n\r\n");
+    direct.finish(&out)
 }

@@ -225,7 +225,7 @@ impl Subscriptions {
     /// Takes what the hub left and builds one batch. Throttled symbols not
     /// yet due stay pending and set [`Self::next_due`].
     pub fn drain(&mut self) -> Batch {
-        let fanned = self.hub.fanned_seq();
+        let fanned = self.hub.fanned_seq_for(&self.client);
         let mut marks = std::mem::take(&mut self.scratch);
         marks.clear();
         let (every, overflow, reset) = self.client.take_into(&mut marks);

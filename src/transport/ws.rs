@@ -23,17 +23,16 @@ use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use crate::fanout::{Encoded, Format, Sweep, Transport, envelope};
 use crate::feed::FeedState;
 use crate::http::{ApiError, AppState, AuthQuery, check_origin, check_token, parse_symbol_list};
 use crate::limits::{ConnGuard, RateLimiter};
-use crate::metrics::{Limit, SlowReason, TransportCounters};
+use crate::metrics::{Limit, SlowReason};
 use crate::raw_stream::{RawConn, Upgrade};
+use crate::transport::direct::{Direct, Framing, Verdict, Writer, linger, sleep_until, write_all};
 use crate::transport::stream::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
@@ -93,9 +92,10 @@ pub enum ClientOp {
     Ping,
 }
 
+/// A server frame other than `snapshot` and `ticks`.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-enum ServerFrame<'a> {
+pub(crate) enum ServerFrame<'a> {
     Subscribed {
         symbols: &'a [Arc<str>],
         unknown: &'a [String],
@@ -248,215 +248,10 @@ async fn refuse(tcp: TcpStream, code: u16, reason: &str) {
     }
 }
 
-async fn write_all(tcp: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        tcp.writable().await?;
-        match tcp.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Reads (and drops) until the peer closes or `within` passes, so a close
-/// frame is not lost to a reset on unread data.
-async fn linger(tcp: &TcpStream, within: Duration) {
-    let _ = tokio::time::timeout(within, async {
-        let mut buf = [0u8; 1024];
-        loop {
-            if tcp.readable().await.is_err() {
-                return;
-            }
-            match tcp.try_read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
-    })
-    .await;
-}
-
 enum Flow {
     Continue,
     Close(u16, String),
     Stop,
-}
-
-/// The write side of a connection, shared by the fan-out's sweep and the
-/// connection's task.
-struct Direct {
-    tcp: TcpStream,
-    format: Format,
-    state: AppState,
-    counters: TransportCounters,
-    writer: Mutex<Writer>,
-    /// The sweep tells the task: the socket is full, a batch window or a
-    /// throttle timer started, or the connection must close.
-    wake: Notify,
-}
-
-struct Writer {
-    subs: Subscriptions,
-    /// Bytes the socket did not take yet; empty unless blocked.
-    out: Vec<u8>,
-    /// Since when the socket has been full.
-    blocked_since: Option<Instant>,
-    /// With `batch_ms`: the next frame is due then.
-    held: Option<Instant>,
-    /// Set by the sweep: end the connection so.
-    verdict: Option<Flow>,
-}
-
-impl Sweep for Direct {
-    fn sweep(&self, scratch: &mut Vec<u8>) {
-        // The task holds the writer (an operation in progress): it looks at
-        // what is pending when it is done.
-        let Some(mut w) = self.writer.try_lock() else {
-            self.wake.notify_one();
-            return;
-        };
-        if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
-            self.flush(&mut w, scratch);
-        }
-    }
-}
-
-impl Direct {
-    /// Drains what is pending into one `ticks` frame and writes it.
-    fn flush(&self, w: &mut Writer, scratch: &mut Vec<u8>) {
-        if let Some(at) = w.subs.hold_until(Instant::now()) {
-            if w.held != Some(at) {
-                w.held = Some(at);
-                self.wake.notify_one();
-            }
-            return;
-        }
-        w.held = None;
-        let due = w.subs.next_due;
-        let batch = w.subs.drain();
-        if batch.overflow {
-            self.state
-                .hub
-                .metrics
-                .slow(Transport::Ws, SlowReason::QueueOverflow);
-            tracing::info!("websocket client closed: every-mode queue overflow");
-            w.verdict = Some(Flow::Close(
-                close::SLOW_CONSUMER,
-                format!(
-                    "slow consumer: every-mode queue over {} (setting every_queue)",
-                    self.state.config.limits.every_queue
-                ),
-            ));
-            self.wake.notify_one();
-            return;
-        }
-        if w.subs.next_due.is_some() && w.subs.next_due != due {
-            // A throttled symbol: the task arms the timer.
-            self.wake.notify_one();
-        }
-        scratch.clear();
-        if batch.reset.is_some() {
-            let feed = *self.state.feed.borrow();
-            self.control_into(scratch, &feed_frame(&feed));
-        }
-        if !batch.quotes.is_empty() {
-            let at = scratch.len();
-            envelope::ws_ticks_into(scratch, self.format, batch.seq, &batch.quotes);
-            let len = scratch.len() - at;
-            let mut head = Vec::with_capacity(10);
-            wsframe::header(&mut head, self.opcode(), len);
-            scratch.splice(at..at, head);
-            Subscriptions::count(&self.counters, &batch, len);
-        }
-        if !scratch.is_empty() {
-            self.write(w, scratch);
-        }
-    }
-
-    fn opcode(&self) -> u8 {
-        match self.format {
-            Format::Json => opcode::TEXT,
-            Format::Msgpack => opcode::BINARY,
-        }
-    }
-
-    /// Appends a control envelope (`subscribed`, `pong`, …) as one frame.
-    fn control_into(&self, out: &mut Vec<u8>, frame: &ServerFrame<'_>) {
-        let payload = match self.format {
-            Format::Json => serde_json::to_vec(frame).unwrap_or_default(),
-            Format::Msgpack => rmp_serde::to_vec_named(frame).unwrap_or_default(),
-        };
-        wsframe::frame(out, self.opcode(), &payload);
-    }
-
-    /// Writes `bytes` now if the socket takes them; the rest waits for the
-    /// task (in order, behind anything already waiting).
-    fn write(&self, w: &mut Writer, bytes: &[u8]) {
-        if w.blocked_since.is_some() {
-            let cap = self.state.config.limits.max_frame_bytes.max(1 << 20) * 4;
-            if w.out.len() + bytes.len() > cap && w.verdict.is_none() {
-                self.slow(w);
-            } else {
-                w.out.extend_from_slice(bytes);
-            }
-            return;
-        }
-        let written = match self.tcp.try_write(bytes) {
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
-            Err(_) => {
-                w.verdict.get_or_insert(Flow::Stop);
-                self.wake.notify_one();
-                return;
-            }
-        };
-        if written < bytes.len() {
-            w.out.extend_from_slice(&bytes[written..]);
-            w.blocked_since = Some(Instant::now());
-            self.wake.notify_one();
-        }
-    }
-
-    fn slow(&self, w: &mut Writer) {
-        self.state
-            .hub
-            .metrics
-            .slow(Transport::Ws, SlowReason::WriteTimeout);
-        tracing::info!("websocket client closed: write timeout");
-        w.verdict = Some(Flow::Close(
-            close::SLOW_CONSUMER,
-            "slow consumer: write timeout".into(),
-        ));
-        self.wake.notify_one();
-    }
-
-    /// The socket drained: write what waited, then catch up on the marks.
-    fn resume(&self) -> bool {
-        let mut w = self.writer.lock();
-        while !w.out.is_empty() {
-            match self.tcp.try_write(&w.out) {
-                Ok(n) => {
-                    w.out.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-                Err(_) => return false,
-            }
-        }
-        w.out = Vec::new();
-        w.blocked_since = None;
-        if w.verdict.is_none() {
-            self.flush(&mut w, &mut Vec::new());
-        }
-        true
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Writer> {
-        self.writer.lock()
-    }
 }
 
 fn feed_frame(feed: &FeedState) -> ServerFrame<'_> {
@@ -470,6 +265,7 @@ fn feed_frame(feed: &FeedState) -> ServerFrame<'_> {
 /// status and shutdown, and takes over writes the sweep could not finish.
 struct Conn {
     direct: Arc<Direct>,
+    format: Format,
     reader: wsframe::Reader,
     ops: RateLimiter,
     feed: tokio::sync::watch::Receiver<FeedState>,
@@ -488,20 +284,7 @@ impl Conn {
         let limits = &state.config.limits;
         let client = state.hub.register(Transport::Ws, limits.every_queue);
         let subs = Subscriptions::new(state.hub.clone(), client.clone());
-        let direct = Arc::new(Direct {
-            tcp,
-            format,
-            counters: state.hub.metrics.transport(Transport::Ws),
-            writer: Mutex::new(Writer {
-                subs,
-                out: Vec::new(),
-                blocked_since: None,
-                held: None,
-                verdict: None,
-            }),
-            wake: Notify::new(),
-            state: state.clone(),
-        });
+        let direct = Arc::new(Direct::new(state.clone(), tcp, Framing::Ws(format), subs));
         let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<Direct>;
         client.set_direct(sink);
         let mut reader = wsframe::Reader::default();
@@ -513,6 +296,7 @@ impl Conn {
             ),
             feed: state.feed.clone(),
             direct,
+            format,
             reader,
             last_heard: Instant::now(),
             _guard: guard,
@@ -532,13 +316,16 @@ impl Conn {
         // Bytes that came with the upgrade request.
         let mut flow = self.parse();
         while let Flow::Continue = flow {
-            let (blocked, timer) = {
-                let mut w = self.direct.lock();
-                if let Some(v) = w.verdict.take() {
-                    flow = v;
+            let (blocked, timer) = match self.direct.status() {
+                Ok(s) => (s.blocked_since, s.timer),
+                Err(Verdict::Close(code, reason)) => {
+                    flow = Flow::Close(code, reason);
                     break;
                 }
-                (w.blocked_since, w.held.or(w.subs.next_due))
+                Err(Verdict::Stop) => {
+                    flow = Flow::Stop;
+                    break;
+                }
             };
             let direct = self.direct.clone();
             flow = tokio::select! {
@@ -561,18 +348,11 @@ impl Conn {
                     Flow::Continue
                 }
                 _ = direct.wake.notified() => {
-                    let mut w = direct.lock();
-                    if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
-                        direct.flush(&mut w, &mut Vec::new());
-                    }
+                    direct.flush_if_idle(false);
                     Flow::Continue
                 }
                 _ = sleep_until(timer) => {
-                    let mut w = direct.lock();
-                    w.held = None;
-                    if w.blocked_since.is_none() && w.verdict.is_none() {
-                        direct.flush(&mut w, &mut Vec::new());
-                    }
+                    direct.flush_if_idle(true);
                     Flow::Continue
                 }
                 changed = self.feed.changed() => {
@@ -604,14 +384,9 @@ impl Conn {
     /// Sends the close frame (after anything still waiting), then reads
     /// until the peer answers or goes away.
     async fn close(&mut self, code: u16, reason: &str, write_timeout: Duration) {
-        let pending = {
-            let mut w = self.direct.lock();
-            // The sweep writes nothing after the close frame.
-            w.verdict = Some(Flow::Stop);
-            let mut out = std::mem::take(&mut w.out);
-            wsframe::close(&mut out, code, reason);
-            out
-        };
+        let mut frame = Vec::new();
+        wsframe::close(&mut frame, code, reason);
+        let pending = self.direct.finish(&frame);
         let linger_for = write_timeout.min(Duration::from_secs(5));
         if tokio::time::timeout(linger_for, write_all(&self.direct.tcp, &pending))
             .await
@@ -675,7 +450,11 @@ impl Conn {
             Incoming::Binary(b) => rmp_serde::from_slice::<ClientOp>(&b)
                 .map_err(|e| e.to_string())
                 .or_else(|e| serde_json::from_slice::<ClientOp>(&b).map_err(|_| e)),
-            Incoming::Close => return Flow::Stop,
+            // The closing handshake: answer with the client's code.
+            Incoming::Close(code) => {
+                let code = code.filter(|c| (1000..5000).contains(c) && *c != 1005 && *c != 1006);
+                return Flow::Close(code.unwrap_or(1000), String::new());
+            }
             Incoming::Ping(payload) => {
                 let mut out = Vec::with_capacity(2 + payload.len());
                 wsframe::frame(&mut out, opcode::PONG, &payload);
@@ -804,20 +583,36 @@ impl Conn {
     ) {
         let d = &self.direct;
         let mut out = Vec::new();
-        d.control_into(&mut out, &ServerFrame::Subscribed { symbols, unknown });
+        self.control_into(&mut out, &ServerFrame::Subscribed { symbols, unknown });
         let session = d.state.table.session();
-        let payload = match d.format {
+        let at = out.len();
+        out.extend_from_slice(&match self.format {
             Format::Json => envelope::ws_snapshot_json(seq, session.as_str(), quotes),
             Format::Msgpack => envelope::ws_snapshot_msgpack(seq, session.as_str(), quotes),
-        };
-        wsframe::frame(&mut out, d.opcode(), &payload);
+        });
+        let len = out.len() - at;
+        d.seal(&mut out, at);
         let batch = Batch {
             seq,
             quotes: quotes.to_vec(),
             ..Default::default()
         };
-        Subscriptions::count(&d.counters, &batch, payload.len());
+        d.count(&batch, len);
         d.write(w, &out);
+    }
+
+    /// Appends a control envelope (`subscribed`, `pong`, …) as one frame.
+    fn control_into(&self, out: &mut Vec<u8>, frame: &ServerFrame<'_>) {
+        let at = out.len();
+        match self.format {
+            Format::Json => {
+                let _ = serde_json::to_writer(&mut *out, frame);
+            }
+            Format::Msgpack => {
+                let _ = rmp_serde::encode::write_named(&mut *out, frame);
+            }
+        }
+        self.direct.seal(out, at);
     }
 
     fn error(&mut self, code: &str, message: &str) -> Flow {
@@ -826,16 +621,9 @@ impl Conn {
 
     fn send(&self, frame: &ServerFrame<'_>) -> Flow {
         let mut out = Vec::new();
-        self.direct.control_into(&mut out, frame);
+        self.control_into(&mut out, frame);
         let mut w = self.direct.lock();
         self.direct.write(&mut w, &out);
         Flow::Continue
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -62,8 +62,8 @@ pub enum Incoming {
     Ping(Vec<u8>),
     /// A pong.
     Pong,
-    /// The client closes.
-    Close,
+    /// The client closes, with this code if it gave one.
+    Close(Option<u16>),
 }
 
 /// Why the client's frames end the connection.
@@ -94,7 +94,9 @@ impl Reader {
             };
             if op >= 0x8 {
                 return Ok(Some(match op {
-                    opcode::CLOSE => Incoming::Close,
+                    opcode::CLOSE => Incoming::Close(
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
+                    ),
                     opcode::PING => Incoming::Ping(payload),
                     opcode::PONG => Incoming::Pong,
                     _ => return Err(FrameError::Protocol("unknown control opcode")),
@@ -248,7 +250,7 @@ mod tests {
             Ok(Some(Incoming::Binary(vec![7u8; 70_000])))
         );
         r.buf.extend(masked(true, opcode::CLOSE, &[3, 232]));
-        assert_eq!(r.next(1024), Ok(Some(Incoming::Close)));
+        assert_eq!(r.next(1024), Ok(Some(Incoming::Close(Some(1000)))));
         assert!(r.buf.is_empty());
     }
 
