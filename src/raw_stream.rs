@@ -32,7 +32,7 @@ const PREFIXES: [&[u8]; 2] = [b"GET /v1/stream", b"GET /v1/ws"];
 #[derive(Clone, Copy, Debug)]
 pub struct RawConn;
 
-type UpgradeFn = Box<dyn FnOnce(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+type UpgradeFn = Box<dyn FnOnce(TcpStream) -> Served + Send>;
 
 /// What a 101 response asks to run on the socket once the head is written.
 #[derive(Clone)]
@@ -40,9 +40,7 @@ pub struct Upgrade(Arc<parking_lot::Mutex<Option<UpgradeFn>>>);
 
 impl Upgrade {
     /// Runs `f` with the socket after the 101.
-    pub fn new(
-        f: impl FnOnce(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static,
-    ) -> Self {
+    pub fn new(f: impl FnOnce(TcpStream) -> Served + Send + 'static) -> Self {
         Upgrade(Arc::new(parking_lot::Mutex::new(Some(Box::new(f)))))
     }
 
@@ -69,16 +67,21 @@ pub async fn wants(tcp: &TcpStream) -> bool {
     }
 }
 
-/// Reads one request head, answers it through `app`, and streams the body.
-pub async fn serve(mut tcp: TcpStream, remote: SocketAddr, app: axum::Router) {
+/// The future that serves an upgraded connection, to be spawned as a task of
+/// its own: the task that read the head (sized for hyper) is gone by then.
+pub type Served = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Reads one request head, answers it through `app`, and streams the body;
+/// or, for an [`Upgrade`], writes the head and returns what serves the rest.
+pub async fn serve(mut tcp: TcpStream, remote: SocketAddr, app: axum::Router) -> Option<Served> {
     let request =
         match tokio::time::timeout(Duration::from_secs(30), read_head(&mut tcp, remote)).await {
             Ok(Ok(r)) => r,
             Ok(Err(reason)) => {
                 let _ = tcp.write_all(bad_request(reason).as_bytes()).await;
-                return;
+                return None;
             }
-            Err(_) => return,
+            Err(_) => return None,
         };
     let Ok(response) = app.oneshot(request).await;
     let (mut parts, mut body) = response.into_parts();
@@ -89,13 +92,13 @@ pub async fn serve(mut tcp: TcpStream, remote: SocketAddr, app: axum::Router) {
         let head = response_head(&parts, !switching);
         if tcp.write_all(&head).await.is_ok() {
             drop((head, parts, body));
-            upgrade(tcp).await;
+            return Some(upgrade(tcp));
         }
-        return;
+        return None;
     }
     let head = response_head(&parts, true);
     if tcp.write_all(&head).await.is_err() {
-        return;
+        return None;
     }
     drop(head);
     // One write per chunk: size line, data and CRLF together.
@@ -112,11 +115,12 @@ pub async fn serve(mut tcp: TcpStream, remote: SocketAddr, app: axum::Router) {
         chunk.extend_from_slice(&data);
         chunk.extend_from_slice(b"\r\n");
         if tcp.write_all(&chunk).await.is_err() {
-            return;
+            return None;
         }
     }
     let _ = tcp.write_all(b"0\r\n\r\n").await;
     let _ = tcp.shutdown().await;
+    None
 }
 
 /// The response's status line and headers; `chunked`: the body follows in

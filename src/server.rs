@@ -65,10 +65,15 @@ async fn serve_http(
         let cancel = cancel.clone();
         let app = app.clone();
         let http = http.clone();
+        let streams = tracker.clone();
         tracker.spawn(async move {
-            // SSE streams are served off hyper, without its buffers.
+            // SSE streams and WebSockets are served off hyper, without its
+            // buffers, each in a task of its own size.
             if crate::raw_stream::wants(&tcp).await {
-                return crate::raw_stream::serve(tcp, remote, app).await;
+                if let Some(stream) = crate::raw_stream::serve(tcp, remote, app).await {
+                    streams.spawn(stream);
+                }
+                return;
             }
             let svc =
                 app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {

@@ -361,20 +361,23 @@ pub async fn write_all(tcp: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()>
 /// frame is not lost to a reset on unread data.
 pub async fn linger(tcp: &TcpStream, within: Duration) {
     let _ = tokio::time::timeout(within, async {
-        let mut buf = [0u8; 1024];
-        loop {
-            if tcp.readable().await.is_err() {
-                return;
-            }
-            match tcp.try_read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
+        while tcp.readable().await.is_ok() && !read_gone(tcp) {}
     })
     .await;
+}
+
+/// Reads and drops what the peer sent; true once it has closed (or failed).
+/// Not async: its buffer is on the stack only while it runs, never in a
+/// connection's future.
+pub fn read_gone(tcp: &TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tcp.try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return e.kind() != ErrorKind::WouldBlock,
+        }
+    }
 }
 
 /// Sleeps until `at`, or forever.

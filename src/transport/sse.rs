@@ -25,7 +25,7 @@ use crate::http::{ApiError, AppState, check_token};
 use crate::limits::ConnGuard;
 use crate::metrics::{SlowReason, TransportCounters};
 use crate::raw_stream::{RawConn, Upgrade};
-use crate::transport::direct::{Direct, Framing, Verdict, linger, sse_head, write_all};
+use crate::transport::direct::{Direct, Framing, Verdict, linger, read_gone, sse_head, write_all};
 use crate::transport::stream::{
     Batch, Subscriptions, acquire, batch_window, requested_locates, resume_point, sub_options,
 };
@@ -299,7 +299,9 @@ async fn run_direct(
     _guard: ConnGuard,
 ) {
     let client = subs.client().clone();
-    let limits = state.config.limits.clone();
+    let limits = &state.config.limits;
+    let (keepalive, write_timeout) = (limits.keepalive, limits.write_timeout);
+    let reconnect_ms = limits.reconnect.as_millis();
     let direct = Arc::new(Direct::new(state.clone(), tcp, Framing::Sse, subs));
     {
         let mut out = first.to_vec();
@@ -312,10 +314,9 @@ async fn run_direct(
     direct.flush_if_idle(false);
     let mut feed = state.feed.clone();
     feed.mark_unchanged();
-    let mut keepalive = tokio::time::interval_at(
-        tokio::time::Instant::now() + limits.keepalive,
-        limits.keepalive,
-    );
+    // One timer for everything due: keep-alive, the write deadline while
+    // blocked, a batch window or throttle.
+    let mut next_keepalive = Instant::now() + keepalive;
     let cancel = state.cancel.clone();
     let last = loop {
         let st = match direct.status() {
@@ -331,35 +332,33 @@ async fn run_direct(
             }
         };
         let blocked = st.blocked_since;
+        let write_deadline = blocked.map(|b| b + write_timeout);
+        let due = [Some(next_keepalive), write_deadline, st.timer]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_keepalive);
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {
-                let data = format!("{{\"reconnect_ms\":{}}}", limits.reconnect.as_millis());
+                let data = format!("{{\"reconnect_ms\":{reconnect_ms}}}");
                 break final_event(&direct, "shutdown", data.as_bytes());
             }
-            r = direct.tcp.readable() => {
-                // A client sends nothing after its request: bytes are
-                // ignored, the end of the stream ends it.
-                let mut buf = [0u8; 256];
-                if r.is_err() {
+            r = direct.tcp.ready(if blocked.is_some() {
+                tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
+            } else {
+                tokio::io::Interest::READABLE
+            }) => {
+                let Ok(ready) = r else { return };
+                if ready.is_writable() && blocked.is_some() && !direct.resume() {
                     return;
                 }
-                match direct.tcp.try_read(&mut buf) {
-                    Ok(0) => return,
-                    Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return,
-                    _ => {}
-                }
-            }
-            r = direct.tcp.writable(), if blocked.is_some() => {
-                if r.is_err() || !direct.resume() {
+                // A client sends nothing after its request: bytes are ignored.
+                if (ready.is_readable() || ready.is_read_closed()) && read_gone(&direct.tcp) {
                     return;
                 }
-            }
-            _ = sleep_until(blocked.map(|b| b + limits.write_timeout)) => {
-                direct.slow(&mut direct.lock());
             }
             _ = direct.wake.notified() => direct.flush_if_idle(false),
-            _ = sleep_until(st.timer) => direct.flush_if_idle(true),
             changed = feed.changed() => {
                 if changed.is_ok() {
                     feed.borrow_and_update();
@@ -370,14 +369,25 @@ async fn run_direct(
                     direct.write(&mut w, &out);
                 }
             }
-            _ = keepalive.tick() => {
-                let mut out = b": keepalive\n\n".to_vec();
-                direct.seal(&mut out, 0);
-                direct.write(&mut direct.lock(), &out);
+            _ = tokio::time::sleep_until(due.into()) => {
+                let now = Instant::now();
+                if write_deadline.is_some_and(|d| d <= now) {
+                    direct.slow(&mut direct.lock());
+                    continue;
+                }
+                if st.timer.is_some_and(|t| t <= now) {
+                    direct.flush_if_idle(true);
+                }
+                if next_keepalive <= now {
+                    next_keepalive = now + keepalive;
+                    let mut out = b": keepalive\n\n".to_vec();
+                    direct.seal(&mut out, 0);
+                    direct.write(&mut direct.lock(), &out);
+                }
             }
         }
     };
-    let linger_for = limits.write_timeout.min(Duration::from_secs(5));
+    let linger_for = write_timeout.min(Duration::from_secs(5));
     let ended = tokio::time::timeout(linger_for, write_all(&direct.tcp, &last)).await;
     if matches!(ended, Ok(Ok(()))) {
         let _ = socket2::SockRef::from(&direct.tcp).shutdown(std::net::Shutdown::Write);

@@ -32,7 +32,7 @@ use crate::http::{ApiError, AppState, AuthQuery, check_origin, check_token, pars
 use crate::limits::{ConnGuard, RateLimiter};
 use crate::metrics::{Limit, SlowReason};
 use crate::raw_stream::{RawConn, Upgrade};
-use crate::transport::direct::{Direct, Framing, Verdict, Writer, linger, sleep_until, write_all};
+use crate::transport::direct::{Direct, Framing, Verdict, Writer, linger, write_all};
 use crate::transport::stream::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
@@ -308,11 +308,14 @@ impl Conn {
     }
 
     async fn run(mut self) {
-        let limits = self.state().config.limits.clone();
+        let limits = &self.state().config.limits;
+        let (ping_interval, idle_timeout) = (limits.ping_interval, limits.idle_timeout);
+        let (write_timeout, reconnect) = (limits.write_timeout, limits.reconnect);
         let cancel = self.state().cancel.clone();
-        let mut ping = tokio::time::interval(limits.ping_interval);
-        ping.tick().await;
         self.feed.mark_unchanged();
+        // One timer for everything due (an idle connection holds one): the
+        // ping, the write deadline while blocked, a batch window or throttle.
+        let mut next_ping = Instant::now() + ping_interval;
         // Bytes that came with the upgrade request.
         let mut flow = self.parse();
         while let Flow::Continue = flow {
@@ -327,32 +330,32 @@ impl Conn {
                     break;
                 }
             };
+            let write_deadline = blocked.map(|b| b + write_timeout);
+            let due = [Some(next_ping), write_deadline, timer]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_ping);
             let direct = self.direct.clone();
             flow = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
-                    let frame = ServerFrame::Shutdown { reconnect_ms: limits.reconnect.as_millis() as u64 };
+                    let frame = ServerFrame::Shutdown { reconnect_ms: reconnect.as_millis() as u64 };
                     self.send(&frame);
                     Flow::Close(close::GOING_AWAY, "server shutting down".into())
                 }
-                r = direct.tcp.readable() => match r {
-                    Ok(()) => self.read(),
+                // One readiness future for both directions: an idle
+                // connection's task is as small as it can be.
+                r = direct.tcp.ready(interest(blocked.is_some())) => match r {
+                    Ok(ready) if ready.is_writable() && blocked.is_some() && !direct.resume() => {
+                        Flow::Stop
+                    }
+                    Ok(ready) if ready.is_readable() || ready.is_read_closed() => self.read(),
+                    Ok(_) => Flow::Continue,
                     Err(_) => Flow::Stop,
                 },
-                r = direct.tcp.writable(), if blocked.is_some() => match r {
-                    Ok(()) if direct.resume() => Flow::Continue,
-                    _ => Flow::Stop,
-                },
-                _ = sleep_until(blocked.map(|b| b + limits.write_timeout)) => {
-                    direct.slow(&mut direct.lock());
-                    Flow::Continue
-                }
                 _ = direct.wake.notified() => {
                     direct.flush_if_idle(false);
-                    Flow::Continue
-                }
-                _ = sleep_until(timer) => {
-                    direct.flush_if_idle(true);
                     Flow::Continue
                 }
                 changed = self.feed.changed() => {
@@ -362,23 +365,43 @@ impl Conn {
                     }
                     Flow::Continue
                 }
-                _ = ping.tick() => {
-                    if self.last_heard.elapsed() > limits.idle_timeout {
-                        self.state().hub.metrics.slow(Transport::Ws, SlowReason::NoPong);
-                        Flow::Close(close::NO_PONG, "no pong within the idle timeout".into())
-                    } else {
-                        let mut out = Vec::with_capacity(2);
-                        wsframe::frame(&mut out, opcode::PING, &[]);
-                        let mut w = direct.lock();
-                        direct.write(&mut w, &out);
+                _ = tokio::time::sleep_until(due.into()) => {
+                    let now = Instant::now();
+                    if write_deadline.is_some_and(|d| d <= now) {
+                        direct.slow(&mut direct.lock());
                         Flow::Continue
+                    } else {
+                        if timer.is_some_and(|t| t <= now) {
+                            direct.flush_if_idle(true);
+                        }
+                        if next_ping <= now {
+                            next_ping = now + ping_interval;
+                            self.ping(idle_timeout)
+                        } else {
+                            Flow::Continue
+                        }
                     }
                 }
             };
         }
         if let Flow::Close(code, reason) = flow {
-            self.close(code, &reason, limits.write_timeout).await;
+            Box::pin(self.close(code, &reason, write_timeout)).await;
         }
+    }
+
+    /// Pings, or closes a peer silent for longer than the idle timeout (4010).
+    fn ping(&self, idle_timeout: Duration) -> Flow {
+        if self.last_heard.elapsed() > idle_timeout {
+            self.state()
+                .hub
+                .metrics
+                .slow(Transport::Ws, SlowReason::NoPong);
+            return Flow::Close(close::NO_PONG, "no pong within the idle timeout".into());
+        }
+        let mut out = Vec::with_capacity(2);
+        wsframe::frame(&mut out, opcode::PING, &[]);
+        self.direct.write(&mut self.direct.lock(), &out);
+        Flow::Continue
     }
 
     /// Sends the close frame (after anything still waiting), then reads
@@ -625,5 +648,15 @@ impl Conn {
         let mut w = self.direct.lock();
         self.direct.write(&mut w, &out);
         Flow::Continue
+    }
+}
+
+/// What a connection waits for: the client's bytes, and room in the socket
+/// while a write waits.
+fn interest(blocked: bool) -> tokio::io::Interest {
+    if blocked {
+        tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
+    } else {
+        tokio::io::Interest::READABLE
     }
 }
