@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use bytes::{BufMut, Bytes};
@@ -182,8 +182,10 @@ pub trait Sweep: Send + Sync {
     /// Frames what is pending for this client and writes it, if that can be
     /// done without waiting; otherwise leaves it pending (and makes sure the
     /// client's own task will finish it). `scratch` is the sweep's buffer,
-    /// shared by every client it writes.
-    fn sweep(&self, scratch: &mut Vec<u8>);
+    /// shared by every client it writes. `due`: a hold this client asked
+    /// for has passed. Returns `Some(at)` when the client starts holding its
+    /// changes until `at` (`batch_ms`): the shard sweeps it again then.
+    fn sweep(&self, scratch: &mut Vec<u8>, due: bool) -> Option<Instant>;
 }
 
 /// The hub's side of one client: where the fan-out leaves work and how it
@@ -379,6 +381,9 @@ struct Shard {
     /// Fan-out rounds so far; the sweep's buffers, kept for their capacity.
     round: AtomicU64,
     sweep: Mutex<(Vec<Arc<Client>>, Vec<u8>)>,
+    /// Clients holding their changes (`batch_ms`) until then: the shard's
+    /// own timer sweeps them, no task is woken per window.
+    held: Mutex<Vec<(Instant, Arc<Client>)>>,
 }
 
 impl Shard {
@@ -395,6 +400,7 @@ impl Shard {
             fanned_seq: AtomicU64::new(0),
             round: AtomicU64::new(0),
             sweep: Mutex::new((Vec::new(), Vec::new())),
+            held: Mutex::new(Vec::new()),
         }
     }
 }
@@ -613,7 +619,9 @@ impl Hub {
                 std::thread::Builder::new()
                     .name(format!("fanout-{i}"))
                     .spawn(move || {
-                        let rt = tokio::runtime::Builder::new_current_thread().build();
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_time()
+                            .build();
                         match rt {
                             Ok(rt) => rt.block_on(hub.run_shard(i, cancel)),
                             Err(e) => tracing::error!(error = %e, "fan-out shard failed to start"),
@@ -626,9 +634,37 @@ impl Hub {
     async fn run_shard(&self, i: usize, cancel: CancellationToken) {
         let shard = &self.shards[i];
         loop {
+            let next = shard.held.lock().iter().map(|(at, _)| *at).min();
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = shard.wake.notified() => self.fan_out(shard),
+                _ = sleep_until(next) => {
+                    let mut sweep = shard.sweep.lock();
+                    self.sweep_due(shard, &mut sweep.1);
+                }
+            }
+        }
+    }
+
+    /// Sweeps the held clients whose window has passed.
+    fn sweep_due(&self, shard: &Shard, scratch: &mut Vec<u8>) {
+        let now = Instant::now();
+        let mut held = shard.held.lock();
+        if !held.iter().any(|(at, _)| *at <= now) {
+            return;
+        }
+        let mut due = Vec::new();
+        held.retain(|(at, c)| {
+            if *at <= now {
+                due.push(c.clone());
+            }
+            *at > now
+        });
+        for client in due {
+            if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
+                if let Some(at) = sink.sweep(scratch, true) {
+                    held.push((at, client));
+                }
             }
         }
     }
@@ -711,11 +747,16 @@ impl Hub {
         }
         // Published before the sweep: its frames promise this batch.
         shard.fanned_seq.store(last_seq, Ordering::Release);
+        let mut held = shard.held.lock();
         for client in touched.drain(..) {
             if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
-                sink.sweep(scratch);
+                if let Some(at) = sink.sweep(scratch, false) {
+                    held.push((at, client));
+                }
             }
         }
+        drop(held);
+        self.sweep_due(shard, scratch);
     }
 
     /// Fans out what every shard's outbox holds, here and now.
@@ -814,6 +855,13 @@ impl ChangeListener for HubListener {
         // The table was reset just before: its epoch names this session.
         self.events
             .push(Event::Reset(session, self.hub.table.epoch()));
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

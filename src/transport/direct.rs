@@ -81,16 +81,20 @@ pub struct Direct {
 }
 
 impl Sweep for Direct {
-    fn sweep(&self, scratch: &mut Vec<u8>) {
+    fn sweep(&self, scratch: &mut Vec<u8>, due: bool) -> Option<Instant> {
         // The task holds the writer (an operation in progress): it looks at
         // what is pending when it is done.
         let Some(mut w) = self.writer.try_lock() else {
             self.wake.notify_one();
-            return;
+            return None;
         };
-        if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
-            self.flush(&mut w, scratch);
+        if due {
+            w.held = None;
         }
+        if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
+            return self.flush(&mut w, scratch);
+        }
+        None
     }
 }
 
@@ -143,18 +147,19 @@ impl Direct {
             w.held = None;
         }
         if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
-            self.flush(&mut w, &mut Vec::new());
+            // A hold started here is the task's to time (`Status::timer`).
+            let _ = self.flush(&mut w, &mut Vec::new());
         }
     }
 
-    /// Drains what is pending into one frame and writes it.
-    fn flush(&self, w: &mut Writer, scratch: &mut Vec<u8>) {
+    /// Drains what is pending into one frame and writes it. Returns when
+    /// the client starts holding its changes (`batch_ms`), for the caller's
+    /// timer: the shard's when it sweeps, the task's otherwise.
+    fn flush(&self, w: &mut Writer, scratch: &mut Vec<u8>) -> Option<Instant> {
         if let Some(at) = w.subs.hold_until(Instant::now()) {
-            if w.held != Some(at) {
-                w.held = Some(at);
-                self.wake.notify_one();
-            }
-            return;
+            let new = w.held.is_none();
+            w.held = Some(at);
+            return new.then_some(at);
         }
         w.held = None;
         let due = w.subs.next_due;
@@ -176,7 +181,7 @@ impl Direct {
                 ),
             ));
             self.wake.notify_one();
-            return;
+            return None;
         }
         if w.subs.next_due.is_some() && w.subs.next_due != due {
             // A throttled symbol: the task arms the timer.
@@ -208,6 +213,7 @@ impl Direct {
         if !scratch.is_empty() {
             self.write(w, scratch);
         }
+        None
     }
 
     /// Records a frame of `batch` in the transport's metrics.
@@ -316,7 +322,7 @@ impl Direct {
         w.out = Vec::new();
         w.blocked_since = None;
         if w.verdict.is_none() {
-            self.flush(&mut w, &mut Vec::new());
+            let _ = self.flush(&mut w, &mut Vec::new());
         }
         true
     }
