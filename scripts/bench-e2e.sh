@@ -9,14 +9,20 @@
 #
 #   scripts/bench-e2e.sh               # every point (~10 minutes)
 #   QUICK=1 scripts/bench-e2e.sh       # a few short points, to try the script
-#   ONLY="relay idle" scripts/bench-e2e.sh   # groups: relay big transports nchan node idle
+#   ONLY="relay idle" scripts/bench-e2e.sh   # groups: relay big transports nchan node idle fanout
+#   ONLY=fanout SERVER_BIN=/path/to/older/tickrelay TAG=before scripts/bench-e2e.sh
+#                                     # the fan-out points against another build
 #
 # Settings (environment): OUT (results, default $CARGO_TARGET_DIR/bench-e2e),
 # SERVER_CPU (0), CLIENT_CPU (1), DURATION (10 s), WARMUP (2 s),
 # SYMBOLS (1000), ZIPF (1.0), K (symbols per client, 20), PLOT (1: run
 # scripts/plot-bench.py and update docs/img), NCHAN (auto|0|1), NODE (auto|0|1:
 # the naive Node.js `ws` baseline in scripts/node-baseline, installed with npm
-# into the target directory).
+# into the target directory), SERVER_BIN (the relay binary under test,
+# default this build's), TAG (prefix of the point names), RATES_FANOUT and
+# FANOUT_CLIENTS (the fan-out group: 2,000 WS clients at 750/1,500/3,000
+# msg/s, immediate and batch_ms 16, and nchan beside it), SERVER_CPUS (the
+# cores the relay may use; default SERVER_CPU), SERVER_EXTRA (more relay flags).
 #
 # Everything stays on 127.0.0.0/8; the feed is multicast on 239.255.93.x with
 # TTL 0 on the loopback interface. Every process this script starts is
@@ -29,6 +35,11 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release
 OUT=${OUT:-$TARGET/bench-e2e}
 SERVER_CPU=${SERVER_CPU:-0}
+SERVER_CPUS=${SERVER_CPUS:-$SERVER_CPU}
+SERVER_BIN=${SERVER_BIN:-$BIN/tickrelay}
+TAG=${TAG:-}
+RATES_FANOUT=${RATES_FANOUT:-"750 1500 3000"}
+FANOUT_CLIENTS=${FANOUT_CLIENTS:-2000}
 CLIENT_CPU=${CLIENT_CPU:-1}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
@@ -37,7 +48,7 @@ ZIPF=${ZIPF:-1.0}
 K=${K:-20}
 QUICK=${QUICK:-0}
 PLOT=${PLOT:-1}
-ALL_GROUPS="relay big transports nchan node idle"
+ALL_GROUPS="relay big transports nchan node idle fanout"
 ONLY=${ONLY:-$ALL_GROUPS}
 NCHAN=${NCHAN:-auto}
 NODE=${NODE:-auto}
@@ -152,17 +163,17 @@ free_port() {
 N=0
 # point NAME SERVER RATE [load flags...] — SERVER is relay, nchan or node.
 point() {
-    local name=$1 server=$2 rate=$3
+    local name=$TAG$1 server=$2 rate=$3
     shift 3
     N=$((N + 1))
     local port group="239.255.93.$((N % 250 + 1)):$((43000 + N))"
     port=$(free_port)
     local pids url="http://127.0.0.1:$port" extra=()
     if [ "$server" = relay ]; then
-        taskset -c "$SERVER_CPU" env RUST_LOG=warn "$BIN/tickrelay" serve \
+        taskset -c "$SERVER_CPUS" env RUST_LOG=warn "$SERVER_BIN" serve \
             --http "127.0.0.1:$port" --feed-a "$group" --interface 127.0.0.1 \
             --max-connections 200000 --max-connections-per-ip 200000 \
-            >"$OUT/logs/$name.server.log" 2>&1 &
+            "${SERVER_ARGS[@]}" >"$OUT/logs/$name.server.log" 2>&1 &
         local srv=$!
         track $srv
         wait_port "$port" || { stop_all; return 0; }
@@ -227,6 +238,20 @@ EOF
     sleep 0.5
 }
 
+# Extra relay flags for every relay point, e.g. SERVER_EXTRA="--fanout-shards 1".
+read -r -a SERVER_ARGS <<<"${SERVER_EXTRA:-}"
+if want fanout; then
+    for r in $RATES_FANOUT; do
+        point "relay-ws-2k-$r" relay "$r" --transport ws --clients "$FANOUT_CLIENTS" \
+            --symbols-per-client "$K"
+        point "relay-ws-2k-b16-$r" relay "$r" --transport ws --clients "$FANOUT_CLIENTS" \
+            --symbols-per-client "$K" --batch-ms 16
+        if [ "$NCHAN" = 1 ]; then
+            point "nchan-ws-2k-$r" nchan "$r" --transport nchan-ws --clients "$FANOUT_CLIENTS" \
+                --symbols-per-client "$K"
+        fi
+    done
+fi
 if want relay; then
     for r in $RATES_1K; do
         point "relay-ws-1k-$r" relay "$r" --transport ws --clients 1000 --symbols-per-client "$K"

@@ -86,6 +86,8 @@ settings! {
     shutdown_grace_ms: u64 = "TICKRELAY_SHUTDOWN_GRACE_MS";
     /// On SIGTERM, answer `/readyz` 503 for this long before the shutdown notices, so a load balancer stops routing here first, ms [default: 0].
     drain_ms: u64 = "TICKRELAY_DRAIN_MS";
+    /// Fan-out shards, each a thread with its share of the clients [default: number of cores].
+    fanout_shards: usize = "TICKRELAY_FANOUT_SHARDS";
     /// Log format: `text` or `json` [default: text].
     log_format: String = "TICKRELAY_LOG_FORMAT";
     /// Most open streaming connections (WebSocket, SSE, long poll) [default: 100000].
@@ -190,6 +192,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `/readyz` answers 503 this long before the shutdown notices go out.
     pub drain: Duration,
+    /// Fan-out shards (threads).
+    pub fanout_shards: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -358,6 +362,17 @@ impl Settings {
             access,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms.unwrap_or(5_000)),
             drain: Duration::from_millis(self.drain_ms.unwrap_or(0)),
+            fanout_shards: match self.fanout_shards {
+                Some(0) => return Err(ConfigError::new("fanout_shards", "must be at least 1")),
+                Some(n) if n > 256 => {
+                    return Err(ConfigError::new(
+                        "fanout_shards",
+                        format!("{n} is above 256"),
+                    ));
+                }
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
             log_format,
         })
     }

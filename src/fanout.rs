@@ -1,19 +1,21 @@
 //! The fan-out hub: from a changed symbol to every client that wants it.
 //!
 //! ```text
-//! ingest thread ──HubListener──▶ outbox (ordered events, deduplicated per symbol)
-//!                                   │ one wake per batch
+//! ingest thread ──HubListener──▶ every shard's outbox (ordered events,
+//!                                   │ deduplicated per symbol), one wake each
 //!                                   ▼
-//!                     fan-out task: per symbol, its subscribers:
-//!                       conflate → mark the symbol pending, wake the writer once
+//!          fan-out shard (a thread, a share of the clients): per symbol,
+//!          its subscribers in the shard:
+//!                       conflate → mark the symbol pending
 //!                       every    → push the encoded change on a bounded queue
 //!                                   │
 //!                                   ▼
-//!             client writers (ws, sse, poll): drain everything pending into one
-//!             frame, reading the newest encoded quote of each symbol
+//!          the sweep: each touched client written from here (`Sweep`: WS,
+//!          SSE) drains everything pending into one frame and writes it
+//!          without waiting; other writers (long polls) are woken
 //! ```
 //!
-//! The ingest path only appends to the outbox: it never waits on a client
+//! The ingest path only appends to the outboxes: it never waits on a client
 //! and its work does not grow with the number of clients. A quote is encoded
 //! once per change, into shared `Bytes`, by the first writer that needs it;
 //! every other client reuses those bytes. A slow client in `conflate` mode
@@ -22,11 +24,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -177,11 +179,24 @@ impl Pending {
     }
 }
 
+/// A client whose frames the fan-out writes itself, during its sweep: no
+/// task is woken for it. The transport implements it over its socket.
+pub trait Sweep: Send + Sync {
+    /// Frames what is pending for this client and writes it, if that can be
+    /// done without waiting; otherwise leaves it pending (and makes sure the
+    /// client's own task will finish it). `scratch` is the sweep's buffer,
+    /// shared by every client it writes. `due`: a hold this client asked
+    /// for has passed. Returns `Some(at)` when the client starts holding its
+    /// changes until `at` (`batch_ms`): the shard sweeps it again then.
+    fn sweep(&self, scratch: &mut Vec<u8>, due: bool) -> Option<Instant>;
+}
+
 /// The hub's side of one client: where the fan-out leaves work and how it
 /// wakes the writer.
-#[derive(Debug)]
 pub struct Client {
     id: u64,
+    /// The fan-out shard that serves it.
+    shard: usize,
     transport: Transport,
     pending: Mutex<Pending>,
     notify: Notify,
@@ -189,6 +204,20 @@ pub struct Client {
     closed: AtomicBool,
     /// Table epoch the client has seen; older resets do not concern it.
     epoch: AtomicU64,
+    /// Set for clients written from the sweep: they are not woken per change.
+    direct: OnceLock<Weak<dyn Sweep>>,
+    /// The last fan-out round that queued this client for its sweep.
+    swept: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("transport", &self.transport)
+            .field("direct", &self.direct.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -245,7 +274,28 @@ impl Client {
         self.notify.notify_one();
     }
 
-    fn mark(&self, locate: Locate, metrics: &StreamMetrics) {
+    /// From now on the fan-out writes this client's frames itself, through
+    /// `sink`, instead of waking a task per change.
+    pub fn set_direct(&self, sink: Weak<dyn Sweep>) {
+        let _ = self.direct.set(sink);
+    }
+
+    /// Wakes a task-driven writer that had nothing pending. A direct client
+    /// is queued for the sweep of fan-out round `round` instead, once per
+    /// round, even with work pending (a throttled symbol's mark must not
+    /// hold back the others).
+    fn wake(self: &Arc<Self>, was_empty: bool, round: u64, sweep: &mut Vec<Arc<Client>>) {
+        if self.direct.get().is_some() {
+            if self.swept.swap(round, Ordering::Relaxed) != round {
+                sweep.push(self.clone());
+            }
+        } else if was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Marks `locate` pending; true if the client had nothing pending.
+    fn mark(&self, locate: Locate, metrics: &StreamMetrics) -> bool {
         let mut p = self.pending.lock();
         let was_empty = p.is_empty();
         if p.marked.insert(locate) {
@@ -254,13 +304,11 @@ impl Client {
             // Replaced before it was sent: the client gets only the newest.
             metrics.conflated.inc();
         }
-        drop(p);
-        if was_empty {
-            self.notify.notify_one();
-        }
+        was_empty
     }
 
-    fn push_every(&self, enc: &Arc<Encoded>) {
+    /// Queues an `every` change; true if the client had nothing pending.
+    fn push_every(&self, enc: &Arc<Encoded>) -> bool {
         let mut p = self.pending.lock();
         let was_empty = p.is_empty();
         if p.every.len() >= self.every_limit {
@@ -269,25 +317,22 @@ impl Client {
         } else if !p.overflow {
             p.every.push_back(enc.clone());
         }
-        drop(p);
-        if was_empty {
-            self.notify.notify_one();
-        }
+        was_empty
     }
 
-    fn reset(&self, session: Session, epoch: u64) {
+    /// Leaves the new session for the writer; false if it is not news.
+    fn reset(&self, session: Session, epoch: u64) -> bool {
         // A client that registered after the table was reset already reads
         // the new session: the reset is not news to it.
         if self.epoch.fetch_max(epoch, Ordering::AcqRel) >= epoch {
-            return;
+            return false;
         }
         let mut p = self.pending.lock();
         p.marks.clear();
         p.marked.clear();
         p.every.clear();
         p.reset = Some(session);
-        drop(p);
-        self.notify.notify_one();
+        true
     }
 }
 
@@ -305,6 +350,7 @@ struct Subscriber {
     every: bool,
 }
 
+#[derive(Clone)]
 enum Event {
     Changed(Locate),
     Every(Quote),
@@ -325,16 +371,48 @@ struct Outbox {
 /// their subscribers closed as too slow).
 const MAX_OUTBOX_EVERY: usize = 1 << 20;
 
-/// The hub. See the module docs.
-pub struct Hub {
-    table: Arc<Table>,
+/// One fan-out shard: its own clients and subscriptions, its own outbox of
+/// changes, its own sweep. Shards share nothing but the table and the
+/// encoding cache; each runs on its own thread.
+struct Shard {
     subs: RwLock<SymbolMap<Vec<Subscriber>>>,
     wildcard: RwLock<Vec<Arc<Client>>>,
     clients: Mutex<HashMap<u64, Arc<Client>>>,
-    every_subscriptions: AtomicUsize,
     outbox: Mutex<Outbox>,
     wake: Notify,
     fanned_seq: AtomicU64,
+    /// Fan-out rounds so far; the sweep's buffers, kept for their capacity.
+    round: AtomicU64,
+    sweep: Mutex<(Vec<Arc<Client>>, Vec<u8>)>,
+    /// Clients holding their changes (`batch_ms`) until then: the shard's
+    /// own timer sweeps them, no task is woken per window.
+    held: Mutex<Vec<(Instant, Arc<Client>)>>,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard {
+            subs: RwLock::new(SymbolMap::default()),
+            wildcard: RwLock::new(Vec::new()),
+            clients: Mutex::new(HashMap::new()),
+            outbox: Mutex::new(Outbox {
+                queued: vec![0; LOCATES / 64],
+                ..Default::default()
+            }),
+            wake: Notify::new(),
+            fanned_seq: AtomicU64::new(0),
+            round: AtomicU64::new(0),
+            sweep: Mutex::new((Vec::new(), Vec::new())),
+            held: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// The hub. See the module docs.
+pub struct Hub {
+    table: Arc<Table>,
+    shards: Box<[Shard]>,
+    every_subscriptions: AtomicUsize,
     cache: Box<[ArcSwapOption<Encoded>]>,
     next_id: AtomicU64,
     /// Streaming metrics.
@@ -342,24 +420,25 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub over `table`.
+    /// A hub over `table` with one shard.
     pub fn new(table: Arc<Table>, metrics: StreamMetrics) -> Arc<Self> {
+        Hub::with_shards(table, metrics, 1)
+    }
+
+    /// A hub over `table` whose clients are spread over `shards` shards.
+    pub fn with_shards(table: Arc<Table>, metrics: StreamMetrics, shards: usize) -> Arc<Self> {
         Arc::new(Hub {
             table,
-            subs: RwLock::new(SymbolMap::default()),
-            wildcard: RwLock::new(Vec::new()),
-            clients: Mutex::new(HashMap::new()),
+            shards: (0..shards.max(1)).map(|_| Shard::new()).collect(),
             every_subscriptions: AtomicUsize::new(0),
-            outbox: Mutex::new(Outbox {
-                queued: vec![0; LOCATES / 64],
-                ..Default::default()
-            }),
-            wake: Notify::new(),
-            fanned_seq: AtomicU64::new(0),
             cache: (0..LOCATES).map(|_| ArcSwapOption::empty()).collect(),
             next_id: AtomicU64::new(1),
             metrics,
         })
+    }
+
+    fn shard(&self, client: &Client) -> &Shard {
+        &self.shards[client.shard]
     }
 
     /// The table the hub reads.
@@ -376,24 +455,42 @@ impl Hub {
         }
     }
 
-    /// Every change up to this sequence has been marked for its subscribers.
-    /// Read it before draining a client: it is the promise an envelope makes.
+    /// Every change up to this sequence has been marked for the subscribers
+    /// of every shard.
     pub fn fanned_seq(&self) -> u64 {
-        self.fanned_seq.load(Ordering::Acquire)
+        self.shards
+            .iter()
+            .map(|s| s.fanned_seq.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Every change up to this sequence has been marked for `client`'s
+    /// shard. Read it before draining the client: it is the promise an
+    /// envelope makes.
+    pub fn fanned_seq_for(&self, client: &Client) -> u64 {
+        self.shard(client).fanned_seq.load(Ordering::Acquire)
     }
 
     /// Registers a client of `transport`.
     pub fn register(&self, transport: Transport, every_limit: usize) -> Arc<Client> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client = Arc::new(Client {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id,
+            shard: (id % self.shards.len() as u64) as usize,
             transport,
             pending: Mutex::new(Pending::default()),
             notify: Notify::new(),
             every_limit,
             closed: AtomicBool::new(false),
             epoch: AtomicU64::new(self.table.epoch()),
+            direct: OnceLock::new(),
+            swept: AtomicU64::new(0),
         });
-        self.clients.lock().insert(client.id, client.clone());
+        self.shard(&client)
+            .clients
+            .lock()
+            .insert(client.id, client.clone());
         self.metrics.clients.get_or_create(&transport.into()).inc();
         client
     }
@@ -403,7 +500,13 @@ impl Hub {
         client.closed.store(true, Ordering::Relaxed);
         self.unsubscribe(client, symbols);
         self.unsubscribe_all(client);
-        if self.clients.lock().remove(&client.id).is_some() {
+        if self
+            .shard(client)
+            .clients
+            .lock()
+            .remove(&client.id)
+            .is_some()
+        {
             self.metrics
                 .clients
                 .get_or_create(&client.transport.into())
@@ -413,7 +516,7 @@ impl Hub {
 
     /// Subscribes `client` to `symbol` (a listed ticker).
     pub fn subscribe(&self, client: &Arc<Client>, symbol: &Arc<str>, every: bool) {
-        let mut subs = self.subs.write();
+        let mut subs = self.shard(client).subs.write();
         let list = subs.entry(symbol.clone()).or_default();
         if let Some(s) = list.iter_mut().find(|s| Arc::ptr_eq(&s.client, client)) {
             if s.every != every {
@@ -446,7 +549,7 @@ impl Hub {
 
     /// Removes `client`'s subscriptions to `symbols`.
     pub fn unsubscribe(&self, client: &Arc<Client>, symbols: &[Arc<str>]) {
-        let mut subs = self.subs.write();
+        let mut subs = self.shard(client).subs.write();
         for symbol in symbols {
             let Some(list) = subs.get_mut(symbol) else {
                 continue;
@@ -469,7 +572,7 @@ impl Hub {
 
     /// Subscribes `client` to every symbol, present and future.
     pub fn subscribe_all(&self, client: &Arc<Client>) {
-        let mut w = self.wildcard.write();
+        let mut w = self.shard(client).wildcard.write();
         if !w.iter().any(|c| Arc::ptr_eq(c, client)) {
             w.push(client.clone());
             self.metrics.wildcard_subscriptions.inc();
@@ -478,7 +581,7 @@ impl Hub {
 
     /// Ends `client`'s subscription to every symbol.
     pub fn unsubscribe_all(&self, client: &Arc<Client>) {
-        let mut w = self.wildcard.write();
+        let mut w = self.shard(client).wildcard.write();
         if let Some(i) = w.iter().position(|c| Arc::ptr_eq(c, client)) {
             w.swap_remove(i);
             self.metrics.wildcard_subscriptions.dec();
@@ -505,19 +608,76 @@ impl Hub {
         Some(enc)
     }
 
-    /// Runs the fan-out until `cancel` fires.
+    /// Runs every shard's fan-out in this task until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let shards = (0..self.shards.len()).map(|i| self.run_shard(i, cancel.clone()));
+        futures_util::future::join_all(shards).await;
+    }
+
+    /// Runs each shard's fan-out on a thread of its own until `cancel` fires.
+    pub fn spawn_shards(
+        self: &Arc<Self>,
+        cancel: &CancellationToken,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        (0..self.shards.len())
+            .map(|i| {
+                let (hub, cancel) = (self.clone(), cancel.clone());
+                std::thread::Builder::new()
+                    .name(format!("fanout-{i}"))
+                    .spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_time()
+                            .build();
+                        match rt {
+                            Ok(rt) => rt.block_on(hub.run_shard(i, cancel)),
+                            Err(e) => tracing::error!(error = %e, "fan-out shard failed to start"),
+                        }
+                    })
+            })
+            .collect()
+    }
+
+    async fn run_shard(&self, i: usize, cancel: CancellationToken) {
+        let shard = &self.shards[i];
         loop {
+            let next = shard.held.lock().iter().map(|(at, _)| *at).min();
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = self.wake.notified() => self.fan_out(),
+                _ = shard.wake.notified() => self.fan_out(shard),
+                _ = sleep_until(next) => {
+                    let mut sweep = shard.sweep.lock();
+                    self.sweep_due(shard, &mut sweep.1);
+                }
             }
         }
     }
 
-    fn fan_out(&self) {
+    /// Sweeps the held clients whose window has passed.
+    fn sweep_due(&self, shard: &Shard, scratch: &mut Vec<u8>) {
+        let now = Instant::now();
+        let mut held = shard.held.lock();
+        if !held.iter().any(|(at, _)| *at <= now) {
+            return;
+        }
+        let mut due = Vec::new();
+        held.retain(|(at, c)| {
+            if *at <= now {
+                due.push(c.clone());
+            }
+            *at > now
+        });
+        for client in due {
+            if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
+                if let Some(at) = sink.sweep(scratch, true) {
+                    held.push((at, client));
+                }
+            }
+        }
+    }
+
+    fn fan_out(&self, shard: &Shard) {
         let (events, last_seq, every_overflowed) = {
-            let mut out = self.outbox.lock();
+            let mut out = shard.outbox.lock();
             let events = std::mem::take(&mut out.events);
             // Clear only the bits these events set: a batch touches a few
             // symbols, the bitmap covers all 65,536.
@@ -534,9 +694,12 @@ impl Hub {
             )
         };
         let epoch = self.table.epoch();
+        let round = shard.round.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut sweep = shard.sweep.lock();
+        let (touched, scratch) = &mut *sweep;
         {
-            let subs = self.subs.read();
-            let wildcard = self.wildcard.read();
+            let subs = shard.subs.read();
+            let wildcard = shard.wildcard.read();
             for event in events {
                 match event {
                     Event::Changed(locate) => {
@@ -545,11 +708,13 @@ impl Hub {
                         };
                         if let Some(list) = subs.get(&info.symbol) {
                             for s in list.iter().filter(|s| !s.every) {
-                                s.client.mark(locate, &self.metrics);
+                                let was_empty = s.client.mark(locate, &self.metrics);
+                                s.client.wake(was_empty, round, touched);
                             }
                         }
                         for c in wildcard.iter() {
-                            c.mark(locate, &self.metrics);
+                            let was_empty = c.mark(locate, &self.metrics);
+                            c.wake(was_empty, round, touched);
                         }
                     }
                     Event::Every(quote) => {
@@ -557,7 +722,8 @@ impl Hub {
                             if list.iter().any(|s| s.every) {
                                 let enc = Arc::new(Encoded::new(quote, epoch));
                                 for s in list.iter().filter(|s| s.every) {
-                                    s.client.push_every(&enc);
+                                    let was_empty = s.client.push_every(&enc);
+                                    s.client.wake(was_empty, round, touched);
                                 }
                             }
                         }
@@ -568,8 +734,10 @@ impl Hub {
                                 slot.store(None);
                             }
                         }
-                        for c in self.clients.lock().values() {
-                            c.reset(session, epoch);
+                        for c in shard.clients.lock().values() {
+                            if c.reset(session, epoch) {
+                                c.wake(true, round, touched);
+                            }
                         }
                     }
                 }
@@ -577,21 +745,40 @@ impl Hub {
             if every_overflowed {
                 for list in subs.values() {
                     for s in list.iter().filter(|s| s.every) {
-                        let mut p = s.client.pending.lock();
-                        p.overflow = true;
-                        drop(p);
-                        s.client.notify.notify_one();
+                        s.client.pending.lock().overflow = true;
+                        s.client.wake(true, round, touched);
                     }
                 }
             }
         }
-        self.fanned_seq.store(last_seq, Ordering::Release);
+        // Published before the sweep: its frames promise this batch.
+        shard.fanned_seq.store(last_seq, Ordering::Release);
+        let mut held = shard.held.lock();
+        for client in touched.drain(..) {
+            if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
+                if let Some(at) = sink.sweep(scratch, false) {
+                    held.push((at, client));
+                }
+            }
+        }
+        drop(held);
+        self.sweep_due(shard, scratch);
+    }
+
+    /// Fans out what every shard's outbox holds, here and now.
+    #[cfg(test)]
+    fn fan_out_all(&self) {
+        for shard in self.shards.iter() {
+            self.fan_out(shard);
+        }
     }
 
     /// Wakes every client (feed status changed, shutdown).
     pub fn poke_all(&self) {
-        for c in self.clients.lock().values() {
-            c.poke();
+        for shard in self.shards.iter() {
+            for c in shard.clients.lock().values() {
+                c.poke();
+            }
         }
     }
 }
@@ -628,12 +815,23 @@ impl ChangeListener for HubListener {
     }
 
     fn batch_done(&mut self, last_seq: u64) {
-        {
-            let mut out = self.hub.outbox.lock();
-            for event in self.events.drain(..) {
+        for event in &self.events {
+            if let Event::Changed(l) = event {
+                clear_bit(&mut self.seen, *l);
+            }
+        }
+        // Every shard gets the batch's changes: each walks its own clients.
+        let last = self.hub.shards.len() - 1;
+        for (i, shard) in self.hub.shards.iter().enumerate() {
+            let events = if i == last {
+                std::mem::take(&mut self.events)
+            } else {
+                self.events.clone()
+            };
+            let mut out = shard.outbox.lock();
+            for event in events {
                 match event {
                     Event::Changed(l) => {
-                        clear_bit(&mut self.seen, l);
                         if !test_and_set(&mut out.queued, l) {
                             out.events.push(Event::Changed(l));
                         }
@@ -653,8 +851,9 @@ impl ChangeListener for HubListener {
                 }
             }
             out.last_seq = last_seq;
+            drop(out);
+            shard.wake.notify_one();
         }
-        self.hub.wake.notify_one();
     }
 
     fn session_reset(&mut self, session: Session) {
@@ -662,6 +861,13 @@ impl ChangeListener for HubListener {
         // The table was reset just before: its epoch names this session.
         self.events
             .push(Event::Reset(session, self.hub.table.epoch()));
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -677,7 +883,7 @@ pub fn now_ns() -> u64 {
 pub mod envelope {
     use super::*;
 
-    fn json_quotes(out: &mut BytesMut, quotes: &[Arc<Encoded>]) {
+    fn json_quotes(out: &mut Vec<u8>, quotes: &[Arc<Encoded>]) {
         out.put_u8(b'[');
         for (i, q) in quotes.iter().enumerate() {
             if i > 0 {
@@ -688,7 +894,7 @@ pub mod envelope {
         out.put_u8(b']');
     }
 
-    fn json_str(out: &mut BytesMut, s: &str) {
+    fn json_str(out: &mut Vec<u8>, s: &str) {
         // Session ids and codes are plain ASCII; serde_json escapes anyway.
         out.extend_from_slice(&serde_json::to_vec(s).unwrap_or_default());
     }
@@ -699,23 +905,49 @@ pub mod envelope {
 
     /// `{<type>"seq":N,<"session":"…",>"quotes":[…]}`: every JSON envelope.
     fn json(kind: Option<&str>, seq: u64, session: Option<&str>, quotes: &[Arc<Encoded>]) -> Bytes {
-        let mut out = BytesMut::with_capacity(capacity(quotes));
+        let mut out = Vec::with_capacity(capacity(quotes));
+        json_into(&mut out, kind, seq, session, quotes);
+        Bytes::from(out)
+    }
+
+    fn json_into(
+        out: &mut Vec<u8>,
+        kind: Option<&str>,
+        seq: u64,
+        session: Option<&str>,
+        quotes: &[Arc<Encoded>],
+    ) {
         out.put_u8(b'{');
         if let Some(kind) = kind {
             out.extend_from_slice(b"\"type\":");
-            json_str(&mut out, kind);
+            json_str(out, kind);
             out.put_u8(b',');
         }
         out.extend_from_slice(b"\"seq\":");
         out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
         if let Some(session) = session {
             out.extend_from_slice(b",\"session\":");
-            json_str(&mut out, session);
+            json_str(out, session);
         }
         out.extend_from_slice(b",\"quotes\":");
-        json_quotes(&mut out, quotes);
+        json_quotes(out, quotes);
         out.put_u8(b'}');
-        out.freeze()
+    }
+
+    /// A WebSocket `ticks` payload in `format`, appended to `out`: the
+    /// sweep's path, which builds every frame in one reused buffer.
+    pub fn ws_ticks_into(out: &mut Vec<u8>, format: Format, seq: u64, quotes: &[Arc<Encoded>]) {
+        match format {
+            Format::Json => json_into(out, Some("ticks"), seq, None, quotes),
+            Format::Msgpack => msgpack_into(
+                out,
+                &[
+                    ("type", MsgpackValue::Str("ticks")),
+                    ("seq", MsgpackValue::Uint(seq)),
+                ],
+                quotes,
+            ),
+        }
     }
 
     /// `{"type":"ticks","seq":N,"quotes":[…]}` (WebSocket, JSON).
@@ -726,6 +958,11 @@ pub mod envelope {
     /// `{"type":"snapshot","seq":N,"session":"…","quotes":[…]}` (WebSocket, JSON).
     pub fn ws_snapshot_json(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
         json(Some("snapshot"), seq, Some(session), quotes)
+    }
+
+    /// `{"seq":N,"quotes":[…]}` (SSE `tick` data), appended to `out`.
+    pub fn tick_json_into(out: &mut Vec<u8>, seq: u64, quotes: &[Arc<Encoded>]) {
+        json_into(out, None, seq, None, quotes)
     }
 
     /// `{"seq":N,"quotes":[…]}` (SSE `tick` data).
@@ -741,24 +978,32 @@ pub mod envelope {
     /// A MessagePack map with `fields` scalar entries, then `"quotes": [...]`.
     fn msgpack(fields: &[(&str, MsgpackValue<'_>)], quotes: &[Arc<Encoded>]) -> Bytes {
         let mut out = Vec::with_capacity(64 + quotes.len() * 128);
-        let _ = rmp::encode::write_map_len(&mut out, fields.len() as u32 + 1);
+        msgpack_into(&mut out, fields, quotes);
+        Bytes::from(out)
+    }
+
+    fn msgpack_into(
+        out: &mut Vec<u8>,
+        fields: &[(&str, MsgpackValue<'_>)],
+        quotes: &[Arc<Encoded>],
+    ) {
+        let _ = rmp::encode::write_map_len(out, fields.len() as u32 + 1);
         for (k, v) in fields {
-            let _ = rmp::encode::write_str(&mut out, k);
+            let _ = rmp::encode::write_str(out, k);
             match v {
                 MsgpackValue::Str(s) => {
-                    let _ = rmp::encode::write_str(&mut out, s);
+                    let _ = rmp::encode::write_str(out, s);
                 }
                 MsgpackValue::Uint(n) => {
-                    let _ = rmp::encode::write_uint(&mut out, *n);
+                    let _ = rmp::encode::write_uint(out, *n);
                 }
             }
         }
-        let _ = rmp::encode::write_str(&mut out, "quotes");
-        let _ = rmp::encode::write_array_len(&mut out, quotes.len() as u32);
+        let _ = rmp::encode::write_str(out, "quotes");
+        let _ = rmp::encode::write_array_len(out, quotes.len() as u32);
         for q in quotes {
             out.extend_from_slice(q.msgpack());
         }
-        Bytes::from(out)
     }
 
     enum MsgpackValue<'a> {
@@ -853,11 +1098,11 @@ mod tests {
         for i in 0..100 {
             quote(&table, &mut l, 10 + i, 0, 100 + i as i64);
             l.batch_done(10 + i);
-            hub.fan_out();
+            hub.fan_out_all();
         }
         quote(&table, &mut l, 200, 1, 5);
         l.batch_done(200);
-        hub.fan_out();
+        hub.fan_out_all();
         assert_eq!(hub.fanned_seq(), 200);
         let (marks, every, overflow, reset) = c.take().into_parts();
         assert_eq!(marks, vec![0], "one mark for A, none for unsubscribed B");
@@ -879,7 +1124,7 @@ mod tests {
             quote(&table, &mut l, 10 + i, 0, i as i64);
         }
         l.batch_done(12);
-        hub.fan_out();
+        hub.fan_out_all();
         let (marks, every, overflow, _) = c.take().into_parts();
         assert!(marks.is_empty());
         assert_eq!(
@@ -891,7 +1136,7 @@ mod tests {
             quote(&table, &mut l, 20 + i, 0, i as i64);
         }
         l.batch_done(29);
-        hub.fan_out();
+        hub.fan_out_all();
         assert!(c.take().overflow);
     }
 
@@ -904,12 +1149,46 @@ mod tests {
         hub.unsubscribe(&c, std::slice::from_ref(&a));
         quote(&table, &mut l, 10, 0, 1);
         l.batch_done(10);
-        hub.fan_out();
+        hub.fan_out_all();
         assert!(c.take().marks.is_empty());
         hub.subscribe(&c, &a, false);
         hub.unregister(&c, std::slice::from_ref(&a));
-        assert!(hub.subs.read().is_empty());
-        assert!(hub.clients.lock().is_empty());
+        assert!(hub.shards[0].subs.read().is_empty());
+        assert!(hub.shards[0].clients.lock().is_empty());
+    }
+
+    #[test]
+    fn shards_each_serve_their_clients_every_change() {
+        let table = Arc::new(Table::new());
+        table.apply(
+            1,
+            &Message::Directory {
+                locate: 0,
+                ts: 1,
+                symbol: "A",
+                name: "A",
+                prev_close: Price(1),
+            },
+        );
+        let hub = Hub::with_shards(table.clone(), Metrics::new().stream.clone(), 3);
+        let mut l = hub.listener();
+        let clients: Vec<_> = (0..6).map(|_| hub.register(Transport::Ws, 16)).collect();
+        let shards: HashSet<usize> = clients.iter().map(|c| c.shard).collect();
+        assert_eq!(shards.len(), 3, "clients spread over every shard");
+        for c in &clients {
+            hub.subscribe(c, &Arc::from("A"), false);
+        }
+        quote(&table, &mut l, 10, 0, 5);
+        l.batch_done(10);
+        // One shard fanned out: its clients are promised seq 10, the others not yet.
+        hub.fan_out(&hub.shards[clients[0].shard]);
+        assert_eq!(hub.fanned_seq_for(&clients[0]), 10);
+        assert_eq!(hub.fanned_seq(), 0, "the slowest shard bounds the hub's");
+        hub.fan_out_all();
+        assert_eq!(hub.fanned_seq(), 10);
+        for c in &clients {
+            assert_eq!(c.take().marks, vec![0]);
+        }
     }
 
     #[test]
@@ -920,12 +1199,12 @@ mod tests {
         quote(&table, &mut l, 10, 0, 1);
         quote(&table, &mut l, 11, 1, 1);
         l.batch_done(11);
-        hub.fan_out();
+        hub.fan_out_all();
         assert_eq!(c.take().marks, vec![0, 1]);
         table.reset(Session::new("NEW"));
         l.session_reset(Session::new("NEW"));
         l.batch_done(0);
-        hub.fan_out();
+        hub.fan_out_all();
         assert_eq!(c.take().reset, Some(Session::new("NEW")));
     }
 

@@ -96,10 +96,11 @@ fn main() -> anyhow::Result<()> {
             init_logs(config.log_format);
             rt.block_on(async move {
                 let listener = server::bind(&config).await?;
+                let shutdown = server::shutdown_signal();
                 let running = server::start(listener, config).await?;
                 // Printed once the feed is joined: scripts may start producing.
                 println!("tickrelay listening on http://{}", running.local_addr());
-                running.wait(server::shutdown_signal()).await
+                running.wait(shutdown).await
             })
         }
         Command::Bridge { config, settings } => {
@@ -164,6 +165,7 @@ fn main() -> anyhow::Result<()> {
                         config.feed.retransmit = Some(addr);
                     }
                 }
+                let signal = server::shutdown_signal();
                 let running = server::start(listener, config).await?;
                 let url = format!("http://{}", running.local_addr());
                 let stop = Arc::new(AtomicBool::new(false));
@@ -176,7 +178,7 @@ fn main() -> anyhow::Result<()> {
                 println!("open {url}/ for the trading page; Ctrl-C to stop");
                 let stop_on_signal = stop.clone();
                 let shutdown = async move {
-                    server::shutdown_signal().await;
+                    signal.await;
                     stop_on_signal.store(true, std::sync::atomic::Ordering::Relaxed);
                 };
                 let result = running.wait(shutdown).await;

@@ -65,10 +65,15 @@ async fn serve_http(
         let cancel = cancel.clone();
         let app = app.clone();
         let http = http.clone();
+        let streams = tracker.clone();
         tracker.spawn(async move {
-            // SSE streams are served off hyper, without its buffers.
+            // SSE streams and WebSockets are served off hyper, without its
+            // buffers, each in a task of its own size.
             if crate::raw_stream::wants(&tcp).await {
-                return crate::raw_stream::serve(tcp, remote, app).await;
+                if let Some(stream) = crate::raw_stream::serve(tcp, remote, app).await {
+                    streams.spawn(stream);
+                }
+                return;
             }
             let svc =
                 app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
@@ -104,7 +109,7 @@ pub struct Running {
     cancel: CancellationToken,
     tracker: TaskTracker,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    fanout: tokio::task::JoinHandle<()>,
+    fanout: Vec<std::thread::JoinHandle<()>>,
     feed: crate::feed::FeedHandle,
     addr: std::net::SocketAddr,
     draining: Arc<std::sync::atomic::AtomicBool>,
@@ -129,7 +134,7 @@ pub async fn start_with(
     let metrics = Arc::new(Metrics::new());
     let table = Arc::new(Table::new());
     let cancel = CancellationToken::new();
-    let hub = Hub::new(table.clone(), metrics.stream.clone());
+    let hub = Hub::with_shards(table.clone(), metrics.stream.clone(), config.fanout_shards);
     let mut extras = crate::feed::Extras::default();
     let mut publisher = None;
     if let Some(target) = publish {
@@ -156,7 +161,9 @@ pub async fn start_with(
         extras,
     )
     .context("cannot open the feed sockets (settings feed_a, feed_b, interface)")?;
-    let fanout = tokio::spawn(hub.clone().run(cancel.clone()));
+    let fanout = hub
+        .spawn_shards(&cancel)
+        .context("cannot start the fan-out threads (setting fanout_shards)")?;
     let tracker = TaskTracker::new();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = AppState(Arc::new(Shared {
@@ -234,9 +241,15 @@ impl Running {
                 .context("server error")?,
             Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
         }
-        let _ = self.fanout.await;
-        let feed = self.feed;
-        tokio::task::spawn_blocking(move || feed.join()).await.ok();
+        let (feed, fanout) = (self.feed, self.fanout);
+        tokio::task::spawn_blocking(move || {
+            for shard in fanout {
+                let _ = shard.join();
+            }
+            feed.join()
+        })
+        .await
+        .ok();
         if let Some(publisher) = self.publisher {
             // The ingest is gone, so its queue is closed: the publisher ends
             // once what it holds is acknowledged.
@@ -261,24 +274,41 @@ pub async fn run(
     start(listener, config).await?.wait(shutdown).await
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+#[cfg(unix)]
+async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
         }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: call it before announcing
+/// the address, so a signal sent right after is never the default (death).
+/// Must be called within the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = signals;
+            tokio::select! {
+                _ = recv(int.as_mut()) => {},
+                _ = recv(term.as_mut()) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

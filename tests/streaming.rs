@@ -962,3 +962,332 @@ async fn an_sse_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     drop(s);
     let _ = tokio::task::spawn_blocking(move || sim.wait_with_output()).await;
 }
+
+/// What a `ticks` frame's promise demands: for each symbol, the newest change
+/// sent at or below the envelope's `seq` has been delivered by then.
+fn assert_promise_kept(sent: &[(u64, &str)], seen: &HashMap<String, u64>, promise: u64) {
+    for (seq, sym) in sent.iter().rev().filter(|(s, _)| *s <= promise) {
+        let have = seen.get(*sym).copied().unwrap_or(0);
+        assert!(
+            have >= *seq,
+            "envelope seq {promise} promises {sym}@{seq}, delivered only up to {have}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_ms_bounds_ws_frames_loses_nothing_and_keeps_the_promise() {
+    let (relay, mut feed) = relay_with(&["AAA", "BBB"], &[]).await;
+    let mut conflate = connect(&relay.base, None).await;
+    let mut every = connect(&relay.base, Some("tickrelay.msgpack")).await;
+    send_json(
+        &mut conflate,
+        json!({"op":"subscribe","symbols":["AAA","BBB"],"batch_ms":200}),
+    )
+    .await;
+    send_json(
+        &mut every,
+        json!({"op":"subscribe","symbols":["AAA","BBB"],"mode":"every","batch_ms":200}),
+    )
+    .await;
+    frame_of(&mut conflate, "snapshot").await;
+    frame_of(&mut every, "snapshot").await;
+
+    // 1.5 s of changes, 100 per second per symbol.
+    let start = Instant::now();
+    let mut sent: Vec<(u64, &str)> = Vec::new();
+    for i in 1..=150 {
+        let s = feed.send(&[Producer::quote(0, i), Producer::quote(1, 1000 + i)]);
+        sent.push((s - 1, "AAA"));
+        sent.push((s, "BBB"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Conflate: the newest prices arrive, in few frames, each keeping its promise.
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut newest: HashMap<String, String> = HashMap::new();
+    let mut frames = 0;
+    while newest.get("AAA") != Some(&price(150)) || newest.get("BBB") != Some(&price(1150)) {
+        let f = frame_of(&mut conflate, "ticks").await;
+        frames += 1;
+        for q in f["quotes"].as_array().unwrap() {
+            let sym = q["symbol"].as_str().unwrap().to_owned();
+            seen.insert(sym.clone(), q["seq"].as_u64().unwrap());
+            newest.insert(sym, q["bid"].as_str().unwrap().to_owned());
+        }
+        assert_promise_kept(&sent, &seen, f["seq"].as_u64().unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert!(
+        frames as f64 <= secs / 0.2 + 2.0,
+        "{frames} frames in {secs:.2}s at batch_ms 200"
+    );
+
+    // Every: each change, in order, gathered into as few frames.
+    let (mut aaa, mut bbb, mut frames) = (Vec::new(), Vec::new(), 0);
+    while aaa.len() < 150 || bbb.len() < 150 {
+        let f = frame_of(&mut every, "ticks").await;
+        frames += 1;
+        for q in f["quotes"].as_array().unwrap() {
+            let bid = q["bid"].as_i64().expect("msgpack prices are integers");
+            match q["symbol"].as_str().unwrap() {
+                "AAA" => aaa.push(bid),
+                _ => bbb.push(bid),
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(aaa, (1..=150).collect::<Vec<i64>>());
+    assert_eq!(bbb, (1001..=1150).collect::<Vec<i64>>());
+    assert!(
+        frames as f64 <= secs / 0.2 + 2.0,
+        "{frames} frames in {secs:.2}s at batch_ms 200"
+    );
+
+    // Out of range: an error frame naming the field, the connection stays.
+    send_json(
+        &mut conflate,
+        json!({"op":"subscribe","symbols":["AAA"],"batch_ms":5000}),
+    )
+    .await;
+    let e = frame_of(&mut conflate, "error").await;
+    assert_eq!(e["code"], "bad_batch_ms");
+    send_json(&mut conflate, json!({"op":"ping"})).await;
+    frame_of(&mut conflate, "pong").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_ms_bounds_sse_events() {
+    let (relay, mut feed) = relay_with(&["AAA"], &[]).await;
+    let r = common::http_get(&relay.base, "/v1/stream?symbols=AAA&batch_ms=1001", &[]);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("bad_batch_ms"), "{}", r.body);
+    let (code, mut sse) = SseReader::open(&relay.base, "/v1/stream?symbols=AAA&batch_ms=200", None);
+    assert_eq!(code, 200);
+    let mut buf = Vec::new();
+    sse.event_of(&mut buf, "snapshot");
+    let start = Instant::now();
+    let mut last = 0;
+    for i in 1..=100 {
+        last = feed.send(&[Producer::quote(0, i)]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut events = 0;
+    loop {
+        let ev = sse.event_of(&mut buf, "tick");
+        events += 1;
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        let q = &v["quotes"][0];
+        if q["seq"].as_u64().unwrap() == last {
+            assert_eq!(q["bid"], price(100));
+            assert_eq!(ev.id.unwrap(), format!("STREAMT:{}", v["seq"]));
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert!(
+        events as f64 <= secs / 0.2 + 2.0,
+        "{events} events in {secs:.2}s at batch_ms 200"
+    );
+}
+
+/// A client frame, masked as RFC 6455 requires (or not, to test refusal).
+fn client_frame(fin: bool, op: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+    let key = [0x1f, 0x83, 0x5a, 0xc4];
+    let mut out = vec![(u8::from(fin) << 7) | op];
+    let m = if mask { 0x80 } else { 0 };
+    if payload.len() < 126 {
+        out.push(m | payload.len() as u8);
+    } else {
+        out.push(m | 126);
+        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    if mask {
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// One server frame off a raw socket: opcode and payload.
+fn server_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).unwrap();
+    assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut n = [0u8; 2];
+            s.read_exact(&mut n).unwrap();
+            u16::from_be_bytes(n) as usize
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            s.read_exact(&mut n).unwrap();
+            u64::from_be_bytes(n) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    assert_eq!(h[0] & 0x80, 0x80, "server frames are whole");
+    (h[0] & 0x0f, payload)
+}
+
+/// Sends a WebSocket upgrade on `s` and reads the 101 head.
+fn raw_upgrade(s: &mut TcpStream) {
+    write!(
+        s,
+        "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_reads_masked_fragmented_frames_and_refuses_unmasked_ones() {
+    let (relay, mut feed) = relay_with(&["AAA"], &[]).await;
+    feed.send(&[Producer::quote(0, 4242)]);
+    let addr = relay.base.trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        raw_upgrade(&mut s);
+        // A subscribe in two fragments with a ping between them.
+        let mut bytes = client_frame(false, 0x1, br#"{"op":"subscribe","#, true);
+        bytes.extend(client_frame(true, 0x9, b"p1", true));
+        bytes.extend(client_frame(true, 0x0, br#""symbols":["AAA"]}"#, true));
+        s.write_all(&bytes).unwrap();
+        assert_eq!(server_frame(&mut s), (0xA, b"p1".to_vec()), "pong first");
+        let (op, sub) = server_frame(&mut s);
+        assert_eq!(op, 0x1);
+        let sub: Value = serde_json::from_slice(&sub).unwrap();
+        assert_eq!(sub["type"], "subscribed");
+        let (_, snap) = server_frame(&mut s);
+        let snap: Value = serde_json::from_slice(&snap).unwrap();
+        assert_eq!(snap["quotes"][0]["bid"], price(4242));
+        // An unmasked client frame breaks the protocol: close 1002.
+        s.write_all(&client_frame(true, 0x1, br#"{"op":"ping"}"#, false))
+            .unwrap();
+        let (op, close) = loop {
+            let f = server_frame(&mut s);
+            if f.0 == 0x8 {
+                break f;
+            }
+        };
+        assert_eq!(op, 0x8);
+        assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1002);
+
+        // An upgrade after another request on the same connection works too.
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        raw_upgrade(&mut s);
+        s.write_all(&client_frame(true, 0x1, br#"{"op":"ping"}"#, true))
+            .unwrap();
+        let (op, pong) = server_frame(&mut s);
+        assert_eq!(op, 0x1);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&pong).unwrap()["type"],
+            "pong"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ws_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let group = common::unique_group();
+    let relay = common::Relay::start(&[
+        "--feed-a".into(),
+        group.to_string(),
+        "--write-timeout-ms".into(),
+        "1000".into(),
+    ]);
+    common::run_simulator(&[
+        "--group",
+        &group.to_string(),
+        "--symbols",
+        "50",
+        "--count",
+        "10",
+        "--session",
+        "WSSLOW",
+    ]);
+    relay.wait_ready();
+    // Every symbol, and never read a byte.
+    let addr = relay.base.trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    raw_upgrade(&mut s);
+    s.write_all(&client_frame(
+        true,
+        0x1,
+        br#"{"op":"subscribe","symbols":["*"]}"#,
+        true,
+    ))
+    .unwrap();
+    let mut other = connect(&relay.base, None).await;
+    send_json(&mut other, json!({"op":"subscribe","symbols":["*"]})).await;
+    frame_of(&mut other, "snapshot").await;
+    let sim = common::spawn_simulator(&[
+        "--group",
+        &group.to_string(),
+        "--symbols",
+        "50",
+        "--duration",
+        "8",
+        "--rate",
+        "100000",
+        "--session",
+        "WSSLOW2",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::metric(&relay.metrics(), "tickrelay_clients{transport=\"ws\"}") > 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled WebSocket client was never dropped"
+        );
+        // The reading client keeps getting its frames meanwhile.
+        next_frame(&mut other, Duration::from_secs(5))
+            .await
+            .expect("the other client is served");
+    }
+    assert!(
+        common::metric(
+            &relay.metrics(),
+            "tickrelay_slow_client_disconnects_total{transport=\"ws\",reason=\"write_timeout\"}"
+        ) >= 1.0
+    );
+    drop(s);
+    let _ = tokio::task::spawn_blocking(move || sim.wait_with_output()).await;
+}

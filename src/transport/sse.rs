@@ -7,9 +7,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -18,13 +19,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::fanout::{Transport, envelope};
+use crate::fanout::{Sweep, Transport, envelope};
 use crate::feed::FeedState;
 use crate::http::{ApiError, AppState, check_token};
 use crate::limits::ConnGuard;
 use crate::metrics::{SlowReason, TransportCounters};
+use crate::raw_stream::{RawConn, Upgrade};
+use crate::transport::direct::{Direct, Framing, Verdict, linger, read_gone, sse_head, write_all};
 use crate::transport::stream::{
-    Batch, Subscriptions, acquire, requested_locates, resume_point, sub_options,
+    Batch, Subscriptions, acquire, batch_window, requested_locates, resume_point, sub_options,
 };
 
 /// Query of `/v1/stream`.
@@ -40,6 +43,8 @@ pub struct StreamQuery {
     pub mode: Option<String>,
     /// Most updates per second per symbol.
     pub max_hz: Option<f64>,
+    /// Gather changes for up to this long into one event (0–1000 ms).
+    pub batch_ms: Option<u64>,
 }
 
 /// `GET /v1/stream`.
@@ -47,11 +52,13 @@ pub async fn handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<StreamQuery>,
+    raw: Option<Extension<RawConn>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_token(&state, &headers, q.token.as_deref())?;
     let limits = &state.config.limits;
     let opts = sub_options(q.mode.as_deref(), q.max_hz)?;
+    let batch = batch_window(q.batch_ms)?;
     let symbols: Option<Vec<Arc<str>>> =
         requested_locates(&state, q.symbols.as_deref())?.map(|locates| {
             locates
@@ -69,6 +76,7 @@ pub async fn handler(
 
     let client = state.hub.register(Transport::Sse, limits.every_queue);
     let mut subs = Subscriptions::new(state.hub.clone(), client);
+    subs.set_batch(batch);
     let session = state.table.session();
     let since = resume_point(resume.as_deref(), session);
     let (seq, quotes) = match &symbols {
@@ -103,6 +111,26 @@ pub async fn handler(
         first.len(),
     );
 
+    let head = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (
+            header::HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ),
+    ];
+    if raw.is_some() {
+        // Served off hyper (`raw_stream`): the fan-out writes the events.
+        let first = first.freeze();
+        let mut response = head.into_response();
+        response.extensions_mut().insert(Upgrade::new(move |tcp| {
+            Box::pin(run_direct(state, tcp, subs, first, guard))
+        }));
+        return Ok(response);
+    }
     let mut feed = state.feed.clone();
     feed.mark_unchanged();
     let stream = SseStream {
@@ -115,27 +143,14 @@ pub async fn handler(
         feed,
         first: Some(first.freeze()),
         done: false,
+        held: None,
         _guard: guard,
     };
     let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
         let chunk = s.next_chunk().await?;
         Some((Ok::<Bytes, Infallible>(chunk), s))
     }));
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::HeaderName::from_static("x-accel-buffering"),
-                HeaderValue::from_static("no"),
-            ),
-        ],
-        body,
-    )
-        .into_response())
+    Ok((head, body).into_response())
 }
 
 /// Appends one event. `data` is single-line JSON.
@@ -161,6 +176,8 @@ struct SseStream {
     cancel: tokio_util::sync::CancellationToken,
     first: Option<Bytes>,
     done: bool,
+    /// With `batch_ms`: changes are pending but the next event is due then.
+    held: Option<Instant>,
     _guard: ConnGuard,
 }
 
@@ -175,7 +192,8 @@ impl SseStream {
         }
         let deadline = Instant::now() + self.keepalive;
         loop {
-            let due = self.subs.next_due;
+            let held = self.held;
+            let due = held.or(self.subs.next_due);
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => {
@@ -185,10 +203,11 @@ impl SseStream {
                     event(&mut out, "shutdown", self.state.table.session().as_str(), self.subs.promised, data.as_bytes());
                     return Some(out.freeze());
                 }
-                _ = self.subs.client().wait() => {
+                _ = self.subs.client().wait(), if held.is_none() => {
                     if let Some(chunk) = self.ticks() { return Some(chunk); }
                 }
                 _ = sleep_until(due) => {
+                    self.held = None;
                     if let Some(chunk) = self.ticks() { return Some(chunk); }
                 }
                 changed = self.feed.changed() => {
@@ -204,6 +223,11 @@ impl SseStream {
     }
 
     fn ticks(&mut self) -> Option<Bytes> {
+        // With batch_ms, an event went out less than a window ago: gather.
+        if let Some(at) = self.subs.hold_until(Instant::now()) {
+            self.held = Some(at);
+            return None;
+        }
         let batch = self.subs.drain();
         let session = self.state.table.session();
         if batch.overflow {
@@ -266,4 +290,130 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// An SSE stream whose `tick` events the fan-out writes from its sweep
+/// (`transport::direct`). This task writes the first event, feed status,
+/// keep-alives and the shutdown notice, finishes writes that would block,
+/// and notices the client going away.
+async fn run_direct(
+    state: AppState,
+    tcp: tokio::net::TcpStream,
+    subs: Subscriptions,
+    first: Bytes,
+    _guard: ConnGuard,
+) {
+    let client = subs.client().clone();
+    let limits = &state.config.limits;
+    let (keepalive, write_timeout) = (limits.keepalive, limits.write_timeout);
+    let reconnect_ms = limits.reconnect.as_millis();
+    let direct = Arc::new(Direct::new(state.clone(), tcp, Framing::Sse, subs));
+    {
+        let mut out = first.to_vec();
+        direct.seal(&mut out, 0);
+        direct.write(&mut direct.lock(), &out);
+    }
+    let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<Direct>;
+    client.set_direct(sink);
+    // Changes marked before the sweep knew this client.
+    direct.flush_if_idle(false);
+    let mut feed = state.feed.clone();
+    feed.mark_unchanged();
+    // One timer for everything due: keep-alive, the write deadline while
+    // blocked, a batch window or throttle.
+    let mut next_keepalive = Instant::now() + keepalive;
+    let cancel = state.cancel.clone();
+    let last = loop {
+        let st = match direct.status() {
+            Ok(st) => st,
+            Err(Verdict::Stop) => return,
+            Err(Verdict::Close(code, reason)) => {
+                let data = serde_json::json!({
+                    "code": "slow_consumer",
+                    "close_code": code,
+                    "message": reason,
+                });
+                break final_event(&direct, "error", data.to_string().as_bytes());
+            }
+        };
+        let blocked = st.blocked_since;
+        let write_deadline = blocked.map(|b| b + write_timeout);
+        let due = [Some(next_keepalive), write_deadline, st.timer]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_keepalive);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                let data = format!("{{\"reconnect_ms\":{reconnect_ms}}}");
+                break final_event(&direct, "shutdown", data.as_bytes());
+            }
+            r = direct.tcp.ready(if blocked.is_some() {
+                tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
+            } else {
+                tokio::io::Interest::READABLE
+            }) => {
+                let Ok(ready) = r else { return };
+                if ready.is_writable() && blocked.is_some() && !direct.resume() {
+                    return;
+                }
+                // A client sends nothing after its request: bytes are ignored.
+                if (ready.is_readable() || ready.is_read_closed()) && read_gone(&direct.tcp) {
+                    return;
+                }
+            }
+            _ = direct.wake.notified() => direct.flush_if_idle(false),
+            changed = feed.changed() => {
+                if changed.is_ok() {
+                    feed.borrow_and_update();
+                    let mut w = direct.lock();
+                    let mut out = Vec::new();
+                    direct.feed_payload(&mut out, w.subs.promised);
+                    direct.seal(&mut out, 0);
+                    direct.write(&mut w, &out);
+                }
+            }
+            _ = tokio::time::sleep_until(due.into()) => {
+                let now = Instant::now();
+                if write_deadline.is_some_and(|d| d <= now) {
+                    direct.slow(&mut direct.lock());
+                    continue;
+                }
+                if st.timer.is_some_and(|t| t <= now) {
+                    direct.flush_if_idle(true);
+                }
+                if next_keepalive <= now {
+                    next_keepalive = now + keepalive;
+                    let mut out = b": keepalive\n\n".to_vec();
+                    direct.seal(&mut out, 0);
+                    direct.write(&mut direct.lock(), &out);
+                }
+            }
+        }
+    };
+    let linger_for = write_timeout.min(Duration::from_secs(5));
+    let ended = tokio::time::timeout(linger_for, write_all(&direct.tcp, &last)).await;
+    if matches!(ended, Ok(Ok(()))) {
+        let _ = socket2::SockRef::from(&direct.tcp).shutdown(std::net::Shutdown::Write);
+        linger(&direct.tcp, linger_for).await;
+    }
+}
+
+/// The last event (`error`, `shutdown`) and the end of the chunked body,
+/// after anything still waiting; the sweep writes nothing more.
+fn final_event(direct: &Direct, name: &str, data: &[u8]) -> Vec<u8> {
+    let promised = direct.lock().subs.promised;
+    let mut out = Vec::new();
+    sse_head(
+        &mut out,
+        name,
+        direct.state.table.session().as_str(),
+        promised,
+    );
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    direct.seal(&mut out, 0);
+    out.extend_from_slice(b"0\r\n\r\n");
+    direct.finish(&out)
 }

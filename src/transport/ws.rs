@@ -1,28 +1,42 @@
 //! WebSocket `/v1/ws`: subscribe at any time; snapshot, then batched ticks.
 //!
-//! One task per connection runs a `select!` over the client's frames, the
-//! hub's wake-up, the ping timer, feed status and shutdown. Every write has a
-//! deadline; a client that cannot take a frame in time is closed (4008)
-//! rather than buffered for. JSON text frames by default; the
-//! `tickrelay.msgpack` subprotocol gives MessagePack binary frames.
+//! The fan-out writes a client's `ticks` frames itself, straight to the
+//! socket, while it sweeps the changed symbols (`Sweep`): no task wake-up,
+//! timer or future per frame. The frame is built in the sweep's shared
+//! buffer and written with one non-blocking `try_write`. A client whose
+//! socket is full keeps only its conflation marks; its own task waits for
+//! the socket to drain, finishes the write and catches up. That task
+//! otherwise only reads the client's frames (operations, pongs, close),
+//! pings, pushes feed status, and sends the shutdown notice. A client that
+//! cannot take its frames within the write timeout is closed (4008).
+//!
+//! Server frames are framed here (`wsframe`): unmasked, a 2–10 byte header.
+//! JSON text frames by default; the `tickrelay.msgpack` subprotocol gives
+//! MessagePack binary frames.
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
 
-use crate::fanout::{Format, Transport, envelope};
+use crate::fanout::{Encoded, Format, Sweep, Transport, envelope};
 use crate::feed::FeedState;
-use crate::http::{AppState, AuthQuery, check_origin, check_token, parse_symbol_list};
+use crate::http::{ApiError, AppState, AuthQuery, check_origin, check_token, parse_symbol_list};
 use crate::limits::{ConnGuard, RateLimiter};
-use crate::metrics::{Limit, SlowReason, TransportCounters};
-use crate::transport::stream::{Batch, SubOptions, Subscriptions, resume_point, sub_options};
+use crate::metrics::{Limit, SlowReason};
+use crate::raw_stream::{RawConn, Upgrade};
+use crate::transport::direct::{Direct, Framing, Verdict, Writer, linger, write_all};
+use crate::transport::stream::{
+    Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
+};
+use crate::transport::wsframe::{self, FrameError, Incoming, opcode};
 
 /// Close codes (README, "Close codes").
 pub mod close {
@@ -38,6 +52,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// Client frame over the size limit.
     pub const TOO_BIG: u16 = 1009;
+    /// A client frame that breaks the protocol.
+    pub const PROTOCOL: u16 = 1002;
 }
 
 /// The WebSocket subprotocol for MessagePack frames.
@@ -62,6 +78,10 @@ pub enum ClientOp {
         /// Resume point `SESSION:SEQ`.
         #[serde(default)]
         since: Option<String>,
+        /// Gather this client's changes for up to this long into one frame
+        /// (0–1000 ms; applies to the whole connection).
+        #[serde(default)]
+        batch_ms: Option<u64>,
     },
     /// Remove symbols.
     Unsubscribe {
@@ -72,9 +92,10 @@ pub enum ClientOp {
     Ping,
 }
 
+/// A server frame other than `snapshot` and `ticks`.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-enum ServerFrame<'a> {
+pub(crate) enum ServerFrame<'a> {
     Subscribed {
         symbols: &'a [Arc<str>],
         unknown: &'a [String],
@@ -99,33 +120,40 @@ enum ServerFrame<'a> {
     },
 }
 
-/// `GET /v1/ws`.
+/// `GET /v1/ws`: checks the handshake, origin, token and limits, answers
+/// 101 and hands the socket to [`Conn`]. Refusals after the handshake are
+/// close frames a browser can see (4001, 4009).
 pub async fn handler(
-    ws: WebSocketUpgrade,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Query(auth): Query<AuthQuery>,
+    mut request: Request,
 ) -> Response {
-    if let Err(e) = check_origin(&state, &headers) {
+    let tracker = state.tracker.clone();
+    let headers = request.headers();
+    if let Err(e) = check_origin(&state, headers) {
         return e.into_response();
     }
-    let limits = &state.config.limits;
-    let ws = ws
-        .protocols([MSGPACK_PROTOCOL, JSON_PROTOCOL])
-        // Client frames are small operations; a larger frame grows the buffer
-        // for itself. Every idle connection pays for this capacity.
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_frame_bytes.max(1 << 20) * 4)
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes);
-    let format = match ws.selected_protocol() {
-        Some(p) if p == MSGPACK_PROTOCOL => Format::Msgpack,
-        _ => Format::Json,
+    let key = match handshake_key(headers) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
     };
-    // Refusals after the upgrade, with a close code a browser can see.
-    let refusal = match check_token(&state, &headers, auth.token.as_deref()) {
+    let offered = |p: &str| {
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|o| o.trim() == p)
+    };
+    let (format, protocol) = if offered(MSGPACK_PROTOCOL) {
+        (Format::Msgpack, Some(MSGPACK_PROTOCOL))
+    } else if offered(JSON_PROTOCOL) {
+        (Format::Json, Some(JSON_PROTOCOL))
+    } else {
+        (Format::Json, None)
+    };
+    let refusal = match check_token(&state, headers, auth.token.as_deref()) {
         Err(e) => Some((close::UNAUTHORIZED, e.message)),
         Ok(()) => None,
     };
@@ -140,31 +168,90 @@ pub async fn handler(
             }
         },
     };
-    let tracker = state.tracker.clone();
-    ws.on_upgrade(move |socket| {
-        tracker.track_future(async move {
-            match (guard, refusal) {
-                (Some(guard), None) => Conn::new(state, socket, format, guard).run().await,
-                (_, Some((code, reason))) => {
-                    let mut socket = socket;
-                    let _ = socket.send(close_msg(code, &reason)).await;
-                }
-                _ => {}
-            }
-        })
-    })
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = protocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    let start = move |tcp: TcpStream, read: Bytes| async move {
+        match (guard, refusal) {
+            (Some(guard), None) => Conn::start(state, tcp, read, format, guard).run().await,
+            (_, Some((code, reason))) => refuse(tcp, code, &reason).await,
+            _ => {}
+        }
+    };
+    if request.extensions().get::<RawConn>().is_some() {
+        // Served off hyper (`raw_stream`): it writes the 101 and calls us.
+        response
+            .extensions_mut()
+            .insert(Upgrade::new(move |tcp| Box::pin(start(tcp, Bytes::new()))));
+    } else if let Some(on) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    {
+        // Upgraded from a hyper connection: take the socket back from it.
+        tracker.spawn(async move {
+            let Ok(upgraded) = on.await else { return };
+            let Ok(parts) = upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() else {
+                return;
+            };
+            start(parts.io.into_inner(), parts.read_buf).await;
+        });
+    } else {
+        return ApiError::bad_request("not_upgradable", "this connection cannot be upgraded")
+            .into_response();
+    }
+    response
 }
 
-fn close_msg(code: u16, reason: &str) -> Message {
-    // Close reasons are limited to 123 bytes.
-    let mut r = reason.to_owned();
-    while r.len() > 123 {
-        r.pop();
+/// The client's `Sec-WebSocket-Key`, once the request is a version-13 upgrade.
+fn handshake_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return Err(ApiError {
+            status: StatusCode::UPGRADE_REQUIRED,
+            code: "upgrade_required",
+            message: "a WebSocket upgrade request is expected here".into(),
+        });
     }
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from(r),
-    }))
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(ApiError::bad_request(
+            "bad_upgrade",
+            "Sec-WebSocket-Version must be 13",
+        ));
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::bad_request("bad_upgrade", "Sec-WebSocket-Key is missing"))
+}
+
+/// Closes a refused connection with `code`, after the handshake.
+async fn refuse(tcp: TcpStream, code: u16, reason: &str) {
+    let mut out = Vec::new();
+    wsframe::close(&mut out, code, reason);
+    if tokio::time::timeout(Duration::from_secs(5), write_all(&tcp, &out))
+        .await
+        .is_ok()
+    {
+        linger(&tcp, Duration::from_secs(2)).await;
+    }
 }
 
 enum Flow {
@@ -173,381 +260,413 @@ enum Flow {
     Stop,
 }
 
+/// The `feed` frame of a feed state: status, session and recovery.
+pub(crate) fn feed_frame(feed: &FeedState) -> ServerFrame<'_> {
+    ServerFrame::Feed {
+        status: feed.status.as_str(),
+        session: feed.session.as_str(),
+        complete: feed.complete,
+        lost: feed.lost,
+        incomplete: feed.incomplete,
+    }
+}
+
+/// A connection's task: reads the client's frames, pings, pushes feed
+/// status and shutdown, and takes over writes the sweep could not finish.
 struct Conn {
-    state: AppState,
-    socket: WebSocket,
+    direct: Arc<Direct>,
     format: Format,
-    subs: Subscriptions,
+    reader: wsframe::Reader,
     ops: RateLimiter,
-    counters: TransportCounters,
     feed: tokio::sync::watch::Receiver<FeedState>,
     last_heard: Instant,
     _guard: ConnGuard,
 }
 
 impl Conn {
-    fn new(state: AppState, socket: WebSocket, format: Format, guard: ConnGuard) -> Self {
-        let client = state
-            .hub
-            .register(Transport::Ws, state.config.limits.every_queue);
-        let subs = Subscriptions::new(state.hub.clone(), client);
+    fn start(
+        state: AppState,
+        tcp: TcpStream,
+        read: Bytes,
+        format: Format,
+        guard: ConnGuard,
+    ) -> Self {
         let limits = &state.config.limits;
+        let client = state.hub.register(Transport::Ws, limits.every_queue);
+        let subs = Subscriptions::new(state.hub.clone(), client.clone());
+        let direct = Arc::new(Direct::new(state.clone(), tcp, Framing::Ws(format), subs));
+        let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<Direct>;
+        client.set_direct(sink);
+        let mut reader = wsframe::Reader::default();
+        reader.buf.extend_from_slice(&read);
         Conn {
             ops: RateLimiter::new(
                 limits.ops_per_second,
                 limits.ops_per_second.saturating_mul(2),
             ),
-            counters: state.hub.metrics.transport(Transport::Ws),
             feed: state.feed.clone(),
-            socket,
+            direct,
             format,
-            subs,
+            reader,
             last_heard: Instant::now(),
             _guard: guard,
-            state,
         }
+    }
+
+    fn state(&self) -> &AppState {
+        &self.direct.state
     }
 
     async fn run(mut self) {
-        let limits = self.state.config.limits.clone();
-        let cancel = self.state.cancel.clone();
-        let mut ping = tokio::time::interval(limits.ping_interval);
-        ping.tick().await;
+        let limits = &self.state().config.limits;
+        let (ping_interval, idle_timeout) = (limits.ping_interval, limits.idle_timeout);
+        let (write_timeout, reconnect) = (limits.write_timeout, limits.reconnect);
+        let cancel = self.state().cancel.clone();
         self.feed.mark_unchanged();
-        let flow = loop {
-            let due = self.subs.next_due;
-            let flow = tokio::select! {
+        // One timer for everything due (an idle connection holds one): the
+        // ping, the write deadline while blocked, a batch window or throttle.
+        let mut next_ping = Instant::now() + ping_interval;
+        // Bytes that came with the upgrade request.
+        let mut flow = self.parse();
+        while let Flow::Continue = flow {
+            let (blocked, timer) = match self.direct.status() {
+                Ok(s) => (s.blocked_since, s.timer),
+                Err(Verdict::Close(code, reason)) => {
+                    flow = Flow::Close(code, reason);
+                    break;
+                }
+                Err(Verdict::Stop) => {
+                    flow = Flow::Stop;
+                    break;
+                }
+            };
+            let write_deadline = blocked.map(|b| b + write_timeout);
+            let due = [Some(next_ping), write_deadline, timer]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_ping);
+            let direct = self.direct.clone();
+            flow = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
-                    let frame = ServerFrame::Shutdown { reconnect_ms: limits.reconnect.as_millis() as u64 };
-                    let _ = Box::pin(self.send_control(&frame)).await;
+                    let frame = ServerFrame::Shutdown { reconnect_ms: reconnect.as_millis() as u64 };
+                    self.send(&frame);
                     Flow::Close(close::GOING_AWAY, "server shutting down".into())
                 }
-                // The handlers are boxed: an idle connection then holds only
-                // the small waiting futures, not the largest handler's state.
-                msg = self.socket.recv() => Box::pin(self.incoming(msg)).await,
-                _ = self.subs.client().wait() => Box::pin(self.flush()).await,
-                _ = sleep_until(due) => Box::pin(self.flush()).await,
-                changed = self.feed.changed() => match changed {
-                    Ok(()) => Box::pin(self.send_feed()).await,
-                    Err(_) => Flow::Continue,
+                // One readiness future for both directions: an idle
+                // connection's task is as small as it can be.
+                r = direct.tcp.ready(interest(blocked.is_some())) => match r {
+                    Ok(ready) if ready.is_writable() && blocked.is_some() && !direct.resume() => {
+                        Flow::Stop
+                    }
+                    Ok(ready) if ready.is_readable() || ready.is_read_closed() => self.read(),
+                    Ok(_) => Flow::Continue,
+                    Err(_) => Flow::Stop,
                 },
-                _ = ping.tick() => {
-                    if self.last_heard.elapsed() > limits.idle_timeout {
-                        self.state.hub.metrics.slow(Transport::Ws, SlowReason::NoPong);
-                        Flow::Close(close::NO_PONG, "no pong within the idle timeout".into())
+                _ = direct.wake.notified() => {
+                    direct.flush_if_idle(false);
+                    Flow::Continue
+                }
+                changed = self.feed.changed() => {
+                    if changed.is_ok() {
+                        let feed = *self.feed.borrow_and_update();
+                        self.send(&feed_frame(&feed));
+                    }
+                    Flow::Continue
+                }
+                _ = tokio::time::sleep_until(due.into()) => {
+                    let now = Instant::now();
+                    if write_deadline.is_some_and(|d| d <= now) {
+                        direct.slow(&mut direct.lock());
+                        Flow::Continue
                     } else {
-                        Box::pin(self.send(Message::Ping(Bytes::new()), None)).await
+                        if timer.is_some_and(|t| t <= now) {
+                            direct.flush_if_idle(true);
+                        }
+                        if next_ping <= now {
+                            next_ping = now + ping_interval;
+                            self.ping(idle_timeout)
+                        } else {
+                            Flow::Continue
+                        }
                     }
                 }
             };
-            match flow {
-                Flow::Continue => continue,
-                other => break other,
-            }
-        };
+        }
         if let Flow::Close(code, reason) = flow {
-            let _ = tokio::time::timeout(
-                limits.write_timeout,
-                self.socket.send(close_msg(code, &reason)),
-            )
-            .await;
-            // Closing handshake: read until the peer answers or goes away, so
-            // the close frame is not lost to a reset on unread data.
-            let linger = limits.write_timeout.min(std::time::Duration::from_secs(5));
-            let _ = tokio::time::timeout(linger, async {
-                while let Some(Ok(m)) = self.socket.recv().await {
-                    if matches!(m, Message::Close(_)) {
+            Box::pin(self.close(code, &reason, write_timeout)).await;
+        }
+    }
+
+    /// Pings, or closes a peer silent for longer than the idle timeout (4010).
+    fn ping(&self, idle_timeout: Duration) -> Flow {
+        if self.last_heard.elapsed() > idle_timeout {
+            self.state()
+                .hub
+                .metrics
+                .slow(Transport::Ws, SlowReason::NoPong);
+            return Flow::Close(close::NO_PONG, "no pong within the idle timeout".into());
+        }
+        let mut out = Vec::with_capacity(2);
+        wsframe::frame(&mut out, opcode::PING, &[]);
+        self.direct.write(&mut self.direct.lock(), &out);
+        Flow::Continue
+    }
+
+    /// Sends the close frame (after anything still waiting), then reads
+    /// until the peer answers or goes away.
+    async fn close(&mut self, code: u16, reason: &str, write_timeout: Duration) {
+        let mut frame = Vec::new();
+        wsframe::close(&mut frame, code, reason);
+        let pending = self.direct.finish(&frame);
+        let linger_for = write_timeout.min(Duration::from_secs(5));
+        if tokio::time::timeout(linger_for, write_all(&self.direct.tcp, &pending))
+            .await
+            .is_ok()
+        {
+            linger(&self.direct.tcp, linger_for).await;
+        }
+    }
+
+    /// Reads what the socket has, then handles every complete frame.
+    fn read(&mut self) -> Flow {
+        let mut chunk = [0u8; 2048];
+        loop {
+            match self.direct.tcp.try_read(&mut chunk) {
+                Ok(0) => return Flow::Stop,
+                Ok(n) => {
+                    self.last_heard = Instant::now();
+                    self.reader.buf.extend_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        break;
+                    }
+                    // A flood: handle what is here before reading more.
+                    if self.reader.buf.len() >= 64 * 1024 {
                         break;
                     }
                 }
-            })
-            .await;
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => return Flow::Stop,
+            }
         }
+        self.parse()
     }
 
-    async fn incoming(&mut self, msg: Option<Result<Message, axum::Error>>) -> Flow {
-        let msg = match msg {
-            None => return Flow::Stop,
-            Some(Err(e)) => {
-                let text = e.to_string();
-                if text.contains("Space limit")
-                    || text.contains("too long")
-                    || text.contains("Message too big")
-                {
-                    crate::http::refused(&self.state, Limit::MaxFrameBytes);
+    fn parse(&mut self) -> Flow {
+        let max = self.state().config.limits.max_frame_bytes;
+        loop {
+            let msg = match self.reader.next(max) {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(FrameError::TooBig) => {
+                    crate::http::refused(self.state(), Limit::MaxFrameBytes);
                     return Flow::Close(
                         close::TOO_BIG,
-                        format!(
-                            "frame over {} bytes (setting max_frame_bytes)",
-                            self.state.config.limits.max_frame_bytes
-                        ),
+                        format!("frame over {max} bytes (setting max_frame_bytes)"),
                     );
                 }
-                return Flow::Stop;
+                Err(FrameError::Protocol(why)) => return Flow::Close(close::PROTOCOL, why.into()),
+            };
+            let flow = self.incoming(msg);
+            if !matches!(flow, Flow::Continue) {
+                return flow;
             }
-            Some(Ok(m)) => m,
-        };
-        self.last_heard = Instant::now();
-        let op = match &msg {
-            Message::Text(t) => {
-                serde_json::from_str::<ClientOp>(t.as_str()).map_err(|e| e.to_string())
-            }
-            Message::Binary(b) => rmp_serde::from_slice::<ClientOp>(b)
+        }
+        self.reader.shrink();
+        Flow::Continue
+    }
+
+    fn incoming(&mut self, msg: Incoming) -> Flow {
+        let op = match msg {
+            Incoming::Text(t) => serde_json::from_slice::<ClientOp>(&t).map_err(|e| e.to_string()),
+            Incoming::Binary(b) => rmp_serde::from_slice::<ClientOp>(&b)
                 .map_err(|e| e.to_string())
-                .or_else(|e| serde_json::from_slice::<ClientOp>(b).map_err(|_| e)),
-            Message::Close(_) => return Flow::Stop,
-            Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
+                .or_else(|e| serde_json::from_slice::<ClientOp>(&b).map_err(|_| e)),
+            // The closing handshake: answer with the client's code.
+            Incoming::Close(code) => {
+                let code = code.filter(|c| (1000..5000).contains(c) && *c != 1005 && *c != 1006);
+                return Flow::Close(code.unwrap_or(1000), String::new());
+            }
+            Incoming::Ping(payload) => {
+                let mut out = Vec::with_capacity(2 + payload.len());
+                wsframe::frame(&mut out, opcode::PONG, &payload);
+                let mut w = self.direct.lock();
+                self.direct.write(&mut w, &out);
+                return Flow::Continue;
+            }
+            Incoming::Pong => return Flow::Continue,
         };
         match op {
-            Ok(op) => self.op(op).await,
-            Err(e) => {
-                self.error("bad_request", &format!("not a valid operation: {e}"))
-                    .await
-            }
+            Ok(op) => self.op(op),
+            Err(e) => self.error("bad_request", &format!("not a valid operation: {e}")),
         }
     }
 
-    async fn op(&mut self, op: ClientOp) -> Flow {
+    fn op(&mut self, op: ClientOp) -> Flow {
         match op {
-            ClientOp::Ping => self.send_control(&ServerFrame::Pong).await,
+            ClientOp::Ping => self.send(&ServerFrame::Pong),
             ClientOp::Subscribe {
                 symbols,
                 mode,
                 max_hz,
                 since,
+                batch_ms,
             } => {
                 if !self.ops.allow() {
-                    crate::http::refused(&self.state, Limit::OpsPerSecond);
-                    return self
-                        .error(
-                            "rate_limited",
-                            &format!(
-                                "more than {} operations per second (setting ops_per_second)",
-                                self.state.config.limits.ops_per_second
-                            ),
-                        )
-                        .await;
+                    crate::http::refused(self.state(), Limit::OpsPerSecond);
+                    let ops = self.state().config.limits.ops_per_second;
+                    return self.error(
+                        "rate_limited",
+                        &format!("more than {ops} operations per second (setting ops_per_second)"),
+                    );
                 }
                 let opts = match sub_options(mode.as_deref(), max_hz) {
                     Ok(o) => o,
-                    Err(e) => return self.error(e.code, &e.message).await,
+                    Err(e) => return self.error(e.code, &e.message),
                 };
-                self.subscribe(symbols, opts, since).await
+                let batch = match batch_window(batch_ms) {
+                    Ok(b) => b,
+                    Err(e) => return self.error(e.code, &e.message),
+                };
+                if batch_ms.is_some() {
+                    self.direct.lock().subs.set_batch(batch);
+                }
+                self.subscribe(symbols, opts, since)
             }
             ClientOp::Unsubscribe { symbols } => {
                 if !self.ops.allow() {
-                    crate::http::refused(&self.state, Limit::OpsPerSecond);
-                    return self
-                        .error(
-                            "rate_limited",
-                            "too many operations per second (setting ops_per_second)",
-                        )
-                        .await;
+                    crate::http::refused(self.state(), Limit::OpsPerSecond);
+                    return self.error(
+                        "rate_limited",
+                        "too many operations per second (setting ops_per_second)",
+                    );
                 }
                 let list: Vec<Arc<str>> = symbols
                     .iter()
                     .map(|s| Arc::from(s.to_ascii_uppercase().as_str()))
                     .collect();
-                self.subs.unsubscribe(&list);
+                self.direct.lock().subs.unsubscribe(&list);
                 Flow::Continue
             }
         }
     }
 
-    async fn subscribe(
-        &mut self,
-        symbols: Vec<String>,
-        opts: SubOptions,
-        since: Option<String>,
-    ) -> Flow {
-        let limits = &self.state.config.limits;
-        let since = resume_point(since.as_deref(), self.state.table.session());
+    fn subscribe(&mut self, symbols: Vec<String>, opts: SubOptions, since: Option<String>) -> Flow {
+        let state = self.direct.state.clone();
+        let limits = &state.config.limits;
+        let since = resume_point(since.as_deref(), state.table.session());
         if symbols.iter().any(|s| s == "*") {
             if !limits.allow_wildcard {
-                crate::http::refused(&self.state, Limit::AllowWildcard);
-                return self
-                    .error(
-                        "wildcard_not_allowed",
-                        "`*` subscriptions are off (setting allow_wildcard)",
-                    )
-                    .await;
+                crate::http::refused(&state, Limit::AllowWildcard);
+                return self.error(
+                    "wildcard_not_allowed",
+                    "`*` subscriptions are off (setting allow_wildcard)",
+                );
             }
-            let (seq, quotes) = self.subs.subscribe_all(opts, since);
+            // Held across subscribe and snapshot: no tick overtakes the snapshot.
+            let mut w = self.direct.lock();
+            let (seq, quotes) = w.subs.subscribe_all(opts, since);
             let all: [Arc<str>; 1] = [Arc::from("*")];
-            if let Flow::Close(c, r) = self
-                .send_control(&ServerFrame::Subscribed {
-                    symbols: &all,
-                    unknown: &[],
-                })
-                .await
-            {
-                return Flow::Close(c, r);
-            }
-            return self.send_snapshot(seq, &quotes).await;
+            self.subscribed(&mut w, &all, &[], seq, &quotes);
+            return Flow::Continue;
         }
-        if self.state.table.symbol_count() == 0 {
-            let e = crate::http::ApiError::not_ready();
-            return self.error(e.code, &e.message).await;
+        if state.table.symbol_count() == 0 {
+            let e = ApiError::not_ready();
+            return self.error(e.code, &e.message);
         }
         let names = match parse_symbol_list(&symbols, limits.max_symbols) {
             Ok(n) => n,
-            Err(e) => return self.error(e.code, &e.message).await,
+            Err(e) => return self.error(e.code, &e.message),
         };
         let mut known: Vec<Arc<str>> = Vec::new();
         let mut unknown = Vec::new();
         for n in names {
-            match self
-                .state
-                .table
-                .locate(&n)
-                .and_then(|l| self.state.table.info(l))
-            {
+            match state.table.locate(&n).and_then(|l| state.table.info(l)) {
                 Some(info) => known.push(info.symbol.clone()),
                 None => unknown.push(n),
             }
         }
-        let new = known.iter().filter(|s| !self.subs.contains(s)).count();
-        if self.subs.len() + new > limits.max_symbols {
-            crate::http::refused(&self.state, Limit::MaxSymbols);
-            return self
-                .error(
-                    "too_many_symbols",
-                    &format!(
-                        "at most {} symbols per connection (setting max_symbols)",
-                        limits.max_symbols
-                    ),
-                )
-                .await;
+        let mut w = self.direct.lock();
+        let new = known.iter().filter(|s| !w.subs.contains(s)).count();
+        if w.subs.len() + new > limits.max_symbols {
+            drop(w);
+            crate::http::refused(&state, Limit::MaxSymbols);
+            return self.error(
+                "too_many_symbols",
+                &format!(
+                    "at most {} symbols per connection (setting max_symbols)",
+                    limits.max_symbols
+                ),
+            );
         }
-        let (seq, quotes) = self.subs.subscribe(&known, opts, since);
-        if let Flow::Close(c, r) = self
-            .send_control(&ServerFrame::Subscribed {
-                symbols: &known,
-                unknown: &unknown,
-            })
-            .await
-        {
-            return Flow::Close(c, r);
-        }
-        self.send_snapshot(seq, &quotes).await
+        let (seq, quotes) = w.subs.subscribe(&known, opts, since);
+        self.subscribed(&mut w, &known, &unknown, seq, &quotes);
+        Flow::Continue
     }
 
-    async fn send_snapshot(&mut self, seq: u64, quotes: &[Arc<crate::fanout::Encoded>]) -> Flow {
-        let session = self.state.table.session();
-        let msg = match self.format {
-            Format::Json => text(envelope::ws_snapshot_json(seq, session.as_str(), quotes)),
-            Format::Msgpack => {
-                Message::Binary(envelope::ws_snapshot_msgpack(seq, session.as_str(), quotes))
-            }
-        };
+    /// Writes `subscribed` and the snapshot.
+    fn subscribed(
+        &self,
+        w: &mut Writer,
+        symbols: &[Arc<str>],
+        unknown: &[String],
+        seq: u64,
+        quotes: &[Arc<Encoded>],
+    ) {
+        let d = &self.direct;
+        let mut out = Vec::new();
+        self.control_into(&mut out, &ServerFrame::Subscribed { symbols, unknown });
+        let session = d.state.table.session();
+        let at = out.len();
+        out.extend_from_slice(&match self.format {
+            Format::Json => envelope::ws_snapshot_json(seq, session.as_str(), quotes),
+            Format::Msgpack => envelope::ws_snapshot_msgpack(seq, session.as_str(), quotes),
+        });
+        let len = out.len() - at;
+        d.seal(&mut out, at);
         let batch = Batch {
             seq,
             quotes: quotes.to_vec(),
             ..Default::default()
         };
-        self.send(msg, Some(&batch)).await
+        d.count(&batch, len);
+        d.write(w, &out);
     }
 
-    async fn flush(&mut self) -> Flow {
-        let batch = self.subs.drain();
-        if batch.overflow {
-            self.state
-                .hub
-                .metrics
-                .slow(Transport::Ws, SlowReason::QueueOverflow);
-            tracing::info!("websocket client closed: every-mode queue overflow");
-            return Flow::Close(
-                close::SLOW_CONSUMER,
-                format!(
-                    "slow consumer: every-mode queue over {} (setting every_queue)",
-                    self.state.config.limits.every_queue
-                ),
-            );
-        }
-        if batch.reset.is_some() {
-            if let Flow::Close(c, r) = self.send_feed().await {
-                return Flow::Close(c, r);
+    /// Appends a control envelope (`subscribed`, `pong`, …) as one frame.
+    fn control_into(&self, out: &mut Vec<u8>, frame: &ServerFrame<'_>) {
+        let at = out.len();
+        match self.format {
+            Format::Json => {
+                let _ = serde_json::to_writer(&mut *out, frame);
             }
-        }
-        if batch.quotes.is_empty() {
-            return Flow::Continue;
-        }
-        let msg = match self.format {
-            Format::Json => text(envelope::ws_ticks_json(batch.seq, &batch.quotes)),
             Format::Msgpack => {
-                Message::Binary(envelope::ws_ticks_msgpack(batch.seq, &batch.quotes))
-            }
-        };
-        self.send(msg, Some(&batch)).await
-    }
-
-    async fn send_feed(&mut self) -> Flow {
-        let feed = *self.feed.borrow_and_update();
-        let frame = ServerFrame::Feed {
-            status: feed.status.as_str(),
-            session: feed.session.as_str(),
-            complete: feed.complete,
-            lost: feed.lost,
-            incomplete: feed.incomplete,
-        };
-        self.send_control(&frame).await
-    }
-
-    async fn error(&mut self, code: &str, message: &str) -> Flow {
-        self.send_control(&ServerFrame::Error { code, message })
-            .await
-    }
-
-    async fn send_control(&mut self, frame: &ServerFrame<'_>) -> Flow {
-        let msg = match self.format {
-            Format::Json => text(Bytes::from(serde_json::to_vec(frame).unwrap_or_default())),
-            Format::Msgpack => Message::Binary(Bytes::from(
-                rmp_serde::to_vec_named(frame).unwrap_or_default(),
-            )),
-        };
-        self.send(msg, None).await
-    }
-
-    /// Writes one frame within the write deadline.
-    async fn send(&mut self, msg: Message, batch: Option<&Batch>) -> Flow {
-        let len = match &msg {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-            _ => 0,
-        };
-        let timeout = self.state.config.limits.write_timeout;
-        match tokio::time::timeout(timeout, self.socket.send(msg)).await {
-            Ok(Ok(())) => {
-                if let Some(b) = batch {
-                    Subscriptions::count(&self.counters, b, len);
-                }
-                Flow::Continue
-            }
-            Ok(Err(_)) => Flow::Stop,
-            Err(_) => {
-                self.state
-                    .hub
-                    .metrics
-                    .slow(Transport::Ws, SlowReason::WriteTimeout);
-                tracing::info!("websocket client closed: write timeout");
-                Flow::Close(close::SLOW_CONSUMER, "slow consumer: write timeout".into())
+                let _ = rmp_serde::encode::write_named(&mut *out, frame);
             }
         }
+        self.direct.seal(out, at);
+    }
+
+    fn error(&mut self, code: &str, message: &str) -> Flow {
+        self.send(&ServerFrame::Error { code, message })
+    }
+
+    fn send(&self, frame: &ServerFrame<'_>) -> Flow {
+        let mut out = Vec::new();
+        self.control_into(&mut out, frame);
+        let mut w = self.direct.lock();
+        self.direct.write(&mut w, &out);
+        Flow::Continue
     }
 }
 
-fn text(bytes: Bytes) -> Message {
-    // Envelopes are built from serde_json output and ASCII literals.
-    match Utf8Bytes::try_from(bytes) {
-        Ok(t) => Message::Text(t),
-        Err(_) => Message::Text(Utf8Bytes::from_static("{}")),
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
+/// What a connection waits for: the client's bytes, and room in the socket
+/// while a write waits.
+fn interest(blocked: bool) -> tokio::io::Interest {
+    if blocked {
+        tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
+    } else {
+        tokio::io::Interest::READABLE
     }
 }

@@ -1,0 +1,400 @@
+//! The write side of a streaming connection written from the fan-out's
+//! sweep (WebSocket frames or SSE chunks), shared by the sweep and the
+//! connection's own task.
+//!
+//! The sweep drains what the hub marked for the client into one frame, built
+//! in the sweep's shared buffer, and writes it with one non-blocking
+//! `try_write`: no task is woken, no timer or future exists per frame. When
+//! the socket is full, the unwritten rest is kept and the client's task is
+//! told; until the task has finished that write, the sweep leaves the client
+//! alone and its changes stay conflated as marks. With `batch_ms` or a
+//! throttled symbol, the task keeps the timer. The task also finishes a
+//! write that would block, and ends the connection on a verdict (4008).
+
+use std::io::ErrorKind;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::fanout::{Format, Sweep, Transport, envelope};
+use crate::http::AppState;
+use crate::metrics::{SlowReason, TransportCounters};
+use crate::transport::stream::Subscriptions;
+use crate::transport::wsframe::{self, opcode};
+
+/// How frames are put on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// WebSocket data frames in this format.
+    Ws(Format),
+    /// SSE events, each in one HTTP/1.1 chunk.
+    Sse,
+}
+
+/// Why a connection ends, decided by whoever saw it first.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Tell the client (close code, or its SSE twin) and end.
+    Close(u16, String),
+    /// The peer is gone: just end.
+    Stop,
+}
+
+/// The state behind the lock.
+pub struct Writer {
+    /// The client's subscriptions and delivery state.
+    pub subs: Subscriptions,
+    /// Bytes the socket did not take yet; empty unless blocked.
+    out: Vec<u8>,
+    /// Since when the socket has been full.
+    blocked_since: Option<Instant>,
+    /// With `batch_ms`: the next frame is due then.
+    held: Option<Instant>,
+    /// The connection must end so.
+    verdict: Option<Verdict>,
+}
+
+/// What the task waits for next.
+pub struct Status {
+    /// The socket has been full since then.
+    pub blocked_since: Option<Instant>,
+    /// A batch window or throttled symbol is due then.
+    pub timer: Option<Instant>,
+}
+
+/// One connection's write side.
+pub struct Direct {
+    /// The client's socket.
+    pub tcp: TcpStream,
+    framing: Framing,
+    transport: Transport,
+    /// What every handler can reach.
+    pub state: AppState,
+    counters: TransportCounters,
+    writer: Mutex<Writer>,
+    /// The sweep tells the task: the socket is full, a timer started, or the
+    /// connection must end.
+    pub wake: Notify,
+}
+
+impl Sweep for Direct {
+    fn sweep(&self, scratch: &mut Vec<u8>, due: bool) -> Option<Instant> {
+        // The task holds the writer (an operation in progress): it looks at
+        // what is pending when it is done.
+        let Some(mut w) = self.writer.try_lock() else {
+            self.wake.notify_one();
+            return None;
+        };
+        if due {
+            w.held = None;
+        }
+        if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
+            return self.flush(&mut w, scratch);
+        }
+        None
+    }
+}
+
+impl Direct {
+    /// The write side of `tcp` for `subs`.
+    pub fn new(state: AppState, tcp: TcpStream, framing: Framing, subs: Subscriptions) -> Self {
+        let transport = match framing {
+            Framing::Ws(_) => Transport::Ws,
+            Framing::Sse => Transport::Sse,
+        };
+        Direct {
+            tcp,
+            framing,
+            transport,
+            counters: state.hub.metrics.transport(transport),
+            writer: Mutex::new(Writer {
+                subs,
+                out: Vec::new(),
+                blocked_since: None,
+                held: None,
+                verdict: None,
+            }),
+            wake: Notify::new(),
+            state,
+        }
+    }
+
+    /// The writer, locked.
+    pub fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock()
+    }
+
+    /// Takes the verdict, or says what to wait for.
+    pub fn status(&self) -> Result<Status, Verdict> {
+        let mut w = self.writer.lock();
+        if let Some(v) = w.verdict.take() {
+            return Err(v);
+        }
+        Ok(Status {
+            blocked_since: w.blocked_since,
+            timer: w.held.or(w.subs.next_due),
+        })
+    }
+
+    /// Flushes pending changes unless the sweep's rules say wait (blocked,
+    /// in a batch window, ending). `due`: a timer fired.
+    pub fn flush_if_idle(&self, due: bool) {
+        let mut w = self.writer.lock();
+        if due {
+            w.held = None;
+        }
+        if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
+            // A hold started here is the task's to time (`Status::timer`).
+            let _ = self.flush(&mut w, &mut Vec::new());
+        }
+    }
+
+    /// Drains what is pending into one frame and writes it. Returns when
+    /// the client starts holding its changes (`batch_ms`), for the caller's
+    /// timer: the shard's when it sweeps, the task's otherwise.
+    fn flush(&self, w: &mut Writer, scratch: &mut Vec<u8>) -> Option<Instant> {
+        if let Some(at) = w.subs.hold_until(Instant::now()) {
+            let new = w.held.is_none();
+            w.held = Some(at);
+            return new.then_some(at);
+        }
+        w.held = None;
+        let due = w.subs.next_due;
+        let batch = w.subs.drain();
+        if batch.overflow {
+            self.state
+                .hub
+                .metrics
+                .slow(self.transport, SlowReason::QueueOverflow);
+            tracing::info!(
+                transport = self.transport.as_str(),
+                "client closed: every-mode queue overflow"
+            );
+            w.verdict = Some(Verdict::Close(
+                crate::transport::ws::close::SLOW_CONSUMER,
+                format!(
+                    "slow consumer: every-mode queue over {} (setting every_queue)",
+                    self.state.config.limits.every_queue
+                ),
+            ));
+            self.wake.notify_one();
+            return None;
+        }
+        if w.subs.next_due.is_some() && w.subs.next_due != due {
+            // A throttled symbol: the task arms the timer.
+            self.wake.notify_one();
+        }
+        scratch.clear();
+        if batch.reset.is_some() {
+            let at = scratch.len();
+            self.feed_payload(scratch, w.subs.promised);
+            self.seal(scratch, at);
+        }
+        if !batch.quotes.is_empty() {
+            let at = scratch.len();
+            match self.framing {
+                Framing::Ws(format) => {
+                    envelope::ws_ticks_into(scratch, format, batch.seq, &batch.quotes)
+                }
+                Framing::Sse => {
+                    let session = self.state.table.session();
+                    sse_head(scratch, "tick", session.as_str(), batch.seq);
+                    envelope::tick_json_into(scratch, batch.seq, &batch.quotes);
+                    scratch.extend_from_slice(b"\n\n");
+                }
+            }
+            let len = scratch.len() - at;
+            self.seal(scratch, at);
+            Subscriptions::count(&self.counters, &batch, len);
+        }
+        if !scratch.is_empty() {
+            self.write(w, scratch);
+        }
+        None
+    }
+
+    /// Records a frame of `batch` in the transport's metrics.
+    pub fn count(&self, batch: &crate::transport::stream::Batch, bytes: usize) {
+        Subscriptions::count(&self.counters, batch, bytes);
+    }
+
+    /// The `feed` status as this connection's frame payload (unsealed).
+    pub fn feed_payload(&self, out: &mut Vec<u8>, promised: u64) {
+        let feed = *self.state.feed.borrow();
+        let session = feed.session.as_str();
+        match self.framing {
+            Framing::Ws(format) => {
+                let frame = crate::transport::ws::feed_frame(&feed);
+                out.extend_from_slice(&match format {
+                    Format::Json => serde_json::to_vec(&frame).unwrap_or_default(),
+                    Format::Msgpack => rmp_serde::to_vec_named(&frame).unwrap_or_default(),
+                });
+            }
+            Framing::Sse => {
+                sse_head(out, "feed", session, promised);
+                let data = serde_json::json!({
+                    "status": feed.status.as_str(),
+                    "session": session,
+                    "complete": feed.complete,
+                    "lost": feed.lost,
+                    "incomplete": feed.incomplete,
+                });
+                out.extend_from_slice(data.to_string().as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+    }
+
+    /// Frames the payload written into `buf` from `at` on: a WebSocket
+    /// header before it, or an HTTP chunk around it.
+    pub fn seal(&self, buf: &mut Vec<u8>, at: usize) {
+        let len = buf.len() - at;
+        let mut head = Vec::with_capacity(12);
+        match self.framing {
+            Framing::Ws(Format::Json) => wsframe::header(&mut head, opcode::TEXT, len),
+            Framing::Ws(Format::Msgpack) => wsframe::header(&mut head, opcode::BINARY, len),
+            Framing::Sse => {
+                head.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+                buf.extend_from_slice(b"\r\n");
+            }
+        }
+        buf.splice(at..at, head);
+    }
+
+    /// Writes `bytes` now if the socket takes them; the rest waits for the
+    /// task (in order, behind anything already waiting).
+    pub fn write(&self, w: &mut Writer, bytes: &[u8]) {
+        if w.blocked_since.is_some() {
+            // Only control frames queue while blocked; ticks stay marks.
+            let cap = self.state.config.limits.max_frame_bytes.max(1 << 20) * 4;
+            if w.out.len() + bytes.len() > cap {
+                if w.verdict.is_none() {
+                    self.slow(w);
+                }
+            } else {
+                w.out.extend_from_slice(bytes);
+            }
+            return;
+        }
+        let written = match self.tcp.try_write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                w.verdict.get_or_insert(Verdict::Stop);
+                self.wake.notify_one();
+                return;
+            }
+        };
+        if written < bytes.len() {
+            w.out.extend_from_slice(&bytes[written..]);
+            w.blocked_since = Some(Instant::now());
+            self.wake.notify_one();
+        }
+    }
+
+    /// The client did not take its frames within the write timeout (4008).
+    pub fn slow(&self, w: &mut Writer) {
+        self.state
+            .hub
+            .metrics
+            .slow(self.transport, SlowReason::WriteTimeout);
+        tracing::info!(
+            transport = self.transport.as_str(),
+            "client closed: write timeout"
+        );
+        w.verdict = Some(Verdict::Close(
+            crate::transport::ws::close::SLOW_CONSUMER,
+            "slow consumer: write timeout".into(),
+        ));
+        self.wake.notify_one();
+    }
+
+    /// The socket drained: write what waited, then catch up on the marks.
+    /// False if the peer is gone.
+    pub fn resume(&self) -> bool {
+        let mut w = self.writer.lock();
+        while !w.out.is_empty() {
+            match self.tcp.try_write(&w.out) {
+                Ok(n) => {
+                    w.out.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+        w.out = Vec::new();
+        w.blocked_since = None;
+        if w.verdict.is_none() {
+            let _ = self.flush(&mut w, &mut Vec::new());
+        }
+        true
+    }
+
+    /// Ends the sweep's part: nothing is written after `last` (the close
+    /// frame or final event), which follows whatever still waited. Returns
+    /// the bytes to write.
+    pub fn finish(&self, last: &[u8]) -> Vec<u8> {
+        let mut w = self.writer.lock();
+        w.verdict = Some(Verdict::Stop);
+        let mut out = std::mem::take(&mut w.out);
+        out.extend_from_slice(last);
+        out
+    }
+}
+
+/// `id: SESSION:SEQ\nevent: NAME\ndata: ` — an SSE event up to its data.
+pub fn sse_head(out: &mut Vec<u8>, name: &str, session: &str, seq: u64) {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(session.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.extend_from_slice(b"\nevent: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+}
+
+/// Writes all of `bytes`, waiting for the socket as needed.
+pub async fn write_all(tcp: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        tcp.writable().await?;
+        match tcp.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads (and drops) until the peer closes or `within` passes, so a last
+/// frame is not lost to a reset on unread data.
+pub async fn linger(tcp: &TcpStream, within: Duration) {
+    let _ = tokio::time::timeout(within, async {
+        while tcp.readable().await.is_ok() && !read_gone(tcp) {}
+    })
+    .await;
+}
+
+/// Reads and drops what the peer sent; true once it has closed (or failed).
+/// Not async: its buffer is on the stack only while it runs, never in a
+/// connection's future.
+pub fn read_gone(tcp: &TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tcp.try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return e.kind() != ErrorKind::WouldBlock,
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever.
+pub async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

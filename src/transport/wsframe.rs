@@ -1,0 +1,298 @@
+//! WebSocket framing (RFC 6455) for the direct path: server frames written
+//! into a buffer (unmasked, 2–10 byte header), client frames parsed from
+//! one (masked, possibly fragmented). No I/O here.
+
+/// Frame opcodes.
+pub mod opcode {
+    /// Continuation of a fragmented message.
+    pub const CONTINUATION: u8 = 0x0;
+    /// UTF-8 text.
+    pub const TEXT: u8 = 0x1;
+    /// Binary.
+    pub const BINARY: u8 = 0x2;
+    /// Close.
+    pub const CLOSE: u8 = 0x8;
+    /// Ping.
+    pub const PING: u8 = 0x9;
+    /// Pong.
+    pub const PONG: u8 = 0xA;
+}
+
+/// Appends a final, unmasked frame of `opcode` carrying `payload`.
+pub fn frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    header(out, opcode, payload.len());
+    out.extend_from_slice(payload);
+}
+
+/// Appends the header of a final, unmasked frame of `len` payload bytes.
+pub fn header(out: &mut Vec<u8>, opcode: u8, len: usize) {
+    out.push(0x80 | opcode);
+    if len < 126 {
+        out.push(len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        out.push(126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+/// Appends a close frame; the reason is cut to the 123 bytes a control
+/// frame allows (at a character boundary).
+pub fn close(out: &mut Vec<u8>, code: u16, reason: &str) {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    frame(out, opcode::CLOSE, &payload);
+}
+
+/// A complete message or control frame from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A text message (not yet checked as UTF-8).
+    Text(Vec<u8>),
+    /// A binary message.
+    Binary(Vec<u8>),
+    /// A ping; answer with a pong of the same payload.
+    Ping(Vec<u8>),
+    /// A pong.
+    Pong,
+    /// The client closes, with this code if it gave one.
+    Close(Option<u16>),
+}
+
+/// Why the client's frames end the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// A message over the size limit (close 1009).
+    TooBig,
+    /// A frame that breaks the protocol (close 1002).
+    Protocol(&'static str),
+}
+
+/// Reassembles client messages from bytes read off the socket.
+#[derive(Debug, Default)]
+pub struct Reader {
+    /// Bytes read and not yet parsed.
+    pub buf: Vec<u8>,
+    /// A fragmented message in progress: its opcode and payload so far.
+    partial: Option<(u8, Vec<u8>)>,
+}
+
+impl Reader {
+    /// Parses the next complete message or control frame out of `buf`,
+    /// `None` if more bytes are needed. `max` bounds a message's size.
+    pub fn next(&mut self, max: usize) -> Result<Option<Incoming>, FrameError> {
+        loop {
+            let Some((op, fin, payload)) = self.frame(max)? else {
+                return Ok(None);
+            };
+            if op >= 0x8 {
+                return Ok(Some(match op {
+                    opcode::CLOSE => Incoming::Close(
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
+                    ),
+                    opcode::PING => Incoming::Ping(payload),
+                    opcode::PONG => Incoming::Pong,
+                    _ => return Err(FrameError::Protocol("unknown control opcode")),
+                }));
+            }
+            let (op, data) = match (op, self.partial.take()) {
+                (opcode::CONTINUATION, Some((first, mut data))) => {
+                    if data.len() + payload.len() > max {
+                        return Err(FrameError::TooBig);
+                    }
+                    data.extend_from_slice(&payload);
+                    (first, data)
+                }
+                (opcode::CONTINUATION, None) => {
+                    return Err(FrameError::Protocol("continuation without a message"));
+                }
+                (opcode::TEXT | opcode::BINARY, None) => (op, payload),
+                (opcode::TEXT | opcode::BINARY, Some(_)) => {
+                    return Err(FrameError::Protocol("new message inside a fragmented one"));
+                }
+                _ => return Err(FrameError::Protocol("unknown opcode")),
+            };
+            if !fin {
+                self.partial = Some((op, data));
+                continue;
+            }
+            return Ok(Some(if op == opcode::TEXT {
+                Incoming::Text(data)
+            } else {
+                Incoming::Binary(data)
+            }));
+        }
+    }
+
+    /// One frame off the front of `buf`, unmasked: opcode, FIN, payload.
+    fn frame(&mut self, max: usize) -> Result<Option<(u8, bool, Vec<u8>)>, FrameError> {
+        let b = &self.buf;
+        if b.len() < 2 {
+            return Ok(None);
+        }
+        if b[0] & 0x70 != 0 {
+            return Err(FrameError::Protocol("reserved bits set"));
+        }
+        let (fin, op) = (b[0] & 0x80 != 0, b[0] & 0x0F);
+        if b[1] & 0x80 == 0 {
+            return Err(FrameError::Protocol("client frames must be masked"));
+        }
+        let (len, at) = match b[1] & 0x7F {
+            126 if b.len() >= 4 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
+            127 if b.len() >= 10 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&b[2..10]);
+                (u64::from_be_bytes(n), 10)
+            }
+            126 | 127 => return Ok(None),
+            n => (u64::from(n), 2),
+        };
+        if op >= 0x8 && (len > 125 || !fin) {
+            return Err(FrameError::Protocol("control frames are short and whole"));
+        }
+        if len > max as u64 {
+            return Err(FrameError::TooBig);
+        }
+        let len = len as usize;
+        if b.len() < at + 4 + len {
+            return Ok(None);
+        }
+        let mask = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        let start = at + 4;
+        let payload: Vec<u8> = b[start..start + len]
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| x ^ mask[i % 4])
+            .collect();
+        self.buf.drain(..start + len);
+        Ok(Some((op, fin, payload)))
+    }
+
+    /// Drops buffers grown for a large message once it is parsed, so an
+    /// idle connection holds none.
+    pub fn shrink(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        } else if self.buf.capacity() > 4 * self.buf.len().max(1024) {
+            self.buf.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![(u8::from(fin) << 7) | op];
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len <= 65535 {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    #[test]
+    fn server_headers_use_the_shortest_length() {
+        for (len, head) in [
+            (0usize, 2usize),
+            (125, 2),
+            (126, 4),
+            (65535, 4),
+            (65536, 10),
+        ] {
+            let mut out = Vec::new();
+            frame(&mut out, opcode::TEXT, &vec![b'x'; len]);
+            assert_eq!(out.len(), head + len, "{len}");
+            assert_eq!(out[0], 0x81);
+        }
+        let mut out = Vec::new();
+        close(&mut out, 4008, &"é".repeat(100));
+        assert!(out.len() <= 2 + 125);
+        assert_eq!(&out[2..4], &4008u16.to_be_bytes());
+        assert!(std::str::from_utf8(&out[4..]).is_ok());
+    }
+
+    #[test]
+    fn client_frames_unmasked_fragmented_and_interleaved_with_control() {
+        let mut r = Reader::default();
+        r.buf.extend(masked(false, opcode::TEXT, b"{\"op\":"));
+        r.buf.extend(masked(true, opcode::PING, b"hi"));
+        let tail = masked(true, opcode::CONTINUATION, b"\"ping\"}");
+        r.buf.extend(&tail[..3]);
+        assert_eq!(r.next(1024), Ok(Some(Incoming::Ping(b"hi".to_vec()))));
+        assert_eq!(r.next(1024), Ok(None), "half a frame waits");
+        r.buf.extend(&tail[3..]);
+        assert_eq!(
+            r.next(1024),
+            Ok(Some(Incoming::Text(b"{\"op\":\"ping\"}".to_vec())))
+        );
+        r.buf
+            .extend(masked(true, opcode::BINARY, &vec![7u8; 70_000]));
+        assert_eq!(
+            r.next(100_000),
+            Ok(Some(Incoming::Binary(vec![7u8; 70_000])))
+        );
+        r.buf.extend(masked(true, opcode::CLOSE, &[3, 232]));
+        assert_eq!(r.next(1024), Ok(Some(Incoming::Close(Some(1000)))));
+        assert!(r.buf.is_empty());
+    }
+
+    #[test]
+    fn bad_frames_are_refused() {
+        let too_big = masked(true, opcode::TEXT, &[b'x'; 2000]);
+        let mut r = Reader::default();
+        r.buf.extend(&too_big[..4]);
+        assert_eq!(
+            r.next(1024),
+            Err(FrameError::TooBig),
+            "known from the header"
+        );
+        let mut r = Reader::default();
+        r.buf.extend(masked(false, opcode::TEXT, &[b'x'; 800]));
+        r.buf
+            .extend(masked(true, opcode::CONTINUATION, &[b'x'; 800]));
+        assert_eq!(r.next(1024), Err(FrameError::TooBig), "fragments add up");
+        let mut unmasked = Vec::new();
+        frame(&mut unmasked, opcode::TEXT, b"x");
+        let mut r = Reader::default();
+        r.buf.extend(unmasked);
+        assert!(matches!(r.next(1024), Err(FrameError::Protocol(_))));
+        let mut r = Reader::default();
+        r.buf.extend(masked(true, opcode::CONTINUATION, b"x"));
+        assert!(matches!(r.next(1024), Err(FrameError::Protocol(_))));
+        let mut r = Reader::default();
+        r.buf.extend(masked(false, opcode::PING, b"x"));
+        assert!(matches!(r.next(1024), Err(FrameError::Protocol(_))));
+        // Any bytes at all: an answer or a wait, never a panic.
+        for seed in 0..2000u32 {
+            let mut r = Reader {
+                buf: (0..64)
+                    .map(|i| (seed.wrapping_mul(2_654_435_761).rotate_left(i) & 0xff) as u8)
+                    .collect(),
+                ..Reader::default()
+            };
+            for _ in 0..8 {
+                if !matches!(r.next(1024), Ok(Some(_))) {
+                    break;
+                }
+            }
+        }
+    }
+}
