@@ -233,8 +233,12 @@ pub fn start(
     })
 }
 
-/// Most datagrams taken from one socket before looking at the other.
+/// Most datagrams taken from one socket per turn of the ingest loop.
 const BATCH: usize = 256;
+/// The ingest loop's timer: gap holds and recovery are checked this often.
+const TICK: Duration = Duration::from_millis(10);
+/// A turn this long after the last one means the relay was not running.
+const STALL: Duration = Duration::from_millis(50);
 
 struct Ingest<L> {
     config: FeedConfig,
@@ -718,30 +722,47 @@ impl<L: ChangeListener> Ingest<L> {
 
     async fn run(&mut self, sockets: [Option<Arc<UdpSocket>>; 4], cancel: CancellationToken) {
         let mut buf = vec![0u8; 65_536];
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let [a, b, r, l] = sockets;
+        // Retransmitted packets first: they close gaps that the lines' packets
+        // would otherwise give up on; then the lines and the recovery loop.
+        let order = [(&r, 2), (&a, 0), (&b, 1), (&l, 3)];
+        let mut last_turn = Instant::now();
         loop {
-            tokio::select! {
-                biased;
+            // Whichever woke the loop, every socket is read each turn (up to
+            // BATCH datagrams each), so no line can starve another.
+            let ticked = tokio::select! {
                 _ = cancel.cancelled() => break,
-                res = readable(&a) => if res.is_ok() { self.drain(a.as_deref(), 0, &mut buf) },
-                res = readable(&b) => if res.is_ok() { self.drain(b.as_deref(), 1, &mut buf) },
-                res = readable(&r) => if res.is_ok() { self.drain(r.as_deref(), 2, &mut buf) },
-                res = readable(&l) => if res.is_ok() { self.drain(l.as_deref(), 3, &mut buf) },
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    self.seq.on_tick(now, &mut self.out);
-                    self.out.recovery_tick(now, self.seq.session());
-                    self.end_batch();
-                }
+                _ = readable(&a) => false,
+                _ = readable(&b) => false,
+                _ = readable(&r) => false,
+                _ = readable(&l) => false,
+                _ = tick.tick() => true,
+            };
+            let now = Instant::now();
+            // The loop turns at least every TICK. A longer pause means the
+            // relay was not running (stopped, starved of CPU): the other line
+            // and the retransmission server could not be heard meanwhile, so
+            // that time does not count against the gap hold.
+            let paused = now.saturating_duration_since(last_turn);
+            if paused > STALL {
+                self.seq.stalled(paused - TICK);
             }
+            for (sock, line) in order {
+                self.drain(sock.as_deref(), line, &mut buf, now);
+            }
+            if ticked {
+                self.seq.on_tick(now, &mut self.out);
+                self.out.recovery_tick(now, self.seq.session());
+            }
+            self.end_batch();
+            last_turn = Instant::now();
         }
     }
 
-    fn drain(&mut self, sock: Option<&UdpSocket>, line: usize, buf: &mut [u8]) {
+    fn drain(&mut self, sock: Option<&UdpSocket>, line: usize, buf: &mut [u8], now: Instant) {
         let Some(sock) = sock else { return };
-        let now = Instant::now();
         for _ in 0..BATCH {
             match sock.try_recv(buf) {
                 Ok(n) => self.datagram(&buf[..n], line, now),
@@ -754,7 +775,6 @@ impl<L: ChangeListener> Ingest<L> {
                 }
             }
         }
-        self.end_batch();
     }
 
     fn datagram(&mut self, raw: &[u8], line: usize, now: Instant) {
@@ -814,6 +834,20 @@ impl<L: ChangeListener> Ingest<L> {
                     reason: "stale_session",
                 })
                 .inc_by(st.stale_session_packets - r.stale_session_packets);
+        }
+        if st.unconfirmed_session_packets > r.unconfirmed_session_packets {
+            self.metrics
+                .dropped
+                .get_or_create(&ReasonLabel {
+                    reason: "unconfirmed_session",
+                })
+                .inc_by(st.unconfirmed_session_packets - r.unconfirmed_session_packets);
+        }
+        if st.sessions_confirmed > r.sessions_confirmed {
+            tracing::info!(
+                session = %self.seq.session().unwrap_or_default(),
+                "new feed session believed on its second packet in sequence"
+            );
         }
         if st.lost_messages > r.lost_messages {
             tracing::warn!(
