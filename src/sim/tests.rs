@@ -125,6 +125,9 @@ fn quotes_stay_on_the_grid_and_trades_print_at_the_touch() {
     );
 }
 
+/// One `'S'` as read off the loop: locate, quote half, trade half, ts.
+type LoopState = (Locate, Option<StateQuote>, Option<StateTrade>, u64);
+
 #[test]
 fn recovery_states_never_run_ahead_of_the_feed_and_the_last_cycle_is_the_final_state() {
     let mut config = quiet_config(20, 2_000);
@@ -134,7 +137,7 @@ fn recovery_states_never_run_ahead_of_the_feed_and_the_last_cycle_is_the_final_s
     let (summary, packets) = capture(config, 3);
     let mut live_seen = 0u64; // one past the newest live message sent so far
     let mut loop_next = 1u64;
-    let mut cycles: Vec<Vec<(Locate, Option<StateQuote>, Option<StateTrade>, u64)>> = Vec::new();
+    let mut cycles: Vec<Vec<LoopState>> = Vec::new();
     let mut last_d: Option<Locate> = None;
     let mut ended = false;
     for (dest, p) in &packets {
