@@ -741,14 +741,16 @@ impl<L: ChangeListener> Ingest<L> {
                 _ = tick.tick() => true,
             };
             let now = Instant::now();
-            // The loop turns at least every TICK. A longer pause means the
-            // relay was not running (stopped, starved of CPU): the other line
+            // Turns start at least every TICK. A longer time since the last
+            // start means the relay was not running (stopped, starved of CPU),
+            // in the wait or in the middle of the last turn: the other line
             // and the retransmission server could not be heard meanwhile, so
             // that time does not count against the gap hold.
             let paused = now.saturating_duration_since(last_turn);
             if paused > STALL {
                 self.seq.stalled(paused - TICK);
             }
+            last_turn = now;
             for (sock, line) in order {
                 self.drain(sock.as_deref(), line, &mut buf, now);
             }
@@ -757,7 +759,6 @@ impl<L: ChangeListener> Ingest<L> {
                 self.out.recovery_tick(now, self.seq.session());
             }
             self.end_batch();
-            last_turn = Instant::now();
         }
     }
 
