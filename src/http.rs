@@ -299,6 +299,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stream", get(transport::sse::handler))
         .route("/v1/ws", get(transport::ws::handler))
         .fallback(not_found)
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -323,6 +324,75 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         .get_or_create(&RouteLabel { route })
         .observe(start.elapsed().as_secs_f64());
     res
+}
+
+/// Largest body of a framework error (an extractor rejection, the router's
+/// 405) read to become the JSON error's message.
+const MAX_REJECTION_BODY: usize = 4096;
+
+/// The stable code of an error status whose response did not come from an
+/// [`ApiError`]: what the router and the extractors answer.
+pub fn status_code_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+/// Makes every error response the JSON error shape of SPEC §5. Handlers
+/// answer with [`ApiError`] already; what else fails — the router's 405 for
+/// a wrong method, a path, query or JSON extractor's rejection (plain text
+/// from the framework) — is rewritten here: same status and headers (a 405
+/// keeps its `Allow`), the framework's text as the message.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_REJECTION_BODY).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    let mut out = ApiError {
+        status,
+        code: status_code_name(status),
+        message,
+    }
+    .into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 async fn not_found() -> ApiError {
@@ -419,6 +489,59 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::extract::{Path, Query};
+    use tower::ServiceExt;
+
+    #[derive(serde::Deserialize)]
+    struct Q {
+        #[allow(dead_code)]
+        n: u32,
+    }
+
+    /// Status, Allow header and JSON body of `method uri` through a router
+    /// with the error layer.
+    async fn ask(method: &str, uri: &str) -> (StatusCode, Option<String>, serde_json::Value) {
+        let app = Router::new()
+            .route("/one/{sym}", get(|Path(s): Path<String>| async move { s }))
+            .route("/q", get(|Query(_q): Query<Q>| async { "ok" }))
+            .fallback(not_found)
+            .layer(middleware::from_fn(json_errors));
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let res = app.oneshot(req).await.unwrap();
+        let status = res.status();
+        let allow = res
+            .headers()
+            .get(header::ALLOW)
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, allow, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn framework_errors_become_the_json_error_shape() {
+        let (s, allow, b) = ask("POST", "/q?n=1").await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(b["error"]["code"], "method_not_allowed");
+        assert!(allow.is_some_and(|a| a.contains("GET")), "Allow kept");
+        let (s, _, b) = ask("GET", "/one/%FF%FE").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["error"]["code"], "bad_request");
+        assert!(b["error"]["message"].as_str().unwrap().len() > 5, "{b}");
+        let (s, _, b) = ask("GET", "/q?n=minus").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["error"]["code"], "bad_request");
+        let (s, _, b) = ask("GET", "/nothing").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(b["error"]["code"], "not_found");
+    }
 
     #[test]
     fn symbols_are_split_checked_and_limited() {

@@ -223,7 +223,8 @@ pub struct FeedMetrics {
     pub bytes: Family<LineLabel, Counter>,
     /// Datagrams or messages that failed to decode, by reason.
     pub decode_errors: Family<ReasonLabel, Counter>,
-    /// Well-formed messages dropped, by reason (unknown_locate, stale_session).
+    /// Well-formed messages dropped, by reason (unknown_locate, stale_session,
+    /// unconfirmed_session).
     pub dropped: Family<ReasonLabel, Counter>,
     /// Messages skipped as already applied (mostly the other line's copy).
     pub duplicates: Counter,
@@ -410,9 +411,10 @@ pub fn latency_buckets() -> impl Iterator<Item = f64> {
 
 /// Reasons a datagram or message fails to decode, as `reason` labels
 /// (from [`DecodeError::reason`]); created at zero at start.
-const DECODE_ERRORS: [DecodeError; 8] = [
+const DECODE_ERRORS: [DecodeError; 9] = [
     DecodeError::ShortHeader,
     DecodeError::Oversized,
+    DecodeError::BadSession,
     DecodeError::LengthOverrun,
     DecodeError::CountOverrun,
     DecodeError::TrailingBytes,
@@ -422,7 +424,7 @@ const DECODE_ERRORS: [DecodeError; 8] = [
 ];
 
 /// `reason` labels of `tickrelay_feed_dropped_messages_total`.
-pub const DROP_REASONS: [&str; 2] = ["unknown_locate", "stale_session"];
+pub const DROP_REASONS: [&str; 3] = ["unknown_locate", "stale_session", "unconfirmed_session"];
 
 /// A limit that refuses requests or operations; its label in
 /// `tickrelay_limit_refusals_total` is the setting's name.

@@ -49,6 +49,15 @@ impl Session {
         Session(raw)
     }
 
+    /// Whether this is a session id a producer may send: one or more
+    /// printable ASCII characters (`!` … `~`), then spaces to the end.
+    pub fn is_valid(&self) -> bool {
+        let end = self.0.iter().position(|&b| b == b' ').unwrap_or(10);
+        end > 0
+            && self.0[..end].iter().all(u8::is_ascii_graphic)
+            && self.0[end..].iter().all(|&b| b == b' ')
+    }
+
     /// The id without its space padding.
     pub fn as_str(&self) -> &str {
         let end = self.0.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
@@ -89,6 +98,9 @@ pub enum DecodeError {
     /// Longer than any producer may send.
     #[error("datagram longer than the packet limit")]
     Oversized,
+    /// The session id is not printable ASCII, space-padded.
+    #[error("session id is not printable ASCII")]
+    BadSession,
     /// A message's length prefix runs past the end of the datagram.
     #[error("message length runs past the datagram")]
     LengthOverrun,
@@ -115,6 +127,7 @@ impl DecodeError {
         match self {
             DecodeError::ShortHeader => "short_header",
             DecodeError::Oversized => "oversized",
+            DecodeError::BadSession => "bad_session",
             DecodeError::LengthOverrun => "length_overrun",
             DecodeError::CountOverrun => "count_overrun",
             DecodeError::TrailingBytes => "trailing_bytes",
@@ -140,8 +153,11 @@ pub struct Packet<'a> {
 }
 
 impl<'a> Packet<'a> {
-    /// Validates the header and the message framing of a datagram. The messages
-    /// themselves are decoded one by one with [`decode_message`].
+    /// Validates the header and the message framing of a datagram: the session
+    /// id is printable ASCII, a heartbeat or end of session is the header
+    /// alone, and a data packet's messages end exactly at the end of the
+    /// datagram. The messages themselves are decoded one by one with
+    /// [`decode_message`].
     pub fn parse(datagram: &'a [u8]) -> Result<Self, DecodeError> {
         if datagram.len() < HEADER_LEN {
             return Err(DecodeError::ShortHeader);
@@ -152,6 +168,10 @@ impl<'a> Packet<'a> {
         }
         let mut session = [0u8; 10];
         session.copy_from_slice(&datagram[..10]);
+        let session = Session(session);
+        if !session.is_valid() {
+            return Err(DecodeError::BadSession);
+        }
         let seq = u64::from_be_bytes(
             datagram[10..18]
                 .try_into()
@@ -164,6 +184,10 @@ impl<'a> Packet<'a> {
             COUNT_END_OF_SESSION => (PacketKind::EndOfSession, 0),
             n => (PacketKind::Data, n),
         };
+        if kind != PacketKind::Data && !body.is_empty() {
+            // A heartbeat or end of session is a header alone.
+            return Err(DecodeError::TrailingBytes);
+        }
         if kind == PacketKind::Data {
             let mut rest = body;
             for _ in 0..count {
@@ -181,7 +205,7 @@ impl<'a> Packet<'a> {
             }
         }
         Ok(Packet {
-            session: Session(session),
+            session,
             seq,
             kind,
             count,
@@ -192,6 +216,13 @@ impl<'a> Packet<'a> {
     /// Sequence number one past this packet's last message.
     pub fn end_seq(&self) -> u64 {
         self.seq.saturating_add(u64::from(self.count))
+    }
+
+    /// Whether every message decodes, or is of a type this relay does not
+    /// know yet: a packet that passes is well-formed all the way down.
+    pub fn messages_decode(&self) -> bool {
+        self.messages()
+            .all(|m| matches!(decode_message(m), Ok(_) | Err(DecodeError::UnknownType)))
     }
 
     /// The raw MessagePack bytes of each message, in order. Framing was
@@ -733,9 +764,45 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_and_end_of_session_with_a_body_are_errors() {
+        for count in [COUNT_HEARTBEAT, COUNT_END_OF_SESSION] {
+            let mut p = header(Session::new("S1"), 7, count).to_vec();
+            assert!(Packet::parse(&p).is_ok());
+            p.push(0);
+            assert_eq!(Packet::parse(&p).unwrap_err(), DecodeError::TrailingBytes);
+            p.resize(130, 0xAB);
+            assert_eq!(Packet::parse(&p).unwrap_err(), DecodeError::TrailingBytes);
+        }
+    }
+
+    #[test]
+    fn session_ids_must_be_printable_ascii_space_padded() {
+        for bad in [
+            *b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09",
+            *b"          ",
+            *b" LEADING  ",
+            *b"IN SIDE   ",
+            *b"TAB\t      ",
+            [0xC3, 0xA9, b' ', b' ', b' ', b' ', b' ', b' ', b' ', b' '],
+            *b"ABC\x7f      ",
+        ] {
+            let p = header(Session(bad), 1, 0);
+            assert_eq!(
+                Packet::parse(&p).unwrap_err(),
+                DecodeError::BadSession,
+                "{bad:?}"
+            );
+        }
+        for good in ["A", "S1764300000", "0123456789", "a-b_c.~!"] {
+            let p = header(Session::new(good), 1, 0);
+            assert!(Packet::parse(&p).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
     fn oversized_datagram_is_an_error() {
         assert_eq!(
-            Packet::parse(&vec![b' '; 10_000]).unwrap_err(),
+            Packet::parse(&vec![b'A'; 10_000]).unwrap_err(),
             DecodeError::Oversized
         );
     }

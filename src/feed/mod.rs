@@ -274,8 +274,12 @@ pub fn start_with(
     })
 }
 
-/// Most datagrams taken from one socket before looking at the other.
+/// Most datagrams taken from one socket per turn of the ingest loop.
 const BATCH: usize = 256;
+/// The ingest loop's timer: gap holds and recovery are checked this often.
+const TICK: Duration = Duration::from_millis(10);
+/// A turn this long after the last one means the relay was not running.
+const STALL: Duration = Duration::from_millis(50);
 
 struct Ingest<L> {
     config: FeedConfig,
@@ -806,37 +810,58 @@ impl<L: ChangeListener> Ingest<L> {
         cancel: CancellationToken,
     ) {
         let mut buf = vec![0u8; 65_536];
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let [a, b, r, l] = sockets;
+        // Retransmitted packets first: they close gaps that the lines' packets
+        // would otherwise give up on; then the lines and the recovery loop.
+        let order = [(&r, 2), (&a, 0), (&b, 1), (&l, 3)];
+        let mut last_turn = Instant::now();
         loop {
-            tokio::select! {
-                biased;
+            // Whichever woke the loop, every socket is read each turn (up to
+            // BATCH datagrams each), so no line can starve another.
+            let ticked = tokio::select! {
                 _ = cancel.cancelled() => break,
-                res = readable(&a) => if res.is_ok() { self.drain(a.as_deref(), 0, &mut buf) },
-                res = readable(&b) => if res.is_ok() { self.drain(b.as_deref(), 1, &mut buf) },
-                res = readable(&r) => if res.is_ok() { self.drain(r.as_deref(), 2, &mut buf) },
-                res = readable(&l) => if res.is_ok() { self.drain(l.as_deref(), 3, &mut buf) },
-                first = recv_nats(&mut nats) => match first {
-                    Some(first) => self.drain_nats(first, nats.as_mut()),
-                    None => {
-                        tracing::warn!("NATS line closed");
-                        nats = None;
+                _ = readable(&a) => false,
+                _ = readable(&b) => false,
+                _ = readable(&r) => false,
+                _ = readable(&l) => false,
+                first = recv_nats(&mut nats) => {
+                    match first {
+                        Some(first) => self.drain_nats(first, nats.as_mut()),
+                        None => {
+                            tracing::warn!("NATS line closed");
+                            nats = None;
+                        }
                     }
-                },
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    self.seq.on_tick(now, &mut self.out);
-                    self.out.recovery_tick(now, self.seq.session());
-                    self.end_batch();
+                    false
                 }
+                _ = tick.tick() => true,
+            };
+            let now = Instant::now();
+            // Turns start at least every TICK. A longer time since the last
+            // start means the relay was not running (stopped, starved of CPU),
+            // in the wait or in the middle of the last turn: the other line
+            // and the retransmission server could not be heard meanwhile, so
+            // that time does not count against the gap hold.
+            let paused = now.saturating_duration_since(last_turn);
+            if paused > STALL {
+                self.seq.stalled(paused - TICK);
             }
+            last_turn = now;
+            for (sock, line) in order {
+                self.drain(sock.as_deref(), line, &mut buf, now);
+            }
+            if ticked {
+                self.seq.on_tick(now, &mut self.out);
+                self.out.recovery_tick(now, self.seq.session());
+            }
+            self.end_batch();
         }
     }
 
-    fn drain(&mut self, sock: Option<&UdpSocket>, line: usize, buf: &mut [u8]) {
+    fn drain(&mut self, sock: Option<&UdpSocket>, line: usize, buf: &mut [u8], now: Instant) {
         let Some(sock) = sock else { return };
-        let now = Instant::now();
         for _ in 0..BATCH {
             match sock.try_recv(buf) {
                 Ok(n) => self.datagram(&buf[..n], line, now),
@@ -849,7 +874,6 @@ impl<L: ChangeListener> Ingest<L> {
                 }
             }
         }
-        self.end_batch();
     }
 
     /// Stream packets as they come, up to a batch: live ones as line `nats`
@@ -926,6 +950,20 @@ impl<L: ChangeListener> Ingest<L> {
                     reason: "stale_session",
                 })
                 .inc_by(st.stale_session_packets - r.stale_session_packets);
+        }
+        if st.unconfirmed_session_packets > r.unconfirmed_session_packets {
+            self.metrics
+                .dropped
+                .get_or_create(&ReasonLabel {
+                    reason: "unconfirmed_session",
+                })
+                .inc_by(st.unconfirmed_session_packets - r.unconfirmed_session_packets);
+        }
+        if st.sessions_confirmed > r.sessions_confirmed {
+            tracing::info!(
+                session = %self.seq.session().unwrap_or_default(),
+                "new feed session believed on its second packet in sequence"
+            );
         }
         if st.lost_messages > r.lost_messages {
             tracing::warn!(

@@ -13,7 +13,12 @@
 //!   holes one behind the other are given up together once the packets
 //!   behind them have waited out the hold, not one hold time after another
 //!   (that would let the relay fall further behind with every lost packet);
-//! - a new session resets it; packets of a session already left are stale.
+//! - a new session resets it, once it is believed: at once when there is no
+//!   session yet or the current one has ended, else when two well-formed
+//!   packets of the new session follow one another (one datagram cannot
+//!   reset the relay); packets of a session already left are stale;
+//! - the sequencer takes only packets that passed [`Packet::parse`]; a
+//!   packet whose messages do not all decode never starts a session.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -54,6 +59,12 @@ pub struct SequencerStats {
     pub lost_messages: u64,
     /// Packets of a session already left.
     pub stale_session_packets: u64,
+    /// Packets of a new session that was never believed: dropped after a
+    /// while without a second packet in sequence, or whose messages did
+    /// not all decode.
+    pub unconfirmed_session_packets: u64,
+    /// New sessions believed after a second packet in sequence.
+    pub sessions_confirmed: u64,
 }
 
 /// Sequencer settings.
@@ -71,6 +82,32 @@ impl Default for SequencerConfig {
             gap_hold: Duration::from_millis(100),
             max_held_packets: 16_384,
         }
+    }
+}
+
+/// Most new sessions waited on at once; the least recently heard goes first.
+const MAX_CANDIDATES: usize = 4;
+/// Most packets kept per new session while it is not yet believed.
+const MAX_CANDIDATE_PACKETS: usize = 32;
+/// A new session not confirmed within this is forgotten.
+const CANDIDATE_TTL: Duration = Duration::from_secs(5);
+
+/// A session seen but not yet believed, with the packets it sent so far.
+#[derive(Debug)]
+struct Candidate {
+    session: Session,
+    /// `(seq, end_seq, raw)` of each packet kept, in arrival order.
+    packets: Vec<(u64, u64, Vec<u8>)>,
+    last_seen: Instant,
+}
+
+impl Candidate {
+    /// Whether a packet covering `[seq, end)` follows or precedes a kept one
+    /// directly (a copy of the same packet does not count).
+    fn adjacent(&self, seq: u64, end: u64) -> bool {
+        self.packets
+            .iter()
+            .any(|&(s, e, _)| (s, e) != (seq, end) && (seq == e || end == s))
     }
 }
 
@@ -95,6 +132,8 @@ pub struct Sequencer {
     held: BTreeMap<u64, Held>,
     /// When the open gap became known: its hold runs from here.
     gap_since: Option<Instant>,
+    /// New sessions not yet believed.
+    candidates: Vec<Candidate>,
     stats: SequencerStats,
 }
 
@@ -110,8 +149,14 @@ impl Sequencer {
             horizon: 0,
             held: BTreeMap::new(),
             gap_since: None,
+            candidates: Vec::new(),
             stats: SequencerStats::default(),
         }
+    }
+
+    /// New sessions seen but not yet believed.
+    pub fn pending_sessions(&self) -> usize {
+        self.candidates.len()
     }
 
     /// What was skipped, held and lost so far.
@@ -153,8 +198,24 @@ impl Sequencer {
                 self.stats.stale_session_packets += 1;
                 return;
             }
+            if !packet.messages_decode() {
+                // Garbage that happens to frame well: never a new session.
+                self.stats.unconfirmed_session_packets += 1;
+                return;
+            }
+            if self.session.is_some() && !self.ended {
+                self.consider(packet, raw, now, sink);
+                self.on_tick(now, sink);
+                return;
+            }
             self.start_session(packet.session, packet.seq, sink);
         }
+        self.sequence(packet, raw, now, sink);
+        self.on_tick(now, sink);
+    }
+
+    /// A packet of the current session.
+    fn sequence(&mut self, packet: &Packet<'_>, raw: &[u8], now: Instant, sink: &mut impl Sink) {
         match packet.kind {
             PacketKind::Heartbeat => {
                 self.see_horizon(packet.seq, now, sink);
@@ -186,12 +247,86 @@ impl Sequencer {
                 }
             }
         }
-        self.on_tick(now, sink);
+    }
+
+    /// A well-formed packet of a session that is not (yet) the current one,
+    /// while the current one is live: kept until a second packet of the same
+    /// session follows or precedes it directly, then the session starts at
+    /// the first of them and every kept packet is sequenced.
+    fn consider(&mut self, packet: &Packet<'_>, raw: &[u8], now: Instant, sink: &mut impl Sink) {
+        let (seq, end) = (packet.seq, packet.end_seq());
+        let idx = match self
+            .candidates
+            .iter()
+            .position(|c| c.session == packet.session)
+        {
+            Some(i) => i,
+            None => {
+                if self.candidates.len() >= MAX_CANDIDATES {
+                    let oldest = (0..self.candidates.len())
+                        .min_by_key(|&i| self.candidates[i].last_seen)
+                        .unwrap_or(0);
+                    let gone = self.candidates.swap_remove(oldest);
+                    self.stats.unconfirmed_session_packets += gone.packets.len() as u64;
+                }
+                self.candidates.push(Candidate {
+                    session: packet.session,
+                    packets: Vec::new(),
+                    last_seen: now,
+                });
+                self.candidates.len() - 1
+            }
+        };
+        let cand = &mut self.candidates[idx];
+        cand.last_seen = now;
+        if !cand.adjacent(seq, end) {
+            if cand.packets.len() >= MAX_CANDIDATE_PACKETS {
+                cand.packets.remove(0);
+                self.stats.unconfirmed_session_packets += 1;
+            }
+            cand.packets.push((seq, end, raw.to_vec()));
+            return;
+        }
+        let mut cand = self.candidates.swap_remove(idx);
+        cand.packets.push((seq, end, raw.to_vec()));
+        cand.packets.sort_by_key(|&(s, _, _)| s);
+        self.stats.sessions_confirmed += 1;
+        self.start_session(cand.session, cand.packets[0].0, sink);
+        for (_, _, raw) in &cand.packets {
+            // Kept packets were parsed once already; parse cannot fail now.
+            if let Ok(p) = Packet::parse(raw) {
+                self.sequence(&p, raw, now, sink);
+            }
+        }
+    }
+
+    /// The caller was not running for `paused` (stopped, starved of CPU):
+    /// packets could not be heard meanwhile, so every hold and wait is
+    /// moved on by that much instead of expiring unheard.
+    pub fn stalled(&mut self, paused: Duration) {
+        if let Some(since) = &mut self.gap_since {
+            *since += paused;
+        }
+        for held in self.held.values_mut() {
+            held.arrived += paused;
+        }
+        for c in &mut self.candidates {
+            c.last_seen += paused;
+        }
     }
 
     /// Gives up a gap whose hold time has passed. Call it every few
     /// milliseconds while the feed is quiet.
     pub fn on_tick(&mut self, now: Instant, sink: &mut impl Sink) {
+        let mut forgotten = 0;
+        self.candidates.retain(|c| {
+            let keep = now.saturating_duration_since(c.last_seen) < CANDIDATE_TTL;
+            if !keep {
+                forgotten += c.packets.len() as u64;
+            }
+            keep
+        });
+        self.stats.unconfirmed_session_packets += forgotten;
         // Each give-up moves past one hole (or closes the gap), so this ends.
         while let Some(since) = self.gap_since {
             if now.saturating_duration_since(since) >= self.config.gap_hold
@@ -218,6 +353,7 @@ impl Sequencer {
         self.horizon = first_seq;
         self.held.clear();
         self.gap_since = None;
+        self.candidates.retain(|c| c.session != session);
         sink.new_session(session, first_seq);
     }
 
@@ -584,6 +720,83 @@ mod tests {
         assert_eq!(rec.seqs, vec![1, 2, 3, 1, 2, 3]);
         assert_eq!(rec.sessions.len(), 2);
         assert_eq!(s.stats().stale_session_packets, 1);
+    }
+
+    #[test]
+    fn one_packet_of_a_new_session_does_not_reset_the_relay() {
+        let live = packets("LIVE", 9, 3);
+        let mut s = Sequencer::new(SequencerConfig::default());
+        let mut rec = Rec::default();
+        let t0 = Instant::now();
+        feed(&mut s, &mut rec, &live[0], t0);
+        // A stray heartbeat of another session, sequence 1.
+        let stray = crate::wire::header(Session::new("STRAY"), 1, 0);
+        feed(&mut s, &mut rec, &stray, t0);
+        feed(&mut s, &mut rec, &live[1], t0);
+        feed(&mut s, &mut rec, &live[2], t0);
+        assert_eq!(rec.sessions, vec![("LIVE".to_string(), 1)]);
+        assert_eq!(rec.seqs, (1..=9).collect::<Vec<_>>());
+        assert_eq!(s.pending_sessions(), 1);
+        s.on_tick(t0 + CANDIDATE_TTL, &mut rec);
+        assert_eq!(s.pending_sessions(), 0);
+        assert_eq!(s.stats().unconfirmed_session_packets, 1);
+    }
+
+    #[test]
+    fn a_new_session_is_believed_on_its_second_packet_in_sequence() {
+        let old = packets("OLD", 3, 3);
+        let new = packets("NEW", 9, 3);
+        let mut s = Sequencer::new(SequencerConfig::default());
+        let mut rec = Rec::default();
+        let now = Instant::now();
+        feed(&mut s, &mut rec, &old[0], now);
+        feed(&mut s, &mut rec, &new[0], now);
+        // The same packet again (the other line) is no confirmation.
+        feed(&mut s, &mut rec, &new[0], now);
+        assert_eq!(rec.sessions.len(), 1);
+        feed(&mut s, &mut rec, &new[1], now);
+        assert_eq!(
+            rec.sessions,
+            vec![("OLD".to_string(), 1), ("NEW".to_string(), 1)]
+        );
+        feed(&mut s, &mut rec, &new[2], now);
+        assert_eq!(rec.seqs, vec![1, 2, 3, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(s.stats().sessions_confirmed, 1);
+        assert_eq!(s.stats().lost_messages, 0);
+    }
+
+    #[test]
+    fn a_reordered_pair_confirms_too_and_applies_from_the_first() {
+        let old = packets("OLD", 3, 3);
+        let new = packets("NEW", 9, 3);
+        let mut s = Sequencer::new(SequencerConfig::default());
+        let mut rec = Rec::default();
+        let now = Instant::now();
+        feed(&mut s, &mut rec, &old[0], now);
+        feed(&mut s, &mut rec, &new[1], now);
+        feed(&mut s, &mut rec, &new[0], now);
+        feed(&mut s, &mut rec, &new[2], now);
+        assert_eq!(rec.sessions[1], ("NEW".to_string(), 1));
+        assert_eq!(rec.seqs[3..], (1..=9).collect::<Vec<_>>()[..]);
+    }
+
+    #[test]
+    fn garbage_messages_never_start_a_session() {
+        let mut junk = crate::wire::header(Session::new("JUNK"), 1, 1).to_vec();
+        junk.extend_from_slice(&[0, 1, 0xc1]);
+        let mut s = Sequencer::new(SequencerConfig::default());
+        let mut rec = Rec::default();
+        let now = Instant::now();
+        feed(&mut s, &mut rec, &junk, now);
+        assert_eq!(s.session(), None);
+        let live = packets("LIVE", 3, 3);
+        feed(&mut s, &mut rec, &live[0], now);
+        let mut junk2 = crate::wire::header(Session::new("JUNK"), 2, 1).to_vec();
+        junk2.extend_from_slice(&[0, 1, 0xc1]);
+        feed(&mut s, &mut rec, &junk, now);
+        feed(&mut s, &mut rec, &junk2, now);
+        assert_eq!(rec.sessions, vec![("LIVE".to_string(), 1)]);
+        assert_eq!(s.stats().unconfirmed_session_packets, 3);
     }
 
     #[test]

@@ -31,7 +31,7 @@ impl SubOptions {
     pub fn new(every: bool, max_hz: Option<f64>) -> Self {
         let min_interval = max_hz
             .filter(|hz| *hz > 0.0)
-            .map(|hz| Duration::from_secs_f64(1.0 / hz.min(1e6)));
+            .map(|hz| Duration::from_secs_f64(1.0 / hz.clamp(MIN_MAX_HZ, 1e6)));
         SubOptions {
             every,
             min_interval,
@@ -334,6 +334,9 @@ impl Drop for Subscriptions {
     }
 }
 
+/// The smallest `max_hz` a client may ask for: one update an hour.
+pub const MIN_MAX_HZ: f64 = 1.0 / 3600.0;
+
 /// Delivery options from the protocol's `mode` and `max_hz`, checked.
 pub fn sub_options(mode: Option<&str>, max_hz: Option<f64>) -> Result<SubOptions, ApiError> {
     let every = match mode {
@@ -346,10 +349,12 @@ pub fn sub_options(mode: Option<&str>, max_hz: Option<f64>) -> Result<SubOptions
             ));
         }
     };
-    if max_hz.is_some_and(|hz| !(hz > 0.0 && hz.is_finite())) {
+    // At least one update an hour: below that, 1/max_hz seconds is no
+    // useful throttle (and, far below, no Duration at all).
+    if max_hz.is_some_and(|hz| !(hz.is_finite() && hz >= MIN_MAX_HZ)) {
         return Err(ApiError::bad_request(
             "bad_request",
-            "max_hz must be a positive number",
+            format!("max_hz must be a number of at least {MIN_MAX_HZ} (one update an hour)"),
         ));
     }
     Ok(SubOptions::new(every, max_hz))
