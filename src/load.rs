@@ -168,6 +168,10 @@ pub struct LoadArgs {
     /// Most updates per second per symbol asked of the relay.
     #[arg(long)]
     pub max_hz: Option<f64>,
+    /// `batch_ms` asked of the relay (ws, sse, poll): changes gathered for
+    /// up to this long into one frame.
+    #[arg(long)]
+    pub batch_ms: Option<u64>,
     /// Short-polling interval per client (`snapshot`), ms.
     #[arg(long, default_value_t = 1_000)]
     pub poll_interval_ms: u64,
@@ -777,6 +781,9 @@ async fn ws_client(
         if let Some(hz) = args.max_hz {
             op["max_hz"] = hz.into();
         }
+        if let Some(ms) = args.batch_ms {
+            op["batch_ms"] = ms.into();
+        }
         ws.send(Message::text(op.to_string()))
             .await
             .map_err(|e| format!("ws subscribe: {}", short(&e.to_string())))?;
@@ -880,6 +887,10 @@ async fn sse_client(
         }
         if let Some(hz) = args.max_hz {
             let _ = write!(p, "{sep}max_hz={hz}");
+            sep = '&';
+        }
+        if let Some(ms) = args.batch_ms {
+            let _ = write!(p, "{sep}batch_ms={ms}");
         }
         p
     };
@@ -1046,6 +1057,9 @@ async fn poll_client(
         );
         if let Some(s) = &since {
             let _ = write!(path, "&since={}", percent_encode(s));
+        }
+        if let Some(ms) = shared.args.batch_ms {
+            let _ = write!(path, "&batch_ms={ms}");
         }
         let (status, _, body) = fetch(&mut sender, get(shared, &path, None), "poll").await?;
         if status != 200 {
@@ -1733,6 +1747,7 @@ mod tests {
             idle: false,
             mode: None,
             max_hz: None,
+            batch_ms: None,
             poll_interval_ms: 1000,
             poll_timeout_ms: 1000,
             threads: None,

@@ -303,6 +303,11 @@
   const DEFAULT_WATCH = 20; // a screenful at 1280x800
   const FLASH_MS = 700; // keep in step with the flash animations in app.css
   const POLL_TIMEOUT_MS = 25000;
+  // Screen batching (batch_ms): the server gathers changes for up to one
+  // frame of a 60 Hz screen. Switchable in the header; on by default.
+  const BATCH_MS = 16;
+  const batchMs = () => (store.get('batch', true) ? BATCH_MS : 0);
+  const batchParam = () => (batchMs() ? '&batch_ms=' + batchMs() : '');
 
   const store = {
     get(key, fallback) {
@@ -569,7 +574,7 @@
 
     subscribe(symbols, cursor) {
       if (!symbols.length) return;
-      const msg = { op: 'subscribe', symbols, mode: 'conflate' };
+      const msg = { op: 'subscribe', symbols, mode: 'conflate', batch_ms: batchMs() };
       if (cursor) msg.since = cursorText(cursor);
       this.send(msg);
     }
@@ -623,7 +628,7 @@
     }
 
     connect(gen) {
-      let path = 'v1/stream?symbols=' + symParam(this.app.requestSymbols());
+      let path = 'v1/stream?symbols=' + symParam(this.app.requestSymbols()) + batchParam();
       if (this.app.cursor) path += '&last_event_id=' + encodeURIComponent(cursorText(this.app.cursor));
       const es = new EventSource(apiUrl(path));
       this.es = es;
@@ -704,7 +709,7 @@
         // After a failure, the first poll answers soon even if nothing changed,
         // so a restarted server's new cursor is learnt without a 25 s wait.
         const timeout = this.afterFailure ? 2000 : POLL_TIMEOUT_MS;
-        let path = 'v1/poll?symbols=' + symParam(syms) + '&timeout_ms=' + timeout;
+        let path = 'v1/poll?symbols=' + symParam(syms) + '&timeout_ms=' + timeout + batchParam();
         const since = cursorText(this.app.cursor);
         if (since) path += '&since=' + encodeURIComponent(since);
         const ctl = new AbortController();
@@ -1578,6 +1583,14 @@
 
     bindUi() {
       this.el.transport.addEventListener('change', () => this.switchTransport(this.el.transport.value));
+      const batch = $('#batch');
+      if (batch) {
+        batch.checked = batchMs() > 0;
+        batch.addEventListener('change', () => {
+          store.set('batch', batch.checked);
+          if (this.transport) this.startTransport();
+        });
+      }
       this.el.interval.addEventListener('change', () => {
         this.pollInterval = clampInterval(this.el.interval.value);
         this.el.interval.value = this.pollInterval;

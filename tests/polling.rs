@@ -219,3 +219,51 @@ fn before_the_directory_arrives_symbols_are_not_ready_rather_than_unknown() {
         assert_eq!(json(&r)["error"]["code"], "not_ready", "{path}");
     }
 }
+
+#[test]
+fn batch_ms_gathers_changes_after_the_first_into_one_answer() {
+    let (relay, mut feed, seq) = setup(&[]);
+    let r = harness::http_get(
+        &relay.base,
+        &format!("/v1/poll?symbols=AAA&since=POLLT:{seq}&batch_ms=abc"),
+        &[],
+    );
+    assert_eq!(r.status, 400);
+    let r = harness::http_get(
+        &relay.base,
+        &format!("/v1/poll?symbols=AAA&since=POLLT:{seq}&batch_ms=2000"),
+        &[],
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("bad_batch_ms"), "{}", r.body);
+
+    let base = relay.base.clone();
+    let waiter = std::thread::spawn(move || {
+        harness::http_get(
+            &base,
+            &format!("/v1/poll?symbols=AAA,BBB&since=POLLT:{seq}&timeout_ms=20000&batch_ms=600"),
+            &[],
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while harness::metric(&relay.metrics(), "tickrelay_longpoll_waiters") < 1.0 {
+        assert!(Instant::now() < deadline, "the poll never parked");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    feed.send(&[Producer::quote(0, 111)]);
+    std::thread::sleep(Duration::from_millis(50));
+    let s = feed.send(&[Producer::quote(1, 222)]);
+    let v = json(&waiter.join().unwrap());
+    let bids: Vec<&str> = v["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["bid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bids,
+        vec![Price(111).to_string(), Price(222).to_string()],
+        "both changes of the window in one answer"
+    );
+    assert!(v["seq"].as_u64().unwrap() >= s);
+}

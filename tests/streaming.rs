@@ -962,3 +962,131 @@ async fn an_sse_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     drop(s);
     let _ = tokio::task::spawn_blocking(move || sim.wait_with_output()).await;
 }
+
+/// What a `ticks` frame's promise demands: for each symbol, the newest change
+/// sent at or below the envelope's `seq` has been delivered by then.
+fn assert_promise_kept(sent: &[(u64, &str)], seen: &HashMap<String, u64>, promise: u64) {
+    for (seq, sym) in sent.iter().rev().filter(|(s, _)| *s <= promise) {
+        let have = seen.get(*sym).copied().unwrap_or(0);
+        assert!(
+            have >= *seq,
+            "envelope seq {promise} promises {sym}@{seq}, delivered only up to {have}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_ms_bounds_ws_frames_loses_nothing_and_keeps_the_promise() {
+    let (relay, mut feed) = relay_with(&["AAA", "BBB"], &[]).await;
+    let mut conflate = connect(&relay.base, None).await;
+    let mut every = connect(&relay.base, Some("tickrelay.msgpack")).await;
+    send_json(
+        &mut conflate,
+        json!({"op":"subscribe","symbols":["AAA","BBB"],"batch_ms":200}),
+    )
+    .await;
+    send_json(
+        &mut every,
+        json!({"op":"subscribe","symbols":["AAA","BBB"],"mode":"every","batch_ms":200}),
+    )
+    .await;
+    frame_of(&mut conflate, "snapshot").await;
+    frame_of(&mut every, "snapshot").await;
+
+    // 1.5 s of changes, 100 per second per symbol.
+    let start = Instant::now();
+    let mut sent: Vec<(u64, &str)> = Vec::new();
+    for i in 1..=150 {
+        let s = feed.send(&[Producer::quote(0, i), Producer::quote(1, 1000 + i)]);
+        sent.push((s - 1, "AAA"));
+        sent.push((s, "BBB"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Conflate: the newest prices arrive, in few frames, each keeping its promise.
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut newest: HashMap<String, String> = HashMap::new();
+    let mut frames = 0;
+    while newest.get("AAA") != Some(&price(150)) || newest.get("BBB") != Some(&price(1150)) {
+        let f = frame_of(&mut conflate, "ticks").await;
+        frames += 1;
+        for q in f["quotes"].as_array().unwrap() {
+            let sym = q["symbol"].as_str().unwrap().to_owned();
+            seen.insert(sym.clone(), q["seq"].as_u64().unwrap());
+            newest.insert(sym, q["bid"].as_str().unwrap().to_owned());
+        }
+        assert_promise_kept(&sent, &seen, f["seq"].as_u64().unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert!(
+        frames as f64 <= secs / 0.2 + 2.0,
+        "{frames} frames in {secs:.2}s at batch_ms 200"
+    );
+
+    // Every: each change, in order, gathered into as few frames.
+    let (mut aaa, mut bbb, mut frames) = (Vec::new(), Vec::new(), 0);
+    while aaa.len() < 150 || bbb.len() < 150 {
+        let f = frame_of(&mut every, "ticks").await;
+        frames += 1;
+        for q in f["quotes"].as_array().unwrap() {
+            let bid = q["bid"].as_i64().expect("msgpack prices are integers");
+            match q["symbol"].as_str().unwrap() {
+                "AAA" => aaa.push(bid),
+                _ => bbb.push(bid),
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(aaa, (1..=150).collect::<Vec<i64>>());
+    assert_eq!(bbb, (1001..=1150).collect::<Vec<i64>>());
+    assert!(
+        frames as f64 <= secs / 0.2 + 2.0,
+        "{frames} frames in {secs:.2}s at batch_ms 200"
+    );
+
+    // Out of range: an error frame naming the field, the connection stays.
+    send_json(
+        &mut conflate,
+        json!({"op":"subscribe","symbols":["AAA"],"batch_ms":5000}),
+    )
+    .await;
+    let e = frame_of(&mut conflate, "error").await;
+    assert_eq!(e["code"], "bad_batch_ms");
+    send_json(&mut conflate, json!({"op":"ping"})).await;
+    frame_of(&mut conflate, "pong").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_ms_bounds_sse_events() {
+    let (relay, mut feed) = relay_with(&["AAA"], &[]).await;
+    let r = common::http_get(&relay.base, "/v1/stream?symbols=AAA&batch_ms=1001", &[]);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("bad_batch_ms"), "{}", r.body);
+    let (code, mut sse) = SseReader::open(&relay.base, "/v1/stream?symbols=AAA&batch_ms=200", None);
+    assert_eq!(code, 200);
+    let mut buf = Vec::new();
+    sse.event_of(&mut buf, "snapshot");
+    let start = Instant::now();
+    let mut last = 0;
+    for i in 1..=100 {
+        last = feed.send(&[Producer::quote(0, i)]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut events = 0;
+    loop {
+        let ev = sse.event_of(&mut buf, "tick");
+        events += 1;
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        let q = &v["quotes"][0];
+        if q["seq"].as_u64().unwrap() == last {
+            assert_eq!(q["bid"], price(100));
+            assert_eq!(ev.id.unwrap(), format!("STREAMT:{}", v["seq"]));
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert!(
+        events as f64 <= secs / 0.2 + 2.0,
+        "{events} events in {secs:.2}s at batch_ms 200"
+    );
+}

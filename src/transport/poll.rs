@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::fanout::{Encoded, Transport, envelope};
 use crate::http::{ApiError, AppState, Encoding, check_token};
 use crate::transport::stream::{
-    Batch, SubOptions, Subscriptions, acquire, parse_resume, requested_locates,
+    Batch, SubOptions, Subscriptions, acquire, batch_window, parse_resume, requested_locates,
 };
 use crate::wire::Locate;
 
@@ -34,6 +34,8 @@ pub struct PollQuery {
     pub timeout_ms: Option<String>,
     /// Bearer token for clients that cannot set headers.
     pub token: Option<String>,
+    /// After the first change, gather for up to this long (0–1000 ms).
+    pub batch_ms: Option<u64>,
 }
 
 /// Decrements the waiter gauge however the request ends.
@@ -69,6 +71,7 @@ pub async fn handler(
             }
         },
     };
+    let batch = batch_window(q.batch_ms)?;
     let since = match q.since.as_deref() {
         None | Some("") => None,
         Some(s) => Some(parse_resume(s).ok_or_else(|| {
@@ -118,6 +121,14 @@ pub async fn handler(
             _ = subs.client().wait() => { let _ = subs.client().take(); }
             _ = tokio::time::sleep_until(deadline) => break,
             _ = state.cancel.cancelled() => break,
+        }
+    }
+    // batch_ms: a change woke the request; let the window gather more.
+    if let Some(batch) = batch {
+        let until = (tokio::time::Instant::now() + batch).min(deadline);
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = state.cancel.cancelled() => {}
         }
     }
     let since_seq = if state.table.session() == session {

@@ -24,7 +24,7 @@ use crate::http::{ApiError, AppState, check_token};
 use crate::limits::ConnGuard;
 use crate::metrics::{SlowReason, TransportCounters};
 use crate::transport::stream::{
-    Batch, Subscriptions, acquire, requested_locates, resume_point, sub_options,
+    Batch, Subscriptions, acquire, batch_window, requested_locates, resume_point, sub_options,
 };
 
 /// Query of `/v1/stream`.
@@ -40,6 +40,8 @@ pub struct StreamQuery {
     pub mode: Option<String>,
     /// Most updates per second per symbol.
     pub max_hz: Option<f64>,
+    /// Gather changes for up to this long into one event (0–1000 ms).
+    pub batch_ms: Option<u64>,
 }
 
 /// `GET /v1/stream`.
@@ -52,6 +54,7 @@ pub async fn handler(
     check_token(&state, &headers, q.token.as_deref())?;
     let limits = &state.config.limits;
     let opts = sub_options(q.mode.as_deref(), q.max_hz)?;
+    let batch = batch_window(q.batch_ms)?;
     let symbols: Option<Vec<Arc<str>>> =
         requested_locates(&state, q.symbols.as_deref())?.map(|locates| {
             locates
@@ -69,6 +72,7 @@ pub async fn handler(
 
     let client = state.hub.register(Transport::Sse, limits.every_queue);
     let mut subs = Subscriptions::new(state.hub.clone(), client);
+    subs.set_batch(batch);
     let session = state.table.session();
     let since = resume_point(resume.as_deref(), session);
     let (seq, quotes) = match &symbols {
@@ -115,6 +119,7 @@ pub async fn handler(
         feed,
         first: Some(first.freeze()),
         done: false,
+        held: None,
         _guard: guard,
     };
     let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
@@ -161,6 +166,8 @@ struct SseStream {
     cancel: tokio_util::sync::CancellationToken,
     first: Option<Bytes>,
     done: bool,
+    /// With `batch_ms`: changes are pending but the next event is due then.
+    held: Option<Instant>,
     _guard: ConnGuard,
 }
 
@@ -175,7 +182,8 @@ impl SseStream {
         }
         let deadline = Instant::now() + self.keepalive;
         loop {
-            let due = self.subs.next_due;
+            let held = self.held;
+            let due = held.or(self.subs.next_due);
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => {
@@ -185,10 +193,11 @@ impl SseStream {
                     event(&mut out, "shutdown", self.state.table.session().as_str(), self.subs.promised, data.as_bytes());
                     return Some(out.freeze());
                 }
-                _ = self.subs.client().wait() => {
+                _ = self.subs.client().wait(), if held.is_none() => {
                     if let Some(chunk) = self.ticks() { return Some(chunk); }
                 }
                 _ = sleep_until(due) => {
+                    self.held = None;
                     if let Some(chunk) = self.ticks() { return Some(chunk); }
                 }
                 changed = self.feed.changed() => {
@@ -204,6 +213,11 @@ impl SseStream {
     }
 
     fn ticks(&mut self) -> Option<Bytes> {
+        // With batch_ms, an event went out less than a window ago: gather.
+        if let Some(at) = self.subs.hold_until(Instant::now()) {
+            self.held = Some(at);
+            return None;
+        }
         let batch = self.subs.drain();
         let session = self.state.table.session();
         if batch.overflow {

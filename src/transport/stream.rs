@@ -74,6 +74,10 @@ pub struct Subscriptions {
     pub promised: u64,
     /// What snapshots already covered: later batches promise at least this.
     floor: u64,
+    /// `batch_ms`: least time between two frames of this client.
+    batch: Option<Duration>,
+    /// When the last batch with quotes was drained.
+    last_batch: Option<Instant>,
 }
 
 impl Subscriptions {
@@ -88,7 +92,26 @@ impl Subscriptions {
             next_due: None,
             promised: 0,
             floor: 0,
+            batch: None,
+            last_batch: None,
         }
+    }
+
+    /// Sets `batch_ms` for the whole connection (`None` or zero: immediate).
+    pub fn set_batch(&mut self, batch: Option<Duration>) {
+        self.batch = batch.filter(|b| !b.is_zero());
+    }
+
+    /// The `batch_ms` window, if any.
+    pub fn batch(&self) -> Option<Duration> {
+        self.batch
+    }
+
+    /// With `batch_ms`, when the next frame may go out if that is still
+    /// ahead: changes until then are gathered into it. `None`: drain now.
+    pub fn hold_until(&self, now: Instant) -> Option<Instant> {
+        let at = self.last_batch? + self.batch?;
+        (at > now).then_some(at)
     }
 
     /// The hub client (to wait on).
@@ -275,6 +298,9 @@ impl Subscriptions {
         self.scratch = marks;
         batch.seq = promise;
         self.promised = promise;
+        if !batch.quotes.is_empty() {
+            self.last_batch = Some(now);
+        }
         batch
     }
 
@@ -327,6 +353,21 @@ pub fn sub_options(mode: Option<&str>, max_hz: Option<f64>) -> Result<SubOptions
         ));
     }
     Ok(SubOptions::new(every, max_hz))
+}
+
+/// Longest `batch_ms` a client may ask for (SPEC §10).
+pub const MAX_BATCH_MS: u64 = 1000;
+
+/// `batch_ms` from the protocol, checked: 0–1000 ms, 0 meaning immediate.
+pub fn batch_window(batch_ms: Option<u64>) -> Result<Option<Duration>, ApiError> {
+    match batch_ms {
+        None | Some(0) => Ok(None),
+        Some(ms) if ms <= MAX_BATCH_MS => Ok(Some(Duration::from_millis(ms))),
+        Some(ms) => Err(ApiError::bad_request(
+            "bad_batch_ms",
+            format!("batch_ms {ms} is not between 0 and {MAX_BATCH_MS}"),
+        )),
+    }
 }
 
 /// The locates of `?symbols=…`, or `None` for every symbol when the

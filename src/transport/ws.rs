@@ -22,7 +22,9 @@ use crate::feed::FeedState;
 use crate::http::{AppState, AuthQuery, check_origin, check_token, parse_symbol_list};
 use crate::limits::{ConnGuard, RateLimiter};
 use crate::metrics::{Limit, SlowReason, TransportCounters};
-use crate::transport::stream::{Batch, SubOptions, Subscriptions, resume_point, sub_options};
+use crate::transport::stream::{
+    Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
+};
 
 /// Close codes (README, "Close codes").
 pub mod close {
@@ -62,6 +64,10 @@ pub enum ClientOp {
         /// Resume point `SESSION:SEQ`.
         #[serde(default)]
         since: Option<String>,
+        /// Gather this client's changes for up to this long into one frame
+        /// (0–1000 ms; applies to the whole connection).
+        #[serde(default)]
+        batch_ms: Option<u64>,
     },
     /// Remove symbols.
     Unsubscribe {
@@ -182,6 +188,8 @@ struct Conn {
     counters: TransportCounters,
     feed: tokio::sync::watch::Receiver<FeedState>,
     last_heard: Instant,
+    /// With `batch_ms`: changes are pending but the next frame is due then.
+    held: Option<Instant>,
     _guard: ConnGuard,
 }
 
@@ -203,6 +211,7 @@ impl Conn {
             format,
             subs,
             last_heard: Instant::now(),
+            held: None,
             _guard: guard,
             state,
         }
@@ -215,7 +224,8 @@ impl Conn {
         ping.tick().await;
         self.feed.mark_unchanged();
         let flow = loop {
-            let due = self.subs.next_due;
+            let held = self.held;
+            let due = held.or(self.subs.next_due);
             let flow = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
@@ -226,8 +236,11 @@ impl Conn {
                 // The handlers are boxed: an idle connection then holds only
                 // the small waiting futures, not the largest handler's state.
                 msg = self.socket.recv() => Box::pin(self.incoming(msg)).await,
-                _ = self.subs.client().wait() => Box::pin(self.flush()).await,
-                _ = sleep_until(due) => Box::pin(self.flush()).await,
+                _ = self.subs.client().wait(), if held.is_none() => Box::pin(self.flush()).await,
+                _ = sleep_until(due) => {
+                    self.held = None;
+                    Box::pin(self.flush()).await
+                }
                 changed = self.feed.changed() => match changed {
                     Ok(()) => Box::pin(self.send_feed()).await,
                     Err(_) => Flow::Continue,
@@ -316,6 +329,7 @@ impl Conn {
                 mode,
                 max_hz,
                 since,
+                batch_ms,
             } => {
                 if !self.ops.allow() {
                     crate::http::refused(&self.state, Limit::OpsPerSecond);
@@ -333,6 +347,11 @@ impl Conn {
                     Ok(o) => o,
                     Err(e) => return self.error(e.code, &e.message).await,
                 };
+                match batch_window(batch_ms) {
+                    Ok(b) if batch_ms.is_some() => self.subs.set_batch(b),
+                    Ok(_) => {}
+                    Err(e) => return self.error(e.code, &e.message).await,
+                }
                 self.subscribe(symbols, opts, since).await
             }
             ClientOp::Unsubscribe { symbols } => {
@@ -450,6 +469,11 @@ impl Conn {
     }
 
     async fn flush(&mut self) -> Flow {
+        // With batch_ms, a frame went out less than a window ago: gather.
+        if let Some(at) = self.subs.hold_until(Instant::now()) {
+            self.held = Some(at);
+            return Flow::Continue;
+        }
         let batch = self.subs.drain();
         if batch.overflow {
             self.state

@@ -1,0 +1,155 @@
+//! The floor of fan-out: what the kernel charges to write one frame to one
+//! client. F-byte frames are written round-robin, one `write` each, to N
+//! loopback TCP sockets whose peers are drained by another thread (put it on
+//! another core). The number is the writing thread's own CPU time
+//! (`/proc/thread-self/schedstat`, nanoseconds on CPU) per million frames:
+//! nothing the relay does per frame can cost less than this, so fan-out
+//! figures in docs/BENCHMARKS.md are also given as a multiple of it.
+//!
+//! A second pass writes each frame with `writev` of two slices (a 2-byte
+//! WebSocket header and the payload), as the relay's sweep does, to show the
+//! price of the gather.
+//!
+//! Run: `cargo bench --bench floor` (settings: FLOOR_SOCKETS, default 2000;
+//! FLOOR_BYTES, default 150; FLOOR_ROUNDS, default 500). Do not pin the
+//! whole process to one core: the drainer must run beside the writer, whose
+//! CPU time is counted alone.
+
+use std::io::{ErrorKind, IoSlice, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// This thread's CPU time so far, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Pass {
+    frames: u64,
+    would_block: u64,
+    cpu_ns: u64,
+    wall_ns: u64,
+}
+
+impl Pass {
+    fn report(&self, name: &str, bytes: usize, sockets: usize) {
+        let per_frame_us = self.cpu_ns as f64 / self.frames.max(1) as f64 / 1e3;
+        println!(
+            "floor/{name}: {sockets} sockets, {bytes}-byte frames: {frames} frames, \
+             {cpu:.3} CPU-s per M frames ({per_frame_us:.2} µs/frame), \
+             {rate:.0} frames/s wall, {wb} would-block",
+            frames = self.frames,
+            cpu = self.cpu_ns as f64 / 1e9 / (self.frames.max(1) as f64 / 1e6),
+            rate = self.frames as f64 / (self.wall_ns as f64 / 1e9),
+            wb = self.would_block,
+        );
+    }
+}
+
+fn run(writers: &mut [TcpStream], frame: &[u8], rounds: usize, gather: bool) -> Pass {
+    let header = [frame[0], frame[1]];
+    let mut would_block = 0;
+    let mut frames = 0;
+    let wall = Instant::now();
+    let cpu = thread_cpu_ns();
+    for _ in 0..rounds {
+        for w in writers.iter_mut() {
+            let r = if gather {
+                w.write_vectored(&[IoSlice::new(&header), IoSlice::new(&frame[2..])])
+            } else {
+                w.write(frame)
+            };
+            match r {
+                Ok(_) => frames += 1,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => would_block += 1,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+    }
+    Pass {
+        frames,
+        would_block,
+        cpu_ns: thread_cpu_ns() - cpu,
+        wall_ns: wall.elapsed().as_nanos() as u64,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is read from the arguments.
+    let sockets = setting("FLOOR_SOCKETS", 2000);
+    let bytes = setting("FLOOR_BYTES", 150).max(4);
+    let rounds = setting("FLOOR_ROUNDS", 500);
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().unwrap();
+    let mut writers = Vec::with_capacity(sockets);
+    let mut readers = Vec::with_capacity(sockets);
+    for _ in 0..sockets {
+        let w = TcpStream::connect(addr).expect("connect");
+        let (r, _) = listener.accept().expect("accept");
+        w.set_nodelay(true).unwrap();
+        w.set_nonblocking(true).unwrap();
+        r.set_nonblocking(true).unwrap();
+        writers.push(w);
+        readers.push(r);
+    }
+
+    // The peers: every socket read until it closes, on one other thread.
+    let stop = Arc::new(AtomicBool::new(false));
+    let drain_stop = stop.clone();
+    let drainer = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut tasks = Vec::with_capacity(readers.len());
+            for r in readers {
+                let r = tokio::net::TcpStream::from_std(r).unwrap();
+                tasks.push(tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        if r.readable().await.is_err() {
+                            return;
+                        }
+                        match r.try_read(&mut buf) {
+                            Ok(0) => return,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                            Err(_) => return,
+                        }
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        drain_stop.store(true, Ordering::Relaxed);
+    });
+
+    let mut frame = vec![b'x'; bytes];
+    frame[0] = 0x81;
+    frame[1] = (bytes - 2).min(125) as u8;
+    // Warm up: socket buffers and caches.
+    run(&mut writers, &frame, rounds / 10 + 1, false);
+    let write = run(&mut writers, &frame, rounds, false);
+    write.report("write", bytes, sockets);
+    let writev = run(&mut writers, &frame, rounds, true);
+    writev.report("writev", bytes, sockets);
+    drop(writers);
+    drainer.join().unwrap();
+    assert!(stop.load(Ordering::Relaxed));
+}
