@@ -16,7 +16,9 @@
 //! Server CPU per update comes from /proc with `--server-pid`, less the
 //! relay's rate before any row ran (ingest and the reference client), so a
 //! row is charged only for serving its clients. Memory per client is the
-//! growth of the relay's resident memory while a row's clients are open.
+//! growth of the relay's resident memory while a row's clients connect and
+//! subscribe, less its growth rate before the rows; memory a previous row
+//! freed may be reused, so read it as an estimate.
 
 mod html;
 
@@ -57,6 +59,11 @@ pub struct LabArgs {
     /// Short-polling interval, ms.
     #[arg(long, default_value_t = 1_000)]
     pub poll_interval_ms: u64,
+    /// Only these rows (comma-separated): short-poll, long-poll, sse, ws,
+    /// ws-msgpack, ws-batch16. One row on a fresh relay measures its memory
+    /// per client best: a relay reuses memory earlier rows freed.
+    #[arg(long, value_delimiter = ',')]
+    pub transports: Vec<String>,
     /// Seed of the watchlists.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -169,6 +176,12 @@ pub fn run(args: LabArgs) -> anyhow::Result<LabReport> {
     if args.clients == 0 || args.symbols_per_client == 0 {
         bail!("--clients and --symbols-per-client must be at least 1");
     }
+    for t in &args.transports {
+        if !PLAN.iter().any(|(id, _, _)| id == t) {
+            let ids: Vec<&str> = PLAN.iter().map(|(id, _, _)| *id).collect();
+            bail!("--transports {t}: not one of {}", ids.join(", "));
+        }
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -254,19 +267,27 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
         }
     }
 
-    // The relay's CPU rate with only the reference client: charged to no row.
+    // The relay's CPU and memory growth with only the reference client (its
+    // ingest, and in a demo the simulator's history): charged to no row.
     let baseline = match args.server_pid {
         Some(pid) => {
             let t0 = Instant::now();
-            let cpu0 = load::cpu_seconds(pid);
+            let (cpu0, rss0) = (load::cpu_seconds(pid), load::rss_kib(pid));
             tokio::time::sleep(Duration::from_secs_f64(args.duration.clamp(1.0, 3.0))).await;
-            Some((load::cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64())
+            let dt = t0.elapsed().as_secs_f64();
+            Some(Baseline {
+                cpu_per_s: (load::cpu_seconds(pid) - cpu0) / dt,
+                rss_kib_per_s: (load::rss_kib(pid) as f64 - rss0 as f64).max(0.0) / dt,
+            })
         }
         None => None,
     };
 
     let mut runs = Vec::new();
     for (id, transport, batch_ms) in PLAN {
+        if !args.transports.is_empty() && !args.transports.iter().any(|t| t == id) {
+            continue;
+        }
         let name = label(id, args.poll_interval_ms);
         say(format!(
             "{name}: {} clients x {} symbols for {} s",
@@ -276,14 +297,31 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
         let mut la = template.clone();
         la.transport = transport;
         la.batch_ms = batch_ms;
+        // Memory: the relay's growth from before the ramp to the start of the
+        // window (every client connected and subscribed), less its baseline
+        // growth over that time.
+        let memory = args.server_pid.map(|pid| {
+            let (tap, t0, rss0) = (tap.clone(), Instant::now(), load::rss_kib(pid));
+            tokio::spawn(async move {
+                while tap.window().0 == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let rss1 = load::rss_kib(pid);
+                (rss1 as f64 - rss0 as f64, t0.elapsed().as_secs_f64())
+            })
+        });
         let report = load::drive_tapped(la, Some(tap.clone())).await?;
+        let memory = match memory {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
         if report.connected == 0 {
             bail!("{name}: no client connected: {:?}", report.errors);
         }
         if let Some(why) = truth.failed() {
             bail!("the lab's reference client failed during {name}: {why}");
         }
-        runs.push((id, name, tap, report));
+        runs.push((id, name, tap, report, memory));
         // Let the relay close the row's connections before the next row's
         // memory baseline.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -294,7 +332,7 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
     let truth = truth.sorted();
     let rows = runs
         .into_iter()
-        .map(|(id, name, tap, r)| {
+        .map(|(id, name, tap, r, memory)| {
             let mut stale = staleness(&tap, &truth);
             stale.sort_unstable();
             let clients = r.connected;
@@ -314,13 +352,18 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
                 staleness_p99_ms: percentile(&stale, 0.99) as f64 / 1000.0,
                 bytes_per_update: (r.quotes > 0).then(|| (rx + tx) as f64 / r.quotes as f64),
                 requests_per_min: r.requests as f64 * 60.0 / per_client_s,
-                cpu_us_per_update: match (server, baseline) {
-                    (Some(s), Some(base)) if r.quotes > 0 => {
-                        Some((s.cpu_s - base * r.seconds).max(0.0) * 1e6 / r.quotes as f64)
-                    }
+                cpu_us_per_update: match (server, &baseline) {
+                    (Some(s), Some(base)) if r.quotes > 0 => Some(
+                        (s.cpu_s - base.cpu_per_s * r.seconds).max(0.0) * 1e6 / r.quotes as f64,
+                    ),
                     _ => None,
                 },
-                memory_per_client_bytes: server.map(|s| s.rss_kib_per_connection.max(0.0) * 1024.0),
+                memory_per_client_bytes: match (memory, &baseline) {
+                    (Some((grew_kib, secs)), Some(base)) if clients > 0 => Some(
+                        (grew_kib - base.rss_kib_per_s * secs).max(0.0) * 1024.0 / clients as f64,
+                    ),
+                    _ => None,
+                },
                 clients,
                 seconds: r.seconds,
                 deliveries: r.quotes,
@@ -338,9 +381,15 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
         symbols_per_client: args.symbols_per_client,
         duration_s: args.duration,
         poll_interval_ms: args.poll_interval_ms,
-        baseline_cpu_per_s: baseline,
+        baseline_cpu_per_s: baseline.as_ref().map(|b| b.cpu_per_s),
         rows,
     })
+}
+
+/// The relay before any row ran.
+struct Baseline {
+    cpu_per_s: f64,
+    rss_kib_per_s: f64,
 }
 
 /// Nearest-rank percentile of sorted samples (0 when there are none).
@@ -530,7 +579,8 @@ pub fn text_table(r: &LabReport) -> String {
         "upd/s: updates delivered per client; stale: how old a client's view of a symbol is, \
          sampled every 10 ms; B/update: bytes on the client's socket both ways, headers and \
          framing included; req/min: requests per client after connecting; CPU and memory: the \
-         relay's, with --server-pid"
+         relay's, with --server-pid, above its rate before the rows (memory a row freed may be \
+         reused by the next: one row per fresh relay, --transports, measures it best)"
     );
     s
 }
@@ -556,7 +606,7 @@ mod tests {
                 seq: 30,
             },
         ]);
-        *tap.window.lock() = (0, 600_000_000);
+        tap.set_window(0, 600_000_000);
         // Changes: 20 happened at 200 ms, 30 at 300 ms.
         let truth = HashMap::from([(
             "A".to_owned(),

@@ -146,6 +146,7 @@ fn demo_lab(http_given: bool, lab: DemoLab) -> anyhow::Result<()> {
         duration: lab.lab_duration,
         server_pid: Some(pid),
         poll_interval_ms: 1_000,
+        transports: Vec::new(),
         seed: 1,
         json: lab.lab_json,
         html: lab.lab_html,

@@ -94,6 +94,12 @@ impl Tap {
         *self.window.lock()
     }
 
+    /// Sets the window by hand (tests of what is computed over it).
+    #[cfg(test)]
+    pub(crate) fn set_window(&self, start_ns: u64, end_ns: u64) {
+        *self.window.lock() = (start_ns, end_ns);
+    }
+
     fn bytes(&self) -> Bytes {
         self.clients.iter().fold(Bytes::default(), |b, c| Bytes {
             rx: b.rx + c.rx.load(Ordering::Relaxed),

@@ -76,10 +76,9 @@ fn chart(rows: &[Row], (title, unit, value): &Measure) -> String {
         match value(r) {
             Some(v) => {
                 let w = (v / max * bar_w).max(1.0);
-                let _ = write!(
+                let _ = writeln!(
                     s,
-                    r#"<rect x="{label_w}" y="{y}" width="{w:.1}" height="{h}" class="b{i}"/><text x="{vx:.1}" y="{ty}" class="v">{v}</text>
-"#,
+                    r#"<rect x="{label_w}" y="{y}" width="{w:.1}" height="{h}" class="b{i}"/><text x="{vx:.1}" y="{ty}" class="v">{v}</text>"#,
                     h = row_h - 6.0,
                     vx = label_w + w + 6.0,
                     ty = y + 14.0,
