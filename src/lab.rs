@@ -297,6 +297,12 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
         let mut la = template.clone();
         la.transport = transport;
         la.batch_ms = batch_ms;
+        if transport == LoadTransport::Snapshot {
+            // A short-poll client polls once at connect and then at its own
+            // phase of the interval: the gap between its first two polls is
+            // up to two intervals. Measure the steady state after it.
+            la.warmup = la.warmup.max(2.0 * args.poll_interval_ms as f64 / 1000.0);
+        }
         // Memory: the relay's growth from before the ramp to the start of the
         // window (every client connected and subscribed), less its baseline
         // growth over that time.
