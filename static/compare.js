@@ -108,32 +108,25 @@ function push(a, v) {
   if (a.length > POINTS) a.shift();
 }
 
-/** Draws the two sides' series into an SVG chart. */
+/** Draws the two sides' series into an SVG chart; the scale goes in the
+ *  caption (HTML text, so it is not stretched with the chart). */
 function draw(svg, series, unit) {
   const w = 360;
   const h = 120;
   const max = Math.max(1e-9, ...series.flatMap((s) => s.filter((v) => v !== null)));
-  const kids = [];
-  const text = (x, y, t, cls) => {
-    const el = document.createElementNS(SVG, 'text');
-    el.setAttribute('x', x);
-    el.setAttribute('y', y);
-    if (cls) el.setAttribute('class', cls);
-    el.textContent = t;
-    return el;
-  };
-  kids.push(text(2, 10, (max >= 100 ? Math.round(max) : max.toFixed(1)) + ' ' + unit, 'axis'));
-  series.forEach((s, i) => {
+  const lines = series.map((s, i) => {
     const pts = [];
     s.forEach((v, j) => {
-      if (v !== null) pts.push(((j + POINTS - s.length) * w) / (POINTS - 1) + ',' + (h - (v / max) * (h - 14)).toFixed(1));
+      if (v !== null) pts.push(((j + POINTS - s.length) * w) / (POINTS - 1) + ',' + (h - (v / max) * (h - 6)).toFixed(1));
     });
     const line = document.createElementNS(SVG, 'polyline');
     line.setAttribute('points', pts.join(' '));
     line.setAttribute('class', 'series s' + i);
-    kids.push(line);
+    return line;
   });
-  svg.replaceChildren(...kids);
+  svg.replaceChildren(...lines);
+  const scale = svg.parentElement.querySelector('.max');
+  if (scale) scale.textContent = 'top ' + (max >= 100 ? Math.round(max) : max.toFixed(1)) + ' ' + unit;
 }
 
 export class Compare {

@@ -591,10 +591,10 @@ class SseTransport extends Transport {
         if (done) break;
         c.traffic(value.byteLength, 0);
         buf += dec.decode(value, { stream: true });
-        let end;
-        while ((end = buf.search(/\r?\n\r?\n/)) >= 0) {
-          const block = buf.slice(0, end);
-          buf = buf.slice(end + (buf[end] === '\r' ? 4 : 2));
+        let m;
+        while ((m = /\r?\n\r?\n/.exec(buf))) {
+          const block = buf.slice(0, m.index);
+          buf = buf.slice(m.index + m[0].length);
           const ev = parseSse(block);
           if (!ev) continue;
           const d = parseJson(ev.data);
