@@ -285,6 +285,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page_index))
         .route("/app.js", get(page_js))
+        .route("/stats.js", get(page_stats_js))
+        .route("/compare.js", get(page_compare_js))
+        .route("/tickrelay.js", get(client_js))
+        .route("/clients/js/tickrelay.js", get(client_js))
         .route("/app.css", get(page_css))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -468,6 +472,28 @@ async fn page_js() -> impl IntoResponse {
     static_file(
         "text/javascript; charset=utf-8",
         include_str!("../static/app.js"),
+    )
+}
+
+async fn page_stats_js() -> impl IntoResponse {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../static/stats.js"),
+    )
+}
+
+async fn page_compare_js() -> impl IntoResponse {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../static/compare.js"),
+    )
+}
+
+/// The JavaScript client library (clients/js/), which the page imports.
+async fn client_js() -> impl IntoResponse {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../clients/js/tickrelay.js"),
     )
 }
 

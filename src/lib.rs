@@ -25,6 +25,8 @@
 //! | [`server`] | assembling and running the relay, graceful shutdown |
 //! | [`sim`] | the market simulator engine behind `feed-simulator` and `demo` |
 //! | [`load`] | the subscriber load generator behind `tickrelay load` |
+//! | [`tap`] | what the lab watches of a load client: socket bytes, quotes seen |
+//! | [`lab`] | `tickrelay lab`: every transport measured on the same watchlists |
 //!
 //! See docs/ARCHITECTURE.md for the data flow in prose.
 
@@ -32,6 +34,7 @@ pub mod config;
 pub mod fanout;
 pub mod feed;
 pub mod http;
+pub mod lab;
 pub mod limits;
 pub mod load;
 pub mod metrics;
@@ -42,5 +45,6 @@ pub mod retransmit;
 pub mod server;
 pub mod sim;
 pub mod table;
+pub mod tap;
 pub mod transport;
 pub mod wire;

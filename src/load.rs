@@ -43,6 +43,7 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -50,6 +51,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout::now_ns;
+use crate::tap::{Counted, Tap};
 
 /// Which kind of client to open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -270,6 +272,10 @@ pub struct Report {
     pub bytes: u64,
     /// Payload bytes per second.
     pub bytes_per_s: f64,
+    /// Requests the clients sent in the window: HTTP requests and WebSocket
+    /// operations.
+    #[serde(default)]
+    pub requests: u64,
     /// Quotes received in snapshots (initial state, not changes).
     pub snapshot_quotes: u64,
     /// Tick-to-client latency of delivered quotes, µs.
@@ -295,6 +301,7 @@ struct Shard {
     frames: u64,
     bytes: u64,
     snapshot_quotes: u64,
+    requests: u64,
 }
 
 impl Shard {
@@ -305,6 +312,7 @@ impl Shard {
             frames: 0,
             bytes: 0,
             snapshot_quotes: 0,
+            requests: 0,
         }
     }
 
@@ -314,6 +322,7 @@ impl Shard {
         self.frames = 0;
         self.bytes = 0;
         self.snapshot_quotes = 0;
+        self.requests = 0;
     }
 
     fn tick(&mut self, now: u64, ts: u64) {
@@ -334,12 +343,12 @@ enum Kind {
 
 /// The server's address, parsed from `--url`.
 #[derive(Clone, Debug)]
-struct Target {
-    addr: SocketAddr,
-    authority: String,
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    pub(crate) authority: String,
 }
 
-fn target(url: &str) -> anyhow::Result<Target> {
+pub(crate) fn target(url: &str) -> anyhow::Result<Target> {
     let rest = url
         .strip_prefix("http://")
         .with_context(|| format!("--url {url}: only http:// URLs are supported"))?;
@@ -366,6 +375,8 @@ struct Shared {
     /// Clients done with setup, subscribed or failed.
     settled: AtomicUsize,
     cancel: CancellationToken,
+    /// The lab's view of each client, when the lab runs this load.
+    tap: Option<Arc<Tap>>,
 }
 
 impl Shared {
@@ -375,6 +386,11 @@ impl Shared {
 
     fn closed(&self, kind: impl Into<String>) {
         *self.closes.lock().entry(kind.into()).or_default() += 1;
+    }
+
+    /// Counts one request sent (HTTP request, WebSocket operation).
+    fn request(&self, id: usize) {
+        self.shard(id).requests += 1;
     }
 
     fn shard(&self, id: usize) -> parking_lot::MutexGuard<'_, Shard> {
@@ -689,17 +705,12 @@ async fn client(shared: Arc<Shared>, id: usize, symbols: Vec<String>) {
     };
     let cancel = shared.cancel.clone();
     let run = async {
-        match shared.args.transport {
-            LoadTransport::Ws | LoadTransport::WsMsgpack | LoadTransport::NchanWs => {
-                ws_client(&shared, id, stream, &symbols, &mut setup).await
+        match &shared.tap {
+            Some(tap) => {
+                let stream = Counted::new(stream, tap.client(id));
+                serve(&shared, id, stream, &symbols, &mut setup).await
             }
-            LoadTransport::Sse | LoadTransport::NchanSse => {
-                sse_client(&shared, id, stream, &symbols, &mut setup).await
-            }
-            LoadTransport::Poll => poll_client(&shared, id, stream, &symbols, &mut setup).await,
-            LoadTransport::Snapshot => {
-                snapshot_client(&shared, id, stream, &symbols, &mut setup).await
-            }
+            None => serve(&shared, id, stream, &symbols, &mut setup).await,
         }
     };
     tokio::select! {
@@ -713,6 +724,30 @@ async fn client(shared: Arc<Shared>, id: usize, symbols: Vec<String>) {
     shared.open.fetch_sub(1, Ordering::Relaxed);
     if !setup.done {
         shared.settled.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A client's connection: a plain socket, or one the lab counts bytes on.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn for S {}
+
+/// Runs the client of the chosen transport on an open connection.
+async fn serve<S: Conn>(
+    shared: &Shared,
+    id: usize,
+    stream: S,
+    symbols: &[String],
+    setup: &mut Setup<'_>,
+) -> ClientEnd {
+    match shared.args.transport {
+        LoadTransport::Ws | LoadTransport::WsMsgpack | LoadTransport::NchanWs => {
+            ws_client(shared, id, stream, symbols, setup).await
+        }
+        LoadTransport::Sse | LoadTransport::NchanSse => {
+            sse_client(shared, id, stream, symbols, setup).await
+        }
+        LoadTransport::Poll => poll_client(shared, id, stream, symbols, setup).await,
+        LoadTransport::Snapshot => snapshot_client(shared, id, stream, symbols, setup).await,
     }
 }
 
@@ -734,10 +769,10 @@ impl Setup<'_> {
 
 type ClientEnd = Result<(), String>;
 
-async fn ws_client(
+async fn ws_client<S: Conn>(
     shared: &Shared,
     id: usize,
-    stream: TcpStream,
+    stream: S,
     symbols: &[String],
     setup: &mut Setup<'_>,
 ) -> ClientEnd {
@@ -787,6 +822,7 @@ async fn ws_client(
         ws.send(Message::text(op.to_string()))
             .await
             .map_err(|e| format!("ws subscribe: {}", short(&e.to_string())))?;
+        shared.request(id);
     }
     let mut scratch = Vec::new();
     loop {
@@ -798,6 +834,9 @@ async fn ws_client(
         match msg {
             Message::Text(t) => {
                 let body = t.as_bytes();
+                if let Some(tap) = &shared.tap {
+                    tap.json(id, body);
+                }
                 let kind = json_kind(body);
                 if kind == Kind::Snapshot {
                     setup.ready();
@@ -807,6 +846,9 @@ async fn ws_client(
                 shared.json_frame(id, body.len(), body, kind);
             }
             Message::Binary(b) => {
+                if let Some(tap) = &shared.tap {
+                    tap.msgpack(id, &b);
+                }
                 if !setup.done && msgpack_is_snapshot(&b) {
                     setup.ready();
                 }
@@ -848,7 +890,7 @@ fn short(s: &str) -> String {
 }
 
 /// An HTTP/1.1 connection to the server, driven by its own task.
-async fn http_conn(stream: TcpStream) -> Result<http1::SendRequest<Empty<Bytes>>, String> {
+async fn http_conn<S: Conn>(stream: S) -> Result<http1::SendRequest<Empty<Bytes>>, String> {
     let (sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("http: {}", short(&e.to_string())))?;
@@ -864,10 +906,10 @@ fn get(shared: &Shared, path: &str, etag: Option<&str>) -> Request<Empty<Bytes>>
     b.body(Empty::new()).unwrap_or_default()
 }
 
-async fn sse_client(
+async fn sse_client<S: Conn>(
     shared: &Shared,
     id: usize,
-    stream: TcpStream,
+    stream: S,
     symbols: &[String],
     setup: &mut Setup<'_>,
 ) -> ClientEnd {
@@ -900,6 +942,7 @@ async fn sse_client(
         hyper::header::ACCEPT,
         hyper::header::HeaderValue::from_static("text/event-stream"),
     );
+    shared.request(id);
     let resp = sender
         .send_request(req)
         .await
@@ -961,6 +1004,9 @@ fn sse_event(shared: &Shared, id: usize, event: &[u8], setup: &mut Setup<'_>) ->
         }
         _ => Kind::Control,
     };
+    if let Some(tap) = &shared.tap {
+        tap.sse(id, event);
+    }
     shared.json_frame(id, event.len(), event, kind);
     match name {
         b"error" => {
@@ -1040,10 +1086,10 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-async fn poll_client(
+async fn poll_client<S: Conn>(
     shared: &Shared,
     id: usize,
-    stream: TcpStream,
+    stream: S,
     symbols: &[String],
     setup: &mut Setup<'_>,
 ) -> ClientEnd {
@@ -1061,12 +1107,16 @@ async fn poll_client(
         if let Some(ms) = shared.args.batch_ms {
             let _ = write!(path, "&batch_ms={ms}");
         }
+        shared.request(id);
         let (status, _, body) = fetch(&mut sender, get(shared, &path, None), "poll").await?;
         if status != 200 {
             return Err(format!("poll: HTTP {status}"));
         }
         let answer: Answer = serde_json::from_slice(&body)
             .map_err(|e| format!("poll: bad answer: {}", short(&e.to_string())))?;
+        if let Some(tap) = &shared.tap {
+            tap.quotes(id, answer.quotes.iter().map(|q| (q.symbol.as_str(), q.seq)));
+        }
         let ts: Vec<u64> = answer.quotes.iter().map(|q| q.ts).collect();
         if since.is_none() {
             setup.ready();
@@ -1078,10 +1128,10 @@ async fn poll_client(
     }
 }
 
-async fn snapshot_client(
+async fn snapshot_client<S: Conn>(
     shared: &Shared,
     id: usize,
-    stream: TcpStream,
+    stream: S,
     symbols: &[String],
     setup: &mut Setup<'_>,
 ) -> ClientEnd {
@@ -1095,6 +1145,7 @@ async fn snapshot_client(
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut fresh = Vec::new();
     loop {
+        shared.request(id);
         let (status, tag, body) =
             fetch(&mut sender, get(shared, &path, etag.as_deref()), "snapshot").await?;
         match status {
@@ -1102,6 +1153,9 @@ async fn snapshot_client(
             200 => {
                 let answer: Answer = serde_json::from_slice(&body)
                     .map_err(|e| format!("snapshot: bad answer: {}", short(&e.to_string())))?;
+                if let Some(tap) = &shared.tap {
+                    tap.quotes(id, answer.quotes.iter().map(|q| (q.symbol.as_str(), q.seq)));
+                }
                 fresh.clear();
                 let mut initial = 0;
                 for q in &answer.quotes {
@@ -1134,12 +1188,12 @@ async fn snapshot_client(
 }
 
 /// A Zipf sampler over ranks `0..n`.
-struct Zipf {
+pub(crate) struct Zipf {
     cdf: Vec<f64>,
 }
 
 impl Zipf {
-    fn new(n: usize, s: f64) -> Self {
+    pub(crate) fn new(n: usize, s: f64) -> Self {
         let mut acc = 0.0;
         let mut cdf: Vec<f64> = (1..=n)
             .map(|k| {
@@ -1187,7 +1241,12 @@ impl Activity {
 }
 
 /// The symbols of client `id`.
-fn pick(args: &LoadArgs, directory: &[String], zipf: Option<&Zipf>, id: usize) -> Vec<String> {
+pub(crate) fn pick(
+    args: &LoadArgs,
+    directory: &[String],
+    zipf: Option<&Zipf>,
+    id: usize,
+) -> Vec<String> {
     let k = args.symbols_per_client.min(directory.len());
     let mut rng =
         SmallRng::seed_from_u64(args.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -1234,7 +1293,7 @@ struct DirectoryEntry {
 }
 
 /// The symbol directory, in locate order (the simulator's activity order).
-async fn directory(args: &LoadArgs, target: &Target) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn directory(args: &LoadArgs, target: &Target) -> anyhow::Result<Vec<String>> {
     if let Some(n) = args
         .directory
         .as_deref()
@@ -1291,7 +1350,7 @@ fn target_of_url(url: &str) -> anyhow::Result<(Target, String)> {
 }
 
 /// CPU seconds (user + system) of a process, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -1309,7 +1368,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Resident memory of a process, KiB.
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -1414,6 +1473,12 @@ pub fn run(args: LoadArgs) -> anyhow::Result<Report> {
 }
 
 async fn drive(args: LoadArgs) -> anyhow::Result<Report> {
+    drive_tapped(args, None).await
+}
+
+/// Runs one load on the current runtime; with a [`Tap`], counts each
+/// client's socket bytes and notes every quote it receives (the lab).
+pub(crate) async fn drive_tapped(args: LoadArgs, tap: Option<Arc<Tap>>) -> anyhow::Result<Report> {
     if args.clients == 0 {
         bail!("--clients must be at least 1");
     }
@@ -1455,6 +1520,7 @@ async fn drive(args: LoadArgs) -> anyhow::Result<Report> {
         settled: AtomicUsize::new(0),
         cancel: CancellationToken::new(),
         args: args.clone(),
+        tap: tap.clone(),
     });
     let mut server = (!args.server_pid.is_empty()).then(|| Probe::new(args.server_pid.clone()));
     let mut own = Probe::new(vec![std::process::id()]);
@@ -1534,6 +1600,9 @@ async fn drive(args: LoadArgs) -> anyhow::Result<Report> {
         p.start();
     }
     own.start();
+    if let Some(tap) = &tap {
+        tap.start_window();
+    }
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(args.duration.max(0.0));
     let (mut last_q, mut last_f, mut last_t) = (0u64, 0u64, start);
@@ -1550,8 +1619,11 @@ async fn drive(args: LoadArgs) -> anyhow::Result<Report> {
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    if let Some(tap) = &tap {
+        tap.end_window();
+    }
     let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)?;
-    let (mut quotes, mut frames, mut bytes, mut snapshot_quotes) = (0, 0, 0, 0);
+    let (mut quotes, mut frames, mut bytes, mut snapshot_quotes, mut requests) = (0, 0, 0, 0, 0);
     for s in shared.shards.iter() {
         let s = s.lock();
         hist.add(&s.hist)?;
@@ -1559,6 +1631,7 @@ async fn drive(args: LoadArgs) -> anyhow::Result<Report> {
         frames += s.frames;
         bytes += s.bytes;
         snapshot_quotes += s.snapshot_quotes;
+        requests += s.requests;
     }
     let open_at_end = shared.open.load(Ordering::Relaxed);
     let server = server.map(|p| p.finish(quotes, connected));
@@ -1602,6 +1675,7 @@ async fn drive(args: LoadArgs) -> anyhow::Result<Report> {
         frames_per_s: per_s(frames),
         bytes,
         bytes_per_s: per_s(bytes),
+        requests,
         snapshot_quotes,
         latency_us: latency,
         errors: shared.errors.lock().clone(),

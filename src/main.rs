@@ -1,4 +1,4 @@
-//! The `tickrelay` command: `serve`, `bridge`, `demo`, `load`.
+//! The `tickrelay` command: `serve`, `bridge`, `demo`, `load`, `lab`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,9 +56,113 @@ enum Command {
         /// Zipf exponent of symbol activity.
         #[arg(long, default_value_t = 1.0)]
         zipf: f64,
+        /// Run the lab (`tickrelay lab`) against this demo, print its table, and exit.
+        #[arg(long)]
+        lab: bool,
+        #[command(flatten)]
+        lab_args: DemoLab,
     },
     /// Open many subscribers against a relay (or nchan) and measure delivery.
     Load(Box<tickrelay::load::LoadArgs>),
+    /// Measure every transport on the same watchlists against a running relay.
+    Lab(Box<tickrelay::lab::LabArgs>),
+}
+
+/// The lab's settings under `demo --lab`.
+#[derive(clap::Args)]
+struct DemoLab {
+    /// Seconds measured per transport (`--lab`).
+    #[arg(long, default_value_t = 5.0)]
+    lab_duration: f64,
+    /// Clients per transport (`--lab`).
+    #[arg(long, default_value_t = 20)]
+    lab_clients: usize,
+    /// Symbols per client (`--lab`).
+    #[arg(long, default_value_t = 10)]
+    lab_symbols_per_client: usize,
+    /// Print the lab's table as JSON (`--lab`).
+    #[arg(long)]
+    lab_json: bool,
+    /// Write the lab's table and plots to this HTML file (`--lab`).
+    #[arg(long)]
+    lab_html: Option<PathBuf>,
+}
+
+/// `demo --lab`: the demo (relay and simulator in one process) runs as a
+/// child of this one, so the lab's clients, here, are not counted in the
+/// relay's CPU time and memory; then the lab runs against it, and both stop.
+fn demo_lab(http_given: bool, lab: DemoLab) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let mut forwarded = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--lab" || a == "--lab-json" || (a.starts_with("--lab-") && a.contains('=')) {
+            continue;
+        }
+        if a.starts_with("--lab-") {
+            args.next();
+            continue;
+        }
+        forwarded.push(a);
+    }
+    if !http_given {
+        forwarded.extend(["--http".to_owned(), "127.0.0.1:0".to_owned()]);
+    }
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(&forwarded)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start the demo")?;
+    let pid = child.id();
+    let stop = |child: &mut std::process::Child| {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    let stdout = child.stdout.take().context("demo stdout")?;
+    // Echo the demo's lines to stderr (stdout is the lab's table), and keep
+    // draining them so the demo never writes into a closed pipe.
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("{line}");
+            if let Some(u) = line.strip_prefix("tickrelay listening on ") {
+                let _ = url_tx.send(u.trim().to_owned());
+            }
+        }
+    });
+    let url = url_rx.recv_timeout(std::time::Duration::from_secs(30)).ok();
+    let Some(url) = url else {
+        stop(&mut child);
+        anyhow::bail!("the demo exited before listening");
+    };
+    let result = tickrelay::lab::run(tickrelay::lab::LabArgs {
+        url,
+        clients: lab.lab_clients,
+        symbols_per_client: lab.lab_symbols_per_client,
+        duration: lab.lab_duration,
+        server_pid: Some(pid),
+        poll_interval_ms: 1_000,
+        transports: Vec::new(),
+        seed: 1,
+        json: lab.lab_json,
+        html: lab.lab_html,
+        no_progress: false,
+    });
+    stop(&mut child);
+    result.map(drop)
 }
 
 fn load(config: Option<PathBuf>, settings: Settings) -> anyhow::Result<Config> {
@@ -86,6 +190,19 @@ fn main() -> anyhow::Result<()> {
     if let Command::Load(args) = cli.command {
         // The load generator sizes its own runtime (`--threads`).
         return tickrelay::load::run(*args).map(drop);
+    }
+    if let Command::Lab(args) = cli.command {
+        return tickrelay::lab::run(*args).map(drop);
+    }
+    if let Command::Demo {
+        lab: true,
+        settings,
+        lab_args,
+        ..
+    } = cli.command
+    {
+        let http_given = settings.http.is_some();
+        return demo_lab(http_given, lab_args);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -129,6 +246,7 @@ fn main() -> anyhow::Result<()> {
             symbols,
             rate,
             zipf,
+            ..
         } => {
             let mut config = load(config, settings)?;
             init_logs(config.log_format);
@@ -187,6 +305,6 @@ fn main() -> anyhow::Result<()> {
                 result
             })
         }
-        Command::Load(_) => unreachable!("handled above"),
+        Command::Load(_) | Command::Lab(_) => unreachable!("handled above"),
     }
 }

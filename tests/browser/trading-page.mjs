@@ -759,6 +759,39 @@ async function brieflyUnknown(relay, transport) {
   });
 }
 
+/** 6. The compare view: two transports side by side on the watchlist, each
+ *  with live tick-to-screen latency and bytes per update, drawn. */
+async function compareView(relay) {
+  return withPage('compare', async (p) => {
+    const { page } = p;
+    await withTimeout(page.goto(relay.base + '/?transport=ws', { waitUntil: 'domcontentloaded' }), 15_000, 'loading the page');
+    const filled = await waitFilled(page, 'compare: the table to fill');
+    await waitMoving(page, filled.value, 'compare: ws to go live');
+    await withTimeout(page.click('#compare-toggle'), 5000, 'clicking Compare');
+    await withTimeout(page.selectOption('#compare .side.b select', 'sse'), 5000, 'choosing SSE on the right');
+    const both = await waitFor('compare: both sides to show latency and bytes per update', async () => {
+      const c = await withTimeout(page.evaluate(() => {
+        const h = window.tickrelayCompare || {};
+        const pts = [...document.querySelectorAll('#compare svg polyline')].map((l) => (l.getAttribute('points') || '').split(' ').filter(Boolean).length);
+        const visible = !document.querySelector('#compare').hidden;
+        return { open: h.open, a: h.a, b: h.b, pts, visible };
+      }), 5000, 'reading the compare view');
+      const side = (x) => x && x.updates > 0 && x.p50 !== null && x.bytesPerUpdate > 0;
+      const done = c.open && c.visible && side(c.a) && side(c.b) && c.pts.length === 4 && c.pts.every((n) => n >= 2);
+      return { done, value: c, seen: JSON.stringify(c) };
+    });
+    const { a, b } = both.value;
+    if (a.transport !== 'ws' || b.transport !== 'sse') fail(`compare: sides are ${a.transport} and ${b.transport}, not ws and sse`);
+    ok(`compare: ${a.transport} p50 ${a.p50.toFixed(1)} ms, ${Math.round(a.bytesPerUpdate)} B/update vs ` +
+      `${b.transport} p50 ${b.p50.toFixed(1)} ms, ${Math.round(b.bytesPerUpdate)} B/update, drawn live`);
+    await screenshot(page, 'compare');
+    await withTimeout(page.click('#compare-toggle'), 5000, 'closing Compare');
+    const closed = await withTimeout(page.evaluate(() => document.querySelector('#compare').hidden && !window.tickrelayCompare.open), 5000, 'reading');
+    if (!closed) fail('compare: the view did not close');
+    checkPageHealth('compare');
+  });
+}
+
 /** 5. The picture for the README: ws, 1280x800, live for a few seconds. */
 async function readmeShot(relay) {
   return withPage('readme', async (p) => {
@@ -839,6 +872,8 @@ async function main() {
   log('---- the relay briefly calling the watchlist unknown');
   await brieflyUnknown(relay, 'ws');
   await brieflyUnknown(relay, 'poll');
+  log('---- two transports compared side by side');
+  await compareView(relay);
   log('---- the README picture');
   await readmeShot(relay);
 }

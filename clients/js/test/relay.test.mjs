@@ -1,0 +1,291 @@
+// tickrelay.js against a real relay and a real feed-simulator on loopback:
+// each transport fills from REST then ticks; `auto` falls back when
+// WebSocket (and SSE) are refused; every client resumes after the relay is
+// SIGKILLed and restarted, and ends with exactly the relay's state.
+//
+// Binaries: $TICKRELAY_BIN and $FEED_SIMULATOR_BIN, else target/release/.
+// Run: node --experimental-websocket --test clients/js/test/
+import test, { after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { connect } from '../tickrelay.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../../..');
+const RELAY_BIN = process.env.TICKRELAY_BIN || path.join(root, 'target/release/tickrelay');
+const SIM_BIN = process.env.FEED_SIMULATOR_BIN || path.join(root, 'target/release/feed-simulator');
+const PRICE = /^-?\d+\.\d{4}$/;
+const TRANSPORTS = ['ws', 'ws-msgpack', 'sse', 'poll', 'snapshot'];
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what, probe, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await probe();
+    if (last && last.done) return last;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last && last.seen)}`);
+    await sleep(100);
+  }
+}
+
+function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function freeUdpPort() {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    s.bind(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A group of this test's own (the Rust tests use 239.255.10-209.x, the browser test 210-249). */
+const GROUP = `239.255.${250 + (process.pid % 5)}.${1 + Math.floor(Math.random() * 250)}:${31000 + (process.pid % 1000)}`;
+
+const children = new Set();
+function run(bin, args) {
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  child.stderr.on('data', () => {});
+  return child;
+}
+
+let relay = null;
+let sim = null;
+let base = '';
+let relayArgs = [];
+let symbols = [];
+
+function startRelay() {
+  const child = run(RELAY_BIN, relayArgs);
+  relay = child;
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout.on('data', (c) => {
+      buf += c;
+      if (/tickrelay listening on/.test(buf)) resolve();
+    });
+    child.on('exit', (code, sig) => reject(new Error(`relay exited (${sig || code}) before listening`)));
+  });
+}
+
+async function killRelay() {
+  const child = relay;
+  relay = null;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await gone;
+}
+
+async function getJson(p) {
+  const r = await fetch(base + p, { cache: 'no-store' });
+  if (!r.ok) throw new Error(`${p}: HTTP ${r.status}`);
+  return r.json();
+}
+
+before(async () => {
+  const port = await freeTcpPort();
+  const retransmit = `127.0.0.1:${await freeUdpPort()}`;
+  base = `http://127.0.0.1:${port}`;
+  sim = run(SIM_BIN, [
+    '--group', GROUP, '--interface', '127.0.0.1', '--ttl', '0', '--no-progress',
+    '--retransmit', retransmit, '--symbols', '40', '--rate', '400', '--duration', '600', '--session', 'JSCLIENT',
+  ]);
+  relayArgs = ['serve', '--http', `127.0.0.1:${port}`, '--feed-a', GROUP, '--interface', '127.0.0.1', '--retransmit', retransmit];
+  await startRelay();
+  await waitFor('the relay to be ready', async () => {
+    try {
+      const r = await fetch(base + '/readyz');
+      return { done: r.status === 200, seen: r.status };
+    } catch (e) {
+      return { done: false, seen: e.message };
+    }
+  });
+  const dir = await getJson('/v1/symbols');
+  symbols = dir.symbols.slice(0, 6).map((d) => d.symbol);
+  assert.equal(symbols.length, 6, 'the directory has symbols');
+});
+
+after(async () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+/** A client that records what it is given. */
+function watch(options) {
+  const seen = { quotes: [], rest: 0, ticks: 0, statuses: [], latest: new Map(), regressions: 0, unknown: [], bytes: 0, requests: 0 };
+  const handle = connect(base + '/', {
+    symbols,
+    ...options,
+    onQuote(q, info) {
+      seen.quotes.push({ q, info });
+      if (info.rest) seen.rest++;
+      if (!info.snapshot) seen.ticks++;
+      const prev = seen.latest.get(q.symbol);
+      if (prev && prev.session === q.session && q.seq < prev.seq) seen.regressions++;
+      seen.latest.set(q.symbol, q);
+    },
+    onStatus(s) {
+      seen.statuses.push(s);
+    },
+    onUnknown(list) {
+      seen.unknown.push(...list);
+    },
+    onTraffic(bytes, requests) {
+      seen.bytes += bytes;
+      seen.requests += requests;
+    },
+  });
+  return { handle, seen };
+}
+
+for (const transport of TRANSPORTS) {
+  test(`${transport}: fills from REST, then ticks, prices as exact decimal strings`, async () => {
+    const { handle, seen } = watch({ transport, pollIntervalMs: 300 });
+    try {
+      await waitFor(`${transport} ticks`, () => ({ done: seen.ticks >= 5, seen: { ticks: seen.ticks, rest: seen.rest, last: seen.statuses.at(-1) } }));
+      assert.equal(handle.transport, transport);
+      // The first quotes of every symbol came from the REST snapshot.
+      const first = new Map();
+      for (const { q, info } of seen.quotes) if (!first.has(q.symbol)) first.set(q.symbol, info);
+      assert.deepEqual([...first.keys()].sort(), [...symbols].sort(), 'every symbol filled');
+      for (const [sym, info] of first) assert.ok(info.rest, `${sym}'s first quote came over REST`);
+      for (const { q } of seen.quotes) {
+        for (const k of ['bid', 'ask', 'last', 'prev_close']) {
+          if (q[k] !== null) assert.match(q[k], PRICE, `${transport} ${q.symbol}.${k}`);
+        }
+      }
+      assert.equal(seen.regressions, 0, 'never an older quote after a newer one');
+      const live = seen.statuses.filter((s) => s.connection === 'live');
+      assert.ok(live.length > 0, 'reported live');
+      assert.equal(live.at(-1).transport, transport);
+      assert.equal(live.at(-1).feed.complete, true);
+      assert.ok(seen.bytes > 0 && seen.requests > 0);
+    } finally {
+      handle.close();
+    }
+  });
+}
+
+test('subscribe and unsubscribe change what arrives', async () => {
+  const { handle, seen } = watch({ transport: 'ws' });
+  try {
+    await waitFor('ticks', () => ({ done: seen.ticks >= 3, seen: seen.ticks }));
+    const dir = await getJson('/v1/symbols');
+    const extra = dir.symbols.map((d) => d.symbol).find((s) => !symbols.includes(s));
+    handle.subscribe([extra, 'NOSUCHSYM']);
+    await waitFor(`${extra} to arrive`, () => ({ done: seen.latest.has(extra), seen: [...seen.latest.keys()] }));
+    await waitFor('NOSUCHSYM reported unknown', () => ({ done: seen.unknown.includes('NOSUCHSYM'), seen: seen.unknown }));
+    handle.unsubscribe(symbols);
+    await sleep(300);
+    const mark = seen.quotes.length;
+    await sleep(1500);
+    const after = seen.quotes.slice(mark).map(({ q }) => q.symbol);
+    assert.ok(after.every((s) => s === extra), `only ${extra} after unsubscribing: ${after}`);
+    assert.deepEqual(handle.symbols, [extra, 'NOSUCHSYM']);
+  } finally {
+    handle.close();
+  }
+});
+
+/** A WebSocket that always dials a port where nothing listens: a real refusal. */
+async function refusedWebSocket() {
+  const dead = await freeTcpPort();
+  return class RefusedWebSocket extends WebSocket {
+    constructor(url, protocols) {
+      const u = new URL(url);
+      u.port = String(dead);
+      super(u.toString(), protocols);
+    }
+  };
+}
+
+test('auto falls back to SSE when WebSocket is refused', async () => {
+  const { handle, seen } = watch({ transport: 'auto', WebSocket: await refusedWebSocket() });
+  try {
+    await waitFor('ticks over SSE', () => ({ done: seen.ticks >= 3 && handle.transport === 'sse', seen: { t: handle.transport, ticks: seen.ticks } }));
+    assert.equal(seen.statuses.filter((s) => s.connection === 'live').at(-1).transport, 'sse');
+  } finally {
+    handle.close();
+  }
+});
+
+test('auto falls back to long polling when WebSocket and SSE are refused', async () => {
+  const dead = await freeTcpPort();
+  // Requests for the stream go to a port where nothing listens.
+  const refusingStreams = (url, init) => {
+    const u = new URL(url);
+    if (u.pathname.endsWith('/v1/stream')) u.port = String(dead);
+    return fetch(u.toString(), init);
+  };
+  const { handle, seen } = watch({ transport: 'auto', WebSocket: await refusedWebSocket(), fetch: refusingStreams });
+  try {
+    await waitFor('ticks over long poll', () => ({ done: seen.ticks >= 3 && handle.transport === 'poll', seen: { t: handle.transport, ticks: seen.ticks } }));
+  } finally {
+    handle.close();
+  }
+});
+
+test('every transport resumes after the relay is killed and restarted, missing nothing', async () => {
+  const clients = TRANSPORTS.map((transport) => ({ transport, ...watch({ transport, pollIntervalMs: 300 }) }));
+  try {
+    await waitFor('every client ticking', () => ({
+      done: clients.every((c) => c.seen.ticks >= 2),
+      seen: clients.map((c) => [c.transport, c.seen.ticks]),
+    }));
+    const session = clients[0].handle.cursor.session;
+    await killRelay();
+    await waitFor('every client to notice', () => ({
+      done: clients.every((c) => ['reconnecting', 'disconnected'].includes(c.seen.statuses.at(-1).connection)),
+      seen: clients.map((c) => [c.transport, c.seen.statuses.at(-1).connection]),
+    }));
+    const ticksBefore = clients.map((c) => c.seen.ticks);
+    await sleep(1000); // the feed moves on while the relay is down
+    await startRelay();
+    await waitFor('every client live and ticking again', () => ({
+      done: clients.every((c, i) => c.seen.statuses.at(-1).connection === 'live' && c.seen.ticks > ticksBefore[i]),
+      seen: clients.map((c) => [c.transport, c.seen.statuses.at(-1).connection, c.seen.ticks]),
+    }), 40000);
+    for (const c of clients) {
+      assert.equal(c.handle.cursor.session, session, `${c.transport}: same feed session, resumed`);
+      assert.equal(c.seen.regressions, 0, `${c.transport}: never an older quote after a newer one`);
+    }
+    // Stop the feed; then every client must hold exactly the relay's state.
+    sim.kill('SIGTERM');
+    await sleep(500);
+    await waitFor('every client to hold the relay\'s final state', async () => {
+      const snap = await getJson('/v1/snapshot?symbols=' + symbols.join(','));
+      const want = new Map(snap.quotes.map((q) => [q.symbol, q]));
+      const wrong = [];
+      for (const c of clients) {
+        for (const sym of symbols) {
+          const got = c.seen.latest.get(sym);
+          const w = want.get(sym);
+          const same = got && ['seq', 'bid', 'ask', 'last', 'volume', 'bid_size', 'ask_size'].every((k) => String(got[k]) === String(w[k]));
+          if (!same) wrong.push(`${c.transport}/${sym}: ${got && got.seq} vs ${w.seq}`);
+        }
+      }
+      return { done: wrong.length === 0, seen: wrong.slice(0, 6) };
+    }, 20000);
+  } finally {
+    for (const c of clients) c.handle.close();
+  }
+});

@@ -1,0 +1,119 @@
+// Type declarations for tickrelay.js (SPEC §12).
+
+/** A quote as the client hands it out: the wire's JSON shape (SPEC §4),
+ *  prices as exact decimal strings ("189.1200") or null. */
+export interface Quote {
+  symbol: string;
+  /** Feed sequence of the message that last changed this symbol. */
+  seq: number;
+  bid: string | null;
+  ask: string | null;
+  bid_size: number | null;
+  ask_size: number | null;
+  last: string | null;
+  last_size: number | null;
+  volume: number | null;
+  prev_close: string | null;
+  /** Exchange timestamp, ns since the Unix epoch (as a Number: ~0.25 µs precision). */
+  ts: number | null;
+  /** The feed session the quote belongs to. */
+  session: string;
+}
+
+export interface QuoteInfo {
+  /** Initial or catch-up state (REST or a stream's snapshot), not a fresh tick. */
+  snapshot: boolean;
+  /** Came from the REST snapshot. */
+  rest: boolean;
+  transport: TransportName;
+  session: string;
+}
+
+export type TransportName = "ws" | "ws-msgpack" | "sse" | "poll" | "snapshot";
+
+export interface FeedStatus {
+  status: "live" | "stale" | "recovering";
+  session: string | null;
+  /** false while the relay rebuilds state: any symbol may be missing a change. */
+  complete: boolean;
+  lost: number;
+  incomplete: number;
+}
+
+export interface Status {
+  connection: "connecting" | "live" | "reconnecting" | "disconnected" | "idle" | "closed";
+  transport: TransportName;
+  feed: FeedStatus;
+  complete: boolean;
+  lost: number;
+  incomplete: number;
+  /** The resume cursor: session and seq of the last envelope. */
+  session: string | null;
+  seq: number | null;
+  /** Time until the next attempt while reconnecting. */
+  retryInMs: number | null;
+  reason: string;
+}
+
+export interface ConnectOptions {
+  symbols?: string[];
+  transport?: "auto" | TransportName;
+  token?: string;
+  /** Ask the relay to gather changes for up to this long per frame (0–1000). */
+  batchMs?: number;
+  /** Short polling interval, ms (default 1000). */
+  pollIntervalMs?: number;
+  /** Long-poll hold time asked of the relay, ms (default 25000). */
+  pollTimeoutMs?: number;
+  /** `auto`: failed attempts before falling back to the next transport (default 1). */
+  fallbackAfter?: number;
+  onQuote?: (quote: Quote, info: QuoteInfo) => void;
+  onStatus?: (status: Status) => void;
+  /** Symbols the relay does not know; they are no longer asked for until subscribed again. */
+  onUnknown?: (symbols: string[]) => void;
+  onNotice?: (text: string, isError: boolean) => void;
+  /** Bytes received and requests sent, as they happen. */
+  onTraffic?: (bytes: number, requests: number) => void;
+  /** A WebSocket implementation (Node 20 without --experimental-websocket). */
+  WebSocket?: unknown;
+  fetch?: typeof fetch;
+}
+
+export interface Handle {
+  subscribe(symbols: string[] | string): void;
+  unsubscribe(symbols: string[] | string): void;
+  close(): void;
+  /** Retry now if waiting in backoff. */
+  kick(): void;
+  /** The transport in use (with "auto", the one it settled on). */
+  readonly transport: TransportName;
+  readonly cursor: { session: string; seq: number } | null;
+  readonly symbols: string[];
+}
+
+export function connect(baseUrl: string, options?: ConnectOptions): Handle;
+
+export const TRANSPORTS: TransportName[];
+export const PRICE_SCALE: number;
+/** "189.12" → 1891200 (ten-thousandths), or null. */
+export function parseDecimal(s: string): number | null;
+/** 1891200 → "189.1200". */
+export function ticksToDecimal(ticks: number | bigint | null): string | null;
+/** 1891200 → "189.12"; 1891234 → "189.1234". */
+export function formatTicks(ticks: number | null): string;
+/** "189.1200" → "189.12". */
+export function formatPrice(price: string | null): string;
+/** -1, 0 or 1; null sorts first. */
+export function comparePrices(a: string | null, b: string | null): number;
+/** a − b as a decimal string. */
+export function priceDifference(a: string | null, b: string | null): string | null;
+/** (a − b) / b in percent, as text with `digits` decimals. */
+export function percentChange(a: string | null, b: string | null, digits?: number): string | null;
+export function toNum(v: unknown): number | null;
+export function normaliseQuote(raw: Record<string, unknown>, rawInts?: boolean): Omit<Quote, "session">;
+export function decodeMsgpack(bytes: Uint8Array | ArrayBuffer | ArrayBufferView): unknown;
+export function backoff(attempt: number): number;
+export class HttpError extends Error {
+  status: number;
+  code: string;
+}

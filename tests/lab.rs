@@ -1,0 +1,193 @@
+//! `tickrelay lab` end to end: the real relay and the real feed-simulator on
+//! loopback, the lab's short run over every transport. Checks that every row
+//! is there and that its numbers agree with what each transport is — never
+//! how fast anything is.
+
+mod harness;
+
+use std::process::{Command, Stdio};
+
+use tickrelay::lab::{LabReport, Row};
+
+const TRANSPORTS: [&str; 6] = [
+    "short-poll",
+    "long-poll",
+    "sse",
+    "ws",
+    "ws-msgpack",
+    "ws-batch16",
+];
+
+fn row<'a>(r: &'a LabReport, id: &str) -> &'a Row {
+    r.rows
+        .iter()
+        .find(|row| row.transport == id)
+        .unwrap_or_else(|| panic!("no {id} row in {r:?}"))
+}
+
+#[test]
+fn lab_measures_every_transport_on_the_same_watchlists() {
+    let group = harness::unique_group();
+    let relay = harness::Relay::start(&["--feed-a".into(), group.to_string()]);
+    let group_arg = group.to_string();
+    let mut sim = harness::spawn_simulator(&[
+        "--group",
+        &group_arg,
+        "--symbols",
+        "100",
+        "--rate",
+        "2000",
+        "--duration",
+        "120",
+    ]);
+    relay.wait_ready();
+    harness::http_get(&relay.base, "/v1/symbols", &[]);
+
+    let html = std::env::temp_dir().join(format!("tickrelay-lab-{}.html", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+        .args(["lab", "--url", &relay.base, "--clients", "8"])
+        .args(["--symbols-per-client", "5", "--duration", "3"])
+        .args(["--server-pid", &relay.child.id().to_string(), "--json"])
+        .arg("--html")
+        .arg(&html)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run tickrelay lab");
+    let _ = sim.kill();
+    let _ = sim.wait();
+    assert!(
+        out.status.success(),
+        "tickrelay lab failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: LabReport = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    // The JSON shape SPEC §11 names, field by field.
+    let raw: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "transport",
+        "deliveries_per_s",
+        "staleness_p50_ms",
+        "staleness_p99_ms",
+        "bytes_per_update",
+        "requests_per_min",
+        "cpu_us_per_update",
+        "memory_per_client_bytes",
+    ] {
+        assert!(
+            raw["rows"][0].get(key).is_some(),
+            "rows[0] lacks {key}: {raw}"
+        );
+    }
+
+    let ids: Vec<&str> = r.rows.iter().map(|row| row.transport.as_str()).collect();
+    assert_eq!(ids, TRANSPORTS, "one row per transport, in order");
+    for row in &r.rows {
+        let t = &row.transport;
+        assert_eq!(row.clients, 8, "{t}: every client connected: {row:?}");
+        assert!(row.errors.is_empty(), "{t}: errors {:?}", row.errors);
+        assert!(
+            row.deliveries > 0 && row.deliveries_per_s > 0.0,
+            "{t}: nothing delivered: {row:?}"
+        );
+        let expect = row.deliveries as f64 / row.seconds / row.clients as f64;
+        assert!(
+            (row.deliveries_per_s - expect).abs() < 1e-6 * expect.max(1.0),
+            "{t}: {row:?}"
+        );
+        assert!(row.staleness_samples > 0, "{t}: no staleness samples");
+        assert!(row.staleness_p50_ms <= row.staleness_p99_ms, "{t}: {row:?}");
+        // Counted at the socket: every update costs at least some bytes read.
+        let bpu = row.bytes_per_update.expect("bytes per update");
+        assert!(bpu > 0.0 && row.rx_bytes > 0, "{t}: {row:?}");
+        assert!(
+            (bpu - (row.rx_bytes + row.tx_bytes) as f64 / row.deliveries as f64).abs() < 1e-6 * bpu,
+            "{t}: {row:?}"
+        );
+        assert!(
+            row.cpu_us_per_update.is_some(),
+            "{t}: CPU with --server-pid"
+        );
+        assert!(
+            row.memory_per_client_bytes.is_some(),
+            "{t}: memory with --server-pid"
+        );
+    }
+
+    // Short polling once a second: the view is on average half a second old,
+    // so its p99 is at least half the interval; it asks about once a second.
+    let short = row(&r, "short-poll");
+    assert!(
+        short.staleness_p99_ms >= 500.0,
+        "short poll staleness {short:?}"
+    );
+    assert!(
+        short.requests_per_min > 0.0 && short.requests_per_min <= 90.0,
+        "{short:?}"
+    );
+    // Every long-poll answer carries a request and HTTP headers; SSE only framing.
+    let long = row(&r, "long-poll");
+    let sse = row(&r, "sse");
+    assert!(
+        long.bytes_per_update.unwrap() > sse.bytes_per_update.unwrap(),
+        "long poll {long:?} vs SSE {sse:?}"
+    );
+    assert!(long.requests_per_min > 0.0 && long.tx_bytes > 0, "{long:?}");
+    // Streams ask nothing after they connect.
+    for id in ["sse", "ws", "ws-msgpack", "ws-batch16"] {
+        assert_eq!(row(&r, id).requests_per_min, 0.0, "{id}: {:?}", row(&r, id));
+    }
+
+    let page = std::fs::read_to_string(&html).expect("the --html file");
+    let _ = std::fs::remove_file(&html);
+    assert!(page.contains("<svg"), "plots as inline SVG");
+    for row in &r.rows {
+        assert!(page.contains(&row.label), "{} in the HTML", row.label);
+    }
+}
+
+#[test]
+fn demo_lab_runs_the_lab_on_the_embedded_feed_and_exits() {
+    let group = harness::unique_group().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+        .args([
+            "demo",
+            "--lab",
+            "--feed-a",
+            &group,
+            "--symbols",
+            "50",
+            "--rate",
+            "1000",
+        ])
+        .args([
+            "--lab-duration",
+            "1",
+            "--lab-clients",
+            "3",
+            "--lab-symbols-per-client",
+            "3",
+        ])
+        .args(["--lab-json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run tickrelay demo --lab");
+    assert!(
+        out.status.success(),
+        "demo --lab failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: LabReport = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let ids: Vec<&str> = r.rows.iter().map(|row| row.transport.as_str()).collect();
+    assert_eq!(ids, TRANSPORTS);
+    for row in &r.rows {
+        assert!(row.deliveries > 0, "{}: {row:?}", row.transport);
+        assert!(
+            row.cpu_us_per_update.is_some(),
+            "the demo's pid is measured"
+        );
+    }
+}
