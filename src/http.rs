@@ -294,18 +294,49 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/symbols", get(transport::snapshot::symbols))
-        .route("/v1/snapshot", get(transport::snapshot::snapshot))
-        .route(
-            "/v1/snapshot/{symbol}",
-            get(transport::snapshot::snapshot_one),
+        .merge(
+            // Request/response transports carry no events: the feed's status
+            // rides on every answer instead (docs/PROTOCOL.md).
+            Router::new()
+                .route("/v1/snapshot", get(transport::snapshot::snapshot))
+                .route(
+                    "/v1/snapshot/{symbol}",
+                    get(transport::snapshot::snapshot_one),
+                )
+                .route("/v1/poll", get(transport::poll::handler))
+                .route_layer(middleware::map_response_with_state(
+                    state.clone(),
+                    feed_header,
+                )),
         )
-        .route("/v1/poll", get(transport::poll::handler))
         .route("/v1/stream", get(transport::sse::handler))
         .route("/v1/ws", get(transport::ws::handler))
         .fallback(not_found)
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
+}
+
+/// The header that carries the feed's status on snapshot and poll answers.
+pub const FEED_HEADER: &str = "tickrelay-feed";
+
+/// `tickrelay-feed: status=live; session=S…; complete=true; lost=0; incomplete=0`
+/// on every snapshot and poll answer: the `feed` event of the request/response
+/// transports.
+async fn feed_header(State(state): State<AppState>, mut res: Response) -> Response {
+    let feed = *state.feed.borrow();
+    let value = format!(
+        "status={}; session={}; complete={}; lost={}; incomplete={}",
+        feed.status.as_str(),
+        feed.session.as_str(),
+        feed.complete,
+        feed.lost,
+        feed.incomplete
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+        res.headers_mut().insert(FEED_HEADER, v);
+    }
+    res
 }
 
 /// Counts every request by route pattern and status, and times it.

@@ -178,6 +178,9 @@ pub struct Table {
     last_seq: AtomicU64,
     /// Bumped on every reset, so caches keyed by `seq` can tell sessions apart.
     epoch: AtomicU64,
+    /// Bumped when a recovery begins and when it completes (0 until then):
+    /// recovered state can change a symbol without moving its `seq`.
+    recovery: AtomicU64,
 }
 
 impl Default for Table {
@@ -198,6 +201,7 @@ impl Table {
             session: RwLock::new(Session::default()),
             last_seq: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
+            recovery: AtomicU64::new(0),
         }
     }
 
@@ -393,6 +397,7 @@ impl Table {
         self.symbols.store(0, Ordering::Relaxed);
         *self.session.write() = session;
         self.last_seq.store(0, Ordering::Release);
+        self.recovery.store(0, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -404,6 +409,16 @@ impl Table {
     /// The feed sequence of the last applied message.
     pub fn last_seq(&self) -> u64 {
         self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// A recovery began or completed. Writer only.
+    pub fn bump_recovery(&self) {
+        self.recovery.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many times a recovery began or completed this session.
+    pub fn recovery_generation(&self) -> u64 {
+        self.recovery.load(Ordering::Acquire)
     }
 
     /// How many times the table was reset (one per feed session).

@@ -196,6 +196,18 @@ fn a_gap_is_counted_and_the_relay_moves_on() {
     assert_eq!(body["status"], "recovering", "{body}");
     assert_eq!(body["lost_messages"].as_f64(), Some(lost), "{body}");
     assert!(body["incomplete_symbols"].as_u64() > Some(0), "{body}");
+    // Short and long polls carry the same news in a header.
+    for path in ["/v1/snapshot", "/v1/poll?timeout_ms=10"] {
+        let r = relay.get(path);
+        let feed = r.header("tickrelay-feed").unwrap_or_default().to_owned();
+        assert!(
+            feed.contains("status=recovering")
+                && feed.contains("session=SPINEGAP")
+                && feed.contains("complete=false")
+                && feed.contains(&format!("lost={}", lost as u64)),
+            "{path}: tickrelay-feed: {feed}"
+        );
+    }
 }
 
 #[test]

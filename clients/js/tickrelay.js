@@ -892,7 +892,32 @@ class Client {
     const res = await this.fetch(this.url(path), { signal, headers: this.headers(headers), cache: 'no-store' });
     const text = await res.text();
     this.traffic(text.length, 0);
+    const feed = res.headers.get('tickrelay-feed');
+    if (feed) this.feedFromHeader(feed);
     return { status: res.status, ok: res.ok, headers: res.headers, text };
+  }
+
+  /**
+   * Snapshot and poll answers carry the feed's status in a header
+   * (`status=…; session=…; complete=…; lost=…; incomplete=…`): the `feed`
+   * event of the request/response transports. Applied when it changed.
+   */
+  feedFromHeader(value) {
+    const d = {};
+    for (const part of String(value).split(';')) {
+      const i = part.indexOf('=');
+      if (i > 0) d[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+    }
+    const next = {
+      status: d.status,
+      complete: d.complete !== 'false',
+      lost: toNum(d.lost) ?? 0,
+      incomplete: toNum(d.incomplete) ?? 0,
+    };
+    const f = this.feed;
+    if (next.status === f.status && next.complete === f.complete && next.lost === f.lost && next.incomplete === f.incomplete) return;
+    // The session is the envelopes' business on these transports.
+    this.onFeed(next);
   }
 
   batchParam() {

@@ -522,6 +522,7 @@ impl<L: ChangeListener> Applier<L> {
             "feed state incomplete: recovering"
         );
         r.recovered.clear();
+        self.table.bump_recovery();
         r.need = Some(Need {
             since: Instant::now(),
             promise,
@@ -552,6 +553,7 @@ impl<L: ChangeListener> Applier<L> {
             "feed state complete"
         );
         self.metrics.recoveries.inc();
+        self.table.bump_recovery();
         self.session_changed = true;
     }
 

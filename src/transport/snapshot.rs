@@ -133,7 +133,13 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
 
 fn respond(table: &Table, locates: &[Locate], headers: &HeaderMap) -> Response {
     let newest = locates.iter().map(|&l| table.seq_of(l)).max().unwrap_or(0);
-    let etag = format!("\"{}:{}\"", table.session(), newest);
+    // A recovered half can change a symbol without moving its `seq`: once a
+    // session has had a recovery, its generation joins the tag, so every
+    // client refetches when one begins and when it completes.
+    let etag = match table.recovery_generation() {
+        0 => format!("\"{}:{}\"", table.session(), newest),
+        g => format!("\"{}:{}:r{}\"", table.session(), newest, g),
+    };
     let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
     let cache = (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if etag_matches(headers, &etag) {
