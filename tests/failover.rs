@@ -32,22 +32,6 @@ const STALL_BOUND: Duration = Duration::from_secs(6);
 const CLIENTS_PER_TRANSPORT: usize = 100;
 const SYMBOLS_PER_CLIENT: usize = 5;
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn haproxy_bin() -> Option<PathBuf> {
     [
         "/usr/sbin/haproxy",
@@ -426,8 +410,8 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
         "haproxy is not installed: `bash scripts/test.sh` installs it (apt-get install haproxy)",
     );
     let group = harness::unique_group();
-    let retransmit = format!("127.0.0.1:{}", free_udp_port());
-    let ports: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
+    let retransmit = format!("127.0.0.1:{}", harness::free_udp_port());
+    let ports: Vec<u16> = (0..3).map(|_| harness::free_tcp_port()).collect();
     let relay_args = |_: usize| -> Vec<String> {
         [
             "--feed-a",
@@ -450,8 +434,8 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
         .collect();
 
     // The balancer: deploy/haproxy.cfg with this test's ports.
-    let lb_port = free_tcp_port();
-    let stats_port = free_tcp_port();
+    let lb_port = harness::free_tcp_port();
+    let stats_port = harness::free_tcp_port();
     let cfg = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy.cfg"))
         .unwrap()
         .replace("127.0.0.1:8000", &format!("127.0.0.1:{lb_port}"))

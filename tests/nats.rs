@@ -32,28 +32,6 @@ fn nats_server_path() -> PathBuf {
     PathBuf::from("/usr/sbin/nats-server")
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tickrelay-nats-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
 /// A JetStream-enabled `nats-server` on loopback, killed on drop.
 struct NatsServer {
     child: Option<Child>,
@@ -63,12 +41,12 @@ struct NatsServer {
 
 impl NatsServer {
     fn start(name: &str) -> NatsServer {
-        let store = scratch(&format!("js-{name}"));
+        let store = harness::scratch(&format!("js-{name}"));
         let _ = std::fs::remove_dir_all(&store);
         std::fs::create_dir_all(&store).unwrap();
         let mut s = NatsServer {
             child: None,
-            port: free_tcp_port(),
+            port: harness::free_tcp_port(),
             store,
         };
         s.spawn();
@@ -221,21 +199,6 @@ fn simulator(group: &str, retransmit: &str, session: &str, secs: u32, final_path
     ])
 }
 
-fn wait_sim(mut sim: Child, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = sim.try_wait().unwrap() {
-            assert!(status.success(), "feed-simulator failed: {status}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = sim.kill();
-            panic!("feed-simulator did not finish in {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn get_json(base: &str, path: &str) -> (u16, Value) {
     let r = harness::http_get(base, path, &[]);
     (
@@ -290,12 +253,12 @@ const NATS_PACKETS: &str = "tickrelay_feed_packets_received_total{line=\"nats\"}
 fn a_relay_fed_only_through_nats_ends_equal_to_the_feed() {
     let nats = NatsServer::start("only");
     let group = harness::unique_group().to_string();
-    let server = format!("127.0.0.1:{}", free_udp_port());
-    let final_path = scratch("only.json");
+    let server = format!("127.0.0.1:{}", harness::free_udp_port());
+    let final_path = harness::scratch("only.json");
     let bridge = bridge(&group, &server, &nats, "ONLY");
     let relay = nats_relay(&nats, "ONLY");
     let sim = simulator(&group, &server, "NATSONLY", 5, &final_path);
-    wait_sim(sim, Duration::from_secs(30));
+    harness::wait_sim(sim, Duration::from_secs(30));
     assert_equals_final_state(&relay, &final_path);
     assert!(m(&relay, NATS_PACKETS) > 0.0);
     assert_eq!(m(&relay, "tickrelay_feed_lost_messages_total"), 0.0);
@@ -314,8 +277,8 @@ fn a_relay_fed_only_through_nats_ends_equal_to_the_feed() {
 fn a_relay_restarted_mid_run_catches_up_from_the_stream() {
     let nats = NatsServer::start("restart-relay");
     let group = harness::unique_group().to_string();
-    let server = format!("127.0.0.1:{}", free_udp_port());
-    let final_path = scratch("restart-relay.json");
+    let server = format!("127.0.0.1:{}", harness::free_udp_port());
+    let final_path = harness::scratch("restart-relay.json");
     let _bridge = bridge(&group, &server, &nats, "RELAYR");
     let mut first = nats_relay(&nats, "RELAYR");
     let sim = simulator(&group, &server, "RELAYRST", 8, &final_path);
@@ -328,7 +291,7 @@ fn a_relay_restarted_mid_run_catches_up_from_the_stream() {
     let _ = first.child.wait();
     std::thread::sleep(Duration::from_millis(500));
     let second = nats_relay(&nats, "RELAYR");
-    wait_sim(sim, Duration::from_secs(30));
+    harness::wait_sim(sim, Duration::from_secs(30));
     assert_equals_final_state(&second, &final_path);
     // It replayed the session from its start: nothing to recover.
     assert_eq!(m(&second, "tickrelay_feed_lost_messages_total"), 0.0);
@@ -340,8 +303,8 @@ fn a_relay_restarted_mid_run_catches_up_from_the_stream() {
 fn a_nats_server_restart_loses_nothing_the_stream_stored() {
     let mut nats = NatsServer::start("restart-server");
     let group = harness::unique_group().to_string();
-    let server = format!("127.0.0.1:{}", free_udp_port());
-    let final_path = scratch("restart-server.json");
+    let server = format!("127.0.0.1:{}", harness::free_udp_port());
+    let final_path = harness::scratch("restart-server.json");
     let bridge = bridge(&group, &server, &nats, "SRVR");
     let relay = nats_relay(&nats, "SRVR");
     let sim = simulator(&group, &server, "SRVRST", 9, &final_path);
@@ -352,7 +315,7 @@ fn a_nats_server_restart_loses_nothing_the_stream_stored() {
         "the relay reads the stream before the restart"
     );
     nats.restart(Duration::from_secs(1));
-    wait_sim(sim, Duration::from_secs(30));
+    harness::wait_sim(sim, Duration::from_secs(30));
     assert_equals_final_state(&relay, &final_path);
     assert_eq!(m(&relay, "tickrelay_feed_lost_messages_total"), 0.0);
     assert!(
@@ -376,12 +339,12 @@ fn a_nats_server_restart_loses_nothing_the_stream_stored() {
 fn two_bridges_on_one_feed_store_each_packet_once() {
     let nats = NatsServer::start("dedupe");
     let group = harness::unique_group().to_string();
-    let server = format!("127.0.0.1:{}", free_udp_port());
-    let final_path = scratch("dedupe.json");
+    let server = format!("127.0.0.1:{}", harness::free_udp_port());
+    let final_path = harness::scratch("dedupe.json");
     let one = bridge(&group, &server, &nats, "DEDUPE");
     let two = bridge(&group, &server, &nats, "DEDUPE");
     let sim = simulator(&group, &server, "DEDUPE", 4, &final_path);
-    wait_sim(sim, Duration::from_secs(30));
+    harness::wait_sim(sim, Duration::from_secs(30));
     // A relay that reads the stored stream afterwards sees every data
     // message exactly once.
     let relay = nats_relay(&nats, "DEDUPE");

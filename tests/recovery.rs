@@ -17,20 +17,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tickrelay-recovery-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
 fn get_json(base: &str, path: &str) -> (u16, Value) {
     let r = harness::http_get(base, path, &[]);
     let v = serde_json::from_str(&r.body).unwrap_or(Value::Null);
@@ -44,22 +30,6 @@ fn by_symbol(snapshot: &Value) -> HashMap<String, Value> {
         .iter()
         .map(|q| (q["symbol"].as_str().unwrap().to_owned(), q.clone()))
         .collect()
-}
-
-/// Waits for the simulator to exit (it is bounded by `--duration`).
-fn wait_sim(mut sim: Child, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = sim.try_wait().unwrap() {
-            assert!(status.success(), "feed-simulator failed: {status}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = sim.kill();
-            panic!("feed-simulator did not finish in {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Checks the relay's final snapshot against the simulator's final state,
@@ -193,8 +163,8 @@ fn relay(args: &[&str]) -> harness::Relay {
 #[test]
 fn a_late_joiner_rebuilds_the_whole_history_from_retransmission() {
     let group = harness::unique_group();
-    let server = format!("127.0.0.1:{}", free_udp_port());
-    let final_path = scratch("late-history.json");
+    let server = format!("127.0.0.1:{}", harness::free_udp_port());
+    let final_path = harness::scratch("late-history.json");
     let witness = relay(&["--feed-a", &group.to_string()]);
     let sim = simulator(&[
         "--group",
@@ -220,7 +190,7 @@ fn a_late_joiner_rebuilds_the_whole_history_from_retransmission() {
     let took = watch_until_ready(&late, &witness, Duration::from_secs(20));
     eprintln!("late joiner ready from history in {took:?}");
     let t = Instant::now();
-    wait_sim(sim, Duration::from_secs(30));
+    harness::wait_sim(sim, Duration::from_secs(30));
     eprintln!("simulator done after {:?}", t.elapsed());
     assert_equals_final_state(&late, &final_path);
     eprintln!("final state after {:?}", t.elapsed());
@@ -242,7 +212,7 @@ fn a_late_joiner_rebuilds_the_whole_history_from_retransmission() {
 fn a_late_joiner_rebuilds_the_state_from_the_recovery_loop() {
     let group = harness::unique_group();
     let recovery = harness::unique_group();
-    let final_path = scratch("late-loop.json");
+    let final_path = harness::scratch("late-loop.json");
     let witness = relay(&["--feed-a", &group.to_string()]);
     let sim = simulator(&[
         "--group",
@@ -271,7 +241,7 @@ fn a_late_joiner_rebuilds_the_state_from_the_recovery_loop() {
         &recovery.to_string(),
     ]);
     watch_until_ready(&late, &witness, Duration::from_secs(20));
-    wait_sim(sim, Duration::from_secs(30));
+    harness::wait_sim(sim, Duration::from_secs(30));
     assert_equals_final_state(&late, &final_path);
     let m = late.metrics();
     assert!(harness::metric(&m, "tickrelay_feed_recovered_changes_total") > 0.0);
@@ -343,7 +313,7 @@ fn losses_on_both_lines_are_rebuilt_from_the_loop_and_told_to_clients() {
     let a = harness::unique_group();
     let b = harness::unique_group();
     let recovery = harness::unique_group();
-    let final_path = scratch("loss-loop.json");
+    let final_path = harness::scratch("loss-loop.json");
     let relay = relay(&[
         "--feed-a",
         &a.to_string(),
@@ -386,7 +356,7 @@ fn losses_on_both_lines_are_rebuilt_from_the_loop_and_told_to_clients() {
     let ws = Arc::new(Mutex::new(Vec::new()));
     sse_feed_events(&relay.base, sse.clone());
     ws_feed_events(&relay.base, ws.clone());
-    wait_sim(sim, Duration::from_secs(30));
+    harness::wait_sim(sim, Duration::from_secs(30));
     assert_equals_final_state(&relay, &final_path);
     let m = relay.metrics();
     let lost = harness::metric(&m, "tickrelay_feed_lost_messages_total");

@@ -8,18 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn lost_packets_are_repaired_by_retransmission() {
     let group = harness::unique_group();
-    let server = format!("127.0.0.1:{}", free_udp_port());
+    let server = format!("127.0.0.1:{}", harness::free_udp_port());
     let relay = harness::Relay::start(&[
         "--feed-a".into(),
         group.to_string(),

@@ -210,8 +210,15 @@ fn a_gap_is_counted_and_the_relay_moves_on() {
     }
     // A recovered half may change a symbol without moving its seq: once a
     // recovery began, the short-poll tag says so.
-    let etag = relay.get("/v1/snapshot").header("etag").unwrap_or_default().to_owned();
-    assert!(etag.starts_with("\"SPINEGAP:") && etag.ends_with(":r1\""), "{etag}");
+    let etag = relay
+        .get("/v1/snapshot")
+        .header("etag")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        etag.starts_with("\"SPINEGAP:") && etag.ends_with(":r1\""),
+        "{etag}"
+    );
 }
 
 #[test]

@@ -352,3 +352,45 @@ pub fn assert_final_quote(got: &serde_json::Value, want: &serde_json::Value, sym
         assert_eq!(got[field], want[field], "{symbol}.{field}");
     }
 }
+
+/// A UDP port free on 127.0.0.1 right now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A file path in this test process's scratch directory.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tickrelay-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Waits for a simulator bounded by `--duration` or `--count` to exit
+/// successfully.
+pub fn wait_sim(mut sim: Child, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = sim.try_wait().unwrap() {
+            assert!(status.success(), "feed-simulator failed: {status}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = sim.kill();
+            panic!("feed-simulator did not finish in {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
