@@ -125,7 +125,7 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// A client error in the shape of SPEC §5: `{"error":{"code","message"}}`.
+/// A client error in the shape of docs/PROTOCOL.md ("Errors"): `{"error":{"code","message"}}`.
 #[derive(Debug)]
 pub struct ApiError {
     /// HTTP status.
@@ -388,7 +388,7 @@ pub fn status_code_name(status: StatusCode) -> &'static str {
     }
 }
 
-/// Makes every error response the JSON error shape of SPEC §5. Handlers
+/// Makes every error response the JSON error shape of docs/PROTOCOL.md. Handlers
 /// answer with [`ApiError`] already; what else fails — the router's 405 for
 /// a wrong method, a path, query or JSON extractor's rejection (plain text
 /// from the framework) — is rewritten here: same status and headers (a 405

@@ -1,7 +1,7 @@
 //! The lab behind `tickrelay lab`: the same watchlists over each transport
 //! in turn against a running relay — short poll (1 s), long poll, SSE,
 //! WebSocket JSON, WebSocket MessagePack, WebSocket with `batch_ms` 16 — and
-//! one table of what each costs and gives (SPEC §11).
+//! one table of what each costs and gives (README, "Which transport?").
 //!
 //! Each row is a [`crate::load`] run with a [`Tap`]: the load clients count
 //! the bytes that cross their sockets both ways (headers and framing

@@ -1,5 +1,5 @@
 //! Beyond one multicast domain: the feed carried through a NATS JetStream
-//! stream (SPEC §9, docs/ARCHITECTURE.md "NATS JetStream").
+//! stream (docs/SCALING.md, docs/ARCHITECTURE.md "NATS JetStream").
 //!
 //! Two halves, both tasks on the main runtime that talk to the ingest
 //! thread through bounded channels, so the ingest path never waits on NATS:

@@ -127,7 +127,7 @@ pub struct SymbolInfo {
     pub prev_close: Price,
 }
 
-/// The quote every transport sends: one shape, shared by all (SPEC §4).
+/// The quote every transport sends: one shape, shared by all (docs/PROTOCOL.md, "The quote").
 /// Prices are decimal strings in JSON and fixed-point integers in MessagePack.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quote {

@@ -20,7 +20,7 @@ import { Compare } from './compare.js';
 
 const $ = (sel) => document.querySelector(sel);
 const pageParams = new URLSearchParams(location.search);
-const token = pageParams.get('token'); // optional bearer token (SPEC §6)
+const token = pageParams.get('token'); // optional bearer token (docs/PROTOCOL.md, "Authentication")
 const SYMBOL_RE = /^[A-Z0-9.\-/_^*]{1,16}$/; // the server's ticker syntax
 const MAX_WATCH = 500; // well under the server's per-request limit (1024)
 const DEFAULT_WATCH = 20; // a screenful at 1280x800
@@ -118,7 +118,7 @@ class App {
     this.pollInterval = 1000;
     this.urlSymbols = pageParams.has('symbols');
 
-    // Test hooks (SPEC'd for automated browser tests); mutated in place.
+    // Test hooks (for automated browser tests); mutated in place.
     this.hooks = {
       transport: 'ws',
       updates: 0,

@@ -63,7 +63,7 @@ fn lab_measures_every_transport_on_the_same_watchlists() {
     );
     let r: LabReport = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-    // The JSON shape SPEC §11 names, field by field.
+    // The JSON shape `tickrelay lab --json` prints (README, "Which transport?"), field by field.
     let raw: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in [
         "transport",

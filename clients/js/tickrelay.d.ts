@@ -1,6 +1,6 @@
-// Type declarations for tickrelay.js (SPEC §12).
+// Type declarations for tickrelay.js (clients/js/README.md).
 
-/** A quote as the client hands it out: the wire's JSON shape (SPEC §4),
+/** A quote as the client hands it out: the wire's JSON shape (docs/PROTOCOL.md, "The quote"),
  *  prices as exact decimal strings ("189.1200") or null. */
 export interface Quote {
   symbol: string;

@@ -1,4 +1,4 @@
-/* tickrelay — the JavaScript client (SPEC §12).
+/* tickrelay — the JavaScript client (clients/js/README.md).
  *
  *   import { connect } from './tickrelay.js';
  *   const feed = connect('http://127.0.0.1:8080/', {
@@ -26,7 +26,7 @@
 
 // ---------------------------------------------------------------------------
 // Prices: exact decimals. On the wire, JSON carries decimal strings and
-// MessagePack fixed-point integers in 1/10,000 (SPEC §3). Internally a price
+// MessagePack fixed-point integers in 1/10,000 (docs/FEED.md). Internally a price
 // may be held as "ticks": integer ten-thousandths, exact as a Number up to
 // 2^53 ($900 billion).
 // ---------------------------------------------------------------------------
@@ -123,7 +123,7 @@ function wirePrice(v, rawInts) {
   return null;
 }
 
-/** A wire quote (SPEC §4, either encoding) → the quote this library hands out:
+/** A wire quote (docs/PROTOCOL.md, "The quote", either encoding) → the quote this library hands out:
  *  the JSON shape, prices as exact decimal strings. `ts` (ns since the epoch)
  *  exceeds 2^53, so as a Number it keeps about 0.25 µs. */
 export function normaliseQuote(r, rawInts = false) {
@@ -269,7 +269,7 @@ const cursorText = (c) => (c ? c.session + ':' + c.seq : '');
 const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** A relay error answer (SPEC §5: `{"error":{"code","message"}}`). */
+/** A relay error answer (docs/PROTOCOL.md, "Errors": `{"error":{"code","message"}}`). */
 export class HttpError extends Error {
   constructor(status, text) {
     let code = 'http_' + status;

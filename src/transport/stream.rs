@@ -360,7 +360,7 @@ pub fn sub_options(mode: Option<&str>, max_hz: Option<f64>) -> Result<SubOptions
     Ok(SubOptions::new(every, max_hz))
 }
 
-/// Longest `batch_ms` a client may ask for (SPEC §10).
+/// Longest `batch_ms` a client may ask for (docs/PROTOCOL.md, "Delivery modes").
 pub const MAX_BATCH_MS: u64 = 1000;
 
 /// `batch_ms` from the protocol, checked: 0–1000 ms, 0 meaning immediate.
