@@ -58,10 +58,11 @@ async fn serve_http(
         };
         // Small frames must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
-        // The kernel drops a peer that leaves written data unacknowledged (or
-        // its window shut) past the write timeout. Streams parked on a full
-        // socket cannot time themselves out: nothing polls them.
-        let _ = socket2::SockRef::from(&tcp).set_tcp_user_timeout(Some(write_timeout));
+        // The relay's own write timeout closes a slow client first — counted,
+        // logged, told (4008 / `event: error`). The kernel's, at twice that,
+        // is the backstop for a connection nothing polls any more: it drops a
+        // peer that leaves written data unacknowledged (or its window shut).
+        let _ = socket2::SockRef::from(&tcp).set_tcp_user_timeout(Some(write_timeout * 2));
         let cancel = cancel.clone();
         let app = app.clone();
         let http = http.clone();
