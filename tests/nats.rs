@@ -9,14 +9,10 @@
 
 mod harness;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 /// `nats-server`: on PATH, or where Debian puts it.
 fn nats_server_path() -> PathBuf {
@@ -124,34 +120,12 @@ impl Drop for NatsServer {
     }
 }
 
-/// `tickrelay COMMAND --http 127.0.0.1:0 ARGS`, waited for until it listens.
+/// `tickrelay COMMAND --http 127.0.0.1:0 ARGS`, never stale while a test
+/// inspects the end of a run; waited for until it listens.
 fn start(command: &str, args: &[&str]) -> harness::Relay {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
-        .arg(command)
-        .args(["--http", "127.0.0.1:0", "--interface", "127.0.0.1"])
-        .args(["--stale-after-ms", "60000"])
-        .args(args)
-        .env(
-            "RUST_LOG",
-            std::env::var("TEST_RELAY_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tickrelay");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("tickrelay exited before listening")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("tickrelay listening on ") {
-            break url.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    harness::Relay { child, base }
+    let mut all: Vec<String> = vec!["--stale-after-ms".into(), "60000".into()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    harness::Relay::start_command(command, &all)
 }
 
 fn bridge(group: &str, retransmit: &str, nats: &NatsServer, stream: &str) -> harness::Relay {
@@ -199,50 +173,6 @@ fn simulator(group: &str, retransmit: &str, session: &str, secs: u32, final_path
     ])
 }
 
-fn get_json(base: &str, path: &str) -> (u16, Value) {
-    let r = harness::http_get(base, path, &[]);
-    (
-        r.status,
-        serde_json::from_str(&r.body).unwrap_or(Value::Null),
-    )
-}
-
-/// The relay's snapshot, once it has applied the simulator's last message
-/// and says ready, equals the simulator's final state, symbol by symbol.
-fn assert_equals_final_state(relay: &harness::Relay, final_path: &Path) {
-    let summary: Value = serde_json::from_slice(&std::fs::read(final_path).unwrap()).unwrap();
-    let last = summary["next_seq"].as_u64().unwrap() - 1;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let snap = loop {
-        let (status, v) = get_json(&relay.base, "/v1/snapshot");
-        let (ready, _) = get_json(&relay.base, "/readyz");
-        if status == 200 && ready == 200 && v["seq"].as_u64() >= Some(last) {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "relay never whole at {last}: /readyz {ready}, snapshot seq {}",
-            v["seq"]
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let got: HashMap<String, Value> = snap["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| (q["symbol"].as_str().unwrap().to_owned(), q.clone()))
-        .collect();
-    let want = summary["quotes"].as_array().unwrap();
-    assert_eq!(got.len(), want.len(), "every symbol listed");
-    for w in want {
-        let sym = w["symbol"].as_str().unwrap();
-        let g = got
-            .get(sym)
-            .unwrap_or_else(|| panic!("{sym} missing from the relay"));
-        harness::assert_final_quote(g, w, sym);
-    }
-}
-
 fn m(relay: &harness::Relay, name: &str) -> f64 {
     harness::metric(&relay.metrics(), name)
 }
@@ -259,7 +189,7 @@ fn a_relay_fed_only_through_nats_ends_equal_to_the_feed() {
     let relay = nats_relay(&nats, "ONLY");
     let sim = simulator(&group, &server, "NATSONLY", 5, &final_path);
     harness::wait_sim(sim, Duration::from_secs(30));
-    assert_equals_final_state(&relay, &final_path);
+    harness::assert_equals_final_state(&relay, &final_path, false);
     assert!(m(&relay, NATS_PACKETS) > 0.0);
     assert_eq!(m(&relay, "tickrelay_feed_lost_messages_total"), 0.0);
     assert!(m(&bridge, "tickrelay_bridge_published_packets_total") > 0.0);
@@ -292,7 +222,7 @@ fn a_relay_restarted_mid_run_catches_up_from_the_stream() {
     std::thread::sleep(Duration::from_millis(500));
     let second = nats_relay(&nats, "RELAYR");
     harness::wait_sim(sim, Duration::from_secs(30));
-    assert_equals_final_state(&second, &final_path);
+    harness::assert_equals_final_state(&second, &final_path, false);
     // It replayed the session from its start: nothing to recover.
     assert_eq!(m(&second, "tickrelay_feed_lost_messages_total"), 0.0);
     assert_eq!(m(&second, "tickrelay_feed_recoveries_total"), 0.0);
@@ -316,7 +246,7 @@ fn a_nats_server_restart_loses_nothing_the_stream_stored() {
     );
     nats.restart(Duration::from_secs(1));
     harness::wait_sim(sim, Duration::from_secs(30));
-    assert_equals_final_state(&relay, &final_path);
+    harness::assert_equals_final_state(&relay, &final_path, false);
     assert_eq!(m(&relay, "tickrelay_feed_lost_messages_total"), 0.0);
     assert!(
         m(&relay, "tickrelay_nats_connects_total") >= 2.0,
@@ -348,7 +278,7 @@ fn two_bridges_on_one_feed_store_each_packet_once() {
     // A relay that reads the stored stream afterwards sees every data
     // message exactly once.
     let relay = nats_relay(&nats, "DEDUPE");
-    assert_equals_final_state(&relay, &final_path);
+    harness::assert_equals_final_state(&relay, &final_path, false);
     assert_eq!(
         m(&relay, "tickrelay_feed_duplicate_messages_total"),
         0.0,

@@ -8,7 +8,6 @@
 
 mod harness;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::Child;
@@ -16,61 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn get_json(base: &str, path: &str) -> (u16, Value) {
-    let r = harness::http_get(base, path, &[]);
-    let v = serde_json::from_str(&r.body).unwrap_or(Value::Null);
-    (r.status, v)
-}
-
-fn by_symbol(snapshot: &Value) -> HashMap<String, Value> {
-    snapshot["quotes"]
-        .as_array()
-        .expect("quotes")
-        .iter()
-        .map(|q| (q["symbol"].as_str().unwrap().to_owned(), q.clone()))
-        .collect()
-}
-
-/// Checks the relay's final snapshot against the simulator's final state,
-/// field by field, for every symbol.
-fn assert_equals_final_state(relay: &harness::Relay, final_path: &std::path::Path) {
-    let summary: Value = serde_json::from_slice(&std::fs::read(final_path).unwrap()).unwrap();
-    let last = summary["next_seq"].as_u64().unwrap() - 1;
-    relay.wait_seq(last);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let snap = loop {
-        let (status, v) = get_json(&relay.base, "/v1/snapshot");
-        let (ready, _) = get_json(&relay.base, "/readyz");
-        if status == 200 && ready == 200 && v["seq"].as_u64() >= Some(last) {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "relay never whole at {last}: /readyz {ready}, snapshot seq {}",
-            v["seq"]
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let got = by_symbol(&snap);
-    let want = summary["quotes"].as_array().unwrap();
-    assert_eq!(got.len(), want.len(), "every symbol listed");
-    for w in want {
-        let sym = w["symbol"].as_str().unwrap();
-        let g = got
-            .get(sym)
-            .unwrap_or_else(|| panic!("{sym} missing from the relay"));
-        if w["bid"].is_null() && w["last"].is_null() {
-            // Never quoted nor traded: its `seq` is only the sequence of a
-            // directory entry, which a recovery loop does not date.
-            assert_eq!(g["bid"], Value::Null, "{sym}.bid");
-            assert_eq!(g["last"], Value::Null, "{sym}.last");
-            assert_eq!(g["prev_close"], w["prev_close"], "{sym}.prev_close");
-            continue;
-        }
-        harness::assert_final_quote(g, w, sym);
-    }
-}
 
 /// Watches a late joiner until it first says ready, comparing it then with
 /// a witness relay that has run since the session began: every symbol the
@@ -84,27 +28,27 @@ fn watch_until_ready(
     let started = Instant::now();
     let mut saw_recovering = false;
     loop {
-        let (status, body) = get_json(&late.base, "/readyz");
+        let (status, body) = harness::get_json(&late.base, "/readyz");
         if status == 503 && body["status"] == "recovering" {
             saw_recovering = true;
         }
         if status == 200 {
             let took = started.elapsed();
-            let (_, mine) = get_json(&late.base, "/v1/snapshot");
+            let (_, mine) = harness::get_json(&late.base, "/v1/snapshot");
             let promised = mine["seq"].as_u64().unwrap();
             // The witness may be a little behind: wait until it has applied
             // at least as much as the late joiner promises.
             let theirs = loop {
-                let (_, theirs) = get_json(&witness.base, "/v1/snapshot");
+                let (_, theirs) = harness::get_json(&witness.base, "/v1/snapshot");
                 if theirs["seq"].as_u64() >= Some(promised) {
                     break theirs;
                 }
                 assert!(started.elapsed() < within, "the witness fell behind");
                 std::thread::sleep(Duration::from_millis(5));
             };
-            let mine = by_symbol(&mine);
+            let mine = harness::by_symbol(&mine);
             let mut compared = 0;
-            for (sym, w) in by_symbol(&theirs) {
+            for (sym, w) in harness::by_symbol(&theirs) {
                 if w["seq"].as_u64().unwrap() > promised {
                     continue;
                 }
@@ -116,7 +60,7 @@ fn watch_until_ready(
                 let never_ticked = w["bid"].is_null() && w["last"].is_null();
                 if never_ticked {
                     // Only a directory entry's sequence, which the loop
-                    // does not date (see assert_equals_final_state).
+                    // does not date (see harness::assert_equals_final_state).
                     assert_eq!(m["bid"], Value::Null, "{sym}");
                     assert_eq!(m["last"], Value::Null, "{sym}");
                 } else if m["seq"].as_u64().unwrap() <= promised {
@@ -192,7 +136,7 @@ fn a_late_joiner_rebuilds_the_whole_history_from_retransmission() {
     let t = Instant::now();
     harness::wait_sim(sim, Duration::from_secs(30));
     eprintln!("simulator done after {:?}", t.elapsed());
-    assert_equals_final_state(&late, &final_path);
+    harness::assert_equals_final_state(&late, &final_path, true);
     eprintln!("final state after {:?}", t.elapsed());
     let m = late.metrics();
     assert!(harness::metric(&m, "tickrelay_feed_backfill_requests_total") > 0.0);
@@ -242,7 +186,7 @@ fn a_late_joiner_rebuilds_the_state_from_the_recovery_loop() {
     ]);
     watch_until_ready(&late, &witness, Duration::from_secs(20));
     harness::wait_sim(sim, Duration::from_secs(30));
-    assert_equals_final_state(&late, &final_path);
+    harness::assert_equals_final_state(&late, &final_path, true);
     let m = late.metrics();
     assert!(harness::metric(&m, "tickrelay_feed_recovered_changes_total") > 0.0);
     assert!(
@@ -348,7 +292,7 @@ fn losses_on_both_lines_are_rebuilt_from_the_loop_and_told_to_clients() {
         final_path.to_str().unwrap(),
     ]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while get_json(&relay.base, "/v1/snapshot/AAPL").0 != 200 {
+    while harness::get_json(&relay.base, "/v1/snapshot/AAPL").0 != 200 {
         assert!(Instant::now() < deadline, "no directory");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -357,7 +301,7 @@ fn losses_on_both_lines_are_rebuilt_from_the_loop_and_told_to_clients() {
     sse_feed_events(&relay.base, sse.clone());
     ws_feed_events(&relay.base, ws.clone());
     harness::wait_sim(sim, Duration::from_secs(30));
-    assert_equals_final_state(&relay, &final_path);
+    harness::assert_equals_final_state(&relay, &final_path, true);
     let m = relay.metrics();
     let lost = harness::metric(&m, "tickrelay_feed_lost_messages_total");
     assert!(lost > 0.0, "5% on both lines loses some messages on both");

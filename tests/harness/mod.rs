@@ -34,8 +34,14 @@ pub struct Relay {
 impl Relay {
     /// Starts `tickrelay serve --http 127.0.0.1:0 ARGS` and waits for it to listen.
     pub fn start(args: &[String]) -> Relay {
+        Relay::start_command("serve", args)
+    }
+
+    /// Starts `tickrelay COMMAND --http 127.0.0.1:0 ARGS` (`serve`, `bridge`)
+    /// and waits for it to listen.
+    pub fn start_command(command: &str, args: &[String]) -> Relay {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
-            .arg("serve")
+            .arg(command)
             .args(["--http", "127.0.0.1:0", "--interface", "127.0.0.1"])
             .args(args)
             .env(
@@ -392,5 +398,65 @@ pub fn wait_sim(mut sim: Child, within: Duration) {
             panic!("feed-simulator did not finish in {within:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET path`: the status and the body as JSON (`Null` when it is not JSON).
+pub fn get_json(base: &str, path: &str) -> (u16, serde_json::Value) {
+    let r = http_get(base, path, &[]);
+    let v = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+    (r.status, v)
+}
+
+/// A snapshot's quotes by symbol.
+pub fn by_symbol(
+    snapshot: &serde_json::Value,
+) -> std::collections::HashMap<String, serde_json::Value> {
+    snapshot["quotes"]
+        .as_array()
+        .expect("quotes")
+        .iter()
+        .map(|q| (q["symbol"].as_str().unwrap().to_owned(), q.clone()))
+        .collect()
+}
+
+/// Waits until the relay says ready and its snapshot reaches the last
+/// sequence of the simulator's `--final-state` file, then checks every
+/// symbol against it, field by field. With `loop_listed`, a symbol that
+/// never ticked is not held to its `seq`: that is only a directory entry's
+/// sequence, which a recovery loop does not date.
+pub fn assert_equals_final_state(relay: &Relay, final_path: &std::path::Path, loop_listed: bool) {
+    use serde_json::Value;
+    let summary: Value = serde_json::from_slice(&std::fs::read(final_path).unwrap()).unwrap();
+    let last = summary["next_seq"].as_u64().unwrap() - 1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let snap = loop {
+        let (status, v) = get_json(&relay.base, "/v1/snapshot");
+        let (ready, _) = get_json(&relay.base, "/readyz");
+        if status == 200 && ready == 200 && v["seq"].as_u64() >= Some(last) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay never whole at {last}: /readyz {ready}, snapshot seq {}",
+            v["seq"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let got = by_symbol(&snap);
+    let want = summary["quotes"].as_array().unwrap();
+    assert_eq!(got.len(), want.len(), "every symbol listed");
+    for w in want {
+        let sym = w["symbol"].as_str().unwrap();
+        let g = got
+            .get(sym)
+            .unwrap_or_else(|| panic!("{sym} missing from the relay"));
+        if loop_listed && w["bid"].is_null() && w["last"].is_null() {
+            assert_eq!(g["bid"], Value::Null, "{sym}.bid");
+            assert_eq!(g["last"], Value::Null, "{sym}.last");
+            assert_eq!(g["prev_close"], w["prev_close"], "{sym}.prev_close");
+            continue;
+        }
+        assert_final_quote(g, w, sym);
     }
 }
