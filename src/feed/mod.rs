@@ -345,9 +345,11 @@ struct Recovery {
     suspects: Suspects,
     tracker: LoopTracker,
     backfill: Backfill,
-    /// Symbols changed by recovered state during the current need.
-    recovered: Vec<Locate>,
-    recovered_total: u64,
+    /// Distinct symbols changed by recovered state during the current need
+    /// (the set's bits; its own "fresh" bits go unused here), and the first
+    /// few, for the log line.
+    recovered: Suspects,
+    recovered_first: Vec<Locate>,
     /// Messages of this session given up by gap repair.
     session_lost: u64,
     reported_backfill: recovery::BackfillStats,
@@ -367,8 +369,8 @@ impl Recovery {
             suspects: Suspects::default(),
             tracker: LoopTracker::default(),
             backfill: Backfill::new(BackfillConfig::default()),
-            recovered: Vec::new(),
-            recovered_total: 0,
+            recovered: Suspects::default(),
+            recovered_first: Vec::new(),
             session_lost: 0,
             reported_backfill: Default::default(),
             stash: Vec::new(),
@@ -440,7 +442,8 @@ impl<L: ChangeListener> Sink for Applier<L> {
         r.backfill.clear();
         // The new session's loop numbers from 1 again.
         r.tracker = LoopTracker::default();
-        r.recovered.clear();
+        r.recovered.clear_all();
+        r.recovered_first.clear();
         r.stash.clear();
         r.session_lost = 0;
         // Sessions start at sequence 1: a first packet past it means the
@@ -521,7 +524,8 @@ impl<L: ChangeListener> Applier<L> {
             retransmit = self.retransmit.is_some(),
             "feed state incomplete: recovering"
         );
-        r.recovered.clear();
+        r.recovered.clear_all();
+        r.recovered_first.clear();
         self.table.bump_recovery();
         r.need = Some(Need {
             since: Instant::now(),
@@ -539,16 +543,15 @@ impl<L: ChangeListener> Applier<L> {
         let Some(need) = r.need.take() else { return };
         r.suspects.clear_all();
         let names: Vec<String> = r
-            .recovered
+            .recovered_first
             .iter()
-            .take(10)
             .filter_map(|&l| self.table.info(l).map(|i| i.symbol.to_string()))
             .collect();
         tracing::info!(
             reason = need.reason,
             how,
             took_ms = need.since.elapsed().as_millis() as u64,
-            recovered_symbols = r.recovered.len(),
+            recovered_symbols = r.recovered.count(),
             first_recovered = %names.join(","),
             "feed state complete"
         );
@@ -578,10 +581,12 @@ impl<L: ChangeListener> Applier<L> {
 
     fn recovered(&mut self, locate: Locate) {
         let r = &mut self.recovery;
-        r.recovered_total += 1;
         self.metrics.recovered.inc();
-        if r.recovered.len() < 100_000 {
-            r.recovered.push(locate);
+        if !r.recovered.contains(locate) {
+            r.recovered.mark(locate);
+            if r.recovered_first.len() < 10 {
+                r.recovered_first.push(locate);
+            }
         }
     }
 
