@@ -33,9 +33,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::feed::ChangeListener;
+pub use crate::kinds::Transport;
 use crate::metrics::StreamMetrics;
-use crate::table::{LOCATES, Quote, Table};
+use crate::table::{ChangeListener, LOCATES, Quote, Table};
 use crate::wire::{Locate, Session};
 
 /// One quote, encoded once and shared by every client that sends it.
@@ -87,28 +87,6 @@ pub enum Format {
     Json,
     /// MessagePack binary.
     Msgpack,
-}
-
-/// Transport label of a client, for metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// WebSocket.
-    Ws,
-    /// Server-Sent Events.
-    Sse,
-    /// Long polling.
-    Poll,
-}
-
-impl Transport {
-    /// Metric label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Ws => "ws",
-            Transport::Sse => "sse",
-            Transport::Poll => "poll",
-        }
-    }
 }
 
 /// A hasher for `u16` keys: the key is already well spread.

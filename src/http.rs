@@ -1,284 +1,21 @@
-//! The HTTP front: router, errors, content negotiation, health, metrics and
-//! the embedded trading page. Each transport lives in `transport/`; this
-//! module only wires them up.
+//! The HTTP front: the router, the layers every request passes (metrics,
+//! the JSON error shape, the feed header), health, the metrics endpoint and
+//! the embedded trading page. Each transport lives in `transport/` and what
+//! they share in `api`; this module only routes to them.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Serialize;
-use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::fanout::Hub;
-use crate::feed::{FeedState, FeedStatus};
-use crate::limits::ConnLimiter;
-use crate::metrics::{HttpLabels, Limit, Metrics, RouteLabel};
-use crate::table::Table;
+use crate::api::{ApiError, AppState, ErrorCode};
+use crate::kinds::FeedStatus;
+use crate::metrics::{HttpLabels, RouteLabel};
 use crate::transport;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState(pub Arc<Shared>);
-
-/// The shared parts behind [`AppState`].
-pub struct Shared {
-    /// The symbol table.
-    pub table: Arc<Table>,
-    /// Metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// Validated settings.
-    pub config: Config,
-    /// Feed status and session.
-    pub feed: watch::Receiver<FeedState>,
-    /// The fan-out hub.
-    pub hub: Arc<Hub>,
-    /// Streaming connection counts.
-    pub conns: Arc<ConnLimiter>,
-    /// Fires at shutdown: streams send their notice and end.
-    pub cancel: CancellationToken,
-    /// Upgraded WebSocket tasks, which the HTTP server does not track.
-    pub tracker: TaskTracker,
-    /// Set on SIGTERM: `/readyz` answers 503 while clients are still served.
-    pub draining: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// The `token` query parameter (for clients that cannot set headers).
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct AuthQuery {
-    /// Bearer token.
-    pub token: Option<String>,
-}
-
-/// Counts and logs a request or operation refused by `limit` (a setting name).
-pub fn refused(state: &AppState, limit: Limit) {
-    state.metrics.stream.refused(limit);
-    tracing::info!(limit = limit.as_str(), "client refused by a limit");
-}
-
-/// Checks the bearer token, when one is configured.
-pub fn check_token(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Result<(), ApiError> {
-    let Some(expected) = &state.config.access.token else {
-        return Ok(());
-    };
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let given = header.or(query);
-    // Compare without an early exit, so timing does not reveal a prefix.
-    let ok = given.is_some_and(|g| {
-        g.len() == expected.len()
-            && g.bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if ok {
-        Ok(())
-    } else {
-        refused(state, Limit::Token);
-        Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthorized",
-            message: "missing or wrong bearer token".into(),
-        })
-    }
-}
-
-/// Checks the WebSocket `Origin` against the allow-list, when one is set.
-pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let allowed = &state.config.access.allowed_origins;
-    if allowed.is_empty() {
-        return Ok(());
-    }
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        // Non-browser clients send no Origin; cross-site hijacking needs a browser.
-        None => Ok(()),
-        Some(o) if allowed.iter().any(|a| a == o) => Ok(()),
-        Some(o) => {
-            refused(state, Limit::AllowedOrigins);
-            Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                code: "origin_not_allowed",
-                message: format!("origin {o} is not in allowed_origins"),
-            })
-        }
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// A client error in the shape of docs/PROTOCOL.md ("Errors"): `{"error":{"code","message"}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable machine-readable code.
-    pub code: &'static str,
-    /// Human-readable explanation.
-    pub message: String,
-}
-
-impl ApiError {
-    /// 400 with `code`.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// 503 `not_ready`: no symbol directory yet.
-    pub fn not_ready() -> Self {
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "not_ready",
-            message: "the symbol directory is not loaded yet; retry shortly".into(),
-        }
-    }
-
-    /// 404 `unknown_symbol`.
-    pub fn unknown_symbols(symbols: &[String]) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            code: "unknown_symbol",
-            message: format!("unknown symbol(s): {}", symbols.join(",")),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: &self.message,
-            },
-        })
-        .unwrap_or_default();
-        (
-            self.status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response()
-    }
-}
-
-/// Response encoding the client asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encoding {
-    /// `application/json` (default).
-    Json,
-    /// `application/msgpack`.
-    Msgpack,
-}
-
-impl Encoding {
-    /// From the `Accept` header.
-    pub fn from_headers(headers: &HeaderMap) -> Self {
-        let wants = headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("application/msgpack") || v.contains("application/x-msgpack"));
-        if wants {
-            Encoding::Msgpack
-        } else {
-            Encoding::Json
-        }
-    }
-
-    /// Encodes `value` in this encoding (MessagePack as maps, like the JSON).
-    pub fn body<T: Serialize>(self, value: &T) -> Vec<u8> {
-        match self {
-            Encoding::Json => serde_json::to_vec(value).unwrap_or_default(),
-            Encoding::Msgpack => rmp_serde::to_vec_named(value).unwrap_or_default(),
-        }
-    }
-
-    /// The `Content-Type` of this encoding.
-    pub fn content_type(self) -> HeaderValue {
-        match self {
-            Encoding::Json => HeaderValue::from_static("application/json"),
-            Encoding::Msgpack => HeaderValue::from_static("application/msgpack"),
-        }
-    }
-}
-
-/// Checks a symbol list from a WebSocket frame like [`parse_symbols`].
-pub fn parse_symbol_list(list: &[String], max: usize) -> Result<Vec<String>, ApiError> {
-    if list.len() > max {
-        return Err(ApiError::bad_request(
-            "too_many_symbols",
-            format!("at most {max} symbols per request (setting max_symbols)"),
-        ));
-    }
-    Ok(parse_symbols(Some(&list.join(",")), max)?.unwrap_or_default())
-}
-
-/// Splits `?symbols=A,B` into distinct tickers (upper-cased), checking the
-/// syntax and the per-request limit. `None` when the parameter is absent.
-pub fn parse_symbols(raw: Option<&str>, max: usize) -> Result<Option<Vec<String>>, ApiError> {
-    let Some(raw) = raw else { return Ok(None) };
-    let mut out: Vec<String> = Vec::new();
-    for s in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let valid = s.len() <= 16
-            && s.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'/' | b'_' | b'^' | b'*')
-            });
-        if !valid {
-            let shown: String = s.chars().take(20).collect();
-            return Err(ApiError::bad_request(
-                "bad_symbol",
-                format!("`{shown}` is not a ticker"),
-            ));
-        }
-        let s = s.to_ascii_uppercase();
-        if !out.contains(&s) {
-            out.push(s);
-        }
-        if out.len() > max {
-            return Err(ApiError::bad_request(
-                "too_many_symbols",
-                format!("at most {max} symbols per request (setting max_symbols)"),
-            ));
-        }
-    }
-    Ok(Some(out))
-}
 
 /// Builds the router with every route.
 pub fn router(state: AppState) -> Router {
@@ -365,29 +102,6 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
 /// 405) read to become the JSON error's message.
 const MAX_REJECTION_BODY: usize = 4096;
 
-/// The stable code of an error status whose response did not come from an
-/// [`ApiError`]: what the router and the extractors answer.
-pub fn status_code_name(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
-        StatusCode::REQUEST_TIMEOUT => "timeout",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::URI_TOO_LONG => "uri_too_long",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
-        StatusCode::UPGRADE_REQUIRED => "upgrade_required",
-        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        s if s.is_server_error() => "internal",
-        _ => "bad_request",
-    }
-}
-
 /// Makes every error response the JSON error shape of docs/PROTOCOL.md. Handlers
 /// answer with [`ApiError`] already; what else fails — the router's 405 for
 /// a wrong method, a path, query or JSON extractor's rejection (plain text
@@ -418,7 +132,7 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     parts.headers.remove(header::TRANSFER_ENCODING);
     let mut out = ApiError {
         status,
-        code: status_code_name(status),
+        code: ErrorCode::from_status(status),
         message,
     }
     .into_response();
@@ -431,11 +145,7 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        code: "not_found",
-        message: "no such endpoint".into(),
-    }
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -473,12 +183,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         } else {
             "symbol directory not loaded"
         };
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "not_ready",
-            message: reason.into(),
-        }
-        .into_response()
+        ApiError::new(ErrorCode::NotReady, reason).into_response()
     }
 }
 
@@ -598,28 +303,5 @@ mod tests {
         let (s, _, b) = ask("GET", "/nothing").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert_eq!(b["error"]["code"], "not_found");
-    }
-
-    #[test]
-    fn symbols_are_split_checked_and_limited() {
-        assert_eq!(parse_symbols(None, 5).unwrap(), None);
-        assert_eq!(
-            parse_symbols(Some("aapl, MSFT,,AAPL"), 5).unwrap(),
-            Some(vec!["AAPL".into(), "MSFT".into()])
-        );
-        assert_eq!(
-            parse_symbols(Some("A,B,C"), 2).unwrap_err().code,
-            "too_many_symbols"
-        );
-        assert_eq!(
-            parse_symbols(Some("<script>"), 2).unwrap_err().code,
-            "bad_symbol"
-        );
-        assert_eq!(
-            parse_symbols(Some("ABCDEFGHIJKLMNOPQ"), 2)
-                .unwrap_err()
-                .code,
-            "bad_symbol"
-        );
     }
 }

@@ -30,10 +30,12 @@
 //!
 //! See docs/ARCHITECTURE.md for the data flow in prose.
 
+pub mod api;
 pub mod config;
 pub mod fanout;
 pub mod feed;
 pub mod http;
+pub mod kinds;
 pub mod lab;
 pub mod limits;
 pub mod load;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::metrics::Limit;
+use crate::kinds::Limit;
 
 /// Counts open streaming connections, in total and per peer address.
 #[derive(Debug)]

@@ -5,8 +5,8 @@
 //! thread through bounded channels, so the ingest path never waits on NATS:
 //!
 //! - the **publisher** (`tickrelay bridge`): the ingest's sequencer forwards
-//!   every datagram that moved the feed on (see
-//!   [`crate::feed::sequencer::Sink::forward`]); each is published unchanged
+//!   every datagram that moved the feed on (the sequencer's
+//!   `Sink::forward`, in `feed`); each is published unchanged
 //!   to `STREAM.feed.SESSION`, a data packet with `Nats-Msg-Id` =
 //!   `SESSION:SEQ` of its first message, so two bridges on one feed store it
 //!   once. Heartbeats carry the session's horizon and go out without an id.

@@ -8,9 +8,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{AppState, Shared};
 use crate::config::Config;
 use crate::fanout::Hub;
-use crate::http::{AppState, Shared, router};
+use crate::http::router;
 use crate::limits::ConnLimiter;
 use crate::metrics::Metrics;
 use crate::table::Table;

@@ -687,7 +687,7 @@ fn check_op(op: tickrelay::transport::ws::ClientOp) -> u64 {
     match op {
         ClientOp::Ping => 1,
         ClientOp::Unsubscribe { symbols } => {
-            2 + u64::from(tickrelay::http::parse_symbol_list(&symbols, 100).is_ok())
+            2 + u64::from(tickrelay::api::parse_symbol_list(&symbols, 100).is_ok())
         }
         ClientOp::Subscribe {
             symbols,
@@ -696,7 +696,7 @@ fn check_op(op: tickrelay::transport::ws::ClientOp) -> u64 {
             since,
             ..
         } => {
-            let list = tickrelay::http::parse_symbol_list(&symbols, 100).is_ok();
+            let list = tickrelay::api::parse_symbol_list(&symbols, 100).is_ok();
             // A positive max_hz below about 5e-20 (1e-300, say) once made
             // `SubOptions::new` overflow a Duration; it is refused now
             // (reproducer: fuzz/corpus/client_op/known-tiny-max-hz.json).

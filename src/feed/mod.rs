@@ -19,36 +19,15 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::kinds::DropReason;
+pub use crate::kinds::FeedStatus;
 use crate::metrics::{FeedMetrics, LineCounters, ReasonLabel, SessionLabel, StatusLabel};
 use crate::nats::{Forward, NatsPacket, NatsTarget};
+pub use crate::table::ChangeListener;
 use crate::table::{Applied, Table};
 use crate::wire::{DecodeError, Locate, Message, Packet, PacketKind, Session, decode_message};
 use recovery::{Backfill, BackfillConfig, LoopTracker, Suspects};
 use sequencer::{Sequencer, SequencerConfig, SequencerStats, Sink};
-
-/// Health of the feed as clients see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FeedStatus {
-    /// Packets (or heartbeats) arriving, no gap open.
-    Live,
-    /// Nothing heard for longer than the stale timeout (or never).
-    Stale,
-    /// The table lacks state it is rebuilding (a late join, a new session
-    /// joined mid-way, a loss beyond repair), or a gap is open and later
-    /// packets are held while it is repaired.
-    Recovering,
-}
-
-impl FeedStatus {
-    /// `live`, `stale` or `recovering`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FeedStatus::Live => "live",
-            FeedStatus::Stale => "stale",
-            FeedStatus::Recovering => "recovering",
-        }
-    }
-}
 
 /// Feed status and session, published to clients on every change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,22 +44,6 @@ pub struct FeedState {
     /// Symbols that may lack changes the relay missed (refreshed about once a
     /// second while recovering).
     pub incomplete: u32,
-}
-
-/// Who hears about table changes: the fan-out hub, or nothing.
-pub trait ChangeListener: Send + 'static {
-    /// `locate` changed at feed sequence `seq`. Called per applied message.
-    fn changed(&mut self, locate: Locate, seq: u64);
-    /// A batch of datagrams is done; `last_seq` is applied.
-    fn batch_done(&mut self, last_seq: u64);
-    /// The table was reset for a new session.
-    fn session_reset(&mut self, session: Session);
-}
-
-impl ChangeListener for () {
-    fn changed(&mut self, _: Locate, _: u64) {}
-    fn batch_done(&mut self, _: u64) {}
-    fn session_reset(&mut self, _: Session) {}
 }
 
 /// Ingest settings.
@@ -416,7 +379,7 @@ impl<L: ChangeListener> Sink for Applier<L> {
                     self.metrics
                         .dropped
                         .get_or_create(&ReasonLabel {
-                            reason: "unknown_locate",
+                            reason: DropReason::UnknownLocate.as_str(),
                         })
                         .inc();
                 }
@@ -954,7 +917,7 @@ impl<L: ChangeListener> Ingest<L> {
             self.metrics
                 .dropped
                 .get_or_create(&ReasonLabel {
-                    reason: "stale_session",
+                    reason: DropReason::StaleSession.as_str(),
                 })
                 .inc_by(st.stale_session_packets - r.stale_session_packets);
         }
@@ -962,7 +925,7 @@ impl<L: ChangeListener> Ingest<L> {
             self.metrics
                 .dropped
                 .get_or_create(&ReasonLabel {
-                    reason: "unconfirmed_session",
+                    reason: DropReason::UnconfirmedSession.as_str(),
                 })
                 .inc_by(st.unconfirmed_session_packets - r.unconfirmed_session_packets);
         }
@@ -1055,7 +1018,7 @@ impl<L: ChangeListener> Ingest<L> {
                 to = status.as_str(),
                 "feed status changed"
             );
-            for s in [FeedStatus::Live, FeedStatus::Stale, FeedStatus::Recovering] {
+            for s in FeedStatus::ALL {
                 self.metrics
                     .status
                     .get_or_create(&StatusLabel { status: s.as_str() })

@@ -18,8 +18,8 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::api::{AppState, close};
 use crate::fanout::{Format, Sweep, Transport, envelope};
-use crate::http::AppState;
 use crate::metrics::{SlowReason, TransportCounters};
 use crate::transport::stream::Subscriptions;
 use crate::transport::wsframe::{self, opcode};
@@ -173,7 +173,7 @@ impl Direct {
                 "client closed: every-mode queue overflow"
             );
             w.verdict = Some(Verdict::Close(
-                crate::transport::ws::close::SLOW_CONSUMER,
+                close::SLOW_CONSUMER,
                 format!(
                     "slow consumer: every-mode queue over {} (setting every_queue)",
                     self.state.config.limits.every_queue
@@ -305,7 +305,7 @@ impl Direct {
             "client closed: write timeout"
         );
         w.verdict = Some(Verdict::Close(
-            crate::transport::ws::close::SLOW_CONSUMER,
+            close::SLOW_CONSUMER,
             "slow consumer: write timeout".into(),
         ));
         self.wake.notify_one();

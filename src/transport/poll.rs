@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::api::{ApiError, AppState, Encoding, ErrorCode, check_token};
 use crate::fanout::{Encoded, Transport, envelope};
-use crate::http::{ApiError, AppState, Encoding, check_token};
 use crate::transport::stream::{
     Batch, SubOptions, Subscriptions, acquire, batch_window, parse_resume, requested_locates,
 };
@@ -61,8 +61,8 @@ pub async fn handler(
         Some(t) => match t.parse::<u64>() {
             Ok(ms) => Duration::from_millis(ms).min(limits.max_poll_timeout),
             Err(_) => {
-                return Err(ApiError::bad_request(
-                    "bad_timeout",
+                return Err(ApiError::new(
+                    ErrorCode::BadTimeout,
                     format!(
                         "timeout_ms `{}` is not a whole number of milliseconds",
                         t.chars().take(20).collect::<String>()
@@ -75,8 +75,8 @@ pub async fn handler(
     let since = match q.since.as_deref() {
         None | Some("") => None,
         Some(s) => Some(parse_resume(s).ok_or_else(|| {
-            ApiError::bad_request(
-                "bad_since",
+            ApiError::new(
+                ErrorCode::BadSince,
                 "since must be SESSION:SEQ, as returned by the previous answer",
             )
         })?),

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{ApiError, AppState, AuthQuery, Encoding, check_token, parse_symbols};
+use crate::api::{ApiError, AppState, AuthQuery, Encoding, ErrorCode, check_token, parse_symbols};
 use crate::table::{Quote, SymbolInfo, Table};
 use crate::wire::Locate;
 
@@ -79,7 +79,7 @@ pub async fn snapshot_one(
     check_token(&state, &headers, auth.token.as_deref())?;
     let names = parse_symbols(Some(&symbol), 1)?.unwrap_or_default();
     if names.is_empty() {
-        return Err(ApiError::bad_request("bad_symbol", "empty symbol"));
+        return Err(ApiError::new(ErrorCode::BadSymbol, "empty symbol"));
     }
     let locates = resolve(&state.table, &names)?;
     Ok(respond(&state.table, &locates, &headers))

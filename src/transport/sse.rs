@@ -19,9 +19,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::api::{ApiError, AppState, ErrorCode, check_token, close};
 use crate::fanout::{Sweep, Transport, envelope};
 use crate::feed::FeedState;
-use crate::http::{ApiError, AppState, check_token};
 use crate::limits::ConnGuard;
 use crate::metrics::{SlowReason, TransportCounters};
 use crate::raw_stream::{RawConn, Upgrade};
@@ -239,8 +239,8 @@ impl SseStream {
             tracing::info!("sse client closed: every-mode queue overflow");
             let mut out = BytesMut::new();
             let data = serde_json::json!({
-                "code": "slow_consumer",
-                "close_code": 4008,
+                "code": ErrorCode::SlowConsumer.as_str(),
+                "close_code": close::SLOW_CONSUMER,
                 "message": format!("slow consumer: every-mode queue over {} (setting every_queue)", self.state.config.limits.every_queue),
             });
             event(
@@ -329,7 +329,7 @@ async fn run_direct(
             Err(Verdict::Stop) => return,
             Err(Verdict::Close(code, reason)) => {
                 let data = serde_json::json!({
-                    "code": "slow_consumer",
+                    "code": ErrorCode::SlowConsumer.as_str(),
                     "close_code": code,
                     "message": reason,
                 });

@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 
 use std::net::IpAddr;
 
-use axum::http::StatusCode;
-
+use crate::api::{ApiError, AppState, ErrorCode, parse_symbols};
 use crate::fanout::{Client, Encoded, Hub, SymbolMap, now_ns};
-use crate::http::{ApiError, AppState, parse_symbols};
 use crate::limits::ConnGuard;
 use crate::metrics::TransportCounters;
 use crate::transport::snapshot::resolve;
@@ -343,8 +341,8 @@ pub fn sub_options(mode: Option<&str>, max_hz: Option<f64>) -> Result<SubOptions
         None | Some("conflate") => false,
         Some("every") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(
-                "bad_request",
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
                 format!("mode `{other}` is not `conflate` or `every`"),
             ));
         }
@@ -352,8 +350,8 @@ pub fn sub_options(mode: Option<&str>, max_hz: Option<f64>) -> Result<SubOptions
     // At least one update an hour: below that, 1/max_hz seconds is no
     // useful throttle (and, far below, no Duration at all).
     if max_hz.is_some_and(|hz| !(hz.is_finite() && hz >= MIN_MAX_HZ)) {
-        return Err(ApiError::bad_request(
-            "bad_request",
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
             format!("max_hz must be a number of at least {MIN_MAX_HZ} (one update an hour)"),
         ));
     }
@@ -368,8 +366,8 @@ pub fn batch_window(batch_ms: Option<u64>) -> Result<Option<Duration>, ApiError>
     match batch_ms {
         None | Some(0) => Ok(None),
         Some(ms) if ms <= MAX_BATCH_MS => Ok(Some(Duration::from_millis(ms))),
-        Some(ms) => Err(ApiError::bad_request(
-            "bad_batch_ms",
+        Some(ms) => Err(ApiError::new(
+            ErrorCode::BadBatchMs,
             format!("batch_ms {ms} is not between 0 and {MAX_BATCH_MS}"),
         )),
     }
@@ -385,8 +383,8 @@ pub fn requested_locates(
     match parse_symbols(symbols, limits.max_symbols)? {
         Some(names) => resolve(&state.table, &names).map(Some),
         None if limits.allow_wildcard => Ok(None),
-        None => Err(ApiError::bad_request(
-            "missing_symbols",
+        None => Err(ApiError::new(
+            ErrorCode::MissingSymbols,
             "`symbols` is required (setting allow_wildcard is off)",
         )),
     }
@@ -395,12 +393,8 @@ pub fn requested_locates(
 /// Takes a streaming connection slot for `peer`, or answers 429.
 pub fn acquire(state: &AppState, peer: IpAddr) -> Result<ConnGuard, ApiError> {
     state.conns.acquire(peer).map_err(|e| {
-        crate::http::refused(state, e.label());
-        ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "limit_exceeded",
-            message: e.message(),
-        }
+        crate::api::refused(state, e.label());
+        ApiError::new(ErrorCode::LimitExceeded, e.message())
     })
 }
 

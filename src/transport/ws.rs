@@ -26,9 +26,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 
+use crate::api::{
+    ApiError, AppState, AuthQuery, ErrorCode, check_origin, check_token, close, parse_symbol_list,
+};
 use crate::fanout::{Encoded, Format, Sweep, Transport, envelope};
 use crate::feed::FeedState;
-use crate::http::{ApiError, AppState, AuthQuery, check_origin, check_token, parse_symbol_list};
 use crate::limits::{ConnGuard, RateLimiter};
 use crate::metrics::{Limit, SlowReason};
 use crate::raw_stream::{RawConn, Upgrade};
@@ -37,24 +39,6 @@ use crate::transport::stream::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
 use crate::transport::wsframe::{self, FrameError, Incoming, opcode};
-
-/// Close codes (README, "Close codes").
-pub mod close {
-    /// Bad or missing token.
-    pub const UNAUTHORIZED: u16 = 4001;
-    /// Queue overflow or write timeout.
-    pub const SLOW_CONSUMER: u16 = 4008;
-    /// A limit was exceeded.
-    pub const LIMIT_EXCEEDED: u16 = 4009;
-    /// No pong (or anything) heard within the idle timeout.
-    pub const NO_PONG: u16 = 4010;
-    /// Server shutting down.
-    pub const GOING_AWAY: u16 = 1001;
-    /// Client frame over the size limit.
-    pub const TOO_BIG: u16 = 1009;
-    /// A client frame that breaks the protocol.
-    pub const PROTOCOL: u16 = 1002;
-}
 
 /// The WebSocket subprotocol for MessagePack frames.
 pub const MSGPACK_PROTOCOL: &str = "tickrelay.msgpack";
@@ -162,7 +146,7 @@ pub async fn handler(
         None => match state.conns.acquire(peer.ip()) {
             Ok(g) => (Some(g), None),
             Err(e) => {
-                crate::http::refused(&state, e.label());
+                crate::api::refused(&state, e.label());
                 tracing::info!(peer = %peer, limit = e.label().as_str(), "websocket refused");
                 (None, Some((close::LIMIT_EXCEEDED, e.message())))
             }
@@ -204,8 +188,11 @@ pub async fn handler(
             start(parts.io.into_inner(), parts.read_buf).await;
         });
     } else {
-        return ApiError::bad_request("not_upgradable", "this connection cannot be upgraded")
-            .into_response();
+        return ApiError::new(
+            ErrorCode::NotUpgradable,
+            "this connection cannot be upgraded",
+        )
+        .into_response();
     }
     response
 }
@@ -219,18 +206,17 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, ApiError> {
         })
     };
     if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
-        return Err(ApiError {
-            status: StatusCode::UPGRADE_REQUIRED,
-            code: "upgrade_required",
-            message: "a WebSocket upgrade request is expected here".into(),
-        });
+        return Err(ApiError::new(
+            ErrorCode::UpgradeRequired,
+            "a WebSocket upgrade request is expected here",
+        ));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return Err(ApiError::bad_request(
-            "bad_upgrade",
+        return Err(ApiError::new(
+            ErrorCode::BadUpgrade,
             "Sec-WebSocket-Version must be 13",
         ));
     }
@@ -239,7 +225,7 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, ApiError> {
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| ApiError::bad_request("bad_upgrade", "Sec-WebSocket-Key is missing"))
+        .ok_or_else(|| ApiError::new(ErrorCode::BadUpgrade, "Sec-WebSocket-Key is missing"))
 }
 
 /// Closes a refused connection with `code`, after the handshake.
@@ -460,7 +446,7 @@ impl Conn {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(FrameError::TooBig) => {
-                    crate::http::refused(self.state(), Limit::MaxFrameBytes);
+                    crate::api::refused(self.state(), Limit::MaxFrameBytes);
                     return Flow::Close(
                         close::TOO_BIG,
                         format!("frame over {max} bytes (setting max_frame_bytes)"),
@@ -499,7 +485,10 @@ impl Conn {
         };
         match op {
             Ok(op) => self.op(op),
-            Err(e) => self.error("bad_request", &format!("not a valid operation: {e}")),
+            Err(e) => self.error(
+                ErrorCode::BadRequest,
+                &format!("not a valid operation: {e}"),
+            ),
         }
     }
 
@@ -514,10 +503,10 @@ impl Conn {
                 batch_ms,
             } => {
                 if !self.ops.allow() {
-                    crate::http::refused(self.state(), Limit::OpsPerSecond);
+                    crate::api::refused(self.state(), Limit::OpsPerSecond);
                     let ops = self.state().config.limits.ops_per_second;
                     return self.error(
-                        "rate_limited",
+                        ErrorCode::RateLimited,
                         &format!("more than {ops} operations per second (setting ops_per_second)"),
                     );
                 }
@@ -536,9 +525,9 @@ impl Conn {
             }
             ClientOp::Unsubscribe { symbols } => {
                 if !self.ops.allow() {
-                    crate::http::refused(self.state(), Limit::OpsPerSecond);
+                    crate::api::refused(self.state(), Limit::OpsPerSecond);
                     return self.error(
-                        "rate_limited",
+                        ErrorCode::RateLimited,
                         "too many operations per second (setting ops_per_second)",
                     );
                 }
@@ -558,9 +547,9 @@ impl Conn {
         let since = resume_point(since.as_deref(), state.table.session());
         if symbols.iter().any(|s| s == "*") {
             if !limits.allow_wildcard {
-                crate::http::refused(&state, Limit::AllowWildcard);
+                crate::api::refused(&state, Limit::AllowWildcard);
                 return self.error(
-                    "wildcard_not_allowed",
+                    ErrorCode::WildcardNotAllowed,
                     "`*` subscriptions are off (setting allow_wildcard)",
                 );
             }
@@ -591,9 +580,9 @@ impl Conn {
         let new = known.iter().filter(|s| !w.subs.contains(s)).count();
         if w.subs.len() + new > limits.max_symbols {
             drop(w);
-            crate::http::refused(&state, Limit::MaxSymbols);
+            crate::api::refused(&state, Limit::MaxSymbols);
             return self.error(
-                "too_many_symbols",
+                ErrorCode::TooManySymbols,
                 &format!(
                     "at most {} symbols per connection (setting max_symbols)",
                     limits.max_symbols
@@ -648,8 +637,11 @@ impl Conn {
         self.direct.seal(out, at);
     }
 
-    fn error(&mut self, code: &str, message: &str) -> Flow {
-        self.send(&ServerFrame::Error { code, message })
+    fn error(&mut self, code: ErrorCode, message: &str) -> Flow {
+        self.send(&ServerFrame::Error {
+            code: code.as_str(),
+            message,
+        })
     }
 
     fn send(&self, frame: &ServerFrame<'_>) -> Flow {

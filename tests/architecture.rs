@@ -1,0 +1,432 @@
+//! The module map of docs/ARCHITECTURE.md holds: no module cycles.
+//!
+//! Reads every file under `src/`, takes each `crate::module` path outside
+//! comments (a doc link is not an import) as an edge from the file's module to that module, and fails
+//! naming a cycle if the graph has one — between top-level modules
+//! (`fanout → metrics → fanout`) and between the files of one module
+//! directory (`transport::direct → transport::ws → transport::direct`).
+//! Standard library only: it reads source text, it does not build it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// A directed graph of module names.
+type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// Cycles other branches are removing. Each entry is the sorted set of
+/// modules of one cycle; the test fails if a listed cycle is gone, so the
+/// entry is deleted when the fix lands.
+const KNOWN: &[&[&str]] = &[
+    // transport::direct builds the WebSocket `feed` frame with
+    // `ws::feed_frame`, and ws drives direct.
+    &["transport::direct", "transport::ws"],
+];
+
+#[test]
+fn no_module_cycles() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = rust_files(&src);
+    assert!(files.len() > 20, "found only {} files", files.len());
+    let (top, inner) = graphs(&src, &files);
+    let mut cycles = cycles(&top);
+    for g in inner.values() {
+        cycles.extend(self::cycles(g));
+    }
+    let mut unexpected = Vec::new();
+    let mut seen_known = BTreeSet::new();
+    for cycle in &cycles {
+        let mut set: Vec<&str> = cycle[..cycle.len() - 1]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        set.sort_unstable();
+        match KNOWN.iter().position(|k| *k == set.as_slice()) {
+            Some(i) => {
+                seen_known.insert(i);
+            }
+            None => unexpected.push(cycle.join(" → ")),
+        }
+    }
+    assert!(
+        unexpected.is_empty(),
+        "module cycles (docs/ARCHITECTURE.md: data and imports flow one way):\n  {}",
+        unexpected.join("\n  ")
+    );
+    for (i, k) in KNOWN.iter().enumerate() {
+        assert!(
+            seen_known.contains(&i),
+            "the known cycle {k:?} is gone: delete it from KNOWN in tests/architecture.rs"
+        );
+    }
+    // The modules this test is about exist (a rename would make it vacuous).
+    for m in [
+        "fanout",
+        "metrics",
+        "feed",
+        "nats",
+        "http",
+        "api",
+        "transport",
+        "kinds",
+    ] {
+        assert!(top.contains_key(m), "module {m} not found");
+    }
+    // The transports share `api`; `http` only routes to them.
+    for t in top.get("transport").into_iter().flatten() {
+        assert_ne!(t, "http", "transport must not depend on http");
+    }
+    let kinds = &top["kinds"];
+    assert!(kinds.is_empty(), "kinds is a leaf, but uses {kinds:?}");
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The top-level graph, and per module directory the graph of its files.
+fn graphs(src: &Path, files: &[PathBuf]) -> (Graph, BTreeMap<String, Graph>) {
+    let mut top = Graph::new();
+    let mut inner: BTreeMap<String, Graph> = BTreeMap::new();
+    let mut names = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(src).unwrap();
+        let parts: Vec<String> = rel
+            .iter()
+            .map(|c| c.to_string_lossy().trim_end_matches(".rs").to_owned())
+            .collect();
+        if parts.len() == 1 && (parts[0] == "lib" || parts[0] == "main") {
+            continue;
+        }
+        // `transport/ws.rs` is `transport` (top) and `ws` (inner);
+        // `transport/mod.rs` and `transport.rs` are `transport` alone.
+        let module = parts[0].clone();
+        let sub = parts.get(1).filter(|s| *s != "mod").cloned();
+        top.entry(module.clone()).or_default();
+        if let Some(s) = &sub {
+            inner
+                .entry(module.clone())
+                .or_default()
+                .entry(format!("{module}::{s}"))
+                .or_default();
+        }
+        names.push((f, module, sub));
+    }
+    for (f, module, sub) in names {
+        let text = strip_comments(&std::fs::read_to_string(f).unwrap());
+        for path in crate_paths(&text) {
+            let first = &path[0];
+            if first != &module && top.contains_key(first) {
+                top.get_mut(&module).unwrap().insert(first.clone());
+            }
+            if let (Some(s), true, Some(second)) = (&sub, first == &module, path.get(1)) {
+                let from = format!("{module}::{s}");
+                let to = format!("{module}::{second}");
+                let g = inner.get_mut(&module).unwrap();
+                if to != from && g.contains_key(&to) {
+                    g.get_mut(&from).unwrap().insert(to);
+                }
+            }
+        }
+    }
+    (top, inner)
+}
+
+/// `text` without `//` and `/* */` comments (doc comments included) and
+/// without the contents of string literals.
+fn strip_comments(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i..].starts_with(b"//") {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if b[i..].starts_with(b"/*") {
+            let mut depth = 0;
+            while i < b.len() {
+                if b[i..].starts_with(b"/*") {
+                    depth += 1;
+                    i += 2;
+                } else if b[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        } else if b[i] == b'r' && b[i + 1..].starts_with(b"#") || b[i..].starts_with(b"r\"") {
+            // A raw string: r"…", r#"…"#, …
+            let mut j = i + 1;
+            while j < b.len() && b[j] == b'#' {
+                j += 1;
+            }
+            let free = |k: usize| k == 0 || !is_ident(b[k - 1]);
+            if j < b.len() && b[j] == b'"' && (free(i) || b[i - 1] == b'b' && free(i - 1)) {
+                let hashes = j - i - 1;
+                let mut close = vec![b'"'];
+                close.extend(std::iter::repeat_n(b'#', hashes));
+                i = j + 1;
+                while i < b.len() && !b[i..].starts_with(&close) {
+                    i += 1;
+                }
+                i += close.len();
+                out.push_str("\"\"");
+            } else {
+                out.push('r');
+                i += 1;
+            }
+        } else if b[i] == b'"' {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else if b[i] == b'\'' && i + 2 < b.len() && (b[i + 2] == b'\'' || b[i + 1] == b'\\') {
+            // A char literal ('"', '\'', '\n'); lifetimes are left alone.
+            i += 1;
+            while i < b.len() && b[i] != b'\'' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else {
+            let c = text[i..].chars().next().unwrap();
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Every path after `crate::`, as its first two segments where there are
+/// two; a group `crate::{a, b::{c, d}}` gives `[a]`, `[b, c]`, `[b, d]`.
+fn crate_paths(text: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let b = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("crate::") {
+        let start = from + at;
+        from = start + "crate::".len();
+        if start > 0 && (is_ident(b[start - 1]) || matches!(b[start - 1], b':' | b'$')) {
+            continue; // `$crate::`, `other_crate::`, `a::crate::`
+        }
+        group(text, from, &mut Vec::new(), &mut out);
+    }
+    out
+}
+
+/// Reads a path or a `{…}` group at `at` under `prefix` into `out`;
+/// returns where it ended.
+fn group(text: &str, mut at: usize, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let b = text.as_bytes();
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    at = skip_ws(at);
+    if at < b.len() && b[at] == b'{' {
+        at += 1;
+        loop {
+            at = skip_ws(at);
+            if at >= b.len() || b[at] == b'}' {
+                return at + 1;
+            }
+            if b[at] == b',' {
+                at += 1;
+                continue;
+            }
+            let before = at;
+            at = group(text, at, &mut prefix.clone(), out);
+            if at == before {
+                at += 1; // `self`, `*` or something unexpected: step over
+            }
+        }
+    }
+    let start = at;
+    while at < b.len() && is_ident(b[at]) {
+        at += 1;
+    }
+    if at == start {
+        // `crate::a::<T>`, `crate::a::*`: the path so far.
+        if !prefix.is_empty() {
+            out.push(prefix.clone());
+        }
+        return at;
+    }
+    let name = &text[start..at];
+    if name != "self" && prefix.len() < 2 {
+        prefix.push(name.to_owned());
+    }
+    if text[at..].starts_with("::") {
+        return group(text, at + 2, prefix, out);
+    }
+    if !prefix.is_empty() {
+        out.push(prefix.clone());
+    }
+    at
+}
+
+/// One cycle per strongly connected component of more than one node, each
+/// as a path that returns to its start (`a → b → a`), found by Tarjan's
+/// algorithm.
+fn cycles(g: &Graph) -> Vec<Vec<String>> {
+    struct Tarjan<'a> {
+        g: &'a Graph,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on_stack: BTreeSet<&'a str>,
+        sccs: Vec<BTreeSet<&'a str>>,
+    }
+    impl<'a> Tarjan<'a> {
+        fn visit(&mut self, v: &'a str) {
+            let i = self.index.len();
+            self.index.insert(v, i);
+            self.low.insert(v, i);
+            self.stack.push(v);
+            self.on_stack.insert(v);
+            for w in self.g.get(v).into_iter().flatten() {
+                let w = w.as_str();
+                if !self.index.contains_key(w) {
+                    self.visit(w);
+                    let lw = self.low[w];
+                    let lv = self.low.get_mut(v).unwrap();
+                    *lv = (*lv).min(lw);
+                } else if self.on_stack.contains(w) {
+                    let iw = self.index[w];
+                    let lv = self.low.get_mut(v).unwrap();
+                    *lv = (*lv).min(iw);
+                }
+            }
+            if self.low[v] == self.index[v] {
+                let mut scc = BTreeSet::new();
+                while let Some(w) = self.stack.pop() {
+                    self.on_stack.remove(w);
+                    scc.insert(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                self.sccs.push(scc);
+            }
+        }
+    }
+    let mut t = Tarjan {
+        g,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        sccs: Vec::new(),
+    };
+    for v in g.keys() {
+        if !t.index.contains_key(v.as_str()) {
+            t.visit(v);
+        }
+    }
+    let mut out = Vec::new();
+    for scc in t.sccs.iter().filter(|s| s.len() > 1) {
+        // Walk from the first node, inside the component, until a node
+        // repeats; the walk from there is a cycle.
+        let start = *scc.iter().next().unwrap();
+        let mut path = vec![start];
+        loop {
+            let last = *path.last().unwrap();
+            let next = g[last]
+                .iter()
+                .map(String::as_str)
+                .find(|w| scc.contains(w))
+                .unwrap();
+            if let Some(pos) = path.iter().position(|p| *p == next) {
+                let mut cycle: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
+                cycle.push(next.to_owned());
+                out.push(cycle);
+                break;
+            }
+            path.push(next);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cycle_is_found_and_named() {
+    let g = |edges: &[(&str, &str)]| {
+        let mut g = Graph::new();
+        for (a, b) in edges {
+            g.entry(a.to_string()).or_default().insert(b.to_string());
+            g.entry(b.to_string()).or_default();
+        }
+        g
+    };
+    // The cycles issue #14 found on main.
+    let main = g(&[
+        ("fanout", "feed"),
+        ("fanout", "metrics"),
+        ("metrics", "fanout"),
+        ("feed", "metrics"),
+        ("http", "transport"),
+        ("transport", "http"),
+        ("server", "http"),
+    ]);
+    let found = cycles(&main);
+    let joined: Vec<String> = found.iter().map(|c| c.join(" → ")).collect();
+    assert_eq!(found.len(), 2, "{joined:?}");
+    assert!(
+        joined
+            .iter()
+            .any(|c| c.contains("fanout") && c.contains("metrics"))
+    );
+    assert!(
+        joined.contains(&"http → transport → http".to_owned()),
+        "{joined:?}"
+    );
+    let tree = g(&[("http", "api"), ("transport", "api"), ("http", "transport")]);
+    assert!(cycles(&tree).is_empty());
+}
+
+#[test]
+fn paths_are_read_from_code_not_comments_or_strings() {
+    let text = strip_comments(
+        "use crate::{a::{X, Y}, b, c::d::e};\n\
+         /// See [`crate::doc`].\n\
+         // crate::line\n\
+         /* crate::block */\n\
+         let s = \"crate::string\"; let r = r#\"crate::raw\"#;\n\
+         let q = '\"'; let v = crate::f::g(); fn h<'a>(x: &'a str) {}\n\
+         $crate::m::n",
+    );
+    let paths = crate_paths(&text);
+    let firsts: BTreeSet<&str> = paths.iter().map(|p| p[0].as_str()).collect();
+    assert_eq!(
+        firsts,
+        ["a", "b", "c", "f"].into_iter().collect::<BTreeSet<_>>(),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&vec!["a".to_owned(), "X".to_owned()]));
+    assert!(paths.contains(&vec!["c".to_owned(), "d".to_owned()]));
+}
