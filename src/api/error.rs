@@ -277,4 +277,84 @@ mod tests {
             ErrorCode::Internal
         );
     }
+
+    /// The rows of the first table after the line `heading`, split into
+    /// trimmed cells (header and separator rows left out).
+    fn table(doc: &str, heading: &str) -> Vec<Vec<String>> {
+        let mut lines = doc.lines().skip_while(|l| l.trim() != heading).skip(1);
+        let rows: Vec<Vec<String>> = lines
+            .by_ref()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2)
+            .map(|l| {
+                l.trim_matches('|')
+                    .split('|')
+                    .map(|c| c.trim().to_owned())
+                    .collect()
+            })
+            .collect();
+        assert!(!rows.is_empty(), "no table after {heading}");
+        rows
+    }
+
+    /// `—` is none; otherwise the cell without backticks.
+    fn cell(c: &str) -> Option<&str> {
+        (c != "—").then(|| c.trim_matches('`'))
+    }
+
+    /// The README's and docs/PROTOCOL.md's error tables list exactly the
+    /// codes of [`ErrorCode`], each with its status, close code and event.
+    #[test]
+    fn the_docs_list_every_code_as_the_table_does() {
+        let docs = [
+            ("README.md", include_str!("../../README.md")),
+            ("docs/PROTOCOL.md", include_str!("../../docs/PROTOCOL.md")),
+        ];
+        for (name, doc) in docs {
+            let rows = table(doc, "## Errors");
+            let mut listed = Vec::new();
+            for row in &rows {
+                let code = cell(&row[0]).unwrap_or_default();
+                let Some(&c) = ErrorCode::ALL.iter().find(|c| c.as_str() == code) else {
+                    panic!("{name}: `{code}` is not an ErrorCode");
+                };
+                let status = cell(&row[1]).map(|s| s.parse::<u16>().unwrap());
+                assert_eq!(
+                    status,
+                    c.status().map(|s| s.as_u16()),
+                    "{name}: {code}: HTTP"
+                );
+                let close = cell(&row[2]).map(|s| s.parse::<u16>().unwrap());
+                assert_eq!(close, c.close_code(), "{name}: {code}: close code");
+                assert_eq!(cell(&row[3]), c.sse_event(), "{name}: {code}: SSE event");
+                listed.push(c);
+            }
+            assert_eq!(
+                listed,
+                ErrorCode::ALL,
+                "{name}: the codes, in the table's order"
+            );
+
+            let rows = table(doc, "## Close codes");
+            let mut numbers: Vec<u16> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+            numbers.sort_unstable();
+            let mut all = close::ALL;
+            all.sort_unstable();
+            assert_eq!(numbers, all, "{name}: close codes");
+            for &c in ErrorCode::ALL {
+                let Some(code) = c.close_code() else { continue };
+                let twin = &rows.iter().find(|r| r[0] == code.to_string()).unwrap()[1];
+                if let Some(s) = c.status() {
+                    assert!(
+                        twin.contains(&format!("HTTP {}", s.as_u16())),
+                        "{name}: {code}"
+                    );
+                }
+                if let Some(e) = c.sse_event() {
+                    assert!(twin.contains(&format!("event: {e}")), "{name}: {code}");
+                }
+            }
+        }
+    }
 }
