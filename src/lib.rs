@@ -5,7 +5,8 @@
 //! # Layout
 //!
 //! Data flows one way: feed → table → clients. Clients never touch the
-//! ingest path, and the ingest path never waits on a client.
+//! ingest path, and the ingest path never waits on a client. Imports flow
+//! one way too: `tests/architecture.rs` fails on a module cycle.
 //!
 //! | module | owns |
 //! |---|---|
@@ -14,10 +15,12 @@
 //! | [`retransmit`] | gap repair: the request, the packet history and its server |
 //! | [`feed`] | sockets, batching receive, the [`feed::sequencer`], feed status |
 //! | [`nats`] | the feed through NATS JetStream: the bridge's publisher, the stream line |
-//! | [`table`] | latest state per symbol, lock-free reads, the quote shape |
+//! | [`kinds`] | the shared kinds: transport, slow reason, limit, feed status, drop reason (a leaf) |
+//! | [`table`] | latest state per symbol, lock-free reads, the quote shape, the change listener |
 //! | [`fanout`] | the hub: subscriptions, conflation, waking writers, shared encodings |
 //! | [`transport`] | one module per delivery paradigm |
-//! | [`http`] | router, errors, limits, health, metrics endpoint, the page |
+//! | [`api`] | what the transports share: state, errors and their codes, auth, content negotiation |
+//! | [`http`] | the router and its layers, health, metrics endpoint, the page |
 //! | [`metrics`] | every metric, named in one place |
 //! | [`limits`] | connection caps and operation rates |
 //! | [`config`] | settings from flags, environment and file, validated once |
