@@ -16,11 +16,7 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 /// Cycles other branches are removing. Each entry is the sorted set of
 /// modules of one cycle; the test fails if a listed cycle is gone, so the
 /// entry is deleted when the fix lands.
-const KNOWN: &[&[&str]] = &[
-    // transport::direct builds the WebSocket `feed` frame with
-    // `ws::feed_frame`, and ws drives direct.
-    &["transport::direct", "transport::ws"],
-];
+const KNOWN: &[&[&str]] = &[];
 
 #[test]
 fn no_module_cycles() {

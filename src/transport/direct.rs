@@ -226,7 +226,7 @@ impl Direct {
         let session = feed.session.as_str();
         match self.framing {
             Framing::Ws(format) => {
-                let frame = crate::transport::ws::feed_frame(&feed);
+                let frame = crate::transport::wsmsg::feed_frame(&feed);
                 out.extend_from_slice(&match format {
                     Format::Json => serde_json::to_vec(&frame).unwrap_or_default(),
                     Format::Msgpack => rmp_serde::to_vec_named(&frame).unwrap_or_default(),

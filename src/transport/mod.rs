@@ -8,3 +8,4 @@ pub mod sse;
 pub mod stream;
 pub mod ws;
 pub mod wsframe;
+pub mod wsmsg;

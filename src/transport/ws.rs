@@ -23,7 +23,7 @@ use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::net::TcpStream;
 
 use crate::api::{
@@ -39,6 +39,7 @@ use crate::transport::stream::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
 use crate::transport::wsframe::{self, FrameError, Incoming, opcode};
+use crate::transport::wsmsg::{ServerFrame, feed_frame};
 
 /// The WebSocket subprotocol for MessagePack frames.
 pub const MSGPACK_PROTOCOL: &str = "tickrelay.msgpack";
@@ -74,34 +75,6 @@ pub enum ClientOp {
     },
     /// Liveness check; answered with `pong`.
     Ping,
-}
-
-/// A server frame other than `snapshot` and `ticks`.
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub(crate) enum ServerFrame<'a> {
-    Subscribed {
-        symbols: &'a [Arc<str>],
-        unknown: &'a [String],
-    },
-    Feed {
-        status: &'a str,
-        session: &'a str,
-        /// Whether every symbol's state is whole (false while recovering).
-        complete: bool,
-        /// Messages of this session lost beyond gap repair.
-        lost: u64,
-        /// Symbols that may lack changes the relay missed.
-        incomplete: u32,
-    },
-    Pong,
-    Error {
-        code: &'a str,
-        message: &'a str,
-    },
-    Shutdown {
-        reconnect_ms: u64,
-    },
 }
 
 /// `GET /v1/ws`: checks the handshake, origin, token and limits, answers
@@ -244,17 +217,6 @@ enum Flow {
     Continue,
     Close(u16, String),
     Stop,
-}
-
-/// The `feed` frame of a feed state: status, session and recovery.
-pub(crate) fn feed_frame(feed: &FeedState) -> ServerFrame<'_> {
-    ServerFrame::Feed {
-        status: feed.status.as_str(),
-        session: feed.session.as_str(),
-        complete: feed.complete,
-        lost: feed.lost,
-        incomplete: feed.incomplete,
-    }
 }
 
 /// A connection's task: reads the client's frames, pings, pushes feed

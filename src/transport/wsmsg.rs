@@ -1,0 +1,49 @@
+//! The WebSocket server's messages other than quotes (`subscribed`, `feed`,
+//! `pong`, `error`, `shutdown`; docs/PROTOCOL.md, "Envelopes"), shared by
+//! the connection's task (`ws`) and the write side the sweep uses
+//! (`direct`), which sends the `feed` frame after a session reset.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::feed::FeedState;
+
+/// A server frame other than `snapshot` and `ticks`.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(crate) enum ServerFrame<'a> {
+    Subscribed {
+        symbols: &'a [Arc<str>],
+        unknown: &'a [String],
+    },
+    Feed {
+        status: &'a str,
+        session: &'a str,
+        /// Whether every symbol's state is whole (false while recovering).
+        complete: bool,
+        /// Messages of this session lost beyond gap repair.
+        lost: u64,
+        /// Symbols that may lack changes the relay missed.
+        incomplete: u32,
+    },
+    Pong,
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+    Shutdown {
+        reconnect_ms: u64,
+    },
+}
+
+/// The `feed` frame of a feed state: status, session and recovery.
+pub(crate) fn feed_frame(feed: &FeedState) -> ServerFrame<'_> {
+    ServerFrame::Feed {
+        status: feed.status.as_str(),
+        session: feed.session.as_str(),
+        complete: feed.complete,
+        lost: feed.lost,
+        incomplete: feed.incomplete,
+    }
+}
