@@ -14,8 +14,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::stats::Shared;
-
 /// The server's address, parsed from `--url`.
 #[derive(Clone, Debug)]
 pub(crate) struct Target {
@@ -59,18 +57,22 @@ fn io_kind(e: &std::io::Error) -> String {
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens a TCP connection from this client's source address.
-pub(super) async fn connect(shared: &Shared, id: usize) -> Result<TcpStream, String> {
+pub(super) async fn connect(
+    target: &Target,
+    source_ips: u32,
+    id: usize,
+) -> Result<TcpStream, String> {
     let attempt = async {
-        let socket = if shared.target.addr.is_ipv4() {
+        let socket = if target.addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
             TcpSocket::new_v6()?
         };
-        if shared.args.source_ips > 1 {
-            socket.bind(source_addr(id, shared.args.source_ips))?;
+        if source_ips > 1 {
+            socket.bind(source_addr(id, source_ips))?;
         }
         socket.set_nodelay(true)?;
-        socket.connect(shared.target.addr).await
+        socket.connect(target.addr).await
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(s)) => Ok(s),
@@ -98,8 +100,8 @@ pub(super) async fn http_conn<S: Conn>(
     Ok(sender)
 }
 
-pub(super) fn get(shared: &Shared, path: &str, etag: Option<&str>) -> Request<Empty<Bytes>> {
-    let mut b = Request::get(path).header(hyper::header::HOST, &shared.target.authority);
+pub(super) fn get(target: &Target, path: &str, etag: Option<&str>) -> Request<Empty<Bytes>> {
+    let mut b = Request::get(path).header(hyper::header::HOST, &target.authority);
     if let Some(tag) = etag {
         b = b.header(hyper::header::IF_NONE_MATCH, tag);
     }

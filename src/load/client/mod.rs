@@ -26,7 +26,7 @@ use crate::tap::Counted;
 
 /// One client: connect, subscribe, read until cancelled or closed.
 pub(super) async fn client(shared: Arc<Shared>, id: usize, symbols: Vec<String>) {
-    let stream = match connect(&shared, id).await {
+    let stream = match connect(&shared.target, shared.args.source_ips, id).await {
         Ok(s) => s,
         Err(kind) => {
             shared.error(kind);

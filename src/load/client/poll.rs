@@ -41,7 +41,8 @@ pub(super) async fn client<S: Conn>(
             let _ = write!(path, "&batch_ms={ms}");
         }
         shared.request(id);
-        let (status, _, body) = fetch(&mut sender, get(shared, &path, None), "poll").await?;
+        let (status, _, body) =
+            fetch(&mut sender, get(&shared.target, &path, None), "poll").await?;
         if status != 200 {
             return Err(format!("poll: HTTP {status}"));
         }

@@ -26,8 +26,12 @@ pub(super) async fn client<S: Conn>(
     let mut fresh = Vec::new();
     loop {
         shared.request(id);
-        let (status, tag, body) =
-            fetch(&mut sender, get(shared, &path, etag.as_deref()), "snapshot").await?;
+        let (status, tag, body) = fetch(
+            &mut sender,
+            get(&shared.target, &path, etag.as_deref()),
+            "snapshot",
+        )
+        .await?;
         match status {
             304 => shared.answer(id, body.len(), &[], 0),
             200 => {

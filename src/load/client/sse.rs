@@ -42,7 +42,7 @@ pub(super) async fn client<S: Conn>(
         p
     };
     let mut sender = http_conn(stream).await?;
-    let mut req = get(shared, &path, None);
+    let mut req = get(&shared.target, &path, None);
     req.headers_mut().insert(
         hyper::header::ACCEPT,
         hyper::header::HeaderValue::from_static("text/event-stream"),
