@@ -178,6 +178,12 @@ mod tests {
         assert!(me.resident_bytes.unwrap_or(0) > 0);
         assert!(me.open_fds.unwrap_or(0) > 0);
         assert!(me.threads.unwrap_or(0) >= 1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let start = me.start_time_seconds.unwrap_or(0.0);
+        // A wrong clock-tick rate would put the start far from now.
+        assert!(start <= now + 1.0 && start > now - 3600.0, "start {start}");
         let pid = Pid::Id(std::process::id());
         assert!(cpu_seconds(pid).is_some());
         assert!(resident_bytes(pid).unwrap_or(0) > 0);
