@@ -36,7 +36,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::load::{self, LoadArgs, LoadTransport, SymbolChoice};
+use crate::procfs::{self, Pid};
 use crate::tap::Tap;
+use crate::zipf::Zipf;
 
 /// `tickrelay lab` flags.
 #[derive(clap::Args, Clone, Debug)]
@@ -233,11 +235,21 @@ fn load_args(args: &LabArgs) -> LoadArgs {
     }
 }
 
+/// The relay's CPU seconds so far; 0 where /proc cannot tell.
+fn cpu_seconds(pid: u32) -> f64 {
+    procfs::cpu_seconds(Pid::Id(pid)).unwrap_or(0.0)
+}
+
+/// The relay's resident memory, KiB; 0 where /proc cannot tell.
+fn rss_kib(pid: u32) -> u64 {
+    procfs::resident_bytes(Pid::Id(pid)).unwrap_or(0) / 1024
+}
+
 async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
     let template = load_args(args);
     let target = load::target(&args.url)?;
     let dir = load::directory(&template, &target).await?;
-    let zipf = load::Zipf::new(dir.len(), template.zipf);
+    let zipf = Zipf::new(dir.len(), template.zipf);
     let union: BTreeSet<String> = (0..args.clients)
         .flat_map(|id| load::pick(&template, &dir, Some(&zipf), id))
         .collect();
@@ -272,12 +284,12 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
     let baseline = match args.server_pid {
         Some(pid) => {
             let t0 = Instant::now();
-            let (cpu0, rss0) = (load::cpu_seconds(pid), load::rss_kib(pid));
+            let (cpu0, rss0) = (cpu_seconds(pid), rss_kib(pid));
             tokio::time::sleep(Duration::from_secs_f64(args.duration.clamp(1.0, 3.0))).await;
             let dt = t0.elapsed().as_secs_f64();
             Some(Baseline {
-                cpu_per_s: (load::cpu_seconds(pid) - cpu0) / dt,
-                rss_kib_per_s: (load::rss_kib(pid) as f64 - rss0 as f64).max(0.0) / dt,
+                cpu_per_s: (cpu_seconds(pid) - cpu0) / dt,
+                rss_kib_per_s: (rss_kib(pid) as f64 - rss0 as f64).max(0.0) / dt,
             })
         }
         None => None,
@@ -307,12 +319,12 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
         // window (every client connected and subscribed), less its baseline
         // growth over that time.
         let memory = args.server_pid.map(|pid| {
-            let (tap, t0, rss0) = (tap.clone(), Instant::now(), load::rss_kib(pid));
+            let (tap, t0, rss0) = (tap.clone(), Instant::now(), rss_kib(pid));
             tokio::spawn(async move {
                 while tap.window().0 == 0 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                let rss1 = load::rss_kib(pid);
+                let rss1 = rss_kib(pid);
                 (rss1 as f64 - rss0 as f64, t0.elapsed().as_secs_f64())
             })
         });

@@ -27,7 +27,9 @@
 //! | [`raw_stream`] | SSE responses written straight to the socket, off hyper's buffers |
 //! | [`server`] | assembling and running the relay, graceful shutdown |
 //! | [`sim`] | the market simulator engine behind `feed-simulator` and `demo` |
-//! | [`load`] | the subscriber load generator behind `tickrelay load` |
+//! | [`zipf`] | the Zipf sampler the simulator and the load generator share |
+//! | [`procfs`] | a process's CPU time, memory and file descriptors from `/proc` |
+//! | [`load`] | the subscriber load generator behind `tickrelay load`: flags, clients, stats, report |
 //! | [`tap`] | what the lab watches of a load client: socket bytes, quotes seen |
 //! | [`lab`] | `tickrelay lab`: every transport measured on the same watchlists |
 //!
@@ -45,6 +47,7 @@ pub mod load;
 pub mod metrics;
 pub mod nats;
 pub mod price;
+pub mod procfs;
 pub mod raw_stream;
 pub mod retransmit;
 pub mod server;
@@ -53,3 +56,4 @@ pub mod table;
 pub mod tap;
 pub mod transport;
 pub mod wire;
+pub mod zipf;

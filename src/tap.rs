@@ -1,10 +1,12 @@
-//! What the lab (`tickrelay lab`, [`crate::lab`]) watches of each load
+//! What the lab (`tickrelay lab`) watches of each load
 //! client beyond the load report: the bytes that cross its socket in both
 //! directions, and every quote's `(symbol, seq)` as it arrives, so the lab
 //! can tell how old each client's view of a symbol was at any moment.
 //!
-//! A leaf: [`crate::load`] feeds it, [`crate::lab`] reads it. `tickrelay
-//! load` runs without one, so its hot path pays nothing for it.
+//! Below both: the load generator's clients feed it and the lab reads it,
+//! and it names neither, so the three stay a chain (lab → load → tap) with
+//! no cycle. `tickrelay load` runs without one, so its hot path pays
+//! nothing for it.
 
 use std::io;
 use std::pin::Pin;

@@ -41,6 +41,7 @@ use rand::{Rng, SeedableRng};
 use super::Book;
 use crate::price::Price;
 use crate::wire::Locate;
+use crate::zipf::Zipf;
 
 /// Fair-value units per feed price unit: the fair value is kept 10,000 times
 /// finer than a price, so tiny steps accumulate instead of vanishing.
@@ -296,56 +297,9 @@ fn normal(rng: &mut SmallRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// Zipf sampler over `n` ranks: precomputed cumulative weights, binary search.
-pub(crate) struct Zipf {
-    cdf: Vec<u64>,
-}
-
-impl Zipf {
-    /// Ranks 0..n with weight 1 / (rank + 1)^s.
-    pub(crate) fn new(n: usize, s: f64) -> Self {
-        // Weights are computed once at start; they choose which symbol ticks,
-        // never a price.
-        let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
-        let total: f64 = weights.iter().sum();
-        let mut acc = 0.0;
-        let cdf = weights
-            .iter()
-            .map(|w| {
-                acc += w / total;
-                (acc.min(1.0) * u64::MAX as f64) as u64
-            })
-            .collect();
-        Zipf { cdf }
-    }
-
-    /// A rank.
-    pub(crate) fn sample(&self, rng: &mut SmallRng) -> usize {
-        let x: u64 = rng.r#gen();
-        self.cdf.partition_point(|&c| c < x).min(self.cdf.len() - 1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn zipf_prefers_low_ranks() {
-        let z = Zipf::new(100, 1.2);
-        let mut rng = SmallRng::seed_from_u64(3);
-        let mut hits = [0u32; 100];
-        for _ in 0..100_000 {
-            hits[z.sample(&mut rng)] += 1;
-        }
-        assert!(hits[0] > hits[10] && hits[10] > hits[90]);
-        let u = Zipf::new(10, 0.0);
-        let mut uh = [0u32; 10];
-        for _ in 0..100_000 {
-            uh[u.sample(&mut rng)] += 1;
-        }
-        assert!(uh.iter().all(|&h| (8_000..12_000).contains(&h)), "{uh:?}");
-    }
 
     #[test]
     fn quotes_are_on_the_cent_grid_and_centred_on_the_fair_value() {

@@ -1,5 +1,8 @@
+use std::collections::BTreeMap;
+
 use super::*;
-use crate::wire::{Packet, PacketKind, decode_message};
+use crate::price::Price;
+use crate::wire::{Locate, Message, Packet, PacketKind, StateQuote, StateTrade, decode_message};
 
 #[test]
 fn tickers_are_unique_and_real_looking() {
