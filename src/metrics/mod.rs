@@ -38,10 +38,7 @@ use crate::kinds::{DropReason, FeedStatus};
 pub use crate::kinds::{Limit, SLOW_REASONS, SlowReason, Transport};
 use crate::wire::DecodeError;
 pub use primitives::{AtomicHistogram, ShardedCounter};
-pub use process::{
-    ProcessCollector, ProcessStats, parse_boot_time, parse_max_fds, parse_proc_stat,
-    parse_status_kib,
-};
+pub use process::{ProcessCollector, ProcessStats};
 
 /// Label: feed line, `a` or `b`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
