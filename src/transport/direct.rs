@@ -100,6 +100,14 @@ impl Sweep for Direct {
 impl Direct {
     /// The write side of `tcp` for `subs`.
     pub fn new(state: AppState, tcp: TcpStream, framing: Framing, subs: Subscriptions) -> Self {
+        // A bounded send buffer (`send_buffer`): on loopback the kernel's
+        // autotuning gives each socket up to 4 MiB, which a client that
+        // stopped reading fills with stale ticks (a copy the sweep pays for,
+        // beside everyone else's frames) before the write timeout can start.
+        if state.config.limits.send_buffer > 0 {
+            let _ = socket2::SockRef::from(&tcp)
+                .set_send_buffer_size(state.config.limits.send_buffer);
+        }
         let transport = match framing {
             Framing::Ws(_) => Transport::Ws,
             Framing::Sse => Transport::Sse,
