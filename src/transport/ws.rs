@@ -406,6 +406,11 @@ impl Conn {
                 .hub
                 .metrics
                 .slow(Transport::Ws, SlowReason::NoPong);
+            tracing::info!(
+                transport = "ws",
+                peer = ?self.direct.tcp.peer_addr().ok(),
+                "client closed: no pong within the idle timeout"
+            );
             return Flow::Close(close::NO_PONG, "no pong within the idle timeout".into());
         }
         let mut out = Vec::with_capacity(2);
