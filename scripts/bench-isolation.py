@@ -20,6 +20,7 @@ Everything is on loopback (multicast via 127.0.0.1, TTL 0) and bounded.
 
     cargo build --release --workspace --bins
     python3 scripts/bench-isolation.py [--normal 50] [--stalled 300] [--rate 10000]
+    python3 scripts/bench-isolation.py --relay-arg=--send-buffer --relay-arg=0   # the kernel's autotuned buffers
 """
 
 import argparse
@@ -113,7 +114,7 @@ def run(args, stalled):
         [os.path.join(BIN, "tickrelay"), "serve", "--http", f"127.0.0.1:{http}",
          "--feed-a", group, "--interface", "127.0.0.1",
          "--write-timeout-ms", str(args.write_timeout_ms),
-         "--max-connections-per-ip", "100000"],
+         "--max-connections-per-ip", "100000"] + args.relay_arg,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     base = f"http://127.0.0.1:{http}"
@@ -196,6 +197,8 @@ def main():
     ap.add_argument("--rcvbuf", type=int, default=0,
                     help="SO_RCVBUF of the stalled clients (0: the system's default)")
     ap.add_argument("--runs", type=int, default=2, help="runs of each case")
+    ap.add_argument("--relay-arg", action="append", default=[],
+                    help="one more relay argument (repeat), e.g. --relay-arg=--send-buffer --relay-arg=0")
     args = ap.parse_args()
     print(f"uptime: {open('/proc/loadavg').read().strip()}", file=sys.stderr)
     pairs = []
