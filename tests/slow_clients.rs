@@ -197,7 +197,10 @@ fn a_stalled_sse_client_is_closed_with_an_error_event_counted_and_logged() {
     assert!(text.ends_with("\r\n0\r\n\r\n"), "the chunked body is ended");
     let at = text.rfind("event: ").expect("events");
     let last = &text[at..];
-    assert!(last.starts_with("event: error\ndata: "), "last event: {last}");
+    assert!(
+        last.starts_with("event: error\ndata: "),
+        "last event: {last}"
+    );
     let data = last["event: error\ndata: ".len()..].lines().next().unwrap();
     let v: serde_json::Value = serde_json::from_str(data).unwrap();
     assert_eq!(v["code"], "slow_consumer");

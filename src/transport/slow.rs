@@ -113,6 +113,12 @@ impl TimedIo {
         }
     }
 
+    /// The socket, for a connection upgraded off hyper (WebSocket), which
+    /// keeps its own write timeout.
+    pub fn into_inner(self) -> TcpStream {
+        self.tcp
+    }
+
     /// A write made progress (`Ready`) or is waiting (`Pending`): the
     /// timer stops, or starts and is checked.
     fn track<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {

@@ -198,10 +198,12 @@ pub async fn handler(
         // Upgraded from a hyper connection: take the socket back from it.
         tracker.spawn(async move {
             let Ok(upgraded) = on.await else { return };
-            let Ok(parts) = upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() else {
+            let Ok(parts) =
+                upgraded.downcast::<hyper_util::rt::TokioIo<crate::transport::slow::TimedIo>>()
+            else {
                 return;
             };
-            start(parts.io.into_inner(), parts.read_buf).await;
+            start(parts.io.into_inner().into_inner(), parts.read_buf).await;
         });
     } else {
         return ApiError::bad_request("not_upgradable", "this connection cannot be upgraded")
