@@ -108,7 +108,7 @@ settings! {
     idle_timeout_ms: u64 = "TICKRELAY_IDLE_TIMEOUT_MS";
     /// Close a client whose write does not finish in this time (4008), ms [default: 10000].
     write_timeout_ms: u64 = "TICKRELAY_WRITE_TIMEOUT_MS";
-    /// SO_SNDBUF of WebSocket and SSE sockets, bytes; 0 leaves the kernel's autotuning [default: 131072].
+    /// SO_SNDBUF of client connections, bytes; 0 leaves the kernel's autotuning [default: 131072].
     send_buffer: usize = "TICKRELAY_SEND_BUFFER";
     /// SSE keep-alive comment interval, ms [default: 15000].
     keepalive_ms: u64 = "TICKRELAY_KEEPALIVE_MS";
@@ -158,7 +158,7 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Write deadline.
     pub write_timeout: Duration,
-    /// SO_SNDBUF of streaming sockets (0: the kernel's autotuning).
+    /// SO_SNDBUF of client connections (0: the kernel's autotuning).
     pub send_buffer: usize,
     /// SSE keep-alive interval.
     pub keepalive: Duration,
