@@ -108,6 +108,8 @@ settings! {
     idle_timeout_ms: u64 = "TICKRELAY_IDLE_TIMEOUT_MS";
     /// Close a client whose write does not finish in this time (4008), ms [default: 10000].
     write_timeout_ms: u64 = "TICKRELAY_WRITE_TIMEOUT_MS";
+    /// SO_SNDBUF of client connections, bytes; 0 leaves the kernel's autotuning [default: 131072].
+    send_buffer: usize = "TICKRELAY_SEND_BUFFER";
     /// SSE keep-alive comment interval, ms [default: 15000].
     keepalive_ms: u64 = "TICKRELAY_KEEPALIVE_MS";
     /// SSE `retry:` hint to clients, ms [default: 2000].
@@ -156,6 +158,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Write deadline.
     pub write_timeout: Duration,
+    /// SO_SNDBUF of client connections (0: the kernel's autotuning).
+    pub send_buffer: usize,
     /// SSE keep-alive interval.
     pub keepalive: Duration,
     /// SSE retry hint.
@@ -311,6 +315,7 @@ impl Settings {
             ping_interval: ms("ping_interval_ms", self.ping_interval_ms, 15_000, 10)?,
             idle_timeout: ms("idle_timeout_ms", self.idle_timeout_ms, 45_000, 10)?,
             write_timeout: ms("write_timeout_ms", self.write_timeout_ms, 10_000, 10)?,
+            send_buffer: self.send_buffer.unwrap_or(128 * 1024),
             keepalive: ms("keepalive_ms", self.keepalive_ms, 15_000, 10)?,
             sse_retry: ms("sse_retry_ms", self.sse_retry_ms, 2_000, 0)?,
             poll_timeout: ms("poll_timeout_ms", self.poll_timeout_ms, 25_000, 0)?,

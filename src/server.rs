@@ -34,10 +34,13 @@ pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
 async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
-    write_timeout: std::time::Duration,
+    limits: crate::config::Limits,
+    metrics: crate::metrics::StreamMetrics,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) -> std::io::Result<()> {
+    use crate::transport::slow::{Route, TimedIo};
+    let write_timeout = limits.write_timeout;
     use tower::ServiceExt;
 
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -64,6 +67,14 @@ async fn serve_http(
         // is the backstop for a connection nothing polls any more: it drops a
         // peer that leaves written data unacknowledged (or its window shut).
         let _ = socket2::SockRef::from(&tcp).set_tcp_user_timeout(Some(write_timeout * 2));
+        // A bounded send buffer (`send_buffer`): on loopback the kernel's
+        // autotuning gives a socket up to 4 MiB, which a client that stopped
+        // reading fills with stale ticks (copies the relay pays for beside
+        // everyone else's frames) before its write timeout can even start.
+        if limits.send_buffer > 0 {
+            let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(limits.send_buffer);
+        }
+        let metrics = metrics.clone();
         let cancel = cancel.clone();
         let app = app.clone();
         let http = http.clone();
@@ -77,15 +88,20 @@ async fn serve_http(
                 }
                 return;
             }
+            // A write that makes no progress for the write timeout ends the
+            // connection, counted under the transport of the request.
+            let route = Route::default();
+            let io = TimedIo::new(tcp, remote, write_timeout, route.clone(), metrics);
             let svc =
                 app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    route.set(req.uri().path());
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(remote));
                     req
                 });
             let conn = http
                 .serve_connection(
-                    hyper_util::rt::TokioIo::new(tcp),
+                    hyper_util::rt::TokioIo::new(io),
                     hyper_util::service::TowerToHyperService::new(svc),
                 )
                 .with_upgrades();
@@ -182,11 +198,13 @@ pub async fn start_with(
         tracker: tracker.clone(),
         draining: draining.clone(),
     }));
+    let metrics = state.hub.metrics.clone();
     let app = router(state);
     let server = tokio::spawn(serve_http(
         listener,
         app,
-        config.limits.write_timeout,
+        config.limits.clone(),
+        metrics,
         cancel.clone(),
         tracker.clone(),
     ));

@@ -170,6 +170,7 @@ impl Direct {
                 .slow(self.transport, SlowReason::QueueOverflow);
             tracing::info!(
                 transport = self.transport.as_str(),
+                peer = %self.peer(),
                 "client closed: every-mode queue overflow"
             );
             w.verdict = Some(Verdict::Close(
@@ -294,6 +295,13 @@ impl Direct {
         }
     }
 
+    /// The client's address, for log lines.
+    fn peer(&self) -> String {
+        self.tcp
+            .peer_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string())
+    }
+
     /// The client did not take its frames within the write timeout (4008).
     pub fn slow(&self, w: &mut Writer) {
         self.state
@@ -302,6 +310,7 @@ impl Direct {
             .slow(self.transport, SlowReason::WriteTimeout);
         tracing::info!(
             transport = self.transport.as_str(),
+            peer = %self.peer(),
             "client closed: write timeout"
         );
         w.verdict = Some(Verdict::Close(
@@ -340,6 +349,12 @@ impl Direct {
         w.verdict = Some(Verdict::Stop);
         let mut out = std::mem::take(&mut w.out);
         out.extend_from_slice(last);
+        if let Some(since) = w.blocked_since {
+            // The socket is full: without room, the last frame (4008, the
+            // error event) would never reach a client that reads again.
+            let keep = since.elapsed() + 2 * self.state.config.limits.write_timeout;
+            crate::transport::slow::make_room(&self.tcp, out.len(), keep);
+        }
         out
     }
 }
@@ -357,6 +372,13 @@ pub fn sse_head(out: &mut Vec<u8>, name: &str, session: &str, seq: u64) {
 
 /// Writes all of `bytes`, waiting for the socket as needed.
 pub async fn write_all(tcp: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    // Once straight to the socket, past tokio's readiness: a send buffer
+    // just grown (`slow::make_room`) takes the bytes though no wake-up says so.
+    if !bytes.is_empty() {
+        if let Ok(n) = socket2::SockRef::from(tcp).send(bytes) {
+            bytes = &bytes[n..];
+        }
+    }
     while !bytes.is_empty() {
         tcp.writable().await?;
         match tcp.try_write(bytes) {

@@ -3,6 +3,7 @@
 
 pub mod direct;
 pub mod poll;
+pub mod slow;
 pub mod snapshot;
 pub mod sse;
 pub mod stream;

@@ -155,10 +155,12 @@ pub async fn handler(
         // Upgraded from a hyper connection: take the socket back from it.
         tracker.spawn(async move {
             let Ok(upgraded) = on.await else { return };
-            let Ok(parts) = upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() else {
+            let Ok(parts) =
+                upgraded.downcast::<hyper_util::rt::TokioIo<crate::transport::slow::TimedIo>>()
+            else {
                 return;
             };
-            start(parts.io.into_inner(), parts.read_buf).await;
+            start(parts.io.into_inner().into_inner(), parts.read_buf).await;
         });
     } else {
         return ApiError::new(
@@ -354,6 +356,11 @@ impl Conn {
                 .hub
                 .metrics
                 .slow(Transport::Ws, SlowReason::NoPong);
+            tracing::info!(
+                transport = "ws",
+                peer = ?self.direct.tcp.peer_addr().ok(),
+                "client closed: no pong within the idle timeout"
+            );
             return Flow::Close(close::NO_PONG, "no pong within the idle timeout".into());
         }
         let mut out = Vec::with_capacity(2);
