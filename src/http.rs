@@ -19,11 +19,12 @@ use crate::transport;
 
 /// Builds the router with every route.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    PAGE_MODULES
+        .iter()
+        .fold(Router::new(), |r, &(path, body)| {
+            r.route(path, get(move || page_module(body)))
+        })
         .route("/", get(page_index))
-        .route("/app.js", get(page_js))
-        .route("/stats.js", get(page_stats_js))
-        .route("/compare.js", get(page_compare_js))
         .route("/tickrelay.js", get(client_js))
         .route("/clients/js/tickrelay.js", get(client_js))
         .route("/app.css", get(page_css))
@@ -204,25 +205,21 @@ async fn page_index() -> impl IntoResponse {
     )
 }
 
-async fn page_js() -> impl IntoResponse {
-    static_file(
-        "text/javascript; charset=utf-8",
-        include_str!("../static/app.js"),
-    )
-}
+/// The page's ES modules (static/*.js, one concern each), embedded as they
+/// are: no build step.
+const PAGE_MODULES: &[(&str, &str)] = &[
+    ("/app.js", include_str!("../static/app.js")),
+    ("/compare.js", include_str!("../static/compare.js")),
+    ("/format.js", include_str!("../static/format.js")),
+    ("/rows.js", include_str!("../static/rows.js")),
+    ("/search.js", include_str!("../static/search.js")),
+    ("/settings.js", include_str!("../static/settings.js")),
+    ("/stats.js", include_str!("../static/stats.js")),
+    ("/status.js", include_str!("../static/status.js")),
+];
 
-async fn page_stats_js() -> impl IntoResponse {
-    static_file(
-        "text/javascript; charset=utf-8",
-        include_str!("../static/stats.js"),
-    )
-}
-
-async fn page_compare_js() -> impl IntoResponse {
-    static_file(
-        "text/javascript; charset=utf-8",
-        include_str!("../static/compare.js"),
-    )
+async fn page_module(body: &'static str) -> Response {
+    static_file("text/javascript; charset=utf-8", body)
 }
 
 /// The JavaScript client library (clients/js/), which the page imports.

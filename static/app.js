@@ -1,96 +1,28 @@
-/* tickrelay trading page: the view.
- *
- * The data comes from the client library (tickrelay.js, clients/js/ in the
- * repository): it loads the watchlist's prices over REST, streams changes
- * over the transport the user picks (WebSocket JSON or MessagePack, SSE,
- * long poll, short poll), resumes after any disconnect and hands over each
- * new quote with exact decimal prices. This file keeps the watchlist, the
- * rows and the figures; stats.js the clock and the rates; compare.js the
- * side-by-side comparison of two transports. Native ES modules, no build
- * step: the relay embeds these files as they are.
+/* tickrelay trading page: the page itself. The watchlist, the library
+ * connection (tickrelay.js, clients/js/ in the repository: it loads the
+ * watchlist's prices over REST, streams changes over the transport the user
+ * picks, resumes after any disconnect and hands over each new quote with
+ * exact decimal prices), the transport picker and the stats strip. The
+ * rest, one concern a module: rows.js the quote table, search.js the search
+ * box, status.js the status badge, format.js text for the screen,
+ * settings.js the URL, saved settings and directory, stats.js the clock and
+ * rates, compare.js the side-by-side comparison of two transports. Native
+ * ES modules, no build step: the relay embeds these files as they are.
  */
 
-import { connect, parseDecimal, formatTicks, backoff, toNum, TRANSPORTS, HttpError } from './tickrelay.js';
+import { connect, backoff, TRANSPORTS } from './tickrelay.js';
 import { clock, nowMs, Stats } from './stats.js';
 import { Compare } from './compare.js';
+import { intFmt, setText, clampInterval, fmtRate, fmtBytes, fmtMs, viewQuote } from './format.js';
+import { $, pageParams, token, SYMBOL_RE, MAX_WATCH, DEFAULT_WATCH, BASE_URL, store, batchMs, fetchDirectory } from './settings.js';
+import { createRow, renderRow, renderAge, highlightRow } from './rows.js';
+import { bindSearch } from './search.js';
+import { statusView, renderBadge } from './status.js';
 
 // ---------------------------------------------------------------------------
-// Small helpers.
-// ---------------------------------------------------------------------------
-
-const $ = (sel) => document.querySelector(sel);
-const pageParams = new URLSearchParams(location.search);
-const token = pageParams.get('token'); // optional bearer token (docs/PROTOCOL.md, "Authentication")
-const SYMBOL_RE = /^[A-Z0-9.\-/_^*]{1,16}$/; // the server's ticker syntax
-const MAX_WATCH = 500; // well under the server's per-request limit (1024)
-const DEFAULT_WATCH = 20; // a screenful at 1280x800
-const FLASH_MS = 700; // keep in step with the flash animations in app.css
-// Screen batching (batch_ms): the server gathers changes for up to one
-// frame of a 60 Hz screen. Switchable in the header; on by default.
-const BATCH_MS = 16;
-// Relative, so the page also works behind a path-prefixing proxy.
-const BASE_URL = new URL('.', location.href).href;
-const intFmt = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
-const formatPrice = formatTicks;
-
-const store = {
-  get(key, fallback) {
-    try {
-      const v = localStorage.getItem('tickrelay.' + key);
-      return v === null ? fallback : JSON.parse(v);
-    } catch (_) {
-      return fallback;
-    }
-  },
-  set(key, value) {
-    try {
-      localStorage.setItem('tickrelay.' + key, JSON.stringify(value));
-    } catch (_) { /* private mode or quota: the page still works */ }
-  },
-};
-const batchMs = () => (store.get('batch', true) ? BATCH_MS : 0);
-
-/** The library's quote (decimal strings) → the row's view model (ticks, ms). */
-function viewQuote(q) {
-  const price = (s) => (s === null || s === undefined ? null : parseDecimal(s));
-  return {
-    symbol: q.symbol,
-    seq: q.seq,
-    bid: price(q.bid),
-    ask: price(q.ask),
-    last: price(q.last),
-    prevClose: price(q.prev_close),
-    bidSize: q.bid_size,
-    askSize: q.ask_size,
-    lastSize: q.last_size,
-    volume: q.volume,
-    tsMs: q.ts === null ? null : q.ts / 1e6,
-  };
-}
-
-/** The directory over REST (not part of the streaming client). */
-async function fetchDirectory() {
-  const headers = token ? { Authorization: 'Bearer ' + token } : {};
-  const res = await fetch(new URL('v1/symbols', BASE_URL), { headers, cache: 'no-store' });
-  const text = await res.text();
-  if (!res.ok) throw new HttpError(res.status, text);
-  return JSON.parse(text);
-}
-
-// ---------------------------------------------------------------------------
-// The App: watchlist, rows, status and rendering. One library connection
+// The App: watchlist, connection, status and stats. One library connection
 // (`feed`) at a time; a switch of transport closes it and opens another.
 // ---------------------------------------------------------------------------
-
-const STATUS_TEXT = {
-  connecting: 'Connecting',
-  live: 'Live',
-  stale: 'Feed stale',
-  recovering: 'Recovering',
-  reconnecting: 'Reconnecting',
-  disconnected: 'Disconnected',
-  idle: 'Idle',
-};
 
 class App {
   constructor() {
@@ -197,16 +129,7 @@ class App {
   }
 
   async loadDirectory() {
-    const data = await fetchDirectory();
-    const list = Array.isArray(data) ? data : data && Array.isArray(data.symbols) ? data.symbols : [];
-    const dir = new Map();
-    for (const e of list) {
-      const d = typeof e === 'string' ? { symbol: e } : e;
-      if (!d || d.symbol == null) continue;
-      const symbol = String(d.symbol).toUpperCase();
-      const prev = d.prev_close == null ? null : parseDecimal(String(d.prev_close));
-      dir.set(symbol, { symbol, name: d.name ? String(d.name) : '', prevClose: prev });
-    }
+    const dir = await fetchDirectory();
     const before = this.requestSymbols();
     this.directory = dir;
     this.dirList = [...dir.values()];
@@ -388,74 +311,13 @@ class App {
   }
 
   renderRow(row) {
-    const q = row.q;
-    const c = row.cells;
-    row.tr.dataset.seq = q ? String(q.seq) : '';
-    if (!q) {
-      for (const k of ['bsz', 'bid', 'ask', 'asz', 'last', 'net', 'chg', 'vol', 'age']) c[k].textContent = '';
-      return;
-    }
-    this.setPrice(row, 'bid', q.bid);
-    this.setPrice(row, 'ask', q.ask);
-    this.setPrice(row, 'last', q.last);
-    setText(c.bsz, q.bidSize === null || q.bid === null ? '' : intFmt.format(q.bidSize));
-    setText(c.asz, q.askSize === null || q.ask === null ? '' : intFmt.format(q.askSize));
-    setText(c.vol, q.volume === null ? '' : intFmt.format(q.volume));
-
-    // Change against the previous close; the last trade, else the mid.
-    const info = this.directory.get(row.symbol);
-    const prev = q.prevClose || (info && info.prevClose) || null;
-    const ref = q.last !== null ? q.last : q.bid !== null && q.ask !== null ? Math.round((q.bid + q.ask) / 2) : null;
-    if (prev && ref !== null) {
-      const net = ref - prev; // exact, in ten-thousandths
-      const pct = (net / prev) * 100; // display only
-      setText(c.net, (net > 0 ? '+' : '') + formatPrice(net));
-      setText(c.chg, (pct > 0 ? '+' : '') + pct.toFixed(2) + '%');
-      const title = (q.last !== null ? 'last' : 'mid') + ' vs previous close ' + formatPrice(prev);
-      for (const cell of [c.net, c.chg]) {
-        cell.classList.toggle('pos', net > 0);
-        cell.classList.toggle('neg', net < 0);
-        cell.title = title;
-      }
-    } else {
-      setText(c.net, '');
-      setText(c.chg, '');
-    }
-    this.renderAge(row, nowMs());
+    renderRow(row, this.directory.get(row.symbol), nowMs());
   }
 
   renderStatus() {
-    let status;
-    let detail = '';
-    if (this.conn === 'up') {
-      status = this.feedStatus;
-      if (status === 'stale') detail = 'no feed data';
-      else if (status === 'recovering' && this.uncertain) {
-        const d = this.feedDetail || {};
-        const parts = ['rebuilding prices'];
-        if (toNum(d.incomplete)) parts.push(toNum(d.incomplete) + ' symbols uncertain');
-        if (toNum(d.lost)) parts.push(toNum(d.lost) + ' messages lost');
-        detail = parts.join(' · ');
-      } else if (status === 'recovering') detail = 'repairing a gap';
-    } else {
-      status = this.conn;
-      if (this.retryAt) {
-        const left = Math.max(0, this.retryAt - performance.now());
-        detail = left > 0 ? 'retry in ' + (left / 1000).toFixed(left < 10000 ? 1 : 0) + ' s' : 'connecting…';
-      } else if (status === 'idle') {
-        detail = 'no symbols';
-      }
-    }
-    this.hooks.status = status;
-    const el = this.el.status;
-    if (el.dataset.status !== status) {
-      el.dataset.status = status;
-      document.body.dataset.status = status;
-      this.el.statusLabel.textContent = STATUS_TEXT[status] || status;
-      // A background tab shows trouble in its title.
-      document.title = status === 'live' || status === 'connecting' ? 'tickrelay' : (STATUS_TEXT[status] || status) + ' · tickrelay';
-    }
-    setText(this.el.statusDetail, detail);
+    const view = statusView(this);
+    this.hooks.status = view.status;
+    renderBadge(this.el.status, this.el.statusLabel, this.el.statusDetail, view);
   }
 
   renderCursor() {
@@ -500,7 +362,7 @@ class App {
       const btn = e.target.closest('button.rm');
       if (btn) this.remove(btn.closest('tr').dataset.symbol);
     });
-    this.bindSearch();
+    bindSearch(this, this.el.search, this.el.results);
     document.addEventListener('visibilitychange', () => {
       if (!document.hidden) {
         this.visibleAt = performance.now();
@@ -578,32 +440,7 @@ class App {
   }
 
   addRow(sym) {
-    const tr = document.createElement('tr');
-    tr.dataset.symbol = sym;
-    const cells = {};
-    for (const k of ['sym', 'name', 'bsz', 'bid', 'ask', 'asz', 'last', 'net', 'chg', 'vol', 'age', 'x']) {
-      const td = document.createElement('td');
-      td.className = k;
-      tr.appendChild(td);
-      cells[k] = td;
-    }
-    cells.sym.textContent = sym;
-    const info = this.directory.get(sym);
-    cells.name.textContent = info ? info.name : '';
-    if (info) cells.name.title = info.name;
-    if (this.directory.size && !info) {
-      tr.classList.add('unknown');
-      cells.name.textContent = 'not in directory';
-    }
-    const rm = document.createElement('button');
-    rm.type = 'button';
-    rm.className = 'rm';
-    rm.title = 'Remove ' + sym;
-    rm.setAttribute('aria-label', 'Remove ' + sym);
-    rm.textContent = '×';
-    cells.x.appendChild(rm);
-    this.el.tbody.appendChild(tr);
-    const row = { symbol: sym, tr, cells, q: null, session: null, seq: -1, shown: {}, serverUnknown: false };
+    const row = createRow(this.el.tbody, sym, this.directory);
     this.rows.set(sym, row);
     this.el.empty.hidden = true;
     return row;
@@ -617,45 +454,9 @@ class App {
     else requestAnimationFrame(() => this.flush());
   }
 
-  /** Writes a price cell and flashes it green/red when it moved. */
-  setPrice(row, key, v) {
-    const cell = row.cells[key];
-    const text = formatPrice(v);
-    if (cell.textContent !== text) {
-      cell.textContent = text;
-      // 2-decimal prices get padding so decimal points stay aligned.
-      cell.classList.toggle('d2', text !== '' && text.length - text.indexOf('.') === 3);
-    }
-    const old = row.shown[key];
-    row.shown[key] = v;
-    if (old === undefined || old === null || v === null || v === old) return;
-    const dir = v > old ? 'up' : 'dn';
-    if (key === 'last') {
-      cell.classList.toggle('tick-up', dir === 'up');
-      cell.classList.toggle('tick-dn', dir === 'dn');
-    }
-    // At most one flash per cell per FLASH_MS: a symbol ticking 50 times a
-    // second blinks instead of glowing solid, so the eye still catches the
-    // cells that just moved.
-    const now = performance.now();
-    if (now - (cell._flashAt || -Infinity) < FLASH_MS) return;
-    cell._flashAt = now;
-    // Alternate between two identical animations so a new flash restarts it.
-    const k = (cell._flip = cell._flip ? 0 : 1);
-    cell.classList.remove('up0', 'up1', 'dn0', 'dn1');
-    cell.classList.add(dir + k);
-  }
-
-  renderAge(row, now) {
-    if (!row.q || row.q.tsMs === null) return;
-    const s = Math.max(0, (now - row.q.tsMs) / 1000);
-    setText(row.cells.age, (s < 10 ? s.toFixed(1) : String(Math.round(s))) + 's');
-    row.cells.age.classList.toggle('old', s >= 30);
-  }
-
   renderAges() {
     const now = nowMs();
-    for (const row of this.rows.values()) this.renderAge(row, now);
+    for (const row of this.rows.values()) renderAge(row, now);
   }
 
   renderCount() {
@@ -673,131 +474,8 @@ class App {
 
   highlight(sym) {
     const row = this.rows.get(sym);
-    if (!row) return;
-    row.tr.scrollIntoView({ block: 'nearest' });
-    row.tr.classList.remove('hl');
-    void row.tr.offsetWidth; // restart the animation
-    row.tr.classList.add('hl');
+    if (row) highlightRow(row);
   }
-
-  bindSearch() {
-    const input = this.el.search;
-    const list = this.el.results;
-    let items = [];
-    let sel = 0;
-
-    const close = () => {
-      list.hidden = true;
-      items = [];
-    };
-    const show = () => {
-      const q = input.value.trim().toUpperCase();
-      if (!q) return close();
-      items = this.searchDirectory(q, 12);
-      // Not in the (possibly stale) directory but a valid ticker: offer it anyway.
-      if (!items.length && SYMBOL_RE.test(q)) items = [{ symbol: q, name: '', prevClose: null, adhoc: true }];
-      sel = 0;
-      list.replaceChildren(...items.map((d, i) => {
-        const li = document.createElement('li');
-        li.setAttribute('role', 'option');
-        li.dataset.symbol = d.symbol;
-        if (i === sel) li.classList.add('sel');
-        if (this.rows.has(d.symbol)) li.classList.add('have');
-        const a = document.createElement('span');
-        a.className = 'rs';
-        a.textContent = d.symbol;
-        const b = document.createElement('span');
-        b.className = 'rn';
-        b.textContent = d.adhoc ? 'not in directory' : d.name;
-        const c = document.createElement('span');
-        c.className = 'rp';
-        c.textContent = d.prevClose !== null ? formatPrice(d.prevClose) : '';
-        li.append(a, b, c);
-        return li;
-      }));
-      list.hidden = !items.length;
-    };
-    const move = (d) => {
-      if (!items.length) return;
-      sel = (sel + d + items.length) % items.length;
-      [...list.children].forEach((li, i) => li.classList.toggle('sel', i === sel));
-      list.children[sel].scrollIntoView({ block: 'nearest' });
-    };
-    const pick = (sym) => {
-      this.add(sym);
-      input.value = '';
-      close();
-    };
-
-    input.addEventListener('input', show);
-    input.addEventListener('focus', () => {
-      // The directory grows as the feed announces symbols; refresh if old.
-      if (performance.now() - this.dirAt > 30000) this.loadDirectory().then(show).catch(() => {});
-      show();
-    });
-    input.addEventListener('blur', () => setTimeout(close, 150));
-    input.addEventListener('keydown', (e) => {
-      if (e.key === 'ArrowDown') { move(1); e.preventDefault(); }
-      else if (e.key === 'ArrowUp') { move(-1); e.preventDefault(); }
-      else if (e.key === 'Enter') {
-        e.preventDefault();
-        if (items[sel]) pick(items[sel].symbol);
-        else if (input.value.trim()) pick(input.value);
-      } else if (e.key === 'Escape') { input.value = ''; close(); input.blur(); }
-    });
-    list.addEventListener('mousedown', (e) => {
-      const li = e.target.closest('li');
-      if (li) {
-        e.preventDefault();
-        pick(li.dataset.symbol);
-      }
-    });
-    document.addEventListener('keydown', (e) => {
-      if (e.key === '/' && document.activeElement !== input && !/INPUT|SELECT|TEXTAREA/.test(document.activeElement.tagName)) {
-        e.preventDefault();
-        input.focus();
-      }
-    });
-  }
-
-  /** Exact ticker first, then ticker prefixes, then name matches. */
-  searchDirectory(q, limit) {
-    const exact = [];
-    const prefix = [];
-    const name = [];
-    const lq = q.toLowerCase();
-    for (const d of this.dirList) {
-      if (d.symbol === q) exact.push(d);
-      else if (d.symbol.startsWith(q)) { if (prefix.length < limit) prefix.push(d); }
-      else if (name.length < limit && d.name.toLowerCase().includes(lq)) name.push(d);
-      if (exact.length && prefix.length >= limit) break;
-    }
-    return exact.concat(prefix, name).slice(0, limit);
-  }
-}
-
-function setText(el, text) {
-  if (el.textContent !== text) el.textContent = text;
-}
-
-function clampInterval(v) {
-  const n = Math.round(Number(v));
-  return Number.isFinite(n) ? Math.min(60000, Math.max(100, n)) : 1000;
-}
-
-function fmtRate(v) {
-  return v >= 100 ? intFmt.format(Math.round(v)) : v.toFixed(1);
-}
-
-function fmtBytes(v) {
-  if (v >= 1e6) return (v / 1e6).toFixed(2) + ' MB/s';
-  if (v >= 1e3) return (v / 1e3).toFixed(1) + ' kB/s';
-  return Math.round(v) + ' B/s';
-}
-
-function fmtMs(v) {
-  if (v === null) return '–';
-  return (Math.abs(v) >= 100 ? Math.round(v) : v.toFixed(Math.abs(v) >= 10 ? 1 : 2)) + ' ms';
 }
 
 const app = new App();

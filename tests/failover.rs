@@ -11,7 +11,7 @@
 //! Needs `haproxy` (Debian's package; `scripts/test.sh` installs it). Loopback
 //! only: the balancer, the relays and the feed are all on 127.0.0.1.
 
-mod harness;
+mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -409,9 +409,9 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
     let haproxy = haproxy_bin().expect(
         "haproxy is not installed: `bash scripts/test.sh` installs it (apt-get install haproxy)",
     );
-    let group = harness::unique_group();
-    let retransmit = format!("127.0.0.1:{}", harness::free_udp_port());
-    let ports: Vec<u16> = (0..3).map(|_| harness::free_tcp_port()).collect();
+    let group = support::FeedAddr::unique();
+    let retransmit = format!("127.0.0.1:{}", support::free_udp_port());
+    let ports: Vec<u16> = (0..3).map(|_| support::free_tcp_port()).collect();
     let relay_args = |_: usize| -> Vec<String> {
         [
             "--feed-a",
@@ -434,8 +434,8 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
         .collect();
 
     // The balancer: deploy/haproxy.cfg with this test's ports.
-    let lb_port = harness::free_tcp_port();
-    let stats_port = harness::free_tcp_port();
+    let lb_port = support::free_tcp_port();
+    let stats_port = support::free_tcp_port();
     let cfg = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy.cfg"))
         .unwrap()
         .replace("127.0.0.1:8000", &format!("127.0.0.1:{lb_port}"))
@@ -464,7 +464,7 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
 
     let final_path =
         std::env::temp_dir().join(format!("tickrelay-failover-{}.json", std::process::id()));
-    let sim = harness::spawn_simulator(&[
+    let sim = support::spawn_simulator(&[
         "--group",
         &group.to_string(),
         "--retransmit",

@@ -4,14 +4,14 @@
 //! and requests. Each asserts what a user would notice: the table, the
 //! session, `/readyz`, the error bodies.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{DEADLINE, FeedAddr, FeedWriter, FinalState, Relay, Sim, poll_until};
+use support::{DEADLINE, FeedAddr, FeedWriter, FinalState, Relay, Sim, poll_until};
 use tickrelay::price::Price;
 use tickrelay::table::Quote;
 use tickrelay::transport::snapshot::SnapshotBody;
@@ -238,9 +238,9 @@ fn fuzzer_garbage_classes_change_nothing() {
 fn a_300ms_stall_mid_run_loses_nothing() {
     let a = FeedAddr::unique();
     let b = FeedAddr::unique();
-    let server = format!("127.0.0.1:{}", common::free_udp_port());
+    let server = format!("127.0.0.1:{}", support::free_udp_port());
     // Built before the clock matters (a no-op when fresh).
-    common::feed_simulator_bin();
+    support::feed_simulator_bin();
     let relay = Relay::serve_feed(
         a,
         &[
@@ -329,7 +329,7 @@ fn a_gap_open_across_a_stop_is_repaired_not_lost() {
     let mut kept = Vec::new();
     let trade = Message::Trade {
         locate: 0,
-        ts: common::now_ns(),
+        ts: support::now_ns(),
         price: Price(10_1234),
         size: 77,
         volume: 77,

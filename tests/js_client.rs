@@ -7,7 +7,7 @@
 //! with `--experimental-websocket`). When node is missing this test fails
 //! and says so; it never skips.
 
-mod harness;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -43,7 +43,7 @@ fn javascript_client_against_a_real_relay() {
         .args(["--test", "--test-reporter=spec", "test/"])
         .current_dir(&dir)
         .env("TICKRELAY_BIN", env!("CARGO_BIN_EXE_tickrelay"))
-        .env("FEED_SIMULATOR_BIN", harness::simulator_path())
+        .env("FEED_SIMULATOR_BIN", support::feed_simulator_bin())
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log)

@@ -3,7 +3,7 @@
 //! is there and that its numbers agree with what each transport is — never
 //! how fast anything is.
 
-mod harness;
+mod support;
 
 use std::process::{Command, Stdio};
 
@@ -27,10 +27,10 @@ fn row<'a>(r: &'a LabReport, id: &str) -> &'a Row {
 
 #[test]
 fn lab_measures_every_transport_on_the_same_watchlists() {
-    let group = harness::unique_group();
-    let relay = harness::Relay::start(&["--feed-a".into(), group.to_string()]);
+    let group = support::FeedAddr::unique();
+    let relay = support::Relay::loopback("serve", &["--feed-a".to_string(), group.to_string()]);
     let group_arg = group.to_string();
-    let mut sim = harness::spawn_simulator(&[
+    let mut sim = support::spawn_simulator(&[
         "--group",
         &group_arg,
         "--symbols",
@@ -41,7 +41,7 @@ fn lab_measures_every_transport_on_the_same_watchlists() {
         "120",
     ]);
     relay.wait_ready();
-    harness::http_get(&relay.base, "/v1/symbols", &[]);
+    support::http_get(&relay.base, "/v1/symbols", &[]);
 
     let html = std::env::temp_dir().join(format!("tickrelay-lab-{}.html", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
@@ -149,7 +149,7 @@ fn lab_measures_every_transport_on_the_same_watchlists() {
 
 #[test]
 fn demo_lab_runs_the_lab_on_the_embedded_feed_and_exits() {
-    let group = harness::unique_group().to_string();
+    let group = support::FeedAddr::unique().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
         .args([
             "demo",

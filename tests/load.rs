@@ -3,7 +3,7 @@
 //! that quotes arrive and the report is sane; never how fast (benchmarks
 //! print numbers, tests don't assert speed).
 
-mod harness;
+mod support;
 
 use std::process::{Command, Stdio};
 
@@ -53,10 +53,10 @@ fn assert_sane(r: &Report, transport: &str) {
 
 #[test]
 fn load_reports_deliveries_and_latency_on_every_transport() {
-    let group = harness::unique_group();
-    let relay = harness::Relay::start(&["--feed-a".into(), group.to_string()]);
+    let group = support::FeedAddr::unique();
+    let relay = support::Relay::loopback("serve", &["--feed-a".to_string(), group.to_string()]);
     let group_arg = group.to_string();
-    let mut sim = harness::spawn_simulator(&[
+    let mut sim = support::spawn_simulator(&[
         "--group",
         &group_arg,
         "--symbols",
@@ -68,7 +68,7 @@ fn load_reports_deliveries_and_latency_on_every_transport() {
     ]);
     relay.wait_ready();
     // Wait for the directory so `--symbols zipf` has something to draw from.
-    harness::http_get(&relay.base, "/v1/symbols", &[]);
+    support::http_get(&relay.base, "/v1/symbols", &[]);
 
     let pid = relay.child.id().to_string();
     let ws = load(

@@ -7,7 +7,7 @@
 //! `feed-simulator` binary, bridges and relays. Each run is bounded by the
 //! simulator's `--duration`.
 
-mod harness;
+mod support;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -37,12 +37,12 @@ struct NatsServer {
 
 impl NatsServer {
     fn start(name: &str) -> NatsServer {
-        let store = harness::scratch(&format!("js-{name}"));
+        let store = support::scratch(&format!("js-{name}"));
         let _ = std::fs::remove_dir_all(&store);
         std::fs::create_dir_all(&store).unwrap();
         let mut s = NatsServer {
             child: None,
-            port: harness::free_tcp_port(),
+            port: support::free_tcp_port(),
             store,
         };
         s.spawn();
@@ -122,13 +122,13 @@ impl Drop for NatsServer {
 
 /// `tickrelay COMMAND --http 127.0.0.1:0 ARGS`, never stale while a test
 /// inspects the end of a run; waited for until it listens.
-fn start(command: &str, args: &[&str]) -> harness::Relay {
+fn start(command: &str, args: &[&str]) -> support::Relay {
     let mut all: Vec<String> = vec!["--stale-after-ms".into(), "60000".into()];
     all.extend(args.iter().map(|s| s.to_string()));
-    harness::Relay::start_command(command, &all)
+    support::Relay::loopback(command, &all)
 }
 
-fn bridge(group: &str, retransmit: &str, nats: &NatsServer, stream: &str) -> harness::Relay {
+fn bridge(group: &str, retransmit: &str, nats: &NatsServer, stream: &str) -> support::Relay {
     start(
         "bridge",
         &[
@@ -145,7 +145,7 @@ fn bridge(group: &str, retransmit: &str, nats: &NatsServer, stream: &str) -> har
 }
 
 /// A relay fed by the stream alone.
-fn nats_relay(nats: &NatsServer, stream: &str) -> harness::Relay {
+fn nats_relay(nats: &NatsServer, stream: &str) -> support::Relay {
     start(
         "serve",
         &["--feed-a", "off", "--nats", &nats.url(), "--stream", stream],
@@ -153,7 +153,7 @@ fn nats_relay(nats: &NatsServer, stream: &str) -> harness::Relay {
 }
 
 fn simulator(group: &str, retransmit: &str, session: &str, secs: u32, final_path: &Path) -> Child {
-    harness::spawn_simulator(&[
+    support::spawn_simulator(&[
         "--group",
         group,
         "--retransmit",
@@ -173,8 +173,8 @@ fn simulator(group: &str, retransmit: &str, session: &str, secs: u32, final_path
     ])
 }
 
-fn m(relay: &harness::Relay, name: &str) -> f64 {
-    harness::metric(&relay.metrics(), name)
+fn m(relay: &support::Relay, name: &str) -> f64 {
+    relay.metrics().get(name)
 }
 
 const NATS_PACKETS: &str = "tickrelay_feed_packets_received_total{line=\"nats\"}";
@@ -182,14 +182,14 @@ const NATS_PACKETS: &str = "tickrelay_feed_packets_received_total{line=\"nats\"}
 #[test]
 fn a_relay_fed_only_through_nats_ends_equal_to_the_feed() {
     let nats = NatsServer::start("only");
-    let group = harness::unique_group().to_string();
-    let server = format!("127.0.0.1:{}", harness::free_udp_port());
-    let final_path = harness::scratch("only.json");
+    let group = support::FeedAddr::unique().to_string();
+    let server = format!("127.0.0.1:{}", support::free_udp_port());
+    let final_path = support::scratch("only.json");
     let bridge = bridge(&group, &server, &nats, "ONLY");
     let relay = nats_relay(&nats, "ONLY");
     let sim = simulator(&group, &server, "NATSONLY", 5, &final_path);
-    harness::wait_sim(sim, Duration::from_secs(30));
-    harness::assert_equals_final_state(&relay, &final_path, false);
+    support::wait_sim(sim, Duration::from_secs(30));
+    support::assert_equals_final_state(&relay, &final_path, false);
     assert!(m(&relay, NATS_PACKETS) > 0.0);
     assert_eq!(m(&relay, "tickrelay_feed_lost_messages_total"), 0.0);
     assert!(m(&bridge, "tickrelay_bridge_published_packets_total") > 0.0);
@@ -206,9 +206,9 @@ fn a_relay_fed_only_through_nats_ends_equal_to_the_feed() {
 #[test]
 fn a_relay_restarted_mid_run_catches_up_from_the_stream() {
     let nats = NatsServer::start("restart-relay");
-    let group = harness::unique_group().to_string();
-    let server = format!("127.0.0.1:{}", harness::free_udp_port());
-    let final_path = harness::scratch("restart-relay.json");
+    let group = support::FeedAddr::unique().to_string();
+    let server = format!("127.0.0.1:{}", support::free_udp_port());
+    let final_path = support::scratch("restart-relay.json");
     let _bridge = bridge(&group, &server, &nats, "RELAYR");
     let mut first = nats_relay(&nats, "RELAYR");
     let sim = simulator(&group, &server, "RELAYRST", 8, &final_path);
@@ -221,8 +221,8 @@ fn a_relay_restarted_mid_run_catches_up_from_the_stream() {
     let _ = first.child.wait();
     std::thread::sleep(Duration::from_millis(500));
     let second = nats_relay(&nats, "RELAYR");
-    harness::wait_sim(sim, Duration::from_secs(30));
-    harness::assert_equals_final_state(&second, &final_path, false);
+    support::wait_sim(sim, Duration::from_secs(30));
+    support::assert_equals_final_state(&second, &final_path, false);
     // It replayed the session from its start: nothing to recover.
     assert_eq!(m(&second, "tickrelay_feed_lost_messages_total"), 0.0);
     assert_eq!(m(&second, "tickrelay_feed_recoveries_total"), 0.0);
@@ -232,9 +232,9 @@ fn a_relay_restarted_mid_run_catches_up_from_the_stream() {
 #[test]
 fn a_nats_server_restart_loses_nothing_the_stream_stored() {
     let mut nats = NatsServer::start("restart-server");
-    let group = harness::unique_group().to_string();
-    let server = format!("127.0.0.1:{}", harness::free_udp_port());
-    let final_path = harness::scratch("restart-server.json");
+    let group = support::FeedAddr::unique().to_string();
+    let server = format!("127.0.0.1:{}", support::free_udp_port());
+    let final_path = support::scratch("restart-server.json");
     let bridge = bridge(&group, &server, &nats, "SRVR");
     let relay = nats_relay(&nats, "SRVR");
     let sim = simulator(&group, &server, "SRVRST", 9, &final_path);
@@ -245,8 +245,8 @@ fn a_nats_server_restart_loses_nothing_the_stream_stored() {
         "the relay reads the stream before the restart"
     );
     nats.restart(Duration::from_secs(1));
-    harness::wait_sim(sim, Duration::from_secs(30));
-    harness::assert_equals_final_state(&relay, &final_path, false);
+    support::wait_sim(sim, Duration::from_secs(30));
+    support::assert_equals_final_state(&relay, &final_path, false);
     assert_eq!(m(&relay, "tickrelay_feed_lost_messages_total"), 0.0);
     assert!(
         m(&relay, "tickrelay_nats_connects_total") >= 2.0,
@@ -268,17 +268,17 @@ fn a_nats_server_restart_loses_nothing_the_stream_stored() {
 #[test]
 fn two_bridges_on_one_feed_store_each_packet_once() {
     let nats = NatsServer::start("dedupe");
-    let group = harness::unique_group().to_string();
-    let server = format!("127.0.0.1:{}", harness::free_udp_port());
-    let final_path = harness::scratch("dedupe.json");
+    let group = support::FeedAddr::unique().to_string();
+    let server = format!("127.0.0.1:{}", support::free_udp_port());
+    let final_path = support::scratch("dedupe.json");
     let one = bridge(&group, &server, &nats, "DEDUPE");
     let two = bridge(&group, &server, &nats, "DEDUPE");
     let sim = simulator(&group, &server, "DEDUPE", 4, &final_path);
-    harness::wait_sim(sim, Duration::from_secs(30));
+    support::wait_sim(sim, Duration::from_secs(30));
     // A relay that reads the stored stream afterwards sees every data
     // message exactly once.
     let relay = nats_relay(&nats, "DEDUPE");
-    harness::assert_equals_final_state(&relay, &final_path, false);
+    support::assert_equals_final_state(&relay, &final_path, false);
     assert_eq!(
         m(&relay, "tickrelay_feed_duplicate_messages_total"),
         0.0,

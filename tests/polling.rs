@@ -1,28 +1,28 @@
 //! Long polling end to end: the real relay over loopback, fed by packets
 //! this test writes.
 
-mod harness;
-use harness::Producer;
+mod support;
+use support::FeedWriter;
 
 use std::io::Write;
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tickrelay::price::Price;
 
-fn json(r: &harness::Response) -> Value {
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+fn json(r: &support::Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
 }
 
-fn setup(extra: &[&str]) -> (harness::Relay, Producer, u64) {
-    let group = harness::unique_group();
+fn setup(extra: &[&str]) -> (support::Relay, FeedWriter, u64) {
+    let group = support::FeedAddr::unique();
     let mut args = vec!["--feed-a".to_string(), group.to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let relay = harness::Relay::start(&args);
-    let mut feed = Producer::new(group, "POLLT");
-    feed.directory(&["AAA", "BBB"]);
-    let seq = feed.send(&[Producer::quote(0, 100), Producer::quote(1, 200)]);
+    let relay = support::Relay::loopback("serve", &args);
+    let mut feed = FeedWriter::new(group, "POLLT");
+    feed.list(&["AAA", "BBB"]);
+    let seq = feed.send(&[FeedWriter::quote_msg(0, 100), FeedWriter::quote_msg(1, 200)]);
     relay.wait_seq(seq);
     (relay, feed, seq)
 }
@@ -32,7 +32,7 @@ fn without_since_or_with_another_session_everything_comes_at_once() {
     let (relay, _feed, seq) = setup(&[]);
     for since in ["", "&since=OTHER:999999"] {
         let t = Instant::now();
-        let r = harness::http_get(
+        let r = support::http_get(
             &relay.base,
             &format!("/v1/poll?symbols=AAA,BBB&timeout_ms=5000{since}"),
             &[],
@@ -50,9 +50,9 @@ fn without_since_or_with_another_session_everything_comes_at_once() {
 #[test]
 fn changed_since_answers_at_once_with_only_the_changed() {
     let (relay, mut feed, seq) = setup(&[]);
-    let s2 = feed.send(&[Producer::quote(1, 250)]);
+    let s2 = feed.send(&[FeedWriter::quote_msg(1, 250)]);
     relay.wait_seq(s2);
-    let r = harness::http_get(
+    let r = support::http_get(
         &relay.base,
         &format!("/v1/poll?symbols=AAA,BBB&since=POLLT:{seq}&timeout_ms=5000"),
         &[],
@@ -68,46 +68,60 @@ fn changed_since_answers_at_once_with_only_the_changed() {
 #[test]
 fn held_until_a_change_then_answered() {
     let (relay, mut feed, seq) = setup(&[]);
-    let base = relay.base.clone();
-    let waiter = std::thread::spawn(move || {
-        let t = Instant::now();
-        let r = harness::http_get(
-            &base,
-            &format!("/v1/poll?symbols=AAA&since=POLLT:{seq}&timeout_ms=20000"),
-            &[],
-        );
-        (r, t.elapsed())
-    });
-    // Wait until the request is parked, then change an unrelated symbol, then AAA.
+    let poll = |symbol: &'static str| {
+        let base = relay.base.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let r = support::http_get(
+                &base,
+                &format!("/v1/poll?symbols={symbol}&since=POLLT:{seq}&timeout_ms=20000"),
+                &[],
+            );
+            (r, t.elapsed())
+        })
+    };
+    let waiter = poll("AAA");
+    // A witness parked on BBB: its answer proves a BBB change went through
+    // the long-poll wake-ups before the AAA waiter is checked for silence.
+    let witness = poll("BBB");
+    // Wait until both are parked, then change the other symbol, then AAA.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while harness::metric(&relay.metrics(), "tickrelay_longpoll_waiters") < 1.0 {
-        assert!(Instant::now() < deadline, "the poll never parked");
+    while relay.metrics().get("tickrelay_longpoll_waiters") < 2.0 {
+        assert!(Instant::now() < deadline, "the polls never parked");
         std::thread::sleep(Duration::from_millis(10));
     }
-    feed.send(&[Producer::quote(1, 999)]);
-    std::thread::sleep(Duration::from_millis(300));
+    let other = feed.send(&[FeedWriter::quote_msg(1, 999)]);
+    let (r, _) = witness.join().unwrap();
+    let v = json(&r);
+    assert_eq!(v["quotes"][0]["symbol"], "BBB", "the witness was answered");
+    assert!(v["seq"].as_u64().unwrap() >= other);
     assert!(
         !waiter.is_finished(),
         "a change to another symbol does not answer"
     );
-    let s = feed.send(&[Producer::quote(0, 777)]);
+    let parked = support::poll_until(support::DEADLINE, "the witness unparked", || {
+        let n = relay.metrics().get("tickrelay_longpoll_waiters");
+        (n < 2.0).then_some(n)
+    });
+    assert_eq!(
+        parked, 1.0,
+        "the AAA waiter is still parked after the BBB change was delivered"
+    );
+    let s = feed.send(&[FeedWriter::quote_msg(0, 777)]);
     let (r, took) = waiter.join().unwrap();
     assert!(took < Duration::from_secs(15));
     let v = json(&r);
     assert_eq!(v["quotes"].as_array().unwrap().len(), 1);
     assert_eq!(v["quotes"][0]["bid"], Price(777).to_string());
     assert!(v["seq"].as_u64().unwrap() >= s);
-    assert_eq!(
-        harness::metric(&relay.metrics(), "tickrelay_longpoll_waiters"),
-        0.0
-    );
+    assert_eq!(relay.metrics().get("tickrelay_longpoll_waiters"), 0.0);
 }
 
 #[test]
 fn empty_answer_at_timeout() {
     let (relay, _feed, seq) = setup(&[]);
     let t = Instant::now();
-    let r = harness::http_get(
+    let r = support::http_get(
         &relay.base,
         &format!("/v1/poll?symbols=AAA,BBB&since=POLLT:{seq}&timeout_ms=300"),
         &[],
@@ -134,13 +148,13 @@ fn a_client_that_goes_away_releases_its_waiter() {
         conns.push(s);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while harness::metric(&relay.metrics(), "tickrelay_longpoll_waiters") < 20.0 {
+    while relay.metrics().get("tickrelay_longpoll_waiters") < 20.0 {
         assert!(Instant::now() < deadline, "waiters did not park");
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(conns);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while harness::metric(&relay.metrics(), "tickrelay_longpoll_waiters") > 0.0 {
+    while relay.metrics().get("tickrelay_longpoll_waiters") > 0.0 {
         assert!(
             Instant::now() < deadline,
             "waiters leaked after the clients left"
@@ -148,43 +162,33 @@ fn a_client_that_goes_away_releases_its_waiter() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(
-        harness::metric(&relay.metrics(), "tickrelay_clients{transport=\"poll\"}"),
+        relay.metrics().get("tickrelay_clients{transport=\"poll\"}"),
         0.0
     );
 }
 
 #[test]
 fn a_new_session_answers_a_parked_poll_with_everything() {
-    let (relay, _feed, seq) = setup(&[]);
+    let (relay, feed, seq) = setup(&[]);
     let base = relay.base.clone();
     let waiter = std::thread::spawn(move || {
-        harness::http_get(
+        support::http_get(
             &base,
             &format!("/v1/poll?symbols=AAA,BBB&since=POLLT:{seq}&timeout_ms=20000"),
             &[],
         )
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while harness::metric(&relay.metrics(), "tickrelay_longpoll_waiters") < 1.0 {
+    while relay.metrics().get("tickrelay_longpoll_waiters") < 1.0 {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(10));
     }
-    let group: SocketAddrV4 = relay_group(&relay);
-    let mut next = Producer::new(group, "POLLT2");
-    next.directory(&["AAA", "BBB"]);
-    next.send(&[Producer::quote(0, 5), Producer::quote(1, 6)]);
+    let mut next = FeedWriter::new(feed.to, "POLLT2");
+    next.list(&["AAA", "BBB"]);
+    next.send(&[FeedWriter::quote_msg(0, 5), FeedWriter::quote_msg(1, 6)]);
     let v = json(&waiter.join().unwrap());
     assert_eq!(v["session"], "POLLT2");
     assert!(!v["quotes"].as_array().unwrap().is_empty());
-}
-
-fn relay_group(relay: &harness::Relay) -> SocketAddrV4 {
-    // The group is the one passed at start; read it back from the metrics-free
-    // command line of the process.
-    let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", relay.child.id())).unwrap();
-    let args: Vec<&str> = cmdline.split('\0').collect();
-    let i = args.iter().position(|a| *a == "--feed-a").unwrap();
-    args[i + 1].parse().unwrap()
 }
 
 #[test]
@@ -196,26 +200,26 @@ fn bad_parameters_are_400_with_a_code() {
         ("symbols=AAA,BBB", "too_many_symbols"),
         ("symbols=%3Cx%3E", "bad_symbol"),
     ] {
-        let r = harness::http_get(&relay.base, &format!("/v1/poll?{query}"), &[]);
-        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        let r = support::http_get(&relay.base, &format!("/v1/poll?{query}"), &[]);
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
         assert_eq!(json(&r)["error"]["code"], code, "{query}");
     }
-    let r = harness::http_get(&relay.base, "/v1/poll?symbols=NOPE", &[]);
+    let r = support::http_get(&relay.base, "/v1/poll?symbols=NOPE", &[]);
     assert_eq!(r.status, 404);
     assert_eq!(json(&r)["error"]["code"], "unknown_symbol");
 }
 
 #[test]
 fn before_the_directory_arrives_symbols_are_not_ready_rather_than_unknown() {
-    let group = harness::unique_group();
-    let relay = harness::Relay::start(&["--feed-a".to_string(), group.to_string()]);
+    let group = support::FeedAddr::unique();
+    let relay = support::Relay::loopback("serve", &["--feed-a".to_string(), group.to_string()]);
     for path in [
         "/v1/snapshot?symbols=AAA",
         "/v1/poll?symbols=AAA",
         "/v1/stream?symbols=AAA",
     ] {
-        let r = harness::http_get(&relay.base, path, &[]);
-        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        let r = support::http_get(&relay.base, path, &[]);
+        assert_eq!(r.status, 503, "{path}: {}", r.text());
         assert_eq!(json(&r)["error"]["code"], "not_ready", "{path}");
     }
 }
@@ -223,36 +227,36 @@ fn before_the_directory_arrives_symbols_are_not_ready_rather_than_unknown() {
 #[test]
 fn batch_ms_gathers_changes_after_the_first_into_one_answer() {
     let (relay, mut feed, seq) = setup(&[]);
-    let r = harness::http_get(
+    let r = support::http_get(
         &relay.base,
         &format!("/v1/poll?symbols=AAA&since=POLLT:{seq}&batch_ms=abc"),
         &[],
     );
     assert_eq!(r.status, 400);
-    let r = harness::http_get(
+    let r = support::http_get(
         &relay.base,
         &format!("/v1/poll?symbols=AAA&since=POLLT:{seq}&batch_ms=2000"),
         &[],
     );
     assert_eq!(r.status, 400);
-    assert!(r.body.contains("bad_batch_ms"), "{}", r.body);
+    assert!(r.text().contains("bad_batch_ms"), "{}", r.text());
 
     let base = relay.base.clone();
     let waiter = std::thread::spawn(move || {
-        harness::http_get(
+        support::http_get(
             &base,
             &format!("/v1/poll?symbols=AAA,BBB&since=POLLT:{seq}&timeout_ms=20000&batch_ms=600"),
             &[],
         )
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while harness::metric(&relay.metrics(), "tickrelay_longpoll_waiters") < 1.0 {
+    while relay.metrics().get("tickrelay_longpoll_waiters") < 1.0 {
         assert!(Instant::now() < deadline, "the poll never parked");
         std::thread::sleep(Duration::from_millis(10));
     }
-    feed.send(&[Producer::quote(0, 111)]);
+    feed.send(&[FeedWriter::quote_msg(0, 111)]);
     std::thread::sleep(Duration::from_millis(50));
-    let s = feed.send(&[Producer::quote(1, 222)]);
+    let s = feed.send(&[FeedWriter::quote_msg(1, 222)]);
     let v = json(&waiter.join().unwrap());
     let bids: Vec<&str> = v["quotes"]
         .as_array()

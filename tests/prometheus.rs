@@ -9,7 +9,7 @@
 //! scripts/test.sh install it). Without it this test fails, it does not skip.
 //! `PROMETHEUS=/path/to/prometheus` picks another binary.
 
-mod harness;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -63,7 +63,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let nanos = harness::now_ns();
+        let nanos = support::now_ns();
         let p =
             std::env::temp_dir().join(format!("tickrelay-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
@@ -350,10 +350,10 @@ fn poll_client(base: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u
             if let Some(s) = &since {
                 path.push_str(&format!("&since={s}"));
             }
-            let r = harness::http_get(&base, &path, &[]);
+            let r = support::http_get(&base, &path, &[]);
             if r.status == 200 {
                 answers += 1;
-                if let Ok(v) = serde_json::from_str::<Value>(&r.body) {
+                if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
                     since = Some(format!(
                         "{}:{}",
                         v["session"].as_str().unwrap_or_default(),
@@ -362,9 +362,9 @@ fn poll_client(base: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u
                 }
             }
             // REST too, so the HTTP panels have several routes and statuses.
-            harness::http_get(&base, "/v1/snapshot?symbols=AAPL", &[]);
-            harness::http_get(&base, "/v1/symbols", &[]);
-            harness::http_get(&base, "/v1/snapshot/NOSUCH", &[]);
+            support::http_get(&base, "/v1/snapshot?symbols=AAPL", &[]);
+            support::http_get(&base, "/v1/symbols", &[]);
+            support::http_get(&base, "/v1/snapshot/NOSUCH", &[]);
             std::thread::sleep(Duration::from_millis(50));
         }
         answers
@@ -376,14 +376,17 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     // Fail before starting anything when Prometheus is missing.
     prometheus_binary();
 
-    let (line_a, line_b) = (harness::unique_group(), harness::unique_group());
-    let relay = harness::Relay::start(&[
-        "--feed-a".into(),
-        line_a.to_string(),
-        "--feed-b".into(),
-        line_b.to_string(),
-    ]);
-    let _sim = Killed(harness::spawn_simulator(&[
+    let (line_a, line_b) = (support::FeedAddr::unique(), support::FeedAddr::unique());
+    let relay = support::Relay::loopback(
+        "serve",
+        &[
+            "--feed-a".to_string(),
+            line_a.to_string(),
+            "--feed-b".into(),
+            line_b.to_string(),
+        ],
+    );
+    let _sim = Killed(support::spawn_simulator(&[
         "--group",
         &line_a.to_string(),
         "--line-b",
@@ -473,7 +476,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         assert!(
             Instant::now() < deadline,
             "after 60 s: {scrapes} scrapes, min frames sent over transports {delivered}\n{}",
-            relay.metrics()
+            relay.get("/metrics").text()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -596,7 +599,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             got => low.push(format!("{q} = {got:?}, want a latency in seconds")),
         }
     }
-    let now = harness::now_ns() as f64 / 1e9;
+    let now = support::now_ns() as f64 / 1e9;
     match prom.value("process_start_time_seconds") {
         Some(v) if (now - 300.0..=now + 1.0).contains(&v) => {}
         got => low.push(format!("process_start_time_seconds = {got:?}, now {now}")),

@@ -6,7 +6,7 @@
 //! Real processes on loopback: the `feed-simulator` binary, one or two
 //! `tickrelay serve` relays, plain HTTP, SSE and WebSocket clients.
 
-mod harness;
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -21,34 +21,34 @@ use serde_json::Value;
 /// witness last changed at or before the late joiner's promised sequence
 /// must be identical on both. Returns how long the late joiner took.
 fn watch_until_ready(
-    late: &harness::Relay,
-    witness: &harness::Relay,
+    late: &support::Relay,
+    witness: &support::Relay,
     within: Duration,
 ) -> Duration {
     let started = Instant::now();
     let mut saw_recovering = false;
     loop {
-        let (status, body) = harness::get_json(&late.base, "/readyz");
+        let (status, body) = support::get_json(&late.base, "/readyz");
         if status == 503 && body["status"] == "recovering" {
             saw_recovering = true;
         }
         if status == 200 {
             let took = started.elapsed();
-            let (_, mine) = harness::get_json(&late.base, "/v1/snapshot");
+            let (_, mine) = support::get_json(&late.base, "/v1/snapshot");
             let promised = mine["seq"].as_u64().unwrap();
             // The witness may be a little behind: wait until it has applied
             // at least as much as the late joiner promises.
             let theirs = loop {
-                let (_, theirs) = harness::get_json(&witness.base, "/v1/snapshot");
+                let (_, theirs) = support::get_json(&witness.base, "/v1/snapshot");
                 if theirs["seq"].as_u64() >= Some(promised) {
                     break theirs;
                 }
                 assert!(started.elapsed() < within, "the witness fell behind");
                 std::thread::sleep(Duration::from_millis(5));
             };
-            let mine = harness::by_symbol(&mine);
+            let mine = support::by_symbol(&mine);
             let mut compared = 0;
-            for (sym, w) in harness::by_symbol(&theirs) {
+            for (sym, w) in support::by_symbol(&theirs) {
                 if w["seq"].as_u64().unwrap() > promised {
                     continue;
                 }
@@ -60,7 +60,7 @@ fn watch_until_ready(
                 let never_ticked = w["bid"].is_null() && w["last"].is_null();
                 if never_ticked {
                     // Only a directory entry's sequence, which the loop
-                    // does not date (see harness::assert_equals_final_state).
+                    // does not date (see support::assert_equals_final_state).
                     assert_eq!(m["bid"], Value::Null, "{sym}");
                     assert_eq!(m["last"], Value::Null, "{sym}");
                 } else if m["seq"].as_u64().unwrap() <= promised {
@@ -68,11 +68,9 @@ fn watch_until_ready(
                         m,
                         &w,
                         "ready at {promised}, yet {sym} differs from the witness (witness lost {}, late lost {})",
-                        harness::metric(&witness.metrics(), "tickrelay_feed_lost_messages_total"),
-                        harness::metric(
-                            &late.metrics(),
-                            "tickrelay_feed_backfill_lost_messages_total"
-                        ),
+                        witness.metrics().get("tickrelay_feed_lost_messages_total"),
+                        late.metrics()
+                            .get("tickrelay_feed_backfill_lost_messages_total"),
                     );
                     compared += 1;
                 }
@@ -93,22 +91,22 @@ fn watch_until_ready(
 }
 
 fn simulator(args: &[&str]) -> Child {
-    harness::spawn_simulator(args)
+    support::spawn_simulator(args)
 }
 
 /// `tickrelay serve` on `args`; never stale while a test inspects the end
 /// of a run.
-fn relay(args: &[&str]) -> harness::Relay {
+fn relay(args: &[&str]) -> support::Relay {
     let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     all.extend(["--stale-after-ms".into(), "60000".into()]);
-    harness::Relay::start(&all)
+    support::Relay::loopback("serve", &all)
 }
 
 #[test]
 fn a_late_joiner_rebuilds_the_whole_history_from_retransmission() {
-    let group = harness::unique_group();
-    let server = format!("127.0.0.1:{}", harness::free_udp_port());
-    let final_path = harness::scratch("late-history.json");
+    let group = support::FeedAddr::unique();
+    let server = format!("127.0.0.1:{}", support::free_udp_port());
+    let final_path = support::scratch("late-history.json");
     let witness = relay(&["--feed-a", &group.to_string()]);
     let sim = simulator(&[
         "--group",
@@ -134,29 +132,23 @@ fn a_late_joiner_rebuilds_the_whole_history_from_retransmission() {
     let took = watch_until_ready(&late, &witness, Duration::from_secs(20));
     eprintln!("late joiner ready from history in {took:?}");
     let t = Instant::now();
-    harness::wait_sim(sim, Duration::from_secs(30));
+    support::wait_sim(sim, Duration::from_secs(30));
     eprintln!("simulator done after {:?}", t.elapsed());
-    harness::assert_equals_final_state(&late, &final_path, true);
+    support::assert_equals_final_state(&late, &final_path, true);
     eprintln!("final state after {:?}", t.elapsed());
     let m = late.metrics();
-    assert!(harness::metric(&m, "tickrelay_feed_backfill_requests_total") > 0.0);
-    assert!(harness::metric(&m, "tickrelay_feed_recovered_changes_total") > 0.0);
-    assert_eq!(
-        harness::metric(&m, "tickrelay_feed_backfill_lost_messages_total"),
-        0.0
-    );
-    assert_eq!(harness::metric(&m, "tickrelay_feed_recoveries_total"), 1.0);
-    assert_eq!(
-        harness::metric(&m, "tickrelay_feed_incomplete_symbols"),
-        0.0
-    );
+    assert!(m.get("tickrelay_feed_backfill_requests_total") > 0.0);
+    assert!(m.get("tickrelay_feed_recovered_changes_total") > 0.0);
+    assert_eq!(m.get("tickrelay_feed_backfill_lost_messages_total"), 0.0);
+    assert_eq!(m.get("tickrelay_feed_recoveries_total"), 1.0);
+    assert_eq!(m.get("tickrelay_feed_incomplete_symbols"), 0.0);
 }
 
 #[test]
 fn a_late_joiner_rebuilds_the_state_from_the_recovery_loop() {
-    let group = harness::unique_group();
-    let recovery = harness::unique_group();
-    let final_path = harness::scratch("late-loop.json");
+    let group = support::FeedAddr::unique();
+    let recovery = support::FeedAddr::unique();
+    let final_path = support::scratch("late-loop.json");
     let witness = relay(&["--feed-a", &group.to_string()]);
     let sim = simulator(&[
         "--group",
@@ -185,17 +177,12 @@ fn a_late_joiner_rebuilds_the_state_from_the_recovery_loop() {
         &recovery.to_string(),
     ]);
     watch_until_ready(&late, &witness, Duration::from_secs(20));
-    harness::wait_sim(sim, Duration::from_secs(30));
-    harness::assert_equals_final_state(&late, &final_path, true);
+    support::wait_sim(sim, Duration::from_secs(30));
+    support::assert_equals_final_state(&late, &final_path, true);
     let m = late.metrics();
-    assert!(harness::metric(&m, "tickrelay_feed_recovered_changes_total") > 0.0);
-    assert!(
-        harness::metric(
-            &m,
-            "tickrelay_feed_packets_received_total{line=\"recovery\"}"
-        ) > 0.0
-    );
-    assert_eq!(harness::metric(&m, "tickrelay_feed_recoveries_total"), 1.0);
+    assert!(m.get("tickrelay_feed_recovered_changes_total") > 0.0);
+    assert!(m.get("tickrelay_feed_packets_received_total{line=\"recovery\"}") > 0.0);
+    assert_eq!(m.get("tickrelay_feed_recoveries_total"), 1.0);
 }
 
 /// Reads SSE `feed` events' data from a stream into `into`.
@@ -254,10 +241,10 @@ fn ws_feed_events(base: &str, into: Arc<Mutex<Vec<Value>>>) {
 
 #[test]
 fn losses_on_both_lines_are_rebuilt_from_the_loop_and_told_to_clients() {
-    let a = harness::unique_group();
-    let b = harness::unique_group();
-    let recovery = harness::unique_group();
-    let final_path = harness::scratch("loss-loop.json");
+    let a = support::FeedAddr::unique();
+    let b = support::FeedAddr::unique();
+    let recovery = support::FeedAddr::unique();
+    let final_path = support::scratch("loss-loop.json");
     let relay = relay(&[
         "--feed-a",
         &a.to_string(),
@@ -292,7 +279,7 @@ fn losses_on_both_lines_are_rebuilt_from_the_loop_and_told_to_clients() {
         final_path.to_str().unwrap(),
     ]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while harness::get_json(&relay.base, "/v1/snapshot/AAPL").0 != 200 {
+    while support::get_json(&relay.base, "/v1/snapshot/AAPL").0 != 200 {
         assert!(Instant::now() < deadline, "no directory");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -300,12 +287,12 @@ fn losses_on_both_lines_are_rebuilt_from_the_loop_and_told_to_clients() {
     let ws = Arc::new(Mutex::new(Vec::new()));
     sse_feed_events(&relay.base, sse.clone());
     ws_feed_events(&relay.base, ws.clone());
-    harness::wait_sim(sim, Duration::from_secs(30));
-    harness::assert_equals_final_state(&relay, &final_path, true);
+    support::wait_sim(sim, Duration::from_secs(30));
+    support::assert_equals_final_state(&relay, &final_path, true);
     let m = relay.metrics();
-    let lost = harness::metric(&m, "tickrelay_feed_lost_messages_total");
+    let lost = m.get("tickrelay_feed_lost_messages_total");
     assert!(lost > 0.0, "5% on both lines loses some messages on both");
-    assert!(harness::metric(&m, "tickrelay_feed_recoveries_total") >= 1.0);
+    assert!(m.get("tickrelay_feed_recoveries_total") >= 1.0);
     for (name, events) in [("SSE", &sse), ("WebSocket", &ws)] {
         let events = events.lock().unwrap();
         assert!(

@@ -2,7 +2,7 @@
 //! retransmission requests; the relay asks for what it missed and ends with
 //! exactly the simulator's final state, nothing lost.
 
-mod harness;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -10,20 +10,23 @@ use serde_json::Value;
 
 #[test]
 fn lost_packets_are_repaired_by_retransmission() {
-    let group = harness::unique_group();
-    let server = format!("127.0.0.1:{}", harness::free_udp_port());
-    let relay = harness::Relay::start(&[
-        "--feed-a".into(),
-        group.to_string(),
-        "--retransmit".into(),
-        server.clone(),
-        "--gap-hold-ms".into(),
-        "500".into(),
-    ]);
+    let group = support::FeedAddr::unique();
+    let server = format!("127.0.0.1:{}", support::free_udp_port());
+    let relay = support::Relay::loopback(
+        "serve",
+        &[
+            "--feed-a".to_string(),
+            group.to_string(),
+            "--retransmit".into(),
+            server.clone(),
+            "--gap-hold-ms".into(),
+            "500".into(),
+        ],
+    );
     let dir = std::env::temp_dir().join(format!("tickrelay-repair-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let final_path = dir.join("final.json");
-    harness::run_simulator(&[
+    support::run_simulator(&[
         "--group",
         &group.to_string(),
         "--retransmit",
@@ -48,27 +51,22 @@ fn lost_packets_are_repaired_by_retransmission() {
     relay.wait_seq(last);
     let m = relay.metrics();
     assert!(
-        harness::metric(&m, "tickrelay_feed_gaps_opened_total") > 0.0,
+        m.get("tickrelay_feed_gaps_opened_total") > 0.0,
         "the loss opened gaps"
     );
-    assert!(harness::metric(&m, "tickrelay_feed_retransmit_requests_total") > 0.0);
-    assert!(harness::metric(&m, "tickrelay_feed_gaps_repaired_total") > 0.0);
-    assert!(
-        harness::metric(
-            &m,
-            "tickrelay_feed_packets_received_total{line=\"retransmit\"}"
-        ) > 0.0
-    );
+    assert!(m.get("tickrelay_feed_retransmit_requests_total") > 0.0);
+    assert!(m.get("tickrelay_feed_gaps_repaired_total") > 0.0);
+    assert!(m.get("tickrelay_feed_packets_received_total{line=\"retransmit\"}") > 0.0);
     assert_eq!(
-        harness::metric(&m, "tickrelay_feed_lost_messages_total"),
+        m.get("tickrelay_feed_lost_messages_total"),
         0.0,
         "nothing lost"
     );
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let snap: Value = loop {
-        let r = harness::http_get(&relay.base, "/v1/snapshot", &[]);
-        let v: Value = serde_json::from_str(&r.body).unwrap();
+        let r = support::http_get(&relay.base, "/v1/snapshot", &[]);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
         if v["seq"].as_u64() >= Some(last) {
             break v;
         }
@@ -84,37 +82,37 @@ fn lost_packets_are_repaired_by_retransmission() {
     for want in summary["quotes"].as_array().unwrap() {
         let sym = want["symbol"].as_str().unwrap();
         let g = got[sym];
-        harness::assert_final_quote(g, want, sym);
+        support::assert_final_quote(g, want, sym);
     }
 }
 
 #[test]
 fn a_lost_tail_still_moves_the_published_sequence() {
-    let group = harness::unique_group();
-    let relay = harness::Relay::start(&[
-        "--feed-a".into(),
-        group.to_string(),
-        "--gap-hold-ms".into(),
-        "50".into(),
-    ]);
-    let mut feed = harness::Producer::new(group, "TAIL");
-    feed.directory(&["AAA"]);
-    let seq = feed.send(&[harness::Producer::quote(0, 1)]);
+    let group = support::FeedAddr::unique();
+    let relay = support::Relay::loopback(
+        "serve",
+        &[
+            "--feed-a".to_string(),
+            group.to_string(),
+            "--gap-hold-ms".into(),
+            "50".into(),
+        ],
+    );
+    let mut feed = support::FeedWriter::new(group, "TAIL");
+    feed.list(&["AAA"]);
+    let seq = feed.send(&[support::FeedWriter::quote_msg(0, 1)]);
     relay.wait_seq(seq);
     // The producer says 10 more messages went out; none arrives.
-    feed.send_raw(&tickrelay::wire::header(
+    feed.raw(&tickrelay::wire::header(
         tickrelay::wire::Session::new("TAIL"),
         seq + 11,
         0,
     ));
     relay.wait_seq(seq + 10);
     let m = relay.metrics();
-    assert_eq!(
-        harness::metric(&m, "tickrelay_feed_lost_messages_total"),
-        10.0
-    );
+    assert_eq!(m.get("tickrelay_feed_lost_messages_total"), 10.0);
     let snap: Value =
-        serde_json::from_str(&harness::http_get(&relay.base, "/v1/snapshot", &[]).body).unwrap();
+        serde_json::from_slice(&support::http_get(&relay.base, "/v1/snapshot", &[]).body).unwrap();
     assert_eq!(
         snap["seq"].as_u64(),
         Some(seq + 10),

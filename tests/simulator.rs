@@ -3,7 +3,7 @@
 //! of a bad recording, and the recovery loop read off a real multicast group
 //! on 127.0.0.1 with the relay's own codec.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -12,8 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{FeedAddr, FinalState, Sim, feed_simulator_bin, hermetic, scratch_dir, unique_suffix};
 use socket2::{Domain, Protocol, Socket, Type};
+use support::{
+    FeedAddr, FinalState, Sim, feed_simulator_bin, hermetic, scratch_dir, unique_suffix,
+};
 use tickrelay::sim::FinalQuote;
 use tickrelay::wire::{
     Locate, Message, Packet, PacketKind, StateQuote, StateTrade, decode_message,

@@ -8,7 +8,7 @@
 //! Every assertion follows what it waits for: the counter, the log line,
 //! and the client's own reads after it resumes.
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, FeedAddr, FeedWriter, Relay, poll_until};
+use support::{DEADLINE, FeedAddr, FeedWriter, Relay, poll_until};
 use tickrelay::price::Price;
 use tickrelay::wire::{Locate, Message};
 
@@ -53,7 +53,7 @@ fn quote_all(w: &mut FeedWriter, n: usize, round: i64) -> u64 {
     let msgs: Vec<Message<'_>> = (0..n)
         .map(|i| Message::Quote {
             locate: i as Locate,
-            ts: common::now_ns(),
+            ts: support::now_ns(),
             bid: Price(100_000 + round),
             ask: Price(100_100 + round),
             bid_size: 1,
@@ -83,7 +83,7 @@ impl Feeder {
                         .iter()
                         .map(|&i| Message::Quote {
                             locate: i as Locate,
-                            ts: common::now_ns(),
+                            ts: support::now_ns(),
                             bid: Price(100_000 + round),
                             ask: Price(100_100 + round),
                             bid_size: 1,

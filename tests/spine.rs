@@ -3,13 +3,13 @@
 //! relay would notice. Every test uses its own multicast group and port, so
 //! they run in parallel; every wait polls with a deadline.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{DEADLINE, FeedAddr, FeedWriter, FinalState, Relay, Sim, poll_until, run_refused};
 use serde::Deserialize;
+use support::{DEADLINE, FeedAddr, FeedWriter, FinalState, Relay, Sim, poll_until, run_refused};
 use tickrelay::price::Price;
 use tickrelay::table::Quote;
 use tickrelay::transport::snapshot::SnapshotBody;
@@ -497,7 +497,7 @@ fn a_feed_address_off_the_host_is_refused_naming_the_setting() {
 
 #[test]
 fn a_config_file_with_an_unknown_key_is_refused() {
-    let path = common::scratch_dir().join(format!("unknown-{}.toml", common::unique_suffix()));
+    let path = support::scratch_dir().join(format!("unknown-{}.toml", support::unique_suffix()));
     std::fs::write(
         &path,
         "http = \"127.0.0.1:0\"\nfeed_z = \"239.255.0.9:1\"\n",
@@ -534,9 +534,9 @@ fn a_bad_environment_variable_is_refused_naming_the_setting() {
 
 #[test]
 fn flags_beat_environment_beats_file() {
-    let [file_port, env_port, flag_port] = [(); 3].map(|_| common::free_tcp_port());
+    let [file_port, env_port, flag_port] = [(); 3].map(|_| support::free_tcp_port());
     let feed = FeedAddr::unique();
-    let path = common::scratch_dir().join(format!("layers-{}.toml", common::unique_suffix()));
+    let path = support::scratch_dir().join(format!("layers-{}.toml", support::unique_suffix()));
     std::fs::write(
         &path,
         format!(

@@ -22,6 +22,8 @@
  * No build step, no dependencies: an ES module for browsers and Node 20+
  * (Node 20 needs --experimental-websocket, or pass `WebSocket` in options).
  * Layout: prices · MessagePack · HTTP · transports · the client · connect.
+ * One file (over 700 lines) on purpose: a distributable library is copied or
+ * imported as one module, with nothing to bundle.
  */
 
 // ---------------------------------------------------------------------------

@@ -1,34 +1,39 @@
-//! Shared helpers for the integration tests: the real binaries over real
-//! loopback sockets, no mocks.
+//! What every integration test shares: the real binaries over real
+//! loopback sockets, no mocks. One way to do each job:
 //!
-//! - [`Relay`]: spawns `tickrelay` with arguments, waits for its
-//!   `tickrelay listening on http://ADDR` line, drains its output, and kills
-//!   it when dropped (printing its log if the test panicked).
-//! - [`get`] / [`get_with`]: a tiny HTTP/1.1 GET client over `std::net`.
-//! - [`FeedAddr::unique`]: a multicast group and port no other test uses.
-//! - [`FeedSender`]: sends raw datagrams to a group on 127.0.0.1 with TTL 0;
-//!   [`FeedWriter`] writes a hand-made session through it.
-//! - [`Sim`]: runs the `feed-simulator` binary and reads its final state.
-//! - [`poll_until`]: waits for a condition with a deadline, never a fixed sleep.
+//! - [`Relay`]: spawns `tickrelay` ([`Relay::start`], or its shorthands
+//!   [`Relay::serve`], [`Relay::serve_feed`], [`Relay::loopback`]), waits for
+//!   its `tickrelay listening on http://ADDR` line and `/healthz`, drains its
+//!   output, and kills it when dropped (printing its log if the test
+//!   panicked); [`Relay::wait_ready`], [`Relay::wait_seq`],
+//!   [`Relay::wait_metric`] wait for a state, never a fixed sleep.
+//! - [`http`]: a tiny HTTP/1.1 GET client over `std::net` ([`get`],
+//!   [`get_with`], [`http_get`] for a base URL, [`get_json`]) and the parsed
+//!   [`Metrics`].
+//! - [`feed`]: [`FeedAddr::unique`], a multicast group and port no other
+//!   test uses; [`FeedWriter`] writes a hand-made session; [`Sim`] runs the
+//!   `feed-simulator` binary to completion and reads its final state,
+//!   [`spawn_simulator`] runs it in the background.
+//! - [`poll_until`]: waits for a condition with a deadline.
 //!
 //! Network safety: every address here is loopback or a 239.255.x.y group
 //! joined on 127.0.0.1, and multicast goes out with TTL 0.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+pub(crate) mod feed;
+pub(crate) mod http;
+
+pub(crate) use feed::*;
+pub(crate) use http::*;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
-
-use serde::Deserialize;
-use tickrelay::price::Price;
-use tickrelay::sim::FinalQuote;
-use tickrelay::wire::{Locate, Message, PacketBuilder, Session, header};
 
 /// How long any wait in a test may take before it fails. Generous: the
 /// suite runs on two cores next to builds, and a slow pass is not a failure.
@@ -219,9 +224,12 @@ impl Captured {
 
 /// A running `tickrelay`, killed on drop.
 pub(crate) struct Relay {
-    child: Child,
+    /// The process.
+    pub(crate) child: Child,
     /// Where it listens for HTTP.
     pub(crate) addr: SocketAddr,
+    /// The same, as a base URL: `http://ADDR`.
+    pub(crate) base: String,
     /// Its standard output.
     pub(crate) stdout: Captured,
     /// Its log (standard error).
@@ -245,6 +253,16 @@ impl Relay {
         let mut args = vec!["--feed-a", &a, "--interface", "127.0.0.1"];
         args.extend_from_slice(extra);
         Relay::serve(&args)
+    }
+
+    /// `tickrelay COMMAND --http 127.0.0.1:0 --interface 127.0.0.1 ARGS`
+    /// (`serve`, `bridge`), its log level from `TEST_RELAY_LOG` (`warn`
+    /// unless set).
+    pub(crate) fn loopback<S: AsRef<str>>(command: &str, args: &[S]) -> Relay {
+        let mut full = vec![command, "--http", "127.0.0.1:0", "--interface", "127.0.0.1"];
+        full.extend(args.iter().map(|a| a.as_ref()));
+        let log = std::env::var("TEST_RELAY_LOG").unwrap_or_else(|_| "warn".into());
+        Relay::start(&full, &[("RUST_LOG", &log)]).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs `tickrelay ARGS` with extra environment variables and waits for
@@ -296,6 +314,7 @@ impl Relay {
         let relay = Relay {
             child,
             addr,
+            base: format!("http://{addr}"),
             stdout,
             stderr,
         };
@@ -312,6 +331,33 @@ impl Relay {
                 .filter(|r| r.status == 200)
                 .map(drop)
         });
+    }
+
+    /// Waits until `/readyz` says 200.
+    pub(crate) fn wait_ready(&self) {
+        poll_until(DEADLINE, "/readyz 200", || {
+            self.try_get("/readyz")
+                .ok()
+                .filter(|r| r.status == 200)
+                .map(drop)
+        });
+    }
+
+    /// Waits until the relay has applied feed sequence `seq`.
+    pub(crate) fn wait_seq(&self, seq: u64) {
+        self.wait_metric("tickrelay_feed_sequence", |v| v as u64 >= seq);
+    }
+
+    /// Resident memory of the relay process, KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status (Linux)");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
     }
 
     /// The process id.
@@ -459,430 +505,16 @@ pub(crate) fn run_refused(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, S
     (status, stderr.text())
 }
 
-// ---------------------------------------------------------------- HTTP
-
-/// An HTTP response.
-#[derive(Debug)]
-pub(crate) struct Response {
-    /// Status code.
-    pub(crate) status: u16,
-    /// Headers, names lower-cased, in order.
-    pub(crate) headers: Vec<(String, String)>,
-    /// Body, de-chunked.
-    pub(crate) body: Vec<u8>,
-}
-
-impl Response {
-    /// The first header named `name` (case-insensitive).
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as text (lossy).
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON, panicking with the body when it is not.
-    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: body is not the expected JSON ({e}): {}",
-                self.status,
-                self.text()
-            )
-        })
-    }
-}
-
-/// GET `path` from `addr`; panics on a transport error.
-pub(crate) fn get(addr: SocketAddr, path: &str) -> Response {
-    get_with(addr, path, &[])
-}
-
-/// GET `path` from `addr` with extra headers; panics on a transport error.
-pub(crate) fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
-    try_get(addr, path, headers).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
-}
-
-/// GET `path` from `addr` over a fresh connection (`Connection: close`).
-pub(crate) fn try_get(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw)
-}
-
-fn bad(msg: impl Into<String>) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
-}
-
-fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("non-UTF-8 head"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or_else(|| bad("empty response"))?;
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        body = dechunk(&body)?;
-    }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| bad("chunk size line"))?;
-        let size_text = std::str::from_utf8(&data[..eol]).map_err(|_| bad("chunk size"))?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad("chunk size"))?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if data.len() < size + 2 {
-            return Err(bad("truncated chunk"));
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
-// ---------------------------------------------------------------- metrics
-
-/// A parsed Prometheus text exposition: `name{labels}` → value.
-#[derive(Debug, Default)]
-pub(crate) struct Metrics(pub(crate) BTreeMap<String, f64>);
-
-impl Metrics {
-    /// Parses the text format; comments and unparsable lines are skipped.
-    pub(crate) fn parse(text: &str) -> Metrics {
-        let mut map = BTreeMap::new();
-        for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            if let Some((key, value)) = line.rsplit_once(' ') {
-                if let Ok(v) = value.trim().parse::<f64>() {
-                    map.insert(key.trim().to_string(), v);
-                }
-            }
-        }
-        Metrics(map)
-    }
-
-    /// The sum of every series of metric `name` (0 when absent).
-    pub(crate) fn sum(&self, name: &str) -> f64 {
-        self.0
-            .iter()
-            .filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{")))
-            .map(|(_, v)| v)
-            .sum()
-    }
-
-    /// The series of `name` whose label `label` is `value` (0 when absent).
-    pub(crate) fn labeled(&self, name: &str, label: &str, value: &str) -> f64 {
-        let want = format!("{label}=\"{value}\"");
-        self.0
-            .iter()
-            .filter(|(k, _)| {
-                k.starts_with(&format!("{name}{{"))
-                    && k[name.len() + 1..k.len().saturating_sub(1)]
-                        .split(',')
-                        .any(|l| l == want)
-            })
-            .map(|(_, v)| v)
-            .sum()
-    }
-
-    /// The `tickrelay_feed_*` series, one per line, for failure messages.
-    pub(crate) fn feed_lines(&self) -> String {
-        self.0
-            .iter()
-            .filter(|(k, _)| k.starts_with("tickrelay_feed_") && !k.contains("_bucket"))
-            .map(|(k, v)| format!("{k} {v}\n"))
-            .collect()
-    }
-}
-
-// ---------------------------------------------------------------- raw feed
-
-/// Sends raw datagrams to a multicast group from 127.0.0.1 with TTL 0.
-pub(crate) struct FeedSender {
-    socket: UdpSocket,
-}
-
-impl FeedSender {
-    /// A sender on the loopback interface.
-    pub(crate) fn new() -> FeedSender {
-        // The simulator's own sender: multicast interface 127.0.0.1, TTL 0,
-        // loop on, bound to 127.0.0.1.
-        let socket = tickrelay::sim::sender(Ipv4Addr::LOCALHOST, 0).expect("open sender");
-        FeedSender { socket }
-    }
-
-    /// Sends one datagram to `to`.
-    pub(crate) fn send(&self, to: FeedAddr, datagram: &[u8]) {
-        assert!(to.0.ip().is_multicast() || to.0.ip().is_loopback());
-        let n = self.socket.send_to(datagram, to.0).expect("send datagram");
-        assert_eq!(n, datagram.len());
-    }
-}
-
-/// Writes the feed by hand: a [`PacketBuilder`] for one session whose every
-/// message goes out at once in its own packet, plus raw datagrams.
-pub(crate) struct FeedWriter {
-    /// Where packets go.
-    pub(crate) to: FeedAddr,
-    /// The session's builder; its `next_seq` is the next message's sequence.
-    pub(crate) builder: PacketBuilder,
-    sender: FeedSender,
-}
-
-impl FeedWriter {
-    /// A writer for `session`, its first message numbered 1.
-    pub(crate) fn new(to: FeedAddr, session: &str) -> FeedWriter {
-        FeedWriter {
-            to,
-            builder: PacketBuilder::new(Session::new(session), 1),
-            sender: FeedSender::new(),
-        }
-    }
-
-    /// Sends `msgs` in as few packets as fit; returns the last one's sequence.
-    pub(crate) fn send(&mut self, msgs: &[Message<'_>]) -> u64 {
-        let (sender, to) = (&self.sender, self.to);
-        let mut last = 0;
-        for m in msgs {
-            last = self.builder.push(m, &mut |p| sender.send(to, p));
-        }
-        self.builder.flush(&mut |p| sender.send(to, p));
-        last
-    }
-
-    /// Sends directory entries `(locate, symbol, prev_close)`; returns the
-    /// last one's sequence.
-    pub(crate) fn directory(&mut self, entries: &[(Locate, &str, i64)]) -> u64 {
-        let names: Vec<String> = entries
-            .iter()
-            .map(|(_, s, _)| format!("{s} Inc."))
-            .collect();
-        let msgs: Vec<Message<'_>> = entries
-            .iter()
-            .zip(&names)
-            .map(|(&(locate, symbol, prev_close), name)| Message::Directory {
-                locate,
-                ts: now_ns(),
-                symbol,
-                name,
-                prev_close: Price(prev_close),
-            })
-            .collect();
-        self.send(&msgs)
-    }
-
-    /// Sends one quote (prices raw, in 1/10,000); returns its sequence.
-    pub(crate) fn quote(&mut self, locate: Locate, bid: i64, ask: i64, sizes: (u32, u32)) -> u64 {
-        self.send(&[Message::Quote {
-            locate,
-            ts: now_ns(),
-            bid: Price(bid),
-            ask: Price(ask),
-            bid_size: sizes.0,
-            ask_size: sizes.1,
-        }])
-    }
-
-    /// Sends one trade; returns its sequence.
-    pub(crate) fn trade(&mut self, locate: Locate, price: i64, size: u32, volume: u64) -> u64 {
-        self.send(&[Message::Trade {
-            locate,
-            ts: now_ns(),
-            price: Price(price),
-            size,
-            volume,
-        }])
-    }
-
-    /// Sends a datagram as it is, whatever it holds.
-    pub(crate) fn raw(&self, datagram: &[u8]) {
-        self.sender.send(self.to, datagram);
-    }
-
-    /// A packet of this session with sequence `seq` holding the given raw
-    /// message payloads, framed correctly. It does not move `next_seq`.
-    pub(crate) fn framed(&self, seq: u64, payloads: &[&[u8]]) -> Vec<u8> {
-        let mut p = header(self.builder.session(), seq, payloads.len() as u16).to_vec();
-        for m in payloads {
-            p.extend_from_slice(&(m.len() as u16).to_be_bytes());
-            p.extend_from_slice(m);
-        }
-        p
-    }
-
-    /// Sends raw message payloads (well-formed or not) as the next messages
-    /// in sequence, framed correctly; returns the first one's sequence.
-    pub(crate) fn send_payloads(&mut self, payloads: &[&[u8]]) -> u64 {
-        let first = self.builder.next_seq();
-        self.raw(&self.framed(first, payloads));
-        self.builder = PacketBuilder::new(self.builder.session(), first + payloads.len() as u64);
-        first
-    }
-}
-
-/// Nanoseconds since the Unix epoch.
-pub(crate) fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-// ---------------------------------------------------------------- simulator
-
-/// The `--final-state` file of a simulator run.
-#[derive(Debug, Deserialize)]
-pub(crate) struct FinalState {
-    /// Session id.
-    pub(crate) session: String,
-    /// Messages sent, directory included.
-    pub(crate) messages: u64,
-    /// One past the last sequence.
-    pub(crate) next_seq: u64,
-    /// Achieved rate.
-    pub(crate) rate: f64,
-    /// Every symbol's last published state.
-    pub(crate) quotes: Vec<FinalQuote>,
-}
-
-impl FinalState {
-    /// Sequence of the last message sent.
-    pub(crate) fn last_seq(&self) -> u64 {
-        self.next_seq - 1
-    }
-}
-
-/// A `feed-simulator` invocation.
-pub(crate) struct Sim {
-    args: Vec<String>,
-}
-
-impl Sim {
-    /// Publishes to `group` on 127.0.0.1, TTL 0, without progress output.
-    pub(crate) fn new(group: FeedAddr) -> Sim {
-        Sim {
-            args: [
-                "--group",
-                &group.arg(),
-                "--interface",
-                "127.0.0.1",
-                "--ttl",
-                "0",
-                "--no-progress",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        }
-    }
-
-    /// Adds `--flag value`.
-    pub(crate) fn flag(mut self, flag: &str, value: impl ToString) -> Sim {
-        self.args.push(flag.to_string());
-        self.args.push(value.to_string());
-        self
-    }
-
-    /// Adds a bare argument.
-    pub(crate) fn arg(mut self, arg: &str) -> Sim {
-        self.args.push(arg.to_string());
-        self
-    }
-
-    /// Runs to completion (it must be bounded by `--count` or `--duration`)
-    /// and returns its final state.
-    pub(crate) fn run(self) -> FinalState {
-        let dir = scratch_dir();
-        let path = dir.join(format!("final-{}.json", unique_suffix()));
-        let mut child = hermetic(&feed_simulator_bin())
-            .args(&self.args)
-            .arg("--final-state")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start feed-simulator");
-        let out = Captured::drain(child.stdout.take().expect("piped"), None);
-        let err = Captured::drain(child.stderr.take().expect("piped"), None);
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            if start.elapsed() > Duration::from_secs(120) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("feed-simulator {:?} did not finish", self.args);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            status.success(),
-            "feed-simulator {:?} failed ({status}):\n{}{}",
-            self.args,
-            out.text(),
-            err.text()
-        );
-        let text = std::fs::read(&path).expect("read the final state");
-        let _ = std::fs::remove_file(&path);
-        serde_json::from_slice(&text).expect("parse the final state")
-    }
-}
-
 /// A scratch directory for this test process.
 pub(crate) fn scratch_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tickrelay-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
+}
+
+/// A file path in this test process's scratch directory.
+pub(crate) fn scratch(name: &str) -> PathBuf {
+    scratch_dir().join(name)
 }
 
 /// A suffix unique within this process.
