@@ -179,16 +179,26 @@ impl Pending {
     }
 }
 
+/// The sweep's buffers, shared by every client a shard writes and kept for
+/// their capacity: building a frame allocates nothing in steady state.
+#[derive(Default)]
+pub struct Scratch {
+    /// The frame (or frames) being built.
+    pub frame: Vec<u8>,
+    /// The quotes drained for it.
+    pub quotes: Vec<Arc<Encoded>>,
+}
+
 /// A client whose frames the fan-out writes itself, during its sweep: no
 /// task is woken for it. The transport implements it over its socket.
 pub trait Sweep: Send + Sync {
     /// Frames what is pending for this client and writes it, if that can be
     /// done without waiting; otherwise leaves it pending (and makes sure the
-    /// client's own task will finish it). `scratch` is the sweep's buffer,
+    /// client's own task will finish it). `scratch` is the sweep's buffers,
     /// shared by every client it writes. `due`: a hold this client asked
     /// for has passed. Returns `Some(at)` when the client starts holding its
     /// changes until `at` (`batch_ms`): the shard sweeps it again then.
-    fn sweep(&self, scratch: &mut Vec<u8>, due: bool) -> Option<Instant>;
+    fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant>;
 }
 
 /// The hub's side of one client: where the fan-out leaves work and how it
@@ -383,7 +393,7 @@ struct Shard {
     fanned_seq: AtomicU64,
     /// Fan-out rounds so far; the sweep's buffers, kept for their capacity.
     round: AtomicU64,
-    sweep: Mutex<(Vec<Arc<Client>>, Vec<u8>)>,
+    sweep: Mutex<(Vec<Arc<Client>>, Scratch)>,
     /// Clients holding their changes (`batch_ms`) until then: the shard's
     /// own timer sweeps them, no task is woken per window.
     held: Mutex<Vec<(Instant, Arc<Client>)>>,
@@ -402,7 +412,7 @@ impl Shard {
             wake: Notify::new(),
             fanned_seq: AtomicU64::new(0),
             round: AtomicU64::new(0),
-            sweep: Mutex::new((Vec::new(), Vec::new())),
+            sweep: Mutex::new((Vec::new(), Scratch::default())),
             held: Mutex::new(Vec::new()),
         }
     }
@@ -653,7 +663,7 @@ impl Hub {
     }
 
     /// Sweeps the held clients whose window has passed.
-    fn sweep_due(&self, shard: &Shard, scratch: &mut Vec<u8>) {
+    fn sweep_due(&self, shard: &Shard, scratch: &mut Scratch) {
         let now = Instant::now();
         let mut held = shard.held.lock();
         if !held.iter().any(|(at, _)| *at <= now) {
