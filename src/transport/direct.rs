@@ -155,7 +155,11 @@ impl Direct {
     /// the client starts holding its changes (`batch_ms`), for the caller's
     /// timer: the shard's when it sweeps, the task's otherwise.
     fn flush(&self, w: &mut Writer, scratch: &mut Scratch) -> Option<Instant> {
-        if let Some(at) = w.subs.batch().and_then(|_| w.subs.hold_until(Instant::now())) {
+        if let Some(at) = w
+            .subs
+            .batch()
+            .and_then(|_| w.subs.hold_until(Instant::now()))
+        {
             let new = w.held.is_none();
             w.held = Some(at);
             return new.then_some(at);
@@ -391,9 +395,8 @@ const HEAD_ROOM: usize = 18;
 /// `len` in lowercase hex and CRLF, into `out`; returns the length.
 fn format_hex(len: usize, out: &mut [u8; HEAD_ROOM]) -> usize {
     let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
-    for i in 0..digits {
-        let d = (len >> (4 * (digits - 1 - i))) & 0xf;
-        out[i] = b"0123456789abcdef"[d];
+    for (i, digit) in out.iter_mut().take(digits).enumerate() {
+        *digit = b"0123456789abcdef"[(len >> (4 * (digits - 1 - i))) & 0xf];
     }
     out[digits] = b'\r';
     out[digits + 1] = b'\n';

@@ -325,12 +325,7 @@ impl Subscriptions {
         counters.messages.inc();
         counters.quotes.inc_by(quotes.len() as u64);
         counters.bytes.inc_by(bytes as u64);
-        if let Some(oldest) = quotes
-            .iter()
-            .map(|q| q.quote.ts)
-            .filter(|&t| t > 0)
-            .min()
-        {
+        if let Some(oldest) = quotes.iter().map(|q| q.quote.ts).filter(|&t| t > 0).min() {
             let lag = now_ns().saturating_sub(oldest);
             counters.latency.observe(lag as f64 / 1e9);
         }
