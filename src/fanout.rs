@@ -20,122 +20,33 @@
 //! once per change, into shared `Bytes`, by the first writer that needs it;
 //! every other client reuses those bytes. A slow client in `conflate` mode
 //! costs at most one pending mark per subscribed symbol, whatever the rate.
+//!
+//! Here: the hub, its shards, clients and the sweep. Beside it:
+//! `encoding` (the encoded quote and the hub's cache of the newest one),
+//! `envelope` (frames built from those shared bytes) and `hashers` (the
+//! map types keyed by locate or ticker).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use bytes::{BufMut, Bytes};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::kinds::Transport;
+mod encoding;
+pub mod envelope;
+mod hashers;
+
+pub use encoding::{Encoded, Format};
+pub use hashers::{LocateHasher, LocateSet, SymbolHasher, SymbolMap};
+
 use crate::metrics::StreamMetrics;
 use crate::table::{ChangeListener, LOCATES, Quote, Table};
 use crate::wire::{Locate, Session};
-
-/// One quote, encoded once and shared by every client that sends it.
-#[derive(Debug)]
-pub struct Encoded {
-    /// The quote itself.
-    pub quote: Quote,
-    /// Table epoch (session) it belongs to.
-    pub epoch: u64,
-    /// The table's change stamp of the symbol when it was read (0 if unknown).
-    pub stamp: u64,
-    /// JSON object bytes.
-    pub json: Bytes,
-    msgpack: OnceLock<Bytes>,
-}
-
-impl Encoded {
-    /// Encodes `quote` as JSON now; MessagePack on first use.
-    pub fn new(quote: Quote, epoch: u64) -> Self {
-        let json = Bytes::from(serde_json::to_vec(&quote).unwrap_or_default());
-        Encoded {
-            quote,
-            epoch,
-            stamp: 0,
-            json,
-            msgpack: OnceLock::new(),
-        }
-    }
-
-    /// MessagePack map bytes (same fields; prices as integers).
-    pub fn msgpack(&self) -> &Bytes {
-        self.msgpack
-            .get_or_init(|| Bytes::from(rmp_serde::to_vec_named(&self.quote).unwrap_or_default()))
-    }
-
-    /// The bytes in `format`.
-    pub fn bytes(&self, format: Format) -> &Bytes {
-        match format {
-            Format::Json => &self.json,
-            Format::Msgpack => self.msgpack(),
-        }
-    }
-}
-
-/// Wire format of a client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// JSON text.
-    Json,
-    /// MessagePack binary.
-    Msgpack,
-}
-
-/// A hasher for `u16` keys: the key is already well spread.
-#[derive(Default)]
-pub struct LocateHasher(u64);
-
-impl Hasher for LocateHasher {
-    fn finish(&self) -> u64 {
-        // Spread the bits so hashbrown's top-7-bit tags differ.
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u16(&mut self, n: u16) {
-        self.0 = u64::from(n);
-    }
-}
-
-/// FNV-1a over a ticker's bytes: tickers are a few bytes, chosen by the
-/// feed, and looked up once per quote per client; SipHash's flood
-/// resistance buys nothing here and costs most of the lookup.
-#[derive(Clone, Copy)]
-pub struct SymbolHasher(u64);
-
-impl Default for SymbolHasher {
-    fn default() -> Self {
-        SymbolHasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for SymbolHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-/// A map keyed by ticker.
-pub type SymbolMap<V> = HashMap<Arc<str>, V, BuildHasherDefault<SymbolHasher>>;
-
-/// A `HashSet` of locate codes.
-pub type LocateSet = HashSet<Locate, BuildHasherDefault<LocateHasher>>;
 
 /// What the fan-out left for a client's writer.
 #[derive(Default, Debug)]
@@ -157,16 +68,26 @@ impl Pending {
     }
 }
 
+/// The sweep's buffers, shared by every client a shard writes and kept for
+/// their capacity: building a frame allocates nothing in steady state.
+#[derive(Default)]
+pub struct Scratch {
+    /// The frame (or frames) being built.
+    pub frame: Vec<u8>,
+    /// The quotes drained for it.
+    pub quotes: Vec<Arc<Encoded>>,
+}
+
 /// A client whose frames the fan-out writes itself, during its sweep: no
 /// task is woken for it. The transport implements it over its socket.
 pub trait Sweep: Send + Sync {
     /// Frames what is pending for this client and writes it, if that can be
     /// done without waiting; otherwise leaves it pending (and makes sure the
-    /// client's own task will finish it). `scratch` is the sweep's buffer,
+    /// client's own task will finish it). `scratch` is the sweep's buffers,
     /// shared by every client it writes. `due`: a hold this client asked
     /// for has passed. Returns `Some(at)` when the client starts holding its
     /// changes until `at` (`batch_ms`): the shard sweeps it again then.
-    fn sweep(&self, scratch: &mut Vec<u8>, due: bool) -> Option<Instant>;
+    fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant>;
 }
 
 /// The hub's side of one client: where the fan-out leaves work and how it
@@ -361,7 +282,7 @@ struct Shard {
     fanned_seq: AtomicU64,
     /// Fan-out rounds so far; the sweep's buffers, kept for their capacity.
     round: AtomicU64,
-    sweep: Mutex<(Vec<Arc<Client>>, Vec<u8>)>,
+    sweep: Mutex<(Vec<Arc<Client>>, Scratch)>,
     /// Clients holding their changes (`batch_ms`) until then: the shard's
     /// own timer sweeps them, no task is woken per window.
     held: Mutex<Vec<(Instant, Arc<Client>)>>,
@@ -380,7 +301,7 @@ impl Shard {
             wake: Notify::new(),
             fanned_seq: AtomicU64::new(0),
             round: AtomicU64::new(0),
-            sweep: Mutex::new((Vec::new(), Vec::new())),
+            sweep: Mutex::new((Vec::new(), Scratch::default())),
             held: Mutex::new(Vec::new()),
         }
     }
@@ -566,26 +487,6 @@ impl Hub {
         }
     }
 
-    /// The newest quote of `locate`, encoded once and shared. `None` if the
-    /// locate is not listed.
-    pub fn current(&self, locate: Locate) -> Option<Arc<Encoded>> {
-        let epoch = self.table.epoch();
-        let stamp = self.table.stamp(locate);
-        let slot = &self.cache[usize::from(locate)];
-        if let Some(e) = slot.load_full() {
-            if e.stamp == stamp && e.epoch == epoch {
-                return Some(e);
-            }
-        }
-        // Read after the stamp: the cached quote is never older than its stamp.
-        let quote = self.table.quote(locate)?;
-        let mut enc = Encoded::new(quote, epoch);
-        enc.stamp = stamp;
-        let enc = Arc::new(enc);
-        slot.store(Some(enc.clone()));
-        Some(enc)
-    }
-
     /// Runs every shard's fan-out in this task until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let shards = (0..self.shards.len()).map(|i| self.run_shard(i, cancel.clone()));
@@ -631,7 +532,7 @@ impl Hub {
     }
 
     /// Sweeps the held clients whose window has passed.
-    fn sweep_due(&self, shard: &Shard, scratch: &mut Vec<u8>) {
+    fn sweep_due(&self, shard: &Shard, scratch: &mut Scratch) {
         let now = Instant::now();
         let mut held = shard.held.lock();
         if !held.iter().any(|(at, _)| *at <= now) {
@@ -857,175 +758,10 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Builds envelopes from pre-encoded quotes: no quote is serialized here.
-pub mod envelope {
-    use super::*;
-
-    fn json_quotes(out: &mut Vec<u8>, quotes: &[Arc<Encoded>]) {
-        out.put_u8(b'[');
-        for (i, q) in quotes.iter().enumerate() {
-            if i > 0 {
-                out.put_u8(b',');
-            }
-            out.extend_from_slice(&q.json);
-        }
-        out.put_u8(b']');
-    }
-
-    fn json_str(out: &mut Vec<u8>, s: &str) {
-        // Session ids and codes are plain ASCII; serde_json escapes anyway.
-        out.extend_from_slice(&serde_json::to_vec(s).unwrap_or_default());
-    }
-
-    fn capacity(quotes: &[Arc<Encoded>]) -> usize {
-        96 + quotes.iter().map(|q| q.json.len() + 1).sum::<usize>()
-    }
-
-    /// `{<type>"seq":N,<"session":"…",>"quotes":[…]}`: every JSON envelope.
-    fn json(kind: Option<&str>, seq: u64, session: Option<&str>, quotes: &[Arc<Encoded>]) -> Bytes {
-        let mut out = Vec::with_capacity(capacity(quotes));
-        json_into(&mut out, kind, seq, session, quotes);
-        Bytes::from(out)
-    }
-
-    fn json_into(
-        out: &mut Vec<u8>,
-        kind: Option<&str>,
-        seq: u64,
-        session: Option<&str>,
-        quotes: &[Arc<Encoded>],
-    ) {
-        out.put_u8(b'{');
-        if let Some(kind) = kind {
-            out.extend_from_slice(b"\"type\":");
-            json_str(out, kind);
-            out.put_u8(b',');
-        }
-        out.extend_from_slice(b"\"seq\":");
-        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-        if let Some(session) = session {
-            out.extend_from_slice(b",\"session\":");
-            json_str(out, session);
-        }
-        out.extend_from_slice(b",\"quotes\":");
-        json_quotes(out, quotes);
-        out.put_u8(b'}');
-    }
-
-    /// A WebSocket `ticks` payload in `format`, appended to `out`: the
-    /// sweep's path, which builds every frame in one reused buffer.
-    pub fn ws_ticks_into(out: &mut Vec<u8>, format: Format, seq: u64, quotes: &[Arc<Encoded>]) {
-        match format {
-            Format::Json => json_into(out, Some("ticks"), seq, None, quotes),
-            Format::Msgpack => msgpack_into(
-                out,
-                &[
-                    ("type", MsgpackValue::Str("ticks")),
-                    ("seq", MsgpackValue::Uint(seq)),
-                ],
-                quotes,
-            ),
-        }
-    }
-
-    /// `{"type":"ticks","seq":N,"quotes":[…]}` (WebSocket, JSON).
-    pub fn ws_ticks_json(seq: u64, quotes: &[Arc<Encoded>]) -> Bytes {
-        json(Some("ticks"), seq, None, quotes)
-    }
-
-    /// `{"type":"snapshot","seq":N,"session":"…","quotes":[…]}` (WebSocket, JSON).
-    pub fn ws_snapshot_json(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
-        json(Some("snapshot"), seq, Some(session), quotes)
-    }
-
-    /// `{"seq":N,"quotes":[…]}` (SSE `tick` data), appended to `out`.
-    pub fn tick_json_into(out: &mut Vec<u8>, seq: u64, quotes: &[Arc<Encoded>]) {
-        json_into(out, None, seq, None, quotes)
-    }
-
-    /// `{"seq":N,"quotes":[…]}` (SSE `tick` data).
-    pub fn tick_json(seq: u64, quotes: &[Arc<Encoded>]) -> Bytes {
-        json(None, seq, None, quotes)
-    }
-
-    /// `{"seq":N,"session":"…","quotes":[…]}` (snapshot, poll answer, SSE `snapshot`).
-    pub fn snapshot_json(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
-        json(None, seq, Some(session), quotes)
-    }
-
-    /// A MessagePack map with `fields` scalar entries, then `"quotes": [...]`.
-    fn msgpack(fields: &[(&str, MsgpackValue<'_>)], quotes: &[Arc<Encoded>]) -> Bytes {
-        let mut out = Vec::with_capacity(64 + quotes.len() * 128);
-        msgpack_into(&mut out, fields, quotes);
-        Bytes::from(out)
-    }
-
-    fn msgpack_into(
-        out: &mut Vec<u8>,
-        fields: &[(&str, MsgpackValue<'_>)],
-        quotes: &[Arc<Encoded>],
-    ) {
-        let _ = rmp::encode::write_map_len(out, fields.len() as u32 + 1);
-        for (k, v) in fields {
-            let _ = rmp::encode::write_str(out, k);
-            match v {
-                MsgpackValue::Str(s) => {
-                    let _ = rmp::encode::write_str(out, s);
-                }
-                MsgpackValue::Uint(n) => {
-                    let _ = rmp::encode::write_uint(out, *n);
-                }
-            }
-        }
-        let _ = rmp::encode::write_str(out, "quotes");
-        let _ = rmp::encode::write_array_len(out, quotes.len() as u32);
-        for q in quotes {
-            out.extend_from_slice(q.msgpack());
-        }
-    }
-
-    enum MsgpackValue<'a> {
-        Str(&'a str),
-        Uint(u64),
-    }
-
-    /// WebSocket `ticks`, MessagePack.
-    pub fn ws_ticks_msgpack(seq: u64, quotes: &[Arc<Encoded>]) -> Bytes {
-        msgpack(
-            &[
-                ("type", MsgpackValue::Str("ticks")),
-                ("seq", MsgpackValue::Uint(seq)),
-            ],
-            quotes,
-        )
-    }
-
-    /// WebSocket `snapshot`, MessagePack.
-    pub fn ws_snapshot_msgpack(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
-        msgpack(
-            &[
-                ("type", MsgpackValue::Str("snapshot")),
-                ("seq", MsgpackValue::Uint(seq)),
-                ("session", MsgpackValue::Str(session)),
-            ],
-            quotes,
-        )
-    }
-
-    /// `{"seq","session","quotes"}` as MessagePack.
-    pub fn snapshot_msgpack(seq: u64, session: &str, quotes: &[Arc<Encoded>]) -> Bytes {
-        msgpack(
-            &[
-                ("seq", MsgpackValue::Uint(seq)),
-                ("session", MsgpackValue::Str(session)),
-            ],
-            quotes,
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::metrics::Metrics;
     use crate::price::Price;

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::api::{AppState, close};
-use crate::fanout::{Format, Sweep, Transport, envelope};
+use crate::fanout::{Format, Scratch, Sweep, Transport, envelope};
 use crate::metrics::{SlowReason, TransportCounters};
 use crate::transport::stream::Subscriptions;
 use crate::transport::wsframe::{self, opcode};
@@ -80,7 +80,7 @@ pub struct Direct {
 }
 
 impl Sweep for Direct {
-    fn sweep(&self, scratch: &mut Vec<u8>, due: bool) -> Option<Instant> {
+    fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant> {
         // The task holds the writer (an operation in progress): it looks at
         // what is pending when it is done.
         let Some(mut w) = self.writer.try_lock() else {
@@ -147,22 +147,28 @@ impl Direct {
         }
         if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
             // A hold started here is the task's to time (`Status::timer`).
-            let _ = self.flush(&mut w, &mut Vec::new());
+            let _ = self.flush(&mut w, &mut Scratch::default());
         }
     }
 
     /// Drains what is pending into one frame and writes it. Returns when
     /// the client starts holding its changes (`batch_ms`), for the caller's
     /// timer: the shard's when it sweeps, the task's otherwise.
-    fn flush(&self, w: &mut Writer, scratch: &mut Vec<u8>) -> Option<Instant> {
-        if let Some(at) = w.subs.hold_until(Instant::now()) {
+    fn flush(&self, w: &mut Writer, scratch: &mut Scratch) -> Option<Instant> {
+        if let Some(at) = w
+            .subs
+            .batch()
+            .and_then(|_| w.subs.hold_until(Instant::now()))
+        {
             let new = w.held.is_none();
             w.held = Some(at);
             return new.then_some(at);
         }
         w.held = None;
         let due = w.subs.next_due;
-        let batch = w.subs.drain();
+        let Scratch { frame, quotes } = scratch;
+        quotes.clear();
+        let batch = w.subs.drain_into(quotes);
         if batch.overflow {
             self.state
                 .hub
@@ -187,33 +193,72 @@ impl Direct {
             // A throttled symbol: the task arms the timer.
             self.wake.notify_one();
         }
-        scratch.clear();
+        frame.clear();
+        // Where the bytes to write begin: the ticks frame's header is put in
+        // room kept before its payload, so nothing is moved or allocated.
+        let mut start = 0;
         if batch.reset.is_some() {
-            let at = scratch.len();
-            self.feed_payload(scratch, w.subs.promised);
-            self.seal(scratch, at);
+            self.feed_payload(frame, w.subs.promised);
+            self.seal(frame, 0);
         }
-        if !batch.quotes.is_empty() {
-            let at = scratch.len();
+        if !quotes.is_empty() {
+            let at = frame.len();
+            frame.resize(at + HEAD_ROOM, 0);
             match self.framing {
-                Framing::Ws(format) => {
-                    envelope::ws_ticks_into(scratch, format, batch.seq, &batch.quotes)
-                }
+                Framing::Ws(format) => envelope::ws_ticks_into(frame, format, batch.seq, quotes),
                 Framing::Sse => {
                     let session = self.state.table.session();
-                    sse_head(scratch, "tick", session.as_str(), batch.seq);
-                    envelope::tick_json_into(scratch, batch.seq, &batch.quotes);
-                    scratch.extend_from_slice(b"\n\n");
+                    sse_head(frame, "tick", session.as_str(), batch.seq);
+                    envelope::tick_json_into(frame, batch.seq, quotes);
+                    frame.extend_from_slice(b"\n\n");
                 }
             }
-            let len = scratch.len() - at;
-            self.seal(scratch, at);
-            Subscriptions::count(&self.counters, &batch, len);
+            let len = frame.len() - at - HEAD_ROOM;
+            let head = self.seal_in_room(frame, at);
+            if at == 0 {
+                start = head;
+            } else {
+                // After a `feed` frame (a new session, rare): close the gap.
+                frame.drain(at..head);
+            }
+            Subscriptions::count_quotes(&self.counters, quotes, len);
         }
-        if !scratch.is_empty() {
-            self.write(w, scratch);
+        if frame.len() > start {
+            self.write(w, &frame[start..]);
         }
+        quotes.clear();
         None
+    }
+
+    /// Frames the payload that follows `HEAD_ROOM` bytes kept at `at`: the
+    /// header goes at the end of that room (an HTTP chunk's trailing CRLF
+    /// after the payload). Returns where the frame now begins.
+    fn seal_in_room(&self, buf: &mut Vec<u8>, at: usize) -> usize {
+        let len = buf.len() - at - HEAD_ROOM;
+        let (head, n) = self.head(len);
+        let begin = at + HEAD_ROOM - n;
+        buf[begin..at + HEAD_ROOM].copy_from_slice(&head[..n]);
+        if self.framing == Framing::Sse {
+            buf.extend_from_slice(b"\r\n");
+        }
+        begin
+    }
+
+    /// The frame header (WebSocket) or chunk-size line (SSE) for a payload
+    /// of `len` bytes: its first `n` bytes.
+    fn head(&self, len: usize) -> ([u8; HEAD_ROOM], usize) {
+        let mut out = [0u8; HEAD_ROOM];
+        let op = match self.framing {
+            Framing::Ws(Format::Json) => opcode::TEXT,
+            Framing::Ws(Format::Msgpack) => opcode::BINARY,
+            Framing::Sse => {
+                let hex = format_hex(len, &mut out);
+                return (out, hex);
+            }
+        };
+        let (h, n) = wsframe::header_bytes(op, len);
+        out[..n].copy_from_slice(&h[..n]);
+        (out, n)
     }
 
     /// Records a frame of `batch` in the transport's metrics.
@@ -252,16 +297,11 @@ impl Direct {
     /// header before it, or an HTTP chunk around it.
     pub fn seal(&self, buf: &mut Vec<u8>, at: usize) {
         let len = buf.len() - at;
-        let mut head = Vec::with_capacity(12);
-        match self.framing {
-            Framing::Ws(Format::Json) => wsframe::header(&mut head, opcode::TEXT, len),
-            Framing::Ws(Format::Msgpack) => wsframe::header(&mut head, opcode::BINARY, len),
-            Framing::Sse => {
-                head.extend_from_slice(format!("{len:x}\r\n").as_bytes());
-                buf.extend_from_slice(b"\r\n");
-            }
+        let (head, n) = self.head(len);
+        if self.framing == Framing::Sse {
+            buf.extend_from_slice(b"\r\n");
         }
-        buf.splice(at..at, head);
+        buf.splice(at..at, head[..n].iter().copied());
     }
 
     /// Writes `bytes` now if the socket takes them; the rest waits for the
@@ -279,7 +319,11 @@ impl Direct {
             }
             return;
         }
-        let written = match self.tcp.try_write(bytes) {
+        // Straight to the socket, past tokio's readiness bookkeeping (a
+        // cold cache line per client per frame): a `WouldBlock` here leaves
+        // the readiness set, so the task's first wait for room returns at
+        // once, its `try_write` meets the full socket and clears it.
+        let written = match socket2::SockRef::from(&self.tcp).send(bytes) {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
             Err(_) => {
@@ -336,7 +380,7 @@ impl Direct {
         w.out = Vec::new();
         w.blocked_since = None;
         if w.verdict.is_none() {
-            let _ = self.flush(&mut w, &mut Vec::new());
+            let _ = self.flush(&mut w, &mut Scratch::default());
         }
         true
     }
@@ -357,6 +401,21 @@ impl Direct {
         }
         out
     }
+}
+
+/// Room kept before a frame's payload for its header: a WebSocket header
+/// (at most 10 bytes) or a chunk-size line (16 hex digits and CRLF).
+const HEAD_ROOM: usize = 18;
+
+/// `len` in lowercase hex and CRLF, into `out`; returns the length.
+fn format_hex(len: usize, out: &mut [u8; HEAD_ROOM]) -> usize {
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, digit) in out.iter_mut().take(digits).enumerate() {
+        *digit = b"0123456789abcdef"[(len >> (4 * (digits - 1 - i))) & 0xf];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
 }
 
 /// `id: SESSION:SEQ\nevent: NAME\ndata: ` — an SSE event up to its data.

@@ -304,12 +304,14 @@ async fn run_direct(
     _guard: ConnGuard,
 ) {
     let client = subs.client().clone();
-    let limits = &state.config.limits;
-    let (keepalive, write_timeout) = (limits.keepalive, limits.write_timeout);
-    let reconnect_ms = limits.reconnect.as_millis();
+    // Settings are read where used, not kept in locals: everything live
+    // across an await is in every idle connection's future.
+    let limits = || &state.config.limits;
     let direct = Arc::new(Direct::new(state.clone(), tcp, Framing::Sse, subs));
     {
-        let mut out = first.to_vec();
+        // Consumed here: the first event's buffer is not kept for the
+        // connection's life.
+        let mut out = Vec::from(first);
         direct.seal(&mut out, 0);
         direct.write(&mut direct.lock(), &out);
     }
@@ -321,8 +323,8 @@ async fn run_direct(
     feed.mark_unchanged();
     // One timer for everything due: keep-alive, the write deadline while
     // blocked, a batch window or throttle.
-    let mut next_keepalive = Instant::now() + keepalive;
-    let cancel = state.cancel.clone();
+    let mut next_keepalive = Instant::now() + limits().keepalive;
+    let cancel = &state.cancel;
     let last = loop {
         let st = match direct.status() {
             Ok(st) => st,
@@ -337,7 +339,7 @@ async fn run_direct(
             }
         };
         let blocked = st.blocked_since;
-        let write_deadline = blocked.map(|b| b + write_timeout);
+        let write_deadline = blocked.map(|b| b + limits().write_timeout);
         let due = [Some(next_keepalive), write_deadline, st.timer]
             .into_iter()
             .flatten()
@@ -346,7 +348,7 @@ async fn run_direct(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {
-                let data = format!("{{\"reconnect_ms\":{reconnect_ms}}}");
+                let data = format!("{{\"reconnect_ms\":{}}}", limits().reconnect.as_millis());
                 break final_event(&direct, "shutdown", data.as_bytes());
             }
             r = direct.tcp.ready(if blocked.is_some() {
@@ -384,7 +386,7 @@ async fn run_direct(
                     direct.flush_if_idle(true);
                 }
                 if next_keepalive <= now {
-                    next_keepalive = now + keepalive;
+                    next_keepalive = now + limits().keepalive;
                     let mut out = b": keepalive\n\n".to_vec();
                     direct.seal(&mut out, 0);
                     direct.write(&mut direct.lock(), &out);
@@ -392,12 +394,16 @@ async fn run_direct(
             }
         }
     };
-    let linger_for = write_timeout.min(Duration::from_secs(5));
-    let ended = tokio::time::timeout(linger_for, write_all(&direct.tcp, &last)).await;
-    if matches!(ended, Ok(Ok(()))) {
-        let _ = socket2::SockRef::from(&direct.tcp).shutdown(std::net::Shutdown::Write);
-        linger(&direct.tcp, linger_for).await;
-    }
+    // Boxed: the last write and the linger are not in the idle future.
+    Box::pin(async move {
+        let linger_for = limits().write_timeout.min(Duration::from_secs(5));
+        let ended = tokio::time::timeout(linger_for, write_all(&direct.tcp, &last)).await;
+        if matches!(ended, Ok(Ok(()))) {
+            let _ = socket2::SockRef::from(&direct.tcp).shutdown(std::net::Shutdown::Write);
+            linger(&direct.tcp, linger_for).await;
+        }
+    })
+    .await;
 }
 
 /// The last event (`error`, `shutdown`) and the end of the chunked body,
@@ -416,4 +422,32 @@ fn final_event(direct: &Direct, name: &str, data: &[u8]) -> Vec<u8> {
     direct.seal(&mut out, 0);
     out.extend_from_slice(b"0\r\n\r\n");
     direct.finish(&out)
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    fn future_size<F: std::future::Future>(
+        _: impl FnOnce(AppState, tokio::net::TcpStream, Subscriptions, Bytes, ConnGuard) -> F,
+    ) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// What every idle streaming connection holds in its task and write
+    /// side (docs/BENCHMARKS.md, "Idle connections"): a guard against it
+    /// growing unnoticed.
+    #[test]
+    fn idle_connection_state_stays_small() {
+        let sse = future_size(run_direct);
+        let ws = crate::transport::ws::task_size();
+        let direct = std::mem::size_of::<Direct>();
+        let client = std::mem::size_of::<crate::fanout::Client>();
+        eprintln!("sse task {sse} B, ws task {ws} B, Direct {direct} B, Client {client} B");
+        assert!(sse <= 1264 && ws <= 1064, "sse {sse}, ws {ws}");
+        assert!(
+            direct <= 368 && client <= 216,
+            "Direct {direct}, Client {client}"
+        );
+    }
 }

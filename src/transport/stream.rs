@@ -223,6 +223,15 @@ impl Subscriptions {
     /// Takes what the hub left and builds one batch. Throttled symbols not
     /// yet due stay pending and set [`Self::next_due`].
     pub fn drain(&mut self) -> Batch {
+        let mut quotes = Vec::new();
+        let mut batch = self.drain_into(&mut quotes);
+        batch.quotes = quotes;
+        batch
+    }
+
+    /// [`Self::drain`] with the quotes appended to `quotes` (the sweep's
+    /// reused buffer: no allocation per frame) instead of `Batch::quotes`.
+    pub fn drain_into(&mut self, quotes: &mut Vec<Arc<Encoded>>) -> Batch {
         let fanned = self.hub.fanned_seq_for(&self.client);
         let mut marks = std::mem::take(&mut self.scratch);
         marks.clear();
@@ -233,6 +242,7 @@ impl Subscriptions {
             reset,
             quotes: Vec::new(),
         };
+        let start = quotes.len();
         if let Some(session) = reset {
             // Sequences restart: forget what was sent, resend current state.
             tracing::debug!(session = %session, "client sees a new feed session");
@@ -246,7 +256,8 @@ impl Subscriptions {
         if overflow {
             return batch;
         }
-        let now = Instant::now();
+        // The clock is read only for a throttle or a batch window.
+        let mut now = None;
         let mut promise = fanned.max(self.floor);
         self.next_due = None;
         for enc in every {
@@ -255,10 +266,9 @@ impl Subscriptions {
             };
             if enc.quote.seq > sub.last_seq {
                 sub.last_seq = enc.quote.seq;
-                batch.quotes.push(enc);
+                quotes.push(enc);
             }
         }
-        let table = self.hub.table().clone();
         for &locate in &marks {
             let Some(enc) = self.hub.current(locate) else {
                 continue;
@@ -279,7 +289,7 @@ impl Subscriptions {
             }
             if let (Some(min), Some(at)) = (sub.opts.min_interval, sub.last_at) {
                 let due = at + min;
-                if due > now {
+                if due > *now.get_or_insert_with(Instant::now) {
                     // Not yet: keep it pending, promise no further than what
                     // this symbol has been sent.
                     self.client.remark(locate);
@@ -289,31 +299,31 @@ impl Subscriptions {
                 }
             }
             sub.last_seq = enc.quote.seq;
-            sub.last_at = Some(now);
-            batch.quotes.push(enc);
+            if sub.opts.min_interval.is_some() {
+                sub.last_at = Some(*now.get_or_insert_with(Instant::now));
+            }
+            quotes.push(enc);
         }
-        drop(table);
         self.scratch = marks;
         batch.seq = promise;
         self.promised = promise;
-        if !batch.quotes.is_empty() {
-            self.last_batch = Some(now);
+        if quotes.len() > start && self.batch.is_some() {
+            self.last_batch = Some(*now.get_or_insert_with(Instant::now));
         }
         batch
     }
 
     /// Records a written frame in the transport's metrics.
     pub fn count(counters: &TransportCounters, batch: &Batch, bytes: usize) {
+        Self::count_quotes(counters, &batch.quotes, bytes)
+    }
+
+    /// Records a written frame of `quotes` in the transport's metrics.
+    pub fn count_quotes(counters: &TransportCounters, quotes: &[Arc<Encoded>], bytes: usize) {
         counters.messages.inc();
-        counters.quotes.inc_by(batch.quotes.len() as u64);
+        counters.quotes.inc_by(quotes.len() as u64);
         counters.bytes.inc_by(bytes as u64);
-        if let Some(oldest) = batch
-            .quotes
-            .iter()
-            .map(|q| q.quote.ts)
-            .filter(|&t| t > 0)
-            .min()
-        {
+        if let Some(oldest) = quotes.iter().map(|q| q.quote.ts).filter(|&t| t > 0).min() {
             let lag = now_ns().saturating_sub(oldest);
             counters.latency.observe(lag as f64 / 1e9);
         }

@@ -268,14 +268,15 @@ impl Conn {
     }
 
     async fn run(mut self) {
-        let limits = &self.state().config.limits;
-        let (ping_interval, idle_timeout) = (limits.ping_interval, limits.idle_timeout);
-        let (write_timeout, reconnect) = (limits.write_timeout, limits.reconnect);
-        let cancel = self.state().cancel.clone();
+        // Settings are read where used, not kept in locals: everything live
+        // across an await is in every idle connection's future.
+        let state = self.direct.state.clone();
+        let limits = || &state.config.limits;
+        let cancel = &state.cancel;
         self.feed.mark_unchanged();
         // One timer for everything due (an idle connection holds one): the
         // ping, the write deadline while blocked, a batch window or throttle.
-        let mut next_ping = Instant::now() + ping_interval;
+        let mut next_ping = Instant::now() + limits().ping_interval;
         // Bytes that came with the upgrade request.
         let mut flow = self.parse();
         while let Flow::Continue = flow {
@@ -290,7 +291,7 @@ impl Conn {
                     break;
                 }
             };
-            let write_deadline = blocked.map(|b| b + write_timeout);
+            let write_deadline = blocked.map(|b| b + limits().write_timeout);
             let due = [Some(next_ping), write_deadline, timer]
                 .into_iter()
                 .flatten()
@@ -300,7 +301,7 @@ impl Conn {
             flow = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
-                    let frame = ServerFrame::Shutdown { reconnect_ms: reconnect.as_millis() as u64 };
+                    let frame = ServerFrame::Shutdown { reconnect_ms: limits().reconnect.as_millis() as u64 };
                     self.send(&frame);
                     Flow::Close(close::GOING_AWAY, "server shutting down".into())
                 }
@@ -335,8 +336,8 @@ impl Conn {
                             direct.flush_if_idle(true);
                         }
                         if next_ping <= now {
-                            next_ping = now + ping_interval;
-                            self.ping(idle_timeout)
+                            next_ping = now + limits().ping_interval;
+                            self.ping(limits().idle_timeout)
                         } else {
                             Flow::Continue
                         }
@@ -345,7 +346,7 @@ impl Conn {
             };
         }
         if let Flow::Close(code, reason) = flow {
-            Box::pin(self.close(code, &reason, write_timeout)).await;
+            Box::pin(self.close(code, &reason, limits().write_timeout)).await;
         }
     }
 
@@ -630,4 +631,13 @@ fn interest(blocked: bool) -> tokio::io::Interest {
     } else {
         tokio::io::Interest::READABLE
     }
+}
+
+/// The size of a connection task's future (a test's guard).
+#[cfg(test)]
+pub(crate) fn task_size() -> usize {
+    fn size<F: std::future::Future>(_: impl FnOnce(Conn) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    size(Conn::run)
 }

@@ -26,17 +26,31 @@ pub fn frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 
 /// Appends the header of a final, unmasked frame of `len` payload bytes.
 pub fn header(out: &mut Vec<u8>, opcode: u8, len: usize) {
-    out.push(0x80 | opcode);
+    let (head, n) = header_bytes(opcode, len);
+    out.extend_from_slice(&head[..n]);
+}
+
+/// The header of a final, unmasked frame of `len` payload bytes, on the
+/// stack: its first `n` bytes.
+pub fn header_bytes(opcode: u8, len: usize) -> ([u8; MAX_HEADER], usize) {
+    let mut head = [0u8; MAX_HEADER];
+    head[0] = 0x80 | opcode;
     if len < 126 {
-        out.push(len as u8);
+        head[1] = len as u8;
+        (head, 2)
     } else if len <= usize::from(u16::MAX) {
-        out.push(126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
+        head[1] = 126;
+        head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        (head, 4)
     } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (head, 10)
     }
 }
+
+/// The longest server frame header (unmasked, 64-bit length).
+pub const MAX_HEADER: usize = 10;
 
 /// Appends a close frame; the reason is cut to the 123 bytes a control
 /// frame allows (at a character boundary).
