@@ -214,9 +214,10 @@ impl std::error::Error for HeadError {}
 pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
-    let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
-        Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
+    // Nothing past the limit is read: the answer for a head that does not
+    // end within it is TooLarge, whatever comes later.
+    let len = match parsed.parse(&buf[..buf.len().min(MAX_HEAD)]) {
+        Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             return Err(HeadError::TooLarge);
         }
