@@ -251,7 +251,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
 /// Reads until [`parse_head`] has a complete head, and makes it the request
 /// the router gets. Bytes after the head are dropped: a stream's client
 /// sends none, and a WebSocket client waits for the 101 before it sends
-/// frames (RFC 6455, section 4.1).
+/// frames (the handshake has it wait).
 async fn read_head(tcp: &mut TcpStream, remote: SocketAddr) -> Result<Request<Body>, &'static str> {
     let mut buf = Vec::with_capacity(1024);
     let head = loop {
