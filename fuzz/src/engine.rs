@@ -200,6 +200,46 @@ fn install_quiet_hook() -> Arc<Mutex<String>> {
     last
 }
 
+/// The smallest input for each signature the `inputs` reach, each shrunk
+/// further by deleting chunks while its signature stays the same: a small
+/// corpus that reaches what the big one reached. Inputs that panic are
+/// left out (they belong in artifacts, not seeds). Sorted by size.
+pub fn minimise(target: &mut dyn Target, inputs: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let last_panic = install_quiet_hook();
+    let mut run = |input: &[u8]| panic::catch_unwind(AssertUnwindSafe(|| target.run(input))).ok();
+    let mut best: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
+    for input in inputs {
+        if let Some(sig) = run(&input) {
+            let slot = best.entry(sig).or_insert_with(|| input.clone());
+            if input.len() < slot.len() {
+                *slot = input;
+            }
+        }
+    }
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(best.len());
+    for (sig, mut input) in best {
+        let mut chunk = input.len() / 2;
+        while chunk > 0 {
+            let mut at = 0;
+            while at + chunk <= input.len() {
+                let mut shorter = input.clone();
+                shorter.drain(at..at + chunk);
+                if run(&shorter) == Some(sig) {
+                    input = shorter;
+                } else {
+                    at += chunk;
+                }
+            }
+            chunk /= 2;
+        }
+        out.push(input);
+    }
+    drop(last_panic);
+    let _ = panic::take_hook();
+    out.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    out
+}
+
 /// Every file of `dir` (not recursive), sorted by name for repeatability.
 pub fn read_corpus(dir: &Path) -> Vec<Vec<u8>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -214,7 +254,7 @@ pub fn read_corpus(dir: &Path) -> Vec<Vec<u8>> {
 }
 
 /// Writes `input` to `dir/<prefix><hash>`.
-fn save(dir: &Path, prefix: &str, input: &[u8]) -> std::io::Result<PathBuf> {
+pub fn save(dir: &Path, prefix: &str, input: &[u8]) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{prefix}{:016x}", fnv(input)));
     std::fs::write(&path, input)?;
@@ -367,6 +407,30 @@ mod tests {
         assert_eq!(report.crashes.len(), 1, "{report}");
         assert_eq!(report.crashes[0].input.first(), Some(&0xff));
         assert!(report.crashes[0].message.contains("found 0xff"));
+    }
+
+    struct HasX;
+
+    impl Target for HasX {
+        fn name(&self) -> &'static str {
+            "has_x"
+        }
+        fn generate(&mut self, _rng: &mut SmallRng) -> Vec<u8> {
+            Vec::new()
+        }
+        fn run(&mut self, input: &[u8]) -> u64 {
+            assert!(input != b"boom", "boom");
+            u64::from(input.contains(&b'x'))
+        }
+    }
+
+    #[test]
+    fn minimise_keeps_one_shrunk_input_per_signature_and_drops_panics() {
+        let inputs = ["aaaxaaa", "bbb", "xx", "cccc", "boom"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        assert_eq!(minimise(&mut HasX, inputs), [b"".to_vec(), b"x".to_vec()]);
     }
 
     #[test]

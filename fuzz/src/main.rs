@@ -4,6 +4,7 @@
 //! cargo run --release -p tickrelay-fuzz -- all --runs 10000000 --seconds 600
 //! cargo run --release -p tickrelay-fuzz -- packet --seconds 60 --seed 7
 //! cargo run --release -p tickrelay-fuzz -- sequencer --replay fuzz/artifacts/sequencer/crash-…
+//! cargo run --release -p tickrelay-fuzz -- http_head --minimise
 //! ```
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tickrelay_fuzz::engine::{Budget, Dirs, fuzz};
+use tickrelay_fuzz::engine::{Budget, Dirs, Target, fnv, fuzz, minimise, read_corpus, save};
 use tickrelay_fuzz::targets;
 
 /// Fuzz tickrelay's parsers and state machines.
@@ -37,6 +38,12 @@ struct Args {
     /// Write inputs with new signatures into the corpus.
     #[arg(long)]
     save_corpus: bool,
+    /// Instead of fuzzing, shrink the target's corpus directory to the
+    /// smallest input per signature (each shrunk further), replacing its
+    /// files. Named seeds (any file not named by its hash) are kept as they
+    /// are.
+    #[arg(long)]
+    minimise: bool,
     /// Run one input file through the target and report, instead of fuzzing.
     #[arg(long)]
     replay: Option<PathBuf>,
@@ -54,6 +61,10 @@ fn main() -> anyhow::Result<()> {
         let Some(mut target) = targets::by_name(name) else {
             bail!("no target `{name}`");
         };
+        if args.minimise {
+            minimise_dir(target.as_mut(), &args.corpus.join(name))?;
+            continue;
+        }
         if let Some(path) = &args.replay {
             let input =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -88,5 +99,40 @@ fn main() -> anyhow::Result<()> {
     if crashed {
         bail!("crashes found");
     }
+    Ok(())
+}
+
+/// `--minimise`: rewrites `dir`'s hash-named files as the minimised corpus.
+fn minimise_dir(target: &mut dyn Target, dir: &std::path::Path) -> anyhow::Result<()> {
+    let hashed = |p: &std::path::Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.len() == 16 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let before = read_corpus(dir);
+    let kept = minimise(target, before.clone());
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if hashed(&path) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    // Named seeds stay; a minimised input equal to one of them is not repeated.
+    let named: std::collections::HashSet<u64> = read_corpus(dir).iter().map(|i| fnv(i)).collect();
+    let mut written = 0;
+    for input in &kept {
+        if !named.contains(&fnv(input)) {
+            save(dir, "", input)?;
+            written += 1;
+        }
+    }
+    println!(
+        "{}: {} inputs, {} signatures, {written} files written beside {} named seeds ({} bytes in all)",
+        target.name(),
+        before.len(),
+        kept.len(),
+        named.len(),
+        kept.iter().map(Vec::len).sum::<usize>()
+    );
     Ok(())
 }

@@ -20,6 +20,10 @@
 //!   reset the relay); packets of a session already left are stale;
 //! - the sequencer takes only packets that passed [`Packet::parse`]; a
 //!   packet whose messages do not all decode never starts a session.
+//!
+//! One file on purpose: ordering, gap holds and session belief are one state
+//! machine over the same fields (`next`, the held packets, the candidate
+//! sessions); its code is about 440 lines, the rest is its tests.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
