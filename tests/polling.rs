@@ -118,26 +118,6 @@ fn held_until_a_change_then_answered() {
 }
 
 #[test]
-fn empty_answer_at_timeout() {
-    let (relay, _feed, seq) = setup(&[]);
-    let t = Instant::now();
-    let r = support::http_get(
-        &relay.base,
-        &format!("/v1/poll?symbols=AAA,BBB&since=POLLT:{seq}&timeout_ms=300"),
-        &[],
-    );
-    let took = t.elapsed();
-    assert!(
-        took >= Duration::from_millis(300),
-        "held for the timeout, took {took:?}"
-    );
-    let v = json(&r);
-    assert_eq!(v["quotes"].as_array().unwrap().len(), 0);
-    assert_eq!(v["seq"].as_u64().unwrap(), seq);
-    assert_eq!(v["session"], "POLLT");
-}
-
-#[test]
 fn a_client_that_goes_away_releases_its_waiter() {
     let (relay, _feed, seq) = setup(&[]);
     let addr = relay.base.trim_start_matches("http://").to_owned();
