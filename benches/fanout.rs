@@ -29,10 +29,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
-use tickrelay::fanout::{Client, Encoded, Hub, HubListener, Transport, envelope};
-use tickrelay::feed::ChangeListener;
+use tickrelay::fanout::{Client, Encoded, Hub, HubListener, envelope};
+use tickrelay::kinds::Transport;
 use tickrelay::metrics::Metrics;
 use tickrelay::price::Price;
+use tickrelay::table::ChangeListener;
 use tickrelay::table::Table;
 use tickrelay::wire::{Locate, Message};
 use tokio_util::sync::CancellationToken;

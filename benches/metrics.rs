@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use tickrelay::fanout::Transport;
+use tickrelay::kinds::Transport;
 use tickrelay::metrics::{AtomicHistogram, Metrics, ShardedCounter, latency_buckets};
 
 /// The two histogram implementations, behind one call.

@@ -36,7 +36,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::kinds::Transport;
+use crate::kinds::Transport;
 mod encoding;
 pub mod envelope;
 mod hashers;

@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::kinds::DropReason;
-pub use crate::kinds::FeedStatus;
+use crate::kinds::FeedStatus;
 use crate::metrics::{FeedMetrics, LineCounters, ReasonLabel, SessionLabel, StatusLabel};
 use crate::nats::{Forward, NatsPacket, NatsTarget};
-pub use crate::table::ChangeListener;
+use crate::table::ChangeListener;
 use crate::table::Table;
 use crate::wire::{DecodeError, Packet, Session};
 use apply::{Applier, Recovery, Repair};

@@ -35,7 +35,7 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 use crate::kinds::{DropReason, FeedStatus};
-pub use crate::kinds::{Limit, SLOW_REASONS, SlowReason, Transport};
+use crate::kinds::{Limit, SLOW_REASONS, SlowReason, Transport};
 use crate::wire::DecodeError;
 pub use primitives::{AtomicHistogram, ShardedCounter};
 pub use process::{ProcessCollector, ProcessStats};

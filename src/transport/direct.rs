@@ -19,8 +19,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::api::{AppState, close};
-use crate::fanout::{Format, Scratch, Sweep, Transport, envelope};
-use crate::metrics::{SlowReason, TransportCounters};
+use crate::fanout::{Format, Scratch, Sweep, envelope};
+use crate::kinds::{SlowReason, Transport};
+use crate::metrics::TransportCounters;
 use crate::transport::stream::Subscriptions;
 use crate::transport::wsframe::{self, opcode};
 

@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::api::{ApiError, AppState, Encoding, ErrorCode, check_token};
-use crate::fanout::{Encoded, Transport, envelope};
+use crate::fanout::{Encoded, envelope};
+use crate::kinds::Transport;
 use crate::transport::stream::{
     Batch, SubOptions, Subscriptions, acquire, batch_window, parse_resume, requested_locates,
 };

@@ -31,8 +31,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use crate::fanout::Transport;
-use crate::metrics::{SlowReason, StreamMetrics};
+use crate::kinds::{SlowReason, Transport};
+use crate::metrics::StreamMetrics;
 
 /// Grows `tcp`'s send buffer so `bytes` more fit even though it is full, and
 /// lets the kernel keep the socket for `keep` of unacknowledged data (from

@@ -20,10 +20,11 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::api::{ApiError, AppState, ErrorCode, check_token, close};
-use crate::fanout::{Sweep, Transport, envelope};
+use crate::fanout::{Sweep, envelope};
 use crate::feed::FeedState;
+use crate::kinds::{SlowReason, Transport};
 use crate::limits::ConnGuard;
-use crate::metrics::{SlowReason, TransportCounters};
+use crate::metrics::TransportCounters;
 use crate::raw_stream::{RawConn, Upgrade};
 use crate::transport::direct::{Direct, Framing, Verdict, linger, read_gone, sse_head, write_all};
 use crate::transport::stream::{

@@ -445,10 +445,11 @@ mod tests {
 #[cfg(test)]
 mod drain_tests {
     use super::*;
-    use crate::fanout::{HubListener, Transport};
-    use crate::feed::ChangeListener;
+    use crate::fanout::HubListener;
+    use crate::kinds::Transport;
     use crate::metrics::Metrics;
     use crate::price::Price;
+    use crate::table::ChangeListener;
     use crate::table::Table;
     use crate::wire::Message;
     use tokio_util::sync::CancellationToken;

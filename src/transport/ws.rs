@@ -29,10 +29,10 @@ use tokio::net::TcpStream;
 use crate::api::{
     ApiError, AppState, AuthQuery, ErrorCode, check_origin, check_token, close, parse_symbol_list,
 };
-use crate::fanout::{Encoded, Format, Sweep, Transport, envelope};
+use crate::fanout::{Encoded, Format, Sweep, envelope};
 use crate::feed::FeedState;
+use crate::kinds::{Limit, SlowReason, Transport};
 use crate::limits::{ConnGuard, RateLimiter};
-use crate::metrics::{Limit, SlowReason};
 use crate::raw_stream::{RawConn, Upgrade};
 use crate::transport::direct::{Direct, Framing, Verdict, Writer, linger, write_all};
 use crate::transport::stream::{
