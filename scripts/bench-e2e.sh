@@ -34,6 +34,8 @@ cd "$ROOT"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release
 OUT=${OUT:-$TARGET/bench-e2e}
+# Absolute: nginx resolves its -c path under its -p prefix.
+OUT=$(realpath -m "$OUT")
 SERVER_CPU=${SERVER_CPU:-0}
 SERVER_CPUS=${SERVER_CPUS:-$SERVER_CPU}
 SERVER_BIN=${SERVER_BIN:-$BIN/tickrelay}
