@@ -39,7 +39,7 @@ async fn serve_http(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) -> std::io::Result<()> {
-    use crate::transport::slow::{Route, TimedIo};
+    use crate::transport::slow::{Route, SlowSignal, TimedIo};
     let write_timeout = limits.write_timeout;
     use tower::ServiceExt;
 
@@ -89,14 +89,24 @@ async fn serve_http(
                 return;
             }
             // A write that makes no progress for the write timeout ends the
-            // connection, counted under the transport of the request.
+            // connection, counted under the transport of the request; an SSE
+            // stream is told first (`signal`) and ends with its error event.
             let route = Route::default();
-            let io = TimedIo::new(tcp, remote, write_timeout, route.clone(), metrics);
+            let signal = SlowSignal::default();
+            let io = TimedIo::new(
+                tcp,
+                remote,
+                write_timeout,
+                route.clone(),
+                signal.clone(),
+                metrics,
+            );
             let svc =
                 app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     route.set(req.uri().path());
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(remote));
+                    req.extensions_mut().insert(signal.clone());
                     req
                 });
             let conn = http

@@ -210,6 +210,81 @@ fn a_stalled_sse_client_is_closed_with_an_error_event_counted_and_logged() {
     assert_eq!(log_lines(&relay, "sse"), 1);
 }
 
+/// Reads one HTTP answer with a `Content-Length` body; returns its head.
+fn read_answer(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .unwrap_or_else(|| panic!("content-length in {head}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).unwrap();
+    head
+}
+
+#[test]
+fn a_stalled_sse_client_on_a_reused_connection_gets_the_error_event_too() {
+    // A browser that fetched a snapshot first, then opened an EventSource on
+    // the same keep-alive connection: that stream is served by hyper.
+    let (relay, w, _) = relay_with_symbols(500);
+    let mut s = small_client(&relay);
+    write!(
+        s,
+        "GET /v1/snapshot?symbols=S00000 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_answer(&mut s);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    write!(s, "GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    relay.wait_metric("tickrelay_clients", |v| v >= 1.0);
+    let feeder = Feeder::start(w, 500);
+    wait_slow(&relay, "sse", 1.0);
+    feeder.stop();
+    wait_log(&relay, "sse", 1);
+
+    // The client reads again: its backlog, the error event, the end of the
+    // chunked body, then the relay's FIN.
+    let raw = read_to_fin(&mut s);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    assert!(
+        text.ends_with("\r\n0\r\n\r\n"),
+        "the chunked body is ended: {}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    let at = text.rfind("event: ").expect("events");
+    let last = &text[at..];
+    assert!(
+        last.starts_with("event: error\ndata: "),
+        "last event: {last}"
+    );
+    let data = last["event: error\ndata: ".len()..].lines().next().unwrap();
+    let v: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(v["code"], "slow_consumer");
+    assert_eq!(v["close_code"], 4008);
+    assert_eq!(v["message"], "slow consumer: write timeout");
+    assert!(
+        text.matches("event: tick").count() > 1,
+        "a backlog before the error"
+    );
+    assert_eq!(slow_count(&relay, "sse"), 1.0);
+    assert_eq!(log_lines(&relay, "sse"), 1);
+}
+
 #[test]
 fn a_parked_long_poll_whose_answer_cannot_be_written_is_cut_counted_and_logged() {
     // 5,000 symbols: the answer (about 0.8 MB) is several times what the

@@ -360,7 +360,7 @@ impl Direct {
         );
         w.verdict = Some(Verdict::Close(
             close::SLOW_CONSUMER,
-            "slow consumer: write timeout".into(),
+            crate::transport::slow::WRITE_TIMEOUT.into(),
         ));
         self.wake.notify_one();
     }

@@ -19,7 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::api::{ApiError, AppState, ErrorCode, check_token, close};
+use crate::api::{ApiError, AppState, check_token, close};
 use crate::fanout::{Sweep, envelope};
 use crate::feed::FeedState;
 use crate::kinds::{SlowReason, Transport};
@@ -27,6 +27,7 @@ use crate::limits::ConnGuard;
 use crate::metrics::TransportCounters;
 use crate::raw_stream::{RawConn, Upgrade};
 use crate::transport::direct::{Direct, Framing, Verdict, linger, read_gone, sse_head, write_all};
+use crate::transport::slow::{self, SlowSignal};
 use crate::transport::stream::{
     Batch, Subscriptions, acquire, batch_window, requested_locates, resume_point, sub_options,
 };
@@ -54,6 +55,7 @@ pub async fn handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<StreamQuery>,
     raw: Option<Extension<RawConn>>,
+    slow: Option<Extension<SlowSignal>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_token(&state, &headers, q.token.as_deref())?;
@@ -145,6 +147,8 @@ pub async fn handler(
         first: Some(first.freeze()),
         done: false,
         held: None,
+        slow: slow.map(|Extension(s)| s),
+        told: false,
         _guard: guard,
     };
     let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
@@ -179,6 +183,10 @@ struct SseStream {
     done: bool,
     /// With `batch_ms`: changes are pending but the next event is due then.
     held: Option<Instant>,
+    /// Raised by the connection's socket at the write timeout.
+    slow: Option<SlowSignal>,
+    /// The stream ended with the write timeout's error event.
+    told: bool,
     _guard: ConnGuard,
 }
 
@@ -189,6 +197,13 @@ impl SseStream {
             return Some(first);
         }
         if self.done {
+            if self.told
+                && let Some(slow) = &self.slow
+            {
+                // The error event is buffered and the body ends now: the
+                // connection closes once they are written.
+                slow.told();
+            }
             return None;
         }
         let deadline = Instant::now() + self.keepalive;
@@ -203,6 +218,12 @@ impl SseStream {
                     let data = format!("{{\"reconnect_ms\":{}}}", self.reconnect_ms);
                     event(&mut out, "shutdown", self.state.table.session().as_str(), self.subs.promised, data.as_bytes());
                     return Some(out.freeze());
+                }
+                // Counted and logged by the socket (`slow::TimedIo`), which
+                // made room for this last event.
+                _ = raised(self.slow.as_ref()) => {
+                    self.told = true;
+                    return Some(self.error_event(slow::WRITE_TIMEOUT));
                 }
                 _ = self.subs.client().wait(), if held.is_none() => {
                     if let Some(chunk) = self.ticks() { return Some(chunk); }
@@ -232,26 +253,16 @@ impl SseStream {
         let batch = self.subs.drain();
         let session = self.state.table.session();
         if batch.overflow {
-            self.done = true;
             self.state
                 .hub
                 .metrics
                 .slow(Transport::Sse, SlowReason::QueueOverflow);
             tracing::info!("sse client closed: every-mode queue overflow");
-            let mut out = BytesMut::new();
-            let data = serde_json::json!({
-                "code": ErrorCode::SlowConsumer.as_str(),
-                "close_code": close::SLOW_CONSUMER,
-                "message": format!("slow consumer: every-mode queue over {} (setting every_queue)", self.state.config.limits.every_queue),
-            });
-            event(
-                &mut out,
-                "error",
-                session.as_str(),
-                self.subs.promised,
-                data.to_string().as_bytes(),
+            let reason = format!(
+                "slow consumer: every-mode queue over {} (setting every_queue)",
+                self.state.config.limits.every_queue
             );
-            return Some(out.freeze());
+            return Some(self.error_event(&reason));
         }
         let mut out = BytesMut::new();
         if batch.reset.is_some() {
@@ -263,6 +274,22 @@ impl SseStream {
             Subscriptions::count(&self.counters, &batch, out.len());
         }
         (!out.is_empty()).then(|| out.freeze())
+    }
+
+    /// The last event of a slow client's stream (4008's twin); the stream
+    /// ends after it.
+    fn error_event(&mut self, reason: &str) -> Bytes {
+        self.done = true;
+        let mut out = BytesMut::new();
+        let data = slow::error_data(close::SLOW_CONSUMER, reason);
+        event(
+            &mut out,
+            "error",
+            self.state.table.session().as_str(),
+            self.subs.promised,
+            data.as_bytes(),
+        );
+        out.freeze()
     }
 
     fn feed_event(&mut self) -> Bytes {
@@ -283,6 +310,14 @@ impl SseStream {
             data.to_string().as_bytes(),
         );
         out.freeze()
+    }
+}
+
+/// Resolves once `slow` is raised; never without one.
+async fn raised(slow: Option<&SlowSignal>) {
+    match slow {
+        Some(slow) => slow.raised().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -331,12 +366,8 @@ async fn run_direct(
             Ok(st) => st,
             Err(Verdict::Stop) => return,
             Err(Verdict::Close(code, reason)) => {
-                let data = serde_json::json!({
-                    "code": ErrorCode::SlowConsumer.as_str(),
-                    "close_code": code,
-                    "message": reason,
-                });
-                break final_event(&direct, "error", data.to_string().as_bytes());
+                let data = slow::error_data(code, &reason);
+                break final_event(&direct, "error", data.as_bytes());
             }
         };
         let blocked = st.blocked_since;
