@@ -59,6 +59,13 @@ pub fn error_data(close_code: u16, reason: &str) -> String {
 /// write let through at the write timeout.
 const LAST_EVENT_ROOM: usize = 4096;
 
+/// The least time the kernel keeps a closed slow client's last frame for it
+/// (TCP_USER_TIMEOUT after the relay's close): a client that stalled for a
+/// few seconds (a busy machine, a tab in the background) still finds its
+/// close frame or error event rather than a reset. The cost is the socket's
+/// send buffer (`send_buffer`, 128 KiB by default) for that long.
+pub const LAST_FRAME_KEEP: Duration = Duration::from_secs(10);
+
 /// Grows `tcp`'s send buffer so `bytes` more fit even though it is full, and
 /// lets the kernel keep the socket for `keep` of unacknowledged data (from
 /// when the client stopped taking it), so the last frame outlives the
@@ -74,7 +81,7 @@ pub fn make_room(tcp: &TcpStream, bytes: usize, keep: Duration) {
             let _ = sock.set_send_buffer_size(current / 2);
         }
     }
-    let _ = sock.set_tcp_user_timeout(Some(keep));
+    let _ = sock.set_tcp_user_timeout(Some(keep.max(LAST_FRAME_KEEP)));
 }
 
 /// What a hyper-served connection is answering now, for the counter's
@@ -256,7 +263,8 @@ impl TimedIo {
             }
             // The answer's bytes already queued stay for the client to read,
             // a while longer than the kernel's backstop alone would keep them.
-            let _ = socket2::SockRef::from(&self.tcp).set_tcp_user_timeout(Some(timeout * 3));
+            let _ = socket2::SockRef::from(&self.tcp)
+                .set_tcp_user_timeout(Some((timeout * 3).max(LAST_FRAME_KEEP)));
         } else {
             tracing::debug!(peer = %self.peer, "slow client still not reading: connection ended");
         }
