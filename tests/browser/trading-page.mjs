@@ -3,6 +3,9 @@
 // against a real `tickrelay demo` (relay + in-process simulator on loopback
 // multicast).
 //
+// Over 700 lines because it is one scenario, step by step, against one page
+// session (each step depends on the state the previous left).
+//
 //   node trading-page.mjs [TICKRELAY_BIN] [SCREENSHOT_DIR]
 //
 // Arguments may also come from the environment: TICKRELAY_BIN, SCREENSHOT_DIR;
