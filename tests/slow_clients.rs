@@ -177,13 +177,21 @@ fn read_to_fin(s: &mut TcpStream) -> Vec<u8> {
 #[test]
 fn a_stalled_sse_client_is_closed_with_an_error_event_counted_and_logged() {
     let (relay, w, _) = relay_with_symbols(500);
-    let mut s = small_client(&relay);
+    let s = small_client(&relay);
+    stall_sse_and_check_the_error_event(&relay, w, s);
+}
+
+/// Opens `/v1/stream` on `s`, stalls it under a running feed until the relay
+/// counts and logs it, then reads to the FIN and checks what a client that
+/// reads again finds: a 200, its backlog of ticks, `event: error` with the
+/// slow-consumer code, the end of the chunked body. Counted and logged once.
+fn stall_sse_and_check_the_error_event(relay: &Relay, w: FeedWriter, mut s: TcpStream) {
     write!(s, "GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     relay.wait_metric("tickrelay_clients", |v| v >= 1.0);
     let feeder = Feeder::start(w, 500);
-    wait_slow(&relay, "sse", 1.0);
+    wait_slow(relay, "sse", 1.0);
     feeder.stop();
-    wait_log(&relay, "sse", 1);
+    wait_log(relay, "sse", 1);
 
     // The client reads again: its backlog, the error event, the end of the
     // chunked body, then the relay's FIN.
@@ -194,7 +202,11 @@ fn a_stalled_sse_client_is_closed_with_an_error_event_counted_and_logged() {
         "{}",
         &text[..text.len().min(200)]
     );
-    assert!(text.ends_with("\r\n0\r\n\r\n"), "the chunked body is ended");
+    assert!(
+        text.ends_with("\r\n0\r\n\r\n"),
+        "the chunked body is ended: {}",
+        &text[text.len().saturating_sub(300)..]
+    );
     let at = text.rfind("event: ").expect("events");
     let last = &text[at..];
     assert!(
@@ -206,8 +218,12 @@ fn a_stalled_sse_client_is_closed_with_an_error_event_counted_and_logged() {
     assert_eq!(v["code"], "slow_consumer");
     assert_eq!(v["close_code"], 4008);
     assert_eq!(v["message"], "slow consumer: write timeout");
-    assert_eq!(slow_count(&relay, "sse"), 1.0);
-    assert_eq!(log_lines(&relay, "sse"), 1);
+    assert!(
+        text.matches("event: tick").count() > 1,
+        "a backlog before the error"
+    );
+    assert_eq!(slow_count(relay, "sse"), 1.0);
+    assert_eq!(log_lines(relay, "sse"), 1);
 }
 
 /// Reads one HTTP answer with a `Content-Length` body; returns its head.
@@ -245,44 +261,7 @@ fn a_stalled_sse_client_on_a_reused_connection_gets_the_error_event_too() {
     let head = read_answer(&mut s);
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(!head.contains("connection: close"), "{head}");
-    write!(s, "GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    relay.wait_metric("tickrelay_clients", |v| v >= 1.0);
-    let feeder = Feeder::start(w, 500);
-    wait_slow(&relay, "sse", 1.0);
-    feeder.stop();
-    wait_log(&relay, "sse", 1);
-
-    // The client reads again: its backlog, the error event, the end of the
-    // chunked body, then the relay's FIN.
-    let raw = read_to_fin(&mut s);
-    let text = String::from_utf8_lossy(&raw);
-    assert!(
-        text.starts_with("HTTP/1.1 200"),
-        "{}",
-        &text[..text.len().min(200)]
-    );
-    assert!(
-        text.ends_with("\r\n0\r\n\r\n"),
-        "the chunked body is ended: {}",
-        &text[text.len().saturating_sub(300)..]
-    );
-    let at = text.rfind("event: ").expect("events");
-    let last = &text[at..];
-    assert!(
-        last.starts_with("event: error\ndata: "),
-        "last event: {last}"
-    );
-    let data = last["event: error\ndata: ".len()..].lines().next().unwrap();
-    let v: serde_json::Value = serde_json::from_str(data).unwrap();
-    assert_eq!(v["code"], "slow_consumer");
-    assert_eq!(v["close_code"], 4008);
-    assert_eq!(v["message"], "slow consumer: write timeout");
-    assert!(
-        text.matches("event: tick").count() > 1,
-        "a backlog before the error"
-    );
-    assert_eq!(slow_count(&relay, "sse"), 1.0);
-    assert_eq!(log_lines(&relay, "sse"), 1);
+    stall_sse_and_check_the_error_event(&relay, w, s);
 }
 
 #[test]
