@@ -762,4 +762,4 @@ pub fn now_ns() -> u64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

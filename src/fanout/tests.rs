@@ -5,7 +5,9 @@ use crate::metrics::Metrics;
 use crate::price::Price;
 use crate::wire::Message;
 
-fn setup(symbols: &[&str]) -> (Arc<Table>, Arc<Hub>, HubListener) {
+/// A table listing `symbols` (locates 0, 1, …; their directory entries at
+/// sequences 1..=n), for the fan-out's and the transports' unit tests.
+pub(crate) fn table_with(symbols: &[&str]) -> Arc<Table> {
     let table = Arc::new(Table::new());
     for (i, s) in symbols.iter().enumerate() {
         table.apply(
@@ -20,6 +22,11 @@ fn setup(symbols: &[&str]) -> (Arc<Table>, Arc<Hub>, HubListener) {
         );
     }
     table.set_last_seq(symbols.len() as u64);
+    table
+}
+
+fn setup(symbols: &[&str]) -> (Arc<Table>, Arc<Hub>, HubListener) {
+    let table = table_with(symbols);
     let metrics = Metrics::new();
     let hub = Hub::new(table.clone(), metrics.stream.clone());
     let listener = hub.listener();

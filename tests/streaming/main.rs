@@ -105,6 +105,50 @@ async fn relay_with(symbols: &[&str], extra: &[&str]) -> (support::Relay, FeedWr
     (relay, producer)
 }
 
+/// A relay with a 1 s write timeout whose feed has listed 50 symbols, for
+/// the tests of a client that stops reading.
+fn slow_reader_relay(session: &str) -> (support::Relay, support::FeedAddr) {
+    let group = support::FeedAddr::unique();
+    let relay = support::Relay::loopback(
+        "serve",
+        &[
+            "--feed-a".to_string(),
+            group.to_string(),
+            "--write-timeout-ms".into(),
+            "1000".into(),
+        ],
+    );
+    support::run_simulator(&[
+        "--group",
+        &group.to_string(),
+        "--symbols",
+        "50",
+        "--count",
+        "10",
+        "--session",
+        session,
+    ]);
+    relay.wait_ready();
+    (relay, group)
+}
+
+/// 8 s of feed at 100,000 msg/s on `group`: enough to fill a socket nobody
+/// reads.
+fn flood(group: support::FeedAddr, session: &str) -> std::process::Child {
+    support::spawn_simulator(&[
+        "--group",
+        &group.to_string(),
+        "--symbols",
+        "50",
+        "--duration",
+        "8",
+        "--rate",
+        "100000",
+        "--session",
+        session,
+    ])
+}
+
 fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
         "tickrelay-test-{}-{}",

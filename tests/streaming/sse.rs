@@ -138,27 +138,7 @@ async fn sse_pushes_feed_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_client_that_stops_reading_is_dropped_after_the_write_timeout() {
-    let group = support::FeedAddr::unique();
-    let relay = support::Relay::loopback(
-        "serve",
-        &[
-            "--feed-a".to_string(),
-            group.to_string(),
-            "--write-timeout-ms".into(),
-            "1000".into(),
-        ],
-    );
-    support::run_simulator(&[
-        "--group",
-        &group.to_string(),
-        "--symbols",
-        "50",
-        "--count",
-        "10",
-        "--session",
-        "SSESLOW",
-    ]);
-    relay.wait_ready();
+    let (relay, group) = slow_reader_relay("SSESLOW");
     // every-mode SSE on all symbols, and never read a byte.
     let addr = relay.base.trim_start_matches("http://").to_owned();
     let mut s = TcpStream::connect(&addr).unwrap();
@@ -168,18 +148,7 @@ async fn an_sse_client_that_stops_reading_is_dropped_after_the_write_timeout() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let sim = support::spawn_simulator(&[
-        "--group",
-        &group.to_string(),
-        "--symbols",
-        "50",
-        "--duration",
-        "8",
-        "--rate",
-        "100000",
-        "--session",
-        "SSESLOW2",
-    ]);
+    let sim = flood(group, "SSESLOW2");
     let deadline = Instant::now() + Duration::from_secs(20);
     while relay.metrics().get("tickrelay_clients{transport=\"sse\"}") > 0.0 {
         assert!(

@@ -546,27 +546,7 @@ async fn ws_reads_masked_fragmented_frames_and_refuses_unmasked_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ws_client_that_stops_reading_is_dropped_after_the_write_timeout() {
-    let group = support::FeedAddr::unique();
-    let relay = support::Relay::loopback(
-        "serve",
-        &[
-            "--feed-a".to_string(),
-            group.to_string(),
-            "--write-timeout-ms".into(),
-            "1000".into(),
-        ],
-    );
-    support::run_simulator(&[
-        "--group",
-        &group.to_string(),
-        "--symbols",
-        "50",
-        "--count",
-        "10",
-        "--session",
-        "WSSLOW",
-    ]);
-    relay.wait_ready();
+    let (relay, group) = slow_reader_relay("WSSLOW");
     // Every symbol, and never read a byte.
     let addr = relay.base.trim_start_matches("http://").to_owned();
     let mut s = TcpStream::connect(&addr).unwrap();
@@ -581,18 +561,7 @@ async fn a_ws_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     let mut other = connect(&relay.base, None).await;
     send_json(&mut other, json!({"op":"subscribe","symbols":["*"]})).await;
     frame_of(&mut other, "snapshot").await;
-    let sim = support::spawn_simulator(&[
-        "--group",
-        &group.to_string(),
-        "--symbols",
-        "50",
-        "--duration",
-        "8",
-        "--rate",
-        "100000",
-        "--session",
-        "WSSLOW2",
-    ]);
+    let sim = flood(group, "WSSLOW2");
     let deadline = Instant::now() + Duration::from_secs(20);
     while relay.metrics().get("tickrelay_clients{transport=\"ws\"}") > 1.0 {
         assert!(

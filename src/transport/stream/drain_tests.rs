@@ -19,21 +19,8 @@ struct Feed {
 
 impl Feed {
     fn new(symbols: &[&str]) -> Self {
-        let table = Arc::new(Table::new());
-        for (i, s) in symbols.iter().enumerate() {
-            table.apply(
-                i as u64 + 1,
-                &Message::Directory {
-                    locate: i as Locate,
-                    ts: 1,
-                    symbol: s,
-                    name: s,
-                    prev_close: Price(1),
-                },
-            );
-        }
+        let table = crate::fanout::tests::table_with(symbols);
         let seq = symbols.len() as u64;
-        table.set_last_seq(seq);
         let hub = Hub::new(table.clone(), Metrics::new().stream.clone());
         let listener = hub.listener();
         let cancel = CancellationToken::new();
