@@ -219,11 +219,11 @@ fn encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode");
     group.throughput(Throughput::Elements(1));
     group.bench_function("json", |b| {
-        b.iter(|| black_box(Encoded::new(black_box(quote.clone()), 1)))
+        b.iter(|| black_box(Encoded::new(1, black_box(quote.clone()), 1)))
     });
     group.bench_function("msgpack", |b| {
         b.iter_batched(
-            || Encoded::new(quote.clone(), 1),
+            || Encoded::new(1, quote.clone(), 1),
             |e| black_box(e.msgpack().len()),
             BatchSize::SmallInput,
         )
@@ -232,7 +232,7 @@ fn encode(c: &mut Criterion) {
 
     let quotes: Vec<Arc<Encoded>> = (0..10)
         .map(|_| {
-            let q = Arc::new(Encoded::new(quote.clone(), 1));
+            let q = Arc::new(Encoded::new(1, quote.clone(), 1));
             q.msgpack();
             q
         })

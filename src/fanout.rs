@@ -29,7 +29,7 @@
 //! `envelope` (frames built from those shared bytes) and `hashers` (the
 //! map types keyed by locate or ticker).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Instant, SystemTime};
@@ -69,7 +69,29 @@ impl Pending {
     fn is_empty(&self) -> bool {
         self.marks.is_empty() && self.every.is_empty() && !self.overflow && self.reset.is_none()
     }
+
+    /// Marks `locate` unless it already is; false if it was.
+    fn insert_mark(&mut self, locate: Locate) -> bool {
+        // A few marks (a client drained every sweep) are checked in place,
+        // in the one cache line they share; a set is built only for many
+        // (a blocked or `*` client).
+        let fresh = if self.marks.len() < SCAN_MARKS {
+            !self.marks.contains(&locate)
+        } else {
+            if self.marked.is_empty() {
+                self.marked.extend(self.marks.iter().copied());
+            }
+            self.marked.insert(locate)
+        };
+        if fresh {
+            self.marks.push(locate);
+        }
+        fresh
+    }
 }
+
+/// Up to this many marks, a client's marks are deduplicated by a scan.
+const SCAN_MARKS: usize = 32;
 
 /// The sweep's buffers, shared by every client a shard writes and kept for
 /// their capacity: building a frame allocates nothing in steady state.
@@ -110,6 +132,9 @@ pub struct Client {
     direct: OnceLock<Weak<dyn Sweep>>,
     /// The last fan-out round that queued this client for its sweep.
     swept: AtomicU64,
+    /// Its shard holds its changes (`batch_ms`) until a timer sweeps it:
+    /// changes meanwhile only mark it.
+    held: AtomicBool,
 }
 
 impl std::fmt::Debug for Client {
@@ -149,7 +174,9 @@ impl Client {
     ) -> (VecDeque<Arc<Encoded>>, bool, Option<Session>) {
         let mut p = self.pending.lock();
         std::mem::swap(&mut p.marks, marks);
-        p.marked.clear();
+        if !p.marked.is_empty() {
+            p.marked.clear();
+        }
         let every = if p.every.is_empty() {
             VecDeque::new()
         } else {
@@ -160,10 +187,7 @@ impl Client {
 
     /// Marks `locate` pending again (a throttled symbol not yet due).
     pub fn remark(&self, locate: Locate) {
-        let mut p = self.pending.lock();
-        if p.marked.insert(locate) {
-            p.marks.push(locate);
-        }
+        self.pending.lock().insert_mark(locate);
     }
 
     /// Whether the client's connection has ended.
@@ -188,6 +212,9 @@ impl Client {
     /// hold back the others).
     fn wake(self: &Arc<Self>, was_empty: bool, round: u64, sweep: &mut Vec<Arc<Client>>) {
         if self.direct.get().is_some() {
+            if self.held.load(Ordering::Relaxed) {
+                return;
+            }
             if self.swept.swap(round, Ordering::Relaxed) != round {
                 sweep.push(self.clone());
             }
@@ -200,9 +227,7 @@ impl Client {
     fn mark(&self, locate: Locate, metrics: &StreamMetrics) -> bool {
         let mut p = self.pending.lock();
         let was_empty = p.is_empty();
-        if p.marked.insert(locate) {
-            p.marks.push(locate);
-        } else {
+        if !p.insert_mark(locate) {
             // Replaced before it was sent: the client gets only the newest.
             metrics.conflated.inc();
         }
@@ -255,7 +280,7 @@ struct Subscriber {
 #[derive(Clone)]
 enum Event {
     Changed(Locate),
-    Every(Quote),
+    Every(Locate, Quote),
     Reset(Session, u64),
 }
 
@@ -286,9 +311,43 @@ struct Shard {
     /// Fan-out rounds so far; the sweep's buffers, kept for their capacity.
     round: AtomicU64,
     sweep: Mutex<(Vec<Arc<Client>>, Scratch)>,
-    /// Clients holding their changes (`batch_ms`) until then: the shard's
-    /// own timer sweeps them, no task is woken per window.
-    held: Mutex<Vec<(Instant, Arc<Client>)>>,
+    /// Clients holding their changes (`batch_ms`), soonest due first: the
+    /// shard's own timer sweeps them, no task is woken per window.
+    held: Mutex<BinaryHeap<Held>>,
+}
+
+/// A client held until `at`.
+struct Held {
+    at: Instant,
+    client: Arc<Client>,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Held {}
+
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Held {
+    /// Reversed: the heap's top is the soonest due.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+impl Held {
+    fn new(at: Instant, client: Arc<Client>) -> Self {
+        client.held.store(true, Ordering::Relaxed);
+        Held { at, client }
+    }
 }
 
 impl Shard {
@@ -305,7 +364,7 @@ impl Shard {
             fanned_seq: AtomicU64::new(0),
             round: AtomicU64::new(0),
             sweep: Mutex::new((Vec::new(), Scratch::default())),
-            held: Mutex::new(Vec::new()),
+            held: Mutex::new(BinaryHeap::new()),
         }
     }
 }
@@ -388,6 +447,7 @@ impl Hub {
             epoch: AtomicU64::new(self.table.epoch()),
             direct: OnceLock::new(),
             swept: AtomicU64::new(0),
+            held: AtomicBool::new(false),
         });
         self.shard(&client)
             .clients
@@ -522,7 +582,7 @@ impl Hub {
     async fn run_shard(&self, i: usize, cancel: CancellationToken) {
         let shard = &self.shards[i];
         loop {
-            let next = shard.held.lock().iter().map(|(at, _)| *at).min();
+            let next = shard.held.lock().peek().map(|h| h.at);
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = shard.wake.notified() => self.fan_out(shard),
@@ -538,23 +598,19 @@ impl Hub {
     fn sweep_due(&self, shard: &Shard, scratch: &mut Scratch) {
         let now = Instant::now();
         let mut held = shard.held.lock();
-        if !held.iter().any(|(at, _)| *at <= now) {
-            return;
-        }
-        let mut due = Vec::new();
-        held.retain(|(at, c)| {
-            if *at <= now {
-                due.push(c.clone());
-            }
-            *at > now
-        });
-        for client in due {
+        let mut again = Vec::new();
+        while held.peek().is_some_and(|h| h.at <= now) {
+            let Some(Held { client, .. }) = held.pop() else {
+                break;
+            };
+            client.held.store(false, Ordering::Relaxed);
             if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
                 if let Some(at) = sink.sweep(scratch, true) {
-                    held.push((at, client));
+                    again.push(Held::new(at, client));
                 }
             }
         }
+        held.extend(again);
     }
 
     fn fan_out(&self, shard: &Shard) {
@@ -599,10 +655,10 @@ impl Hub {
                             c.wake(was_empty, round, touched);
                         }
                     }
-                    Event::Every(quote) => {
+                    Event::Every(locate, quote) => {
                         if let Some(list) = subs.get(&quote.symbol) {
                             if list.iter().any(|s| s.every) {
-                                let enc = Arc::new(Encoded::new(quote, epoch));
+                                let enc = Arc::new(Encoded::new(locate, quote, epoch));
                                 for s in list.iter().filter(|s| s.every) {
                                     let was_empty = s.client.push_every(&enc);
                                     s.client.wake(was_empty, round, touched);
@@ -639,7 +695,7 @@ impl Hub {
         for client in touched.drain(..) {
             if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
                 if let Some(at) = sink.sweep(scratch, false) {
-                    held.push((at, client));
+                    held.push(Held::new(at, client));
                 }
             }
         }
@@ -691,7 +747,7 @@ impl ChangeListener for HubListener {
         }
         if self.hub.every_subscriptions.load(Ordering::Relaxed) > 0 {
             if let Some(q) = self.hub.table.quote(locate) {
-                self.events.push(Event::Every(q));
+                self.events.push(Event::Every(locate, q));
             }
         }
     }
@@ -718,10 +774,10 @@ impl ChangeListener for HubListener {
                             out.events.push(Event::Changed(l));
                         }
                     }
-                    Event::Every(q) => {
+                    Event::Every(l, q) => {
                         if out.every_events < MAX_OUTBOX_EVERY {
                             out.every_events += 1;
-                            out.events.push(Event::Every(q));
+                            out.events.push(Event::Every(l, q));
                         } else {
                             out.every_overflowed = true;
                         }

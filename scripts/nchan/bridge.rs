@@ -92,7 +92,7 @@ async fn publisher(
             continue;
         };
         let path = format!("{}{}", args.pub_path, quote.symbol);
-        let body = Encoded::new(quote, 0).json;
+        let body = Encoded::new(locate, quote, 0).json;
         let req = Request::post(path)
             .header(hyper::header::HOST, &args.nchan)
             .header(hyper::header::CONTENT_TYPE, "application/json")

@@ -14,6 +14,8 @@ use crate::wire::Locate;
 /// One quote, encoded once and shared by every client that sends it.
 #[derive(Debug)]
 pub struct Encoded {
+    /// Where the table keeps it (in the quote's session).
+    pub locate: Locate,
     /// The quote itself.
     pub quote: Quote,
     /// Table epoch (session) it belongs to.
@@ -26,10 +28,11 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    /// Encodes `quote` as JSON now; MessagePack on first use.
-    pub fn new(quote: Quote, epoch: u64) -> Self {
+    /// Encodes `quote` (kept at `locate`) as JSON now; MessagePack on first use.
+    pub fn new(locate: Locate, quote: Quote, epoch: u64) -> Self {
         let json = Bytes::from(serde_json::to_vec(&quote).unwrap_or_default());
         Encoded {
+            locate,
             quote,
             epoch,
             stamp: 0,
@@ -76,7 +79,7 @@ impl Hub {
         }
         // Read after the stamp: the cached quote is never older than its stamp.
         let quote = self.table.quote(locate)?;
-        let mut enc = Encoded::new(quote, epoch);
+        let mut enc = Encoded::new(locate, quote, epoch);
         enc.stamp = stamp;
         let enc = Arc::new(enc);
         slot.store(Some(enc.clone()));

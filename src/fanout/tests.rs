@@ -188,3 +188,23 @@ fn envelopes_are_valid_json_and_msgpack() {
     assert_eq!((t.r#type.as_str(), t.seq), ("ticks", 10));
     assert_eq!(t.quotes[0], qs[0].quote);
 }
+
+/// Marks are deduplicated by a scan while few and by a set once many; the
+/// drain gets each locate once, in order of its first mark, either way.
+#[test]
+fn marks_are_unique_below_and_above_the_scan_limit() {
+    for n in [
+        3,
+        super::SCAN_MARKS - 1,
+        super::SCAN_MARKS,
+        5 * super::SCAN_MARKS,
+    ] {
+        let mut p = Pending::default();
+        for round in 0..3 {
+            for l in 0..n as Locate {
+                assert_eq!(p.insert_mark(l), round == 0, "{n} marks, locate {l}");
+            }
+        }
+        assert_eq!(p.marks, (0..n as Locate).collect::<Vec<_>>(), "{n} marks");
+    }
+}

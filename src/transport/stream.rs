@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::net::IpAddr;
 
 use crate::api::{ApiError, AppState, ErrorCode, parse_symbols};
-use crate::fanout::{Client, Encoded, Hub, SymbolMap, now_ns};
+use crate::fanout::{Client, Encoded, Hub, now_ns};
 use crate::limits::ConnGuard;
 use crate::metrics::TransportCounters;
 use crate::transport::snapshot::resolve;
@@ -37,11 +37,92 @@ impl SubOptions {
     }
 }
 
+/// One subscribed symbol's delivery state.
 #[derive(Debug)]
 struct Sub {
+    name: Arc<str>,
     opts: SubOptions,
     last_seq: u64,
     last_at: Option<Instant>,
+}
+
+/// Not listed in the current session (yet): sorts after every locate.
+const UNLISTED: u32 = u32::MAX;
+
+/// A client's subscriptions keyed by locate: the keys sorted in one small
+/// array beside the entries, so the drain finds a quote's entry with a
+/// binary search over a cache line or two instead of hashing a ticker into
+/// a map spread over the heap (the sweep does this once per quote per
+/// client). Names are kept for a new session, whose directory may list a
+/// ticker under another locate: an entry is re-keyed when its ticker is
+/// first seen at a locate it was not filed under.
+#[derive(Debug, Default)]
+struct SubTable {
+    keys: Vec<u32>,
+    subs: Vec<Sub>,
+    /// Some entry may be filed under a locate that is not its ticker's now
+    /// (a new session, or a ticker not listed when subscribed): lookups
+    /// that miss fall back to the name.
+    misfiled: bool,
+}
+
+impl SubTable {
+    fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// The entry filed under `locate`.
+    fn at(&self, locate: Locate) -> Option<usize> {
+        self.keys.binary_search(&u32::from(locate)).ok()
+    }
+
+    /// The entry of ticker `name`, wherever it is filed.
+    fn named(&self, name: &str) -> Option<usize> {
+        self.subs.iter().position(|s| &*s.name == name)
+    }
+
+    /// The entry for the quote of `name` at `locate`: filed there, or (after
+    /// a new session) filed elsewhere under its name, then re-keyed.
+    fn find(&mut self, locate: Locate, name: &str) -> Option<usize> {
+        if let Some(i) = self.at(locate) {
+            if &*self.subs[i].name == name {
+                return Some(i);
+            }
+        }
+        if !self.misfiled {
+            return None;
+        }
+        let i = self.named(name)?;
+        Some(self.file(i, u32::from(locate)))
+    }
+
+    /// The entry of ticker `name`, listed at `locate` if it is.
+    fn lookup(&self, locate: Option<Locate>, name: &str) -> Option<usize> {
+        let filed = locate
+            .and_then(|l| self.at(l))
+            .filter(|&i| &*self.subs[i].name == name);
+        filed.or_else(|| self.named(name).filter(|_| self.misfiled))
+    }
+
+    /// Moves entry `i` under `key`; returns its new index.
+    fn file(&mut self, i: usize, key: u32) -> usize {
+        let sub = self.subs.remove(i);
+        self.keys.remove(i);
+        self.insert(key, sub)
+    }
+
+    fn insert(&mut self, key: u32, sub: Sub) -> usize {
+        self.misfiled |= key == UNLISTED;
+        let at = self.keys.partition_point(|&k| k <= key);
+        self.keys.insert(at, key);
+        self.subs.insert(at, sub);
+        at
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.keys.remove(i);
+        self.subs.remove(i);
+    }
 }
 
 /// One batch to send.
@@ -62,7 +143,7 @@ pub struct Batch {
 pub struct Subscriptions {
     hub: Arc<Hub>,
     client: Arc<Client>,
-    subs: SymbolMap<Sub>,
+    subs: SubTable,
     /// The marks of the last drain, kept for their capacity.
     scratch: Vec<Locate>,
     wildcard: Option<SubOptions>,
@@ -84,7 +165,7 @@ impl Subscriptions {
         Subscriptions {
             hub,
             client,
-            subs: SymbolMap::default(),
+            subs: SubTable::default(),
             scratch: Vec::new(),
             wildcard: None,
             next_due: None,
@@ -129,7 +210,8 @@ impl Subscriptions {
 
     /// Whether `symbol` is subscribed (by name).
     pub fn contains(&self, symbol: &str) -> bool {
-        self.subs.contains_key(symbol)
+        let locate = self.hub.table().locate(symbol);
+        self.subs.lookup(locate, symbol).is_some()
     }
 
     /// Subscribes to listed `symbols` and returns their current quotes for the
@@ -188,14 +270,24 @@ impl Subscriptions {
     ) -> (u64, Vec<Arc<Encoded>>) {
         let mut quotes = Vec::with_capacity(current.len());
         for enc in current {
-            let entry = self.subs.entry(enc.quote.symbol.clone()).or_insert(Sub {
-                opts,
-                last_seq: 0,
-                last_at: None,
-            });
-            if set_opts {
-                entry.opts = opts;
-            }
+            let i = match self.subs.find(enc.locate, &enc.quote.symbol) {
+                Some(i) => {
+                    if set_opts {
+                        self.subs.subs[i].opts = opts;
+                    }
+                    i
+                }
+                None => self.subs.insert(
+                    u32::from(enc.locate),
+                    Sub {
+                        name: enc.quote.symbol.clone(),
+                        opts,
+                        last_seq: 0,
+                        last_at: None,
+                    },
+                ),
+            };
+            let entry = &mut self.subs.subs[i];
             if entry.last_seq >= enc.quote.seq {
                 continue;
             }
@@ -216,7 +308,10 @@ impl Subscriptions {
         }
         self.hub.unsubscribe(&self.client, symbols);
         for s in symbols {
-            self.subs.remove(s);
+            let locate = self.hub.table().locate(s);
+            if let Some(i) = self.subs.lookup(locate, s) {
+                self.subs.remove(i);
+            }
         }
     }
 
@@ -246,10 +341,12 @@ impl Subscriptions {
         if let Some(session) = reset {
             // Sequences restart: forget what was sent, resend current state.
             tracing::debug!(session = %session, "client sees a new feed session");
-            for sub in self.subs.values_mut() {
+            for sub in self.subs.subs.iter_mut() {
                 sub.last_seq = 0;
                 sub.last_at = None;
             }
+            // The new session's directory may list a ticker elsewhere.
+            self.subs.misfiled = true;
             self.promised = 0;
             self.floor = 0;
         }
@@ -261,9 +358,10 @@ impl Subscriptions {
         let mut promise = fanned.max(self.floor);
         self.next_due = None;
         for enc in every {
-            let Some(sub) = self.subs.get_mut(&enc.quote.symbol) else {
+            let Some(i) = self.subs.find(enc.locate, &enc.quote.symbol) else {
                 continue;
             };
+            let sub = &mut self.subs.subs[i];
             if enc.quote.seq > sub.last_seq {
                 sub.last_seq = enc.quote.seq;
                 quotes.push(enc);
@@ -273,17 +371,22 @@ impl Subscriptions {
             let Some(enc) = self.hub.current(locate) else {
                 continue;
             };
-            let sub = match self.subs.get_mut(&enc.quote.symbol) {
-                Some(sub) => sub,
+            let i = match self.subs.find(locate, &enc.quote.symbol) {
+                Some(i) => i,
                 None => match self.wildcard {
-                    Some(opts) => self.subs.entry(enc.quote.symbol.clone()).or_insert(Sub {
-                        opts,
-                        last_seq: 0,
-                        last_at: None,
-                    }),
+                    Some(opts) => self.subs.insert(
+                        u32::from(locate),
+                        Sub {
+                            name: enc.quote.symbol.clone(),
+                            opts,
+                            last_seq: 0,
+                            last_at: None,
+                        },
+                    ),
                     None => continue,
                 },
             };
+            let sub = &mut self.subs.subs[i];
             if enc.quote.seq <= sub.last_seq {
                 continue;
             }
@@ -333,7 +436,7 @@ impl Subscriptions {
 
     /// Every subscribed symbol name.
     pub fn symbols(&self) -> Vec<Arc<str>> {
-        self.subs.keys().cloned().collect()
+        self.subs.subs.iter().map(|s| s.name.clone()).collect()
     }
 }
 

@@ -94,7 +94,8 @@ fn conflate() -> SubOptions {
 
 /// Moves `symbol`'s last send back by `by`, as if that long had passed.
 fn age(subs: &mut Subscriptions, symbol: &str, by: Duration) {
-    let sub = subs.subs.get_mut(symbol).expect("subscribed");
+    let i = subs.subs.named(symbol).expect("subscribed");
+    let sub = &mut subs.subs.subs[i];
     sub.last_at = sub.last_at.map(|at| at - by);
 }
 
@@ -226,7 +227,11 @@ async fn max_hz_holds_a_change_and_the_promise_until_it_is_due() {
     assert_eq!(seqs(&held), [("B".into(), b)]);
     assert!(held.seq < a2, "promise {} covers held A@{a2}", held.seq);
     let due = subs.next_due.expect("A is due later");
-    let sent_at = subs.subs.get("A").and_then(|s| s.last_at).unwrap();
+    let sent_at = subs
+        .subs
+        .named("A")
+        .and_then(|i| subs.subs.subs[i].last_at)
+        .unwrap();
     assert_eq!(due, sent_at + Duration::from_secs(1));
 
     // Still not due: still held, and drained again it stays pending.
@@ -338,8 +343,54 @@ async fn a_new_session_resets_what_was_sent_and_the_promise() {
     assert_eq!(subs.promised, batch.seq);
     assert!(
         subs.subs
-            .values()
+            .subs
+            .iter()
             .all(|s| s.last_seq == 0 && s.last_at.is_none()),
         "every symbol is sent afresh in the new session"
     );
+}
+
+/// A new session's directory may list a ticker under another locate: the
+/// client's entry, filed by locate, follows its ticker there, and a ticker
+/// it never subscribed to that now sits at its old locate is not sent.
+#[tokio::test]
+async fn a_ticker_listed_elsewhere_in_a_new_session_still_reaches_its_subscriber() {
+    let mut feed = Feed::new(&["A", "B"]);
+    let mut subs = feed.client(16);
+    subs.subscribe(&[sym("A")], conflate(), None);
+    let session = Session::new("S2");
+    feed.table.reset(session);
+    feed.listener.session_reset(session);
+    // The new directory swaps them: B at 0 (where A was), A at 1.
+    for (locate, name) in [(0, "B"), (1, "A")] {
+        feed.seq += 1;
+        feed.table.apply(
+            feed.seq,
+            &Message::Directory {
+                locate,
+                ts: 1,
+                symbol: name,
+                name,
+                prev_close: Price(1),
+            },
+        );
+    }
+    feed.publish().await;
+    assert_eq!(subs.drain().reset, Some(session));
+    let b = feed.quote(0, 500);
+    let a = feed.quote(1, 700);
+    feed.publish().await;
+    let batch = subs.drain();
+    assert_eq!(
+        seqs(&batch),
+        vec![("A".to_string(), a)],
+        "B ({b}) is not A's"
+    );
+    assert!(subs.contains("A") && !subs.contains("B"));
+    // Filed under its new locate: found without the name from now on.
+    let c = feed.quote(1, 701);
+    feed.publish().await;
+    assert_eq!(seqs(&subs.drain()), vec![("A".to_string(), c)]);
+    subs.unsubscribe(&[sym("A")]);
+    assert!(subs.is_empty());
 }
