@@ -181,6 +181,8 @@ pub struct Table {
     last_seq: AtomicU64,
     /// Bumped on every reset, so caches keyed by `seq` can tell sessions apart.
     epoch: AtomicU64,
+    /// Moves on every listing of a ticker at a locate that did not hold it.
+    listings: AtomicU64,
     /// Bumped when a recovery begins and when it completes (0 until then):
     /// recovered state can change a symbol without moving its `seq`.
     recovery: AtomicU64,
@@ -200,6 +202,7 @@ impl Table {
             info: (0..LOCATES).map(|_| ArcSwapOption::empty()).collect(),
             names: DashMap::new(),
             symbols: AtomicUsize::new(0),
+            listings: AtomicU64::new(0),
             locate_bound: AtomicUsize::new(0),
             session: RwLock::new(Session::default()),
             last_seq: AtomicU64::new(0),
@@ -381,6 +384,9 @@ impl Table {
         }
         self.info[idx].store(Some(info));
         self.locate_bound.fetch_max(idx + 1, Ordering::Relaxed);
+        if !same_symbol {
+            self.listings.fetch_add(1, Ordering::Release);
+        }
         Applied::Changed(locate)
     }
 
@@ -402,6 +408,14 @@ impl Table {
         self.last_seq.store(0, Ordering::Release);
         self.recovery.store(0, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.listings.fetch_add(1, Ordering::Release);
+    }
+
+    /// A count that moves whenever a locate starts holding another ticker
+    /// (a listing, a ticker moved, a reset): while it stands still, what
+    /// was filed by locate is still filed under the right ticker.
+    pub fn listings(&self) -> u64 {
+        self.listings.load(Ordering::Acquire)
     }
 
     /// Records that every message up to `seq` has been applied. Writer only.

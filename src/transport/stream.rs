@@ -11,6 +11,7 @@ use crate::api::{ApiError, AppState, ErrorCode, parse_symbols};
 use crate::fanout::{Client, Encoded, Hub, now_ns};
 use crate::limits::ConnGuard;
 use crate::metrics::TransportCounters;
+use crate::table::Table;
 use crate::transport::snapshot::resolve;
 use crate::wire::Locate;
 use crate::wire::Session;
@@ -61,9 +62,11 @@ struct SubTable {
     keys: Vec<u32>,
     subs: Vec<Sub>,
     /// Some entry may be filed under a locate that is not its ticker's now
-    /// (a new session, or a ticker not listed when subscribed): lookups
-    /// that miss fall back to the name.
+    /// (a new session, a ticker moved or not listed when subscribed):
+    /// lookups that miss fall back to the name.
     misfiled: bool,
+    /// The table's `listings` when the entries were last known filed right.
+    listings: u64,
 }
 
 impl SubTable {
@@ -82,12 +85,18 @@ impl SubTable {
     }
 
     /// The entry for the quote of `name` at `locate`: filed there, or (after
-    /// a new session) filed elsewhere under its name, then re-keyed.
-    fn find(&mut self, locate: Locate, name: &str) -> Option<usize> {
+    /// a relisting, `listings` being the table's) filed elsewhere under its
+    /// name, then re-keyed. The table is asked only on a miss.
+    fn find(&mut self, locate: Locate, name: &str, table: &Table) -> Option<usize> {
         if let Some(i) = self.at(locate) {
             if &*self.subs[i].name == name {
                 return Some(i);
             }
+        }
+        let listings = table.listings();
+        if listings != self.listings {
+            self.listings = listings;
+            self.misfiled = true;
         }
         if !self.misfiled {
             return None;
@@ -96,12 +105,14 @@ impl SubTable {
         Some(self.file(i, u32::from(locate)))
     }
 
-    /// The entry of ticker `name`, listed at `locate` if it is.
-    fn lookup(&self, locate: Option<Locate>, name: &str) -> Option<usize> {
+    /// The entry of ticker `name`, listed at `locate` if it is; `listings`
+    /// is the table's.
+    fn lookup(&self, locate: Option<Locate>, name: &str, listings: u64) -> Option<usize> {
         let filed = locate
             .and_then(|l| self.at(l))
             .filter(|&i| &*self.subs[i].name == name);
-        filed.or_else(|| self.named(name).filter(|_| self.misfiled))
+        let misfiled = self.misfiled || listings != self.listings;
+        filed.or_else(|| self.named(name).filter(|_| misfiled))
     }
 
     /// Moves entry `i` under `key`; returns its new index.
@@ -162,10 +173,14 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// Empty, for `client`.
     pub fn new(hub: Arc<Hub>, client: Arc<Client>) -> Self {
+        let subs = SubTable {
+            listings: hub.table().listings(),
+            ..SubTable::default()
+        };
         Subscriptions {
             hub,
+            subs,
             client,
-            subs: SubTable::default(),
             scratch: Vec::new(),
             wildcard: None,
             next_due: None,
@@ -210,8 +225,10 @@ impl Subscriptions {
 
     /// Whether `symbol` is subscribed (by name).
     pub fn contains(&self, symbol: &str) -> bool {
-        let locate = self.hub.table().locate(symbol);
-        self.subs.lookup(locate, symbol).is_some()
+        let table = self.hub.table();
+        self.subs
+            .lookup(table.locate(symbol), symbol, table.listings())
+            .is_some()
     }
 
     /// Subscribes to listed `symbols` and returns their current quotes for the
@@ -268,9 +285,10 @@ impl Subscriptions {
         since: Option<u64>,
         set_opts: bool,
     ) -> (u64, Vec<Arc<Encoded>>) {
+        let table: &Table = self.hub.table();
         let mut quotes = Vec::with_capacity(current.len());
         for enc in current {
-            let i = match self.subs.find(enc.locate, &enc.quote.symbol) {
+            let i = match self.subs.find(enc.locate, &enc.quote.symbol, table) {
                 Some(i) => {
                     if set_opts {
                         self.subs.subs[i].opts = opts;
@@ -307,9 +325,9 @@ impl Subscriptions {
             self.hub.unsubscribe_all(&self.client);
         }
         self.hub.unsubscribe(&self.client, symbols);
+        let table = self.hub.table();
         for s in symbols {
-            let locate = self.hub.table().locate(s);
-            if let Some(i) = self.subs.lookup(locate, s) {
+            if let Some(i) = self.subs.lookup(table.locate(s), s, table.listings()) {
                 self.subs.remove(i);
             }
         }
@@ -355,10 +373,11 @@ impl Subscriptions {
         }
         // The clock is read only for a throttle or a batch window.
         let mut now = None;
+        let table: &Table = self.hub.table();
         let mut promise = fanned.max(self.floor);
         self.next_due = None;
         for enc in every {
-            let Some(i) = self.subs.find(enc.locate, &enc.quote.symbol) else {
+            let Some(i) = self.subs.find(enc.locate, &enc.quote.symbol, table) else {
                 continue;
             };
             let sub = &mut self.subs.subs[i];
@@ -371,7 +390,7 @@ impl Subscriptions {
             let Some(enc) = self.hub.current(locate) else {
                 continue;
             };
-            let i = match self.subs.find(locate, &enc.quote.symbol) {
+            let i = match self.subs.find(locate, &enc.quote.symbol, table) {
                 Some(i) => i,
                 None => match self.wildcard {
                     Some(opts) => self.subs.insert(

@@ -394,3 +394,28 @@ async fn a_ticker_listed_elsewhere_in_a_new_session_still_reaches_its_subscriber
     subs.unsubscribe(&[sym("A")]);
     assert!(subs.is_empty());
 }
+
+/// Within one session a ticker may move to another locate: its subscriber
+/// still gets its changes there.
+#[tokio::test]
+async fn a_ticker_moved_within_the_session_still_reaches_its_subscriber() {
+    let mut feed = Feed::new(&["A", "B"]);
+    let mut subs = feed.client(16);
+    subs.subscribe(&[sym("A")], conflate(), None);
+    feed.seq += 1;
+    feed.table.apply(
+        feed.seq,
+        &Message::Directory {
+            locate: 7,
+            ts: 1,
+            symbol: "A",
+            name: "A",
+            prev_close: Price(1),
+        },
+    );
+    assert_eq!(feed.table.locate("A"), Some(7));
+    let a = feed.quote(7, 900);
+    feed.publish().await;
+    assert_eq!(seqs(&subs.drain()), vec![("A".to_string(), a)]);
+    assert!(subs.contains("A"));
+}
