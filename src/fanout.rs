@@ -56,7 +56,8 @@ use crate::wire::{Locate, Session};
 pub struct Pending {
     /// Conflated symbols, in order of their first change since the last drain.
     pub marks: Vec<Locate>,
-    marked: LocateSet,
+    /// Built only for many marks (see `insert_mark`).
+    marked: Option<Box<LocateSet>>,
     /// `every` mode changes, in feed order.
     pub every: VecDeque<Arc<Encoded>>,
     /// The `every` queue overflowed: the client must be closed (4008).
@@ -78,10 +79,12 @@ impl Pending {
         let fresh = if self.marks.len() < SCAN_MARKS {
             !self.marks.contains(&locate)
         } else {
-            if self.marked.is_empty() {
-                self.marked.extend(self.marks.iter().copied());
+            let marks = &self.marks;
+            let marked = self.marked.get_or_insert_with(Default::default);
+            if marked.is_empty() {
+                marked.extend(marks.iter().copied());
             }
-            self.marked.insert(locate)
+            marked.insert(locate)
         };
         if fresh {
             self.marks.push(locate);
@@ -120,7 +123,7 @@ pub trait Sweep: Send + Sync {
 pub struct Client {
     id: u64,
     /// The fan-out shard that serves it.
-    shard: usize,
+    shard: u32,
     transport: Transport,
     pending: Mutex<Pending>,
     notify: Notify,
@@ -174,8 +177,8 @@ impl Client {
     ) -> (VecDeque<Arc<Encoded>>, bool, Option<Session>) {
         let mut p = self.pending.lock();
         std::mem::swap(&mut p.marks, marks);
-        if !p.marked.is_empty() {
-            p.marked.clear();
+        if let Some(marked) = p.marked.as_mut().filter(|m| !m.is_empty()) {
+            marked.clear();
         }
         let every = if p.every.is_empty() {
             VecDeque::new()
@@ -256,7 +259,7 @@ impl Client {
         }
         let mut p = self.pending.lock();
         p.marks.clear();
-        p.marked.clear();
+        p.marked = None;
         p.every.clear();
         p.reset = Some(session);
         true
@@ -399,7 +402,7 @@ impl Hub {
     }
 
     fn shard(&self, client: &Client) -> &Shard {
-        &self.shards[client.shard]
+        &self.shards[client.shard as usize]
     }
 
     /// The table the hub reads.
@@ -438,7 +441,7 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client = Arc::new(Client {
             id,
-            shard: (id % self.shards.len() as u64) as usize,
+            shard: (id % self.shards.len() as u64) as u32,
             transport,
             pending: Mutex::new(Pending::default()),
             notify: Notify::new(),

@@ -132,7 +132,7 @@ fn shards_each_serve_their_clients_every_change() {
     let hub = Hub::with_shards(table.clone(), Metrics::new().stream.clone(), 3);
     let mut l = hub.listener();
     let clients: Vec<_> = (0..6).map(|_| hub.register(Transport::Ws, 16)).collect();
-    let shards: HashSet<usize> = clients.iter().map(|c| c.shard).collect();
+    let shards: HashSet<u32> = clients.iter().map(|c| c.shard).collect();
     assert_eq!(shards.len(), 3, "clients spread over every shard");
     for c in &clients {
         hub.subscribe(c, &Arc::from("A"), false);
@@ -140,7 +140,7 @@ fn shards_each_serve_their_clients_every_change() {
     quote(&table, &mut l, 10, 0, 5);
     l.batch_done(10);
     // One shard fanned out: its clients are promised seq 10, the others not yet.
-    hub.fan_out(&hub.shards[clients[0].shard]);
+    hub.fan_out(&hub.shards[clients[0].shard as usize]);
     assert_eq!(hub.fanned_seq_for(&clients[0]), 10);
     assert_eq!(hub.fanned_seq(), 0, "the slowest shard bounds the hub's");
     hub.fan_out_all();

@@ -478,7 +478,7 @@ mod sizes {
         eprintln!("sse task {sse} B, ws task {ws} B, Direct {direct} B, Client {client} B");
         assert!(sse <= 1264 && ws <= 1064, "sse {sse}, ws {ws}");
         assert!(
-            direct <= 400 && client <= 216,
+            direct <= 400 && client <= 184,
             "Direct {direct}, Client {client}"
         );
     }

@@ -95,8 +95,8 @@ fn conflate() -> SubOptions {
 /// Moves `symbol`'s last send back by `by`, as if that long had passed.
 fn age(subs: &mut Subscriptions, symbol: &str, by: Duration) {
     let i = subs.subs.named(symbol).expect("subscribed");
-    let sub = &mut subs.subs.subs[i];
-    sub.last_at = sub.last_at.map(|at| at - by);
+    let t = subs.subs.subs[i].throttle.as_mut().expect("throttled");
+    t.last_at = t.last_at.map(|at| at - by);
 }
 
 #[tokio::test]
@@ -230,7 +230,7 @@ async fn max_hz_holds_a_change_and_the_promise_until_it_is_due() {
     let sent_at = subs
         .subs
         .named("A")
-        .and_then(|i| subs.subs.subs[i].last_at)
+        .and_then(|i| subs.subs.subs[i].throttle.as_ref()?.last_at)
         .unwrap();
     assert_eq!(due, sent_at + Duration::from_secs(1));
 
@@ -345,7 +345,7 @@ async fn a_new_session_resets_what_was_sent_and_the_promise() {
         subs.subs
             .subs
             .iter()
-            .all(|s| s.last_seq == 0 && s.last_at.is_none()),
+            .all(|s| s.last_seq == 0 && s.throttle.as_ref().is_none_or(|t| t.last_at.is_none())),
         "every symbol is sent afresh in the new session"
     );
 }
