@@ -156,8 +156,8 @@ trap 'stop_all; restore_ports' EXIT
 trap 'exit 130' INT TERM
 
 wait_port() {
-    local port=$1 i
-    for i in $(seq 1 100); do
+    local port=$1
+    for _ in $(seq 1 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
         sleep 0.1
     done

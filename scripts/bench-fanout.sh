@@ -16,8 +16,8 @@
 # reuse the relay at 16019ac in $CARGO_TARGET_DIR/baseline-target and measure
 # it; 0: skip), NCHAN (auto|0|1), FLOOR_ROUNDS (300), FLOOR_SIZES ("300 1400";
 # the mean frame size of the after points is measured too), IDLE_CLIENTS
-# (5000), PLOT (0; 1: write docs/img/fanout-*.png, needs matplotlib:
-# pip install --user matplotlib).
+# (5000), PLOT (0; 1: write the plots fanout-*.png into IMG, default docs/img;
+# needs matplotlib: pip install --user matplotlib).
 #
 # Builds run under `nice -n 19`; the measurements do not. The relay is pinned
 # to core 0 (`--fanout-shards 1`), the simulator and the load generator to
@@ -47,6 +47,7 @@ FLOOR_ROUNDS=${FLOOR_ROUNDS:-300}
 FLOOR_SIZES=${FLOOR_SIZES:-"300 1400"}
 IDLE_CLIENTS=${IDLE_CLIENTS:-5000}
 PLOT=${PLOT:-0}
+IMG=${IMG:-docs/img}
 if [ "$QUICK" = 1 ]; then
     DURATION=1 WARMUP=1 RATES="750 3000" HALF_RATES=375 BEFORE=0
     FLOOR_ROUNDS=100 IDLE_CLIENTS=1000
@@ -160,8 +161,7 @@ fi
 # --- idle memory per connection: a fresh `tickrelay demo` per measurement ----
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 wait_port() {
-    local i
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.1
     done
@@ -198,7 +198,7 @@ part idle end
 echo "seconds: $((SECONDS - START_S))" >>"$OUT/run.txt"
 python3 scripts/fanout-table.py "$OUT" --report "$OUT/results.md"
 if [ "$PLOT" = 1 ]; then
-    python3 scripts/fanout-plot.py "$OUT/fanout.json" --img docs/img
+    python3 scripts/fanout-plot.py "$OUT/fanout.json" --img "$IMG"
 fi
 cat "$OUT/results.md"
 log "done in $((SECONDS - START_S)) s; results in $OUT/results.md, data in $OUT/fanout.json"
