@@ -240,6 +240,12 @@ def fmt(v, spec, dash="—"):
     return dash if v is None or v != v else format(v, spec)
 
 
+def change(before, after, spec):
+    """'before → after (±n%)'."""
+    pct = f" ({(after / before - 1):+.0%})" if before else ""
+    return f"{fmt(before, spec)} → {fmt(after, spec)}{pct}"
+
+
 def report(data):
     out = []
     run = data["run"]
@@ -279,12 +285,32 @@ def report(data):
             f"| {fmt(p['deliveries_per_cpu_s'], ',.0f')} | {fmt(p.get('x_nchan'), '.1f')} "
             f"| {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | {p['load_cpu']:.0%} |")
 
+    pairs = [(b, a) for a in data["points"] if a["build"] == "after" and a["batch_ms"] == 0
+             for b in data["points"] if b["build"] == "before" and b["feed_rate"] == a["feed_rate"]]
+    if pairs:
+        out.append("\n### Before → after, immediate, at the same feed rate\n")
+        out.append("| feed msg/s | CPU µs/frame | frames/s | delivered/s | deliveries per CPU-s | p99 ms |")
+        out.append("|---|---|---|---|---|---|")
+        for b, a in pairs:
+            out.append(
+                f"| {a['feed_rate']:,.0f} | {change(b['cpu_us_per_frame'], a['cpu_us_per_frame'], '.2f')} "
+                f"| {change(b['frames_per_s'], a['frames_per_s'], ',.0f')} "
+                f"| {change(b['delivered_per_s'], a['delivered_per_s'], ',.0f')} "
+                f"| {change(b['deliveries_per_cpu_s'], a['deliveries_per_cpu_s'], ',.0f')} "
+                f"| {b['p99_ms']:.2f} → {a['p99_ms']:.2f} |")
+
     out.append("\n## Idle connections (`scripts/idle-memory.py`, a fresh `tickrelay demo --rate 0` each)\n")
-    out.append("| build | transport | connections | relay RSS before → after | per connection |\n|---|---|---|---|---|")
+    out.append("| build | transport | connections | relay RSS without → with them | per connection |\n|---|---|---|---|---|")
     for i in data["idle"]:
         out.append(f"| {i['build']} | {i['transport'].upper()} | {i['clients']:,} "
                    f"| {i['rss_kib_before']:,} → {i['rss_kib_after']:,} KiB "
                    f"| {i['bytes_per_connection']:,} B ({i['bytes_per_connection'] / 1024:.2f} KiB) |")
+    idle = {(i["build"], i["transport"]): i["bytes_per_connection"] for i in data["idle"]}
+    both = [t for t in ("ws", "sse") if ("before", t) in idle and ("after", t) in idle]
+    if both:
+        out.append("\n| bytes per idle connection | before → after |\n|---|---|")
+        for t in both:
+            out.append(f"| {t.upper()} | {change(idle[('before', t)], idle[('after', t)], ',.0f')} |")
 
     out.append("\n## Targets (computed from the tables above)\n")
     out.append("| target | verdict | measured | how |\n|---|---|---|---|")
