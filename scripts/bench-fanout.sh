@@ -5,8 +5,8 @@
 # results file with a computed targets table (scripts/fanout-table.py) and,
 # with PLOT=1, the plots in docs/img (scripts/fanout-plot.py).
 #
-#   scripts/bench-fanout.sh              # everything: ~6 minutes on 2 cores, plus
-#                                        # ~10 minutes the first time (the before build)
+#   scripts/bench-fanout.sh              # everything: ~5 minutes on 2 cores, plus ~6
+#                                        # the first time (the before build, niced)
 #   QUICK=1 scripts/bench-fanout.sh      # 1-second points, 2 rates, no before: ~2 minutes
 #   BEFORE=0 PLOT=1 scripts/bench-fanout.sh
 #
