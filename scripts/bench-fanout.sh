@@ -14,9 +14,9 @@
 # DURATION (5 s per point), WARMUP (2 s), RATES (feed msg/s, "750 1500 3000"),
 # HALF_RATES (about half the relay's max, "250 375"), BEFORE (1: build or
 # reuse the relay at 16019ac in $CARGO_TARGET_DIR/baseline-target and measure
-# it; 0: skip), NCHAN (auto|0|1), FLOOR_ROUNDS (300), FLOOR_SIZES ("300 1400";
-# the mean frame size of the after points is measured too), IDLE_CLIENTS
-# (5000), PLOT (0; 1: write the plots fanout-*.png into IMG, default docs/img;
+# it; 0: skip), BEFORE_BIN (an existing build of 16019ac to use instead),
+# NCHAN (auto|0|1), FLOOR_ROUNDS (300), FLOOR_SIZES ("300 1400"; the mean
+# frame size of the after points is measured too), IDLE_CLIENTS (5000), PLOT (0; 1: write the plots fanout-*.png into IMG, default docs/img;
 # needs matplotlib: pip install --user matplotlib).
 #
 # Builds run under `nice -n 19`; the measurements do not. The relay is pinned
@@ -35,7 +35,7 @@ BIN=$TARGET/release
 OUT=$(realpath -m "${OUT:-$TARGET/bench-fanout}")
 BASE_COMMIT=16019ac
 BASE_SRC=$TARGET/baseline-src
-BASE_BIN=$TARGET/baseline-target/release/tickrelay
+BASE_BIN=${BEFORE_BIN:-$TARGET/baseline-target/release/tickrelay}
 QUICK=${QUICK:-0}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
@@ -59,6 +59,8 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # part NAME begin|end: the time and the load average, for the results file.
 part() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$(utc)" "$(loadavg)" >>"$OUT/parts.tsv"; }
 
+# The floor's 2,000 socket pairs and the idle relays' 5,000 connections.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mkdir -p "$OUT"
 rm -rf "${OUT:?}"/*.json "$OUT"/*.txt "$OUT"/parts.tsv "$OUT"/results.md "$OUT"/logs "$OUT"/nchan-*
 mkdir -p "$OUT/logs"
@@ -159,7 +161,6 @@ if [ "$MEAN" -ge 4 ] && [[ " $FLOOR_SIZES " != *" $MEAN "* ]]; then
 fi
 
 # --- idle memory per connection: a fresh `tickrelay demo` per measurement ----
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 wait_port() {
     for _ in $(seq 1 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
