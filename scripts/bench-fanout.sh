@@ -16,8 +16,9 @@
 # reuse the relay at 16019ac in $CARGO_TARGET_DIR/baseline-target and measure
 # it; 0: skip), BEFORE_BIN (an existing build of 16019ac to use instead),
 # NCHAN (auto|0|1), FLOOR_ROUNDS (300), FLOOR_SIZES ("300 1400"; the mean
-# frame size of the after points is measured too), IDLE_CLIENTS (5000), PLOT (0; 1: write the plots fanout-*.png into IMG, default docs/img;
-# needs matplotlib: pip install --user matplotlib).
+# frame size of the after points is measured too), IDLE_CLIENTS (5000),
+# PLOT (0; 1: write the plots fanout-*.png into IMG, default docs/img; needs
+# matplotlib: pip install --user matplotlib).
 #
 # Builds run under `nice -n 19`; the measurements do not. The relay is pinned
 # to core 0 (`--fanout-shards 1`), the simulator and the load generator to
