@@ -22,7 +22,10 @@
 # default this build's), TAG (prefix of the point names), RATES_FANOUT and
 # FANOUT_CLIENTS (the fan-out group: 2,000 WS clients at 750/1,500/3,000
 # msg/s, immediate and batch_ms 16, and nchan beside it), SERVER_CPUS (the
-# cores the relay may use; default SERVER_CPU), SERVER_EXTRA (more relay flags).
+# cores the relay may use; default SERVER_CPU), SERVER_EXTRA (more relay flags),
+# FANOUT_BATCH (the fan-out group's batch_ms values, default "0 16"; 0 is
+# immediate; "0" for a relay without batch_ms), BUILD (1; 0: the caller has
+# built the binaries, e.g. under nice).
 #
 # Everything stays on 127.0.0.0/8; the feed is multicast on 239.255.93.x with
 # TTL 0 on the loopback interface. Every process this script starts is
@@ -42,6 +45,8 @@ SERVER_BIN=${SERVER_BIN:-$BIN/tickrelay}
 TAG=${TAG:-}
 RATES_FANOUT=${RATES_FANOUT:-"750 1500 3000"}
 FANOUT_CLIENTS=${FANOUT_CLIENTS:-2000}
+FANOUT_BATCH=${FANOUT_BATCH:-"0 16"}
+BUILD=${BUILD:-1}
 CLIENT_CPU=${CLIENT_CPU:-1}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
@@ -95,10 +100,12 @@ if [ "$NODE" != 0 ] && want node; then
     fi
 fi
 
-log "building (release)"
-cargo build --release --workspace --quiet
-if [ "$NCHAN" = 1 ] || [ "$NODE" = 1 ]; then
-    cargo build --release --example nchan-bridge --quiet
+if [ "$BUILD" = 1 ]; then
+    log "building (release)"
+    cargo build --release --workspace --quiet
+    if [ "$NCHAN" = 1 ] || [ "$NODE" = 1 ]; then
+        cargo build --release --example nchan-bridge --quiet
+    fi
 fi
 
 # Many connections: as many descriptors as the hard limit allows (raising
@@ -149,8 +156,8 @@ trap 'stop_all; restore_ports' EXIT
 trap 'exit 130' INT TERM
 
 wait_port() {
-    local port=$1 i
-    for i in $(seq 1 100); do
+    local port=$1
+    for _ in $(seq 1 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
         sleep 0.1
     done
@@ -244,10 +251,15 @@ EOF
 read -r -a SERVER_ARGS <<<"${SERVER_EXTRA:-}"
 if want fanout; then
     for r in $RATES_FANOUT; do
-        point "relay-ws-2k-$r" relay "$r" --transport ws --clients "$FANOUT_CLIENTS" \
-            --symbols-per-client "$K"
-        point "relay-ws-2k-b16-$r" relay "$r" --transport ws --clients "$FANOUT_CLIENTS" \
-            --symbols-per-client "$K" --batch-ms 16
+        for b in $FANOUT_BATCH; do
+            if [ "$b" = 0 ]; then
+                point "relay-ws-2k-$r" relay "$r" --transport ws --clients "$FANOUT_CLIENTS" \
+                    --symbols-per-client "$K"
+            else
+                point "relay-ws-2k-b$b-$r" relay "$r" --transport ws --clients "$FANOUT_CLIENTS" \
+                    --symbols-per-client "$K" --batch-ms "$b"
+            fi
+        done
         if [ "$NCHAN" = 1 ]; then
             point "nchan-ws-2k-$r" nchan "$r" --transport nchan-ws --clients "$FANOUT_CLIENTS" \
                 --symbols-per-client "$K"
