@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Where the fan-out shard's CPU goes at one point of the fan-out benchmark,
+# beside the floor's writer at the same frame size (docs/BENCHMARKS.md,
+# "Where a frame's CPU goes").
+#
+#   scripts/profile-fanout.sh [RATE] [load flags...]     # default 3000 msg/s
+#   BATCH_MS=16 scripts/profile-fanout.sh 750
+#
+# The relay (--fanout-shards 1) is pinned to core 0, the simulator and the
+# load generator (2,000 WebSocket clients x 20 Zipf symbols) to core 1, as in
+# scripts/bench-e2e.sh; `perf record -g` samples the relay for PERF_SECONDS
+# (5) after the ramp, then scripts/profile-split.py buckets the shard
+# thread's samples. The floor (benches/floor.rs) is then profiled at the
+# mean frame size the load generator saw, its writer thread bucketed the
+# same way. Needs `perf` (linux-perf). Takes about a minute. Loopback only;
+# the feed is multicast on 239.255.94.x, interface 127.0.0.1, TTL 0; every
+# process started here is stopped here.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release
+OUT=$(realpath -m "${OUT:-$TARGET/profile-fanout}")
+RATE=${1:-3000}
+shift || true
+PERF_SECONDS=${PERF_SECONDS:-5}
+mkdir -p "$OUT"
+command -v perf >/dev/null || { echo "needs perf (apt-get install linux-perf)" >&2; exit 1; }
+[ -x "$BIN/tickrelay" ] || cargo build --release --bins
+
+PIDS=()
+stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap stop_all EXIT
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+GROUP="239.255.94.$((RANDOM % 200 + 20)):$((44000 + RANDOM % 1000))"
+taskset -c 0 env RUST_LOG=warn "$BIN/tickrelay" serve --http "127.0.0.1:$PORT" --feed-a "$GROUP" \
+    --interface 127.0.0.1 --max-connections 200000 --max-connections-per-ip 200000 \
+    --fanout-shards 1 >"$OUT/server.log" 2>&1 &
+SRV=$!
+PIDS+=("$SRV")
+for _ in $(seq 50); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+taskset -c 1 "$BIN/feed-simulator" --group "$GROUP" --interface 127.0.0.1 --ttl 0 --symbols 1000 \
+    --zipf 1.0 --rate "$RATE" --duration 120 --session PROF --no-progress >"$OUT/sim.log" 2>&1 &
+PIDS+=("$!")
+sleep 0.5
+batch=()
+[ -n "${BATCH_MS:-}" ] && batch=(--batch-ms "$BATCH_MS")
+# The load measures PERF_SECONDS + 1 s after a 2 s warm-up; perf samples
+# inside that window.
+(sleep 4; perf record -F 2000 -g -p "$SRV" -o "$OUT/relay.data" -- sleep "$PERF_SECONDS" >/dev/null 2>&1) &
+PIDS+=("$!")
+taskset -c 1 "$BIN/tickrelay" load --url "http://127.0.0.1:$PORT" --server-pid "$SRV" --json --no-progress \
+    --zipf 1.0 --duration $((PERF_SECONDS + 1)) --warmup 2 --transport ws --clients 2000 \
+    --symbols-per-client 20 "${batch[@]}" "$@" >"$OUT/load.json" 2>"$OUT/load.log"
+wait "${PIDS[-1]}" || true
+stop_all
+PIDS=()
+read -r US FRAME < <(python3 - "$OUT/load.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+frames = r["frames_per_s"] * r["seconds"]
+print(f'{r["server"]["cpu_s"] / frames * 1e6:.2f} {r["bytes_per_s"] / r["frames_per_s"]:.0f}')
+EOF
+)
+echo "relay at $RATE msg/s: $US µs of CPU per frame, $FRAME bytes per frame"
+python3 scripts/profile-split.py "$OUT/relay.data" --comm fanout-0 --per-frame-us "$US"
+
+FLOOR=$(cargo bench --bench floor --no-run --message-format=json 2>/dev/null | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "floor" and m.get("executable"):
+        print(m["executable"])')
+ulimit -n "$(ulimit -Hn)"
+FLOOR_BYTES=$FRAME FLOOR_ROUNDS=${FLOOR_ROUNDS:-300} perf record -F 2000 -g -o "$OUT/floor.data" \
+    "$FLOOR" --bench >"$OUT/floor.txt" 2>/dev/null
+FUS=$(sed -n 's/^floor\/write: .*(\([0-9.]*\) µs\/frame).*/\1/p' "$OUT/floor.txt")
+echo "floor at $FRAME bytes: $FUS µs of CPU per frame (its writer thread)"
+python3 scripts/profile-split.py "$OUT/floor.data" --writer --per-frame-us "$FUS"
