@@ -29,33 +29,18 @@ mkdir -p "$OUT"
 command -v perf >/dev/null || { echo "needs perf (apt-get install linux-perf)" >&2; exit 1; }
 [ -x "$BIN/tickrelay" ] || cargo build --release --bins
 
-PIDS=()
-stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap stop_all EXIT
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-GROUP="239.255.94.$((RANDOM % 200 + 20)):$((44000 + RANDOM % 1000))"
-taskset -c 0 env RUST_LOG=warn "$BIN/tickrelay" serve --http "127.0.0.1:$PORT" --feed-a "$GROUP" \
-    --interface 127.0.0.1 --max-connections 200000 --max-connections-per-ip 200000 \
-    --fanout-shards 1 >"$OUT/server.log" 2>&1 &
-SRV=$!
-PIDS+=("$SRV")
-for _ in $(seq 50); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-taskset -c 1 "$BIN/feed-simulator" --group "$GROUP" --interface 127.0.0.1 --ttl 0 --symbols 1000 \
-    --zipf 1.0 --rate "$RATE" --duration 120 --session PROF --no-progress >"$OUT/sim.log" 2>&1 &
-PIDS+=("$!")
-sleep 0.5
+# shellcheck source=scripts/fanout-point.sh
+. scripts/fanout-point.sh
 batch=()
 [ -n "${BATCH_MS:-}" ] && batch=(--batch-ms "$BATCH_MS")
+start_point "$RATE" --fanout-shards 1
 # The load measures PERF_SECONDS + 1 s after a 2 s warm-up; perf samples
 # inside that window.
 (sleep 4; perf record -F 2000 -g -p "$SRV" -o "$OUT/relay.data" -- sleep "$PERF_SECONDS" >/dev/null 2>&1) &
-PIDS+=("$!")
-taskset -c 1 "$BIN/tickrelay" load --url "http://127.0.0.1:$PORT" --server-pid "$SRV" --json --no-progress \
-    --zipf 1.0 --duration $((PERF_SECONDS + 1)) --warmup 2 --transport ws --clients 2000 \
-    --symbols-per-client 20 "${batch[@]}" "$@" >"$OUT/load.json" 2>"$OUT/load.log"
-wait "${PIDS[-1]}" || true
+PERF=$!
+run_load $((PERF_SECONDS + 1)) "${batch[@]}" "$@"
+wait "$PERF" || true
 stop_all
-PIDS=()
 read -r US FRAME < <(python3 - "$OUT/load.json" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
