@@ -91,6 +91,9 @@ pub trait Sweep: Send + Sync {
     /// for has passed. Returns `Some(at)` when the client starts holding its
     /// changes until `at` (`batch_ms`): the shard sweeps it again then.
     fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant>;
+
+    /// Wakes the client's task to look at the feed status and shutdown.
+    fn poke(&self);
 }
 
 /// The hub's side of one client: where the fan-out leaves work and how it
@@ -173,7 +176,10 @@ impl Client {
 
     /// Wakes the writer without leaving work (e.g. feed status changed).
     pub fn poke(&self) {
-        self.notify.notify_one();
+        match self.direct.get().and_then(Weak::upgrade) {
+            Some(sink) => sink.poke(),
+            None => self.notify.notify_one(),
+        }
     }
 
     /// From now on the fan-out writes this client's frames itself, through

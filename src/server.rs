@@ -131,6 +131,30 @@ async fn serve_http(
     }
 }
 
+/// Pokes every client when the feed status changes and at shutdown. A
+/// WebSocket or SSE connection's task keeps no future of its own for either
+/// (it would be in every idle connection): woken, it looks at both.
+async fn wake_streams(
+    hub: Arc<Hub>,
+    mut feed: tokio::sync::watch::Receiver<crate::feed::FeedState>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            changed = feed.changed() => match changed {
+                Ok(()) => hub.poke_all(),
+                // The ingest is gone: only the shutdown is left to tell.
+                Err(_) => {
+                    cancel.cancelled().await;
+                    break;
+                }
+            },
+        }
+    }
+    hub.poke_all();
+}
+
 /// A started relay: feed joined, fan-out and HTTP server running.
 pub struct Running {
     config: Config,
@@ -192,6 +216,11 @@ pub async fn start_with(
     let fanout = hub
         .spawn_shards(&cancel)
         .context("cannot start the fan-out threads (setting fanout_shards)")?;
+    tokio::spawn(wake_streams(
+        hub.clone(),
+        feed.state.clone(),
+        cancel.clone(),
+    ));
     let tracker = TaskTracker::new();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = AppState(Arc::new(Shared {

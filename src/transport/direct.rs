@@ -12,14 +12,20 @@
 //! write that would block, and ends the connection on a verdict (4008).
 
 use std::io::ErrorKind;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use crate::api::{AppState, close};
 use crate::fanout::{Format, Scratch, Sweep, envelope};
+use crate::feed::FeedState;
 use crate::kinds::{SlowReason, Transport};
 use crate::metrics::TransportCounters;
 use crate::transport::stream::Subscriptions;
@@ -77,7 +83,49 @@ pub struct Direct {
     writer: Mutex<Writer>,
     /// The sweep tells the task: the socket is full, a timer started, or the
     /// connection must end.
-    pub wake: Notify,
+    pub wake: Wake,
+}
+
+/// A connection task's wake-up. Like `Notify::notify_one` with one waiter
+/// (a wake-up given while the task is busy is kept for its next look), but
+/// the task keeps no future for it: it registers its waker each time it
+/// polls ([`Direct::poll_event`]).
+#[derive(Default)]
+pub struct Wake {
+    waker: AtomicWaker,
+    /// A wake-up not yet taken.
+    given: AtomicBool,
+}
+
+impl Wake {
+    /// Wakes the task to look at the writer (flush, blocked, verdict, timer).
+    pub fn notify_one(&self) {
+        self.given.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Wakes the task to look at what every connection shares: the feed
+    /// status and the shutdown token (`Hub::poke_all`).
+    pub fn poke(&self) {
+        self.waker.wake();
+    }
+}
+
+/// What a connection's task was woken for, in the order it looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The relay is shutting down.
+    Shutdown,
+    /// A blocked socket has room again; false: the socket failed.
+    Writable(bool),
+    /// The client sent bytes or closed; false: the socket failed.
+    Readable(bool),
+    /// The sweep asked ([`Wake::notify_one`]).
+    Woken,
+    /// The feed status changed.
+    Feed,
+    /// The timer is due.
+    Due,
 }
 
 impl Sweep for Direct {
@@ -95,6 +143,10 @@ impl Sweep for Direct {
             return self.flush(&mut w, scratch);
         }
         None
+    }
+
+    fn poke(&self) {
+        self.wake.poke();
     }
 }
 
@@ -117,9 +169,48 @@ impl Direct {
                 held: None,
                 verdict: None,
             }),
-            wake: Notify::new(),
+            wake: Wake::default(),
             state,
         }
+    }
+
+    /// The next thing the connection's task must do. The one future an idle
+    /// connection waits in, holding nothing of its own: readiness is the
+    /// socket's, the wake-up the writer's, shutdown and feed status are
+    /// looked at here (whoever changes them pokes every connection, see
+    /// `server::wake_streams`), and the timer is the task's. `blocked`: a
+    /// write waits for room.
+    pub fn poll_event(
+        &self,
+        cx: &mut Context<'_>,
+        blocked: bool,
+        feed: &mut watch::Receiver<FeedState>,
+        timer: Pin<&mut Sleep>,
+    ) -> Poll<Event> {
+        // Registered before anything is looked at: a change made after the
+        // look comes with a wake-up.
+        self.wake.waker.register(cx.waker());
+        if self.state.cancel.is_cancelled() {
+            return Poll::Ready(Event::Shutdown);
+        }
+        if blocked {
+            if let Poll::Ready(r) = self.tcp.poll_write_ready(cx) {
+                return Poll::Ready(Event::Writable(r.is_ok()));
+            }
+        }
+        if let Poll::Ready(r) = self.tcp.poll_read_ready(cx) {
+            return Poll::Ready(Event::Readable(r.is_ok()));
+        }
+        if self.wake.given.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(Event::Woken);
+        }
+        if feed.has_changed().unwrap_or(false) {
+            return Poll::Ready(Event::Feed);
+        }
+        if timer.poll(cx).is_ready() {
+            return Poll::Ready(Event::Due);
+        }
+        Poll::Pending
     }
 
     /// The writer, locked.
@@ -137,6 +228,28 @@ impl Direct {
             blocked_since: w.blocked_since,
             timer: w.held.or(w.subs.next_due),
         })
+    }
+
+    /// The task's timer fired: closes a client blocked for longer than the
+    /// write timeout (4008) and flushes what a batch window or throttled
+    /// symbol held. True if the connection must end (the verdict is the
+    /// task's next [`Direct::status`]).
+    pub fn on_timer(&self, now: Instant) -> bool {
+        let mut w = self.writer.lock();
+        if w.verdict.is_some() {
+            return true;
+        }
+        let write_timeout = self.state.config.limits.write_timeout;
+        if w.blocked_since.is_some_and(|b| b + write_timeout <= now) {
+            self.slow(&mut w);
+            return true;
+        }
+        let timer = w.held.or(w.subs.next_due);
+        drop(w);
+        if timer.is_some_and(|t| t <= now) {
+            self.flush_if_idle(true);
+        }
+        false
     }
 
     /// Flushes pending changes unless the sweep's rules say wait (blocked,

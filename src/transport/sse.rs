@@ -26,7 +26,9 @@ use crate::kinds::{SlowReason, Transport};
 use crate::limits::ConnGuard;
 use crate::metrics::TransportCounters;
 use crate::raw_stream::{RawConn, Upgrade};
-use crate::transport::direct::{Direct, Framing, Verdict, linger, read_gone, sse_head, write_all};
+use crate::transport::direct::{
+    Direct, Event, Framing, Verdict, linger, read_gone, sse_head, write_all,
+};
 use crate::transport::slow::{self, SlowSignal};
 use crate::transport::stream::{
     Batch, Subscriptions, acquire, batch_window, requested_locates, resume_point, sub_options,
@@ -130,7 +132,7 @@ pub async fn handler(
         let first = first.freeze();
         let mut response = head.into_response();
         response.extensions_mut().insert(Upgrade::new(move |tcp| {
-            Box::pin(run_direct(state, tcp, subs, first, guard))
+            Box::pin(DirectStream::start(state, tcp, subs, first, guard).run())
         }));
         return Ok(response);
     }
@@ -329,113 +331,131 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// An SSE stream whose `tick` events the fan-out writes from its sweep
-/// (`transport::direct`). This task writes the first event, feed status,
-/// keep-alives and the shutdown notice, finishes writes that would block,
-/// and notices the client going away.
-async fn run_direct(
-    state: AppState,
-    tcp: tokio::net::TcpStream,
-    subs: Subscriptions,
-    first: Bytes,
+/// (`transport::direct`). Its task writes feed status, keep-alives and the
+/// shutdown notice, finishes writes that would block, and notices the client
+/// going away.
+struct DirectStream {
+    direct: Arc<Direct>,
+    feed: watch::Receiver<FeedState>,
     _guard: ConnGuard,
-) {
-    let client = subs.client().clone();
-    // Settings are read where used, not kept in locals: everything live
-    // across an await is in every idle connection's future.
-    let limits = || &state.config.limits;
-    let direct = Arc::new(Direct::new(state.clone(), tcp, Framing::Sse, subs));
-    {
+}
+
+impl DirectStream {
+    /// Writes the first event and hands the client to the sweep.
+    fn start(
+        state: AppState,
+        tcp: tokio::net::TcpStream,
+        subs: Subscriptions,
+        first: Bytes,
+        guard: ConnGuard,
+    ) -> Self {
+        let client = subs.client().clone();
+        let mut feed = state.feed.clone();
+        feed.mark_unchanged();
+        let direct = Arc::new(Direct::new(state, tcp, Framing::Sse, subs));
         // Consumed here: the first event's buffer is not kept for the
         // connection's life.
         let mut out = Vec::from(first);
         direct.seal(&mut out, 0);
         direct.write(&mut direct.lock(), &out);
+        let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<Direct>;
+        client.set_direct(sink);
+        // Changes marked before the sweep knew this client.
+        direct.flush_if_idle(false);
+        DirectStream {
+            direct,
+            feed,
+            _guard: guard,
+        }
     }
-    let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<Direct>;
-    client.set_direct(sink);
-    // Changes marked before the sweep knew this client.
-    direct.flush_if_idle(false);
-    let mut feed = state.feed.clone();
-    feed.mark_unchanged();
-    // One timer for everything due: keep-alive, the write deadline while
-    // blocked, a batch window or throttle.
-    let mut next_keepalive = Instant::now() + limits().keepalive;
-    let cancel = &state.cancel;
-    let last = loop {
-        let st = match direct.status() {
-            Ok(st) => st,
-            Err(Verdict::Stop) => return,
-            Err(Verdict::Close(code, reason)) => {
-                let data = slow::error_data(code, &reason);
-                break final_event(&direct, "error", data.as_bytes());
-            }
-        };
-        let blocked = st.blocked_since;
-        let write_deadline = blocked.map(|b| b + limits().write_timeout);
-        let due = [Some(next_keepalive), write_deadline, st.timer]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(next_keepalive);
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                let data = format!("{{\"reconnect_ms\":{}}}", limits().reconnect.as_millis());
-                break final_event(&direct, "shutdown", data.as_bytes());
-            }
-            r = direct.tcp.ready(if blocked.is_some() {
-                tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
-            } else {
-                tokio::io::Interest::READABLE
-            }) => {
-                let Ok(ready) = r else { return };
-                if ready.is_writable() && blocked.is_some() && !direct.resume() {
-                    return;
+
+    fn limits(&self) -> &crate::config::Limits {
+        &self.direct.state.config.limits
+    }
+
+    async fn run(mut self) {
+        // Settings are read where used, not kept in locals: everything live
+        // across an await is in every idle connection's future.
+        let mut next_keepalive = Instant::now() + self.limits().keepalive;
+        // One timer for everything due: keep-alive, the write deadline while
+        // blocked, a batch window or throttle.
+        let timer = tokio::time::sleep_until(next_keepalive.into());
+        tokio::pin!(timer);
+        let last = loop {
+            let blocked = match self.direct.status() {
+                Ok(st) => {
+                    let write_deadline = st.blocked_since.map(|b| b + self.limits().write_timeout);
+                    let due = [Some(next_keepalive), write_deadline, st.timer]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .unwrap_or(next_keepalive);
+                    if timer.deadline() != due.into() {
+                        timer.as_mut().reset(due.into());
+                    }
+                    st.blocked_since.is_some()
+                }
+                Err(Verdict::Stop) => return,
+                Err(Verdict::Close(code, reason)) => {
+                    let data = slow::error_data(code, &reason);
+                    break final_event(&self.direct, "error", data.as_bytes());
+                }
+            };
+            let event = std::future::poll_fn(|cx| {
+                self.direct
+                    .poll_event(cx, blocked, &mut self.feed, timer.as_mut())
+            })
+            .await;
+            let direct = &self.direct;
+            match event {
+                Event::Shutdown => {
+                    let reconnect = self.limits().reconnect.as_millis();
+                    let data = format!("{{\"reconnect_ms\":{reconnect}}}");
+                    break final_event(direct, "shutdown", data.as_bytes());
+                }
+                Event::Writable(ok) => {
+                    if !ok || !direct.resume() {
+                        return;
+                    }
                 }
                 // A client sends nothing after its request: bytes are ignored.
-                if (ready.is_readable() || ready.is_read_closed()) && read_gone(&direct.tcp) {
-                    return;
+                Event::Readable(ok) => {
+                    if !ok || read_gone(&direct.tcp) {
+                        return;
+                    }
                 }
-            }
-            _ = direct.wake.notified() => direct.flush_if_idle(false),
-            changed = feed.changed() => {
-                if changed.is_ok() {
-                    feed.borrow_and_update();
+                Event::Woken => direct.flush_if_idle(false),
+                Event::Feed => {
+                    self.feed.borrow_and_update();
                     let mut w = direct.lock();
                     let mut out = Vec::new();
                     direct.feed_payload(&mut out, w.subs.promised);
                     direct.seal(&mut out, 0);
                     direct.write(&mut w, &out);
                 }
-            }
-            _ = tokio::time::sleep_until(due.into()) => {
-                let now = Instant::now();
-                if write_deadline.is_some_and(|d| d <= now) {
-                    direct.slow(&mut direct.lock());
-                    continue;
-                }
-                if st.timer.is_some_and(|t| t <= now) {
-                    direct.flush_if_idle(true);
-                }
-                if next_keepalive <= now {
-                    next_keepalive = now + limits().keepalive;
-                    let mut out = b": keepalive\n\n".to_vec();
-                    direct.seal(&mut out, 0);
-                    direct.write(&mut direct.lock(), &out);
+                Event::Due => {
+                    let now = Instant::now();
+                    if !direct.on_timer(now) && next_keepalive <= now {
+                        next_keepalive = now + self.limits().keepalive;
+                        let mut out = b": keepalive\n\n".to_vec();
+                        direct.seal(&mut out, 0);
+                        direct.write(&mut direct.lock(), &out);
+                    }
                 }
             }
-        }
-    };
-    // Boxed: the last write and the linger are not in the idle future.
-    Box::pin(async move {
-        let linger_for = limits().write_timeout.min(Duration::from_secs(5));
-        let ended = tokio::time::timeout(linger_for, write_all(&direct.tcp, &last)).await;
-        if matches!(ended, Ok(Ok(()))) {
-            let _ = socket2::SockRef::from(&direct.tcp).shutdown(std::net::Shutdown::Write);
-            linger(&direct.tcp, linger_for).await;
-        }
-    })
-    .await;
+        };
+        // Boxed: the last write and the linger are not in the idle future.
+        Box::pin(async move {
+            let linger_for = self.limits().write_timeout.min(Duration::from_secs(5));
+            let tcp = &self.direct.tcp;
+            let ended = tokio::time::timeout(linger_for, write_all(tcp, &last)).await;
+            if matches!(ended, Ok(Ok(()))) {
+                let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write);
+                linger(tcp, linger_for).await;
+            }
+        })
+        .await;
+    }
 }
 
 /// The last event (`error`, `shutdown`) and the end of the chunked body,
@@ -460,9 +480,7 @@ fn final_event(direct: &Direct, name: &str, data: &[u8]) -> Vec<u8> {
 mod sizes {
     use super::*;
 
-    fn future_size<F: std::future::Future>(
-        _: impl FnOnce(AppState, tokio::net::TcpStream, Subscriptions, Bytes, ConnGuard) -> F,
-    ) -> usize {
+    fn future_size<F: std::future::Future>(_: impl FnOnce(DirectStream) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
@@ -471,7 +489,7 @@ mod sizes {
     /// growing unnoticed.
     #[test]
     fn idle_connection_state_stays_small() {
-        let sse = future_size(run_direct);
+        let sse = future_size(DirectStream::run);
         let ws = crate::transport::ws::task_size();
         let direct = std::mem::size_of::<Direct>();
         let client = std::mem::size_of::<crate::fanout::Client>();

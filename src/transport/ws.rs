@@ -33,8 +33,8 @@ use crate::fanout::{Encoded, Format, Sweep, envelope};
 use crate::feed::FeedState;
 use crate::kinds::{Limit, SlowReason, Transport};
 use crate::limits::{ConnGuard, RateLimiter};
-use crate::raw_stream::{RawConn, Upgrade};
-use crate::transport::direct::{Direct, Framing, Verdict, Writer, linger, write_all};
+use crate::raw_stream::{RawConn, Served, Upgrade};
+use crate::transport::direct::{Direct, Event, Framing, Verdict, Writer, linger, write_all};
 use crate::transport::stream::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
@@ -136,18 +136,18 @@ pub async fn handler(
     if let Some(p) = protocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
-    let start = move |tcp: TcpStream, read: Bytes| async move {
+    let start = move |tcp: TcpStream, read: Bytes| -> Served {
         match (guard, refusal) {
-            (Some(guard), None) => Conn::start(state, tcp, read, format, guard).run().await,
-            (_, Some((code, reason))) => refuse(tcp, code, &reason).await,
-            _ => {}
+            (Some(guard), None) => Box::pin(Conn::start(state, tcp, read, format, guard).run()),
+            (_, Some((code, reason))) => Box::pin(async move { refuse(tcp, code, &reason).await }),
+            _ => Box::pin(async {}),
         }
     };
     if request.extensions().get::<RawConn>().is_some() {
         // Served off hyper (`raw_stream`): it writes the 101 and calls us.
         response
             .extensions_mut()
-            .insert(Upgrade::new(move |tcp| Box::pin(start(tcp, Bytes::new()))));
+            .insert(Upgrade::new(move |tcp| start(tcp, Bytes::new())));
     } else if let Some(on) = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
@@ -267,21 +267,35 @@ impl Conn {
         &self.direct.state
     }
 
+    fn limits(&self) -> &crate::config::Limits {
+        &self.direct.state.config.limits
+    }
+
     async fn run(mut self) {
         // Settings are read where used, not kept in locals: everything live
         // across an await is in every idle connection's future.
-        let state = self.direct.state.clone();
-        let limits = || &state.config.limits;
-        let cancel = &state.cancel;
         self.feed.mark_unchanged();
+        let mut next_ping = Instant::now() + self.limits().ping_interval;
         // One timer for everything due (an idle connection holds one): the
         // ping, the write deadline while blocked, a batch window or throttle.
-        let mut next_ping = Instant::now() + limits().ping_interval;
+        let timer = tokio::time::sleep_until(next_ping.into());
+        tokio::pin!(timer);
         // Bytes that came with the upgrade request.
         let mut flow = self.parse();
         while let Flow::Continue = flow {
-            let (blocked, timer) = match self.direct.status() {
-                Ok(s) => (s.blocked_since, s.timer),
+            let blocked = match self.direct.status() {
+                Ok(s) => {
+                    let write_deadline = s.blocked_since.map(|b| b + self.limits().write_timeout);
+                    let due = [Some(next_ping), write_deadline, s.timer]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .unwrap_or(next_ping);
+                    if timer.deadline() != due.into() {
+                        timer.as_mut().reset(due.into());
+                    }
+                    s.blocked_since.is_some()
+                }
                 Err(Verdict::Close(code, reason)) => {
                     flow = Flow::Close(code, reason);
                     break;
@@ -291,63 +305,54 @@ impl Conn {
                     break;
                 }
             };
-            let write_deadline = blocked.map(|b| b + limits().write_timeout);
-            let due = [Some(next_ping), write_deadline, timer]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(next_ping);
-            let direct = self.direct.clone();
-            flow = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    let frame = ServerFrame::Shutdown { reconnect_ms: limits().reconnect.as_millis() as u64 };
+            let event = std::future::poll_fn(|cx| {
+                self.direct
+                    .poll_event(cx, blocked, &mut self.feed, timer.as_mut())
+            })
+            .await;
+            flow = match event {
+                Event::Shutdown => {
+                    let frame = ServerFrame::Shutdown {
+                        reconnect_ms: self.limits().reconnect.as_millis() as u64,
+                    };
                     self.send(&frame);
                     Flow::Close(close::GOING_AWAY, "server shutting down".into())
                 }
-                // One readiness future for both directions: an idle
-                // connection's task is as small as it can be.
-                r = direct.tcp.ready(interest(blocked.is_some())) => match r {
-                    Ok(ready) if ready.is_writable() && blocked.is_some() && !direct.resume() => {
-                        Flow::Stop
-                    }
-                    Ok(ready) if ready.is_readable() || ready.is_read_closed() => self.read(),
-                    Ok(_) => Flow::Continue,
-                    Err(_) => Flow::Stop,
-                },
-                _ = direct.wake.notified() => {
-                    direct.flush_if_idle(false);
-                    Flow::Continue
-                }
-                changed = self.feed.changed() => {
-                    if changed.is_ok() {
-                        let feed = *self.feed.borrow_and_update();
-                        self.send(&feed_frame(&feed));
-                    }
-                    Flow::Continue
-                }
-                _ = tokio::time::sleep_until(due.into()) => {
-                    let now = Instant::now();
-                    if write_deadline.is_some_and(|d| d <= now) {
-                        direct.slow(&mut direct.lock());
+                Event::Writable(ok) => {
+                    if ok && self.direct.resume() {
                         Flow::Continue
                     } else {
-                        if timer.is_some_and(|t| t <= now) {
-                            direct.flush_if_idle(true);
-                        }
-                        if next_ping <= now {
-                            next_ping = now + limits().ping_interval;
-                            self.ping(limits().idle_timeout)
-                        } else {
-                            Flow::Continue
-                        }
+                        Flow::Stop
                     }
                 }
+                Event::Readable(true) => self.read(),
+                Event::Readable(false) => Flow::Stop,
+                Event::Woken => {
+                    self.direct.flush_if_idle(false);
+                    Flow::Continue
+                }
+                Event::Feed => {
+                    let feed = *self.feed.borrow_and_update();
+                    self.send(&feed_frame(&feed))
+                }
+                Event::Due => self.due(&mut next_ping),
             };
         }
         if let Flow::Close(code, reason) = flow {
-            Box::pin(self.close(code, &reason, limits().write_timeout)).await;
+            let write_timeout = self.limits().write_timeout;
+            Box::pin(self.close(code, &reason, write_timeout)).await;
         }
+    }
+
+    /// The timer fired: the write deadline, a batch window or throttled
+    /// symbol, the ping.
+    fn due(&self, next_ping: &mut Instant) -> Flow {
+        let now = Instant::now();
+        if self.direct.on_timer(now) || *next_ping > now {
+            return Flow::Continue;
+        }
+        *next_ping = now + self.limits().ping_interval;
+        self.ping(self.limits().idle_timeout)
     }
 
     /// Pings, or closes a peer silent for longer than the idle timeout (4010).
@@ -620,16 +625,6 @@ impl Conn {
         let mut w = self.direct.lock();
         self.direct.write(&mut w, &out);
         Flow::Continue
-    }
-}
-
-/// What a connection waits for: the client's bytes, and room in the socket
-/// while a write waits.
-fn interest(blocked: bool) -> tokio::io::Interest {
-    if blocked {
-        tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
-    } else {
-        tokio::io::Interest::READABLE
     }
 }
 
