@@ -15,6 +15,7 @@ use crate::http::router;
 use crate::limits::ConnLimiter;
 use crate::metrics::Metrics;
 use crate::table::Table;
+use crate::transport::task::Pacers;
 use tokio_util::task::TaskTracker;
 
 /// Binds the HTTP listener, naming the setting when it fails.
@@ -78,14 +79,12 @@ async fn serve_http(
         let cancel = cancel.clone();
         let app = app.clone();
         let http = http.clone();
-        let streams = tracker.clone();
         tracker.spawn(async move {
             // SSE streams and WebSockets are served off hyper, without its
-            // buffers, each in a task of its own size.
+            // buffers, each in a task of its own size (which their handler
+            // spawns).
             if crate::raw_stream::wants(&tcp).await {
-                if let Some(stream) = crate::raw_stream::serve(tcp, remote, app).await {
-                    streams.spawn(stream);
-                }
+                crate::raw_stream::serve(tcp, remote, app).await;
                 return;
             }
             // A write that makes no progress for the write timeout ends the
@@ -238,7 +237,10 @@ pub async fn start_with(
         draining: draining.clone(),
     }));
     let metrics = state.hub.metrics.clone();
-    let app = router(state);
+    // Pings and keep-alives for every streaming connection, from one task
+    // each; the handlers find them in the request's extensions.
+    let pacers = Pacers::spawn(&config.limits, &cancel);
+    let app = router(state).layer(axum::Extension(pacers));
     let server = tokio::spawn(serve_http(
         listener,
         app,

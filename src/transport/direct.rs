@@ -13,7 +13,7 @@
 
 use std::io::ErrorKind;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use crate::fanout::{Format, Scratch, Sweep, envelope};
 use crate::feed::FeedState;
 use crate::kinds::{SlowReason, Transport};
 use crate::metrics::TransportCounters;
+use crate::transport::pacer::Beat;
 use crate::transport::stream::Subscriptions;
 use crate::transport::wsframe::{self, opcode};
 
@@ -93,14 +94,19 @@ pub struct Direct {
 #[derive(Default)]
 pub struct Wake {
     waker: AtomicWaker,
-    /// A wake-up not yet taken.
-    given: AtomicBool,
+    /// Wake-ups not yet taken: [`GIVEN`], [`BEAT`].
+    given: AtomicU8,
 }
+
+/// The sweep asked the task to look at the writer.
+const GIVEN: u8 = 1;
+/// The pacer says a ping (keep-alive) is due.
+const BEAT: u8 = 2;
 
 impl Wake {
     /// Wakes the task to look at the writer (flush, blocked, verdict, timer).
     pub fn notify_one(&self) {
-        self.given.store(true, Ordering::Release);
+        self.given.fetch_or(GIVEN, Ordering::Release);
         self.waker.wake();
     }
 
@@ -108,6 +114,19 @@ impl Wake {
     /// status and the shutdown token (`Hub::poke_all`).
     pub fn poke(&self) {
         self.waker.wake();
+    }
+
+    /// Takes the wake-up `what`, if it was given.
+    fn take(&self, what: u8) -> bool {
+        self.given.load(Ordering::Acquire) & what != 0
+            && self.given.fetch_and(!what, Ordering::AcqRel) & what != 0
+    }
+}
+
+impl Beat for Direct {
+    fn beat(&self) {
+        self.wake.given.fetch_or(BEAT, Ordering::Release);
+        self.wake.waker.wake();
     }
 }
 
@@ -124,8 +143,27 @@ pub enum Event {
     Woken,
     /// The feed status changed.
     Feed,
-    /// The timer is due.
+    /// The timer is due: the write deadline, a batch window or throttle.
     Due,
+    /// A ping or keep-alive is due (`transport::pacer`).
+    Beat,
+}
+
+/// The timer of a connection's task, there only while something is due (an
+/// idle connection has none: its pings come from the pacer).
+pub type Timer = Option<Pin<Box<Sleep>>>;
+
+/// Sets `timer` for `due`: made when first needed, dropped when nothing is.
+pub fn arm(timer: &mut Timer, due: Option<Instant>) {
+    match (timer.as_mut(), due) {
+        (_, None) => *timer = None,
+        (Some(t), Some(at)) => {
+            if t.deadline() != at.into() {
+                t.as_mut().reset(at.into());
+            }
+        }
+        (None, Some(at)) => *timer = Some(Box::pin(tokio::time::sleep_until(at.into()))),
+    }
 }
 
 impl Sweep for Direct {
@@ -178,14 +216,15 @@ impl Direct {
     /// connection waits in, holding nothing of its own: readiness is the
     /// socket's, the wake-up the writer's, shutdown and feed status are
     /// looked at here (whoever changes them pokes every connection, see
-    /// `server::wake_streams`), and the timer is the task's. `blocked`: a
-    /// write waits for room.
+    /// `server::wake_streams`), pings come from the pacer, and the timer is
+    /// the task's while something else is due. `blocked`: a write waits for
+    /// room.
     pub fn poll_event(
         &self,
         cx: &mut Context<'_>,
         blocked: bool,
         feed: &mut watch::Receiver<FeedState>,
-        timer: Pin<&mut Sleep>,
+        timer: &mut Timer,
     ) -> Poll<Event> {
         // Registered before anything is looked at: a change made after the
         // look comes with a wake-up.
@@ -201,14 +240,19 @@ impl Direct {
         if let Poll::Ready(r) = self.tcp.poll_read_ready(cx) {
             return Poll::Ready(Event::Readable(r.is_ok()));
         }
-        if self.wake.given.swap(false, Ordering::AcqRel) {
+        if self.wake.take(GIVEN) {
             return Poll::Ready(Event::Woken);
         }
         if feed.has_changed().unwrap_or(false) {
             return Poll::Ready(Event::Feed);
         }
-        if timer.poll(cx).is_ready() {
-            return Poll::Ready(Event::Due);
+        if let Some(t) = timer {
+            if t.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Due);
+            }
+        }
+        if self.wake.take(BEAT) {
+            return Poll::Ready(Event::Beat);
         }
         Poll::Pending
     }
@@ -230,26 +274,43 @@ impl Direct {
         })
     }
 
+    /// Ends the connection with `verdict` (the task's next
+    /// [`Direct::status`]), unless it is ending already.
+    pub fn end(&self, verdict: Verdict) {
+        self.writer.lock().verdict.get_or_insert(verdict);
+    }
+
+    /// When the task's timer is due, from [`Direct::status`]: the write
+    /// deadline while blocked (nothing is flushed then: the write catches up
+    /// once the socket drains, so a batch window or throttle that passes
+    /// meanwhile must not fire again and again), a batch window or throttled
+    /// symbol otherwise.
+    pub fn due(&self, status: &Status) -> Option<Instant> {
+        match status.blocked_since {
+            Some(since) => Some(since + self.state.config.limits.write_timeout),
+            None => status.timer,
+        }
+    }
+
     /// The task's timer fired: closes a client blocked for longer than the
-    /// write timeout (4008) and flushes what a batch window or throttled
-    /// symbol held. True if the connection must end (the verdict is the
-    /// task's next [`Direct::status`]).
-    pub fn on_timer(&self, now: Instant) -> bool {
+    /// write timeout (4008; the verdict is the task's next
+    /// [`Direct::status`]) and flushes what a batch window or throttled
+    /// symbol held.
+    pub fn on_timer(&self, now: Instant) {
         let mut w = self.writer.lock();
         if w.verdict.is_some() {
-            return true;
+            return;
         }
         let write_timeout = self.state.config.limits.write_timeout;
         if w.blocked_since.is_some_and(|b| b + write_timeout <= now) {
             self.slow(&mut w);
-            return true;
+            return;
         }
         let timer = w.held.or(w.subs.next_due);
         drop(w);
         if timer.is_some_and(|t| t <= now) {
             self.flush_if_idle(true);
         }
-        false
     }
 
     /// Flushes pending changes unless the sweep's rules say wait (blocked,
@@ -583,13 +644,5 @@ pub fn read_gone(tcp: &TcpStream) -> bool {
             Ok(_) => {}
             Err(e) => return e.kind() != ErrorKind::WouldBlock,
         }
-    }
-}
-
-/// Sleeps until `at`, or forever.
-pub async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

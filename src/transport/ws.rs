@@ -14,11 +14,14 @@
 //! JSON text frames by default; the `tickrelay.msgpack` subprotocol gives
 //! MessagePack binary frames.
 
+use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,11 +36,12 @@ use crate::fanout::{Encoded, Format, Sweep, envelope};
 use crate::feed::FeedState;
 use crate::kinds::{Limit, SlowReason, Transport};
 use crate::limits::{ConnGuard, RateLimiter};
-use crate::raw_stream::{RawConn, Served, Upgrade};
+use crate::raw_stream::{RawConn, Upgrade};
 use crate::transport::direct::{Direct, Event, Framing, Verdict, Writer, linger, write_all};
 use crate::transport::stream::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
+use crate::transport::task::{Pacers, Protocol, Step, Task};
 use crate::transport::wsframe::{self, FrameError, Incoming, opcode};
 use crate::transport::wsmsg::{ServerFrame, feed_frame};
 
@@ -84,6 +88,7 @@ pub async fn handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(auth): Query<AuthQuery>,
+    Extension(pacers): Extension<Pacers>,
     mut request: Request,
 ) -> Response {
     let tracker = state.tracker.clone();
@@ -136,12 +141,18 @@ pub async fn handler(
     if let Some(p) = protocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
-    let start = move |tcp: TcpStream, read: Bytes| -> Served {
-        match (guard, refusal) {
-            (Some(guard), None) => Box::pin(Conn::start(state, tcp, read, format, guard).run()),
-            (_, Some((code, reason))) => Box::pin(async move { refuse(tcp, code, &reason).await }),
-            _ => Box::pin(async {}),
+    // The connection's own task (`transport::task`), spawned as it is.
+    let spawn = tracker.clone();
+    let start = move |tcp: TcpStream, read: Bytes| match (guard, refusal) {
+        (Some(guard), None) => {
+            let conn = Conn::start(state, tcp, read, format, guard);
+            pacers.ws.add(&conn.direct);
+            spawn.spawn(Task::new(conn));
         }
+        (_, Some((code, reason))) => {
+            spawn.spawn(async move { refuse(tcp, code, &reason).await });
+        }
+        _ => {}
     };
     if request.extensions().get::<RawConn>().is_some() {
         // Served off hyper (`raw_stream`): it writes the 101 and calls us.
@@ -160,7 +171,7 @@ pub async fn handler(
             else {
                 return;
             };
-            start(parts.io.into_inner().into_inner(), parts.read_buf).await;
+            start(parts.io.into_inner().into_inner(), parts.read_buf);
         });
     } else {
         return ApiError::new(
@@ -249,18 +260,27 @@ impl Conn {
         client.set_direct(sink);
         let mut reader = wsframe::Reader::default();
         reader.buf.extend_from_slice(&read);
-        Conn {
+        let mut feed = state.feed.clone();
+        feed.mark_unchanged();
+        let mut conn = Conn {
             ops: RateLimiter::new(
                 limits.ops_per_second,
                 limits.ops_per_second.saturating_mul(2),
             ),
-            feed: state.feed.clone(),
+            feed,
             direct,
             format,
             reader,
             last_heard: Instant::now(),
             _guard: guard,
+        };
+        // Bytes that came with the upgrade request.
+        match conn.parse() {
+            Flow::Continue => {}
+            Flow::Close(code, reason) => conn.direct.end(Verdict::Close(code, reason)),
+            Flow::Stop => conn.direct.end(Verdict::Stop),
         }
+        conn
     }
 
     fn state(&self) -> &AppState {
@@ -269,90 +289,6 @@ impl Conn {
 
     fn limits(&self) -> &crate::config::Limits {
         &self.direct.state.config.limits
-    }
-
-    async fn run(mut self) {
-        // Settings are read where used, not kept in locals: everything live
-        // across an await is in every idle connection's future.
-        self.feed.mark_unchanged();
-        let mut next_ping = Instant::now() + self.limits().ping_interval;
-        // One timer for everything due (an idle connection holds one): the
-        // ping, the write deadline while blocked, a batch window or throttle.
-        let timer = tokio::time::sleep_until(next_ping.into());
-        tokio::pin!(timer);
-        // Bytes that came with the upgrade request.
-        let mut flow = self.parse();
-        while let Flow::Continue = flow {
-            let blocked = match self.direct.status() {
-                Ok(s) => {
-                    let write_deadline = s.blocked_since.map(|b| b + self.limits().write_timeout);
-                    let due = [Some(next_ping), write_deadline, s.timer]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                        .unwrap_or(next_ping);
-                    if timer.deadline() != due.into() {
-                        timer.as_mut().reset(due.into());
-                    }
-                    s.blocked_since.is_some()
-                }
-                Err(Verdict::Close(code, reason)) => {
-                    flow = Flow::Close(code, reason);
-                    break;
-                }
-                Err(Verdict::Stop) => {
-                    flow = Flow::Stop;
-                    break;
-                }
-            };
-            let event = std::future::poll_fn(|cx| {
-                self.direct
-                    .poll_event(cx, blocked, &mut self.feed, timer.as_mut())
-            })
-            .await;
-            flow = match event {
-                Event::Shutdown => {
-                    let frame = ServerFrame::Shutdown {
-                        reconnect_ms: self.limits().reconnect.as_millis() as u64,
-                    };
-                    self.send(&frame);
-                    Flow::Close(close::GOING_AWAY, "server shutting down".into())
-                }
-                Event::Writable(ok) => {
-                    if ok && self.direct.resume() {
-                        Flow::Continue
-                    } else {
-                        Flow::Stop
-                    }
-                }
-                Event::Readable(true) => self.read(),
-                Event::Readable(false) => Flow::Stop,
-                Event::Woken => {
-                    self.direct.flush_if_idle(false);
-                    Flow::Continue
-                }
-                Event::Feed => {
-                    let feed = *self.feed.borrow_and_update();
-                    self.send(&feed_frame(&feed))
-                }
-                Event::Due => self.due(&mut next_ping),
-            };
-        }
-        if let Flow::Close(code, reason) = flow {
-            let write_timeout = self.limits().write_timeout;
-            Box::pin(self.close(code, &reason, write_timeout)).await;
-        }
-    }
-
-    /// The timer fired: the write deadline, a batch window or throttled
-    /// symbol, the ping.
-    fn due(&self, next_ping: &mut Instant) -> Flow {
-        let now = Instant::now();
-        if self.direct.on_timer(now) || *next_ping > now {
-            return Flow::Continue;
-        }
-        *next_ping = now + self.limits().ping_interval;
-        self.ping(self.limits().idle_timeout)
     }
 
     /// Pings, or closes a peer silent for longer than the idle timeout (4010).
@@ -375,19 +311,32 @@ impl Conn {
         Flow::Continue
     }
 
+    /// What follows `flow`.
+    fn step(&self, flow: Flow) -> Step {
+        match flow {
+            Flow::Continue => Step::Continue,
+            Flow::Stop => Step::End,
+            Flow::Close(code, reason) => Step::Last(self.close(code, &reason)),
+        }
+    }
+
     /// Sends the close frame (after anything still waiting), then reads
     /// until the peer answers or goes away.
-    async fn close(&mut self, code: u16, reason: &str, write_timeout: Duration) {
+    fn close(&self, code: u16, reason: &str) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let mut frame = Vec::new();
         wsframe::close(&mut frame, code, reason);
         let pending = self.direct.finish(&frame);
-        let linger_for = write_timeout.min(Duration::from_secs(5));
-        if tokio::time::timeout(linger_for, write_all(&self.direct.tcp, &pending))
-            .await
-            .is_ok()
-        {
-            linger(&self.direct.tcp, linger_for).await;
-        }
+        let linger_for = self.limits().write_timeout.min(Duration::from_secs(5));
+        let direct = self.direct.clone();
+        Box::pin(async move {
+            let tcp = &direct.tcp;
+            if tokio::time::timeout(linger_for, write_all(tcp, &pending))
+                .await
+                .is_ok()
+            {
+                linger(tcp, linger_for).await;
+            }
+        })
     }
 
     /// Reads what the socket has, then handles every complete frame.
@@ -628,11 +577,56 @@ impl Conn {
     }
 }
 
-/// The size of a connection task's future (a test's guard).
+impl Protocol for Conn {
+    fn parts(&mut self) -> (&Direct, &mut tokio::sync::watch::Receiver<FeedState>) {
+        (&self.direct, &mut self.feed)
+    }
+
+    fn on_event(&mut self, event: Event) -> Step {
+        let flow = match event {
+            Event::Shutdown => {
+                let frame = ServerFrame::Shutdown {
+                    reconnect_ms: self.limits().reconnect.as_millis() as u64,
+                };
+                self.send(&frame);
+                Flow::Close(close::GOING_AWAY, "server shutting down".into())
+            }
+            Event::Writable(ok) => {
+                if ok && self.direct.resume() {
+                    Flow::Continue
+                } else {
+                    Flow::Stop
+                }
+            }
+            Event::Readable(true) => self.read(),
+            Event::Readable(false) => Flow::Stop,
+            Event::Woken => {
+                self.direct.flush_if_idle(false);
+                Flow::Continue
+            }
+            Event::Feed => {
+                let feed = *self.feed.borrow_and_update();
+                self.send(&feed_frame(&feed))
+            }
+            Event::Due => {
+                self.direct.on_timer(Instant::now());
+                Flow::Continue
+            }
+            Event::Beat => self.ping(self.limits().idle_timeout),
+        };
+        self.step(flow)
+    }
+
+    fn on_verdict(&mut self, verdict: Verdict) -> Step {
+        self.step(match verdict {
+            Verdict::Close(code, reason) => Flow::Close(code, reason),
+            Verdict::Stop => Flow::Stop,
+        })
+    }
+}
+
+/// The size of a connection's task (a test's guard).
 #[cfg(test)]
 pub(crate) fn task_size() -> usize {
-    fn size<F: std::future::Future>(_: impl FnOnce(Conn) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-    size(Conn::run)
+    std::mem::size_of::<Task<Conn>>()
 }
