@@ -664,7 +664,10 @@ impl Hub {
     /// Wakes every client (feed status changed, shutdown).
     pub fn poke_all(&self) {
         for shard in self.shards.iter() {
-            for c in shard.clients.lock().values() {
+            // Outside the lock: a poke may hold the last reference to a
+            // connection's write side, whose drop unregisters the client.
+            let clients: Vec<Arc<Client>> = shard.clients.lock().values().cloned().collect();
+            for c in clients {
                 c.poke();
             }
         }
