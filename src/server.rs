@@ -87,45 +87,50 @@ async fn serve_http(
                 crate::raw_stream::serve(tcp, remote, app).await;
                 return;
             }
-            // A write that makes no progress for the write timeout ends the
-            // connection, counted under the transport of the request; an SSE
-            // stream is told first (`signal`) and ends with its error event.
-            let route = Route::default();
-            let signal = SlowSignal::default();
-            let io = TimedIo::new(
-                tcp,
-                remote,
-                write_timeout,
-                route.clone(),
-                signal.clone(),
-                metrics,
-            );
-            let svc =
-                app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    route.set(req.uri().path());
-                    req.extensions_mut()
-                        .insert(axum::extract::ConnectInfo(remote));
-                    req.extensions_mut().insert(signal.clone());
-                    req
-                });
-            let conn = http
-                .serve_connection(
-                    hyper_util::rt::TokioIo::new(io),
-                    hyper_util::service::TowerToHyperService::new(svc),
-                )
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = cancel.cancelled() => {
-                    // Finish the request in flight, then close.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            // Boxed: this task is sized for the stream's head, not for
+            // hyper's connection, while thousands of streams connect.
+            Box::pin(async move {
+                // A write that makes no progress for the write timeout ends the
+                // connection, counted under the transport of the request; an SSE
+                // stream is told first (`signal`) and ends with its error event.
+                let route = Route::default();
+                let signal = SlowSignal::default();
+                let io = TimedIo::new(
+                    tcp,
+                    remote,
+                    write_timeout,
+                    route.clone(),
+                    signal.clone(),
+                    metrics,
+                );
+                let svc =
+                    app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        route.set(req.uri().path());
+                        req.extensions_mut()
+                            .insert(axum::extract::ConnectInfo(remote));
+                        req.extensions_mut().insert(signal.clone());
+                        req
+                    });
+                let conn = http
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(io),
+                        hyper_util::service::TowerToHyperService::new(svc),
+                    )
+                    .with_upgrades();
+                let mut conn = std::pin::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = cancel.cancelled() => {
+                        // Finish the request in flight, then close.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            })
+            .await;
         });
     }
 }
