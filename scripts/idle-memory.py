@@ -3,11 +3,13 @@
 
 Opens N idle connections of one transport from 127.0.0.x (loopback only),
 waits for the relay to settle, and prints the relay's RSS growth per
-connection. Run it against a freshly started relay: memory a process has
-once used is not given back, so a second run on the same process reads low.
+connection, with the machine's load average beside it (another process's
+work can delay the relay's). Run it against a freshly started relay: memory
+a process has once used is not given back, so a second run on the same
+process reads low.
 
-    tickrelay demo --http 127.0.0.1:18383 --rate 0 &
-    python3 scripts/idle-memory.py --port 18383 --pid $! --transport sse --clients 5000
+    tickrelay demo --http 127.0.0.1:18391 --rate 0 --symbols 100 &
+    python3 scripts/idle-memory.py --port 18391 --pid $! --transport sse --clients 5000
 """
 import argparse
 import base64
@@ -58,8 +60,9 @@ def main():
     time.sleep(3)
     after = rss_kib(args.pid)
     per = (after - before) * 1024 / args.clients
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"{args.transport}: {args.clients} idle connections, relay RSS {before} -> {after} KiB, "
-          f"{per:.0f} bytes ({per / 1024:.1f} KiB) per connection")
+          f"{per:.0f} bytes ({per / 1024:.1f} KiB) per connection (load average {load})")
     for s in socks:
         s.close()
 

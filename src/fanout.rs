@@ -116,6 +116,9 @@ pub trait Sweep: Send + Sync {
     /// for has passed. Returns `Some(at)` when the client starts holding its
     /// changes until `at` (`batch_ms`): the shard sweeps it again then.
     fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant>;
+
+    /// Wakes the client's task to look at the feed status and shutdown.
+    fn poke(&self);
 }
 
 /// The hub's side of one client: where the fan-out leaves work and how it
@@ -200,7 +203,10 @@ impl Client {
 
     /// Wakes the writer without leaving work (e.g. feed status changed).
     pub fn poke(&self) {
-        self.notify.notify_one();
+        match self.direct.get().and_then(Weak::upgrade) {
+            Some(sink) => sink.poke(),
+            None => self.notify.notify_one(),
+        }
     }
 
     /// From now on the fan-out writes this client's frames itself, through
@@ -717,7 +723,10 @@ impl Hub {
     /// Wakes every client (feed status changed, shutdown).
     pub fn poke_all(&self) {
         for shard in self.shards.iter() {
-            for c in shard.clients.lock().values() {
+            // Outside the lock: a poke may hold the last reference to a
+            // connection's write side, whose drop unregisters the client.
+            let clients: Vec<Arc<Client>> = shard.clients.lock().values().cloned().collect();
+            for c in clients {
                 c.poke();
             }
         }

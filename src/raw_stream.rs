@@ -11,9 +11,7 @@
 //! goes to the handler's [`Upgrade`]. The head's buffer is gone before the
 //! first event. One request per connection: the stream ends the connection.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,15 +31,17 @@ const PREFIXES: [&[u8]; 2] = [b"GET /v1/stream", b"GET /v1/ws"];
 #[derive(Clone, Copy, Debug)]
 pub struct RawConn;
 
-type UpgradeFn = Box<dyn FnOnce(TcpStream) -> Served + Send>;
+type UpgradeFn = Box<dyn FnOnce(TcpStream) + Send>;
 
-/// What a 101 response asks to run on the socket once the head is written.
+/// What a response asks to run on the socket once its head is written: it
+/// spawns the connection's own task (sized for the stream, not for the
+/// head's reading), as it is rather than boxed.
 #[derive(Clone)]
 pub struct Upgrade(Arc<parking_lot::Mutex<Option<UpgradeFn>>>);
 
 impl Upgrade {
-    /// Runs `f` with the socket after the 101.
-    pub fn new(f: impl FnOnce(TcpStream) -> Served + Send + 'static) -> Self {
+    /// Runs `f` with the socket after the response head.
+    pub fn new(f: impl FnOnce(TcpStream) + Send + 'static) -> Self {
         Upgrade(Arc::new(parking_lot::Mutex::new(Some(Box::new(f)))))
     }
 
@@ -68,21 +68,17 @@ pub async fn wants(tcp: &TcpStream) -> bool {
     }
 }
 
-/// The future that serves an upgraded connection, to be spawned as a task of
-/// its own: the task that read the head (sized for hyper) is gone by then.
-pub type Served = Pin<Box<dyn Future<Output = ()> + Send>>;
-
 /// Reads one request head, answers it through `app`, and streams the body;
-/// or, for an [`Upgrade`], writes the head and returns what serves the rest.
-pub async fn serve(mut tcp: TcpStream, remote: SocketAddr, app: axum::Router) -> Option<Served> {
+/// or, for an [`Upgrade`], writes the head and hands it the socket.
+pub async fn serve(mut tcp: TcpStream, remote: SocketAddr, app: axum::Router) {
     let request =
         match tokio::time::timeout(Duration::from_secs(30), read_head(&mut tcp, remote)).await {
             Ok(Ok(r)) => r,
             Ok(Err(reason)) => {
                 let _ = tcp.write_all(bad_request(reason).as_bytes()).await;
-                return None;
+                return;
             }
-            Err(_) => return None,
+            Err(_) => return,
         };
     let Ok(response) = app.oneshot(request).await;
     let (mut parts, mut body) = response.into_parts();
@@ -93,13 +89,13 @@ pub async fn serve(mut tcp: TcpStream, remote: SocketAddr, app: axum::Router) ->
         let head = response_head(&parts, !switching);
         if tcp.write_all(&head).await.is_ok() {
             drop((head, parts, body));
-            return Some(upgrade(tcp));
+            upgrade(tcp);
         }
-        return None;
+        return;
     }
     let head = response_head(&parts, true);
     if tcp.write_all(&head).await.is_err() {
-        return None;
+        return;
     }
     drop(head);
     // One write per chunk: size line, data and CRLF together.
@@ -116,12 +112,11 @@ pub async fn serve(mut tcp: TcpStream, remote: SocketAddr, app: axum::Router) ->
         chunk.extend_from_slice(&data);
         chunk.extend_from_slice(b"\r\n");
         if tcp.write_all(&chunk).await.is_err() {
-            return None;
+            return;
         }
     }
     let _ = tcp.write_all(b"0\r\n\r\n").await;
     let _ = tcp.shutdown().await;
-    None
 }
 
 /// The response's status line and headers; `chunked`: the body follows in

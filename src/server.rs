@@ -15,6 +15,7 @@ use crate::http::router;
 use crate::limits::ConnLimiter;
 use crate::metrics::Metrics;
 use crate::table::Table;
+use crate::transport::task::Pacers;
 use tokio_util::task::TaskTracker;
 
 /// Binds the HTTP listener, naming the setting when it fails.
@@ -78,57 +79,84 @@ async fn serve_http(
         let cancel = cancel.clone();
         let app = app.clone();
         let http = http.clone();
-        let streams = tracker.clone();
         tracker.spawn(async move {
             // SSE streams and WebSockets are served off hyper, without its
-            // buffers, each in a task of its own size.
+            // buffers, each in a task of its own size (which their handler
+            // spawns).
             if crate::raw_stream::wants(&tcp).await {
-                if let Some(stream) = crate::raw_stream::serve(tcp, remote, app).await {
-                    streams.spawn(stream);
-                }
+                crate::raw_stream::serve(tcp, remote, app).await;
                 return;
             }
-            // A write that makes no progress for the write timeout ends the
-            // connection, counted under the transport of the request; an SSE
-            // stream is told first (`signal`) and ends with its error event.
-            let route = Route::default();
-            let signal = SlowSignal::default();
-            let io = TimedIo::new(
-                tcp,
-                remote,
-                write_timeout,
-                route.clone(),
-                signal.clone(),
-                metrics,
-            );
-            let svc =
-                app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    route.set(req.uri().path());
-                    req.extensions_mut()
-                        .insert(axum::extract::ConnectInfo(remote));
-                    req.extensions_mut().insert(signal.clone());
-                    req
-                });
-            let conn = http
-                .serve_connection(
-                    hyper_util::rt::TokioIo::new(io),
-                    hyper_util::service::TowerToHyperService::new(svc),
-                )
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = cancel.cancelled() => {
-                    // Finish the request in flight, then close.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            // Boxed: this task is sized for the stream's head, not for
+            // hyper's connection, while thousands of streams connect.
+            Box::pin(async move {
+                // A write that makes no progress for the write timeout ends the
+                // connection, counted under the transport of the request; an SSE
+                // stream is told first (`signal`) and ends with its error event.
+                let route = Route::default();
+                let signal = SlowSignal::default();
+                let io = TimedIo::new(
+                    tcp,
+                    remote,
+                    write_timeout,
+                    route.clone(),
+                    signal.clone(),
+                    metrics,
+                );
+                let svc =
+                    app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        route.set(req.uri().path());
+                        req.extensions_mut()
+                            .insert(axum::extract::ConnectInfo(remote));
+                        req.extensions_mut().insert(signal.clone());
+                        req
+                    });
+                let conn = http
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(io),
+                        hyper_util::service::TowerToHyperService::new(svc),
+                    )
+                    .with_upgrades();
+                let mut conn = std::pin::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = cancel.cancelled() => {
+                        // Finish the request in flight, then close.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            })
+            .await;
         });
     }
+}
+
+/// Pokes every client when the feed status changes and at shutdown. A
+/// WebSocket or SSE connection's task keeps no future of its own for either
+/// (it would be in every idle connection): woken, it looks at both.
+async fn wake_streams(
+    hub: Arc<Hub>,
+    mut feed: tokio::sync::watch::Receiver<crate::feed::FeedState>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            changed = feed.changed() => match changed {
+                Ok(()) => hub.poke_all(),
+                // The ingest is gone: only the shutdown is left to tell.
+                Err(_) => {
+                    cancel.cancelled().await;
+                    break;
+                }
+            },
+        }
+    }
+    hub.poke_all();
 }
 
 /// A started relay: feed joined, fan-out and HTTP server running.
@@ -192,6 +220,11 @@ pub async fn start_with(
     let fanout = hub
         .spawn_shards(&cancel)
         .context("cannot start the fan-out threads (setting fanout_shards)")?;
+    tokio::spawn(wake_streams(
+        hub.clone(),
+        feed.state.clone(),
+        cancel.clone(),
+    ));
     let tracker = TaskTracker::new();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = AppState(Arc::new(Shared {
@@ -209,7 +242,10 @@ pub async fn start_with(
         draining: draining.clone(),
     }));
     let metrics = state.hub.metrics.clone();
-    let app = router(state);
+    // Pings and keep-alives for every streaming connection, from one task
+    // each; the handlers find them in the request's extensions.
+    let pacers = Pacers::spawn(&config.limits, &cancel);
+    let app = router(state).layer(axum::Extension(pacers));
     let server = tokio::spawn(serve_http(
         listener,
         app,

@@ -12,16 +12,23 @@
 //! write that would block, and ends the connection on a verdict (4008).
 
 use std::io::ErrorKind;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use crate::api::{AppState, close};
 use crate::fanout::{Format, Scratch, Sweep, envelope};
+use crate::feed::FeedState;
 use crate::kinds::{SlowReason, Transport};
 use crate::metrics::TransportCounters;
+use crate::transport::pacer::Beat;
 use crate::transport::stream::Subscriptions;
 use crate::transport::wsframe::{self, opcode};
 
@@ -77,7 +84,86 @@ pub struct Direct {
     writer: Mutex<Writer>,
     /// The sweep tells the task: the socket is full, a timer started, or the
     /// connection must end.
-    pub wake: Notify,
+    pub wake: Wake,
+}
+
+/// A connection task's wake-up. Like `Notify::notify_one` with one waiter
+/// (a wake-up given while the task is busy is kept for its next look), but
+/// the task keeps no future for it: it registers its waker each time it
+/// polls ([`Direct::poll_event`]).
+#[derive(Default)]
+pub struct Wake {
+    waker: AtomicWaker,
+    /// Wake-ups not yet taken: [`GIVEN`], [`BEAT`].
+    given: AtomicU8,
+}
+
+/// The sweep asked the task to look at the writer.
+const GIVEN: u8 = 1;
+/// The pacer says a ping (keep-alive) is due.
+const BEAT: u8 = 2;
+
+impl Wake {
+    /// Wakes the task to look at the writer (flush, blocked, verdict, timer).
+    pub fn notify_one(&self) {
+        self.given.fetch_or(GIVEN, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Wakes the task to look at what every connection shares: the feed
+    /// status and the shutdown token (`Hub::poke_all`).
+    pub fn poke(&self) {
+        self.waker.wake();
+    }
+
+    /// Takes the wake-up `what`, if it was given.
+    fn take(&self, what: u8) -> bool {
+        self.given.load(Ordering::Acquire) & what != 0
+            && self.given.fetch_and(!what, Ordering::AcqRel) & what != 0
+    }
+}
+
+impl Beat for Direct {
+    fn beat(&self) {
+        self.wake.given.fetch_or(BEAT, Ordering::Release);
+        self.wake.waker.wake();
+    }
+}
+
+/// What a connection's task was woken for, in the order it looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The relay is shutting down.
+    Shutdown,
+    /// A blocked socket has room again; false: the socket failed.
+    Writable(bool),
+    /// The client sent bytes or closed; false: the socket failed.
+    Readable(bool),
+    /// The sweep asked ([`Wake::notify_one`]).
+    Woken,
+    /// The feed status changed.
+    Feed,
+    /// The timer is due: the write deadline, a batch window or throttle.
+    Due,
+    /// A ping or keep-alive is due (`transport::pacer`).
+    Beat,
+}
+
+/// The timer of a connection's task, there only while something is due (an
+/// idle connection has none: its pings come from the pacer).
+pub type Timer = Option<Pin<Box<Sleep>>>;
+
+/// Sets `timer` for `due`: made when first needed, dropped when nothing is.
+pub fn arm(timer: &mut Timer, due: Option<Instant>) {
+    match (timer.as_mut(), due) {
+        (_, None) => *timer = None,
+        (Some(t), Some(at)) => {
+            if t.deadline() != at.into() {
+                t.as_mut().reset(at.into());
+            }
+        }
+        (None, Some(at)) => *timer = Some(Box::pin(tokio::time::sleep_until(at.into()))),
+    }
 }
 
 impl Sweep for Direct {
@@ -95,6 +181,10 @@ impl Sweep for Direct {
             return self.flush(&mut w, scratch);
         }
         None
+    }
+
+    fn poke(&self) {
+        self.wake.poke();
     }
 }
 
@@ -117,9 +207,54 @@ impl Direct {
                 held: None,
                 verdict: None,
             }),
-            wake: Notify::new(),
+            wake: Wake::default(),
             state,
         }
+    }
+
+    /// The next thing the connection's task must do. The one future an idle
+    /// connection waits in, holding nothing of its own: readiness is the
+    /// socket's, the wake-up the writer's, shutdown and feed status are
+    /// looked at here (whoever changes them pokes every connection, see
+    /// `server::wake_streams`), pings come from the pacer, and the timer is
+    /// the task's while something else is due. `blocked`: a write waits for
+    /// room.
+    pub fn poll_event(
+        &self,
+        cx: &mut Context<'_>,
+        blocked: bool,
+        feed: &mut watch::Receiver<FeedState>,
+        timer: &mut Timer,
+    ) -> Poll<Event> {
+        // Registered before anything is looked at: a change made after the
+        // look comes with a wake-up.
+        self.wake.waker.register(cx.waker());
+        if self.state.cancel.is_cancelled() {
+            return Poll::Ready(Event::Shutdown);
+        }
+        if blocked {
+            if let Poll::Ready(r) = self.tcp.poll_write_ready(cx) {
+                return Poll::Ready(Event::Writable(r.is_ok()));
+            }
+        }
+        if let Poll::Ready(r) = self.tcp.poll_read_ready(cx) {
+            return Poll::Ready(Event::Readable(r.is_ok()));
+        }
+        if self.wake.take(GIVEN) {
+            return Poll::Ready(Event::Woken);
+        }
+        if feed.has_changed().unwrap_or(false) {
+            return Poll::Ready(Event::Feed);
+        }
+        if let Some(t) = timer {
+            if t.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Due);
+            }
+        }
+        if self.wake.take(BEAT) {
+            return Poll::Ready(Event::Beat);
+        }
+        Poll::Pending
     }
 
     /// The writer, locked.
@@ -137,6 +272,45 @@ impl Direct {
             blocked_since: w.blocked_since,
             timer: w.held.or(w.subs.next_due),
         })
+    }
+
+    /// Ends the connection with `verdict` (the task's next
+    /// [`Direct::status`]), unless it is ending already.
+    pub fn end(&self, verdict: Verdict) {
+        self.writer.lock().verdict.get_or_insert(verdict);
+    }
+
+    /// When the task's timer is due, from [`Direct::status`]: the write
+    /// deadline while blocked (nothing is flushed then: the write catches up
+    /// once the socket drains, so a batch window or throttle that passes
+    /// meanwhile must not fire again and again), a batch window or throttled
+    /// symbol otherwise.
+    pub fn due(&self, status: &Status) -> Option<Instant> {
+        match status.blocked_since {
+            Some(since) => Some(since + self.state.config.limits.write_timeout),
+            None => status.timer,
+        }
+    }
+
+    /// The task's timer fired: closes a client blocked for longer than the
+    /// write timeout (4008; the verdict is the task's next
+    /// [`Direct::status`]) and flushes what a batch window or throttled
+    /// symbol held.
+    pub fn on_timer(&self, now: Instant) {
+        let mut w = self.writer.lock();
+        if w.verdict.is_some() {
+            return;
+        }
+        let write_timeout = self.state.config.limits.write_timeout;
+        if w.blocked_since.is_some_and(|b| b + write_timeout <= now) {
+            self.slow(&mut w);
+            return;
+        }
+        let timer = w.held.or(w.subs.next_due);
+        drop(w);
+        if timer.is_some_and(|t| t <= now) {
+            self.flush_if_idle(true);
+        }
     }
 
     /// Flushes pending changes unless the sweep's rules say wait (blocked,
@@ -470,13 +644,5 @@ pub fn read_gone(tcp: &TcpStream) -> bool {
             Ok(_) => {}
             Err(e) => return e.kind() != ErrorKind::WouldBlock,
         }
-    }
-}
-
-/// Sleeps until `at`, or forever.
-pub async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -14,11 +14,14 @@
 //! JSON text frames by default; the `tickrelay.msgpack` subprotocol gives
 //! MessagePack binary frames.
 
+use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -34,10 +37,11 @@ use crate::feed::FeedState;
 use crate::kinds::{Limit, SlowReason, Transport};
 use crate::limits::{ConnGuard, RateLimiter};
 use crate::raw_stream::{RawConn, Upgrade};
-use crate::transport::direct::{Direct, Framing, Verdict, Writer, linger, write_all};
+use crate::transport::direct::{Direct, Event, Framing, Verdict, Writer, linger, write_all};
 use crate::transport::stream::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
+use crate::transport::task::{Pacers, Protocol, Step, Task};
 use crate::transport::wsframe::{self, FrameError, Incoming, opcode};
 use crate::transport::wsmsg::{ServerFrame, feed_frame};
 
@@ -84,6 +88,7 @@ pub async fn handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(auth): Query<AuthQuery>,
+    Extension(pacers): Extension<Pacers>,
     mut request: Request,
 ) -> Response {
     let tracker = state.tracker.clone();
@@ -136,18 +141,24 @@ pub async fn handler(
     if let Some(p) = protocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
-    let start = move |tcp: TcpStream, read: Bytes| async move {
-        match (guard, refusal) {
-            (Some(guard), None) => Conn::start(state, tcp, read, format, guard).run().await,
-            (_, Some((code, reason))) => refuse(tcp, code, &reason).await,
-            _ => {}
+    // The connection's own task (`transport::task`), spawned as it is.
+    let spawn = tracker.clone();
+    let start = move |tcp: TcpStream, read: Bytes| match (guard, refusal) {
+        (Some(guard), None) => {
+            let conn = Conn::start(state, tcp, read, format, guard);
+            pacers.ws.add(&conn.direct);
+            spawn.spawn(Task::new(conn));
         }
+        (_, Some((code, reason))) => {
+            spawn.spawn(async move { refuse(tcp, code, &reason).await });
+        }
+        _ => {}
     };
     if request.extensions().get::<RawConn>().is_some() {
         // Served off hyper (`raw_stream`): it writes the 101 and calls us.
         response
             .extensions_mut()
-            .insert(Upgrade::new(move |tcp| Box::pin(start(tcp, Bytes::new()))));
+            .insert(Upgrade::new(move |tcp| start(tcp, Bytes::new())));
     } else if let Some(on) = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
@@ -160,7 +171,7 @@ pub async fn handler(
             else {
                 return;
             };
-            start(parts.io.into_inner().into_inner(), parts.read_buf).await;
+            start(parts.io.into_inner().into_inner(), parts.read_buf);
         });
     } else {
         return ApiError::new(
@@ -249,105 +260,35 @@ impl Conn {
         client.set_direct(sink);
         let mut reader = wsframe::Reader::default();
         reader.buf.extend_from_slice(&read);
-        Conn {
+        let mut feed = state.feed.clone();
+        feed.mark_unchanged();
+        let mut conn = Conn {
             ops: RateLimiter::new(
                 limits.ops_per_second,
                 limits.ops_per_second.saturating_mul(2),
             ),
-            feed: state.feed.clone(),
+            feed,
             direct,
             format,
             reader,
             last_heard: Instant::now(),
             _guard: guard,
+        };
+        // Bytes that came with the upgrade request.
+        match conn.parse() {
+            Flow::Continue => {}
+            Flow::Close(code, reason) => conn.direct.end(Verdict::Close(code, reason)),
+            Flow::Stop => conn.direct.end(Verdict::Stop),
         }
+        conn
     }
 
     fn state(&self) -> &AppState {
         &self.direct.state
     }
 
-    async fn run(mut self) {
-        // Settings are read where used, not kept in locals: everything live
-        // across an await is in every idle connection's future.
-        let state = self.direct.state.clone();
-        let limits = || &state.config.limits;
-        let cancel = &state.cancel;
-        self.feed.mark_unchanged();
-        // One timer for everything due (an idle connection holds one): the
-        // ping, the write deadline while blocked, a batch window or throttle.
-        let mut next_ping = Instant::now() + limits().ping_interval;
-        // Bytes that came with the upgrade request.
-        let mut flow = self.parse();
-        while let Flow::Continue = flow {
-            let (blocked, timer) = match self.direct.status() {
-                Ok(s) => (s.blocked_since, s.timer),
-                Err(Verdict::Close(code, reason)) => {
-                    flow = Flow::Close(code, reason);
-                    break;
-                }
-                Err(Verdict::Stop) => {
-                    flow = Flow::Stop;
-                    break;
-                }
-            };
-            let write_deadline = blocked.map(|b| b + limits().write_timeout);
-            let due = [Some(next_ping), write_deadline, timer]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(next_ping);
-            let direct = self.direct.clone();
-            flow = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    let frame = ServerFrame::Shutdown { reconnect_ms: limits().reconnect.as_millis() as u64 };
-                    self.send(&frame);
-                    Flow::Close(close::GOING_AWAY, "server shutting down".into())
-                }
-                // One readiness future for both directions: an idle
-                // connection's task is as small as it can be.
-                r = direct.tcp.ready(interest(blocked.is_some())) => match r {
-                    Ok(ready) if ready.is_writable() && blocked.is_some() && !direct.resume() => {
-                        Flow::Stop
-                    }
-                    Ok(ready) if ready.is_readable() || ready.is_read_closed() => self.read(),
-                    Ok(_) => Flow::Continue,
-                    Err(_) => Flow::Stop,
-                },
-                _ = direct.wake.notified() => {
-                    direct.flush_if_idle(false);
-                    Flow::Continue
-                }
-                changed = self.feed.changed() => {
-                    if changed.is_ok() {
-                        let feed = *self.feed.borrow_and_update();
-                        self.send(&feed_frame(&feed));
-                    }
-                    Flow::Continue
-                }
-                _ = tokio::time::sleep_until(due.into()) => {
-                    let now = Instant::now();
-                    if write_deadline.is_some_and(|d| d <= now) {
-                        direct.slow(&mut direct.lock());
-                        Flow::Continue
-                    } else {
-                        if timer.is_some_and(|t| t <= now) {
-                            direct.flush_if_idle(true);
-                        }
-                        if next_ping <= now {
-                            next_ping = now + limits().ping_interval;
-                            self.ping(limits().idle_timeout)
-                        } else {
-                            Flow::Continue
-                        }
-                    }
-                }
-            };
-        }
-        if let Flow::Close(code, reason) = flow {
-            Box::pin(self.close(code, &reason, limits().write_timeout)).await;
-        }
+    fn limits(&self) -> &crate::config::Limits {
+        &self.direct.state.config.limits
     }
 
     /// Pings, or closes a peer silent for longer than the idle timeout (4010).
@@ -370,19 +311,32 @@ impl Conn {
         Flow::Continue
     }
 
+    /// What follows `flow`.
+    fn step(&self, flow: Flow) -> Step {
+        match flow {
+            Flow::Continue => Step::Continue,
+            Flow::Stop => Step::End,
+            Flow::Close(code, reason) => Step::Last(self.close(code, &reason)),
+        }
+    }
+
     /// Sends the close frame (after anything still waiting), then reads
     /// until the peer answers or goes away.
-    async fn close(&mut self, code: u16, reason: &str, write_timeout: Duration) {
+    fn close(&self, code: u16, reason: &str) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let mut frame = Vec::new();
         wsframe::close(&mut frame, code, reason);
         let pending = self.direct.finish(&frame);
-        let linger_for = write_timeout.min(Duration::from_secs(5));
-        if tokio::time::timeout(linger_for, write_all(&self.direct.tcp, &pending))
-            .await
-            .is_ok()
-        {
-            linger(&self.direct.tcp, linger_for).await;
-        }
+        let linger_for = self.limits().write_timeout.min(Duration::from_secs(5));
+        let direct = self.direct.clone();
+        Box::pin(async move {
+            let tcp = &direct.tcp;
+            if tokio::time::timeout(linger_for, write_all(tcp, &pending))
+                .await
+                .is_ok()
+            {
+                linger(tcp, linger_for).await;
+            }
+        })
     }
 
     /// Reads what the socket has, then handles every complete frame.
@@ -623,21 +577,56 @@ impl Conn {
     }
 }
 
-/// What a connection waits for: the client's bytes, and room in the socket
-/// while a write waits.
-fn interest(blocked: bool) -> tokio::io::Interest {
-    if blocked {
-        tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
-    } else {
-        tokio::io::Interest::READABLE
+impl Protocol for Conn {
+    fn parts(&mut self) -> (&Direct, &mut tokio::sync::watch::Receiver<FeedState>) {
+        (&self.direct, &mut self.feed)
+    }
+
+    fn on_event(&mut self, event: Event) -> Step {
+        let flow = match event {
+            Event::Shutdown => {
+                let frame = ServerFrame::Shutdown {
+                    reconnect_ms: self.limits().reconnect.as_millis() as u64,
+                };
+                self.send(&frame);
+                Flow::Close(close::GOING_AWAY, "server shutting down".into())
+            }
+            Event::Writable(ok) => {
+                if ok && self.direct.resume() {
+                    Flow::Continue
+                } else {
+                    Flow::Stop
+                }
+            }
+            Event::Readable(true) => self.read(),
+            Event::Readable(false) => Flow::Stop,
+            Event::Woken => {
+                self.direct.flush_if_idle(false);
+                Flow::Continue
+            }
+            Event::Feed => {
+                let feed = *self.feed.borrow_and_update();
+                self.send(&feed_frame(&feed))
+            }
+            Event::Due => {
+                self.direct.on_timer(Instant::now());
+                Flow::Continue
+            }
+            Event::Beat => self.ping(self.limits().idle_timeout),
+        };
+        self.step(flow)
+    }
+
+    fn on_verdict(&mut self, verdict: Verdict) -> Step {
+        self.step(match verdict {
+            Verdict::Close(code, reason) => Flow::Close(code, reason),
+            Verdict::Stop => Flow::Stop,
+        })
     }
 }
 
-/// The size of a connection task's future (a test's guard).
+/// The size of a connection's task (a test's guard).
 #[cfg(test)]
 pub(crate) fn task_size() -> usize {
-    fn size<F: std::future::Future>(_: impl FnOnce(Conn) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-    size(Conn::run)
+    std::mem::size_of::<Task<Conn>>()
 }
