@@ -325,6 +325,23 @@ struct Shard {
     held: Mutex<BinaryHeap<Held>>,
 }
 
+/// Sweeps the clients of `held` whose window has ended by `now`.
+fn sweep_due(held: &mut BinaryHeap<Held>, scratch: &mut Scratch, now: Instant) {
+    let mut again = Vec::new();
+    while held.peek().is_some_and(|h| h.at <= now) {
+        let Some(Held { client, .. }) = held.pop() else {
+            break;
+        };
+        client.held.store(false, Ordering::Relaxed);
+        if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
+            if let Some(at) = sink.sweep(scratch, true) {
+                again.push(Held::new(at, client));
+            }
+        }
+    }
+    held.extend(again);
+}
+
 /// A client held until `at`.
 struct Held {
     at: Instant,
@@ -605,21 +622,7 @@ impl Hub {
 
     /// Sweeps the held clients whose window has passed.
     fn sweep_due(&self, shard: &Shard, scratch: &mut Scratch) {
-        let now = Instant::now();
-        let mut held = shard.held.lock();
-        let mut again = Vec::new();
-        while held.peek().is_some_and(|h| h.at <= now) {
-            let Some(Held { client, .. }) = held.pop() else {
-                break;
-            };
-            client.held.store(false, Ordering::Relaxed);
-            if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
-                if let Some(at) = sink.sweep(scratch, true) {
-                    again.push(Held::new(at, client));
-                }
-            }
-        }
-        held.extend(again);
+        sweep_due(&mut shard.held.lock(), scratch, Instant::now());
     }
 
     fn fan_out(&self, shard: &Shard) {
@@ -708,8 +711,7 @@ impl Hub {
                 }
             }
         }
-        drop(held);
-        self.sweep_due(shard, scratch);
+        sweep_due(&mut held, scratch, Instant::now());
     }
 
     /// Fans out what every shard's outbox holds, here and now.

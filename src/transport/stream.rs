@@ -232,7 +232,10 @@ impl Subscriptions {
     /// With `batch_ms`, when the next frame may go out if that is still
     /// ahead: changes until then are gathered into it. `None`: drain now.
     pub fn hold_until(&self, now: Instant) -> Option<Instant> {
-        let at = self.last_batch? + self.batch?;
+        let batch = self.batch?;
+        // Timed short by what a timer may fire late (its resolution), so a
+        // change waits at most `batch_ms`, as the protocol promises.
+        let at = self.last_batch? + batch - TIMER_SLACK.min(batch / 4);
         (at > now).then_some(at)
     }
 
@@ -517,6 +520,9 @@ pub fn sub_options(mode: Option<&str>, max_hz: Option<f64>) -> Result<SubOptions
     }
     Ok(SubOptions::new(every, max_hz))
 }
+
+/// How late a timer may fire: tokio's timers have millisecond resolution.
+pub const TIMER_SLACK: Duration = Duration::from_millis(1);
 
 /// Longest `batch_ms` a client may ask for (docs/PROTOCOL.md, "Delivery modes").
 pub const MAX_BATCH_MS: u64 = 1000;
