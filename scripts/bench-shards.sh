@@ -14,15 +14,11 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/release
-OUT=$(realpath -m "${OUT:-$TARGET/bench-shards}")
-RATE=${1:-3000}
-SECONDS_MEASURED=${DURATION:-5}
-mkdir -p "$OUT"
-[ -x "$BIN/tickrelay" ] || cargo build --release --bins
+NAME=bench-shards
 # shellcheck source=scripts/fanout-point.sh
 . scripts/fanout-point.sh
+RATE=${1:-3000}
+SECONDS_MEASURED=${DURATION:-5}
 for shards in 1 2; do
     start_point "$RATE" --fanout-shards "$shards"
     # The load's window: after its ramp (~0.4 s) and 2 s of warm-up.

@@ -1,12 +1,20 @@
+# shellcheck shell=bash
 # Sourced by scripts/profile-fanout.sh and scripts/bench-shards.sh: one
 # fan-out point with the relay pinned to core 0 and the simulator and the
 # load generator (2,000 WebSocket clients x 20 Zipf symbols) on core 1, as in
 # scripts/bench-e2e.sh. Loopback only; the feed is multicast on 239.255.94.x,
-# interface 127.0.0.1, TTL 0. Needs ROOT, BIN and OUT set.
+# interface 127.0.0.1, TTL 0. Needs ROOT (the working directory) and NAME
+# (OUT defaults to $CARGO_TARGET_DIR/NAME); builds the binaries if missing.
 #
 #   start_point RATE [relay flags...]   # sets SRV (the relay's pid)
 #   run_load SECONDS [load flags...]    # 2 s warm-up, then SECONDS measured
 #   stop_all                            # stops everything start_point started
+
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release
+OUT=$(realpath -m "${OUT:-$TARGET/$NAME}")
+mkdir -p "$OUT"
+[ -x "$BIN/tickrelay" ] || cargo build --release --bins
 
 PIDS=()
 stop_all() {

@@ -19,18 +19,14 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/release
-OUT=$(realpath -m "${OUT:-$TARGET/profile-fanout}")
+NAME=profile-fanout
+# shellcheck source=scripts/fanout-point.sh
+. scripts/fanout-point.sh
 RATE=${1:-3000}
 shift || true
 PERF_SECONDS=${PERF_SECONDS:-5}
-mkdir -p "$OUT"
 command -v perf >/dev/null || { echo "needs perf (apt-get install linux-perf)" >&2; exit 1; }
-[ -x "$BIN/tickrelay" ] || cargo build --release --bins
 
-# shellcheck source=scripts/fanout-point.sh
-. scripts/fanout-point.sh
 batch=()
 [ -n "${BATCH_MS:-}" ] && batch=(--batch-ms "$BATCH_MS")
 start_point "$RATE" --fanout-shards 1
