@@ -75,25 +75,21 @@ impl Sub {
     }
 }
 
-/// Not listed in the current session (yet): sorts after every locate.
-const UNLISTED: u32 = u32::MAX;
-
 /// A client's subscriptions keyed by locate: the keys sorted in one small
 /// array beside the entries, so the drain finds a quote's entry with a
 /// binary search over a cache line or two instead of hashing a ticker into
 /// a map spread over the heap (the sweep does this once per quote per
-/// client). Names are kept for a new session, whose directory may list a
-/// ticker under another locate: an entry is re-keyed when its ticker is
-/// first seen at a locate it was not filed under.
+/// client). Names are kept for relistings (a new session, a ticker moved):
+/// an entry is re-filed when its ticker is first seen at another locate.
 #[derive(Debug, Default)]
 struct SubTable {
-    keys: Vec<u32>,
+    keys: Vec<Locate>,
     subs: Vec<Sub>,
-    /// Some entry may be filed under a locate that is not its ticker's now
-    /// (a new session, a ticker moved or not listed when subscribed):
-    /// lookups that miss fall back to the name.
+    /// The table's `listings` moved since the entries were filed: some may
+    /// be under a locate that is not their ticker's now, so lookups that
+    /// miss fall back to the name.
     misfiled: bool,
-    /// The table's `listings` when the entries were last known filed right.
+    /// The table's `listings` when last looked at.
     listings: u64,
 }
 
@@ -102,9 +98,10 @@ impl SubTable {
         self.subs.len()
     }
 
-    /// The entry filed under `locate`.
-    fn at(&self, locate: Locate) -> Option<usize> {
-        self.keys.binary_search(&u32::from(locate)).ok()
+    /// The entry of ticker `name` filed under `locate`.
+    fn filed(&self, locate: Locate, name: &str) -> Option<usize> {
+        let i = self.keys.binary_search(&locate).ok()?;
+        (&*self.subs[i].name == name).then_some(i)
     }
 
     /// The entry of ticker `name`, wherever it is filed.
@@ -112,46 +109,39 @@ impl SubTable {
         self.subs.iter().position(|s| &*s.name == name)
     }
 
+    /// Whether an entry may be misfiled, `listings` being the table's.
+    fn may_be_misfiled(&self, listings: u64) -> bool {
+        self.misfiled || listings != self.listings
+    }
+
     /// The entry for the quote of `name` at `locate`: filed there, or (after
-    /// a relisting, `listings` being the table's) filed elsewhere under its
-    /// name, then re-keyed. The table is asked only on a miss.
+    /// a relisting) filed elsewhere under its name, then re-filed. The table
+    /// is asked only on a miss.
     fn find(&mut self, locate: Locate, name: &str, table: &Table) -> Option<usize> {
-        if let Some(i) = self.at(locate) {
-            if &*self.subs[i].name == name {
-                return Some(i);
-            }
+        if let Some(i) = self.filed(locate, name) {
+            return Some(i);
         }
         let listings = table.listings();
-        if listings != self.listings {
-            self.listings = listings;
-            self.misfiled = true;
-        }
-        if !self.misfiled {
+        if !self.may_be_misfiled(listings) {
             return None;
         }
+        self.misfiled = true;
+        self.listings = listings;
         let i = self.named(name)?;
-        Some(self.file(i, u32::from(locate)))
+        let sub = self.subs.remove(i);
+        self.keys.remove(i);
+        Some(self.insert(locate, sub))
     }
 
     /// The entry of ticker `name`, listed at `locate` if it is; `listings`
     /// is the table's.
     fn lookup(&self, locate: Option<Locate>, name: &str, listings: u64) -> Option<usize> {
-        let filed = locate
-            .and_then(|l| self.at(l))
-            .filter(|&i| &*self.subs[i].name == name);
-        let misfiled = self.misfiled || listings != self.listings;
-        filed.or_else(|| self.named(name).filter(|_| misfiled))
+        locate
+            .and_then(|l| self.filed(l, name))
+            .or_else(|| self.named(name).filter(|_| self.may_be_misfiled(listings)))
     }
 
-    /// Moves entry `i` under `key`; returns its new index.
-    fn file(&mut self, i: usize, key: u32) -> usize {
-        let sub = self.subs.remove(i);
-        self.keys.remove(i);
-        self.insert(key, sub)
-    }
-
-    fn insert(&mut self, key: u32, sub: Sub) -> usize {
-        self.misfiled |= key == UNLISTED;
+    fn insert(&mut self, key: Locate, sub: Sub) -> usize {
         let at = self.keys.partition_point(|&k| k <= key);
         self.keys.insert(at, key);
         self.subs.insert(at, sub);
@@ -329,10 +319,9 @@ impl Subscriptions {
                     }
                     i
                 }
-                None => self.subs.insert(
-                    u32::from(enc.locate),
-                    Sub::new(enc.quote.symbol.clone(), opts),
-                ),
+                None => self
+                    .subs
+                    .insert(enc.locate, Sub::new(enc.quote.symbol.clone(), opts)),
             };
             let entry = &mut self.subs.subs[i];
             if entry.last_seq >= enc.quote.seq {
@@ -394,8 +383,6 @@ impl Subscriptions {
                     t.last_at = None;
                 }
             }
-            // The new session's directory may list a ticker elsewhere.
-            self.subs.misfiled = true;
             self.promised = 0;
             self.floor = 0;
         }
@@ -426,7 +413,7 @@ impl Subscriptions {
                 None => match self.wildcard {
                     Some(opts) => self
                         .subs
-                        .insert(u32::from(locate), Sub::new(enc.quote.symbol.clone(), opts)),
+                        .insert(locate, Sub::new(enc.quote.symbol.clone(), opts)),
                     None => continue,
                 },
             };
