@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use tickrelay::fanout::{Client, Encoded, Hub, HubListener, envelope};
-use tickrelay::kinds::Transport;
 use tickrelay::metrics::Metrics;
 use tickrelay::price::Price;
 use tickrelay::table::ChangeListener;
 use tickrelay::table::Table;
+use tickrelay::transport::kind::Transport;
 use tickrelay::wire::{Locate, Message};
 use tokio_util::sync::CancellationToken;
 

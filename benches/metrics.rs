@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use tickrelay::kinds::Transport;
 use tickrelay::metrics::{AtomicHistogram, Metrics, ShardedCounter, latency_buckets};
+use tickrelay::transport::kind::Transport;
 
 /// The two histogram implementations, behind one call.
 trait Observe: Clone + Send + Sync + 'static {

@@ -135,9 +135,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Client-facing limits and timers.
+/// What clients are held to and served with: the limits (each a
+/// [`crate::admission::Limit`] when it refuses) and the timers.
 #[derive(Clone, Debug)]
-pub struct Limits {
+pub struct ClientPolicy {
     /// Most symbols in one request or subscription.
     pub max_symbols: usize,
     /// Most streaming connections.
@@ -189,7 +190,7 @@ pub struct Config {
     /// Ingest.
     pub feed: FeedConfig,
     /// Client limits.
-    pub limits: Limits,
+    pub policy: ClientPolicy,
     /// Authentication and origin checks.
     pub access: Access,
     /// Shutdown grace period.
@@ -297,7 +298,7 @@ impl Settings {
                 n => Ok(n),
             }
         };
-        let limits = Limits {
+        let policy = ClientPolicy {
             max_symbols,
             max_connections: positive("max_connections", self.max_connections, 100_000)?,
             max_connections_per_ip: positive(
@@ -322,7 +323,7 @@ impl Settings {
             max_poll_timeout: ms("max_poll_timeout_ms", self.max_poll_timeout_ms, 120_000, 0)?,
             reconnect: ms("reconnect_ms", self.reconnect_ms, 1_000, 0)?,
         };
-        if limits.poll_timeout > limits.max_poll_timeout {
+        if policy.poll_timeout > policy.max_poll_timeout {
             return Err(ConfigError::new(
                 "poll_timeout_ms",
                 "is above max_poll_timeout_ms",
@@ -363,7 +364,7 @@ impl Settings {
                 gap_hold: Duration::from_millis(gap_hold_ms),
                 stale_after: Duration::from_millis(stale_after_ms),
             },
-            limits,
+            policy,
             access,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms.unwrap_or(5_000)),
             drain: Duration::from_millis(self.drain_ms.unwrap_or(0)),
@@ -483,7 +484,7 @@ mod tests {
         };
         let c = cli.over(file).validate().unwrap();
         assert_eq!(c.feed.gap_hold, Duration::from_millis(9));
-        assert_eq!(c.limits.max_symbols, 7);
+        assert_eq!(c.policy.max_symbols, 7);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::api::{ApiError, AppState, ErrorCode};
-use crate::kinds::FeedStatus;
+use crate::feed::status::FeedStatus;
 use crate::metrics::{HttpLabels, RouteLabel};
 use crate::transport;
 

@@ -4,56 +4,49 @@
 //!
 //! # Layout
 //!
-//! Data flows one way: feed → table → clients. Clients never touch the
-//! ingest path, and the ingest path never waits on a client. Imports flow
-//! one way too: `tests/architecture.rs` fails on a module cycle.
+//! Data flows one way: feed → table → fan-out → clients. Clients never touch
+//! the ingest path, and the ingest path never waits on a client. Imports
+//! flow one way too: `tests/architecture.rs` holds the table of allowed edges
+//! between the groups below and fails on a module cycle.
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`price`] | fixed-point prices (1/10,000), exact decimal text |
-//! | [`wire`] | the feed packet and message codec; pure, shared with the simulator |
-//! | [`retransmit`] | gap repair: the request, the packet history and its server |
-//! | [`feed`] | sockets, batching receive, the [`feed::sequencer`], feed status |
-//! | [`nats`] | the feed through NATS JetStream: the bridge's publisher, the stream line |
-//! | [`kinds`] | the shared kinds: transport, slow reason, limit, feed status, drop reason (a leaf) |
-//! | [`table`] | latest state per symbol, lock-free reads, the quote shape, the change listener |
-//! | [`fanout`] | the hub: subscriptions, conflation, waking writers, shared encodings |
-//! | [`transport`] | one module per delivery paradigm |
-//! | [`api`] | what the transports share: state, errors and their codes, auth, content negotiation |
-//! | [`http`] | the router and its layers, health, metrics endpoint, the page |
-//! | [`metrics`] | every metric, named in one place |
-//! | [`limits`] | connection caps and operation rates |
-//! | [`config`] | settings from flags, environment and file, validated once |
-//! | [`raw_stream`] | SSE responses written straight to the socket, off hyper's buffers |
-//! | [`server`] | assembling and running the relay, graceful shutdown |
-//! | [`sim`] | the market simulator engine behind `feed-simulator` and `demo` |
-//! | [`zipf`] | the Zipf sampler the simulator and the load generator share |
-//! | [`procfs`] | a process's CPU time, memory and file descriptors from `/proc` |
-//! | [`load`] | the subscriber load generator behind `tickrelay load`: flags, clients, stats, report |
-//! | [`tap`] | what the lab watches of a load client: socket bytes, quotes seen |
-//! | [`lab`] | `tickrelay lab`: every transport measured on the same watchlists |
+//! | group | module | owns |
+//! |---|---|---|
+//! | base | [`clock`] | the wall clock, read in one place |
+//! | base | [`price`] | fixed-point prices (1/10,000), exact decimal text |
+//! | base | [`wire`] | the feed packet and message codec; pure, shared with the simulator |
+//! | base | [`procfs`] | a process's CPU time, memory and file descriptors from `/proc` |
+//! | ingest | [`retransmit`] | gap repair: the request, the packet history and its server |
+//! | ingest | [`feed`] | sockets, batching receive, the [`feed::sequencer`], feed status |
+//! | ingest | [`nats`] | the feed through NATS JetStream: the bridge's publisher, the stream line |
+//! | ingest | [`table`] | latest state per symbol, lock-free reads, the quote shape, the change listener |
+//! | serve | [`fanout`] | the hub: subscriptions, conflation, waking writers, shared encodings |
+//! | serve | [`transport`] | one module per delivery paradigm, the subscription table, the writer |
+//! | serve | [`api`] | what the transports share: state, errors and their codes, the doors (auth, Origin, encoding) |
+//! | serve | [`admission`] | who gets in: connection slots in total and per address, operation rates, the limit that refused |
+//! | serve | [`accept`] | the accept path for long-lived streams: SSE and WebSocket answered off hyper |
+//! | serve | [`http`] | the router and its layers, health, metrics endpoint, the page |
+//! | run | [`metrics`] | every metric, named in one place |
+//! | run | [`config`] | settings from flags, environment and file, validated once |
+//! | run | [`server`] | assembling and running the relay, graceful shutdown |
+//! | tools | [`tools`] | simulator, load generator, lab, demo: they use the relay, never the reverse |
 //!
 //! See docs/ARCHITECTURE.md for the data flow in prose.
 
+pub mod accept;
+pub mod admission;
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod fanout;
 pub mod feed;
 pub mod http;
-pub mod kinds;
-pub mod lab;
-pub mod limits;
-pub mod load;
 pub mod metrics;
 pub mod nats;
 pub mod price;
 pub mod procfs;
-pub mod raw_stream;
 pub mod retransmit;
 pub mod server;
-pub mod sim;
 pub mod table;
-pub mod tap;
+pub mod tools;
 pub mod transport;
 pub mod wire;
-pub mod zipf;

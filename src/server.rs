@@ -8,11 +8,11 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::ConnSlots;
 use crate::api::{AppState, Shared};
 use crate::config::Config;
 use crate::fanout::Hub;
 use crate::http::router;
-use crate::limits::ConnLimiter;
 use crate::metrics::Metrics;
 use crate::table::Table;
 use crate::transport::task::Pacers;
@@ -35,13 +35,13 @@ pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
 async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
-    limits: crate::config::Limits,
+    policy: crate::config::ClientPolicy,
     metrics: crate::metrics::StreamMetrics,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) -> std::io::Result<()> {
     use crate::transport::slow::{Route, SlowSignal, TimedIo};
-    let write_timeout = limits.write_timeout;
+    let write_timeout = policy.write_timeout;
     use tower::ServiceExt;
 
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -72,8 +72,8 @@ async fn serve_http(
         // autotuning gives a socket up to 4 MiB, which a client that stopped
         // reading fills with stale ticks (copies the relay pays for beside
         // everyone else's frames) before its write timeout can even start.
-        if limits.send_buffer > 0 {
-            let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(limits.send_buffer);
+        if policy.send_buffer > 0 {
+            let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(policy.send_buffer);
         }
         let metrics = metrics.clone();
         let cancel = cancel.clone();
@@ -83,8 +83,8 @@ async fn serve_http(
             // SSE streams and WebSockets are served off hyper, without its
             // buffers, each in a task of its own size (which their handler
             // spawns).
-            if crate::raw_stream::wants(&tcp).await {
-                crate::raw_stream::serve(tcp, remote, app).await;
+            if crate::accept::wants(&tcp).await {
+                crate::accept::serve(tcp, remote, app).await;
                 return;
             }
             // Boxed: this task is sized for the stream's head, not for
@@ -233,9 +233,9 @@ pub async fn start_with(
         config: config.clone(),
         feed: feed.state.clone(),
         hub,
-        conns: ConnLimiter::new(
-            config.limits.max_connections,
-            config.limits.max_connections_per_ip,
+        conns: ConnSlots::new(
+            config.policy.max_connections,
+            config.policy.max_connections_per_ip,
         ),
         cancel: cancel.clone(),
         tracker: tracker.clone(),
@@ -244,12 +244,12 @@ pub async fn start_with(
     let metrics = state.hub.metrics.clone();
     // Pings and keep-alives for every streaming connection, from one task
     // each; the handlers find them in the request's extensions.
-    let pacers = Pacers::spawn(&config.limits, &cancel);
+    let pacers = Pacers::spawn(&config.policy, &cancel);
     let app = router(state).layer(axum::Extension(pacers));
     let server = tokio::spawn(serve_http(
         listener,
         app,
-        config.limits.clone(),
+        config.policy.clone(),
         metrics,
         cancel.clone(),
         tracker.clone(),

@@ -1,10 +1,16 @@
-//! The module map of docs/ARCHITECTURE.md holds: no module cycles.
+//! The module map of docs/ARCHITECTURE.md holds: imports follow the table
+//! of allowed edges between groups, the leaves import nothing, and no
+//! module cycle exists.
 //!
 //! Reads every file under `src/`, takes each `crate::module` path outside
-//! comments (a doc link is not an import) as an edge from the file's module to that module, and fails
-//! naming a cycle if the graph has one — between top-level modules
+//! comments (a doc link is not an import) as an edge from the file's module
+//! to that module, and checks the graph: each module's group may import
+//! only the groups [`ALLOWED`] lists for it (the tools use the relay, never
+//! the reverse); a leaf ([`LEAVES`]: small shared kinds that `metrics` labels
+//! by) imports nothing of the crate, so an edge into it is no edge into its
+//! parent; and the graph has no cycle — between top-level modules
 //! (`fanout → metrics → fanout`) and between the files of one module
-//! directory (`transport::direct → transport::ws → transport::direct`).
+//! directory (`transport::writer → transport::ws → transport::writer`).
 //! Standard library only: it reads source text, it does not build it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,10 +19,107 @@ use std::path::{Path, PathBuf};
 /// A directed graph of module names.
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
+/// Modules that import nothing of the crate: kinds shared by the modules
+/// that own them and by `metrics`, which labels by them. A leaf inside a
+/// module directory (`feed::status`) is its own node.
+const LEAVES: &[&str] = &[
+    "clock",
+    "price",
+    "procfs",
+    "admission",
+    "feed::status",
+    "transport::kind",
+];
+
+/// The groups, lowest first, and their modules.
+const GROUPS: &[(&str, &[&str])] = &[
+    (
+        "base",
+        &[
+            "clock",
+            "price",
+            "procfs",
+            "wire",
+            "admission",
+            "feed::status",
+            "transport::kind",
+        ],
+    ),
+    ("metrics", &["metrics"]),
+    ("ingest", &["retransmit", "nats", "feed", "table"]),
+    ("config", &["config"]),
+    ("serve", &["fanout", "transport", "api", "accept", "http"]),
+    ("server", &["server"]),
+    ("tools", &["tools"]),
+];
+
+/// The allowed edges: each group and the groups it may import (itself
+/// included where it may). Nothing imports `tools`; `server` only the
+/// relay below it.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("base", &["base"]),
+    ("metrics", &["base"]),
+    ("ingest", &["base", "metrics", "ingest"]),
+    ("config", &["base", "ingest"]),
+    ("serve", &["base", "metrics", "ingest", "config", "serve"]),
+    ("server", &["base", "metrics", "ingest", "config", "serve"]),
+    (
+        "tools",
+        &[
+            "base", "metrics", "ingest", "config", "serve", "server", "tools",
+        ],
+    ),
+];
+
 /// Cycles other branches are removing. Each entry is the sorted set of
 /// modules of one cycle; the test fails if a listed cycle is gone, so the
 /// entry is deleted when the fix lands.
 const KNOWN: &[&[&str]] = &[];
+
+fn group_of(module: &str) -> Option<&'static str> {
+    GROUPS
+        .iter()
+        .find(|(_, ms)| ms.contains(&module))
+        .map(|(g, _)| *g)
+}
+
+#[test]
+fn imports_follow_the_allowed_edges() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = rust_files(&src);
+    let (top, _) = graphs(&src, &files);
+    let mut wrong = Vec::new();
+    for (from, tos) in &top {
+        let Some(g) = group_of(from) else {
+            wrong.push(format!("{from}: in no group of GROUPS"));
+            continue;
+        };
+        let allowed = ALLOWED.iter().find(|(a, _)| *a == g).map(|(_, to)| *to);
+        for to in tos {
+            let Some(h) = group_of(to) else {
+                continue; // reported as its own node above
+            };
+            if !allowed.is_some_and(|a| a.contains(&h)) {
+                wrong.push(format!("{from} ({g}) → {to} ({h})"));
+            }
+        }
+        if LEAVES.contains(&from.as_str()) && !tos.is_empty() {
+            wrong.push(format!("{from} is a leaf but imports {tos:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports against the table of allowed edges (tests/architecture.rs, docs/ARCHITECTURE.md):\n  {}",
+        wrong.join("\n  ")
+    );
+    // Every group and leaf names something that exists: a rename would make
+    // the table vacuous.
+    for (_, ms) in GROUPS {
+        for m in *ms {
+            assert!(top.contains_key(*m), "module {m} of GROUPS not found");
+        }
+    }
+}
 
 #[test]
 fn no_module_cycles() {
@@ -54,25 +157,10 @@ fn no_module_cycles() {
             "the known cycle {k:?} is gone: delete it from KNOWN in tests/architecture.rs"
         );
     }
-    // The modules this test is about exist (a rename would make it vacuous).
-    for m in [
-        "fanout",
-        "metrics",
-        "feed",
-        "nats",
-        "http",
-        "api",
-        "transport",
-        "kinds",
-    ] {
-        assert!(top.contains_key(m), "module {m} not found");
-    }
     // The transports share `api`; `http` only routes to them.
     for t in top.get("transport").into_iter().flatten() {
         assert_ne!(t, "http", "transport must not depend on http");
     }
-    let kinds = &top["kinds"];
-    assert!(kinds.is_empty(), "kinds is a leaf, but uses {kinds:?}");
 }
 
 /// Every `.rs` file under `dir`.
@@ -108,9 +196,17 @@ fn graphs(src: &Path, files: &[PathBuf]) -> (Graph, BTreeMap<String, Graph>) {
             continue;
         }
         // `transport/ws.rs` is `transport` (top) and `ws` (inner);
-        // `transport/mod.rs` and `transport.rs` are `transport` alone.
-        let module = parts[0].clone();
-        let sub = parts.get(1).filter(|s| *s != "mod").cloned();
+        // `transport/mod.rs` and `transport.rs` are `transport` alone; a
+        // leaf such as `feed/status.rs` is `feed::status`, its own node.
+        let mut module = parts[0].clone();
+        let mut sub = parts.get(1).filter(|s| *s != "mod").cloned();
+        if let Some(s) = &sub {
+            let leaf = format!("{module}::{s}");
+            if LEAVES.contains(&leaf.as_str()) {
+                module = leaf;
+                sub = None;
+            }
+        }
         top.entry(module.clone()).or_default();
         if let Some(s) = &sub {
             inner
@@ -124,11 +220,15 @@ fn graphs(src: &Path, files: &[PathBuf]) -> (Graph, BTreeMap<String, Graph>) {
     for (f, module, sub) in names {
         let text = strip_comments(&std::fs::read_to_string(f).unwrap());
         for path in crate_paths(&text) {
-            let first = &path[0];
-            if first != &module && top.contains_key(first) {
+            let leaf = path.get(1).map(|s| format!("{}::{s}", path[0]));
+            let first = match leaf {
+                Some(l) if LEAVES.contains(&l.as_str()) => l,
+                _ => path[0].clone(),
+            };
+            if first != module && top.contains_key(&first) {
                 top.get_mut(&module).unwrap().insert(first.clone());
             }
-            if let (Some(s), true, Some(second)) = (&sub, first == &module, path.get(1)) {
+            if let (Some(s), true, Some(second)) = (&sub, first == module, path.get(1)) {
                 let from = format!("{module}::{s}");
                 let to = format!("{module}::{second}");
                 let g = inner.get_mut(&module).unwrap();

@@ -472,7 +472,7 @@ fn every_error_answer_is_the_json_error_shape() {
 #[test]
 fn a_tiny_max_hz_is_refused_not_a_panic() {
     let r = std::panic::catch_unwind(|| {
-        tickrelay::transport::stream::sub_options(None, Some(1e-300)).is_ok()
+        tickrelay::transport::subscriptions::sub_options(None, Some(1e-300)).is_ok()
     });
     assert_eq!(
         r.ok(),

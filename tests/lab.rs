@@ -7,7 +7,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use tickrelay::lab::{LabReport, Row};
+use tickrelay::tools::lab::{LabReport, Row};
 
 const TRANSPORTS: [&str; 6] = [
     "short-poll",

@@ -7,7 +7,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use tickrelay::load::Report;
+use tickrelay::tools::load::Report;
 
 fn load(base: &str, transport: &str, extra: &[&str]) -> Report {
     let out = Command::new(env!("CARGO_BIN_EXE_tickrelay"))

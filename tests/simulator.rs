@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use support::{
     FeedAddr, FinalState, Sim, feed_simulator_bin, hermetic, scratch_dir, unique_suffix,
 };
-use tickrelay::sim::FinalQuote;
+use tickrelay::tools::sim::FinalQuote;
 use tickrelay::wire::{
     Locate, Message, Packet, PacketKind, StateQuote, StateTrade, decode_message,
 };
@@ -157,7 +157,7 @@ fn a_bad_recording_is_refused_naming_the_line() {
         &file,
         format!(
             "{}\n1,1,D,0,AAA,A Inc.,10.0000,,,,,,,\n2,2,Q,0,AAA,,,9.99,ten,100,100,,,\n",
-            tickrelay::sim::RECORD_HEADER
+            tickrelay::tools::sim::RECORD_HEADER
         ),
     )
     .unwrap();

@@ -1,5 +1,5 @@
 //! `feed-simulator`: publishes a synthetic market on UDP multicast in the
-//! tickrelay feed format. The engine is `tickrelay::sim`; this is its front
+//! tickrelay feed format. The engine is `tickrelay::tools::sim`; this is its front
 //! end: flags, progress, summary.
 
 use std::io::IsTerminal;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tickrelay::sim::{SimConfig, SimSummary, Simulator, default_session, fast_forward};
+use tickrelay::tools::sim::{SimConfig, SimSummary, Simulator, default_session, fast_forward};
 
 /// Publishes a synthetic market on UDP multicast (loopback and TTL 0 by default).
 #[derive(Parser, Debug)]
@@ -78,7 +78,7 @@ struct Args {
     #[arg(long)]
     retransmit: Option<SocketAddrV4>,
     /// Messages the retransmission server keeps (the newest) for repair.
-    #[arg(long, default_value_t = tickrelay::sim::DEFAULT_HISTORY)]
+    #[arg(long, default_value_t = tickrelay::tools::sim::DEFAULT_HISTORY)]
     history: u64,
     /// Run the recovery loop (directory and state of every symbol, cycle
     /// after cycle) on this group, GROUP:PORT; 239.255.0.3:31003 is the
@@ -86,7 +86,7 @@ struct Args {
     #[arg(long)]
     recovery: Option<SocketAddrV4>,
     /// Recovery-loop messages per second.
-    #[arg(long, default_value_t = tickrelay::sim::DEFAULT_RECOVERY_RATE)]
+    #[arg(long, default_value_t = tickrelay::tools::sim::DEFAULT_RECOVERY_RATE)]
     recovery_rate: u64,
     /// Open with an auction burst: every symbol's opening quote and print at once.
     #[arg(long)]

@@ -17,7 +17,7 @@ use tickrelay::wire::{
     StateTrade, decode_message,
 };
 
-use tickrelay::raw_stream::MAX_HEAD;
+use tickrelay::accept::MAX_HEAD;
 
 use crate::engine::{Target, fnv};
 
@@ -552,7 +552,7 @@ impl HttpHeadTarget {
         let answer = self.rt.block_on(async {
             let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
             let (server, remote) = listener.accept().await.expect("accept");
-            let serving = tokio::spawn(tickrelay::raw_stream::serve(server, remote, app));
+            let serving = tokio::spawn(tickrelay::accept::serve(server, remote, app));
             let _ = client.write_all(input).await;
             let _ = client.shutdown().await;
             let mut answer = Vec::new();
@@ -598,7 +598,7 @@ fn check_error_body(body: &[u8]) {
 #[derive(Debug, PartialEq, Eq)]
 enum Parsed {
     More,
-    Refused(tickrelay::raw_stream::HeadError),
+    Refused(tickrelay::accept::HeadError),
     Head {
         len: usize,
         method: String,
@@ -609,7 +609,7 @@ enum Parsed {
 }
 
 fn parsed(buf: &[u8]) -> Parsed {
-    use tickrelay::raw_stream::parse_head;
+    use tickrelay::accept::parse_head;
     match parse_head(buf) {
         Ok(None) => Parsed::More,
         Err(e) => Parsed::Refused(e),
@@ -704,7 +704,7 @@ impl Target for HttpHeadTarget {
     }
 
     fn run(&mut self, input: &[u8]) -> u64 {
-        use tickrelay::raw_stream::{MAX_HEADERS, parse_head};
+        use tickrelay::accept::{MAX_HEADERS, parse_head};
         let whole = parsed(input);
         // Cut points that depend only on the input.
         let h = fnv(input);
@@ -892,7 +892,7 @@ impl Target for ClientOpTarget {
 
 /// The checks `/v1/ws` makes on a decoded operation.
 fn check_op(op: tickrelay::transport::ws::ClientOp) -> u64 {
-    use tickrelay::transport::stream::{resume_point, sub_options};
+    use tickrelay::transport::subscriptions::{resume_point, sub_options};
     use tickrelay::transport::ws::ClientOp;
     match op {
         ClientOp::Ping => 1,

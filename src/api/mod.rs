@@ -1,10 +1,12 @@
 //! What every transport shares: the state handlers reach ([`AppState`]),
-//! errors ([`ApiError`], [`ErrorCode`]), the bearer token and `Origin`
-//! checks, content negotiation and symbol-list parsing.
+//! errors ([`ApiError`], [`ErrorCode`]), the door every client route passes
+//! ([`Door`]: `Origin`, bearer token, content negotiation) and symbol-list
+//! parsing.
 //!
 //! The transports depend on this module and `http` routes to them; nothing
 //! here knows a route or a transport (docs/ARCHITECTURE.md, "Modules").
 
+mod door;
 mod error;
 
 use std::sync::Arc;
@@ -15,13 +17,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{ConnSlots, Limit};
 use crate::config::Config;
 use crate::fanout::Hub;
 use crate::feed::FeedState;
-use crate::kinds::Limit;
-use crate::limits::ConnLimiter;
 use crate::metrics::Metrics;
 use crate::table::Table;
+pub use door::{Door, Refused};
 pub use error::{ApiError, ErrorCode, close};
 
 /// What every handler can reach.
@@ -41,7 +43,7 @@ pub struct Shared {
     /// The fan-out hub.
     pub hub: Arc<Hub>,
     /// Streaming connection counts.
-    pub conns: Arc<ConnLimiter>,
+    pub conns: Arc<ConnSlots>,
     /// Fires at shutdown: streams send their notice and end.
     pub cancel: CancellationToken,
     /// Upgraded WebSocket tasks, which the HTTP server does not track.
@@ -68,59 +70,6 @@ impl std::ops::Deref for AppState {
 pub fn refused(state: &AppState, limit: Limit) {
     state.metrics.stream.refused(limit);
     tracing::info!(limit = limit.as_str(), "client refused by a limit");
-}
-
-/// Checks the bearer token, when one is configured.
-pub fn check_token(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Result<(), ApiError> {
-    let Some(expected) = &state.config.access.token else {
-        return Ok(());
-    };
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let given = header.or(query);
-    // Compare without an early exit, so timing does not reveal a prefix.
-    let ok = given.is_some_and(|g| {
-        g.len() == expected.len()
-            && g.bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if ok {
-        Ok(())
-    } else {
-        refused(state, Limit::Token);
-        Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "missing or wrong bearer token",
-        ))
-    }
-}
-
-/// Checks the WebSocket `Origin` against the allow-list, when one is set.
-pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let allowed = &state.config.access.allowed_origins;
-    if allowed.is_empty() {
-        return Ok(());
-    }
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        // Non-browser clients send no Origin; cross-site hijacking needs a browser.
-        None => Ok(()),
-        Some(o) if allowed.iter().any(|a| a == o) => Ok(()),
-        Some(o) => {
-            refused(state, Limit::AllowedOrigins);
-            Err(ApiError::new(
-                ErrorCode::OriginNotAllowed,
-                format!("origin {o} is not in allowed_origins"),
-            ))
-        }
-    }
 }
 
 /// Response encoding the client asked for.

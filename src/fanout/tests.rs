@@ -3,7 +3,8 @@ use std::collections::HashSet;
 use super::*;
 use crate::metrics::Metrics;
 use crate::price::Price;
-use crate::wire::Message;
+use crate::table::Quote;
+use crate::wire::{Locate, Message, Session};
 
 /// A table listing `symbols` (locates 0, 1, …; their directory entries at
 /// sequences 1..=n), for the fan-out's and the transports' unit tests.
@@ -195,9 +196,9 @@ fn envelopes_are_valid_json_and_msgpack() {
 fn marks_are_unique_below_and_above_the_scan_limit() {
     for n in [
         3,
-        super::SCAN_MARKS - 1,
-        super::SCAN_MARKS,
-        5 * super::SCAN_MARKS,
+        super::pending::SCAN_MARKS - 1,
+        super::pending::SCAN_MARKS,
+        5 * super::pending::SCAN_MARKS,
     ] {
         let mut p = Pending::default();
         for round in 0..3 {

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::recovery::{self, Backfill, BackfillConfig, LoopTracker, Suspects};
 use super::sequencer::Sink;
-use crate::kinds::DropReason;
+use crate::feed::status::DropReason;
 use crate::metrics::{FeedMetrics, ReasonLabel};
 use crate::nats::Forward;
 use crate::table::{Applied, ChangeListener, Table};

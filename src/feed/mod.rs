@@ -10,19 +10,20 @@
 mod apply;
 pub mod recovery;
 pub mod sequencer;
+pub mod status;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::kinds::DropReason;
-use crate::kinds::FeedStatus;
+use crate::feed::status::DropReason;
+use crate::feed::status::FeedStatus;
 use crate::metrics::{FeedMetrics, LineCounters, ReasonLabel, SessionLabel, StatusLabel};
 use crate::nats::{Forward, NatsPacket, NatsTarget};
 use crate::table::ChangeListener;
@@ -508,10 +509,8 @@ impl<L: ChangeListener> Ingest<L> {
         let last = self.out.recovery.promise(position);
         if applied > 0 {
             self.metrics.applied.inc_by(applied);
-            if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
-                let lag_ns = (now.as_nanos() as u64).saturating_sub(self.out.last_ts);
-                self.metrics.lag.observe(lag_ns as f64 / 1e9);
-            }
+            let lag_ns = crate::clock::now_ns().saturating_sub(self.out.last_ts);
+            self.metrics.lag.observe(lag_ns as f64 / 1e9);
         }
         // The position moves on losses too (a lost tail, a heartbeat past a
         // gap): publish it whenever it moved, not only when something applied.

@@ -1,14 +1,31 @@
-//! One module per delivery paradigm. Each turns the table (and, for the
-//! streaming ones, the fan-out hub) into its protocol and nothing more.
+//! One module per delivery paradigm, and what the streaming ones share.
+//! Each paradigm turns the table (and, for the streaming ones, the fan-out
+//! hub) into its protocol and nothing more.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`snapshot`] | `/v1/snapshot`, `/v1/symbols`: short polling, ETag / 304 |
+//! | [`poll`] | `/v1/poll`: long polling |
+//! | [`sse`] | `/v1/stream`: Server-Sent Events |
+//! | [`ws`] | `/v1/ws`: WebSocket, its client operations and close codes |
+//! | [`wsframe`] | RFC 6455 framing: the relay's own frame reader and writer |
+//! | [`wsmsg`] | the server's WebSocket messages (subscribed, status, errors) |
+//! | [`subscriptions`] | a client's subscription table and its drain into frames |
+//! | [`writer`] | the write side of a streaming connection: batching, writing, backpressure |
+//! | [`task`] | the connection's task: socket readiness, wake-ups, timers |
+//! | [`pacer`] | pings and keep-alives from one task per kind |
+//! | [`slow`] | slow and silent clients: the signals and their close reasons |
+//! | [`kind`] | which transport, why closed as slow (a leaf: metrics labels by it) |
 
-pub mod direct;
+pub mod kind;
 pub mod pacer;
 pub mod poll;
 pub mod slow;
 pub mod snapshot;
 pub mod sse;
-pub mod stream;
+pub mod subscriptions;
 pub mod task;
+pub mod writer;
 pub mod ws;
 pub mod wsframe;
 pub mod wsmsg;

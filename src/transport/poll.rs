@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::api::{ApiError, AppState, Encoding, ErrorCode, check_token};
+use crate::api::{ApiError, AppState, Door, Encoding, ErrorCode};
 use crate::fanout::{Encoded, envelope};
-use crate::kinds::Transport;
-use crate::transport::stream::{
+use crate::transport::kind::Transport;
+use crate::transport::subscriptions::{
     Batch, SubOptions, Subscriptions, acquire, batch_window, parse_resume, requested_locates,
 };
 use crate::wire::Locate;
@@ -50,17 +50,16 @@ impl Drop for Waiting {
 
 /// `GET /v1/poll`.
 pub async fn handler(
+    door: Door,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<PollQuery>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_token(&state, &headers, q.token.as_deref())?;
-    let limits = &state.config.limits;
+    let policy = &state.config.policy;
     let timeout = match q.timeout_ms.as_deref() {
-        None => limits.poll_timeout,
+        None => policy.poll_timeout,
         Some(t) => match t.parse::<u64>() {
-            Ok(ms) => Duration::from_millis(ms).min(limits.max_poll_timeout),
+            Ok(ms) => Duration::from_millis(ms).min(policy.max_poll_timeout),
             Err(_) => {
                 return Err(ApiError::new(
                     ErrorCode::BadTimeout,
@@ -84,7 +83,7 @@ pub async fn handler(
     };
     let locates =
         requested_locates(&state, q.symbols.as_deref())?.unwrap_or_else(|| state.table.locates());
-    let enc = Encoding::from_headers(&headers);
+    let enc = door.encoding;
     // Another session (or none given): everything, now.
     let since_seq = match &since {
         Some((session, seq)) if session == state.table.session().as_str() => Some(*seq),
@@ -98,7 +97,7 @@ pub async fn handler(
     }
 
     // A parked request keeps only what it needs: thousands of them wait at once.
-    drop((headers, q, since));
+    drop((q, since));
     let _guard = acquire(&state, peer.ip())?;
     let gauge = state.hub.metrics.longpoll_waiters.clone();
     gauge.inc();

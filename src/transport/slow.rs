@@ -37,8 +37,8 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use crate::api::ErrorCode;
-use crate::kinds::{SlowReason, Transport};
 use crate::metrics::StreamMetrics;
+use crate::transport::kind::{SlowReason, Transport};
 
 /// What a client closed for the write timeout is told: the 4008 close
 /// frame's reason, the SSE `error` event's message.

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, AppState, AuthQuery, Encoding, ErrorCode, check_token, parse_symbols};
+use crate::api::{ApiError, AppState, Door, Encoding, ErrorCode, parse_symbols};
 use crate::table::{Quote, SymbolInfo, Table};
 use crate::wire::Locate;
 
@@ -31,14 +31,9 @@ struct Directory<'a> {
 }
 
 /// `GET /v1/symbols`: the symbol directory, in locate order.
-pub async fn symbols(
-    State(state): State<AppState>,
-    Query(auth): Query<AuthQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    check_token(&state, &headers, auth.token.as_deref())?;
+pub async fn symbols(door: Door, State(state): State<AppState>) -> Result<Response, ApiError> {
     let dir = state.table.directory();
-    let enc = Encoding::from_headers(&headers);
+    let enc = door.encoding;
     Ok((
         [(header::CONTENT_TYPE, enc.content_type())],
         enc.body(&Directory { symbols: &dir }),
@@ -57,32 +52,31 @@ pub struct SnapshotQuery {
 
 /// `GET /v1/snapshot[?symbols=A,B]`.
 pub async fn snapshot(
+    door: Door,
     State(state): State<AppState>,
     Query(q): Query<SnapshotQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_token(&state, &headers, q.token.as_deref())?;
-    let locates = match parse_symbols(q.symbols.as_deref(), state.config.limits.max_symbols)? {
+    let locates = match parse_symbols(q.symbols.as_deref(), state.config.policy.max_symbols)? {
         Some(names) => resolve(&state.table, &names)?,
         None => state.table.locates(),
     };
-    Ok(respond(&state.table, &locates, &headers))
+    Ok(respond(&state.table, &locates, &headers, door.encoding))
 }
 
 /// `GET /v1/snapshot/{symbol}`.
 pub async fn snapshot_one(
+    door: Door,
     State(state): State<AppState>,
     Path(symbol): Path<String>,
-    Query(auth): Query<AuthQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_token(&state, &headers, auth.token.as_deref())?;
     let names = parse_symbols(Some(&symbol), 1)?.unwrap_or_default();
     if names.is_empty() {
         return Err(ApiError::new(ErrorCode::BadSymbol, "empty symbol"));
     }
     let locates = resolve(&state.table, &names)?;
-    Ok(respond(&state.table, &locates, &headers))
+    Ok(respond(&state.table, &locates, &headers, door.encoding))
 }
 
 /// Maps tickers to locate codes; any unknown one is a 404 naming them all.
@@ -131,7 +125,7 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
-fn respond(table: &Table, locates: &[Locate], headers: &HeaderMap) -> Response {
+fn respond(table: &Table, locates: &[Locate], headers: &HeaderMap, enc: Encoding) -> Response {
     let newest = locates.iter().map(|&l| table.seq_of(l)).max().unwrap_or(0);
     // A recovered half can change a symbol without moving its `seq`: once a
     // session has had a recovery, its generation joins the tag, so every
@@ -149,7 +143,6 @@ fn respond(table: &Table, locates: &[Locate], headers: &HeaderMap) -> Response {
         )
             .into_response();
     }
-    let enc = Encoding::from_headers(headers);
     let body = build(table, locates);
     (
         [

@@ -19,21 +19,21 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::api::{ApiError, AppState, check_token, close};
+use crate::accept::{RawConn, Upgrade};
+use crate::admission::ConnGuard;
+use crate::api::{ApiError, AppState, Door, close};
 use crate::fanout::{Sweep, envelope};
 use crate::feed::FeedState;
-use crate::kinds::{SlowReason, Transport};
-use crate::limits::ConnGuard;
 use crate::metrics::TransportCounters;
-use crate::raw_stream::{RawConn, Upgrade};
-use crate::transport::direct::{
-    Direct, Event, Framing, Verdict, linger, read_gone, sse_head, write_all,
-};
+use crate::transport::kind::{SlowReason, Transport};
 use crate::transport::slow::{self, SlowSignal};
-use crate::transport::stream::{
+use crate::transport::subscriptions::{
     Batch, Subscriptions, acquire, batch_window, requested_locates, resume_point, sub_options,
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
+use crate::transport::writer::{
+    Direct, Event, Framing, Verdict, linger, read_gone, sse_head, write_all,
+};
 
 /// Query of `/v1/stream`.
 #[derive(Debug, Deserialize)]
@@ -53,7 +53,11 @@ pub struct StreamQuery {
 }
 
 /// `GET /v1/stream`.
+// Each argument is an axum extractor for one concern; a struct of them
+// would only hide the list.
+#[allow(clippy::too_many_arguments)]
 pub async fn handler(
+    _door: Door,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<StreamQuery>,
@@ -62,8 +66,7 @@ pub async fn handler(
     Extension(pacers): Extension<Pacers>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_token(&state, &headers, q.token.as_deref())?;
-    let limits = &state.config.limits;
+    let policy = &state.config.policy;
     let opts = sub_options(q.mode.as_deref(), q.max_hz)?;
     let batch = batch_window(q.batch_ms)?;
     let symbols: Option<Vec<Arc<str>>> =
@@ -81,7 +84,7 @@ pub async fn handler(
         .map(str::to_owned)
         .or(q.last_event_id);
 
-    let client = state.hub.register(Transport::Sse, limits.every_queue);
+    let client = state.hub.register(Transport::Sse, policy.every_queue);
     let mut subs = Subscriptions::new(state.hub.clone(), client);
     subs.set_batch(batch);
     let session = state.table.session();
@@ -91,7 +94,7 @@ pub async fn handler(
         None => subs.subscribe_all(opts, since),
     };
     let mut first = BytesMut::with_capacity(256);
-    first.extend_from_slice(format!("retry: {}\n\n", limits.sse_retry.as_millis()).as_bytes());
+    first.extend_from_slice(format!("retry: {}\n\n", policy.sse_retry.as_millis()).as_bytes());
     // A resume gets the changed symbols as a tick; anything else a snapshot.
     let data = if since.is_some() {
         envelope::tick_json(seq, &quotes)
@@ -145,8 +148,8 @@ pub async fn handler(
     let mut feed = state.feed.clone();
     feed.mark_unchanged();
     let stream = SseStream {
-        keepalive: limits.keepalive,
-        reconnect_ms: limits.reconnect.as_millis() as u64,
+        keepalive: policy.keepalive,
+        reconnect_ms: policy.reconnect.as_millis() as u64,
         cancel: state.cancel.clone(),
         state: state.clone(),
         subs,
@@ -268,7 +271,7 @@ impl SseStream {
             tracing::info!("sse client closed: every-mode queue overflow");
             let reason = format!(
                 "slow consumer: every-mode queue over {} (setting every_queue)",
-                self.state.config.limits.every_queue
+                self.state.config.policy.every_queue
             );
             return Some(self.error_event(&reason));
         }
@@ -337,7 +340,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// An SSE stream whose `tick` events the fan-out writes from its sweep
-/// (`transport::direct`). Its task writes feed status, keep-alives and the
+/// (`transport::writer`). Its task writes feed status, keep-alives and the
 /// shutdown notice, finishes writes that would block, and notices the client
 /// going away.
 struct DirectStream {
@@ -375,13 +378,13 @@ impl DirectStream {
         }
     }
 
-    fn limits(&self) -> &crate::config::Limits {
-        &self.direct.state.config.limits
+    fn policy(&self) -> &crate::config::ClientPolicy {
+        &self.direct.state.config.policy
     }
 
     /// Writes the last event (and the end of the body), then lingers.
     fn last(&self, last: Vec<u8>) -> Step {
-        let linger_for = self.limits().write_timeout.min(Duration::from_secs(5));
+        let linger_for = self.policy().write_timeout.min(Duration::from_secs(5));
         let direct = self.direct.clone();
         Step::Last(Box::pin(async move {
             let tcp = &direct.tcp;
@@ -403,7 +406,7 @@ impl Protocol for DirectStream {
         let direct = &self.direct;
         match event {
             Event::Shutdown => {
-                let reconnect = self.limits().reconnect.as_millis();
+                let reconnect = self.policy().reconnect.as_millis();
                 let data = format!("{{\"reconnect_ms\":{reconnect}}}");
                 return self.last(final_event(direct, "shutdown", data.as_bytes()));
             }

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::feed::FeedState;
-use crate::transport::direct::{Direct, Event, Timer, Verdict, arm};
 use crate::transport::pacer::Pacer;
+use crate::transport::writer::{Direct, Event, Timer, Verdict, arm};
 
 /// What follows an event.
 pub enum Step {
@@ -41,7 +41,7 @@ pub trait Protocol: Unpin {
 /// A connection's task. See the module docs.
 pub struct Task<P> {
     conn: P,
-    /// There only while something is due (`transport::direct::arm`).
+    /// There only while something is due (`transport::writer::arm`).
     timer: Timer,
     last: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
@@ -108,9 +108,9 @@ pub struct Pacers {
 
 impl Pacers {
     /// Pacers for `limits`, their tasks running until `cancel`.
-    pub fn spawn(limits: &crate::config::Limits, cancel: &CancellationToken) -> Self {
-        let ws = Pacer::new(limits.ping_interval);
-        let sse = Pacer::new(limits.keepalive);
+    pub fn spawn(policy: &crate::config::ClientPolicy, cancel: &CancellationToken) -> Self {
+        let ws = Pacer::new(policy.ping_interval);
+        let sse = Pacer::new(policy.keepalive);
         tokio::spawn(ws.clone().run(cancel.clone()));
         tokio::spawn(sse.clone().run(cancel.clone()));
         Pacers { ws, sse }

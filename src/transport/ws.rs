@@ -22,26 +22,25 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use axum::Extension;
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
-use crate::api::{
-    ApiError, AppState, AuthQuery, ErrorCode, check_origin, check_token, close, parse_symbol_list,
-};
+use crate::accept::{RawConn, Upgrade};
+use crate::admission::Limit;
+use crate::admission::{ConnGuard, OpRate};
+use crate::api::{ApiError, AppState, Door, ErrorCode, Refused, close, parse_symbol_list};
 use crate::fanout::{Encoded, Format, Sweep, envelope};
 use crate::feed::FeedState;
-use crate::kinds::{Limit, SlowReason, Transport};
-use crate::limits::{ConnGuard, RateLimiter};
-use crate::raw_stream::{RawConn, Upgrade};
-use crate::transport::direct::{Direct, Event, Framing, Verdict, Writer, linger, write_all};
-use crate::transport::stream::{
+use crate::transport::kind::{SlowReason, Transport};
+use crate::transport::subscriptions::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
+use crate::transport::writer::{Direct, Event, Framing, Verdict, Writer, linger, write_all};
 use crate::transport::wsframe::{self, FrameError, Incoming, opcode};
 use crate::transport::wsmsg::{ServerFrame, feed_frame};
 
@@ -85,17 +84,21 @@ pub enum ClientOp {
 /// 101 and hands the socket to [`Conn`]. Refusals after the handshake are
 /// close frames a browser can see (4001, 4009).
 pub async fn handler(
+    door: Result<Door, Refused>,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(auth): Query<AuthQuery>,
     Extension(pacers): Extension<Pacers>,
     mut request: Request,
 ) -> Response {
     let tracker = state.tracker.clone();
     let headers = request.headers();
-    if let Err(e) = check_origin(&state, headers) {
-        return e.into_response();
-    }
+    // A bad origin is an HTTP error before the handshake; a bad token, a
+    // close frame after it, which a browser can read.
+    let token_refused = match door {
+        Ok(_) => None,
+        Err(Refused::Origin(e)) => return e.into_response(),
+        Err(Refused::Token(e)) => Some(e),
+    };
     let key = match handshake_key(headers) {
         Ok(k) => k,
         Err(e) => return e.into_response(),
@@ -115,10 +118,7 @@ pub async fn handler(
     } else {
         (Format::Json, None)
     };
-    let refusal = match check_token(&state, headers, auth.token.as_deref()) {
-        Err(e) => Some((close::UNAUTHORIZED, e.message)),
-        Ok(()) => None,
-    };
+    let refusal = token_refused.map(|e| (close::UNAUTHORIZED, e.message));
     let (guard, refusal) = match refusal {
         Some(r) => (None, Some(r)),
         None => match state.conns.acquire(peer.ip()) {
@@ -238,7 +238,7 @@ struct Conn {
     direct: Arc<Direct>,
     format: Format,
     reader: wsframe::Reader,
-    ops: RateLimiter,
+    ops: OpRate,
     feed: tokio::sync::watch::Receiver<FeedState>,
     last_heard: Instant,
     _guard: ConnGuard,
@@ -252,8 +252,8 @@ impl Conn {
         format: Format,
         guard: ConnGuard,
     ) -> Self {
-        let limits = &state.config.limits;
-        let client = state.hub.register(Transport::Ws, limits.every_queue);
+        let policy = &state.config.policy;
+        let client = state.hub.register(Transport::Ws, policy.every_queue);
         let subs = Subscriptions::new(state.hub.clone(), client.clone());
         let direct = Arc::new(Direct::new(state.clone(), tcp, Framing::Ws(format), subs));
         let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<Direct>;
@@ -263,9 +263,9 @@ impl Conn {
         let mut feed = state.feed.clone();
         feed.mark_unchanged();
         let mut conn = Conn {
-            ops: RateLimiter::new(
-                limits.ops_per_second,
-                limits.ops_per_second.saturating_mul(2),
+            ops: OpRate::new(
+                policy.ops_per_second,
+                policy.ops_per_second.saturating_mul(2),
             ),
             feed,
             direct,
@@ -287,8 +287,8 @@ impl Conn {
         &self.direct.state
     }
 
-    fn limits(&self) -> &crate::config::Limits {
-        &self.direct.state.config.limits
+    fn policy(&self) -> &crate::config::ClientPolicy {
+        &self.direct.state.config.policy
     }
 
     /// Pings, or closes a peer silent for longer than the idle timeout (4010).
@@ -326,7 +326,7 @@ impl Conn {
         let mut frame = Vec::new();
         wsframe::close(&mut frame, code, reason);
         let pending = self.direct.finish(&frame);
-        let linger_for = self.limits().write_timeout.min(Duration::from_secs(5));
+        let linger_for = self.policy().write_timeout.min(Duration::from_secs(5));
         let direct = self.direct.clone();
         Box::pin(async move {
             let tcp = &direct.tcp;
@@ -364,7 +364,7 @@ impl Conn {
     }
 
     fn parse(&mut self) -> Flow {
-        let max = self.state().config.limits.max_frame_bytes;
+        let max = self.state().config.policy.max_frame_bytes;
         loop {
             let msg = match self.reader.next(max) {
                 Ok(Some(m)) => m,
@@ -428,7 +428,7 @@ impl Conn {
             } => {
                 if !self.ops.allow() {
                     crate::api::refused(self.state(), Limit::OpsPerSecond);
-                    let ops = self.state().config.limits.ops_per_second;
+                    let ops = self.state().config.policy.ops_per_second;
                     return self.error(
                         ErrorCode::RateLimited,
                         &format!("more than {ops} operations per second (setting ops_per_second)"),
@@ -467,10 +467,10 @@ impl Conn {
 
     fn subscribe(&mut self, symbols: Vec<String>, opts: SubOptions, since: Option<String>) -> Flow {
         let state = self.direct.state.clone();
-        let limits = &state.config.limits;
+        let policy = &state.config.policy;
         let since = resume_point(since.as_deref(), state.table.session());
         if symbols.iter().any(|s| s == "*") {
-            if !limits.allow_wildcard {
+            if !policy.allow_wildcard {
                 crate::api::refused(&state, Limit::AllowWildcard);
                 return self.error(
                     ErrorCode::WildcardNotAllowed,
@@ -488,7 +488,7 @@ impl Conn {
             let e = ApiError::not_ready();
             return self.error(e.code, &e.message);
         }
-        let names = match parse_symbol_list(&symbols, limits.max_symbols) {
+        let names = match parse_symbol_list(&symbols, policy.max_symbols) {
             Ok(n) => n,
             Err(e) => return self.error(e.code, &e.message),
         };
@@ -502,14 +502,14 @@ impl Conn {
         }
         let mut w = self.direct.lock();
         let new = known.iter().filter(|s| !w.subs.contains(s)).count();
-        if w.subs.len() + new > limits.max_symbols {
+        if w.subs.len() + new > policy.max_symbols {
             drop(w);
             crate::api::refused(&state, Limit::MaxSymbols);
             return self.error(
                 ErrorCode::TooManySymbols,
                 &format!(
                     "at most {} symbols per connection (setting max_symbols)",
-                    limits.max_symbols
+                    policy.max_symbols
                 ),
             );
         }
@@ -586,7 +586,7 @@ impl Protocol for Conn {
         let flow = match event {
             Event::Shutdown => {
                 let frame = ServerFrame::Shutdown {
-                    reconnect_ms: self.limits().reconnect.as_millis() as u64,
+                    reconnect_ms: self.policy().reconnect.as_millis() as u64,
                 };
                 self.send(&frame);
                 Flow::Close(close::GOING_AWAY, "server shutting down".into())
@@ -612,7 +612,7 @@ impl Protocol for Conn {
                 self.direct.on_timer(Instant::now());
                 Flow::Continue
             }
-            Event::Beat => self.ping(self.limits().idle_timeout),
+            Event::Beat => self.ping(self.policy().idle_timeout),
         };
         self.step(flow)
     }

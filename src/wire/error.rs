@@ -34,6 +34,19 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every reason, for pre-creating the metric series.
+    pub const ALL: [DecodeError; 9] = [
+        DecodeError::ShortHeader,
+        DecodeError::Oversized,
+        DecodeError::BadSession,
+        DecodeError::LengthOverrun,
+        DecodeError::CountOverrun,
+        DecodeError::TrailingBytes,
+        DecodeError::BadMsgpack,
+        DecodeError::BadField,
+        DecodeError::UnknownType,
+    ];
+
     /// A stable snake_case name, used as the `reason` metric label.
     pub fn reason(self) -> &'static str {
         match self {
@@ -46,6 +59,31 @@ impl DecodeError {
             DecodeError::BadMsgpack => "bad_msgpack",
             DecodeError::BadField => "bad_field",
             DecodeError::UnknownType => "unknown_type",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DecodeError;
+
+    #[test]
+    fn all_lists_every_reason_once() {
+        // No wildcard arm: a new variant fails to compile here until `ALL`
+        // (and so the metric's pre-created series) lists it.
+        let position = |e: DecodeError| match e {
+            DecodeError::ShortHeader => 0,
+            DecodeError::Oversized => 1,
+            DecodeError::BadSession => 2,
+            DecodeError::LengthOverrun => 3,
+            DecodeError::CountOverrun => 4,
+            DecodeError::TrailingBytes => 5,
+            DecodeError::BadMsgpack => 6,
+            DecodeError::BadField => 7,
+            DecodeError::UnknownType => 8,
+        };
+        for (i, e) in DecodeError::ALL.into_iter().enumerate() {
+            assert_eq!(position(e), i, "{e:?}");
         }
     }
 }

@@ -29,7 +29,7 @@ async fn slow_reader_costs_bounded_memory_and_gets_current_prices() {
     relay.wait_ready();
     let dir = tempdir();
     let final_path = dir.join("final.json");
-    let watch: Vec<String> = tickrelay::sim::tickers(200)
+    let watch: Vec<String> = tickrelay::tools::sim::tickers(200)
         .into_iter()
         .map(|(s, _)| s)
         .take(100)

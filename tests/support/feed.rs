@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tickrelay::price::Price;
-use tickrelay::sim::FinalQuote;
+use tickrelay::tools::sim::FinalQuote;
 use tickrelay::wire::{Locate, Message, PacketBuilder, Session, header};
 
 use super::{Captured, FeedAddr, feed_simulator_bin, hermetic, scratch_dir, unique_suffix};
@@ -25,7 +25,7 @@ impl FeedSender {
     pub(crate) fn new() -> FeedSender {
         // The simulator's own sender: multicast interface 127.0.0.1, TTL 0,
         // loop on, bound to 127.0.0.1.
-        let socket = tickrelay::sim::sender(Ipv4Addr::LOCALHOST, 0).expect("open sender");
+        let socket = tickrelay::tools::sim::sender(Ipv4Addr::LOCALHOST, 0).expect("open sender");
         FeedSender { socket }
     }
 

@@ -1,0 +1,186 @@
+//! The hub's side of one client: its pending work, how its writer is woken
+//! (or swept in place), and its shard.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::*;
+use crate::metrics::StreamMetrics;
+use crate::transport::kind::Transport;
+use crate::wire::{Locate, Session};
+
+/// A client whose frames the fan-out writes itself, during its sweep: no
+/// task is woken for it. The transport implements it over its socket.
+pub trait Sweep: Send + Sync {
+    /// Frames what is pending for this client and writes it, if that can be
+    /// done without waiting; otherwise leaves it pending (and makes sure the
+    /// client's own task will finish it). `scratch` is the sweep's buffers,
+    /// shared by every client it writes. `due`: a hold this client asked
+    /// for has passed. Returns `Some(at)` when the client starts holding its
+    /// changes until `at` (`batch_ms`): the shard sweeps it again then.
+    fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant>;
+
+    /// Wakes the client's task to look at the feed status and shutdown.
+    fn poke(&self);
+}
+
+/// The hub's side of one client: where the fan-out leaves work and how it
+/// wakes the writer.
+pub struct Client {
+    pub(super) id: u64,
+    /// The fan-out shard that serves it.
+    pub(super) shard: u32,
+    pub(super) transport: Transport,
+    pub(super) pending: Mutex<Pending>,
+    pub(super) notify: Notify,
+    pub(super) every_limit: usize,
+    pub(super) closed: AtomicBool,
+    /// Table epoch the client has seen; older resets do not concern it.
+    pub(super) epoch: AtomicU64,
+    /// Set for clients written from the sweep: they are not woken per change.
+    pub(super) direct: OnceLock<Weak<dyn Sweep>>,
+    /// The last fan-out round that queued this client for its sweep.
+    pub(super) swept: AtomicU64,
+    /// Its shard holds its changes (`batch_ms`) until a timer sweeps it:
+    /// changes meanwhile only mark it.
+    pub(super) held: AtomicBool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("transport", &self.transport)
+            .field("direct", &self.direct.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Waits until something is pending (returns at once if it already is).
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if !self.pending.lock().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes everything pending.
+    pub fn take(&self) -> Pending {
+        std::mem::take(&mut *self.pending.lock())
+    }
+
+    /// Takes what is pending, swapping the conflated marks into `marks` (pass
+    /// it empty) so the client's buffers keep their capacity: no allocation
+    /// per drain in steady state. Returns the `every` changes, the overflow
+    /// flag and a session reset.
+    pub fn take_into(
+        &self,
+        marks: &mut Vec<Locate>,
+    ) -> (VecDeque<Arc<Encoded>>, bool, Option<Session>) {
+        let mut p = self.pending.lock();
+        std::mem::swap(&mut p.marks, marks);
+        if let Some(marked) = p.marked.as_mut().filter(|m| !m.is_empty()) {
+            marked.clear();
+        }
+        let every = if p.every.is_empty() {
+            VecDeque::new()
+        } else {
+            std::mem::take(&mut p.every)
+        };
+        (every, std::mem::take(&mut p.overflow), p.reset.take())
+    }
+
+    /// Marks `locate` pending again (a throttled symbol not yet due).
+    pub fn remark(&self, locate: Locate) {
+        self.pending.lock().insert_mark(locate);
+    }
+
+    /// Whether the client's connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Wakes the writer without leaving work (e.g. feed status changed).
+    pub fn poke(&self) {
+        match self.direct.get().and_then(Weak::upgrade) {
+            Some(sink) => sink.poke(),
+            None => self.notify.notify_one(),
+        }
+    }
+
+    /// From now on the fan-out writes this client's frames itself, through
+    /// `sink`, instead of waking a task per change.
+    pub fn set_direct(&self, sink: Weak<dyn Sweep>) {
+        let _ = self.direct.set(sink);
+    }
+
+    /// Wakes a task-driven writer that had nothing pending. A direct client
+    /// is queued for the sweep of fan-out round `round` instead, once per
+    /// round, even with work pending (a throttled symbol's mark must not
+    /// hold back the others).
+    pub(super) fn wake(
+        self: &Arc<Self>,
+        was_empty: bool,
+        round: u64,
+        sweep: &mut Vec<Arc<Client>>,
+    ) {
+        if self.direct.get().is_some() {
+            if self.held.load(Ordering::Relaxed) {
+                return;
+            }
+            if self.swept.swap(round, Ordering::Relaxed) != round {
+                sweep.push(self.clone());
+            }
+        } else if was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Marks `locate` pending; true if the client had nothing pending.
+    pub(super) fn mark(&self, locate: Locate, metrics: &StreamMetrics) -> bool {
+        let mut p = self.pending.lock();
+        let was_empty = p.is_empty();
+        if !p.insert_mark(locate) {
+            // Replaced before it was sent: the client gets only the newest.
+            metrics.conflated.inc();
+        }
+        was_empty
+    }
+
+    /// Queues an `every` change; true if the client had nothing pending.
+    pub(super) fn push_every(&self, enc: &Arc<Encoded>) -> bool {
+        let mut p = self.pending.lock();
+        let was_empty = p.is_empty();
+        if p.every.len() >= self.every_limit {
+            p.overflow = true;
+            p.every.clear();
+        } else if !p.overflow {
+            p.every.push_back(enc.clone());
+        }
+        was_empty
+    }
+
+    /// Leaves the new session for the writer; false if it is not news.
+    pub(super) fn reset(&self, session: Session, epoch: u64) -> bool {
+        // A client that registered after the table was reset already reads
+        // the new session: the reset is not news to it.
+        if self.epoch.fetch_max(epoch, Ordering::AcqRel) >= epoch {
+            return false;
+        }
+        let mut p = self.pending.lock();
+        p.marks.clear();
+        p.marked = None;
+        p.every.clear();
+        p.reset = Some(session);
+        true
+    }
+}

@@ -1,0 +1,131 @@
+//! One fan-out shard: its clients, their subscriptions by symbol, its
+//! outbox of changes from the ingest thread, and the heap of clients
+//! holding their changes (`batch_ms`).
+
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use super::*;
+use crate::table::{LOCATES, Quote};
+use crate::wire::{Locate, Session};
+
+/// A subscription as the fan-out sees it.
+#[derive(Clone, Debug)]
+pub(super) struct Subscriber {
+    pub(super) client: Arc<Client>,
+    pub(super) every: bool,
+}
+
+#[derive(Clone)]
+pub(super) enum Event {
+    Changed(Locate),
+    Every(Locate, Quote),
+    Reset(Session, u64),
+}
+
+#[derive(Default)]
+pub(super) struct Outbox {
+    pub(super) events: Vec<Event>,
+    /// Which locates have a `Changed` event waiting (dedup across batches).
+    pub(super) queued: Vec<u64>,
+    pub(super) last_seq: u64,
+    pub(super) every_events: usize,
+    pub(super) every_overflowed: bool,
+}
+
+/// Most `every` events waiting for the fan-out before they are dropped (and
+/// their subscribers closed as too slow).
+pub(super) const MAX_OUTBOX_EVERY: usize = 1 << 20;
+
+/// One fan-out shard: its own clients and subscriptions, its own outbox of
+/// changes, its own sweep. Shards share nothing but the table and the
+/// encoding cache; each runs on its own thread.
+pub(super) struct Shard {
+    pub(super) subs: RwLock<SymbolMap<Vec<Subscriber>>>,
+    pub(super) wildcard: RwLock<Vec<Arc<Client>>>,
+    pub(super) clients: Mutex<HashMap<u64, Arc<Client>>>,
+    pub(super) outbox: Mutex<Outbox>,
+    pub(super) wake: Notify,
+    pub(super) fanned_seq: AtomicU64,
+    /// Fan-out rounds so far; the sweep's buffers, kept for their capacity.
+    pub(super) round: AtomicU64,
+    pub(super) sweep: Mutex<(Vec<Arc<Client>>, Scratch)>,
+    /// Clients holding their changes (`batch_ms`), soonest due first: the
+    /// shard's own timer sweeps them, no task is woken per window.
+    pub(super) held: Mutex<BinaryHeap<Held>>,
+}
+
+/// Sweeps the clients of `held` whose window has ended by `now`.
+pub(super) fn sweep_due(held: &mut BinaryHeap<Held>, scratch: &mut Scratch, now: Instant) {
+    let mut again = Vec::new();
+    while held.peek().is_some_and(|h| h.at <= now) {
+        let Some(Held { client, .. }) = held.pop() else {
+            break;
+        };
+        client.held.store(false, Ordering::Relaxed);
+        if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
+            if let Some(at) = sink.sweep(scratch, true) {
+                again.push(Held::new(at, client));
+            }
+        }
+    }
+    held.extend(again);
+}
+
+/// A client held until `at`.
+pub(super) struct Held {
+    pub(super) at: Instant,
+    pub(super) client: Arc<Client>,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Held {}
+
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Held {
+    /// Reversed: the heap's top is the soonest due.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+impl Held {
+    pub(super) fn new(at: Instant, client: Arc<Client>) -> Self {
+        client.held.store(true, Ordering::Relaxed);
+        Held { at, client }
+    }
+}
+
+impl Shard {
+    pub(super) fn new() -> Self {
+        Shard {
+            subs: RwLock::new(SymbolMap::default()),
+            wildcard: RwLock::new(Vec::new()),
+            clients: Mutex::new(HashMap::new()),
+            outbox: Mutex::new(Outbox {
+                queued: vec![0; LOCATES / 64],
+                ..Default::default()
+            }),
+            wake: Notify::new(),
+            fanned_seq: AtomicU64::new(0),
+            round: AtomicU64::new(0),
+            sweep: Mutex::new((Vec::new(), Scratch::default())),
+            held: Mutex::new(BinaryHeap::new()),
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! What the streaming transports share: a client's subscriptions, the drain
+//! that turns the hub's pending marks into one batch of quotes, and the
+//! promise (`seq`) each batch carries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use std::net::IpAddr;
+
+use crate::admission::ConnGuard;
+use crate::api::{ApiError, AppState, ErrorCode, parse_symbols};
+use crate::clock::now_ns;
+use crate::fanout::{Client, Encoded, Hub};
+use crate::metrics::TransportCounters;
+use crate::table::Table;
+use crate::transport::snapshot::resolve;
+use crate::wire::Locate;
+use crate::wire::Session;
+
+/// How a subscription delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubOptions {
+    /// `every` instead of `conflate`.
+    pub every: bool,
+    /// `max_hz`: least time between two updates of one symbol.
+    pub min_interval: Option<Duration>,
+}
+
+impl SubOptions {
+    /// From the protocol's `mode` and `max_hz`.
+    pub fn new(every: bool, max_hz: Option<f64>) -> Self {
+        let min_interval = max_hz
+            .filter(|hz| *hz > 0.0)
+            .map(|hz| Duration::from_secs_f64(1.0 / hz.clamp(MIN_MAX_HZ, 1e6)));
+        SubOptions {
+            every,
+            min_interval,
+        }
+    }
+}
+
+/// One subscribed symbol's delivery state: 32 bytes, two to a cache line.
+#[derive(Debug)]
+struct Sub {
+    name: Arc<str>,
+    last_seq: u64,
+    /// Only with `max_hz` (rare): kept out of line.
+    throttle: Option<Box<Throttle>>,
+}
+
+/// A `max_hz` symbol's spacing.
+#[derive(Debug)]
+struct Throttle {
+    min: Duration,
+    /// When it was last sent.
+    last_at: Option<Instant>,
+}
+
+impl Sub {
+    fn new(name: Arc<str>, opts: SubOptions) -> Self {
+        let mut sub = Sub {
+            name,
+            last_seq: 0,
+            throttle: None,
+        };
+        sub.set_opts(opts);
+        sub
+    }
+
+    /// Applies `opts`, keeping when the symbol was last sent.
+    fn set_opts(&mut self, opts: SubOptions) {
+        self.throttle = opts.min_interval.map(|min| {
+            let last_at = self.throttle.as_ref().and_then(|t| t.last_at);
+            Box::new(Throttle { min, last_at })
+        });
+    }
+}
+
+/// A client's subscriptions keyed by locate: the keys sorted in one small
+/// array beside the entries, so the drain finds a quote's entry with a
+/// binary search over a cache line or two instead of hashing a ticker into
+/// a map spread over the heap (the sweep does this once per quote per
+/// client). Names are kept for relistings (a new session, a ticker moved):
+/// an entry is re-filed when its ticker is first seen at another locate.
+#[derive(Debug, Default)]
+struct SubTable {
+    keys: Vec<Locate>,
+    subs: Vec<Sub>,
+    /// The table's `listings` moved since the entries were filed: some may
+    /// be under a locate that is not their ticker's now, so lookups that
+    /// miss fall back to the name.
+    misfiled: bool,
+    /// The table's `listings` when last looked at.
+    listings: u64,
+}
+
+impl SubTable {
+    fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// The entry of ticker `name` filed under `locate`.
+    fn filed(&self, locate: Locate, name: &str) -> Option<usize> {
+        let i = self.keys.binary_search(&locate).ok()?;
+        (&*self.subs[i].name == name).then_some(i)
+    }
+
+    /// The entry of ticker `name`, wherever it is filed.
+    fn named(&self, name: &str) -> Option<usize> {
+        self.subs.iter().position(|s| &*s.name == name)
+    }
+
+    /// Whether an entry may be misfiled, `listings` being the table's.
+    fn may_be_misfiled(&self, listings: u64) -> bool {
+        self.misfiled || listings != self.listings
+    }
+
+    /// The entry for the quote of `name` at `locate`: filed there, or (after
+    /// a relisting) filed elsewhere under its name, then re-filed. The table
+    /// is asked only on a miss.
+    fn find(&mut self, locate: Locate, name: &str, table: &Table) -> Option<usize> {
+        if let Some(i) = self.filed(locate, name) {
+            return Some(i);
+        }
+        let listings = table.listings();
+        if !self.may_be_misfiled(listings) {
+            return None;
+        }
+        self.misfiled = true;
+        self.listings = listings;
+        let i = self.named(name)?;
+        let sub = self.subs.remove(i);
+        self.keys.remove(i);
+        Some(self.insert(locate, sub))
+    }
+
+    /// The entry of ticker `name`, listed at `locate` if it is; `listings`
+    /// is the table's.
+    fn lookup(&self, locate: Option<Locate>, name: &str, listings: u64) -> Option<usize> {
+        locate
+            .and_then(|l| self.filed(l, name))
+            .or_else(|| self.named(name).filter(|_| self.may_be_misfiled(listings)))
+    }
+
+    fn insert(&mut self, key: Locate, sub: Sub) -> usize {
+        let at = self.keys.partition_point(|&k| k <= key);
+        self.keys.insert(at, key);
+        self.subs.insert(at, sub);
+        at
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.keys.remove(i);
+        self.subs.remove(i);
+    }
+}
+
+/// One batch to send.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The envelope's promise: every change to this client's symbols up to
+    /// here is in this batch or an earlier one.
+    pub seq: u64,
+    /// Quotes, each symbol at most once in conflate mode.
+    pub quotes: Vec<Arc<Encoded>>,
+    /// The `every` queue overflowed: close the client (4008).
+    pub overflow: bool,
+    /// The feed started a new session before this batch.
+    pub reset: Option<Session>,
+}
+
+/// A streaming client's subscriptions and delivery state.
+pub struct Subscriptions {
+    hub: Arc<Hub>,
+    client: Arc<Client>,
+    subs: SubTable,
+    /// The marks of the last drain, kept for their capacity.
+    scratch: Vec<Locate>,
+    wildcard: Option<SubOptions>,
+    /// When a throttled symbol becomes due.
+    pub next_due: Option<Instant>,
+    /// The last promise sent.
+    pub promised: u64,
+    /// What snapshots already covered: later batches promise at least this.
+    floor: u64,
+    /// `batch_ms`: least time between two frames of this client.
+    batch: Option<Duration>,
+    /// When the last batch with quotes was drained.
+    last_batch: Option<Instant>,
+}
+
+impl Subscriptions {
+    /// Empty, for `client`.
+    pub fn new(hub: Arc<Hub>, client: Arc<Client>) -> Self {
+        let subs = SubTable {
+            listings: hub.table().listings(),
+            ..SubTable::default()
+        };
+        Subscriptions {
+            hub,
+            subs,
+            client,
+            scratch: Vec::new(),
+            wildcard: None,
+            next_due: None,
+            promised: 0,
+            floor: 0,
+            batch: None,
+            last_batch: None,
+        }
+    }
+
+    /// Sets `batch_ms` for the whole connection (`None` or zero: immediate).
+    pub fn set_batch(&mut self, batch: Option<Duration>) {
+        self.batch = batch.filter(|b| !b.is_zero());
+    }
+
+    /// The `batch_ms` window, if any.
+    pub fn batch(&self) -> Option<Duration> {
+        self.batch
+    }
+
+    /// With `batch_ms`, when the next frame may go out if that is still
+    /// ahead: changes until then are gathered into it. `None`: drain now.
+    pub fn hold_until(&self, now: Instant) -> Option<Instant> {
+        let batch = self.batch?;
+        // Timed short by what a timer may fire late (its resolution), so a
+        // change waits at most `batch_ms`, as the protocol promises.
+        let at = self.last_batch? + batch - TIMER_SLACK.min(batch / 4);
+        (at > now).then_some(at)
+    }
+
+    /// The hub client (to wait on).
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// Number of symbol subscriptions (the wildcard counts as one).
+    pub fn len(&self) -> usize {
+        self.subs.len() + usize::from(self.wildcard.is_some())
+    }
+
+    /// Whether nothing is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `symbol` is subscribed (by name).
+    pub fn contains(&self, symbol: &str) -> bool {
+        let table = self.hub.table();
+        self.subs
+            .lookup(table.locate(symbol), symbol, table.listings())
+            .is_some()
+    }
+
+    /// Subscribes to listed `symbols` and returns their current quotes for the
+    /// snapshot: all of them, or with `since = Some(seq)` of the same
+    /// session only those changed after it. Returns the snapshot's promise.
+    pub fn subscribe(
+        &mut self,
+        symbols: &[Arc<str>],
+        opts: SubOptions,
+        since: Option<u64>,
+    ) -> (u64, Vec<Arc<Encoded>>) {
+        for s in symbols {
+            self.hub.subscribe(&self.client, s, opts.every);
+        }
+        // Registered first, read second: a change after the read is marked
+        // pending and follows; one up to the table's sequence read here is
+        // in the newest quotes read next, whether or not the fan-out has
+        // seen it yet.
+        let seq = self.hub.table().last_seq();
+        let table = self.hub.table().clone();
+        let current = symbols
+            .iter()
+            .filter_map(|s| table.locate(s).and_then(|l| self.hub.current(l)));
+        let current: Vec<Arc<Encoded>> = current.collect();
+        self.snapshot(seq, current, opts, since, true)
+    }
+
+    /// Subscribes to every symbol; returns the snapshot like [`Self::subscribe`].
+    pub fn subscribe_all(
+        &mut self,
+        opts: SubOptions,
+        since: Option<u64>,
+    ) -> (u64, Vec<Arc<Encoded>>) {
+        self.hub.subscribe_all(&self.client);
+        self.wildcard = Some(opts);
+        let seq = self.hub.table().last_seq();
+        let table = self.hub.table().clone();
+        let current: Vec<Arc<Encoded>> = table
+            .locates()
+            .into_iter()
+            .filter_map(|l| self.hub.current(l))
+            .collect();
+        self.snapshot(seq, current, opts, since, false)
+    }
+
+    /// Records the current quotes as sent and keeps those the snapshot
+    /// carries: not already sent, and changed after `since` when resuming.
+    /// `set_opts` applies `opts` to symbols subscribed before.
+    fn snapshot(
+        &mut self,
+        seq: u64,
+        current: Vec<Arc<Encoded>>,
+        opts: SubOptions,
+        since: Option<u64>,
+        set_opts: bool,
+    ) -> (u64, Vec<Arc<Encoded>>) {
+        let table: &Table = self.hub.table();
+        // Grown to fit: a connection keeps this for its life.
+        self.subs.keys.reserve_exact(current.len());
+        self.subs.subs.reserve_exact(current.len());
+        let mut quotes = Vec::with_capacity(current.len());
+        for enc in current {
+            let i = match self.subs.find(enc.locate, &enc.quote.symbol, table) {
+                Some(i) => {
+                    if set_opts {
+                        self.subs.subs[i].set_opts(opts);
+                    }
+                    i
+                }
+                None => self
+                    .subs
+                    .insert(enc.locate, Sub::new(enc.quote.symbol.clone(), opts)),
+            };
+            let entry = &mut self.subs.subs[i];
+            if entry.last_seq >= enc.quote.seq {
+                continue;
+            }
+            entry.last_seq = enc.quote.seq;
+            if since.is_none_or(|since| enc.quote.seq > since) {
+                quotes.push(enc);
+            }
+        }
+        self.promised = self.promised.max(seq);
+        self.floor = self.floor.max(seq);
+        (seq, quotes)
+    }
+
+    /// Ends subscriptions to `symbols` (`*` ends the wildcard).
+    pub fn unsubscribe(&mut self, symbols: &[Arc<str>]) {
+        if symbols.iter().any(|s| &**s == "*") && self.wildcard.take().is_some() {
+            self.hub.unsubscribe_all(&self.client);
+        }
+        self.hub.unsubscribe(&self.client, symbols);
+        let table = self.hub.table();
+        for s in symbols {
+            if let Some(i) = self.subs.lookup(table.locate(s), s, table.listings()) {
+                self.subs.remove(i);
+            }
+        }
+    }
+
+    /// Takes what the hub left and builds one batch. Throttled symbols not
+    /// yet due stay pending and set [`Self::next_due`].
+    pub fn drain(&mut self) -> Batch {
+        let mut quotes = Vec::new();
+        let mut batch = self.drain_into(&mut quotes);
+        batch.quotes = quotes;
+        batch
+    }
+
+    /// [`Self::drain`] with the quotes appended to `quotes` (the sweep's
+    /// reused buffer: no allocation per frame) instead of `Batch::quotes`.
+    pub fn drain_into(&mut self, quotes: &mut Vec<Arc<Encoded>>) -> Batch {
+        let fanned = self.hub.fanned_seq_for(&self.client);
+        let mut marks = std::mem::take(&mut self.scratch);
+        marks.clear();
+        let (every, overflow, reset) = self.client.take_into(&mut marks);
+        let mut batch = Batch {
+            seq: fanned,
+            overflow,
+            reset,
+            quotes: Vec::new(),
+        };
+        let start = quotes.len();
+        if let Some(session) = reset {
+            // Sequences restart: forget what was sent, resend current state.
+            tracing::debug!(session = %session, "client sees a new feed session");
+            for sub in self.subs.subs.iter_mut() {
+                sub.last_seq = 0;
+                if let Some(t) = &mut sub.throttle {
+                    t.last_at = None;
+                }
+            }
+            self.promised = 0;
+            self.floor = 0;
+        }
+        if overflow {
+            return batch;
+        }
+        // The clock is read only for a throttle or a batch window.
+        let mut now = None;
+        let table: &Table = self.hub.table();
+        let mut promise = fanned.max(self.floor);
+        self.next_due = None;
+        for enc in every {
+            let Some(i) = self.subs.find(enc.locate, &enc.quote.symbol, table) else {
+                continue;
+            };
+            let sub = &mut self.subs.subs[i];
+            if enc.quote.seq > sub.last_seq {
+                sub.last_seq = enc.quote.seq;
+                quotes.push(enc);
+            }
+        }
+        for &locate in &marks {
+            let Some(enc) = self.hub.current(locate) else {
+                continue;
+            };
+            let i = match self.subs.find(locate, &enc.quote.symbol, table) {
+                Some(i) => i,
+                None => match self.wildcard {
+                    Some(opts) => self
+                        .subs
+                        .insert(locate, Sub::new(enc.quote.symbol.clone(), opts)),
+                    None => continue,
+                },
+            };
+            let sub = &mut self.subs.subs[i];
+            if enc.quote.seq <= sub.last_seq {
+                continue;
+            }
+            if let Some((min, at)) = sub
+                .throttle
+                .as_ref()
+                .and_then(|t| Some((t.min, t.last_at?)))
+            {
+                let due = at + min;
+                if due > *now.get_or_insert_with(Instant::now) {
+                    // Not yet: keep it pending, promise no further than what
+                    // this symbol has been sent, or than the last promise
+                    // (every change up to it was delivered, and a held change
+                    // is always newer), so the envelope seq never steps back.
+                    self.client.remark(locate);
+                    promise = promise.min(sub.last_seq.max(self.promised));
+                    self.next_due = Some(self.next_due.map_or(due, |d| d.min(due)));
+                    continue;
+                }
+            }
+            sub.last_seq = enc.quote.seq;
+            if let Some(t) = &mut sub.throttle {
+                t.last_at = Some(*now.get_or_insert_with(Instant::now));
+            }
+            quotes.push(enc);
+        }
+        self.scratch = marks;
+        batch.seq = promise;
+        self.promised = promise;
+        if quotes.len() > start && self.batch.is_some() {
+            self.last_batch = Some(*now.get_or_insert_with(Instant::now));
+        }
+        batch
+    }
+
+    /// Records a written frame in the transport's metrics.
+    pub fn count(counters: &TransportCounters, batch: &Batch, bytes: usize) {
+        Self::count_quotes(counters, &batch.quotes, bytes)
+    }
+
+    /// Records a written frame of `quotes` in the transport's metrics.
+    pub fn count_quotes(counters: &TransportCounters, quotes: &[Arc<Encoded>], bytes: usize) {
+        counters.messages.inc();
+        counters.quotes.inc_by(quotes.len() as u64);
+        counters.bytes.inc_by(bytes as u64);
+        if let Some(oldest) = quotes.iter().map(|q| q.quote.ts).filter(|&t| t > 0).min() {
+            let lag = now_ns().saturating_sub(oldest);
+            counters.latency.observe(lag as f64 / 1e9);
+        }
+    }
+
+    /// Every subscribed symbol name.
+    pub fn symbols(&self) -> Vec<Arc<str>> {
+        self.subs.subs.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        let symbols = self.symbols();
+        self.hub.unregister(&self.client, &symbols);
+    }
+}
+
+/// The smallest `max_hz` a client may ask for: one update an hour.
+pub const MIN_MAX_HZ: f64 = 1.0 / 3600.0;
+
+/// Delivery options from the protocol's `mode` and `max_hz`, checked.
+pub fn sub_options(mode: Option<&str>, max_hz: Option<f64>) -> Result<SubOptions, ApiError> {
+    let every = match mode {
+        None | Some("conflate") => false,
+        Some("every") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("mode `{other}` is not `conflate` or `every`"),
+            ));
+        }
+    };
+    // At least one update an hour: below that, 1/max_hz seconds is no
+    // useful throttle (and, far below, no Duration at all).
+    if max_hz.is_some_and(|hz| !(hz.is_finite() && hz >= MIN_MAX_HZ)) {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("max_hz must be a number of at least {MIN_MAX_HZ} (one update an hour)"),
+        ));
+    }
+    Ok(SubOptions::new(every, max_hz))
+}
+
+/// How late a timer may fire: tokio's timers have millisecond resolution.
+pub const TIMER_SLACK: Duration = Duration::from_millis(1);
+
+/// Longest `batch_ms` a client may ask for (docs/PROTOCOL.md, "Delivery modes").
+pub const MAX_BATCH_MS: u64 = 1000;
+
+/// `batch_ms` from the protocol, checked: 0–1000 ms, 0 meaning immediate.
+pub fn batch_window(batch_ms: Option<u64>) -> Result<Option<Duration>, ApiError> {
+    match batch_ms {
+        None | Some(0) => Ok(None),
+        Some(ms) if ms <= MAX_BATCH_MS => Ok(Some(Duration::from_millis(ms))),
+        Some(ms) => Err(ApiError::new(
+            ErrorCode::BadBatchMs,
+            format!("batch_ms {ms} is not between 0 and {MAX_BATCH_MS}"),
+        )),
+    }
+}
+
+/// The locates of `?symbols=…`, or `None` for every symbol when the
+/// parameter is absent and `*` is allowed.
+pub fn requested_locates(
+    state: &AppState,
+    symbols: Option<&str>,
+) -> Result<Option<Vec<Locate>>, ApiError> {
+    let policy = &state.config.policy;
+    match parse_symbols(symbols, policy.max_symbols)? {
+        Some(names) => resolve(&state.table, &names).map(Some),
+        None if policy.allow_wildcard => Ok(None),
+        None => Err(ApiError::new(
+            ErrorCode::MissingSymbols,
+            "`symbols` is required (setting allow_wildcard is off)",
+        )),
+    }
+}
+
+/// Takes a streaming connection slot for `peer`, or answers 429.
+pub fn acquire(state: &AppState, peer: IpAddr) -> Result<ConnGuard, ApiError> {
+    state.conns.acquire(peer).map_err(|e| {
+        crate::api::refused(state, e.label());
+        ApiError::new(ErrorCode::LimitExceeded, e.message())
+    })
+}
+
+/// Parses a `SESSION:SEQ` resume token.
+pub fn parse_resume(token: &str) -> Option<(String, u64)> {
+    let (session, seq) = token.trim().rsplit_once(':')?;
+    Some((session.to_owned(), seq.parse().ok()?))
+}
+
+/// `Some(seq)` to resume from when `token` names the current session,
+/// `None` for a full snapshot.
+pub fn resume_point(token: Option<&str>, session: Session) -> Option<u64> {
+    let (s, seq) = parse_resume(token?)?;
+    (s == session.as_str()).then_some(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_tokens() {
+        assert_eq!(parse_resume("S1:42"), Some(("S1".into(), 42)));
+        assert_eq!(parse_resume("nonsense"), None);
+        assert_eq!(parse_resume("S1:x"), None);
+        assert_eq!(resume_point(Some("S1:42"), Session::new("S1")), Some(42));
+        assert_eq!(resume_point(Some("S0:42"), Session::new("S1")), None);
+        assert_eq!(resume_point(None, Session::new("S1")), None);
+    }
+}
+
+/// `Subscriptions::drain`: the promise, conflation, `every`, `max_hz` and
+/// `batch_ms`. A real hub and table; the fan-out runs as a task on the
+/// test's runtime. Time enters drain as `Instant::now()`, so a throttle
+/// window is "passed" by moving a symbol's `last_at` back, never by sleeping.
+#[cfg(test)]
+mod drain_tests;

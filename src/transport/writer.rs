@@ -1,0 +1,648 @@
+//! The write side of a streaming connection written from the fan-out's
+//! sweep (WebSocket frames or SSE chunks), shared by the sweep and the
+//! connection's own task.
+//!
+//! The sweep drains what the hub marked for the client into one frame, built
+//! in the sweep's shared buffer, and writes it with one non-blocking
+//! `try_write`: no task is woken, no timer or future exists per frame. When
+//! the socket is full, the unwritten rest is kept and the client's task is
+//! told; until the task has finished that write, the sweep leaves the client
+//! alone and its changes stay conflated as marks. With `batch_ms` or a
+//! throttled symbol, the task keeps the timer. The task also finishes a
+//! write that would block, and ends the connection on a verdict (4008).
+
+use std::io::ErrorKind;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
+use parking_lot::{Mutex, MutexGuard};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Sleep;
+
+use crate::api::{AppState, close};
+use crate::fanout::{Format, Scratch, Sweep, envelope};
+use crate::feed::FeedState;
+use crate::metrics::TransportCounters;
+use crate::transport::kind::{SlowReason, Transport};
+use crate::transport::pacer::Beat;
+use crate::transport::subscriptions::Subscriptions;
+use crate::transport::wsframe::{self, opcode};
+
+/// How frames are put on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// WebSocket data frames in this format.
+    Ws(Format),
+    /// SSE events, each in one HTTP/1.1 chunk.
+    Sse,
+}
+
+/// Why a connection ends, decided by whoever saw it first.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Tell the client (close code, or its SSE twin) and end.
+    Close(u16, String),
+    /// The peer is gone: just end.
+    Stop,
+}
+
+/// The state behind the lock.
+pub struct Writer {
+    /// The client's subscriptions and delivery state.
+    pub subs: Subscriptions,
+    /// Bytes the socket did not take yet; empty unless blocked.
+    out: Vec<u8>,
+    /// Since when the socket has been full.
+    blocked_since: Option<Instant>,
+    /// With `batch_ms`: the next frame is due then.
+    held: Option<Instant>,
+    /// The connection must end so.
+    verdict: Option<Verdict>,
+}
+
+/// What the task waits for next.
+pub struct Status {
+    /// The socket has been full since then.
+    pub blocked_since: Option<Instant>,
+    /// A batch window or throttled symbol is due then.
+    pub timer: Option<Instant>,
+}
+
+/// One connection's write side.
+pub struct Direct {
+    /// The client's socket.
+    pub tcp: TcpStream,
+    framing: Framing,
+    transport: Transport,
+    /// What every handler can reach.
+    pub state: AppState,
+    counters: TransportCounters,
+    writer: Mutex<Writer>,
+    /// The sweep tells the task: the socket is full, a timer started, or the
+    /// connection must end.
+    pub wake: Wake,
+}
+
+/// A connection task's wake-up. Like `Notify::notify_one` with one waiter
+/// (a wake-up given while the task is busy is kept for its next look), but
+/// the task keeps no future for it: it registers its waker each time it
+/// polls ([`Direct::poll_event`]).
+#[derive(Default)]
+pub struct Wake {
+    waker: AtomicWaker,
+    /// Wake-ups not yet taken: [`GIVEN`], [`BEAT`].
+    given: AtomicU8,
+}
+
+/// The sweep asked the task to look at the writer.
+const GIVEN: u8 = 1;
+/// The pacer says a ping (keep-alive) is due.
+const BEAT: u8 = 2;
+
+impl Wake {
+    /// Wakes the task to look at the writer (flush, blocked, verdict, timer).
+    pub fn notify_one(&self) {
+        self.given.fetch_or(GIVEN, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Wakes the task to look at what every connection shares: the feed
+    /// status and the shutdown token (`Hub::poke_all`).
+    pub fn poke(&self) {
+        self.waker.wake();
+    }
+
+    /// Takes the wake-up `what`, if it was given.
+    fn take(&self, what: u8) -> bool {
+        self.given.load(Ordering::Acquire) & what != 0
+            && self.given.fetch_and(!what, Ordering::AcqRel) & what != 0
+    }
+}
+
+impl Beat for Direct {
+    fn beat(&self) {
+        self.wake.given.fetch_or(BEAT, Ordering::Release);
+        self.wake.waker.wake();
+    }
+}
+
+/// What a connection's task was woken for, in the order it looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The relay is shutting down.
+    Shutdown,
+    /// A blocked socket has room again; false: the socket failed.
+    Writable(bool),
+    /// The client sent bytes or closed; false: the socket failed.
+    Readable(bool),
+    /// The sweep asked ([`Wake::notify_one`]).
+    Woken,
+    /// The feed status changed.
+    Feed,
+    /// The timer is due: the write deadline, a batch window or throttle.
+    Due,
+    /// A ping or keep-alive is due (`transport::pacer`).
+    Beat,
+}
+
+/// The timer of a connection's task, there only while something is due (an
+/// idle connection has none: its pings come from the pacer).
+pub type Timer = Option<Pin<Box<Sleep>>>;
+
+/// Sets `timer` for `due`: made when first needed, dropped when nothing is.
+pub fn arm(timer: &mut Timer, due: Option<Instant>) {
+    match (timer.as_mut(), due) {
+        (_, None) => *timer = None,
+        (Some(t), Some(at)) => {
+            if t.deadline() != at.into() {
+                t.as_mut().reset(at.into());
+            }
+        }
+        (None, Some(at)) => *timer = Some(Box::pin(tokio::time::sleep_until(at.into()))),
+    }
+}
+
+impl Sweep for Direct {
+    fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant> {
+        // The task holds the writer (an operation in progress): it looks at
+        // what is pending when it is done.
+        let Some(mut w) = self.writer.try_lock() else {
+            self.wake.notify_one();
+            return None;
+        };
+        if due {
+            w.held = None;
+        }
+        if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
+            return self.flush(&mut w, scratch);
+        }
+        None
+    }
+
+    fn poke(&self) {
+        self.wake.poke();
+    }
+}
+
+impl Direct {
+    /// The write side of `tcp` for `subs`.
+    pub fn new(state: AppState, tcp: TcpStream, framing: Framing, subs: Subscriptions) -> Self {
+        let transport = match framing {
+            Framing::Ws(_) => Transport::Ws,
+            Framing::Sse => Transport::Sse,
+        };
+        Direct {
+            tcp,
+            framing,
+            transport,
+            counters: state.hub.metrics.transport(transport),
+            writer: Mutex::new(Writer {
+                subs,
+                out: Vec::new(),
+                blocked_since: None,
+                held: None,
+                verdict: None,
+            }),
+            wake: Wake::default(),
+            state,
+        }
+    }
+
+    /// The next thing the connection's task must do. The one future an idle
+    /// connection waits in, holding nothing of its own: readiness is the
+    /// socket's, the wake-up the writer's, shutdown and feed status are
+    /// looked at here (whoever changes them pokes every connection, see
+    /// `server::wake_streams`), pings come from the pacer, and the timer is
+    /// the task's while something else is due. `blocked`: a write waits for
+    /// room.
+    pub fn poll_event(
+        &self,
+        cx: &mut Context<'_>,
+        blocked: bool,
+        feed: &mut watch::Receiver<FeedState>,
+        timer: &mut Timer,
+    ) -> Poll<Event> {
+        // Registered before anything is looked at: a change made after the
+        // look comes with a wake-up.
+        self.wake.waker.register(cx.waker());
+        if self.state.cancel.is_cancelled() {
+            return Poll::Ready(Event::Shutdown);
+        }
+        if blocked {
+            if let Poll::Ready(r) = self.tcp.poll_write_ready(cx) {
+                return Poll::Ready(Event::Writable(r.is_ok()));
+            }
+        }
+        if let Poll::Ready(r) = self.tcp.poll_read_ready(cx) {
+            return Poll::Ready(Event::Readable(r.is_ok()));
+        }
+        if self.wake.take(GIVEN) {
+            return Poll::Ready(Event::Woken);
+        }
+        if feed.has_changed().unwrap_or(false) {
+            return Poll::Ready(Event::Feed);
+        }
+        if let Some(t) = timer {
+            if t.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Due);
+            }
+        }
+        if self.wake.take(BEAT) {
+            return Poll::Ready(Event::Beat);
+        }
+        Poll::Pending
+    }
+
+    /// The writer, locked.
+    pub fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock()
+    }
+
+    /// Takes the verdict, or says what to wait for.
+    pub fn status(&self) -> Result<Status, Verdict> {
+        let mut w = self.writer.lock();
+        if let Some(v) = w.verdict.take() {
+            return Err(v);
+        }
+        Ok(Status {
+            blocked_since: w.blocked_since,
+            timer: w.held.or(w.subs.next_due),
+        })
+    }
+
+    /// Ends the connection with `verdict` (the task's next
+    /// [`Direct::status`]), unless it is ending already.
+    pub fn end(&self, verdict: Verdict) {
+        self.writer.lock().verdict.get_or_insert(verdict);
+    }
+
+    /// When the task's timer is due, from [`Direct::status`]: the write
+    /// deadline while blocked (nothing is flushed then: the write catches up
+    /// once the socket drains, so a batch window or throttle that passes
+    /// meanwhile must not fire again and again), a batch window or throttled
+    /// symbol otherwise.
+    pub fn due(&self, status: &Status) -> Option<Instant> {
+        match status.blocked_since {
+            Some(since) => Some(since + self.state.config.policy.write_timeout),
+            None => status.timer,
+        }
+    }
+
+    /// The task's timer fired: closes a client blocked for longer than the
+    /// write timeout (4008; the verdict is the task's next
+    /// [`Direct::status`]) and flushes what a batch window or throttled
+    /// symbol held.
+    pub fn on_timer(&self, now: Instant) {
+        let mut w = self.writer.lock();
+        if w.verdict.is_some() {
+            return;
+        }
+        let write_timeout = self.state.config.policy.write_timeout;
+        if w.blocked_since.is_some_and(|b| b + write_timeout <= now) {
+            self.slow(&mut w);
+            return;
+        }
+        let timer = w.held.or(w.subs.next_due);
+        drop(w);
+        if timer.is_some_and(|t| t <= now) {
+            self.flush_if_idle(true);
+        }
+    }
+
+    /// Flushes pending changes unless the sweep's rules say wait (blocked,
+    /// in a batch window, ending). `due`: a timer fired.
+    pub fn flush_if_idle(&self, due: bool) {
+        let mut w = self.writer.lock();
+        if due {
+            w.held = None;
+        }
+        if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
+            // A hold started here is the task's to time (`Status::timer`).
+            let _ = self.flush(&mut w, &mut Scratch::default());
+        }
+    }
+
+    /// Drains what is pending into one frame and writes it. Returns when
+    /// the client starts holding its changes (`batch_ms`), for the caller's
+    /// timer: the shard's when it sweeps, the task's otherwise.
+    fn flush(&self, w: &mut Writer, scratch: &mut Scratch) -> Option<Instant> {
+        if let Some(at) = w
+            .subs
+            .batch()
+            .and_then(|_| w.subs.hold_until(Instant::now()))
+        {
+            let new = w.held.is_none();
+            w.held = Some(at);
+            return new.then_some(at);
+        }
+        w.held = None;
+        let due = w.subs.next_due;
+        let Scratch { frame, quotes } = scratch;
+        quotes.clear();
+        let batch = w.subs.drain_into(quotes);
+        if batch.overflow {
+            self.state
+                .hub
+                .metrics
+                .slow(self.transport, SlowReason::QueueOverflow);
+            tracing::info!(
+                transport = self.transport.as_str(),
+                peer = %self.peer(),
+                "client closed: every-mode queue overflow"
+            );
+            w.verdict = Some(Verdict::Close(
+                close::SLOW_CONSUMER,
+                format!(
+                    "slow consumer: every-mode queue over {} (setting every_queue)",
+                    self.state.config.policy.every_queue
+                ),
+            ));
+            self.wake.notify_one();
+            return None;
+        }
+        if w.subs.next_due.is_some() && w.subs.next_due != due {
+            // A throttled symbol: the task arms the timer.
+            self.wake.notify_one();
+        }
+        frame.clear();
+        // Where the bytes to write begin: the ticks frame's header is put in
+        // room kept before its payload, so nothing is moved or allocated.
+        let mut start = 0;
+        if batch.reset.is_some() {
+            self.feed_payload(frame, w.subs.promised);
+            self.seal(frame, 0);
+        }
+        if !quotes.is_empty() {
+            let at = frame.len();
+            frame.resize(at + HEAD_ROOM, 0);
+            match self.framing {
+                Framing::Ws(format) => envelope::ws_ticks_into(frame, format, batch.seq, quotes),
+                Framing::Sse => {
+                    let session = self.state.table.session();
+                    sse_head(frame, "tick", session.as_str(), batch.seq);
+                    envelope::tick_json_into(frame, batch.seq, quotes);
+                    frame.extend_from_slice(b"\n\n");
+                }
+            }
+            let len = frame.len() - at - HEAD_ROOM;
+            let head = self.seal_in_room(frame, at);
+            if at == 0 {
+                start = head;
+            } else {
+                // After a `feed` frame (a new session, rare): close the gap.
+                frame.drain(at..head);
+            }
+            Subscriptions::count_quotes(&self.counters, quotes, len);
+        }
+        if frame.len() > start {
+            self.write(w, &frame[start..]);
+        }
+        quotes.clear();
+        None
+    }
+
+    /// Frames the payload that follows `HEAD_ROOM` bytes kept at `at`: the
+    /// header goes at the end of that room (an HTTP chunk's trailing CRLF
+    /// after the payload). Returns where the frame now begins.
+    fn seal_in_room(&self, buf: &mut Vec<u8>, at: usize) -> usize {
+        let len = buf.len() - at - HEAD_ROOM;
+        let (head, n) = self.head(len);
+        let begin = at + HEAD_ROOM - n;
+        buf[begin..at + HEAD_ROOM].copy_from_slice(&head[..n]);
+        if self.framing == Framing::Sse {
+            buf.extend_from_slice(b"\r\n");
+        }
+        begin
+    }
+
+    /// The frame header (WebSocket) or chunk-size line (SSE) for a payload
+    /// of `len` bytes: its first `n` bytes.
+    fn head(&self, len: usize) -> ([u8; HEAD_ROOM], usize) {
+        let mut out = [0u8; HEAD_ROOM];
+        let op = match self.framing {
+            Framing::Ws(Format::Json) => opcode::TEXT,
+            Framing::Ws(Format::Msgpack) => opcode::BINARY,
+            Framing::Sse => {
+                let hex = format_hex(len, &mut out);
+                return (out, hex);
+            }
+        };
+        let (h, n) = wsframe::header_bytes(op, len);
+        out[..n].copy_from_slice(&h[..n]);
+        (out, n)
+    }
+
+    /// Records a frame of `batch` in the transport's metrics.
+    pub fn count(&self, batch: &crate::transport::subscriptions::Batch, bytes: usize) {
+        Subscriptions::count(&self.counters, batch, bytes);
+    }
+
+    /// The `feed` status as this connection's frame payload (unsealed).
+    pub fn feed_payload(&self, out: &mut Vec<u8>, promised: u64) {
+        let feed = *self.state.feed.borrow();
+        let session = feed.session.as_str();
+        match self.framing {
+            Framing::Ws(format) => {
+                let frame = crate::transport::wsmsg::feed_frame(&feed);
+                out.extend_from_slice(&match format {
+                    Format::Json => serde_json::to_vec(&frame).unwrap_or_default(),
+                    Format::Msgpack => rmp_serde::to_vec_named(&frame).unwrap_or_default(),
+                });
+            }
+            Framing::Sse => {
+                sse_head(out, "feed", session, promised);
+                let data = serde_json::json!({
+                    "status": feed.status.as_str(),
+                    "session": session,
+                    "complete": feed.complete,
+                    "lost": feed.lost,
+                    "incomplete": feed.incomplete,
+                });
+                out.extend_from_slice(data.to_string().as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+    }
+
+    /// Frames the payload written into `buf` from `at` on: a WebSocket
+    /// header before it, or an HTTP chunk around it.
+    pub fn seal(&self, buf: &mut Vec<u8>, at: usize) {
+        let len = buf.len() - at;
+        let (head, n) = self.head(len);
+        if self.framing == Framing::Sse {
+            buf.extend_from_slice(b"\r\n");
+        }
+        buf.splice(at..at, head[..n].iter().copied());
+    }
+
+    /// Writes `bytes` now if the socket takes them; the rest waits for the
+    /// task (in order, behind anything already waiting).
+    pub fn write(&self, w: &mut Writer, bytes: &[u8]) {
+        if w.blocked_since.is_some() {
+            // Only control frames queue while blocked; ticks stay marks.
+            let cap = self.state.config.policy.max_frame_bytes.max(1 << 20) * 4;
+            if w.out.len() + bytes.len() > cap {
+                if w.verdict.is_none() {
+                    self.slow(w);
+                }
+            } else {
+                w.out.extend_from_slice(bytes);
+            }
+            return;
+        }
+        // Straight to the socket, past tokio's readiness bookkeeping (a
+        // cold cache line per client per frame): a `WouldBlock` here leaves
+        // the readiness set, so the task's first wait for room returns at
+        // once, its `try_write` meets the full socket and clears it.
+        let written = match socket2::SockRef::from(&self.tcp).send(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                w.verdict.get_or_insert(Verdict::Stop);
+                self.wake.notify_one();
+                return;
+            }
+        };
+        if written < bytes.len() {
+            w.out.extend_from_slice(&bytes[written..]);
+            w.blocked_since = Some(Instant::now());
+            self.wake.notify_one();
+        }
+    }
+
+    /// The client's address, for log lines.
+    fn peer(&self) -> String {
+        self.tcp
+            .peer_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string())
+    }
+
+    /// The client did not take its frames within the write timeout (4008).
+    pub fn slow(&self, w: &mut Writer) {
+        self.state
+            .hub
+            .metrics
+            .slow(self.transport, SlowReason::WriteTimeout);
+        tracing::info!(
+            transport = self.transport.as_str(),
+            peer = %self.peer(),
+            "client closed: write timeout"
+        );
+        w.verdict = Some(Verdict::Close(
+            close::SLOW_CONSUMER,
+            crate::transport::slow::WRITE_TIMEOUT.into(),
+        ));
+        self.wake.notify_one();
+    }
+
+    /// The socket drained: write what waited, then catch up on the marks.
+    /// False if the peer is gone.
+    pub fn resume(&self) -> bool {
+        let mut w = self.writer.lock();
+        while !w.out.is_empty() {
+            match self.tcp.try_write(&w.out) {
+                Ok(n) => {
+                    w.out.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+        w.out = Vec::new();
+        w.blocked_since = None;
+        if w.verdict.is_none() {
+            let _ = self.flush(&mut w, &mut Scratch::default());
+        }
+        true
+    }
+
+    /// Ends the sweep's part: nothing is written after `last` (the close
+    /// frame or final event), which follows whatever still waited. Returns
+    /// the bytes to write.
+    pub fn finish(&self, last: &[u8]) -> Vec<u8> {
+        let mut w = self.writer.lock();
+        w.verdict = Some(Verdict::Stop);
+        let mut out = std::mem::take(&mut w.out);
+        out.extend_from_slice(last);
+        if let Some(since) = w.blocked_since {
+            // The socket is full: without room, the last frame (4008, the
+            // error event) would never reach a client that reads again.
+            let keep = since.elapsed() + 2 * self.state.config.policy.write_timeout;
+            crate::transport::slow::make_room(&self.tcp, out.len(), keep);
+        }
+        out
+    }
+}
+
+/// Room kept before a frame's payload for its header: a WebSocket header
+/// (at most 10 bytes) or a chunk-size line (16 hex digits and CRLF).
+const HEAD_ROOM: usize = 18;
+
+/// `len` in lowercase hex and CRLF, into `out`; returns the length.
+fn format_hex(len: usize, out: &mut [u8; HEAD_ROOM]) -> usize {
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, digit) in out.iter_mut().take(digits).enumerate() {
+        *digit = b"0123456789abcdef"[(len >> (4 * (digits - 1 - i))) & 0xf];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
+}
+
+/// `id: SESSION:SEQ\nevent: NAME\ndata: ` — an SSE event up to its data.
+pub fn sse_head(out: &mut Vec<u8>, name: &str, session: &str, seq: u64) {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(session.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.extend_from_slice(b"\nevent: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+}
+
+/// Writes all of `bytes`, waiting for the socket as needed.
+pub async fn write_all(tcp: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    // Once straight to the socket, past tokio's readiness: a send buffer
+    // just grown (`slow::make_room`) takes the bytes though no wake-up says so.
+    if !bytes.is_empty() {
+        if let Ok(n) = socket2::SockRef::from(tcp).send(bytes) {
+            bytes = &bytes[n..];
+        }
+    }
+    while !bytes.is_empty() {
+        tcp.writable().await?;
+        match tcp.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads (and drops) until the peer closes or `within` passes, so a last
+/// frame is not lost to a reset on unread data.
+pub async fn linger(tcp: &TcpStream, within: Duration) {
+    let _ = tokio::time::timeout(within, async {
+        while tcp.readable().await.is_ok() && !read_gone(tcp) {}
+    })
+    .await;
+}
+
+/// Reads and drops what the peer sent; true once it has closed (or failed).
+/// Not async: its buffer is on the stack only while it runs, never in a
+/// connection's future.
+pub fn read_gone(tcp: &TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tcp.try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return e.kind() != ErrorKind::WouldBlock,
+        }
+    }
+}
