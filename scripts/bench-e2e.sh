@@ -34,6 +34,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release
 OUT=${OUT:-$TARGET/bench-e2e}
@@ -144,30 +146,9 @@ mkdir -p "$OUT/logs"
     command -v nginx >/dev/null && echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2)"
 } >"$OUT/machine.txt"
 
-STARTED=()
-track() { STARTED+=("$1"); }
-stop_all() {
-    local p
-    for p in "${STARTED[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${STARTED[@]}"; do wait "$p" 2>/dev/null || true; done
-    STARTED=()
-}
+# track, stop_all, wait_port and free_port: scripts/lib.sh.
 trap 'stop_all; restore_ports' EXIT
 trap 'exit 130' INT TERM
-
-wait_port() {
-    local port=$1
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    log "nothing listens on $port"
-    return 1
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 N=0
 # point NAME SERVER RATE [load flags...] — SERVER is relay, nchan or node.
@@ -185,13 +166,13 @@ point() {
             "${SERVER_ARGS[@]}" >"$OUT/logs/$name.server.log" 2>&1 &
         local srv=$!
         track $srv
-        wait_port "$port" || { stop_all; return 0; }
+        wait_port "$port" || { log "nothing listens on $port"; stop_all; return 0; }
         pids=$srv
     elif [ "$server" = node ]; then
         taskset -c "$SERVER_CPU" node "$NODE_DIR/server.js" "$port" >"$OUT/logs/$name.server.log" 2>&1 &
         local srv=$!
         track $srv
-        wait_port "$port" || { stop_all; return 0; }
+        wait_port "$port" || { log "nothing listens on $port"; stop_all; return 0; }
         pids=$srv
         taskset -c "$CLIENT_CPU" "$BIN/examples/nchan-bridge" --feed-a "$group" \
             --nchan "127.0.0.1:$port" >"$OUT/logs/$name.bridge.log" 2>&1 &
@@ -205,7 +186,7 @@ point() {
         taskset -c "$SERVER_CPU" nginx -c "$dir/nginx.conf" -p "$dir" >"$OUT/logs/$name.server.log" 2>&1 &
         local srv=$!
         track $srv
-        wait_port "$port" || { stop_all; return 0; }
+        wait_port "$port" || { log "nothing listens on $port"; stop_all; return 0; }
         local worker
         worker=$(pgrep -P "$srv" | head -1)
         pids="$srv,$worker"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The fan-out benchmark of issue #10 in one run: the floor, the fan-out points
-# of this build (after) and of the relay at 16019ac (before) with nchan beside
-# them, the half-max points, idle memory per connection, then one Markdown
-# results file with a computed targets table (scripts/fanout-table.py) and,
-# with PLOT=1, the plots in docs/img (scripts/fanout-plot.py).
+# The fan-out benchmark in one run: the floor, the fan-out points of this
+# build (after) and of the relay as it was before the fan-out work (before:
+# one task per client, no shards, no batch_ms; BASE_COMMIT below) with nchan
+# beside them, the half-max points, idle memory per connection, then one
+# Markdown results file with a computed targets table
+# (scripts/fanout-table.py) and, with PLOT=1, the plots in docs/img
+# (scripts/fanout-plot.py). docs/BENCHMARKS.md reads its results.
 #
 #   scripts/bench-fanout.sh              # everything: ~5 minutes on 2 cores, plus ~6
 #                                        # the first time (the before build, niced)
@@ -13,8 +15,9 @@
 # Settings (environment): OUT (results, default $CARGO_TARGET_DIR/bench-fanout),
 # DURATION (5 s per point), WARMUP (2 s), RATES (feed msg/s, "750 1500 3000"),
 # HALF_RATES (about half the relay's max, "250 375"), BEFORE (1: build or
-# reuse the relay at 16019ac in $CARGO_TARGET_DIR/baseline-target and measure
-# it; 0: skip), BEFORE_BIN (an existing build of 16019ac to use instead),
+# reuse the version to compare against in $CARGO_TARGET_DIR/baseline-target
+# and measure it; 0: skip), BEFORE_BIN (an existing build of the version to
+# compare against, used instead),
 # NCHAN (auto|0|1), FLOOR_ROUNDS (300), FLOOR_SIZES ("300 1400"; the mean
 # frame size of the after points is measured too), IDLE_CLIENTS (5000),
 # PLOT (0; 1: write the plots fanout-*.png into IMG, default docs/img; needs
@@ -29,11 +32,14 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 TARGET=$(realpath -m "$TARGET")
 export CARGO_TARGET_DIR=$TARGET
 BIN=$TARGET/release
 OUT=$(realpath -m "${OUT:-$TARGET/bench-fanout}")
+# The version to compare against: the relay before the fan-out work.
 BASE_COMMIT=16019ac
 BASE_SRC=$TARGET/baseline-src
 BASE_BIN=${BEFORE_BIN:-$TARGET/baseline-target/release/tickrelay}
@@ -76,17 +82,11 @@ mkdir -p "$OUT/logs"
 } >"$OUT/run.txt"
 START_S=$SECONDS
 
-STARTED=()
-stop_all() {
-    local p
-    for p in "${STARTED[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${STARTED[@]}"; do wait "$p" 2>/dev/null || true; done
-    STARTED=()
-}
+# track, stop_all, wait_port and free_port: scripts/lib.sh.
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-# --- builds, niced: this build, the floor bench, the relay at 16019ac -----
+# --- builds, niced: this build, the floor bench, the version before ------
 part build begin
 log "building (release, nice -n 19)"
 nice -n 19 cargo build --release --workspace --quiet
@@ -137,7 +137,7 @@ RATES_FANOUT=$HALF_RATES NCHAN=0 SERVER_EXTRA="--fanout-shards 1" e2e half
 part fanout-half end
 
 if [ "$BEFORE" = 1 ]; then
-    # 16019ac has neither `--fanout-shards` nor `batch_ms`.
+    # The version before has neither `--fanout-shards` nor `batch_ms`.
     part fanout-before begin
     RATES_FANOUT=$RATES NCHAN=0 TAG=before- SERVER_BIN=$BASE_BIN FANOUT_BATCH=0 \
         SERVER_EXTRA="" e2e before
@@ -162,23 +162,16 @@ if [ "$MEAN" -ge 4 ] && [[ " $FLOOR_SIZES " != *" $MEAN "* ]]; then
 fi
 
 # --- idle memory per connection: a fresh `tickrelay demo` per measurement ----
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
 N=0
 idle() {
     local build=$1 bin=$2 transport=$3 port
     N=$((N + 1))
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(free_port)
     RUST_LOG=warn "$bin" demo --http "127.0.0.1:$port" --rate 0 --symbols 100 \
         --feed-a "239.255.94.$N:$((44100 + N))" --interface 127.0.0.1 \
         >"$OUT/logs/idle-$build-$transport.server.log" 2>&1 &
     local pid=$!
-    STARTED+=("$pid")
+    track "$pid"
     if wait_port "$port"; then
         timeout 300 python3 scripts/idle-memory.py --port "$port" --pid "$pid" \
             --transport "$transport" --clients "$IDLE_CLIENTS" \

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2017  # deadlines in whole seconds: the rounding does not matter
 # End-to-end ingest benchmark on one machine, loopback only.
 #
 #   scripts/bench-ingest.sh [RATE] [COUNT]
@@ -26,19 +27,12 @@ FEED=239.255.20.1:33001
 IDLE_FEED=239.255.20.2:33002
 
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release
 WORK=$(mktemp -d -t tickrelay-bench.XXXXXX)
-RELAY_PID=""
-
-cleanup() {
-    if [[ -n "$RELAY_PID" ]] && kill -0 "$RELAY_PID" 2>/dev/null; then
-        kill -TERM "$RELAY_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$RELAY_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
+# cleanup (scripts/lib.sh): stops the relay, removes $WORK.
 trap cleanup EXIT
 
 # Command prefixes pinning to core 0 and core 1 (none on a single core).
@@ -83,6 +77,7 @@ echo "== end to end: relay on core 0, simulator on core 1, $RATE msg/s, $COUNT m
 "${PIN0[@]}" "$BIN/tickrelay" serve --http 127.0.0.1:0 --feed-a "$FEED" --interface 127.0.0.1 \
     --stale-after-ms 600000 --gap-hold-ms 100 >"$WORK/relay.out" 2>"$WORK/relay.err" &
 RELAY_PID=$!
+track "$RELAY_PID"
 PORT=""
 for _ in $(seq 200); do
     PORT=$(sed -n 's#^tickrelay listening on http://127.0.0.1:\([0-9]*\)$#\1#p' "$WORK/relay.out")
@@ -145,9 +140,7 @@ else
     echo "result:      LOSS, $(( SENT - APPLIED )) of $SENT messages not applied"
 fi
 
-kill -TERM "$RELAY_PID" 2>/dev/null || true
-wait "$RELAY_PID" 2>/dev/null || true
-RELAY_PID=""
+stop_all
 
 echo "== simulator alone on core 1: $SIM_ALONE_RATE msg/s, $SIM_ALONE_COUNT messages, nobody joined"
 SIM_LIMIT=$(( SIM_ALONE_COUNT / SIM_ALONE_RATE * 4 + 60 ))

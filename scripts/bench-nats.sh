@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154  # start() sets bridge_PID, mcast_URL, ... through eval
 # The NATS path measured against multicast, in one run, on loopback.
 #
 #   scripts/bench-nats.sh [RATE] [SECS]
@@ -27,36 +28,24 @@ SYMBOLS=${SYMBOLS:-1000}
 FEED=239.255.21.1:33101
 
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release
 WORK=$(mktemp -d -t tickrelay-bench-nats.XXXXXX)
-PIDS=()
-
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
+# cleanup (scripts/lib.sh): stops every process started here, removes $WORK.
 trap cleanup EXIT
 
 export PATH="$PATH:/usr/sbin"
 NATS_SERVER=$(command -v nats-server) || { echo "nats-server not found" >&2; exit 1; }
 [[ -n ${NO_BUILD:-} ]] || cargo build --release -q --bin tickrelay -p tickrelay -p feed-simulator
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 mkdir -p "$WORK/js"
 "$NATS_SERVER" -js -a 127.0.0.1 -p "$PORT" -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
 NATS_PID=$!
-PIDS+=("$NATS_PID")
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-done
+track "$NATS_PID"
+wait_port "$PORT" || true
 URL=nats://127.0.0.1:$PORT
 
 # start NAME COMMAND ARGS...: runs tickrelay, waits for its address.
@@ -64,7 +53,7 @@ start() {
     local name=$1; shift
     "$BIN/tickrelay" "$@" --http 127.0.0.1:0 --interface 127.0.0.1 --stale-after-ms 60000 \
         >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    PIDS+=("$!")
+    track "$!"
     eval "${name}_PID=$!"
     for _ in $(seq 200); do
         if grep -q "listening on" "$WORK/$name.out" 2>/dev/null; then

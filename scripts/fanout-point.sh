@@ -9,6 +9,10 @@
 #   start_point RATE [relay flags...]   # sets SRV (the relay's pid)
 #   run_load SECONDS [load flags...]    # 2 s warm-up, then SECONDS measured
 #   stop_all                            # stops everything start_point started
+#                                       # (scripts/lib.sh; also on exit)
+
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release
@@ -16,29 +20,23 @@ OUT=$(realpath -m "${OUT:-$TARGET/$NAME}")
 mkdir -p "$OUT"
 [ -x "$BIN/tickrelay" ] || cargo build --release --bins
 
-PIDS=()
-stop_all() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    PIDS=()
-}
 trap stop_all EXIT
 
 start_point() {
     local rate=$1 port group
     shift
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(free_port)
     group="239.255.94.$((RANDOM % 200 + 20)):$((44000 + RANDOM % 1000))"
     taskset -c 0 env RUST_LOG=warn "$BIN/tickrelay" serve --http "127.0.0.1:$port" --feed-a "$group" \
         --interface 127.0.0.1 --max-connections 200000 --max-connections-per-ip 200000 \
         "$@" >"$OUT/server.log" 2>&1 &
     SRV=$!
-    PIDS+=("$SRV")
+    track "$SRV"
     URL="http://127.0.0.1:$port"
-    for _ in $(seq 50); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    wait_port "$port" 50 || true
     taskset -c 1 "$BIN/feed-simulator" --group "$group" --interface 127.0.0.1 --ttl 0 --symbols 1000 \
         --zipf 1.0 --rate "$rate" --duration 120 --session FANPT --no-progress >"$OUT/sim.log" 2>&1 &
-    PIDS+=("$!")
+    track "$!"
     sleep 0.5
 }
 

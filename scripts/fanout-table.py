@@ -13,7 +13,7 @@ With --report (OUT_DIR of scripts/bench-fanout.sh): gathers the run (floor-*.txt
 the points' JSON, idle-*.txt, parts.tsv, run.txt) into OUT_DIR/fanout.json, the
 data scripts/fanout-plot.py draws, and writes the results: the floor, the
 fan-out points against the same run's floor and nchan, idle memory, and the
-targets of issue #10, each met or missed by the measured value.
+fan-out targets (docs/BENCHMARKS.md), each met or missed by the measured value.
 """
 import argparse
 import glob
@@ -22,7 +22,7 @@ import math
 import os
 import re
 
-# Issue #10's targets.
+# The fan-out targets.
 FLOOR_MULTIPLE = 1.3
 NCHAN_MULTIPLE = 2.0
 HALF_MAX_P99_MS = 2.0
@@ -247,7 +247,7 @@ def change(before, after, spec):
 def report(data):
     out = []
     run = data["run"]
-    out.append("# Fan-out benchmark (issue #10), one run\n")
+    out.append("# Fan-out benchmark, one run\n")
     out.append(f"Commit {run.get('commit', '?')} (after) against {run.get('before', '?')} (before), "
                f"{run.get('date', '?')}, {run.get('cpu', '?')}; {run.get('duration', '')}; "
                f"the run took {run.get('seconds', '?')} s. Relay pinned to core 0 (`--fanout-shards 1`; "
