@@ -17,11 +17,6 @@ pub const SCALE: i64 = 10_000;
 pub struct Price(pub i64);
 
 impl Price {
-    /// Builds a price from its raw fixed-point value.
-    pub const fn from_raw(raw: i64) -> Self {
-        Price(raw)
-    }
-
     /// The raw fixed-point value (1/10,000 units).
     pub const fn raw(self) -> i64 {
         self.0

@@ -104,11 +104,6 @@ impl Client {
         self.pending.lock().insert_mark(locate);
     }
 
-    /// Whether the client's connection has ended.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
-    }
-
     /// Wakes the writer without leaving work (e.g. feed status changed).
     pub fn poke(&self) {
         match self.direct.get().and_then(Weak::upgrade) {
