@@ -32,7 +32,7 @@ use crate::transport::subscriptions::{
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
 use crate::transport::writer::{
-    Direct, Event, Framing, Verdict, linger, read_gone, sse_head, write_all,
+    Event, Framing, Verdict, WriteSide, linger, read_gone, sse_head, write_all,
 };
 
 /// Query of `/v1/stream`.
@@ -133,7 +133,7 @@ pub async fn handler(
         ),
     ];
     if raw.is_some() {
-        // Served off hyper (`raw_stream`): the fan-out writes the events.
+        // Served off hyper (`accept`): the fan-out writes the events.
         let first = first.freeze();
         let mut response = head.into_response();
         response.extensions_mut().insert(Upgrade::new(move |tcp| {
@@ -344,7 +344,7 @@ async fn sleep_until(at: Option<Instant>) {
 /// shutdown notice, finishes writes that would block, and notices the client
 /// going away.
 struct DirectStream {
-    direct: Arc<Direct>,
+    direct: Arc<WriteSide>,
     feed: watch::Receiver<FeedState>,
     _guard: ConnGuard,
 }
@@ -361,13 +361,13 @@ impl DirectStream {
         let client = subs.client().clone();
         let mut feed = state.feed.clone();
         feed.mark_unchanged();
-        let direct = Arc::new(Direct::new(state, tcp, Framing::Sse, subs));
+        let direct = Arc::new(WriteSide::new(state, tcp, Framing::Sse, subs));
         // Consumed here: the first event's buffer is not kept for the
         // connection's life.
         let mut out = Vec::from(first);
         direct.seal(&mut out, 0);
         direct.write(&mut direct.lock(), &out);
-        let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<Direct>;
+        let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<WriteSide>;
         client.set_direct(sink);
         // Changes marked before the sweep knew this client.
         direct.flush_if_idle(false);
@@ -398,7 +398,7 @@ impl DirectStream {
 }
 
 impl Protocol for DirectStream {
-    fn parts(&mut self) -> (&Direct, &mut watch::Receiver<FeedState>) {
+    fn parts(&mut self) -> (&WriteSide, &mut watch::Receiver<FeedState>) {
         (&self.direct, &mut self.feed)
     }
 
@@ -453,7 +453,7 @@ impl Protocol for DirectStream {
 
 /// The last event (`error`, `shutdown`) and the end of the chunked body,
 /// after anything still waiting; the sweep writes nothing more.
-fn final_event(direct: &Direct, name: &str, data: &[u8]) -> Vec<u8> {
+fn final_event(direct: &WriteSide, name: &str, data: &[u8]) -> Vec<u8> {
     let promised = direct.lock().subs.promised;
     let mut out = Vec::new();
     sse_head(
@@ -482,13 +482,13 @@ mod sizes {
     fn idle_connection_state_stays_small() {
         let sse = std::mem::size_of::<Task<DirectStream>>();
         let ws = crate::transport::ws::task_size();
-        let direct = std::mem::size_of::<Direct>();
+        let direct = std::mem::size_of::<WriteSide>();
         let client = std::mem::size_of::<crate::fanout::Client>();
-        eprintln!("sse task {sse} B, ws task {ws} B, Direct {direct} B, Client {client} B");
+        eprintln!("sse task {sse} B, ws task {ws} B, WriteSide {direct} B, Client {client} B");
         assert!(sse <= 80 && ws <= 200, "sse {sse}, ws {ws}");
         assert!(
             direct <= 400 && client <= 184,
-            "Direct {direct}, Client {client}"
+            "WriteSide {direct}, Client {client}"
         );
     }
 }

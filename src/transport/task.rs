@@ -1,7 +1,7 @@
 //! A streaming connection's own task (WebSocket, SSE written from the
 //! sweep), as a plain struct rather than an `async fn`'s state machine: what
 //! it holds is what an idle connection costs, and it is spawned as it is,
-//! not boxed. It waits in one place ([`Direct::poll_event`]): nothing of its
+//! not boxed. It waits in one place ([`WriteSide::poll_event`]): nothing of its
 //! own for shutdown or feed status (it is poked), no timer unless one is due
 //! (pings and keep-alives come from a [`Pacer`]). Once the connection ends,
 //! its last write and linger run in a boxed future of their own.
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::feed::FeedState;
 use crate::transport::pacer::Pacer;
-use crate::transport::writer::{Direct, Event, Timer, Verdict, arm};
+use crate::transport::writer::{Event, Timer, Verdict, WriteSide, arm};
 
 /// What follows an event.
 pub enum Step {
@@ -31,7 +31,7 @@ pub enum Step {
 /// One protocol's side of a connection's task.
 pub trait Protocol: Unpin {
     /// The connection's write side and its view of the feed status.
-    fn parts(&mut self) -> (&Direct, &mut watch::Receiver<FeedState>);
+    fn parts(&mut self) -> (&WriteSide, &mut watch::Receiver<FeedState>);
     /// Handles what the task was woken for.
     fn on_event(&mut self, event: Event) -> Step;
     /// The connection must end (decided by the sweep, a timer, or the task).
@@ -101,9 +101,9 @@ impl<P: Protocol> Future for Task<P> {
 #[derive(Clone)]
 pub struct Pacers {
     /// WebSocket pings, every `ping_interval`.
-    pub ws: Arc<Pacer<Direct>>,
+    pub ws: Arc<Pacer<WriteSide>>,
     /// SSE keep-alives, every `keepalive`.
-    pub sse: Arc<Pacer<Direct>>,
+    pub sse: Arc<Pacer<WriteSide>>,
 }
 
 impl Pacers {

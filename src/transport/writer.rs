@@ -51,7 +51,7 @@ pub enum Verdict {
 }
 
 /// The state behind the lock.
-pub struct Writer {
+pub struct WriteState {
     /// The client's subscriptions and delivery state.
     pub subs: Subscriptions,
     /// Bytes the socket did not take yet; empty unless blocked.
@@ -73,7 +73,7 @@ pub struct Status {
 }
 
 /// One connection's write side.
-pub struct Direct {
+pub struct WriteSide {
     /// The client's socket.
     pub tcp: TcpStream,
     framing: Framing,
@@ -81,7 +81,7 @@ pub struct Direct {
     /// What every handler can reach.
     pub state: AppState,
     counters: TransportCounters,
-    writer: Mutex<Writer>,
+    writer: Mutex<WriteState>,
     /// The sweep tells the task: the socket is full, a timer started, or the
     /// connection must end.
     pub wake: Wake,
@@ -90,7 +90,7 @@ pub struct Direct {
 /// A connection task's wake-up. Like `Notify::notify_one` with one waiter
 /// (a wake-up given while the task is busy is kept for its next look), but
 /// the task keeps no future for it: it registers its waker each time it
-/// polls ([`Direct::poll_event`]).
+/// polls ([`WriteSide::poll_event`]).
 #[derive(Default)]
 pub struct Wake {
     waker: AtomicWaker,
@@ -123,7 +123,7 @@ impl Wake {
     }
 }
 
-impl Beat for Direct {
+impl Beat for WriteSide {
     fn beat(&self) {
         self.wake.given.fetch_or(BEAT, Ordering::Release);
         self.wake.waker.wake();
@@ -166,7 +166,7 @@ pub fn arm(timer: &mut Timer, due: Option<Instant>) {
     }
 }
 
-impl Sweep for Direct {
+impl Sweep for WriteSide {
     fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant> {
         // The task holds the writer (an operation in progress): it looks at
         // what is pending when it is done.
@@ -188,19 +188,19 @@ impl Sweep for Direct {
     }
 }
 
-impl Direct {
+impl WriteSide {
     /// The write side of `tcp` for `subs`.
     pub fn new(state: AppState, tcp: TcpStream, framing: Framing, subs: Subscriptions) -> Self {
         let transport = match framing {
             Framing::Ws(_) => Transport::Ws,
             Framing::Sse => Transport::Sse,
         };
-        Direct {
+        WriteSide {
             tcp,
             framing,
             transport,
             counters: state.hub.metrics.transport(transport),
-            writer: Mutex::new(Writer {
+            writer: Mutex::new(WriteState {
                 subs,
                 out: Vec::new(),
                 blocked_since: None,
@@ -258,7 +258,7 @@ impl Direct {
     }
 
     /// The writer, locked.
-    pub fn lock(&self) -> MutexGuard<'_, Writer> {
+    pub fn lock(&self) -> MutexGuard<'_, WriteState> {
         self.writer.lock()
     }
 
@@ -275,12 +275,12 @@ impl Direct {
     }
 
     /// Ends the connection with `verdict` (the task's next
-    /// [`Direct::status`]), unless it is ending already.
+    /// [`WriteSide::status`]), unless it is ending already.
     pub fn end(&self, verdict: Verdict) {
         self.writer.lock().verdict.get_or_insert(verdict);
     }
 
-    /// When the task's timer is due, from [`Direct::status`]: the write
+    /// When the task's timer is due, from [`WriteSide::status`]: the write
     /// deadline while blocked (nothing is flushed then: the write catches up
     /// once the socket drains, so a batch window or throttle that passes
     /// meanwhile must not fire again and again), a batch window or throttled
@@ -294,7 +294,7 @@ impl Direct {
 
     /// The task's timer fired: closes a client blocked for longer than the
     /// write timeout (4008; the verdict is the task's next
-    /// [`Direct::status`]) and flushes what a batch window or throttled
+    /// [`WriteSide::status`]) and flushes what a batch window or throttled
     /// symbol held.
     pub fn on_timer(&self, now: Instant) {
         let mut w = self.writer.lock();
@@ -329,7 +329,7 @@ impl Direct {
     /// Drains what is pending into one frame and writes it. Returns when
     /// the client starts holding its changes (`batch_ms`), for the caller's
     /// timer: the shard's when it sweeps, the task's otherwise.
-    fn flush(&self, w: &mut Writer, scratch: &mut Scratch) -> Option<Instant> {
+    fn flush(&self, w: &mut WriteState, scratch: &mut Scratch) -> Option<Instant> {
         if let Some(at) = w
             .subs
             .batch()
@@ -481,7 +481,7 @@ impl Direct {
 
     /// Writes `bytes` now if the socket takes them; the rest waits for the
     /// task (in order, behind anything already waiting).
-    pub fn write(&self, w: &mut Writer, bytes: &[u8]) {
+    pub fn write(&self, w: &mut WriteState, bytes: &[u8]) {
         if w.blocked_since.is_some() {
             // Only control frames queue while blocked; ticks stay marks.
             let cap = self.state.config.policy.max_frame_bytes.max(1 << 20) * 4;
@@ -522,7 +522,7 @@ impl Direct {
     }
 
     /// The client did not take its frames within the write timeout (4008).
-    pub fn slow(&self, w: &mut Writer) {
+    pub fn slow(&self, w: &mut WriteState) {
         self.state
             .hub
             .metrics

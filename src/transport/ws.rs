@@ -40,7 +40,7 @@ use crate::transport::subscriptions::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
-use crate::transport::writer::{Direct, Event, Framing, Verdict, Writer, linger, write_all};
+use crate::transport::writer::{Event, Framing, Verdict, WriteSide, WriteState, linger, write_all};
 use crate::transport::wsframe::{self, FrameError, Incoming, opcode};
 use crate::transport::wsmsg::{ServerFrame, feed_frame};
 
@@ -155,7 +155,7 @@ pub async fn handler(
         _ => {}
     };
     if request.extensions().get::<RawConn>().is_some() {
-        // Served off hyper (`raw_stream`): it writes the 101 and calls us.
+        // Served off hyper (`accept`): it writes the 101 and calls us.
         response
             .extensions_mut()
             .insert(Upgrade::new(move |tcp| start(tcp, Bytes::new())));
@@ -235,7 +235,7 @@ enum Flow {
 /// A connection's task: reads the client's frames, pings, pushes feed
 /// status and shutdown, and takes over writes the sweep could not finish.
 struct Conn {
-    direct: Arc<Direct>,
+    direct: Arc<WriteSide>,
     format: Format,
     reader: wsframe::Reader,
     ops: OpRate,
@@ -255,8 +255,13 @@ impl Conn {
         let policy = &state.config.policy;
         let client = state.hub.register(Transport::Ws, policy.every_queue);
         let subs = Subscriptions::new(state.hub.clone(), client.clone());
-        let direct = Arc::new(Direct::new(state.clone(), tcp, Framing::Ws(format), subs));
-        let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<Direct>;
+        let direct = Arc::new(WriteSide::new(
+            state.clone(),
+            tcp,
+            Framing::Ws(format),
+            subs,
+        ));
+        let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<WriteSide>;
         client.set_direct(sink);
         let mut reader = wsframe::Reader::default();
         reader.buf.extend_from_slice(&read);
@@ -521,7 +526,7 @@ impl Conn {
     /// Writes `subscribed` and the snapshot.
     fn subscribed(
         &self,
-        w: &mut Writer,
+        w: &mut WriteState,
         symbols: &[Arc<str>],
         unknown: &[String],
         seq: u64,
@@ -578,7 +583,7 @@ impl Conn {
 }
 
 impl Protocol for Conn {
-    fn parts(&mut self) -> (&Direct, &mut tokio::sync::watch::Receiver<FeedState>) {
+    fn parts(&mut self) -> (&WriteSide, &mut tokio::sync::watch::Receiver<FeedState>) {
         (&self.direct, &mut self.feed)
     }
 

@@ -1,7 +1,7 @@
 //! The WebSocket server's messages other than quotes (`subscribed`, `feed`,
 //! `pong`, `error`, `shutdown`; docs/PROTOCOL.md, "Envelopes"), shared by
 //! the connection's task (`ws`) and the write side the sweep uses
-//! (`direct`), which sends the `feed` frame after a session reset.
+//! (`writer`), which sends the `feed` frame after a session reset.
 
 use std::sync::Arc;
 
