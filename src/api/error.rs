@@ -24,9 +24,12 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// A client frame that breaks the protocol.
     pub const PROTOCOL: u16 = 1002;
+    /// A text message or close reason that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
 
-    /// Every close code the relay sends.
-    pub const ALL: [u16; 7] = [
+    /// Every close code the relay sends (and, in the closing handshake,
+    /// the client's own code echoed back).
+    pub const ALL: [u16; 8] = [
         UNAUTHORIZED,
         SLOW_CONSUMER,
         LIMIT_EXCEEDED,
@@ -34,6 +37,7 @@ pub mod close {
         GOING_AWAY,
         TOO_BIG,
         PROTOCOL,
+        INVALID_DATA,
     ];
 }
 

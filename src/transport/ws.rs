@@ -40,8 +40,8 @@ use crate::transport::subscriptions::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
-use crate::transport::writer::{Event, Framing, Verdict, WriteSide, WriteState, linger, write_all};
-use crate::transport::wsframe::{self, FrameError, Incoming, opcode};
+use crate::transport::writer::{Event, Framing, Verdict, WriteSide, WriteState, write_all};
+use crate::transport::wsframe::{self, CloseWait, FrameError, Incoming, opcode};
 use crate::transport::wsmsg::{ServerFrame, feed_frame};
 
 /// The WebSocket subprotocol for MessagePack frames.
@@ -150,7 +150,7 @@ pub async fn handler(
             spawn.spawn(Task::new(conn));
         }
         (_, Some((code, reason))) => {
-            spawn.spawn(async move { refuse(tcp, code, &reason).await });
+            spawn.spawn(async move { refuse(tcp, read, code, &reason).await });
         }
         _ => {}
     };
@@ -214,16 +214,50 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::BadUpgrade, "Sec-WebSocket-Key is missing"))
 }
 
-/// Closes a refused connection with `code`, after the handshake.
-async fn refuse(tcp: TcpStream, code: u16, reason: &str) {
+/// Closes a refused connection with `code`, after the handshake: the Close
+/// frame, the client's answer, then the TCP connection at once.
+async fn refuse(tcp: TcpStream, read: Bytes, code: u16, reason: &str) {
     let mut out = Vec::new();
     wsframe::close(&mut out, code, reason);
-    if tokio::time::timeout(Duration::from_secs(5), write_all(&tcp, &out))
+    let mut wait = CloseWait::default();
+    let answered = wait.feed(&read);
+    end_close(&tcp, &out, (!answered).then_some(wait), CLOSE_WAIT).await;
+}
+
+/// Longest wait for the client's Close after the server's: a conformant
+/// client answers at once; one that does not is not waited for longer.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The end of a closing handshake (RFC 6455 §7.1.1): writes `last` (what
+/// was pending, then the Close frame); when the server started the close,
+/// reads and drops the client's frames until its Close (`wait`), at most
+/// `within`; then closes the TCP connection at once, whoever else still
+/// holds the socket.
+async fn end_close(tcp: &TcpStream, last: &[u8], wait: Option<CloseWait>, within: Duration) {
+    if tokio::time::timeout(within, write_all(tcp, last))
         .await
         .is_ok()
     {
-        linger(&tcp, Duration::from_secs(2)).await;
+        if let Some(mut wait) = wait {
+            let _ = tokio::time::timeout(within, async {
+                let mut chunk = [0u8; 4096];
+                loop {
+                    if tcp.readable().await.is_err() {
+                        return;
+                    }
+                    match tcp.try_read(&mut chunk) {
+                        Ok(0) => return,
+                        Ok(n) if wait.feed(&chunk[..n]) => return,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+            .await;
+        }
     }
+    let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Both);
 }
 
 enum Flow {
@@ -241,6 +275,8 @@ struct Conn {
     ops: OpRate,
     feed: tokio::sync::watch::Receiver<FeedState>,
     last_heard: Instant,
+    /// The client's Close frame has come: the server waits for no other.
+    peer_closed: bool,
     _guard: ConnGuard,
 }
 
@@ -277,6 +313,7 @@ impl Conn {
             format,
             reader,
             last_heard: Instant::now(),
+            peer_closed: false,
             _guard: guard,
         };
         // Bytes that came with the upgrade request.
@@ -317,7 +354,7 @@ impl Conn {
     }
 
     /// What follows `flow`.
-    fn step(&self, flow: Flow) -> Step {
+    fn step(&mut self, flow: Flow) -> Step {
         match flow {
             Flow::Continue => Step::Continue,
             Flow::Stop => Step::End,
@@ -325,23 +362,23 @@ impl Conn {
         }
     }
 
-    /// Sends the close frame (after anything still waiting), then reads
-    /// until the peer answers or goes away.
-    fn close(&self, code: u16, reason: &str) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    /// Sends the close frame (after anything still waiting); when the
+    /// server started the close, waits for the client's Close (the rest of
+    /// a refused message skipped unread); then closes the TCP connection.
+    fn close(&mut self, code: u16, reason: &str) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let mut frame = Vec::new();
         wsframe::close(&mut frame, code, reason);
         let pending = self.direct.finish(&frame);
-        let linger_for = self.policy().write_timeout.min(Duration::from_secs(5));
+        let within = self.policy().write_timeout.min(CLOSE_WAIT);
+        let wait = (!self.peer_closed).then(|| {
+            let mut wait = CloseWait::default();
+            // What was read and not parsed: the start of the frame that
+            // ended the connection, or of frames after it.
+            wait.feed(&std::mem::take(&mut self.reader.buf));
+            wait
+        });
         let direct = self.direct.clone();
-        Box::pin(async move {
-            let tcp = &direct.tcp;
-            if tokio::time::timeout(linger_for, write_all(tcp, &pending))
-                .await
-                .is_ok()
-            {
-                linger(tcp, linger_for).await;
-            }
-        })
+        Box::pin(async move { end_close(&direct.tcp, &pending, wait, within).await })
     }
 
     /// Reads what the socket has, then handles every complete frame.
@@ -382,6 +419,13 @@ impl Conn {
                     );
                 }
                 Err(FrameError::Protocol(why)) => return Flow::Close(close::PROTOCOL, why.into()),
+                Err(FrameError::InvalidUtf8(why)) => {
+                    return Flow::Close(close::INVALID_DATA, why.into());
+                }
+                Err(FrameError::BadClose(code, why)) => {
+                    self.peer_closed = true;
+                    return Flow::Close(code, why.into());
+                }
             };
             let flow = self.incoming(msg);
             if !matches!(flow, Flow::Continue) {
@@ -398,9 +442,10 @@ impl Conn {
             Incoming::Binary(b) => rmp_serde::from_slice::<ClientOp>(&b)
                 .map_err(|e| e.to_string())
                 .or_else(|e| serde_json::from_slice::<ClientOp>(&b).map_err(|_| e)),
-            // The closing handshake: answer with the client's code.
+            // The closing handshake: answer with the client's code (the
+            // reader checked it), then close the TCP connection at once.
             Incoming::Close(code) => {
-                let code = code.filter(|c| (1000..5000).contains(c) && *c != 1005 && *c != 1006);
+                self.peer_closed = true;
                 return Flow::Close(code.unwrap_or(1000), String::new());
             }
             Incoming::Ping(payload) => {

@@ -1,6 +1,9 @@
-//! WebSocket framing (RFC 6455) for the direct path: server frames written
-//! into a buffer (unmasked, 2–10 byte header), client frames parsed from
-//! one (masked, possibly fragmented). No I/O here.
+//! WebSocket framing (RFC 6455) for the relay's own WebSocket path: server
+//! frames written into a buffer (unmasked, 2–10 byte header), client frames
+//! parsed from one (masked, possibly fragmented, control frames between
+//! fragments), and the closing handshake's wait for the client's Close
+//! ([`CloseWait`]). Every rule of RFC 6455 §5 that a client can break ends
+//! in a [`FrameError`] with its close code. No I/O here.
 
 /// Frame opcodes.
 pub mod opcode {
@@ -87,6 +90,19 @@ pub enum FrameError {
     TooBig,
     /// A frame that breaks the protocol (close 1002).
     Protocol(&'static str),
+    /// A text message or close reason that is not UTF-8 (close 1007).
+    InvalidUtf8(&'static str),
+    /// The client's Close frame, but a bad one (a one-byte payload or an
+    /// invalid code: 1002; a reason that is not UTF-8: 1007). The client has
+    /// sent its last frame all the same.
+    BadClose(u16, &'static str),
+}
+
+/// Whether a client may send `code` in a Close frame (RFC 6455 §7.4): the
+/// defined codes a peer may send, and the registered and private ranges.
+/// 1004–1006 and 1015 are never sent; 1016–2999 are unassigned.
+pub fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Reassembles client messages from bytes read off the socket.
@@ -108,9 +124,7 @@ impl Reader {
             };
             if op >= 0x8 {
                 return Ok(Some(match op {
-                    opcode::CLOSE => Incoming::Close(
-                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
-                    ),
+                    opcode::CLOSE => Incoming::Close(close_payload(&payload)?),
                     opcode::PING => Incoming::Ping(payload),
                     opcode::PONG => Incoming::Pong,
                     _ => return Err(FrameError::Protocol("unknown control opcode")),
@@ -138,6 +152,9 @@ impl Reader {
                 continue;
             }
             return Ok(Some(if op == opcode::TEXT {
+                if std::str::from_utf8(&data).is_err() {
+                    return Err(FrameError::InvalidUtf8("text message is not UTF-8"));
+                }
                 Incoming::Text(data)
             } else {
                 Incoming::Binary(data)
@@ -196,6 +213,85 @@ impl Reader {
             self.buf = Vec::new();
         } else if self.buf.capacity() > 4 * self.buf.len().max(1024) {
             self.buf.shrink_to_fit();
+        }
+    }
+}
+
+/// The code of a Close frame's payload: none, or a valid code and a UTF-8
+/// reason (RFC 6455 §5.5.1, §7.4).
+fn close_payload(payload: &[u8]) -> Result<Option<u16>, FrameError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(FrameError::BadClose(1002, "close payload of one byte")),
+        [a, b, reason @ ..] => {
+            let code = u16::from_be_bytes([*a, *b]);
+            if !valid_close_code(code) {
+                return Err(FrameError::BadClose(1002, "invalid close code"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(FrameError::BadClose(1007, "close reason is not UTF-8"));
+            }
+            Ok(Some(code))
+        }
+    }
+}
+
+/// The server's side of a closing handshake it started: reads the client's
+/// frames only as far as their headers, dropping every payload unread
+/// (a message over `max_frame_bytes` still arriving is skipped, not
+/// buffered), until the client's Close frame. Then the server closes the
+/// TCP connection at once (RFC 6455 §7.1.1).
+#[derive(Debug, Default)]
+pub struct CloseWait {
+    /// Payload bytes of the current frame still to drop.
+    skip: u64,
+    /// A header being read (at most 14 bytes).
+    head: Vec<u8>,
+    /// The current frame is a Close.
+    closing: bool,
+}
+
+impl CloseWait {
+    /// Takes bytes read off the socket; true once the client's Close frame
+    /// has begun (its payload need not be read: nothing follows it).
+    pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        loop {
+            if self.closing {
+                return true;
+            }
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len() as u64);
+                self.skip -= n;
+                bytes = &bytes[n as usize..];
+            }
+            if bytes.is_empty() {
+                return false;
+            }
+            // Read the next header byte by byte; it is at most 14 bytes.
+            self.head.push(bytes[0]);
+            bytes = &bytes[1..];
+            let h = &self.head;
+            if h.len() < 2 {
+                continue;
+            }
+            let masked = h[1] & 0x80 != 0;
+            let (ext, short) = match h[1] & 0x7F {
+                126 => (2, None),
+                127 => (8, None),
+                n => (0, Some(u64::from(n))),
+            };
+            let need = 2 + ext + if masked { 4 } else { 0 };
+            if h.len() < need {
+                continue;
+            }
+            let len = short.unwrap_or_else(|| {
+                h[2..2 + ext]
+                    .iter()
+                    .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+            });
+            self.closing = h[0] & 0x0F == opcode::CLOSE;
+            self.skip = len;
+            self.head.clear();
         }
     }
 }
@@ -266,6 +362,92 @@ mod tests {
         r.buf.extend(masked(true, opcode::CLOSE, &[3, 232]));
         assert_eq!(r.next(1024), Ok(Some(Incoming::Close(Some(1000)))));
         assert!(r.buf.is_empty());
+    }
+
+    #[test]
+    fn text_and_close_frames_are_checked_per_rfc() {
+        let next = |bytes: Vec<u8>| {
+            let mut r = Reader::default();
+            r.buf.extend(bytes);
+            r.next(1024)
+        };
+        assert!(matches!(
+            next(masked(true, opcode::TEXT, &[0xff, 0xfe])),
+            Err(FrameError::InvalidUtf8(_))
+        ));
+        // A code point split across fragments is whole once reassembled.
+        let mut both = masked(false, opcode::TEXT, &"é".as_bytes()[..1]);
+        both.extend(masked(true, opcode::CONTINUATION, &"é".as_bytes()[1..]));
+        assert_eq!(
+            next(both),
+            Ok(Some(Incoming::Text("é".as_bytes().to_vec())))
+        );
+        assert_eq!(
+            next(masked(true, opcode::CLOSE, &[])),
+            Ok(Some(Incoming::Close(None)))
+        );
+        assert!(matches!(
+            next(masked(true, opcode::CLOSE, &[3])),
+            Err(FrameError::BadClose(1002, _))
+        ));
+        for bad in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000] {
+            assert!(
+                matches!(
+                    next(masked(true, opcode::CLOSE, &bad.to_be_bytes())),
+                    Err(FrameError::BadClose(1002, _))
+                ),
+                "{bad}"
+            );
+        }
+        for good in [
+            1000u16, 1001, 1002, 1003, 1007, 1011, 3000, 3999, 4000, 4999,
+        ] {
+            assert_eq!(
+                next(masked(true, opcode::CLOSE, &good.to_be_bytes())),
+                Ok(Some(Incoming::Close(Some(good))))
+            );
+        }
+        let mut reason = 1000u16.to_be_bytes().to_vec();
+        reason.extend([0xc3, 0x28]);
+        assert!(matches!(
+            next(masked(true, opcode::CLOSE, &reason)),
+            Err(FrameError::BadClose(1007, _))
+        ));
+        assert!(matches!(
+            next(masked(true, opcode::CLOSE | 0x40, &[])),
+            Err(FrameError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn the_close_wait_skips_payloads_to_the_clients_close() {
+        // A 1 MiB message still arriving, a ping, then the Close: in pieces
+        // of every size, the Close is found and nothing before it is kept.
+        let mut stream = masked(true, opcode::BINARY, &vec![9u8; 1 << 20]);
+        stream.extend(masked(true, opcode::PING, b"p"));
+        let close_at = stream.len();
+        stream.extend(masked(true, opcode::CLOSE, &1000u16.to_be_bytes()));
+        for piece in [1usize, 7, 1000, 65_536, stream.len()] {
+            let mut w = CloseWait::default();
+            let mut seen = None;
+            for (i, chunk) in stream.chunks(piece).enumerate() {
+                if w.feed(chunk) {
+                    seen = Some(i * piece);
+                    break;
+                }
+            }
+            let at = seen.expect("the close is found");
+            // Found in the chunk that completes the Close's 6-byte header.
+            assert!(at + piece > close_at && at <= close_at + 6, "piece {piece}");
+            assert!(w.head.capacity() <= 16);
+        }
+        // Mid-frame when the wait starts (the rest of a refused message):
+        // the header already read tells how much to skip.
+        let mut w = CloseWait::default();
+        assert!(!w.feed(&stream[..10_000]));
+        assert!(w.feed(&stream[10_000..]));
+        let mut w = CloseWait::default();
+        assert!(!w.feed(&masked(true, opcode::TEXT, b"still talking")));
     }
 
     #[test]
