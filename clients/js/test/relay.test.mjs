@@ -9,6 +9,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -203,6 +204,31 @@ test('subscribe and unsubscribe change what arrives', async () => {
     assert.deepEqual(handle.symbols, [extra, 'NOSUCHSYM']);
   } finally {
     handle.close();
+  }
+});
+
+test('the relay serves the client library as it is on disk, under / and /clients/js/', async () => {
+  const dir = path.resolve(here, '..');
+  const files = ['tickrelay.js', ...fs.readdirSync(path.join(dir, 'lib')).filter((f) => f.endsWith('.js')).map((f) => 'lib/' + f)];
+  for (const prefix of ['/', '/clients/js/']) {
+    // Every module tickrelay.js imports, followed as a browser would.
+    const todo = [new URL(prefix + 'tickrelay.js', base + '/').href];
+    const served = new Set();
+    while (todo.length) {
+      const url = todo.pop();
+      if (served.has(url)) continue;
+      served.add(url);
+      const r = await fetch(url, { cache: 'no-store' });
+      assert.equal(r.status, 200, url);
+      assert.match(r.headers.get('content-type'), /^text\/javascript/, url);
+      const rel = new URL(url).pathname.slice(prefix.length);
+      assert.ok(files.includes(rel), `${url} is a file of clients/js/`);
+      assert.equal(await r.text(), fs.readFileSync(path.join(dir, rel), 'utf8'), `${url} as on disk`);
+      const text = fs.readFileSync(path.join(dir, rel), 'utf8');
+      for (const m of text.matchAll(/^(?:import|export)\b[^;]*?\bfrom\s+'(\.[^']+)'/gms)) todo.push(new URL(m[1], url).href);
+    }
+    const paths = [...served].map((u) => new URL(u).pathname.slice(prefix.length)).sort();
+    assert.deepEqual(paths, [...files].sort(), `every file of clients/js/lib/ is imported and served under ${prefix}`);
   }
 });
 
