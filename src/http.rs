@@ -25,8 +25,7 @@ pub fn router(state: AppState) -> Router {
             r.route(path, get(move || page_module(body)))
         })
         .route("/", get(page_index))
-        .route("/tickrelay.js", get(client_js))
-        .route("/clients/js/tickrelay.js", get(client_js))
+        .merge(client_js())
         .route("/app.css", get(page_css))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -222,12 +221,41 @@ async fn page_module(body: &'static str) -> Response {
     static_file("text/javascript; charset=utf-8", body)
 }
 
-/// The JavaScript client library (clients/js/), which the page imports.
-async fn client_js() -> impl IntoResponse {
-    static_file(
-        "text/javascript; charset=utf-8",
-        include_str!("../clients/js/tickrelay.js"),
-    )
+/// A file of the JavaScript client: its path in clients/js/ and its text.
+macro_rules! client_file {
+    ($path:literal) => {
+        ($path, include_str!(concat!("../clients/js/", $path)))
+    };
+}
+
+/// The JavaScript client library (clients/js/), which the page imports:
+/// tickrelay.js and the modules it imports.
+const CLIENT_JS: &[(&str, &str)] = &[
+    client_file!("tickrelay.js"),
+    client_file!("lib/client.js"),
+    client_file!("lib/http.js"),
+    client_file!("lib/msgpack.js"),
+    client_file!("lib/poll.js"),
+    client_file!("lib/prices.js"),
+    client_file!("lib/resume.js"),
+    client_file!("lib/snapshot.js"),
+    client_file!("lib/sse.js"),
+    client_file!("lib/time.js"),
+    client_file!("lib/transport.js"),
+    client_file!("lib/transports.js"),
+    client_file!("lib/ws.js"),
+];
+
+/// [`CLIENT_JS`] under `/` (where the page imports it) and under
+/// `/clients/js/`, so the relative imports resolve under both.
+fn client_js() -> Router<AppState> {
+    CLIENT_JS.iter().fold(Router::new(), |r, &(path, body)| {
+        r.route(&format!("/{path}"), get(move || page_module(body)))
+            .route(
+                &format!("/clients/js/{path}"),
+                get(move || page_module(body)),
+            )
+    })
 }
 
 async fn page_css() -> impl IntoResponse {

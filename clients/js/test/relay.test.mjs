@@ -2,6 +2,8 @@
 // each transport fills from REST then ticks; `auto` falls back when
 // WebSocket (and SSE) are refused; every client resumes after the relay is
 // SIGKILLed and restarted, and ends with exactly the relay's state.
+// No sleep stands for a condition: each wait is for a witness (the relay's
+// seq, the feed's own packets heard on its group, a client's cursor).
 //
 // Binaries: $TICKRELAY_BIN and $FEED_SIMULATOR_BIN, else target/release/.
 // Run: node --experimental-websocket --test clients/js/test/
@@ -9,6 +11,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,6 +77,39 @@ let base = '';
 let relayArgs = [];
 let symbols = [];
 
+/** The feed as this test hears it on its group (docs/FEED.md, "Packet"):
+ *  the sequence number of the newest message, a witness of how far the feed
+ *  has got whether or not the relay is up. */
+const heard = { last: -1, socket: null };
+
+function listenToFeed() {
+  const i = GROUP.lastIndexOf(':');
+  const group = GROUP.slice(0, i);
+  const port = Number(GROUP.slice(i + 1));
+  // The relay binds the same port (with SO_REUSEADDR and SO_REUSEPORT).
+  const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+  heard.socket = s;
+  s.on('message', (b) => {
+    if (b.length < 20) return;
+    const seq = Number(b.readBigUInt64BE(10));
+    const count = b.readUInt16BE(18);
+    // Data packets only: 0 is a heartbeat, 0xFFFF the end of the session.
+    if (count > 0 && count !== 0xffff) heard.last = Math.max(heard.last, seq + count - 1);
+  });
+  return new Promise((resolve, reject) => {
+    s.once('error', reject);
+    s.bind(port, group, () => {
+      s.addMembership(group, '127.0.0.1');
+      resolve();
+    });
+  });
+}
+
+/** The relay's applied feed sequence: a snapshot envelope's `seq`. */
+async function relaySeq() {
+  return (await getJson('/v1/snapshot?symbols=' + symbols[0])).seq;
+}
+
 function startRelay() {
   const child = run(RELAY_BIN, relayArgs);
   relay = child;
@@ -106,6 +142,7 @@ before(async () => {
   const port = await freeTcpPort();
   const retransmit = `127.0.0.1:${await freeUdpPort()}`;
   base = `http://127.0.0.1:${port}`;
+  await listenToFeed();
   sim = run(SIM_BIN, [
     '--group', GROUP, '--interface', '127.0.0.1', '--ttl', '0', '--no-progress',
     '--retransmit', retransmit, '--symbols', '40', '--rate', '400', '--duration', '600', '--session', 'JSCLIENT',
@@ -127,6 +164,7 @@ before(async () => {
 
 after(async () => {
   for (const c of children) c.kill('SIGKILL');
+  if (heard.socket) heard.socket.close();
 });
 
 /** A client that records what it is given. */
@@ -195,14 +233,50 @@ test('subscribe and unsubscribe change what arrives', async () => {
     await waitFor(`${extra} to arrive`, () => ({ done: seen.latest.has(extra), seen: [...seen.latest.keys()] }));
     await waitFor('NOSUCHSYM reported unknown', () => ({ done: seen.unknown.includes('NOSUCHSYM'), seen: seen.unknown }));
     handle.unsubscribe(symbols);
-    await sleep(300);
+    // From here on the handle passes on no quote of those symbols.
     const mark = seen.quotes.length;
-    await sleep(1500);
+    const unsubscribedAt = await relaySeq();
+    // Witness: the relay changed an unsubscribed symbol after that point, and
+    // the client's cursor has passed that change — by the seq promise it
+    // would have been given that quote by now had it still been subscribed —
+    // and ticks of the symbol still subscribed arrive from after that point.
+    await waitFor('the stream to pass a change of an unsubscribed symbol', async () => {
+      const snap = await getJson('/v1/snapshot?symbols=' + symbols.join(','));
+      const changed = Math.max(...snap.quotes.map((q) => q.seq));
+      const cursor = handle.cursor ? handle.cursor.seq : -1;
+      const fresh = seen.quotes.slice(mark).some(({ q }) => q.symbol === extra && q.seq > unsubscribedAt);
+      return { done: changed > unsubscribedAt && cursor >= changed && fresh, seen: { unsubscribedAt, changed, cursor, fresh } };
+    });
     const after = seen.quotes.slice(mark).map(({ q }) => q.symbol);
     assert.ok(after.every((s) => s === extra), `only ${extra} after unsubscribing: ${after}`);
     assert.deepEqual(handle.symbols, [extra, 'NOSUCHSYM']);
   } finally {
     handle.close();
+  }
+});
+
+test('the relay serves the client library as it is on disk, under / and /clients/js/', async () => {
+  const dir = path.resolve(here, '..');
+  const files = ['tickrelay.js', ...fs.readdirSync(path.join(dir, 'lib')).filter((f) => f.endsWith('.js')).map((f) => 'lib/' + f)];
+  for (const prefix of ['/', '/clients/js/']) {
+    // Every module tickrelay.js imports, followed as a browser would.
+    const todo = [new URL(prefix + 'tickrelay.js', base + '/').href];
+    const served = new Set();
+    while (todo.length) {
+      const url = todo.pop();
+      if (served.has(url)) continue;
+      served.add(url);
+      const r = await fetch(url, { cache: 'no-store' });
+      assert.equal(r.status, 200, url);
+      assert.match(r.headers.get('content-type'), /^text\/javascript/, url);
+      const rel = new URL(url).pathname.slice(prefix.length);
+      assert.ok(files.includes(rel), `${url} is a file of clients/js/`);
+      assert.equal(await r.text(), fs.readFileSync(path.join(dir, rel), 'utf8'), `${url} as on disk`);
+      const text = fs.readFileSync(path.join(dir, rel), 'utf8');
+      for (const m of text.matchAll(/^(?:import|export)\b[^;]*?\bfrom\s+'(\.[^']+)'/gms)) todo.push(new URL(m[1], url).href);
+    }
+    const paths = [...served].map((u) => new URL(u).pathname.slice(prefix.length)).sort();
+    assert.deepEqual(paths, [...files].sort(), `every file of clients/js/lib/ is imported and served under ${prefix}`);
   }
 });
 
@@ -258,7 +332,11 @@ test('every transport resumes after the relay is killed and restarted, missing n
       seen: clients.map((c) => [c.transport, c.seen.statuses.at(-1).connection]),
     }));
     const ticksBefore = clients.map((c) => c.seen.ticks);
-    await sleep(1000); // the feed moves on while the relay is down
+    // The feed moves on while the relay is down: 200 messages (half a
+    // second at 400 a second) past every client's cursor, heard on the
+    // feed's group.
+    const downAt = Math.max(...clients.map((c) => c.handle.cursor.seq));
+    await waitFor('the feed to move on while the relay is down', () => ({ done: heard.last >= downAt + 200, seen: { downAt, heard: heard.last } }));
     await startRelay();
     await waitFor('every client live and ticking again', () => ({
       done: clients.every((c, i) => c.seen.statuses.at(-1).connection === 'live' && c.seen.ticks > ticksBefore[i]),
@@ -268,9 +346,16 @@ test('every transport resumes after the relay is killed and restarted, missing n
       assert.equal(c.handle.cursor.session, session, `${c.transport}: same feed session, resumed`);
       assert.equal(c.seen.regressions, 0, `${c.transport}: never an older quote after a newer one`);
     }
-    // Stop the feed; then every client must hold exactly the relay's state.
+    // Stop the feed and wait until the relay has applied its last message;
+    // then every client must hold exactly the relay's state.
+    const simGone = new Promise((r) => (sim.exitCode !== null || sim.signalCode !== null ? r() : sim.once('exit', r)));
     sim.kill('SIGTERM');
-    await sleep(500);
+    await simGone;
+    const lastSent = heard.last;
+    await waitFor(`the relay to apply the feed's last message (${lastSent})`, async () => {
+      const seq = await relaySeq();
+      return { done: seq >= lastSent, seen: seq };
+    });
     await waitFor('every client to hold the relay\'s final state', async () => {
       const snap = await getJson('/v1/snapshot?symbols=' + symbols.join(','));
       const want = new Map(snap.quotes.map((q) => [q.symbol, q]));

@@ -1,0 +1,95 @@
+/* tickrelay client — what every transport shares (part of tickrelay.js;
+ * clients/js/README.md). */
+
+import { backoff, now } from './time.js';
+
+// ---------------------------------------------------------------------------
+// Transports. Each owns one connection at a time, reconnects itself with
+// backoff, and hands envelopes to the client; the client owns the resume
+// cursor. `gen` guards every async callback: after a stop or a reconnect,
+// callbacks of the old connection fall silent.
+// ---------------------------------------------------------------------------
+
+export class Transport {
+  constructor(client, name) {
+    this.client = client;
+    this.name = name;
+    this.gen = 0;
+    this.attempt = 0;
+    this.timer = 0;
+    this.running = false;
+    this.upAt = 0;
+    this.everUp = false;
+  }
+
+  start() {
+    this.running = true;
+    this.open();
+  }
+
+  stop() {
+    this.running = false;
+    clearTimeout(this.timer);
+    this.close();
+    this.gen++;
+  }
+
+  /** (Re)connects now; idles while there is nothing to subscribe to. */
+  open() {
+    clearTimeout(this.timer);
+    this.close();
+    const gen = ++this.gen;
+    if (!this.running) return;
+    if (!this.client.requestSymbols().length) {
+      this.client.transportIdle(this);
+      return;
+    }
+    this.client.transportConnecting(this);
+    this.connect(gen);
+  }
+
+  live(gen) {
+    return this.running && gen === this.gen;
+  }
+
+  /** The connection works: report it once per connection. */
+  up() {
+    if (this.upAt) return;
+    this.upAt = now();
+    this.everUp = true;
+    this.client.transportUp(this);
+  }
+
+  /** Drops the connection and schedules the next attempt. */
+  retry(reason, delayMs) {
+    if (!this.running) return;
+    // A connection that stayed up a while was healthy: restart the backoff.
+    if (this.upAt && now() - this.upAt > 5000) this.attempt = 0;
+    this.close();
+    this.gen++;
+    if (this.client.transportFailed(this, reason)) return; // `auto` moved on
+    const delay = delayMs ?? backoff(this.attempt);
+    this.attempt++;
+    this.client.transportDown(this, delay, reason);
+    this.timer = setTimeout(() => this.open(), delay);
+  }
+
+  /** Retry now if waiting in backoff (e.g. the network came back). */
+  kick() {
+    if (this.running && !this.upAt) this.open();
+  }
+
+  /** Subscriptions changed. URL-bound transports reconnect with the new list. */
+  symbolsChanged() {
+    if (this.running) this.open();
+  }
+
+  connect(_gen) {}
+
+  /** The client moved the resume cursor backwards or to a new session. */
+  cursorReset() {}
+
+  close() {
+    this.upAt = 0;
+  }
+}

@@ -1,0 +1,181 @@
+/* tickrelay client — the WebSocket transport, JSON text or MessagePack
+ * binary frames (part of tickrelay.js; clients/js/README.md). */
+
+import { decodeMsgpack } from './msgpack.js';
+import { toNum } from './prices.js';
+import { cursorText } from './resume.js';
+import { backoff, now } from './time.js';
+import { Transport } from './transport.js';
+
+function closeReason(e) {
+  const known = {
+    1001: 'server going away',
+    1006: 'connection lost',
+    4001: 'unauthorized',
+    4008: 'slow consumer',
+    4009: 'limit exceeded',
+    4010: 'no pong',
+  };
+  return 'closed ' + e.code + (e.reason ? ' ' + e.reason : known[e.code] ? ' ' + known[e.code] : '');
+}
+
+/** WebSocket, JSON text or MessagePack binary frames. */
+export class WsTransport extends Transport {
+  constructor(client, msgpack) {
+    super(client, msgpack ? 'ws-msgpack' : 'ws');
+    this.msgpack = msgpack;
+    this.ws = null;
+    this.heartbeat = 0;
+    this.openTimer = 0;
+    this.lastRx = 0;
+    this.shutdownMs = null;
+  }
+
+  connect(gen) {
+    const c = this.client;
+    const WS = c.WebSocket;
+    let ws;
+    try {
+      if (!WS) throw new Error('no WebSocket here (Node 20: --experimental-websocket, or pass WebSocket)');
+      const url = c.url('v1/ws', true);
+      ws = this.msgpack ? new WS(url, 'tickrelay.msgpack') : new WS(url);
+    } catch (e) {
+      this.retry(String(e.message || e));
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    this.shutdownMs = null;
+    c.traffic(0, 1); // the upgrade request
+
+    ws.onopen = () => {
+      if (!this.live(gen)) return;
+      this.lastRx = now();
+      this.subscribe(c.requestSymbols(), c.cursor);
+      // Server pings are invisible to JavaScript, so we ping too: the pongs
+      // prove the path is alive even when the watchlist is quiet.
+      this.heartbeat = setInterval(() => {
+        if (!this.live(gen)) return;
+        if (now() - this.lastRx > 25000) this.retry('no data for 25 s');
+        else this.send({ op: 'ping' });
+      }, 10000);
+      this.up();
+    };
+
+    ws.onmessage = (e) => {
+      if (!this.live(gen)) return;
+      this.lastRx = now();
+      let frame;
+      let rawInts = false;
+      try {
+        if (typeof e.data === 'string') {
+          c.traffic(e.data.length, 0);
+          frame = JSON.parse(e.data);
+        } else {
+          c.traffic(e.data.byteLength, 0);
+          frame = decodeMsgpack(e.data);
+          rawInts = true;
+        }
+      } catch (err) {
+        c.notice('bad frame: ' + err.message, true);
+        return;
+      }
+      this.onFrame(frame, rawInts);
+    };
+
+    ws.onclose = (e) => {
+      if (!this.live(gen)) return;
+      this.ws = null;
+      this.retry(closeReason(e), this.shutdownMs ?? (e.code === 4009 || e.code === 4001 ? Math.max(5000, backoff(this.attempt)) : undefined));
+    };
+
+    // Browsers follow an error with a close event that has the details;
+    // Node 20's WebSocket fires only the error when it cannot connect, and
+    // a hung handshake fires nothing: both count as a failed attempt here.
+    ws.onerror = () => {
+      if (this.live(gen) && !this.upAt) {
+        this.ws = null;
+        this.retry('cannot connect');
+      }
+    };
+    this.openTimer = setTimeout(() => {
+      if (this.live(gen) && !this.upAt) this.retry('no answer in 10 s');
+    }, 10000);
+  }
+
+  onFrame(f, rawInts) {
+    if (!f || typeof f !== 'object') return;
+    const c = this.client;
+    switch (f.type) {
+      case 'snapshot':
+        // Catch-up after (re)subscribing: its quotes may be old, so they are
+        // marked as a snapshot, not as fresh ticks.
+        c.onEnvelope(f, { kind: 'stream', rawInts, snapshot: true });
+        break;
+      case 'ticks':
+        c.onEnvelope(f, { kind: 'stream', rawInts });
+        break;
+      case 'subscribed':
+        if (Array.isArray(f.unknown) && f.unknown.length) c.markUnknown(f.unknown.map(String));
+        break;
+      case 'feed':
+        c.onFeed(f);
+        break;
+      case 'error':
+        c.notice('server: ' + (f.message || f.code), true);
+        break;
+      case 'shutdown': {
+        // Spread reconnects over the server's hint so clients don't stampede.
+        const ms = toNum(f.reconnect_ms);
+        this.shutdownMs = (ms ?? 1000) + Math.random() * 250;
+        c.notice('server shutting down; reconnecting in ' + (this.shutdownMs / 1000).toFixed(1) + ' s');
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  send(obj) {
+    if (this.ws && this.ws.readyState === 1) {
+      const text = JSON.stringify(obj);
+      this.ws.send(text);
+      if (obj.op !== 'ping') this.client.traffic(0, 1);
+    }
+  }
+
+  subscribe(symbols, cursor) {
+    if (!symbols.length) return;
+    const msg = { op: 'subscribe', symbols, mode: 'conflate' };
+    if (this.client.batchMs) msg.batch_ms = this.client.batchMs;
+    if (cursor) msg.since = cursorText(cursor);
+    this.send(msg);
+  }
+
+  /** A WebSocket changes its subscription in place, without reconnecting. */
+  symbolsChanged(added, removed, since) {
+    if (!this.running) return;
+    const ws = this.ws;
+    if (ws && ws.readyState === 0) return; // onopen subscribes the current list
+    if (!ws || ws.readyState !== 1) {
+      this.open();
+      return;
+    }
+    if (removed.length) this.send({ op: 'unsubscribe', symbols: removed });
+    this.subscribe(added, since);
+  }
+
+  close() {
+    super.close();
+    clearInterval(this.heartbeat);
+    clearTimeout(this.openTimer);
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(1000);
+      } catch (_) { /* already closed */ }
+    }
+  }
+}
