@@ -122,7 +122,7 @@ settings! {
     reconnect_ms: u64 = "TICKRELAY_RECONNECT_MS";
     /// Bearer token required on client endpoints (header, or `token` query) [default: none].
     token: String = "TICKRELAY_TOKEN";
-    /// Comma-separated Origins allowed to open WebSockets [default: any].
+    /// Comma-separated Origins allowed on client routes (WebSocket, SSE, polls, snapshot) [default: any].
     allowed_origins: String = "TICKRELAY_ALLOWED_ORIGINS";
 }
 
@@ -178,7 +178,7 @@ pub struct ClientPolicy {
 pub struct Access {
     /// Required bearer token.
     pub token: Option<String>,
-    /// Allowed WebSocket origins; empty means any.
+    /// Origins allowed on client routes; empty means any.
     pub allowed_origins: Vec<String>,
 }
 

@@ -11,24 +11,28 @@
 //!
 //! | group | module | owns |
 //! |---|---|---|
-//! | base | [`clock`] | the wall clock, read in one place |
-//! | base | [`price`] | fixed-point prices (1/10,000), exact decimal text |
+//! | base | [`clock`] | the wall clock, read in one place (a leaf) |
+//! | base | [`price`] | fixed-point prices (1/10,000), exact decimal text (a leaf) |
+//! | base | [`procfs`] | a process's CPU time, memory and file descriptors from `/proc` (a leaf) |
+//! | base | [`admission`] | who gets in: connection slots, operation rates, the [`admission::Limit`] that refused (a leaf) |
 //! | base | [`wire`] | the feed packet and message codec; pure, shared with the simulator |
-//! | base | [`procfs`] | a process's CPU time, memory and file descriptors from `/proc` |
+//! | metrics | [`metrics`] | every metric, named in one place, one file per domain |
 //! | ingest | [`retransmit`] | gap repair: the request, the packet history and its server |
-//! | ingest | [`feed`] | sockets, batching receive, the [`feed::sequencer`], feed status |
 //! | ingest | [`nats`] | the feed through NATS JetStream: the bridge's publisher, the stream line |
+//! | ingest | [`feed`] | sockets, batching receive, the [`feed::sequencer`], feed status ([`feed::status`], a leaf) |
 //! | ingest | [`table`] | latest state per symbol, lock-free reads, the quote shape, the change listener |
+//! | config | [`config`] | settings from flags, environment and file, validated once |
 //! | serve | [`fanout`] | the hub: subscriptions, conflation, waking writers, shared encodings |
-//! | serve | [`transport`] | one module per delivery paradigm, the subscription table, the writer |
-//! | serve | [`api`] | what the transports share: state, errors and their codes, the doors (auth, Origin, encoding) |
-//! | serve | [`admission`] | who gets in: connection slots in total and per address, operation rates, the limit that refused |
+//! | serve | [`transport`] | one module per delivery paradigm, the subscription table, the writer ([`transport::kind`], a leaf) |
+//! | serve | [`api`] | what the transports share: state, errors and their codes, the door ([`api::Door`]: Origin, token, encoding) |
 //! | serve | [`accept`] | the accept path for long-lived streams: SSE and WebSocket answered off hyper |
 //! | serve | [`http`] | the router and its layers, health, metrics endpoint, the page |
-//! | run | [`metrics`] | every metric, named in one place |
-//! | run | [`config`] | settings from flags, environment and file, validated once |
-//! | run | [`server`] | assembling and running the relay, graceful shutdown |
+//! | server | [`server`] | assembling and running the relay, graceful shutdown |
 //! | tools | [`tools`] | simulator, load generator, lab, demo: they use the relay, never the reverse |
+//!
+//! A group imports only itself and the groups above it, and nothing imports
+//! `tools`; a leaf imports nothing of the crate (tests/architecture.rs holds
+//! the table and fails CI otherwise).
 //!
 //! See docs/ARCHITECTURE.md for the data flow in prose.
 

@@ -479,7 +479,7 @@ fn a_cycle_is_found_and_named() {
         }
         g
     };
-    // The cycles issue #14 found on main.
+    // Two cycles of an earlier layout: fanout ⇄ metrics and http ⇄ transport.
     let main = g(&[
         ("fanout", "feed"),
         ("fanout", "metrics"),

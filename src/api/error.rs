@@ -110,7 +110,7 @@ error_codes! {
     Unauthorized = "unauthorized", status Some(401), close Some(close::UNAUTHORIZED), sse None;
     /// Refused by the framework for lack of rights.
     Forbidden = "forbidden", status Some(403), close None, sse None;
-    /// A WebSocket from an Origin not on `allowed_origins`.
+    /// A request from an Origin not on `allowed_origins`.
     OriginNotAllowed = "origin_not_allowed", status Some(403), close None, sse None;
     /// A symbol not in the directory.
     UnknownSymbol = "unknown_symbol", status Some(404), close None, sse None;

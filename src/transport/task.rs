@@ -107,7 +107,7 @@ pub struct Pacers {
 }
 
 impl Pacers {
-    /// Pacers for `limits`, their tasks running until `cancel`.
+    /// Pacers for `policy`, their tasks running until `cancel`.
     pub fn spawn(policy: &crate::config::ClientPolicy, cancel: &CancellationToken) -> Self {
         let ws = Pacer::new(policy.ping_interval);
         let sse = Pacer::new(policy.keepalive);
