@@ -22,6 +22,8 @@ pub enum Limit {
     MaxConnections,
     /// `max_connections_per_ip`.
     MaxConnectionsPerIp,
+    /// A user's `max_connections` claim, across transports.
+    UserConnections,
     /// `max_symbols`.
     MaxSymbols,
     /// `max_frame_bytes`.
@@ -38,9 +40,10 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, for pre-creating the series.
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
         Limit::MaxConnections,
         Limit::MaxConnectionsPerIp,
+        Limit::UserConnections,
         Limit::MaxSymbols,
         Limit::MaxFrameBytes,
         Limit::OpsPerSecond,
@@ -54,6 +57,7 @@ impl Limit {
         match self {
             Limit::MaxConnections => "max_connections",
             Limit::MaxConnectionsPerIp => "max_connections_per_ip",
+            Limit::UserConnections => "user_max_connections",
             Limit::MaxSymbols => "max_symbols",
             Limit::MaxFrameBytes => "max_frame_bytes",
             Limit::OpsPerSecond => "ops_per_second",
@@ -85,6 +89,8 @@ pub enum ConnRefused {
     Total(usize),
     /// `max_connections_per_ip`.
     PerIp(usize),
+    /// The user's `max_connections` claim.
+    PerUser(usize),
 }
 
 impl ConnRefused {
@@ -93,6 +99,7 @@ impl ConnRefused {
         match self {
             ConnRefused::Total(_) => Limit::MaxConnections,
             ConnRefused::PerIp(_) => Limit::MaxConnectionsPerIp,
+            ConnRefused::PerUser(_) => Limit::UserConnections,
         }
     }
 
@@ -106,6 +113,9 @@ impl ConnRefused {
                 format!(
                     "too many connections from this address ({n}, setting max_connections_per_ip)"
                 )
+            }
+            ConnRefused::PerUser(n) => {
+                format!("too many connections of this user ({n}, claim max_connections)")
             }
         }
     }
@@ -231,5 +241,206 @@ mod tests {
         assert!(!r.allow_at(t0));
         assert!(r.allow_at(t0 + Duration::from_millis(100)));
         assert!(!r.allow_at(t0 + Duration::from_millis(100)));
+    }
+}
+
+/// A live connection as the users registry sees it: what it is subscribed
+/// to, and how an operator ends it.
+pub trait Live: Send + Sync {
+    /// Its symbols now (`*` for every symbol).
+    fn symbols(&self) -> Vec<Arc<str>>;
+    /// Ends it with `code` (WebSocket close code, or its SSE twin).
+    fn end(&self, code: u16, reason: &str);
+}
+
+/// The connections of every user with a per-user token, by `sub`: the
+/// `max_connections` claim across transports, and what the admin routes
+/// list and disconnect. Users of no token are not here.
+#[derive(Default)]
+pub struct Users {
+    map: Mutex<HashMap<Arc<str>, Vec<UserConn>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+struct UserConn {
+    id: u64,
+    transport: &'static str,
+    live: Option<std::sync::Weak<dyn Live>>,
+}
+
+/// One user's connection, listed by [`Users::connections`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConnInfo {
+    /// The user.
+    pub sub: Arc<str>,
+    /// `ws`, `sse` or `poll`.
+    pub transport: &'static str,
+    /// Its subscriptions (none for a long poll).
+    pub symbols: Vec<Arc<str>>,
+}
+
+impl Users {
+    /// Takes a connection for `sub`, or refuses past its `cap`.
+    pub fn admit(
+        self: &Arc<Self>,
+        sub: &Arc<str>,
+        cap: Option<usize>,
+        transport: &'static str,
+    ) -> Result<UserSlot, ConnRefused> {
+        let mut map = self.map.lock();
+        let conns = map.entry(sub.clone()).or_default();
+        if let Some(cap) = cap
+            && conns.len() >= cap
+        {
+            if conns.is_empty() {
+                map.remove(sub);
+            }
+            return Err(ConnRefused::PerUser(cap));
+        }
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        conns.push(UserConn {
+            id,
+            transport,
+            live: None,
+        });
+        Ok(UserSlot {
+            users: self.clone(),
+            sub: sub.clone(),
+            id,
+        })
+    }
+
+    /// Every connection of every user now.
+    pub fn connections(&self) -> Vec<ConnInfo> {
+        let lives: Vec<Listed> = {
+            let map = self.map.lock();
+            map.iter()
+                .flat_map(|(sub, conns)| {
+                    conns.iter().map(move |c| {
+                        (
+                            sub.clone(),
+                            c.transport,
+                            c.live.as_ref().and_then(std::sync::Weak::upgrade),
+                        )
+                    })
+                })
+                .collect()
+        };
+        // Asked outside the registry's lock: a connection's own lock is taken.
+        let mut out: Vec<ConnInfo> = lives
+            .into_iter()
+            .map(|(sub, transport, live)| ConnInfo {
+                sub,
+                transport,
+                symbols: live.map(|l| l.symbols()).unwrap_or_default(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.sub, a.transport).cmp(&(&b.sub, b.transport)));
+        out
+    }
+
+    /// Ends every connection of `sub` that can be ended (WebSocket, SSE);
+    /// how many.
+    pub fn disconnect(&self, sub: &str, code: u16, reason: &str) -> usize {
+        let lives: Vec<Arc<dyn Live>> = {
+            let map = self.map.lock();
+            map.get(sub)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.live.as_ref().and_then(std::sync::Weak::upgrade))
+                .collect()
+        };
+        for l in &lives {
+            l.end(code, reason);
+        }
+        lives.len()
+    }
+}
+
+/// A connection as listed: its user, transport and (if it still lives) itself.
+type Listed = (Arc<str>, &'static str, Option<Arc<dyn Live>>);
+
+/// A user's connection held; dropping it frees the slot.
+pub struct UserSlot {
+    users: Arc<Users>,
+    sub: Arc<str>,
+    id: u64,
+}
+
+impl UserSlot {
+    /// The user.
+    pub fn sub(&self) -> &Arc<str> {
+        &self.sub
+    }
+
+    /// Lets the admin routes see and end this connection.
+    pub fn attach(&self, live: std::sync::Weak<dyn Live>) {
+        let mut map = self.users.map.lock();
+        if let Some(c) = map
+            .get_mut(&self.sub)
+            .and_then(|v| v.iter_mut().find(|c| c.id == self.id))
+        {
+            c.live = Some(live);
+        }
+    }
+}
+
+impl std::fmt::Debug for UserSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSlot").field("sub", &self.sub).finish()
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut map = self.users.map.lock();
+        if let Some(v) = map.get_mut(&self.sub) {
+            v.retain(|c| c.id != self.id);
+            if v.is_empty() {
+                map.remove(&self.sub);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod user_tests {
+    use super::*;
+
+    struct Fake(Mutex<Option<u16>>);
+
+    impl Live for Fake {
+        fn symbols(&self) -> Vec<Arc<str>> {
+            vec!["AAPL".into()]
+        }
+        fn end(&self, code: u16, _reason: &str) {
+            *self.0.lock() = Some(code);
+        }
+    }
+
+    #[test]
+    fn a_user_is_capped_across_transports_listed_and_disconnected() {
+        let users = Arc::new(Users::default());
+        let alice: Arc<str> = "alice".into();
+        let a = users.admit(&alice, Some(2), "ws").unwrap();
+        let b = users.admit(&alice, Some(2), "sse").unwrap();
+        assert_eq!(
+            users.admit(&alice, Some(2), "poll").unwrap_err(),
+            ConnRefused::PerUser(2)
+        );
+        let fake = Arc::new(Fake(Mutex::new(None)));
+        let weak: std::sync::Weak<dyn Live> = Arc::downgrade(&(fake.clone() as Arc<dyn Live>));
+        a.attach(weak);
+        let listed = users.connections();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[1].symbols, vec![Arc::<str>::from("AAPL")]);
+        assert_eq!(users.disconnect("alice", 4003, "bye"), 1);
+        assert_eq!(*fake.0.lock(), Some(4003));
+        assert_eq!(users.disconnect("bob", 4003, "bye"), 0);
+        drop(b);
+        let c = users.admit(&alice, Some(2), "poll").unwrap();
+        drop((a, c));
+        assert!(users.connections().is_empty());
+        assert!(users.map.lock().is_empty(), "no entry is left behind");
     }
 }

@@ -124,6 +124,18 @@ settings! {
     token: String = "TICKRELAY_TOKEN";
     /// Comma-separated Origins allowed on client routes (WebSocket, SSE, polls, snapshot) [default: any].
     allowed_origins: String = "TICKRELAY_ALLOWED_ORIGINS";
+    /// File holding the HS256 secret that signs users' JSON Web Tokens (32 bytes or more) [default: none].
+    jwt_secret_file: PathBuf = "TICKRELAY_JWT_SECRET_FILE";
+    /// PEM file of the RS256 or ES256 public key that verifies users' tokens [default: none].
+    jwt_public_key_file: PathBuf = "TICKRELAY_JWT_PUBLIC_KEY_FILE";
+    /// JWK set file: tokens' keys by `kid`, reread on SIGHUP [default: none].
+    jwks_file: PathBuf = "TICKRELAY_JWKS_FILE";
+    /// Required `iss` of users' tokens [default: not checked].
+    jwt_issuer: String = "TICKRELAY_JWT_ISSUER";
+    /// Required `aud` of users' tokens [default: not checked].
+    jwt_audience: String = "TICKRELAY_JWT_AUDIENCE";
+    /// Bearer token of the admin routes (`/v1/admin/…`); they are off without it [default: none].
+    admin_token: String = "TICKRELAY_ADMIN_TOKEN";
 }
 
 /// Log line format.
@@ -173,13 +185,24 @@ pub struct ClientPolicy {
     pub reconnect: Duration,
 }
 
-/// Who may connect.
+/// Who may connect, and as whom.
 #[derive(Clone, Debug, Default)]
 pub struct Access {
-    /// Required bearer token.
+    /// The shared bearer token (the simple mode: one audience, every right).
     pub token: Option<String>,
     /// Origins allowed on client routes; empty means any.
     pub allowed_origins: Vec<String>,
+    /// Users' JSON Web Tokens: keys and required claims.
+    pub jwt: crate::auth::JwtSettings,
+    /// Bearer token of the admin routes.
+    pub admin_token: Option<String>,
+}
+
+impl Access {
+    /// Whether clients must present a token (shared or per user).
+    pub fn required(&self) -> bool {
+        self.token.is_some() || self.jwt.enabled()
+    }
 }
 
 /// The validated configuration the relay runs with.
@@ -229,22 +252,22 @@ impl Settings {
                 "both feed lines are off and `nats` is not set; at least one feed is needed",
             ));
         }
-        if let (Some(a), Some(b)) = (feed_a, feed_b) {
-            if a == b {
-                return Err(ConfigError::new(
-                    "feed_b",
-                    format!("{b} is the same address as feed_a"),
-                ));
-            }
+        if let (Some(a), Some(b)) = (feed_a, feed_b)
+            && a == b
+        {
+            return Err(ConfigError::new(
+                "feed_b",
+                format!("{b} is the same address as feed_a"),
+            ));
         }
         let recovery = parse_line("recovery", self.recovery.as_deref(), None)?;
-        if let Some(r) = recovery {
-            if Some(r) == feed_a || Some(r) == feed_b {
-                return Err(ConfigError::new(
-                    "recovery",
-                    format!("{r} is a feed line's address; the loop needs its own"),
-                ));
-            }
+        if let Some(r) = recovery
+            && (Some(r) == feed_a || Some(r) == feed_b)
+        {
+            return Err(ConfigError::new(
+                "recovery",
+                format!("{r} is a feed line's address; the loop needs its own"),
+            ));
         }
         let interface = self.interface.unwrap_or(Ipv4Addr::LOCALHOST);
         if interface.is_multicast() || interface.is_broadcast() {
@@ -340,7 +363,24 @@ impl Settings {
                         .collect()
                 })
                 .unwrap_or_default(),
+            jwt: crate::auth::JwtSettings {
+                secret_file: self.jwt_secret_file,
+                public_key_file: self.jwt_public_key_file,
+                jwks_file: self.jwks_file,
+                issuer: self.jwt_issuer.filter(|s| !s.is_empty()),
+                audience: self.jwt_audience.filter(|s| !s.is_empty()),
+            },
+            admin_token: self.admin_token.filter(|t| !t.is_empty()),
         };
+        if access.token.is_some() && access.token == access.admin_token {
+            return Err(ConfigError::new(
+                "admin_token",
+                "is the same as `token`: a user's token must not open the admin routes",
+            ));
+        }
+        // The key file is read now, so a bad one stops the start with its name.
+        crate::auth::Verifier::load(&access.jwt)
+            .map_err(|e| ConfigError::new(e.setting, e.reason))?;
         let log_format = match self.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,

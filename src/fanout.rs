@@ -331,13 +331,13 @@ impl Hub {
                         }
                     }
                     Event::Every(locate, quote) => {
-                        if let Some(list) = subs.get(&quote.symbol) {
-                            if list.iter().any(|s| s.every) {
-                                let enc = Arc::new(Encoded::new(locate, quote, epoch));
-                                for s in list.iter().filter(|s| s.every) {
-                                    let was_empty = s.client.push_every(&enc);
-                                    s.client.wake(was_empty, round, touched);
-                                }
+                        if let Some(list) = subs.get(&quote.symbol)
+                            && list.iter().any(|s| s.every)
+                        {
+                            let enc = Arc::new(Encoded::new(locate, quote, epoch));
+                            for s in list.iter().filter(|s| s.every) {
+                                let was_empty = s.client.push_every(&enc);
+                                s.client.wake(was_empty, round, touched);
                             }
                         }
                     }
@@ -368,10 +368,10 @@ impl Hub {
         shard.fanned_seq.store(last_seq, Ordering::Release);
         let mut held = shard.held.lock();
         for client in touched.drain(..) {
-            if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
-                if let Some(at) = sink.sweep(scratch, false) {
-                    held.push(Held::new(at, client));
-                }
+            if let Some(sink) = client.direct.get().and_then(Weak::upgrade)
+                && let Some(at) = sink.sweep(scratch, false)
+            {
+                held.push(Held::new(at, client));
             }
         }
         sweep_due(&mut held, scratch, Instant::now());

@@ -48,6 +48,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/stream", get(transport::sse::handler))
         .route("/v1/ws", get(transport::ws::handler))
+        .route("/v1/admin/connections", get(crate::api::admin::connections))
+        .route(
+            "/v1/admin/disconnect",
+            axum::routing::post(crate::api::admin::disconnect),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), track))

@@ -15,6 +15,7 @@
 //! | base | [`price`] | fixed-point prices (1/10,000), exact decimal text (a leaf) |
 //! | base | [`procfs`] | a process's CPU time, memory and file descriptors from `/proc` (a leaf) |
 //! | base | [`admission`] | who gets in: connection slots, operation rates, the [`admission::Limit`] that refused (a leaf) |
+//! | base | [`auth`] | who a client is: JSON Web Tokens verified, their claims compiled into an [`auth::Entitlement`] (a leaf) |
 //! | base | [`wire`] | the feed packet and message codec; pure, shared with the simulator |
 //! | metrics | [`metrics`] | every metric, named in one place, one file per domain |
 //! | ingest | [`retransmit`] | gap repair: the request, the packet history and its server |
@@ -39,6 +40,7 @@
 pub mod accept;
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod fanout;

@@ -57,6 +57,8 @@ enum Command {
     Load(Box<tickrelay::tools::load::LoadArgs>),
     /// Measure every transport on the same watchlists against a running relay.
     Lab(Box<tickrelay::tools::lab::LabArgs>),
+    /// Mint a user's token (HS256) with the relay's claims, for tests and demos.
+    Token(Box<tickrelay::tools::token::TokenArgs>),
 }
 
 fn load(config: Option<PathBuf>, settings: Settings) -> anyhow::Result<Config> {
@@ -84,6 +86,10 @@ fn main() -> anyhow::Result<()> {
     if let Command::Load(args) = cli.command {
         // The load generator sizes its own runtime (`--threads`).
         return tickrelay::tools::load::run(*args).map(drop);
+    }
+    if let Command::Token(args) = &cli.command {
+        println!("{}", tickrelay::tools::token::mint(args)?);
+        return Ok(());
     }
     if let Command::Lab(args) = cli.command {
         return tickrelay::tools::lab::run(*args).map(drop);
@@ -144,6 +150,6 @@ fn main() -> anyhow::Result<()> {
             init_logs(config.log_format);
             demo::run(&rt, config, market)
         }
-        Command::Load(_) | Command::Lab(_) => unreachable!("handled above"),
+        Command::Load(_) | Command::Lab(_) | Command::Token(_) => unreachable!("handled above"),
     }
 }

@@ -240,6 +240,11 @@ pub async fn start_with(
         cancel: cancel.clone(),
         tracker: tracker.clone(),
         draining: draining.clone(),
+        verifier: arc_swap::ArcSwapOption::from(
+            crate::auth::Verifier::load(&config.access.jwt)?.map(Arc::new),
+        ),
+        anonymous: Arc::new(crate::auth::Identity::anonymous()),
+        users: Arc::default(),
     }));
     let metrics = state.hub.metrics.clone();
     // Pings and keep-alives for every streaming connection, from one task

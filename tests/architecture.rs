@@ -23,6 +23,7 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 /// that own them and by `metrics`, which labels by them. A leaf inside a
 /// module directory (`feed::status`) is its own node.
 const LEAVES: &[&str] = &[
+    "auth",
     "clock",
     "price",
     "procfs",
@@ -36,6 +37,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     (
         "base",
         &[
+            "auth",
             "clock",
             "price",
             "procfs",

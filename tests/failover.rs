@@ -180,11 +180,11 @@ struct View {
 
 impl View {
     fn envelope(&mut self, env: &Value) {
-        if let Some(s) = env["session"].as_str() {
-            if s != self.session {
-                self.session = s.to_owned();
-                self.quotes.clear();
-            }
+        if let Some(s) = env["session"].as_str()
+            && s != self.session
+        {
+            self.session = s.to_owned();
+            self.quotes.clear();
         }
         if let Some(seq) = env["seq"].as_u64() {
             self.promise = seq;

@@ -200,12 +200,11 @@ fn sse_feed_events(base: &str, into: Arc<Mutex<Vec<Value>>>) {
             let Ok(line) = line else { return };
             if let Some(e) = line.strip_prefix("event: ") {
                 event = e.to_owned();
-            } else if let Some(d) = line.strip_prefix("data: ") {
-                if event == "feed" {
-                    if let Ok(v) = serde_json::from_str(d) {
-                        into.lock().unwrap().push(v);
-                    }
-                }
+            } else if let Some(d) = line.strip_prefix("data: ")
+                && event == "feed"
+                && let Ok(v) = serde_json::from_str(d)
+            {
+                into.lock().unwrap().push(v);
             }
         }
     });

@@ -114,7 +114,7 @@ pub fn fuzz(target: &mut dyn Target, budget: &Budget, dirs: &Dirs) -> Report {
     let mut next_seed = 0;
     while executions < budget.runs {
         // Checking the clock every input would cost the fast targets.
-        if executions % 256 == 0 && start.elapsed() >= budget.time {
+        if executions.is_multiple_of(256) && start.elapsed() >= budget.time {
             break;
         }
         let input = if next_seed < seeds {
@@ -134,10 +134,10 @@ pub fn fuzz(target: &mut dyn Target, budget: &Budget, dirs: &Dirs) -> Report {
         match panic::catch_unwind(AssertUnwindSafe(|| target.run(&input))) {
             Ok(sig) => {
                 if seen.insert(sig) {
-                    if dirs.save_corpus {
-                        if let Some(dir) = &dirs.corpus {
-                            let _ = save(dir, "", &input);
-                        }
+                    if dirs.save_corpus
+                        && let Some(dir) = &dirs.corpus
+                    {
+                        let _ = save(dir, "", &input);
                     }
                     if corpus.len() < MAX_CORPUS {
                         corpus.push(input);

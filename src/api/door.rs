@@ -1,11 +1,15 @@
 //! The door every client route passes: one extractor, [`Door`], that checks
 //! the `Origin` against `allowed_origins`, the bearer token (header, or
-//! `?token=` for EventSource), and reads the encoding the client accepts.
+//! `?token=` for EventSource) — the shared `token`, or a user's JSON Web
+//! Token, verified and compiled into the [`Identity`] whose entitlement
+//! every handler then asks — and reads the encoding the client accepts.
 //!
 //! Handlers take a `Door` (WebSocket: `Result<Door, Refused>`, so a bad
 //! token is a close frame a browser can read rather than an HTTP error) and
 //! never check these themselves: what a client may do is decided here, in
 //! one place, for every transport.
+
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
@@ -14,13 +18,64 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState, AuthQuery, Encoding, ErrorCode, refused};
 use crate::admission::Limit;
+use crate::auth::{Channel, Identity, VerifyError};
 
 /// A request let in: its origin is allowed and its token (if one is
 /// configured) is right.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Door {
     /// What the client accepts (`Accept`): JSON unless it asks for MessagePack.
     pub encoding: Encoding,
+    /// Who it is and what it may see.
+    pub identity: Arc<Identity>,
+}
+
+impl Door {
+    /// Refuses what the user may not see: the channel, or any of `symbols`
+    /// (named, so the client can fix its request).
+    pub fn entitled<'a>(
+        &self,
+        channel: Channel,
+        symbols: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ApiError> {
+        entitled(&self.identity, channel, symbols)
+    }
+}
+
+/// [`Door::entitled`] for an identity held by an open connection.
+pub fn entitled<'a>(
+    identity: &Identity,
+    channel: Channel,
+    symbols: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    let rights = &identity.rights;
+    if !rights.channel(channel) {
+        return Err(ApiError::new(
+            ErrorCode::NotEntitled,
+            format!(
+                "the `{}` channel is not in your entitlements",
+                channel.as_str()
+            ),
+        ));
+    }
+    // Delayed data is served only from a delayed view of the market; this
+    // relay has none yet, so a delayed user gets nothing real time.
+    if rights.delay_ms > 0 {
+        return Err(ApiError::new(
+            ErrorCode::NotEntitled,
+            "delayed data is not served by this relay yet; your token entitles you to delayed data only",
+        ));
+    }
+    let denied: Vec<&str> = symbols.into_iter().filter(|s| !rights.symbol(s)).collect();
+    if denied.is_empty() {
+        Ok(())
+    } else {
+        let shown: Vec<&str> = denied.iter().take(20).copied().collect();
+        Err(ApiError::new(
+            ErrorCode::NotEntitled,
+            format!("not in your entitlements: {}", shown.join(",")),
+        ))
+    }
 }
 
 /// Why a request was not let in.
@@ -57,39 +112,65 @@ impl FromRequestParts<AppState> for Door {
         let query = Query::<AuthQuery>::try_from_uri(&parts.uri)
             .map(|Query(q)| q)
             .unwrap_or_default();
-        check_token(state, &parts.headers, query.token.as_deref()).map_err(Refused::Token)?;
+        let identity = identify(state, bearer(&parts.headers).or(query.token.as_deref()))
+            .map_err(Refused::Token)?;
         Ok(Door {
             encoding: Encoding::from_headers(&parts.headers),
+            identity,
         })
     }
 }
 
-/// Checks the bearer token, when one is configured.
-fn check_token(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
-    let Some(expected) = &state.config.access.token else {
-        return Ok(());
-    };
-    let header = headers
+/// The `Authorization: Bearer` token, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let given = header.or(query);
-    // Compare without an early exit, so timing does not reveal a prefix.
-    let ok = given.is_some_and(|g| {
-        g.len() == expected.len()
-            && g.bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if ok {
-        Ok(())
-    } else {
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Whether `given` is `expected`, compared without an early exit so timing
+/// does not reveal a prefix.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Who presents `token`: anyone when no token is configured; the shared
+/// `token`'s holder; or the user of a verified JSON Web Token.
+pub fn identify(state: &AppState, token: Option<&str>) -> Result<Arc<Identity>, ApiError> {
+    let access = &state.config.access;
+    if !access.required() {
+        return Ok(state.anonymous.clone());
+    }
+    let refuse = |code, message: String| {
         refused(state, Limit::Token);
-        Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "missing or wrong bearer token",
-        ))
+        Err(ApiError::new(code, message))
+    };
+    let Some(token) = token else {
+        return refuse(ErrorCode::Unauthorized, "missing bearer token".into());
+    };
+    if access
+        .token
+        .as_deref()
+        .is_some_and(|t| same_secret(token, t))
+    {
+        return Ok(state.anonymous.clone());
+    }
+    let verifier = state.verifier.load();
+    let Some(verifier) = verifier.as_deref() else {
+        return refuse(ErrorCode::Unauthorized, "wrong bearer token".into());
+    };
+    match verifier.verify(token) {
+        Ok(identity) => Ok(Arc::new(identity)),
+        Err(VerifyError::Expired) => {
+            refuse(ErrorCode::TokenExpired, "the token has expired".into())
+        }
+        Err(VerifyError::Bad(why)) => refuse(ErrorCode::BadToken, format!("token refused: {why}")),
     }
 }
 

@@ -26,11 +26,14 @@ pub mod close {
     pub const PROTOCOL: u16 = 1002;
     /// A text message or close reason that is not UTF-8.
     pub const INVALID_DATA: u16 = 1007;
+    /// Closed by an operator (`/v1/admin/disconnect`).
+    pub const DISCONNECTED: u16 = 4003;
 
     /// Every close code the relay sends (and, in the closing handshake,
     /// the client's own code echoed back).
-    pub const ALL: [u16; 8] = [
+    pub const ALL: [u16; 9] = [
         UNAUTHORIZED,
+        DISCONNECTED,
         SLOW_CONSUMER,
         LIMIT_EXCEEDED,
         NO_PONG,
@@ -108,10 +111,18 @@ error_codes! {
     RateLimited = "rate_limited", status None, close None, sse None;
     /// Missing or wrong bearer token.
     Unauthorized = "unauthorized", status Some(401), close Some(close::UNAUTHORIZED), sse None;
+    /// A user's token that fails verification: signature, `alg`, missing
+    /// `exp`, `iss`, `aud`, `nbf`, malformed claims.
+    BadToken = "bad_token", status Some(401), close Some(close::UNAUTHORIZED), sse None;
+    /// A user's token whose `exp` has passed (on an open stream: at `exp`).
+    TokenExpired = "token_expired", status Some(401), close Some(close::UNAUTHORIZED), sse Some("error");
     /// Refused by the framework for lack of rights.
     Forbidden = "forbidden", status Some(403), close None, sse None;
     /// A request from an Origin not on `allowed_origins`.
     OriginNotAllowed = "origin_not_allowed", status Some(403), close None, sse None;
+    /// A symbol or channel outside the user's claims (WebSocket: named in
+    /// `subscribed.denied`).
+    NotEntitled = "not_entitled", status Some(403), close None, sse None;
     /// A symbol not in the directory.
     UnknownSymbol = "unknown_symbol", status Some(404), close None, sse None;
     /// No such endpoint.
@@ -136,6 +147,8 @@ error_codes! {
     LimitExceeded = "limit_exceeded", status Some(429), close Some(close::LIMIT_EXCEEDED), sse None;
     /// Refused by the framework for too many requests.
     TooManyRequests = "too_many_requests", status Some(429), close None, sse None;
+    /// Closed by an operator (`/v1/admin/disconnect`).
+    Disconnected = "disconnected", status None, close Some(close::DISCONNECTED), sse Some("error");
     /// A client that cannot keep up: `every` queue overflow or write timeout.
     SlowConsumer = "slow_consumer", status None, close Some(close::SLOW_CONSUMER), sse Some("error");
     /// A fault of the relay.

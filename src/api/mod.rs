@@ -6,6 +6,7 @@
 //! The transports depend on this module and `http` routes to them; nothing
 //! here knows a route or a transport (docs/ARCHITECTURE.md, "Modules").
 
+pub mod admin;
 mod door;
 mod error;
 
@@ -23,7 +24,7 @@ use crate::fanout::Hub;
 use crate::feed::FeedState;
 use crate::metrics::Metrics;
 use crate::table::Table;
-pub use door::{Door, Refused};
+pub use door::{Door, Refused, bearer, entitled, identify, same_secret};
 pub use error::{ApiError, ErrorCode, close};
 
 /// What every handler can reach.
@@ -50,6 +51,12 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Set on SIGTERM: `/readyz` answers 503 while clients are still served.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Users' token keys, when configured; replaced on SIGHUP.
+    pub verifier: arc_swap::ArcSwapOption<crate::auth::Verifier>,
+    /// Every per-user token's connections, by `sub`.
+    pub users: Arc<crate::admission::Users>,
+    /// The identity of a client that needs no per-user token.
+    pub anonymous: Arc<crate::auth::Identity>,
 }
 
 /// The `token` query parameter (for clients that cannot set headers).

@@ -72,10 +72,11 @@ impl Hub {
         let epoch = self.table.epoch();
         let stamp = self.table.stamp(locate);
         let slot = &self.cache[usize::from(locate)];
-        if let Some(e) = slot.load_full() {
-            if e.stamp == stamp && e.epoch == epoch {
-                return Some(e);
-            }
+        if let Some(e) = slot.load_full()
+            && e.stamp == stamp
+            && e.epoch == epoch
+        {
+            return Some(e);
         }
         // Read after the stamp: the cached quote is never older than its stamp.
         let quote = self.table.quote(locate)?;

@@ -31,10 +31,10 @@ impl ChangeListener for HubListener {
         if !test_and_set(&mut self.seen, locate) {
             self.events.push(Event::Changed(locate));
         }
-        if self.hub.every_subscriptions.load(Ordering::Relaxed) > 0 {
-            if let Some(q) = self.hub.table.quote(locate) {
-                self.events.push(Event::Every(locate, q));
-            }
+        if self.hub.every_subscriptions.load(Ordering::Relaxed) > 0
+            && let Some(q) = self.hub.table.quote(locate)
+        {
+            self.events.push(Event::Every(locate, q));
         }
     }
 

@@ -68,10 +68,10 @@ pub(super) fn sweep_due(held: &mut BinaryHeap<Held>, scratch: &mut Scratch, now:
             break;
         };
         client.held.store(false, Ordering::Relaxed);
-        if let Some(sink) = client.direct.get().and_then(Weak::upgrade) {
-            if let Some(at) = sink.sweep(scratch, true) {
-                again.push(Held::new(at, client));
-            }
+        if let Some(sink) = client.direct.get().and_then(Weak::upgrade)
+            && let Some(at) = sink.sweep(scratch, true)
+        {
+            again.push(Held::new(at, client));
         }
     }
     held.extend(again);

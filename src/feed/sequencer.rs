@@ -385,10 +385,11 @@ impl Sequencer {
         // A hole between what was known and this packet is news: ask for it
         // now, even while an earlier gap is still open.
         let known = self.horizon.max(self.next);
-        if self.gap_since.is_some() && packet.seq > known {
-            if let Some(session) = self.session {
-                sink.request_retransmit(session, known, packet.seq - known);
-            }
+        if self.gap_since.is_some()
+            && packet.seq > known
+            && let Some(session) = self.session
+        {
+            sink.request_retransmit(session, known, packet.seq - known);
         }
         self.horizon = self.horizon.max(end);
         match self.held.get_mut(&packet.seq) {

@@ -121,10 +121,10 @@ async fn connect(
                 match event {
                     async_nats::Event::Connected => {
                         m.connected.set(1);
-                        if m.connects.inc() > 0 {
-                            if let Some(n) = reconnected {
-                                n.notify_one();
-                            }
+                        if m.connects.inc() > 0
+                            && let Some(n) = reconnected
+                        {
+                            n.notify_one();
                         }
                         tracing::info!(%url, "NATS connected");
                     }

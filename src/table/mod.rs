@@ -334,30 +334,30 @@ impl Table {
     ) -> Applied {
         let idx = usize::from(locate);
         let current = self.info[idx].load_full();
-        if let Some(cur) = &current {
-            if &*cur.symbol == symbol && &*cur.name == name && cur.prev_close == prev_close {
-                // The directory is repeated periodically; a repeat is no change.
-                return Applied::Unchanged;
-            }
+        if let Some(cur) = &current
+            && &*cur.symbol == symbol
+            && &*cur.name == name
+            && cur.prev_close == prev_close
+        {
+            // The directory is repeated periodically; a repeat is no change.
+            return Applied::Unchanged;
         }
         let same_symbol = current.as_ref().is_some_and(|c| &*c.symbol == symbol);
-        if let Some(cur) = &current {
-            if !same_symbol {
-                self.names.remove(&cur.symbol);
-                self.symbols.fetch_sub(1, Ordering::Relaxed);
-            }
+        if let Some(cur) = &current
+            && !same_symbol
+        {
+            self.names.remove(&cur.symbol);
+            self.symbols.fetch_sub(1, Ordering::Relaxed);
         }
         // A symbol moving to another locate leaves its old slot.
-        if !same_symbol {
-            if let Some((_, old)) = self.names.remove(symbol) {
-                self.info[usize::from(old)].store(None);
-                self.slots[usize::from(old)].write(|f| {
-                    for x in f.iter() {
-                        x.store(0, Ordering::Relaxed);
-                    }
-                });
-                self.symbols.fetch_sub(1, Ordering::Relaxed);
-            }
+        if !same_symbol && let Some((_, old)) = self.names.remove(symbol) {
+            self.info[usize::from(old)].store(None);
+            self.slots[usize::from(old)].write(|f| {
+                for x in f.iter() {
+                    x.store(0, Ordering::Relaxed);
+                }
+            });
+            self.symbols.fetch_sub(1, Ordering::Relaxed);
         }
         let info = Arc::new(SymbolInfo {
             symbol: Arc::from(symbol),

@@ -161,11 +161,10 @@ pub fn run(
             // The relay joins the feed first, so the simulator's opening
             // directory is not missed.
             let engine = Simulator::new(sim).context("cannot open the simulator socket")?;
-            if config.feed.retransmit.is_none() {
-                if let Some(std::net::SocketAddr::V4(addr)) = engine.retransmit_addr() {
+            if config.feed.retransmit.is_none()
+                && let Some(std::net::SocketAddr::V4(addr)) = engine.retransmit_addr() {
                     config.feed.retransmit = Some(addr);
                 }
-            }
             let signal = server::shutdown_signal();
             let running = server::start(listener, config).await?;
             let url = format!("http://{}", running.local_addr());

@@ -162,7 +162,7 @@ fn label(id: &str, poll_interval_ms: u64) -> String {
 }
 
 fn secs(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{ms} ms")
@@ -504,10 +504,10 @@ async fn record(
                 changes.entry(q.symbol).or_default().push((q.seq, q.ts));
             }
         }
-        if frame.kind == "snapshot" {
-            if let Some(r) = ready.take() {
-                let _ = r.send(());
-            }
+        if frame.kind == "snapshot"
+            && let Some(r) = ready.take()
+        {
+            let _ = r.send(());
         }
     }
 }

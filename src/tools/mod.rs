@@ -10,6 +10,7 @@
 //! | [`load`] | the subscriber load generator behind `tickrelay load`: flags, clients, stats, report |
 //! | [`tap`] | what the lab watches of a load client: socket bytes, quotes seen |
 //! | [`lab`] | `tickrelay lab`: every transport measured on the same watchlists |
+//! | [`token`] | `tickrelay token`: mints a user's token (HS256) with the relay's claims |
 //! | [`demo`] | `tickrelay demo`: relay and simulator in one process; `demo --lab` |
 
 pub mod demo;
@@ -17,4 +18,5 @@ pub mod lab;
 pub mod load;
 pub mod sim;
 pub mod tap;
+pub mod token;
 pub mod zipf;

@@ -15,6 +15,7 @@
 //! | [`task`] | the connection's task: socket readiness, wake-ups, timers |
 //! | [`pacer`] | pings and keep-alives from one task per kind |
 //! | [`slow`] | slow and silent clients: the signals and their close reasons |
+//! | [`user`] | a connection's user: identity, its slot among the user's connections, the token's expiry |
 //! | [`kind`] | which transport, why closed as slow (a leaf: metrics labels by it) |
 
 pub mod kind;
@@ -25,6 +26,7 @@ pub mod snapshot;
 pub mod sse;
 pub mod subscriptions;
 pub mod task;
+pub mod user;
 pub mod writer;
 pub mod ws;
 pub mod wsframe;

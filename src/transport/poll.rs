@@ -17,11 +17,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::api::{ApiError, AppState, Door, Encoding, ErrorCode};
+use crate::clock::now_ms;
 use crate::fanout::{Encoded, envelope};
 use crate::transport::kind::Transport;
 use crate::transport::subscriptions::{
     Batch, SubOptions, Subscriptions, acquire, batch_window, parse_resume, requested_locates,
 };
+use crate::transport::user::ConnUser;
 use crate::wire::Locate;
 
 /// Query of `/v1/poll`.
@@ -81,8 +83,8 @@ pub async fn handler(
             )
         })?),
     };
-    let locates =
-        requested_locates(&state, q.symbols.as_deref())?.unwrap_or_else(|| state.table.locates());
+    let locates = requested_locates(&state, &door.identity, q.symbols.as_deref())?
+        .unwrap_or_else(|| state.table.locates());
     let enc = door.encoding;
     // Another session (or none given): everything, now.
     let since_seq = match &since {
@@ -99,6 +101,12 @@ pub async fn handler(
     // A parked request keeps only what it needs: thousands of them wait at once.
     drop((q, since));
     let _guard = acquire(&state, peer.ip())?;
+    let _user = ConnUser::admit(&state, door.identity.clone(), "poll")?;
+    // A held request never outlives the token it came with.
+    let timeout = match door.identity.expires_ms {
+        Some(exp) => timeout.min(Duration::from_millis(exp.saturating_sub(now_ms()))),
+        None => timeout,
+    };
     let gauge = state.hub.metrics.longpoll_waiters.clone();
     gauge.inc();
     let _waiting = Waiting(gauge);
@@ -130,6 +138,12 @@ pub async fn handler(
             _ = tokio::time::sleep_until(until) => {}
             _ = state.cancel.cancelled() => {}
         }
+    }
+    if door.identity.expires_ms.is_some_and(|exp| now_ms() >= exp) {
+        return Err(ApiError::new(
+            ErrorCode::TokenExpired,
+            "the token has expired",
+        ));
     }
     let since_seq = if state.table.session() == session {
         since_seq

@@ -47,8 +47,14 @@ pub const WRITE_TIMEOUT: &str = "slow consumer: write timeout";
 /// The `data` of the SSE `error` event that ends a slow client's stream,
 /// the twin of a WebSocket's close frame `close_code` with `reason`.
 pub fn error_data(close_code: u16, reason: &str) -> String {
+    // The close codes an open stream can end with, and their error codes.
+    let code = match close_code {
+        crate::api::close::UNAUTHORIZED => ErrorCode::TokenExpired,
+        crate::api::close::DISCONNECTED => ErrorCode::Disconnected,
+        _ => ErrorCode::SlowConsumer,
+    };
     serde_json::json!({
-        "code": ErrorCode::SlowConsumer.as_str(),
+        "code": code.as_str(),
         "close_code": close_code,
         "message": reason,
     })

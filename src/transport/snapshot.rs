@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, AppState, Door, Encoding, ErrorCode, parse_symbols};
+use crate::auth::Channel;
 use crate::table::{Quote, SymbolInfo, Table};
 use crate::wire::Locate;
 
@@ -32,7 +33,12 @@ struct Directory<'a> {
 
 /// `GET /v1/symbols`: the symbol directory, in locate order.
 pub async fn symbols(door: Door, State(state): State<AppState>) -> Result<Response, ApiError> {
-    let dir = state.table.directory();
+    let mut dir = state.table.directory();
+    // A user sees the directory of what it may see.
+    let rights = &door.identity.rights;
+    if !rights.all_symbols() {
+        dir.retain(|i| rights.symbol(&i.symbol));
+    }
     let enc = door.encoding;
     Ok((
         [(header::CONTENT_TYPE, enc.content_type())],
@@ -57,10 +63,7 @@ pub async fn snapshot(
     Query(q): Query<SnapshotQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let locates = match parse_symbols(q.symbols.as_deref(), state.config.policy.max_symbols)? {
-        Some(names) => resolve(&state.table, &names)?,
-        None => state.table.locates(),
-    };
+    let locates = requested(&state, &door, q.symbols.as_deref())?;
     Ok(respond(&state.table, &locates, &headers, door.encoding))
 }
 
@@ -75,8 +78,31 @@ pub async fn snapshot_one(
     if names.is_empty() {
         return Err(ApiError::new(ErrorCode::BadSymbol, "empty symbol"));
     }
+    door.entitled(Channel::Quotes, names.iter().map(String::as_str))?;
     let locates = resolve(&state.table, &names)?;
     Ok(respond(&state.table, &locates, &headers, door.encoding))
+}
+
+/// The locates a snapshot asks for (every symbol the user may see when
+/// none is named), each one checked against the user's entitlement.
+fn requested(
+    state: &AppState,
+    door: &Door,
+    symbols: Option<&str>,
+) -> Result<Vec<Locate>, ApiError> {
+    let identity = &door.identity;
+    door.entitled(Channel::Quotes, [])?;
+    let cap = identity.rights.symbol_cap(state.config.policy.max_symbols);
+    match parse_symbols(symbols, cap)? {
+        Some(names) if !names.iter().any(|n| n == "*") => {
+            door.entitled(Channel::Quotes, names.iter().map(String::as_str))?;
+            resolve(&state.table, &names)
+        }
+        _ => Ok(
+            crate::transport::subscriptions::allowed_locates(&state.table, identity)
+                .unwrap_or_else(|| state.table.locates()),
+        ),
+    }
 }
 
 /// Maps tickers to locate codes; any unknown one is a 404 naming them all.

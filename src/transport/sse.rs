@@ -31,6 +31,7 @@ use crate::transport::subscriptions::{
     Batch, Subscriptions, acquire, batch_window, requested_locates, resume_point, sub_options,
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
+use crate::transport::user::{ConnUser, Expiry};
 use crate::transport::writer::{
     Event, Framing, Verdict, WriteSide, linger, read_gone, sse_head, write_all,
 };
@@ -57,7 +58,7 @@ pub struct StreamQuery {
 // would only hide the list.
 #[allow(clippy::too_many_arguments)]
 pub async fn handler(
-    _door: Door,
+    door: Door,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<StreamQuery>,
@@ -67,10 +68,11 @@ pub async fn handler(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let policy = &state.config.policy;
-    let opts = sub_options(q.mode.as_deref(), q.max_hz)?;
+    let identity = &door.identity;
+    let opts = sub_options(q.mode.as_deref(), identity.rights.cap_hz(q.max_hz))?;
     let batch = batch_window(q.batch_ms)?;
-    let symbols: Option<Vec<Arc<str>>> =
-        requested_locates(&state, q.symbols.as_deref())?.map(|locates| {
+    let symbols: Option<Vec<Arc<str>>> = requested_locates(&state, identity, q.symbols.as_deref())?
+        .map(|locates| {
             locates
                 .iter()
                 .filter_map(|&l| state.table.info(l))
@@ -78,6 +80,7 @@ pub async fn handler(
                 .collect()
         });
     let guard = acquire(&state, peer.ip())?;
+    let user = ConnUser::admit(&state, identity.clone(), "sse")?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -138,7 +141,7 @@ pub async fn handler(
         let mut response = head.into_response();
         response.extensions_mut().insert(Upgrade::new(move |tcp| {
             let tracker = state.tracker.clone();
-            let stream = DirectStream::start(state, tcp, subs, first, guard);
+            let stream = DirectStream::start(state, tcp, subs, first, guard, user);
             pacers.sse.add(&stream.direct);
             // Its own task (`transport::task`), spawned as it is.
             tracker.spawn(Task::new(stream));
@@ -160,6 +163,7 @@ pub async fn handler(
         held: None,
         slow: slow.map(|Extension(s)| s),
         told: false,
+        user,
         _guard: guard,
     };
     let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
@@ -198,6 +202,8 @@ struct SseStream {
     slow: Option<SlowSignal>,
     /// The stream ended with the write timeout's error event.
     told: bool,
+    /// The client's user, when it came with a per-user token.
+    user: Option<Arc<ConnUser>>,
     _guard: ConnGuard,
 }
 
@@ -235,6 +241,11 @@ impl SseStream {
                 _ = raised(self.slow.as_ref()) => {
                     self.told = true;
                     return Some(self.error_event(slow::WRITE_TIMEOUT));
+                }
+                _ = expires(self.user.as_deref()) => {
+                    if self.user.as_ref().is_some_and(|u| u.expiry() == Expiry::Expired) {
+                        return Some(self.end_event(close::UNAUTHORIZED, TOKEN_EXPIRED));
+                    }
                 }
                 _ = self.subs.client().wait(), if held.is_none() => {
                     if let Some(chunk) = self.ticks() { return Some(chunk); }
@@ -290,9 +301,14 @@ impl SseStream {
     /// The last event of a slow client's stream (4008's twin); the stream
     /// ends after it.
     fn error_event(&mut self, reason: &str) -> Bytes {
+        self.end_event(close::SLOW_CONSUMER, reason)
+    }
+
+    /// The last event, the `error` twin of close `code`; the stream ends.
+    fn end_event(&mut self, code: u16, reason: &str) -> Bytes {
         self.done = true;
         let mut out = BytesMut::new();
-        let data = slow::error_data(close::SLOW_CONSUMER, reason);
+        let data = slow::error_data(code, reason);
         event(
             &mut out,
             "error",
@@ -321,6 +337,20 @@ impl SseStream {
             data.to_string().as_bytes(),
         );
         out.freeze()
+    }
+}
+
+/// The reason an open stream ends with at its token's `exp`.
+pub(crate) const TOKEN_EXPIRED: &str = "token_expired: the token has expired";
+
+/// Resolves at `user`'s token's `exp`; never without one.
+async fn expires(user: Option<&ConnUser>) {
+    match user.and_then(|u| u.identity().expires_ms) {
+        Some(exp) => {
+            let wait = exp.saturating_sub(crate::clock::now_ms());
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -357,11 +387,13 @@ impl DirectStream {
         subs: Subscriptions,
         first: Bytes,
         guard: ConnGuard,
+        user: Option<Arc<ConnUser>>,
     ) -> Self {
         let client = subs.client().clone();
         let mut feed = state.feed.clone();
         feed.mark_unchanged();
-        let direct = Arc::new(WriteSide::new(state, tcp, Framing::Sse, subs));
+        let direct = Arc::new(WriteSide::new(state, tcp, Framing::Sse, subs, user));
+        direct.watch_user();
         // Consumed here: the first event's buffer is not kept for the
         // connection's life.
         let mut out = Vec::from(first);
@@ -421,7 +453,17 @@ impl Protocol for DirectStream {
                     return Step::End;
                 }
             }
-            Event::Woken => direct.flush_if_idle(false),
+            Event::Woken => {
+                if direct
+                    .user
+                    .as_ref()
+                    .is_some_and(|u| u.expiry() == Expiry::Expired)
+                {
+                    let data = slow::error_data(close::UNAUTHORIZED, TOKEN_EXPIRED);
+                    return self.last(final_event(direct, "error", data.as_bytes()));
+                }
+                direct.flush_if_idle(false);
+            }
             Event::Feed => {
                 self.feed.borrow_and_update();
                 let mut w = direct.lock();
@@ -486,8 +528,9 @@ mod sizes {
         let client = std::mem::size_of::<crate::fanout::Client>();
         eprintln!("sse task {sse} B, ws task {ws} B, WriteSide {direct} B, Client {client} B");
         assert!(sse <= 80 && ws <= 200, "sse {sse}, ws {ws}");
+        // WriteSide: 408 with the user of a per-user token (one pointer).
         assert!(
-            direct <= 400 && client <= 184,
+            direct <= 408 && client <= 184,
             "WriteSide {direct}, Client {client}"
         );
     }

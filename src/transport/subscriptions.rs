@@ -2,6 +2,8 @@
 //! that turns the hub's pending marks into one batch of quotes, and the
 //! promise (`seq`) each batch carries.
 
+use crate::api::entitled;
+use crate::auth::{Channel, Identity};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -531,17 +533,42 @@ pub fn batch_window(batch_ms: Option<u64>) -> Result<Option<Duration>, ApiError>
 /// parameter is absent and `*` is allowed.
 pub fn requested_locates(
     state: &AppState,
+    identity: &Identity,
     symbols: Option<&str>,
 ) -> Result<Option<Vec<Locate>>, ApiError> {
     let policy = &state.config.policy;
-    match parse_symbols(symbols, policy.max_symbols)? {
-        Some(names) => resolve(&state.table, &names).map(Some),
-        None if policy.allow_wildcard => Ok(None),
+    let rights = &identity.rights;
+    entitled(identity, Channel::Quotes, [])?;
+    match parse_symbols(symbols, rights.symbol_cap(policy.max_symbols))? {
+        Some(names) if names.iter().any(|n| n == "*") && policy.allow_wildcard => {
+            Ok(allowed_locates(&state.table, identity))
+        }
+        Some(names) => {
+            entitled(identity, Channel::Quotes, names.iter().map(String::as_str))?;
+            resolve(&state.table, &names).map(Some)
+        }
+        None if policy.allow_wildcard => Ok(allowed_locates(&state.table, identity)),
         None => Err(ApiError::new(
             ErrorCode::MissingSymbols,
             "`symbols` is required (setting allow_wildcard is off)",
         )),
     }
+}
+
+/// Every symbol `identity` may see: `None` (the wildcard) when that is
+/// all of them, else the listed symbols its claims allow, now.
+pub fn allowed_locates(table: &Table, identity: &Identity) -> Option<Vec<Locate>> {
+    let rights = &identity.rights;
+    if rights.all_symbols() {
+        return None;
+    }
+    Some(
+        table
+            .locates()
+            .into_iter()
+            .filter(|&l| table.info(l).is_some_and(|i| rights.symbol(&i.symbol)))
+            .collect(),
+    )
 }
 
 /// Takes a streaming connection slot for `peer`, or answers 429.

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
+use crate::admission::Live;
 use crate::api::{AppState, close};
 use crate::fanout::{Format, Scratch, Sweep, envelope};
 use crate::feed::FeedState;
@@ -30,7 +31,9 @@ use crate::metrics::TransportCounters;
 use crate::transport::kind::{SlowReason, Transport};
 use crate::transport::pacer::Beat;
 use crate::transport::subscriptions::Subscriptions;
+use crate::transport::user::{ConnUser, Watched, watch_expiry};
 use crate::transport::wsframe::{self, opcode};
+use std::sync::{Arc, Weak};
 
 /// How frames are put on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +88,8 @@ pub struct WriteSide {
     /// The sweep tells the task: the socket is full, a timer started, or the
     /// connection must end.
     pub wake: Wake,
+    /// The client's user, when it came with a per-user token.
+    pub user: Option<Arc<ConnUser>>,
 }
 
 /// A connection task's wake-up. Like `Notify::notify_one` with one waiter
@@ -190,7 +195,13 @@ impl Sweep for WriteSide {
 
 impl WriteSide {
     /// The write side of `tcp` for `subs`.
-    pub fn new(state: AppState, tcp: TcpStream, framing: Framing, subs: Subscriptions) -> Self {
+    pub fn new(
+        state: AppState,
+        tcp: TcpStream,
+        framing: Framing,
+        subs: Subscriptions,
+        user: Option<Arc<ConnUser>>,
+    ) -> Self {
         let transport = match framing {
             Framing::Ws(_) => Transport::Ws,
             Framing::Sse => Transport::Sse,
@@ -208,7 +219,18 @@ impl WriteSide {
                 verdict: None,
             }),
             wake: Wake::default(),
+            user,
             state,
+        }
+    }
+
+    /// Lets the admin routes reach this connection, and watches its
+    /// user's token (when it has one).
+    pub fn watch_user(self: &Arc<Self>) {
+        if let Some(user) = &self.user {
+            let weak = Arc::downgrade(self);
+            user.slot().attach(weak.clone() as Weak<dyn Live>);
+            watch_expiry(weak);
         }
     }
 
@@ -232,10 +254,8 @@ impl WriteSide {
         if self.state.cancel.is_cancelled() {
             return Poll::Ready(Event::Shutdown);
         }
-        if blocked {
-            if let Poll::Ready(r) = self.tcp.poll_write_ready(cx) {
-                return Poll::Ready(Event::Writable(r.is_ok()));
-            }
+        if blocked && let Poll::Ready(r) = self.tcp.poll_write_ready(cx) {
+            return Poll::Ready(Event::Writable(r.is_ok()));
         }
         if let Poll::Ready(r) = self.tcp.poll_read_ready(cx) {
             return Poll::Ready(Event::Readable(r.is_ok()));
@@ -246,10 +266,10 @@ impl WriteSide {
         if feed.has_changed().unwrap_or(false) {
             return Poll::Ready(Event::Feed);
         }
-        if let Some(t) = timer {
-            if t.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::Due);
-            }
+        if let Some(t) = timer
+            && t.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Event::Due);
         }
         if self.wake.take(BEAT) {
             return Poll::Ready(Event::Beat);
@@ -608,10 +628,10 @@ pub fn sse_head(out: &mut Vec<u8>, name: &str, session: &str, seq: u64) {
 pub async fn write_all(tcp: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
     // Once straight to the socket, past tokio's readiness: a send buffer
     // just grown (`slow::make_room`) takes the bytes though no wake-up says so.
-    if !bytes.is_empty() {
-        if let Ok(n) = socket2::SockRef::from(tcp).send(bytes) {
-            bytes = &bytes[n..];
-        }
+    if !bytes.is_empty()
+        && let Ok(n) = socket2::SockRef::from(tcp).send(bytes)
+    {
+        bytes = &bytes[n..];
     }
     while !bytes.is_empty() {
         tcp.writable().await?;
@@ -644,5 +664,26 @@ pub fn read_gone(tcp: &TcpStream) -> bool {
             Ok(_) => {}
             Err(e) => return e.kind() != ErrorKind::WouldBlock,
         }
+    }
+}
+
+impl Watched for WriteSide {
+    fn user(&self) -> Option<&Arc<ConnUser>> {
+        self.user.as_ref()
+    }
+
+    fn look(&self) {
+        self.wake.notify_one();
+    }
+}
+
+impl Live for WriteSide {
+    fn symbols(&self) -> Vec<Arc<str>> {
+        self.lock().subs.symbols()
+    }
+
+    fn end(&self, code: u16, reason: &str) {
+        WriteSide::end(self, Verdict::Close(code, reason.to_owned()));
+        self.wake.notify_one();
     }
 }

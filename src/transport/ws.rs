@@ -33,13 +33,18 @@ use crate::accept::{RawConn, Upgrade};
 use crate::admission::Limit;
 use crate::admission::{ConnGuard, OpRate};
 use crate::api::{ApiError, AppState, Door, ErrorCode, Refused, close, parse_symbol_list};
+use crate::api::{entitled, identify};
+use crate::auth::{Channel, Identity};
 use crate::fanout::{Encoded, Format, Sweep, envelope};
 use crate::feed::FeedState;
 use crate::transport::kind::{SlowReason, Transport};
+use crate::transport::sse::TOKEN_EXPIRED;
+use crate::transport::subscriptions::allowed_locates;
 use crate::transport::subscriptions::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
+use crate::transport::user::{ConnUser, Expiry};
 use crate::transport::writer::{Event, Framing, Verdict, WriteSide, WriteState, write_all};
 use crate::transport::wsframe::{self, CloseWait, FrameError, Incoming, opcode};
 use crate::transport::wsmsg::{ServerFrame, feed_frame};
@@ -78,6 +83,11 @@ pub enum ClientOp {
     },
     /// Liveness check; answered with `pong`.
     Ping,
+    /// Replaces the connection's token with a fresh one of the same user.
+    Auth {
+        /// The new token.
+        token: String,
+    },
 }
 
 /// `GET /v1/ws`: checks the handshake, origin, token and limits, answers
@@ -94,10 +104,10 @@ pub async fn handler(
     let headers = request.headers();
     // A bad origin is an HTTP error before the handshake; a bad token, a
     // close frame after it, which a browser can read.
-    let token_refused = match door {
-        Ok(_) => None,
+    let (identity, token_refused) = match door {
+        Ok(d) => (Some(d.identity), None),
         Err(Refused::Origin(e)) => return e.into_response(),
-        Err(Refused::Token(e)) => Some(e),
+        Err(Refused::Token(e)) => (None, Some(e)),
     };
     let key = match handshake_key(headers) {
         Ok(k) => k,
@@ -118,7 +128,9 @@ pub async fn handler(
     } else {
         (Format::Json, None)
     };
-    let refusal = token_refused.map(|e| (close::UNAUTHORIZED, e.message));
+    // The close reason starts with the error code: `bad_token: …`.
+    let refusal =
+        token_refused.map(|e| (close::UNAUTHORIZED, format!("{}: {}", e.code, e.message)));
     let (guard, refusal) = match refusal {
         Some(r) => (None, Some(r)),
         None => match state.conns.acquire(peer.ip()) {
@@ -129,6 +141,13 @@ pub async fn handler(
                 (None, Some((close::LIMIT_EXCEEDED, e.message())))
             }
         },
+    };
+    let (user, refusal) = match (&guard, refusal, identity) {
+        (Some(_), None, Some(identity)) => match ConnUser::admit(&state, identity, "ws") {
+            Ok(u) => (u, None),
+            Err(e) => (None, Some((close::LIMIT_EXCEEDED, e.message))),
+        },
+        (_, refusal, _) => (None, refusal),
     };
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();
@@ -145,7 +164,7 @@ pub async fn handler(
     let spawn = tracker.clone();
     let start = move |tcp: TcpStream, read: Bytes| match (guard, refusal) {
         (Some(guard), None) => {
-            let conn = Conn::start(state, tcp, read, format, guard);
+            let conn = Conn::start(state, tcp, read, format, guard, user);
             pacers.ws.add(&conn.direct);
             spawn.spawn(Task::new(conn));
         }
@@ -237,25 +256,24 @@ async fn end_close(tcp: &TcpStream, last: &[u8], wait: Option<CloseWait>, within
     if tokio::time::timeout(within, write_all(tcp, last))
         .await
         .is_ok()
+        && let Some(mut wait) = wait
     {
-        if let Some(mut wait) = wait {
-            let _ = tokio::time::timeout(within, async {
-                let mut chunk = [0u8; 4096];
-                loop {
-                    if tcp.readable().await.is_err() {
-                        return;
-                    }
-                    match tcp.try_read(&mut chunk) {
-                        Ok(0) => return,
-                        Ok(n) if wait.feed(&chunk[..n]) => return,
-                        Ok(_) => {}
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                        Err(_) => return,
-                    }
+        let _ = tokio::time::timeout(within, async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                if tcp.readable().await.is_err() {
+                    return;
                 }
-            })
-            .await;
-        }
+                match tcp.try_read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(n) if wait.feed(&chunk[..n]) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
     }
     let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Both);
 }
@@ -287,6 +305,7 @@ impl Conn {
         read: Bytes,
         format: Format,
         guard: ConnGuard,
+        user: Option<Arc<ConnUser>>,
     ) -> Self {
         let policy = &state.config.policy;
         let client = state.hub.register(Transport::Ws, policy.every_queue);
@@ -296,7 +315,9 @@ impl Conn {
             tcp,
             Framing::Ws(format),
             subs,
+            user,
         ));
+        direct.watch_user();
         let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<WriteSide>;
         client.set_direct(sink);
         let mut reader = wsframe::Reader::default();
@@ -469,6 +490,7 @@ impl Conn {
     fn op(&mut self, op: ClientOp) -> Flow {
         match op {
             ClientOp::Ping => self.send(&ServerFrame::Pong),
+            ClientOp::Auth { token } => self.auth(&token),
             ClientOp::Subscribe {
                 symbols,
                 mode,
@@ -484,6 +506,7 @@ impl Conn {
                         &format!("more than {ops} operations per second (setting ops_per_second)"),
                     );
                 }
+                let max_hz = self.identity().rights.cap_hz(max_hz);
                 let opts = match sub_options(mode.as_deref(), max_hz) {
                     Ok(o) => o,
                     Err(e) => return self.error(e.code, &e.message),
@@ -515,11 +538,84 @@ impl Conn {
         }
     }
 
+    /// Who the client is now.
+    fn identity(&self) -> Arc<Identity> {
+        match &self.direct.user {
+            Some(u) => u.identity(),
+            None => self.state().anonymous.clone(),
+        }
+    }
+
+    /// `{"op":"auth"}`: a fresh token of the same user. Its rights replace
+    /// the old ones; symbols no longer allowed are dropped and named.
+    fn auth(&mut self, token: &str) -> Flow {
+        let state = self.direct.state.clone();
+        let Some(user) = self.direct.user.clone() else {
+            return self.error(
+                ErrorCode::BadToken,
+                "this connection has no per-user token to replace",
+            );
+        };
+        let fresh = match identify(&state, Some(token)) {
+            Ok(id) => id,
+            Err(e) => return self.error(e.code, &e.message),
+        };
+        if fresh.sub.as_deref() != Some(user.slot().sub().as_ref()) {
+            return self.error(ErrorCode::BadToken, "a token of another user");
+        }
+        let expires_ms = fresh.expires_ms;
+        user.replace(fresh.clone());
+        let dropped: Vec<Arc<str>> = {
+            let mut w = self.direct.lock();
+            let gone: Vec<Arc<str>> = w
+                .subs
+                .symbols()
+                .into_iter()
+                .filter(|s| entitled(&fresh, Channel::Quotes, [s.as_ref()]).is_err())
+                .collect();
+            w.subs.unsubscribe(&gone);
+            gone
+        };
+        if !dropped.is_empty() {
+            self.send(&ServerFrame::Unsubscribed {
+                symbols: &dropped,
+                reason: ErrorCode::NotEntitled.as_str(),
+            });
+        }
+        self.send(&ServerFrame::Authorized { expires_ms })
+    }
+
     fn subscribe(&mut self, symbols: Vec<String>, opts: SubOptions, since: Option<String>) -> Flow {
         let state = self.direct.state.clone();
         let policy = &state.config.policy;
+        let identity = self.identity();
+        let rights = &identity.rights;
+        if let Err(e) = entitled(&identity, Channel::Quotes, []) {
+            return self.error(e.code, &e.message);
+        }
+        let max_symbols = rights.symbol_cap(policy.max_symbols);
         let since = resume_point(since.as_deref(), state.table.session());
-        if symbols.iter().any(|s| s == "*") {
+        let wildcard = symbols.iter().any(|s| s == "*");
+        if wildcard && !rights.all_symbols() {
+            // `*` for a user of some symbols: those listed now.
+            if !policy.allow_wildcard {
+                crate::api::refused(&state, Limit::AllowWildcard);
+                return self.error(
+                    ErrorCode::WildcardNotAllowed,
+                    "`*` subscriptions are off (setting allow_wildcard)",
+                );
+            }
+            let allowed: Vec<Arc<str>> = allowed_locates(&state.table, &identity)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|l| state.table.info(l).map(|i| i.symbol.clone()))
+                .collect();
+            let mut w = self.direct.lock();
+            let (seq, quotes) = w.subs.subscribe(&allowed, opts, since);
+            self.subscribed(&mut w, &allowed, &[], &[], seq, &quotes);
+            return Flow::Continue;
+        }
+        if wildcard {
             if !policy.allow_wildcard {
                 crate::api::refused(&state, Limit::AllowWildcard);
                 return self.error(
@@ -531,20 +627,25 @@ impl Conn {
             let mut w = self.direct.lock();
             let (seq, quotes) = w.subs.subscribe_all(opts, since);
             let all: [Arc<str>; 1] = [Arc::from("*")];
-            self.subscribed(&mut w, &all, &[], seq, &quotes);
+            self.subscribed(&mut w, &all, &[], &[], seq, &quotes);
             return Flow::Continue;
         }
         if state.table.symbol_count() == 0 {
             let e = ApiError::not_ready();
             return self.error(e.code, &e.message);
         }
-        let names = match parse_symbol_list(&symbols, policy.max_symbols) {
+        let names = match parse_symbol_list(&symbols, max_symbols) {
             Ok(n) => n,
             Err(e) => return self.error(e.code, &e.message),
         };
         let mut known: Vec<Arc<str>> = Vec::new();
         let mut unknown = Vec::new();
+        let mut denied = Vec::new();
         for n in names {
+            if !rights.symbol(&n) {
+                denied.push(n);
+                continue;
+            }
             match state.table.locate(&n).and_then(|l| state.table.info(l)) {
                 Some(info) => known.push(info.symbol.clone()),
                 None => unknown.push(n),
@@ -552,19 +653,18 @@ impl Conn {
         }
         let mut w = self.direct.lock();
         let new = known.iter().filter(|s| !w.subs.contains(s)).count();
-        if w.subs.len() + new > policy.max_symbols {
+        if w.subs.len() + new > max_symbols {
             drop(w);
             crate::api::refused(&state, Limit::MaxSymbols);
             return self.error(
                 ErrorCode::TooManySymbols,
                 &format!(
-                    "at most {} symbols per connection (setting max_symbols)",
-                    policy.max_symbols
+                    "at most {max_symbols} symbols per connection (setting or claim max_symbols)"
                 ),
             );
         }
         let (seq, quotes) = w.subs.subscribe(&known, opts, since);
-        self.subscribed(&mut w, &known, &unknown, seq, &quotes);
+        self.subscribed(&mut w, &known, &unknown, &denied, seq, &quotes);
         Flow::Continue
     }
 
@@ -574,12 +674,20 @@ impl Conn {
         w: &mut WriteState,
         symbols: &[Arc<str>],
         unknown: &[String],
+        denied: &[String],
         seq: u64,
         quotes: &[Arc<Encoded>],
     ) {
         let d = &self.direct;
         let mut out = Vec::new();
-        self.control_into(&mut out, &ServerFrame::Subscribed { symbols, unknown });
+        self.control_into(
+            &mut out,
+            &ServerFrame::Subscribed {
+                symbols,
+                unknown,
+                denied,
+            },
+        );
         let session = d.state.table.session();
         let at = out.len();
         out.extend_from_slice(&match self.format {
@@ -650,10 +758,17 @@ impl Protocol for Conn {
             }
             Event::Readable(true) => self.read(),
             Event::Readable(false) => Flow::Stop,
-            Event::Woken => {
-                self.direct.flush_if_idle(false);
-                Flow::Continue
-            }
+            Event::Woken => match self.direct.user.as_ref().map(|u| u.expiry()) {
+                Some(Expiry::Expired) => Flow::Close(close::UNAUTHORIZED, TOKEN_EXPIRED.into()),
+                Some(Expiry::Warn(in_ms)) => {
+                    self.direct.flush_if_idle(false);
+                    self.send(&ServerFrame::AuthExpiring { in_ms })
+                }
+                _ => {
+                    self.direct.flush_if_idle(false);
+                    Flow::Continue
+                }
+            },
             Event::Feed => {
                 let feed = *self.feed.borrow_and_update();
                 self.send(&feed_frame(&feed))

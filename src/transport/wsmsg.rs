@@ -16,6 +16,24 @@ pub(crate) enum ServerFrame<'a> {
     Subscribed {
         symbols: &'a [Arc<str>],
         unknown: &'a [String],
+        /// Symbols outside the user's entitlements: nothing is sent for them.
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        denied: &'a [String],
+    },
+    /// Symbols dropped from the subscription (a refreshed token no longer
+    /// allows them).
+    Unsubscribed {
+        symbols: &'a [Arc<str>],
+        reason: &'a str,
+    },
+    /// The token expires in `in_ms`: send a fresh one (`{"op":"auth"}`).
+    #[serde(rename = "auth_expiring")]
+    AuthExpiring {
+        in_ms: u64,
+    },
+    /// A fresh token was accepted; it expires then (ms since the epoch).
+    Authorized {
+        expires_ms: Option<u64>,
     },
     Feed {
         status: &'a str,

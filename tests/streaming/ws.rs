@@ -193,10 +193,11 @@ async fn ticks_match_what_the_simulator_sent() {
         if f["type"] == "ticks" || f["type"] == "snapshot" {
             for q in f["quotes"].as_array().unwrap() {
                 let sym = q["symbol"].as_str().unwrap().to_owned();
-                if let Some(prev) = got.get(&sym) {
-                    if f["type"] == "ticks" && prev["seq"].as_u64() < q["seq"].as_u64() {
-                        // fine: strictly increasing within the session
-                    }
+                if let Some(prev) = got.get(&sym)
+                    && f["type"] == "ticks"
+                    && prev["seq"].as_u64() < q["seq"].as_u64()
+                {
+                    // fine: strictly increasing within the session
                 }
                 got.insert(sym, q.clone());
             }

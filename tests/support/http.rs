@@ -177,10 +177,10 @@ impl Metrics {
             if line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }
-            if let Some((key, value)) = line.rsplit_once(' ') {
-                if let Ok(v) = value.trim().parse::<f64>() {
-                    map.insert(key.trim().to_string(), v);
-                }
+            if let Some((key, value)) = line.rsplit_once(' ')
+                && let Ok(v) = value.trim().parse::<f64>()
+            {
+                map.insert(key.trim().to_string(), v);
             }
         }
         Metrics(map)

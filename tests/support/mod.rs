@@ -23,6 +23,7 @@
 
 pub(crate) mod feed;
 pub(crate) mod http;
+pub(crate) mod ws;
 
 pub(crate) use feed::*;
 pub(crate) use http::*;

@@ -86,6 +86,9 @@ fn check_op(op: tickrelay::transport::ws::ClientOp) -> u64 {
     use tickrelay::transport::ws::ClientOp;
     match op {
         ClientOp::Ping => 1,
+        // A refreshed token goes through the same verification as a new
+        // connection's: any string is refused or accepted, never a panic.
+        ClientOp::Auth { token } => 16 + u64::from(verifier().verify(&token).is_ok()),
         ClientOp::Unsubscribe { symbols } => {
             2 + u64::from(tickrelay::api::parse_symbol_list(&symbols, 100).is_ok())
         }
@@ -105,4 +108,23 @@ fn check_op(op: tickrelay::transport::ws::ClientOp) -> u64 {
             8 + u64::from(list) + 2 * u64::from(opts) + 4 * u64::from(resume)
         }
     }
+}
+
+/// An HS256 verifier over a fixed secret, loaded once from a file as the
+/// relay loads its own.
+fn verifier() -> &'static tickrelay::auth::Verifier {
+    static V: std::sync::OnceLock<tickrelay::auth::Verifier> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("tickrelay-fuzz-secret-{}", std::process::id()));
+        std::fs::write(&path, b"fuzz-secret-fuzz-secret-fuzz-secret!")
+            .expect("write the fuzz secret");
+        let settings = tickrelay::auth::JwtSettings {
+            secret_file: Some(path),
+            ..Default::default()
+        };
+        tickrelay::auth::Verifier::load(&settings)
+            .expect("a valid secret")
+            .expect("a verifier")
+    })
 }

@@ -281,7 +281,7 @@ impl Target for HttpHeadTarget {
                 let mut extended = input.to_vec();
                 extended.extend_from_slice(b"\r\n\r\n");
                 assert_eq!(parsed(&extended), whole, "bytes after the head changed it");
-                let routed = if h % ROUTE_EVERY == 0 {
+                let routed = if h.is_multiple_of(ROUTE_EVERY) {
                     let Ok(Some(head)) = parse_head(input) else {
                         unreachable!("parsed above")
                     };
@@ -334,7 +334,7 @@ impl Target for HttpHeadTarget {
             }
         };
         let mut s = s;
-        if h % TCP_EVERY == 0 {
+        if h.is_multiple_of(TCP_EVERY) {
             s.push(u64::from(self.over_tcp(input)) << 16);
         }
         sig(&s)

@@ -24,11 +24,11 @@ impl Target for MessageTarget {
         match rng.gen_range(0..4) {
             // Extra trailing fields (the array grows; the relay ignores them).
             0 => {
-                if let Some(first) = out.first_mut() {
-                    if (0x90..0x9f).contains(first) {
-                        *first += 1;
-                        let _ = rmp::encode::write_uint(&mut out, rng.r#gen());
-                    }
+                if let Some(first) = out.first_mut()
+                    && (0x90..0x9f).contains(first)
+                {
+                    *first += 1;
+                    let _ = rmp::encode::write_uint(&mut out, rng.r#gen());
                 }
             }
             // A field of the wrong type somewhere.

@@ -432,13 +432,13 @@ impl Simulator {
             self.out.send_all(&hb);
             self.live_sent_at = now;
         }
-        if let Some(lp) = &self.recovery {
-            if now >= self.loop_sent_at + SECOND {
-                let hb = lp.heartbeat();
-                let dest = lp.dest;
-                self.out.send_recovery(dest, &hb);
-                self.loop_sent_at = now;
-            }
+        if let Some(lp) = &self.recovery
+            && now >= self.loop_sent_at + SECOND
+        {
+            let hb = lp.heartbeat();
+            let dest = lp.dest;
+            self.out.send_recovery(dest, &hb);
+            self.loop_sent_at = now;
         }
     }
 

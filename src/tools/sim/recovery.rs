@@ -58,16 +58,16 @@ impl RecoveryLoop {
         if self.finished() {
             return false;
         }
-        if let Some(locate) = self.state_due.take() {
-            if let Some(l) = book.get(locate) {
-                self.builder.push(&state(locate as Locate, l), emit);
-                self.sent += 1;
-                self.at_cycle_start = book.next_listed(locate + 1).is_none();
-                if self.at_cycle_start {
-                    self.completed += 1;
-                }
-                return true;
+        if let Some(locate) = self.state_due.take()
+            && let Some(l) = book.get(locate)
+        {
+            self.builder.push(&state(locate as Locate, l), emit);
+            self.sent += 1;
+            self.at_cycle_start = book.next_listed(locate + 1).is_none();
+            if self.at_cycle_start {
+                self.completed += 1;
             }
+            return true;
         }
         let locate = match book.next_listed(self.next) {
             Some(l) => l,

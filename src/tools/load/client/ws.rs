@@ -95,10 +95,10 @@ pub(super) async fn client<S: Conn>(
                 if !setup.done && msgpack_is_snapshot(&b) {
                     setup.ready();
                 }
-                if let Some(kind) = shared.msgpack_frame(id, &b, &mut scratch) {
-                    if kind == "error" || kind == "shutdown" {
-                        shared.closed(format!("frame: {kind}"));
-                    }
+                if let Some(kind) = shared.msgpack_frame(id, &b, &mut scratch)
+                    && (kind == "error" || kind == "shutdown")
+                {
+                    shared.closed(format!("frame: {kind}"));
                 }
             }
             Message::Close(frame) => {

@@ -1,0 +1,142 @@
+//! A connection's user: who it is (replaced by a WebSocket `auth`), its
+//! slot among the user's connections (the `max_connections` claim, the
+//! admin routes), and the watch on its token's expiry — a warning 30 s
+//! before `exp` (WebSocket `auth_expiring`) and the end at `exp` (close
+//! 4001 `token_expired`, SSE `event: error`).
+//!
+//! Users of no per-user token have none of this: their connections carry
+//! no `ConnUser` and no watch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::admission::UserSlot;
+use crate::api::{ApiError, AppState, ErrorCode, refused};
+use crate::auth::Identity;
+use crate::clock::now_ms;
+
+/// How long before `exp` a WebSocket client is told its token is expiring.
+pub const WARN_BEFORE_MS: u64 = 30_000;
+
+/// The user behind one connection.
+pub struct ConnUser {
+    identity: ArcSwap<Identity>,
+    /// `auth_expiring` was sent for the current token.
+    warned: AtomicBool,
+    slot: UserSlot,
+}
+
+/// Where a token stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// No warning due yet.
+    Valid,
+    /// Warn now: it expires in this many ms (once per token).
+    Warn(u64),
+    /// `exp` has passed.
+    Expired,
+}
+
+impl ConnUser {
+    /// Takes a connection for `identity`'s user; `None` for a client of no
+    /// per-user token. Refuses past the user's `max_connections`.
+    pub fn admit(
+        state: &AppState,
+        identity: Arc<Identity>,
+        transport: &'static str,
+    ) -> Result<Option<Arc<ConnUser>>, ApiError> {
+        let Some(sub) = identity.sub.clone() else {
+            return Ok(None);
+        };
+        let slot = state
+            .users
+            .admit(&sub, identity.rights.max_connections, transport)
+            .map_err(|e| {
+                refused(state, e.label());
+                ApiError::new(ErrorCode::LimitExceeded, e.message())
+            })?;
+        Ok(Some(Arc::new(ConnUser {
+            identity: ArcSwap::new(identity),
+            warned: AtomicBool::new(false),
+            slot,
+        })))
+    }
+
+    /// Who it is now.
+    pub fn identity(&self) -> Arc<Identity> {
+        self.identity.load_full()
+    }
+
+    /// A refreshed token of the same user.
+    pub fn replace(&self, identity: Arc<Identity>) {
+        self.identity.store(identity);
+        self.warned.store(false, Ordering::Relaxed);
+    }
+
+    /// The registry slot (to let the admin routes reach the connection).
+    pub fn slot(&self) -> &UserSlot {
+        &self.slot
+    }
+
+    /// Where the token stands now; a `Warn` is given once per token.
+    pub fn expiry(&self) -> Expiry {
+        let Some(exp) = self.identity.load().expires_ms else {
+            return Expiry::Valid;
+        };
+        let now = now_ms();
+        if now >= exp {
+            Expiry::Expired
+        } else if now + WARN_BEFORE_MS >= exp && !self.warned.swap(true, Ordering::Relaxed) {
+            Expiry::Warn(exp - now)
+        } else {
+            Expiry::Valid
+        }
+    }
+}
+
+/// A connection the expiry watch can reach.
+pub trait Watched: Send + Sync + 'static {
+    /// Its user, if it has one.
+    fn user(&self) -> Option<&Arc<ConnUser>>;
+    /// Wakes its task to look at [`ConnUser::expiry`] (warn, or end).
+    fn look(&self);
+}
+
+/// Watches the token of `conn`'s user: wakes the connection's task when
+/// the warning is due and when the token expires, for as long as the
+/// connection lives (a refreshed token moves the times). One timer task
+/// per connection with a per-user token, holding only a weak reference.
+pub fn watch_expiry<C: Watched>(conn: Weak<C>) {
+    tokio::spawn(async move {
+        loop {
+            let exp = {
+                let Some(c) = conn.upgrade() else { return };
+                let Some(user) = c.user() else { return };
+                let Some(exp) = user.identity.load().expires_ms else {
+                    return;
+                };
+                exp
+            };
+            let now = now_ms();
+            let warn_at = exp.saturating_sub(WARN_BEFORE_MS);
+            let at = if now < warn_at { warn_at } else { exp };
+            if now < at {
+                tokio::time::sleep(Duration::from_millis(at - now)).await;
+            }
+            let Some(c) = conn.upgrade() else { return };
+            c.look();
+            if now >= exp {
+                return;
+            }
+            // Past `exp` the task ends the connection; the next turn sees
+            // either that (gone) or a refreshed `exp`.
+            if at == exp {
+                drop(c);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+}
