@@ -26,6 +26,9 @@ pub struct ConnUser {
     identity: ArcSwap<Identity>,
     /// `auth_expiring` was sent for the current token.
     warned: AtomicBool,
+    /// A refreshed token, or the connection gone: the expiry watch looks
+    /// again (and ends with the connection, not at the old `exp`).
+    refreshed: Arc<tokio::sync::Notify>,
     slot: UserSlot,
 }
 
@@ -61,6 +64,7 @@ impl ConnUser {
         Ok(Some(Arc::new(ConnUser {
             identity: ArcSwap::new(identity),
             warned: AtomicBool::new(false),
+            refreshed: Arc::default(),
             slot,
         })))
     }
@@ -74,6 +78,7 @@ impl ConnUser {
     pub fn replace(&self, identity: Arc<Identity>) {
         self.identity.store(identity);
         self.warned.store(false, Ordering::Relaxed);
+        self.refreshed.notify_one();
     }
 
     /// The registry slot (to let the admin routes reach the connection).
@@ -97,6 +102,13 @@ impl ConnUser {
     }
 }
 
+impl Drop for ConnUser {
+    fn drop(&mut self) {
+        // The watch, if asleep, ends now rather than at the token's `exp`.
+        self.refreshed.notify_one();
+    }
+}
+
 /// A connection the expiry watch can reach.
 pub trait Watched: Send + Sync + 'static {
     /// Its user, if it has one.
@@ -112,30 +124,30 @@ pub trait Watched: Send + Sync + 'static {
 pub fn watch_expiry<C: Watched>(conn: Weak<C>) {
     tokio::spawn(async move {
         loop {
-            let exp = {
+            let (exp, user) = {
                 let Some(c) = conn.upgrade() else { return };
                 let Some(user) = c.user() else { return };
                 let Some(exp) = user.identity.load().expires_ms else {
                     return;
                 };
-                exp
+                (exp, user.refreshed.clone())
             };
             let now = now_ms();
             let warn_at = exp.saturating_sub(WARN_BEFORE_MS);
+            if now >= warn_at {
+                // The task warns (once per token) or, past `exp`, ends it.
+                let Some(c) = conn.upgrade() else { return };
+                c.look();
+                if now >= exp {
+                    return;
+                }
+            }
             let at = if now < warn_at { warn_at } else { exp };
-            if now < at {
-                tokio::time::sleep(Duration::from_millis(at - now)).await;
-            }
-            let Some(c) = conn.upgrade() else { return };
-            c.look();
-            if now >= exp {
-                return;
-            }
-            // Past `exp` the task ends the connection; the next turn sees
-            // either that (gone) or a refreshed `exp`.
-            if at == exp {
-                drop(c);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(at - now)) => {}
+                // A new token (start again from its `exp`), or the
+                // connection gone (the next turn ends).
+                _ = user.notified() => {}
             }
         }
     });
