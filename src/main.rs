@@ -1,4 +1,4 @@
-//! The `tickrelay` command: `serve`, `bridge`, `demo`, `load`, `lab`.
+//! The `tickrelay` command: `serve`, `bridge`, `demo`, `load`, `lab`, `usage`.
 
 use std::path::PathBuf;
 
@@ -57,6 +57,9 @@ enum Command {
     Load(Box<tickrelay::tools::load::LoadArgs>),
     /// Measure every transport on the same watchlists against a running relay.
     Lab(Box<tickrelay::tools::lab::LabArgs>),
+    /// Report a month of usage from one or more usage databases: users by
+    /// class × real time/delayed, and one row per user.
+    Usage(tickrelay::usage::UsageArgs),
 }
 
 fn load(config: Option<PathBuf>, settings: Settings) -> anyhow::Result<Config> {
@@ -87,6 +90,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Command::Lab(args) = cli.command {
         return tickrelay::tools::lab::run(*args).map(drop);
+    }
+    if let Command::Usage(args) = &cli.command {
+        return tickrelay::usage::run(args);
     }
     if let Command::Demo {
         lab: true,
@@ -144,6 +150,6 @@ fn main() -> anyhow::Result<()> {
             init_logs(config.log_format);
             demo::run(&rt, config, market)
         }
-        Command::Load(_) | Command::Lab(_) => unreachable!("handled above"),
+        Command::Load(_) | Command::Lab(_) | Command::Usage(_) => unreachable!("handled above"),
     }
 }
