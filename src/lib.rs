@@ -28,6 +28,7 @@
 //! | serve | [`api`] | what the transports share: state, errors and their codes, the door ([`api::Door`]: Origin, token, encoding) |
 //! | serve | [`accept`] | the accept path for long-lived streams: SSE and WebSocket answered off hyper |
 //! | serve | [`http`] | the router and its layers, health, metrics endpoint, the page |
+//! | serve | [`usage`] | usage per user and UTC day: the recorder, its SQLite store, the monthly report |
 //! | server | [`server`] | assembling and running the relay, graceful shutdown |
 //! | tools | [`tools`] | simulator, load generator, lab, demo: they use the relay, never the reverse |
 //!
@@ -55,4 +56,5 @@ pub mod server;
 pub mod table;
 pub mod tools;
 pub mod transport;
+pub mod usage;
 pub mod wire;

@@ -1,4 +1,4 @@
-//! The `tickrelay` command: `serve`, `bridge`, `demo`, `load`, `lab`.
+//! The `tickrelay` command: `serve`, `bridge`, `demo`, `load`, `lab`, `usage`.
 
 use std::path::PathBuf;
 
@@ -59,6 +59,9 @@ enum Command {
     Lab(Box<tickrelay::tools::lab::LabArgs>),
     /// Mint a user's token (HS256) with the relay's claims, for tests and demos.
     Token(Box<tickrelay::tools::token::TokenArgs>),
+    /// Report a month of usage from one or more usage databases: users by
+    /// class × real time/delayed, and one row per user.
+    Usage(tickrelay::usage::UsageArgs),
 }
 
 fn load(config: Option<PathBuf>, settings: Settings) -> anyhow::Result<Config> {
@@ -93,6 +96,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Command::Lab(args) = cli.command {
         return tickrelay::tools::lab::run(*args).map(drop);
+    }
+    if let Command::Usage(args) = &cli.command {
+        return tickrelay::usage::run(args);
     }
     if let Command::Demo {
         lab: true,
@@ -150,6 +156,8 @@ fn main() -> anyhow::Result<()> {
             init_logs(config.log_format);
             demo::run(&rt, config, market)
         }
-        Command::Load(_) | Command::Lab(_) | Command::Token(_) => unreachable!("handled above"),
+        Command::Load(_) | Command::Lab(_) | Command::Token(_) | Command::Usage(_) => {
+            unreachable!("handled above")
+        }
     }
 }

@@ -50,7 +50,10 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("metrics", &["metrics"]),
     ("ingest", &["retransmit", "nats", "feed", "table"]),
     ("config", &["config"]),
-    ("serve", &["fanout", "transport", "api", "accept", "http"]),
+    (
+        "serve",
+        &["fanout", "transport", "api", "accept", "http", "usage"],
+    ),
     ("server", &["server"]),
     ("tools", &["tools"]),
 ];
