@@ -136,6 +136,10 @@ settings! {
     jwt_audience: String = "TICKRELAY_JWT_AUDIENCE";
     /// Bearer token of the admin routes (`/v1/admin/…`); they are off without it [default: none].
     admin_token: String = "TICKRELAY_ADMIN_TOKEN";
+    /// SQLite file of usage per user and UTC day (WAL); no usage is kept without it [default: none].
+    usage_db: PathBuf = "TICKRELAY_USAGE_DB";
+    /// How often usage is written to `usage_db`, ms (a kill -9 loses at most this much) [default: 5000].
+    usage_flush_ms: u64 = "TICKRELAY_USAGE_FLUSH_MS";
 }
 
 /// Log line format.
@@ -224,6 +228,8 @@ pub struct Config {
     pub fanout_shards: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// Usage per user and day: the database and how often it is written.
+    pub usage: Option<(PathBuf, Duration)>,
 }
 
 /// Default feed line A.
@@ -420,6 +426,10 @@ impl Settings {
                 None => std::thread::available_parallelism().map_or(1, |n| n.get()),
             },
             log_format,
+            usage: match self.usage_db {
+                Some(db) => Some((db, ms("usage_flush_ms", self.usage_flush_ms, 5_000, 100)?)),
+                None => None,
+            },
         })
     }
 }

@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stream", get(transport::sse::handler))
         .route("/v1/ws", get(transport::ws::handler))
         .route("/v1/admin/connections", get(crate::api::admin::connections))
+        .route("/v1/admin/usage", get(crate::api::admin::usage))
         .route(
             "/v1/admin/disconnect",
             axum::routing::post(crate::api::admin::disconnect),

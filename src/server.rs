@@ -171,6 +171,8 @@ pub struct Running {
     draining: Arc<std::sync::atomic::AtomicBool>,
     /// The bridge's publisher, finished after the ingest stops.
     publisher: Option<tokio::task::JoinHandle<()>>,
+    /// The usage flusher: its stop and its task.
+    usage_flusher: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 /// Joins the feed and starts serving on `listener`. When this returns, the
@@ -225,6 +227,20 @@ pub async fn start_with(
         feed.state.clone(),
         cancel.clone(),
     ));
+    // Usage is written by its own task, with its own token: it flushes
+    // once more after the connections have ended, before the relay exits.
+    let usage = match &config.usage {
+        Some((db, every)) => {
+            let store = crate::usage::Store::open(db)
+                .map_err(|e| anyhow::anyhow!("invalid setting `usage_db`: {e}"))?;
+            let usage = crate::usage::Usage::new();
+            let stop = CancellationToken::new();
+            let task =
+                crate::usage::spawn_flusher(usage.clone(), Arc::new(store), *every, stop.clone());
+            Some((usage, (stop, task)))
+        }
+        None => None,
+    };
     let tracker = TaskTracker::new();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = AppState(Arc::new(Shared {
@@ -245,6 +261,7 @@ pub async fn start_with(
         ),
         anonymous: Arc::new(crate::auth::Identity::anonymous()),
         users: Arc::default(),
+        usage: usage.as_ref().map(|(u, _)| u.clone()),
     }));
     let metrics = state.hub.metrics.clone();
     // Pings and keep-alives for every streaming connection, from one task
@@ -269,6 +286,7 @@ pub async fn start_with(
         addr,
         draining,
         publisher,
+        usage_flusher: usage.map(|(_, f)| f),
     })
 }
 
@@ -321,6 +339,11 @@ impl Running {
         })
         .await
         .ok();
+        if let Some((stop, task)) = self.usage_flusher {
+            // The last flush: what the ended connections did is kept.
+            stop.cancel();
+            let _ = task.await;
+        }
         if let Some(publisher) = self.publisher {
             // The ingest is gone, so its queue is closed: the publisher ends
             // once what it holds is acknowledged.

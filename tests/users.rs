@@ -599,3 +599,98 @@ fn no_token_reaches_the_relays_log() {
         assert!(!log.contains(secret), "a secret in the log:\n{log}");
     }
 }
+
+/// `tickrelay usage --db DB --month M --json`, the row of `sub`.
+fn usage_row(db: &std::path::Path, sub: &str) -> Option<Value> {
+    let month = &tickrelay::usage::day_text(tickrelay::clock::now_ms() / 86_400_000)[..7];
+    let out = Command::new(tickrelay_bin())
+        .args(["usage", "--db"])
+        .arg(db)
+        .args(["--month", month, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["users"]
+        .as_array()?
+        .iter()
+        .find(|u| u["sub"] == sub)
+        .cloned()
+}
+
+#[test]
+fn usage_is_recorded_per_user_and_survives_kill_9_up_to_one_flush() {
+    let db = scratch(&format!("usage-{}.db", support::unique_suffix()));
+    let db_arg = db.to_str().unwrap().to_owned();
+    let mut w = World::start(&["--usage-db", &db_arg, "--usage-flush-ms", "200"]);
+    let t = w.token("heidi", &["A*"], &["--class", "nonpro"]);
+    for _ in 0..3 {
+        assert_eq!(w.get("/v1/snapshot?symbols=AAPL", &t).status, 200);
+    }
+    let mut ws = Strict::connect(w.addr(), &format!("?token={t}"));
+    ws_send(
+        &mut ws,
+        serde_json::json!({"op":"subscribe","symbols":["AAPL","AMZN"]}),
+    );
+    ws_until(&mut ws, "subscribed", |v| v["type"] == "subscribed");
+    let last = w.feed.send(&[FeedWriter::quote_msg(0, 1_000_300)]);
+    ws_until(&mut ws, "the tick", |v| {
+        v["type"] == "ticks" && v["seq"].as_u64() >= Some(last)
+    });
+    // The admin route reads what was flushed; wait until it holds it all.
+    let admin = [("Authorization", "Bearer the-operators-admin-token")];
+    let flushed = support::poll_until(support::DEADLINE, "the activity flushed", || {
+        let r = get_with(w.addr(), "/v1/admin/usage", &admin);
+        let v: Value = r.json();
+        let row = v["users"]
+            .as_array()?
+            .iter()
+            .find(|u| u["sub"] == "heidi")?
+            .clone();
+        (row["requests"].as_u64() >= Some(4) && row["messages"].as_u64() >= Some(5)).then_some(row)
+    });
+    assert_eq!(flushed["class"], "nonpro");
+    assert_eq!(flushed["delayed"], false);
+    assert_eq!(flushed["max_connections"], 1);
+    assert_eq!(flushed["symbols"], 2, "AAPL and AMZN: {flushed}");
+    assert_eq!(
+        v_num(&flushed, "requests"),
+        4,
+        "three snapshots and the WebSocket"
+    );
+    // kill -9: what was flushed is all there.
+    w.relay.child.kill().unwrap();
+    let _ = w.relay.child.wait();
+    let row = usage_row(&db, "heidi").expect("heidi's row survives kill -9");
+    for k in [
+        "requests",
+        "messages",
+        "bytes",
+        "max_connections",
+        "symbols",
+    ] {
+        assert_eq!(row[k], flushed[k], "{k}");
+    }
+
+    // SIGTERM flushes before exit: activity right before it is kept too.
+    let mut w = World::start(&["--usage-db", &db_arg, "--usage-flush-ms", "60000"]);
+    let t = w.token("heidi", &["A*"], &["--class", "nonpro"]);
+    for _ in 0..5 {
+        assert_eq!(w.get("/v1/snapshot?symbols=AAPL", &t).status, 200);
+    }
+    w.relay.sigterm();
+    assert!(
+        w.relay.wait_exit(support::DEADLINE).is_some(),
+        "the relay exits"
+    );
+    let row = usage_row(&db, "heidi").unwrap();
+    assert_eq!(v_num(&row, "requests"), 4 + 5, "{row}");
+}
+
+fn v_num(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
+}

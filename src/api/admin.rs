@@ -63,3 +63,41 @@ pub async fn disconnect(
     tracing::info!(connections = n, "admin disconnect");
     Json(serde_json::json!({ "sub": q.sub, "disconnected": n })).into_response()
 }
+
+/// Query of `/v1/admin/usage`.
+#[derive(Debug, Deserialize)]
+pub struct UsageQuery {
+    /// `YYYY-MM`; this month when absent.
+    pub month: Option<String>,
+}
+
+/// `GET /v1/admin/usage?month=YYYY-MM`: this relay's usage report for the
+/// month, as `tickrelay usage --json` prints it (what was flushed: at most
+/// `usage_flush_ms` behind).
+pub async fn usage(
+    _: AdminDoor,
+    State(state): State<AppState>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Response, ApiError> {
+    let Some((db, _)) = state.config.usage.clone() else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "no usage is kept (setting usage_db)",
+        ));
+    };
+    let month = q.month.unwrap_or_else(|| {
+        crate::usage::day_text(crate::clock::now_ms() / 86_400_000)[..7].to_owned()
+    });
+    let report = tokio::task::spawn_blocking(move || crate::usage::report(&[db], &month))
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "the usage report failed"))?;
+    match report {
+        Ok(r) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            r.to_json(),
+        )
+            .into_response()),
+        Err(crate::usage::Error::Month(m)) => Err(ApiError::new(ErrorCode::BadRequest, m)),
+        Err(e) => Err(ApiError::new(ErrorCode::Internal, e.to_string())),
+    }
+}

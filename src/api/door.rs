@@ -28,6 +28,8 @@ pub struct Door {
     pub encoding: Encoding,
     /// Who it is and what it may see.
     pub identity: Arc<Identity>,
+    /// The user's usage counters (per-user tokens, with `usage_db`).
+    pub usage: Option<Arc<crate::usage::UserUsage>>,
 }
 
 impl Door {
@@ -114,9 +116,14 @@ impl FromRequestParts<AppState> for Door {
             .unwrap_or_default();
         let identity = identify(state, bearer(&parts.headers).or(query.token.as_deref()))
             .map_err(Refused::Token)?;
+        let usage = usage_of(state, &identity);
+        if let Some(u) = &usage {
+            u.request();
+        }
         Ok(Door {
             encoding: Encoding::from_headers(&parts.headers),
             identity,
+            usage,
         })
     }
 }
@@ -193,4 +200,17 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
             ))
         }
     }
+}
+
+/// The usage counters of `identity`'s user, when usage is kept and the
+/// client has a per-user token (a lock and a lookup: once per connection
+/// or request, never per message).
+pub fn usage_of(state: &AppState, identity: &Identity) -> Option<Arc<crate::usage::UserUsage>> {
+    let usage = state.usage.as_ref()?;
+    let sub = identity.sub.as_deref()?;
+    let class = match identity.rights.class {
+        crate::auth::Class::Pro => crate::usage::Class::Pro,
+        crate::auth::Class::Nonpro => crate::usage::Class::Nonpro,
+    };
+    Some(usage.user(sub, class, identity.rights.delay_ms > 0))
 }

@@ -24,7 +24,7 @@ use crate::fanout::Hub;
 use crate::feed::FeedState;
 use crate::metrics::Metrics;
 use crate::table::Table;
-pub use door::{Door, Refused, bearer, entitled, identify, same_secret};
+pub use door::{Door, Refused, bearer, entitled, identify, same_secret, usage_of};
 pub use error::{ApiError, ErrorCode, close};
 
 /// What every handler can reach.
@@ -53,6 +53,8 @@ pub struct Shared {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Users' token keys, when configured; replaced on SIGHUP.
     pub verifier: arc_swap::ArcSwapOption<crate::auth::Verifier>,
+    /// Usage per user and day, when `usage_db` is set.
+    pub usage: Option<crate::usage::Usage>,
     /// Every per-user token's connections, by `sub`.
     pub users: Arc<crate::admission::Users>,
     /// The identity of a client that needs no per-user token.

@@ -81,6 +81,10 @@ pub async fn handler(
         });
     let guard = acquire(&state, peer.ip())?;
     let user = ConnUser::admit(&state, identity.clone(), "sse")?;
+    if let Some(u) = &user {
+        let all: [Arc<str>; 1] = [Arc::from("*")];
+        u.saw_symbols(symbols.as_deref().unwrap_or(&all));
+    }
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

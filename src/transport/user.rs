@@ -14,7 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::admission::UserSlot;
-use crate::api::{ApiError, AppState, ErrorCode, refused};
+use crate::api::{ApiError, AppState, ErrorCode, refused, usage_of};
 use crate::auth::Identity;
 use crate::clock::now_ms;
 
@@ -30,6 +30,8 @@ pub struct ConnUser {
     /// again (and ends with the connection, not at the old `exp`).
     refreshed: Arc<tokio::sync::Notify>,
     slot: UserSlot,
+    /// The user's usage counters, with this connection counted open.
+    usage: Option<crate::usage::ConnGuard>,
 }
 
 /// Where a token stands.
@@ -61,10 +63,12 @@ impl ConnUser {
                 refused(state, e.label());
                 ApiError::new(ErrorCode::LimitExceeded, e.message())
             })?;
+        let usage = usage_of(state, &identity).map(|u| u.connect());
         Ok(Some(Arc::new(ConnUser {
             identity: ArcSwap::new(identity),
             warned: AtomicBool::new(false),
             refreshed: Arc::default(),
+            usage,
             slot,
         })))
     }
@@ -79,6 +83,21 @@ impl ConnUser {
         self.identity.store(identity);
         self.warned.store(false, Ordering::Relaxed);
         self.refreshed.notify_one();
+    }
+
+    /// Counts what was delivered to this connection in the user's usage.
+    #[inline]
+    pub fn delivered(&self, messages: u64, bytes: u64) {
+        if let Some(u) = &self.usage {
+            u.user().delivered(messages, bytes);
+        }
+    }
+
+    /// Notes the symbols subscribed in the user's usage.
+    pub fn saw_symbols(&self, symbols: &[Arc<str>]) {
+        if let Some(u) = &self.usage {
+            u.user().saw_symbols(symbols);
+        }
     }
 
     /// The registry slot (to let the admin routes reach the connection).

@@ -417,6 +417,9 @@ impl WriteSide {
                 frame.drain(at..head);
             }
             Subscriptions::count_quotes(&self.counters, quotes, len);
+            if let Some(u) = &self.user {
+                u.delivered(quotes.len() as u64, len as u64);
+            }
         }
         if frame.len() > start {
             self.write(w, &frame[start..]);
@@ -459,6 +462,9 @@ impl WriteSide {
     /// Records a frame of `batch` in the transport's metrics.
     pub fn count(&self, batch: &crate::transport::subscriptions::Batch, bytes: usize) {
         Subscriptions::count(&self.counters, batch, bytes);
+        if let Some(u) = &self.user {
+            u.delivered(batch.quotes.len() as u64, bytes as u64);
+        }
     }
 
     /// The `feed` status as this connection's frame payload (unsealed).

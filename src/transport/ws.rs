@@ -613,6 +613,9 @@ impl Conn {
             let mut w = self.direct.lock();
             let (seq, quotes) = w.subs.subscribe(&allowed, opts, since);
             self.subscribed(&mut w, &allowed, &[], &[], seq, &quotes);
+            if let Some(u) = &self.direct.user {
+                u.saw_symbols(&allowed);
+            }
             return Flow::Continue;
         }
         if wildcard {
@@ -628,6 +631,9 @@ impl Conn {
             let (seq, quotes) = w.subs.subscribe_all(opts, since);
             let all: [Arc<str>; 1] = [Arc::from("*")];
             self.subscribed(&mut w, &all, &[], &[], seq, &quotes);
+            if let Some(u) = &self.direct.user {
+                u.saw_symbols(&all);
+            }
             return Flow::Continue;
         }
         if state.table.symbol_count() == 0 {
@@ -665,6 +671,9 @@ impl Conn {
         }
         let (seq, quotes) = w.subs.subscribe(&known, opts, since);
         self.subscribed(&mut w, &known, &unknown, &denied, seq, &quotes);
+        if let Some(u) = &self.direct.user {
+            u.saw_symbols(&known);
+        }
         Flow::Continue
     }
 
