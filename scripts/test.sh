@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every tickrelay test on a fresh machine: installs what the tests need
-# when it is missing (Debian's chromium, prometheus, haproxy and nats-server,
-# the browser test's npm packages), then builds and runs the whole suite
-# against the real binaries.
+# when it is missing (Debian's chromium, prometheus, haproxy, nats-server and
+# openssl, the browser test's npm packages), then builds and runs the whole
+# suite against the real binaries.
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh --test polling   # extra args go to cargo test
@@ -18,6 +18,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+# tests/edge.rs makes its TLS certificate with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   # Packages must not start system services (prometheus would take :9090,
