@@ -137,6 +137,28 @@ fn build_feed_simulator(profile_dir: &Path) -> Result<(), String> {
         .ok_or("tickrelay is not in a target/<profile> directory")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // Without the variables Cargo sets for this test process: a build
+    // script that tracks one (ring's tracks `CARGO_MANIFEST_DIR` and
+    // `CARGO_PKG_*`) would see it change from the outer build's and rebuild
+    // itself and everything above it, the simulator and its whole TLS
+    // stack, minutes on two cores, instead of this being a no-op.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let set_for_tests = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+            || matches!(
+                &*k,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if set_for_tests {
+            cmd.env_remove(&*k);
+        }
+    }
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "build",
