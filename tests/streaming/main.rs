@@ -131,10 +131,11 @@ fn slow_reader_relay(session: &str) -> (support::Relay, support::FeedAddr) {
     (relay, group)
 }
 
-/// 8 s of feed at 100,000 msg/s on `group`: enough to fill a socket nobody
-/// reads.
-fn flood(group: support::FeedAddr, session: &str) -> std::process::Child {
-    support::spawn_simulator(&[
+/// Up to 8 s of feed at 100,000 msg/s on `group`: enough to fill a socket
+/// nobody reads. Stopped when dropped: a test is done with it once the
+/// stalled client is dropped.
+fn flood(group: support::FeedAddr, session: &str) -> support::KillOnDrop {
+    support::KillOnDrop(support::spawn_simulator(&[
         "--group",
         &group.to_string(),
         "--symbols",
@@ -145,7 +146,7 @@ fn flood(group: support::FeedAddr, session: &str) -> std::process::Child {
         "100000",
         "--session",
         session,
-    ])
+    ]))
 }
 
 fn tempdir() -> std::path::PathBuf {

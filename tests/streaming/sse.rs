@@ -158,7 +158,7 @@ async fn an_sse_client_that_stops_reading_is_dropped_after_the_write_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(s);
-    let _ = tokio::task::spawn_blocking(move || sim.wait_with_output()).await;
+    drop(sim);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
