@@ -15,15 +15,16 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::{Value, json};
+use support::{Dechunker, KillOnDrop, Metrics, Relay, poll_until};
 
 /// Longest a client may go without fresh prices across a failover: the
 /// kill is seen at once (the kernel resets the connections), reconnects
@@ -43,125 +44,19 @@ fn haproxy_bin() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-/// A process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `tickrelay serve` on a fixed port (a restart comes back at the same one).
-fn start_relay(port: u16, args: &[String]) -> Proc {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
-        .arg("serve")
-        .args([
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--interface",
-            "127.0.0.1",
-        ])
-        .args(args)
-        .env(
-            "RUST_LOG",
-            std::env::var("TEST_RELAY_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tickrelay");
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("relay exited before listening")
-            .unwrap();
-        if line.starts_with("tickrelay listening on ") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Proc(child)
+fn start_relay(port: u16, args: &[String]) -> Relay {
+    let mut all = vec!["--http".to_string(), format!("127.0.0.1:{port}")];
+    all.extend_from_slice(args);
+    Relay::loopback("serve", &all)
 }
 
-/// A fallible `GET` with `Connection: close`: (status, headers, body).
-fn try_get(
-    addr: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    timeout: Duration,
-) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(timeout))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no response head"))?;
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let mut body = body.as_bytes().to_vec();
-    if chunked {
-        let mut d = Dechunker::default();
-        body = d.feed(&body);
-    }
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// Incremental `Transfer-Encoding: chunked` decoder.
-#[derive(Default)]
-struct Dechunker {
-    pending: Vec<u8>,
-    left: usize,
-}
-
-impl Dechunker {
-    fn feed(&mut self, data: &[u8]) -> Vec<u8> {
-        self.pending.extend_from_slice(data);
-        let mut out = Vec::new();
-        loop {
-            if self.left > 0 {
-                let n = self.left.min(self.pending.len());
-                out.extend(self.pending.drain(..n));
-                self.left -= n;
-                if self.left > 0 {
-                    return out;
-                }
-                continue;
-            }
-            // A size line (after the previous chunk's CRLF).
-            let Some(pos) = self.pending.windows(2).position(|w| w == b"\r\n") else {
-                return out;
-            };
-            let line: Vec<u8> = self.pending.drain(..pos + 2).collect();
-            let text = String::from_utf8_lossy(&line[..pos]).trim().to_owned();
-            if text.is_empty() {
-                continue;
-            }
-            self.left =
-                usize::from_str_radix(text.split(';').next().unwrap_or("0"), 16).unwrap_or(0);
-            if self.left == 0 {
-                return out;
-            }
-        }
-    }
+/// `GET path` from `addr`, `Connection: close`: the status and the body
+/// as text, or the transport error.
+fn try_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let addr: SocketAddr = addr.parse().expect("a loopback address");
+    let r = support::try_get(addr, path, &[])?;
+    Ok((r.status, r.text()))
 }
 
 /// One client's view: the latest quote of each of its symbols and where it
@@ -219,6 +114,8 @@ impl View {
 
 type Shared = Arc<Mutex<View>>;
 
+/// A client's reconnect delay: the clients' own behaviour (the trading
+/// page backs off the same way), not a wait for the relays.
 fn backoff() -> Duration {
     Duration::from_millis(rand::thread_rng().gen_range(100..600))
 }
@@ -379,7 +276,7 @@ fn poll_client(lb: String, symbols: Vec<String>, view: Shared, stop: Arc<AtomicB
         if let Some(since) = view.lock().unwrap().since() {
             path.push_str(&format!("&since={since}"));
         }
-        match try_get(&lb, &path, &[], Duration::from_secs(10)) {
+        match try_get(&lb, &path) {
             Ok((200, body)) => {
                 let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
                 view.lock().unwrap().envelope(&v);
@@ -390,18 +287,6 @@ fn poll_client(lb: String, symbols: Vec<String>, view: Shared, stop: Arc<AtomicB
             }
         }
     }
-}
-
-fn metric_sum(text: &str, name: &str, filter: impl Fn(&str) -> bool) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.starts_with(name)
-                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
-        })
-        .filter(|l| filter(l))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]
@@ -429,7 +314,7 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
         .map(|s| s.to_string())
         .collect()
     };
-    let mut relays: Vec<Option<Proc>> = (0..3)
+    let mut relays: Vec<Option<Relay>> = (0..3)
         .map(|i| Some(start_relay(ports[i], &relay_args(i))))
         .collect();
 
@@ -451,7 +336,7 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
     let cfg_path =
         std::env::temp_dir().join(format!("tickrelay-haproxy-{}.cfg", std::process::id()));
     std::fs::write(&cfg_path, cfg).unwrap();
-    let _lb = Proc(
+    let _lb = KillOnDrop(
         Command::new(&haproxy)
             .args(["-db", "-f"])
             .arg(&cfg_path)
@@ -462,9 +347,12 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
     );
     let lb = format!("127.0.0.1:{lb_port}");
 
+    // The feed runs until the failover is over (then it is stopped, as
+    // Ctrl-C stops it: end of session, final state written); the duration
+    // is only a bound.
     let final_path =
         std::env::temp_dir().join(format!("tickrelay-failover-{}.json", std::process::id()));
-    let sim = support::spawn_simulator(&[
+    let mut sim = KillOnDrop(support::spawn_simulator(&[
         "--group",
         &group.to_string(),
         "--retransmit",
@@ -476,37 +364,36 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
         "--zipf",
         "0.8",
         "--duration",
-        "22",
+        "120",
         "--session",
         "FAILOVER",
         "--final-state",
         final_path.to_str().unwrap(),
-    ]);
-    let mut sim = Proc(sim);
+    ]));
 
     // Every relay ready behind the balancer (else the first one up would
     // take every client), then the symbols.
     let stats = format!("127.0.0.1:{stats_port}");
-    let active = |stats: &str| {
-        try_get(stats, "/metrics", &[], Duration::from_secs(2))
+    let active = || {
+        try_get(&stats, "/metrics")
             .map(|(_, m)| {
-                metric_sum(&m, "haproxy_backend_active_servers", |l| {
-                    l.contains("proxy=\"relays\"")
-                })
+                Metrics::parse(&m).labeled("haproxy_backend_active_servers", "proxy", "relays")
             })
             .unwrap_or(0.0)
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while active(&stats) < 3.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the balancer never saw three ready relays"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let symbols: Vec<String> = loop {
-        if let Ok((200, body)) = try_get(&lb, "/v1/symbols", &[], Duration::from_secs(2)) {
+    let wait_active = |n: f64, what: &str| {
+        poll_until(Duration::from_secs(30), what, || {
+            (active() == n).then_some(())
+        });
+    };
+    wait_active(3.0, "the balancer to see three ready relays");
+    let symbols: Vec<String> = poll_until(
+        Duration::from_secs(15),
+        "the balancer to serve the directory",
+        || {
+            let Ok((200, body)) = try_get(&lb, "/v1/symbols") else {
+                return None;
+            };
             let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
             let list: Vec<String> = v
                 .as_array()
@@ -515,16 +402,9 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
                 .flatten()
                 .filter_map(|s| s["symbol"].as_str().map(str::to_owned))
                 .collect();
-            if list.len() == 200 {
-                break list;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the balancer never served the directory"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+            (list.len() == 200).then_some(list)
+        },
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients: Vec<(&str, Vec<String>, Shared)> = Vec::new();
@@ -549,21 +429,54 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
             clients.push((transport, mine, view));
         }
     }
+    // Every client served: none waiting for its first prices, none that
+    // lost its relay and has no fresh prices yet.
+    let all_served = |what: &str| {
+        poll_until(Duration::from_secs(30), what, || {
+            clients
+                .iter()
+                .all(|(_, _, v)| {
+                    let v = v.lock().unwrap();
+                    v.envelopes > 0 && v.lost_at.is_none()
+                })
+                .then_some(())
+        });
+    };
 
-    // Mid-run: SIGKILL relay 1, start it again (it must rebuild before the
-    // balancer sends it clients), then SIGTERM relay 2.
-    std::thread::sleep(Duration::from_secs(5));
+    // Mid-run: SIGKILL relay 1 once every client is served; start it again
+    // once the balancer has marked it down and its clients are served
+    // elsewhere (it must rebuild before the balancer sends it clients);
+    // SIGTERM relay 2 once the balancer has it back.
+    all_served("every client to get prices");
     relays[0] = None; // killed on drop
-    std::thread::sleep(Duration::from_secs(3));
+    wait_active(2.0, "the balancer to mark the killed relay down");
+    all_served("every client to get prices again after the kill");
     relays[0] = Some(start_relay(ports[0], &relay_args(0)));
-    std::thread::sleep(Duration::from_secs(4));
-    if let Some(r) = &relays[1] {
-        let _ = Command::new("kill")
-            .args(["-TERM", &r.0.id().to_string()])
-            .status();
-    }
+    wait_active(
+        3.0,
+        "the restarted relay to rebuild and rise behind the balancer",
+    );
+    let mut terminated = relays[1].take().expect("relay 2");
+    terminated.sigterm();
+    // Over once it is gone (drained, then its notices sent) and every
+    // client is served again.
+    let status = terminated
+        .wait_exit(Duration::from_secs(30))
+        .expect("relay 2 exits after SIGTERM");
+    assert!(status.success(), "relay 2 exit status {status}");
+    wait_active(2.0, "the balancer to mark the stopped relay down");
+    all_served("every client to get prices again after the SIGTERM");
 
     // The feed ends; every client must converge on the final state.
+    assert!(
+        sim.0.try_wait().unwrap().is_none(),
+        "the feed ended before the failover did"
+    );
+    let status = Command::new("kill")
+        .args(["-INT", &sim.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -INT the simulator");
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         if let Some(status) = sim.0.try_wait().unwrap() {
@@ -669,33 +582,34 @@ fn clients_fail_over_through_haproxy_with_nothing_missed() {
 
     // The balancer and the surviving relay agree on what was served: every
     // request relay 3 answered came through HAProxy (health checks aside).
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, lb_metrics) = try_get(
-        &format!("127.0.0.1:{stats_port}"),
-        "/metrics",
-        &[],
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    let (_, relay_metrics) = try_get(
-        &format!("127.0.0.1:{}", ports[2]),
-        "/metrics",
-        &[],
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    let via_lb = metric_sum(&lb_metrics, "haproxy_server_http_responses_total", |l| {
-        l.contains("proxy=\"relays\"") && l.contains("server=\"relay3\"")
-    });
-    let served = metric_sum(&relay_metrics, "tickrelay_http_requests_total", |l| {
-        !l.contains("readyz")
-    });
+    // The clients are stopped; each side counts a request once it is
+    // answered, so the last ones may take a moment to be counted by both.
+    let relay3 = relays[2].as_ref().expect("relay 3");
+    let counts = || {
+        let lb_metrics = Metrics::parse(&try_get(&stats, "/metrics").expect("HAProxy metrics").1);
+        let via_lb = lb_metrics.sum_where("haproxy_server_http_responses_total", |l| {
+            l.contains("proxy=\"relays\"") && l.contains("server=\"relay3\"")
+        });
+        let served = relay3
+            .metrics()
+            .sum_where("tickrelay_http_requests_total", |l| !l.contains("readyz"));
+        (via_lb, served)
+    };
+    let agree = |(via_lb, served): (f64, f64)| (via_lb - served).abs() <= 3.0 + served * 0.02;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (via_lb, served) = loop {
+        let c = counts();
+        if agree(c) || Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         via_lb > 100.0,
         "relay 3 served through the balancer: {via_lb}"
     );
     assert!(
-        (via_lb - served).abs() <= 3.0 + served * 0.02,
+        agree((via_lb, served)),
         "HAProxy counted {via_lb} responses from relay 3, the relay {served} requests"
     );
 }

@@ -3,68 +3,23 @@
 //! fuzzers (fuzz/, docs/RELIABILITY.md) exercise, sent as real datagrams
 //! and requests. Each asserts what a user would notice: the table, the
 //! session, `/readyz`, the error bodies.
+//!
+//! The relay runs in this process ([`Relay::in_process`]), except in the
+//! two tests that freeze it with SIGSTOP: those need it as a process.
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{DEADLINE, FeedAddr, FeedWriter, FinalState, Relay, Sim, poll_until};
+use support::{DEADLINE, FeedAddr, FeedWriter, Relay, Sim, assert_snapshot_matches, poll_until};
 use tickrelay::price::Price;
-use tickrelay::table::Quote;
-use tickrelay::transport::snapshot::SnapshotBody;
 use tickrelay::wire::{Message, Session, header};
-
-/// Every simulated symbol is in the snapshot with exactly what was sent last.
-fn assert_snapshot_matches(snapshot: &SnapshotBody, want: &FinalState) {
-    assert_eq!(snapshot.session, want.session);
-    assert_eq!(snapshot.seq, want.last_seq());
-    let got: BTreeMap<&str, &Quote> = snapshot.quotes.iter().map(|q| (&*q.symbol, q)).collect();
-    assert_eq!(got.len(), want.quotes.len(), "every simulated symbol");
-    let mut wrong = Vec::new();
-    for w in &want.quotes {
-        let Some(q) = got.get(w.symbol.as_str()) else {
-            wrong.push(format!("{} missing", w.symbol));
-            continue;
-        };
-        let have = (
-            q.seq,
-            q.bid,
-            q.ask,
-            q.bid_size,
-            q.ask_size,
-            q.last,
-            q.last_size,
-            q.volume,
-        );
-        let sent = (
-            w.seq,
-            w.bid,
-            w.ask,
-            w.bid_size,
-            w.ask_size,
-            w.last,
-            w.last_size,
-            w.volume,
-        );
-        if have != sent {
-            wrong.push(format!("{}: relay {have:?}, sent {sent:?}", w.symbol));
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} symbols differ:\n{}",
-        wrong.len(),
-        wrong[..wrong.len().min(10)].join("\n")
-    );
-}
 
 /// A live relay with one symbol quoted in session `session`.
 fn live_relay(session: &str) -> (Relay, FeedWriter, u64) {
     let feed = FeedAddr::unique();
-    let relay = Relay::serve_feed(feed, &["--stale-after-ms", "60000"]);
+    let relay = Relay::in_process_feed(feed, &["--stale-after-ms", "60000"]);
     let mut w = FeedWriter::new(feed, session);
     w.directory(&[(0, "GOOD", 100_0000)]);
     let seq = w.quote(0, 99_5000, 100_5000, (100, 200));
@@ -279,6 +234,7 @@ fn a_300ms_stall_mid_run_loses_nothing() {
             (relay.metrics().sum("tickrelay_feed_applied_messages_total") > applied).then_some(())
         });
         signal("-STOP");
+        // The stall is the subject: the relay is frozen for 300 ms.
         std::thread::sleep(Duration::from_millis(300));
         signal("-CONT");
     }
@@ -361,6 +317,8 @@ fn a_gap_open_across_a_stop_is_repaired_not_lost() {
     for i in 0..20 {
         last = w.quote(0, 9_2000 + i, 11_2000 + i, (3, 3));
     }
+    // The stop is the subject: 300 ms frozen, three times the gap hold
+    // (100 ms), so the hold would run out during it if the pause counted.
     std::thread::sleep(Duration::from_millis(300));
     signal("-CONT");
 
@@ -376,46 +334,19 @@ fn a_gap_open_across_a_stop_is_repaired_not_lost() {
     assert_eq!((q.last, q.last_size), (Some(Price(10_1234)), 77));
 }
 
-/// One HTTP/1.1 request with any method; status, headers and body.
-fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the answer");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head")
-        + 4;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head[9..12].parse().expect("a status");
-    let mut body = raw[split..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap(), 16).unwrap();
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[end + 2..end + 2 + n]);
-            rest = &rest[end + 4 + n..];
-        }
-        body = out;
-    }
-    let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
+/// One HTTP/1.1 request with any method and an empty body: the answer,
+/// its body as JSON.
+fn request(addr: SocketAddr, method: &str, path: &str) -> (support::Response, serde_json::Value) {
+    let r = support::try_request(addr, method, path, &[("Content-Length", "0")])
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let json = serde_json::from_slice(&r.body).unwrap_or_else(|e| {
         panic!(
-            "{method} {path}: {status} body is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&body)
+            "{method} {path}: {} body is not JSON ({e}): {:?}",
+            r.status,
+            r.text()
         )
     });
-    (status, head, json)
+    (r, json)
 }
 
 /// Finding (5): a wrong method answered 405 with an empty body, and
@@ -443,11 +374,13 @@ fn every_error_answer_is_the_json_error_shape() {
         ("GET", "/v1/nope", 404, "not_found"),
     ];
     for &(method, path, status, code) in cases {
-        let (got, head, body) = request(relay.addr, method, path);
-        assert_eq!(got, status, "{method} {path}: {body}");
+        let (r, body) = request(relay.addr, method, path);
+        assert_eq!(r.status, status, "{method} {path}: {body}");
         assert!(
-            head.contains("content-type: application/json"),
-            "{method} {path}: {head}"
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("application/json")),
+            "{method} {path}: {:?}",
+            r.headers
         );
         assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
         assert!(
@@ -457,12 +390,16 @@ fn every_error_answer_is_the_json_error_shape() {
             "{method} {path}: {body}"
         );
         if status == 405 {
-            assert!(head.contains("\r\nallow: "), "405 keeps Allow: {head}");
+            assert!(
+                r.header("allow").is_some(),
+                "405 keeps Allow: {:?}",
+                r.headers
+            );
         }
     }
     // A WebSocket request without the upgrade is an error in the same shape.
-    let (got, _, body) = request(relay.addr, "GET", "/v1/ws");
-    assert!(got >= 400, "{got}");
+    let (r, body) = request(relay.addr, "GET", "/v1/ws");
+    assert!(r.status >= 400, "{}", r.status);
     assert!(body["error"]["code"].is_string(), "{body}");
 }
 

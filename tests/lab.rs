@@ -47,7 +47,7 @@ fn lab_measures_every_transport_on_the_same_watchlists() {
     let out = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
         .args(["lab", "--url", &relay.base, "--clients", "8"])
         .args(["--symbols-per-client", "5", "--duration", "3"])
-        .args(["--server-pid", &relay.child.id().to_string(), "--json"])
+        .args(["--server-pid", &relay.pid().to_string(), "--json"])
         .arg("--html")
         .arg(&html)
         .stdout(Stdio::piped())

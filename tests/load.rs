@@ -70,7 +70,7 @@ fn load_reports_deliveries_and_latency_on_every_transport() {
     // Wait for the directory so `--symbols zipf` has something to draw from.
     support::http_get(&relay.base, "/v1/symbols", &[]);
 
-    let pid = relay.child.id().to_string();
+    let pid = relay.pid().to_string();
     let ws = load(
         &relay.base,
         "ws",

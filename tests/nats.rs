@@ -91,6 +91,7 @@ impl NatsServer {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        // The outage is the subject: the server stays down for `down`.
         std::thread::sleep(down);
         self.spawn();
     }
@@ -209,17 +210,17 @@ fn a_relay_restarted_mid_run_catches_up_from_the_stream() {
     let group = support::FeedAddr::unique().to_string();
     let server = format!("127.0.0.1:{}", support::free_udp_port());
     let final_path = support::scratch("restart-relay.json");
-    let _bridge = bridge(&group, &server, &nats, "RELAYR");
+    let bridge = bridge(&group, &server, &nats, "RELAYR");
     let mut first = nats_relay(&nats, "RELAYR");
     let sim = simulator(&group, &server, "RELAYRST", 8, &final_path);
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        m(&first, NATS_PACKETS) > 0.0,
-        "first relay reads the stream"
-    );
-    let _ = first.child.kill();
-    let _ = first.child.wait();
-    std::thread::sleep(Duration::from_millis(500));
+    // The first relay reads the stream, then dies mid-run.
+    first.wait_metric(NATS_PACKETS, |n| n > 0.0);
+    first.kill();
+    // The stream moves on while no relay reads it: the bridge publishes
+    // after the kill.
+    let published = "tickrelay_bridge_published_packets_total";
+    let at_kill = m(&bridge, published);
+    bridge.wait_metric(published, |n| n > at_kill);
     let second = nats_relay(&nats, "RELAYR");
     support::wait_sim(sim, Duration::from_secs(30));
     support::assert_equals_final_state(&second, &final_path, false);
@@ -238,12 +239,8 @@ fn a_nats_server_restart_loses_nothing_the_stream_stored() {
     let bridge = bridge(&group, &server, &nats, "SRVR");
     let relay = nats_relay(&nats, "SRVR");
     let sim = simulator(&group, &server, "SRVRST", 9, &final_path);
-    std::thread::sleep(Duration::from_secs(3));
-    let before = m(&relay, NATS_PACKETS);
-    assert!(
-        before > 0.0,
-        "the relay reads the stream before the restart"
-    );
+    // The relay reads the stream before the restart.
+    relay.wait_metric(NATS_PACKETS, |n| n > 0.0);
     nats.restart(Duration::from_secs(1));
     support::wait_sim(sim, Duration::from_secs(30));
     support::assert_equals_final_state(&relay, &final_path, false);

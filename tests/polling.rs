@@ -1,5 +1,6 @@
-//! Long polling end to end: the real relay over loopback, fed by packets
-//! this test writes.
+//! Long polling end to end: the real relay, run in this process
+//! ([`support::Relay::in_process`]), over loopback, fed by packets this
+//! test writes to a real multicast group.
 
 mod support;
 use support::FeedWriter;
@@ -19,7 +20,7 @@ fn setup(extra: &[&str]) -> (support::Relay, FeedWriter, u64) {
     let group = support::FeedAddr::unique();
     let mut args = vec!["--feed-a".to_string(), group.to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let relay = support::Relay::loopback("serve", &args);
+    let relay = support::Relay::in_process(&args);
     let mut feed = FeedWriter::new(group, "POLLT");
     feed.list(&["AAA", "BBB"]);
     let seq = feed.send(&[FeedWriter::quote_msg(0, 100), FeedWriter::quote_msg(1, 200)]);
@@ -192,7 +193,7 @@ fn bad_parameters_are_400_with_a_code() {
 #[test]
 fn before_the_directory_arrives_symbols_are_not_ready_rather_than_unknown() {
     let group = support::FeedAddr::unique();
-    let relay = support::Relay::loopback("serve", &["--feed-a".to_string(), group.to_string()]);
+    let relay = support::Relay::in_process(&["--feed-a".to_string(), group.to_string()]);
     for path in [
         "/v1/snapshot?symbols=AAA",
         "/v1/poll?symbols=AAA",
@@ -234,8 +235,10 @@ fn batch_ms_gathers_changes_after_the_first_into_one_answer() {
         assert!(Instant::now() < deadline, "the poll never parked");
         std::thread::sleep(Duration::from_millis(10));
     }
-    feed.send(&[FeedWriter::quote_msg(0, 111)]);
-    std::thread::sleep(Duration::from_millis(50));
+    let first = feed.send(&[FeedWriter::quote_msg(0, 111)]);
+    // The second change comes after the first is applied, so the first
+    // opened the window and the second falls in it.
+    relay.wait_seq(first);
     let s = feed.send(&[FeedWriter::quote_msg(1, 222)]);
     let v = json(&waiter.join().unwrap());
     let bids: Vec<&str> = v["quotes"]

@@ -365,6 +365,8 @@ fn poll_client(base: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u
             support::http_get(&base, "/v1/snapshot?symbols=AAPL", &[]);
             support::http_get(&base, "/v1/symbols", &[]);
             support::http_get(&base, "/v1/snapshot/NOSUCH", &[]);
+            // The client's pace, traffic for the panels to show: a round of
+            // requests every 50 ms or so, not a wait for the relay.
             std::thread::sleep(Duration::from_millis(50));
         }
         answers

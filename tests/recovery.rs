@@ -3,8 +3,9 @@
 //! from the producer's recovery loop, or from its retransmission history —
 //! and says it is not ready until it has.
 //!
-//! Real processes on loopback: the `feed-simulator` binary, one or two
-//! `tickrelay serve` relays, plain HTTP, SSE and WebSocket clients.
+//! Real sockets on loopback: the `feed-simulator` binary, one or two relays
+//! (in this process, [`support::Relay::in_process`]), plain HTTP, SSE and
+//! WebSocket clients.
 
 mod support;
 
@@ -94,12 +95,30 @@ fn simulator(args: &[&str]) -> Child {
     support::spawn_simulator(args)
 }
 
-/// `tickrelay serve` on `args`; never stale while a test inspects the end
-/// of a run.
+/// The relay as `tickrelay serve ARGS` runs, in this process; never stale
+/// while a test inspects the end of a run.
 fn relay(args: &[&str]) -> support::Relay {
     let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     all.extend(["--stale-after-ms".into(), "60000".into()]);
-    support::Relay::loopback("serve", &all)
+    support::Relay::in_process(&all)
+}
+
+/// How far into the session the late joiner starts, in feed sequence: 15 s
+/// of the simulator's 2,000 messages a second, as a relay restarted during
+/// the day would.
+const LATE_AT: u64 = 15 * 2_000;
+
+/// Waits until `witness`, which has run since the session began, has
+/// applied [`LATE_AT`]: the history a late joiner has to rebuild.
+fn wait_history(witness: &support::Relay) {
+    support::poll_until(
+        Duration::from_secs(60),
+        &format!("the session to reach sequence {LATE_AT}"),
+        || {
+            let seq = witness.metrics().sum("tickrelay_feed_sequence");
+            (seq as u64 >= LATE_AT).then_some(())
+        },
+    );
 }
 
 #[test]
@@ -126,8 +145,7 @@ fn a_late_joiner_rebuilds_the_whole_history_from_retransmission() {
         "--final-state",
         final_path.to_str().unwrap(),
     ]);
-    // 15 s into the session, as a relay restarted during the day would.
-    std::thread::sleep(Duration::from_secs(15));
+    wait_history(&witness);
     let late = relay(&["--feed-a", &group.to_string(), "--retransmit", &server]);
     let took = watch_until_ready(&late, &witness, Duration::from_secs(20));
     eprintln!("late joiner ready from history in {took:?}");
@@ -168,8 +186,7 @@ fn a_late_joiner_rebuilds_the_state_from_the_recovery_loop() {
         "--final-state",
         final_path.to_str().unwrap(),
     ]);
-    // 15 s into the session, as a relay restarted during the day would.
-    std::thread::sleep(Duration::from_secs(15));
+    wait_history(&witness);
     let late = relay(&[
         "--feed-a",
         &group.to_string(),

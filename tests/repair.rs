@@ -1,5 +1,6 @@
 //! Gap repair end to end: the simulator drops packets on the line and serves
-//! retransmission requests; the relay asks for what it missed and ends with
+//! retransmission requests; the relay (in this process,
+//! [`support::Relay::in_process`]) asks for what it missed and ends with
 //! exactly the simulator's final state, nothing lost.
 
 mod support;
@@ -12,17 +13,14 @@ use serde_json::Value;
 fn lost_packets_are_repaired_by_retransmission() {
     let group = support::FeedAddr::unique();
     let server = format!("127.0.0.1:{}", support::free_udp_port());
-    let relay = support::Relay::loopback(
-        "serve",
-        &[
-            "--feed-a".to_string(),
-            group.to_string(),
-            "--retransmit".into(),
-            server.clone(),
-            "--gap-hold-ms".into(),
-            "500".into(),
-        ],
-    );
+    let relay = support::Relay::in_process(&[
+        "--feed-a".to_string(),
+        group.to_string(),
+        "--retransmit".into(),
+        server.clone(),
+        "--gap-hold-ms".into(),
+        "500".into(),
+    ]);
     let dir = std::env::temp_dir().join(format!("tickrelay-repair-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let final_path = dir.join("final.json");
@@ -89,15 +87,12 @@ fn lost_packets_are_repaired_by_retransmission() {
 #[test]
 fn a_lost_tail_still_moves_the_published_sequence() {
     let group = support::FeedAddr::unique();
-    let relay = support::Relay::loopback(
-        "serve",
-        &[
-            "--feed-a".to_string(),
-            group.to_string(),
-            "--gap-hold-ms".into(),
-            "50".into(),
-        ],
-    );
+    let relay = support::Relay::in_process(&[
+        "--feed-a".to_string(),
+        group.to_string(),
+        "--gap-hold-ms".into(),
+        "50".into(),
+    ]);
     let mut feed = support::FeedWriter::new(group, "TAIL");
     feed.list(&["AAA"]);
     let seq = feed.send(&[support::FeedWriter::quote_msg(0, 1)]);

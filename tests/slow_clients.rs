@@ -91,6 +91,9 @@ impl Feeder {
                         })
                         .collect();
                     w.send(&msgs);
+                    // The feed's pace, part of the set-up: at most 100
+                    // quotes a millisecond, which loopback multicast and
+                    // the relay's receive buffer take without loss.
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 round += 1;

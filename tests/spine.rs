@@ -1,70 +1,25 @@
-//! The spine end to end: the real `tickrelay` and `feed-simulator` binaries
-//! over real loopback sockets, each test asserting something a user of the
-//! relay would notice. Every test uses its own multicast group and port, so
-//! they run in parallel; every wait polls with a deadline.
+//! The spine end to end: the real relay and the real `feed-simulator`
+//! binary over real loopback sockets, each test asserting something a user
+//! of the relay would notice. Every test uses its own multicast group and
+//! port, so they run in parallel; every wait polls with a deadline.
+//!
+//! The relay runs in this process (`server::start`, [`Relay::in_process`])
+//! where the feed, the table and the HTTP answers are the subject. The
+//! command itself is spawned as the `tickrelay` binary: settings refused
+//! with an exit status and a message on standard error, the layers of
+//! flags, environment and file, `demo`, and SIGTERM.
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
-use support::{DEADLINE, FeedAddr, FeedWriter, FinalState, Relay, Sim, poll_until, run_refused};
+use support::{
+    DEADLINE, FeedAddr, FeedWriter, Relay, Sim, assert_snapshot_matches, poll_until, run_refused,
+};
 use tickrelay::price::Price;
-use tickrelay::table::Quote;
 use tickrelay::transport::snapshot::SnapshotBody;
 use tickrelay::wire::{HEADER_LEN, header};
-
-/// Every simulated symbol is in the snapshot with exactly what was sent last.
-fn assert_snapshot_matches(snapshot: &SnapshotBody, want: &FinalState) {
-    assert_eq!(snapshot.session, want.session);
-    assert_eq!(snapshot.seq, want.last_seq());
-    let got: BTreeMap<&str, &Quote> = snapshot.quotes.iter().map(|q| (&*q.symbol, q)).collect();
-    assert_eq!(
-        got.len(),
-        want.quotes.len(),
-        "the snapshot should hold every simulated symbol"
-    );
-    let mut wrong = Vec::new();
-    for w in &want.quotes {
-        let Some(q) = got.get(w.symbol.as_str()) else {
-            wrong.push(format!("{} missing", w.symbol));
-            continue;
-        };
-        let have = (
-            q.seq,
-            q.bid,
-            q.ask,
-            q.bid_size,
-            q.ask_size,
-            q.last,
-            q.last_size,
-            q.volume,
-            q.prev_close,
-        );
-        let sent = (
-            w.seq,
-            w.bid,
-            w.ask,
-            w.bid_size,
-            w.ask_size,
-            w.last,
-            w.last_size,
-            w.volume,
-            w.prev_close,
-        );
-        if have != sent {
-            wrong.push(format!("{}: relay {have:?}, sent {sent:?}", w.symbol));
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} symbols differ from what was sent, e.g.:\n{}",
-        wrong.len(),
-        want.quotes.len(),
-        wrong[..wrong.len().min(10)].join("\n")
-    );
-}
 
 /// A market big enough to split into many packets and touch most symbols.
 fn market(feed: FeedAddr, session: &str) -> Sim {
@@ -79,7 +34,7 @@ fn market(feed: FeedAddr, session: &str) -> Sim {
 #[test]
 fn snapshot_holds_every_simulated_symbol_with_exactly_the_prices_sent() {
     let feed = FeedAddr::unique();
-    let relay = Relay::serve_feed(feed, &[]);
+    let relay = Relay::in_process_feed(feed, &[]);
     let sent = market(feed, "SPINE1").run();
     assert_eq!(sent.last_seq(), 20_300, "300 directory entries + 20,000");
 
@@ -112,7 +67,7 @@ fn snapshot_holds_every_simulated_symbol_with_exactly_the_prices_sent() {
 #[test]
 fn a_and_b_lines_carrying_the_same_packets_apply_each_message_once() {
     let (a, b) = (FeedAddr::unique(), FeedAddr::unique());
-    let relay = Relay::serve(&[
+    let relay = Relay::in_process(&[
         "--feed-a",
         &a.arg(),
         "--feed-b",
@@ -152,7 +107,7 @@ fn a_and_b_lines_carrying_the_same_packets_apply_each_message_once() {
 #[test]
 fn a_gap_is_counted_and_the_relay_moves_on() {
     let feed = FeedAddr::unique();
-    let relay = Relay::serve_feed(feed, &["--gap-hold-ms", "50", "--stale-after-ms", "60000"]);
+    let relay = Relay::in_process_feed(feed, &["--gap-hold-ms", "50", "--stale-after-ms", "60000"]);
     let sent = market(feed, "SPINEGAP").flag("--loss", 0.02).run();
     let total = sent.last_seq() as f64;
 
@@ -224,7 +179,7 @@ fn a_gap_is_counted_and_the_relay_moves_on() {
 #[test]
 fn malformed_datagrams_are_counted_by_reason_and_change_nothing() {
     let feed = FeedAddr::unique();
-    let relay = Relay::serve_feed(feed, &["--stale-after-ms", "60000"]);
+    let relay = Relay::in_process_feed(feed, &["--stale-after-ms", "60000"]);
     let mut w = FeedWriter::new(feed, "BAD1");
     w.directory(&[(0, "GOOD", 100_0000)]);
     let first_quote = w.quote(0, 99_5000, 100_5000, (100, 200));
@@ -319,7 +274,7 @@ fn malformed_datagrams_are_counted_by_reason_and_change_nothing() {
 #[test]
 fn an_unchanged_watchlist_answers_304_and_a_change_answers_200() {
     let feed = FeedAddr::unique();
-    let relay = Relay::serve_feed(feed, &["--stale-after-ms", "60000"]);
+    let relay = Relay::in_process_feed(feed, &["--stale-after-ms", "60000"]);
     let mut w = FeedWriter::new(feed, "ETAG1");
     w.directory(&[(0, "AAA", 10_0000), (1, "BBB", 20_0000)]);
     let s = w.quote(0, 10_1000, 10_2000, (100, 100));
@@ -384,7 +339,7 @@ struct RawQuote {
 #[test]
 fn msgpack_snapshot_holds_the_same_quotes_as_json() {
     let feed = FeedAddr::unique();
-    let relay = Relay::serve_feed(feed, &["--stale-after-ms", "60000"]);
+    let relay = Relay::in_process_feed(feed, &["--stale-after-ms", "60000"]);
     let mut w = FeedWriter::new(feed, "MSGP1");
     w.directory(&[(0, "AAA", 189_1200), (1, "BBB", 5), (2, "CCC", 0)]);
     w.quote(0, 189_1200, 189_1400, (300, 200));
@@ -427,7 +382,7 @@ struct ErrorDetail {
 #[test]
 fn bad_requests_get_clear_errors() {
     let feed = FeedAddr::unique();
-    let relay = Relay::serve_feed(feed, &["--max-symbols", "3", "--stale-after-ms", "60000"]);
+    let relay = Relay::in_process_feed(feed, &["--max-symbols", "3", "--stale-after-ms", "60000"]);
     let mut w = FeedWriter::new(feed, "ERR1");
     let s = w.directory(&[(0, "AAA", 1), (1, "BBB", 2), (2, "CCC", 3), (3, "DDD", 4)]);
     relay.wait_snapshot_seq("ERR1", s);
@@ -461,7 +416,7 @@ fn bad_requests_get_clear_errors() {
 #[test]
 fn readyz_waits_for_the_directory_and_healthz_is_always_up() {
     let feed = FeedAddr::unique();
-    let relay = Relay::serve_feed(feed, &["--stale-after-ms", "60000"]);
+    let relay = Relay::in_process_feed(feed, &["--stale-after-ms", "60000"]);
     assert_eq!(relay.get("/healthz").status, 200);
     let r = relay.get("/readyz");
     assert_eq!(r.status, 503, "no feed yet: {}", r.text());

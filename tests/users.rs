@@ -663,8 +663,7 @@ fn usage_is_recorded_per_user_and_survives_kill_9_up_to_one_flush() {
         "three snapshots and the WebSocket"
     );
     // kill -9: what was flushed is all there.
-    w.relay.child.kill().unwrap();
-    let _ = w.relay.child.wait();
+    w.relay.kill();
     let row = usage_row(&db, "heidi").expect("heidi's row survives kill -9");
     for k in [
         "requests",

@@ -4,6 +4,8 @@
 
 use super::*;
 
+/// The relay as a process: its resident memory is the subject, and in this
+/// process it would be the test's too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_costs_bounded_memory_and_gets_current_prices() {
     let group = support::FeedAddr::unique();
@@ -165,14 +167,20 @@ async fn silent_peer_is_closed_with_4010() {
     )
     .await;
     let mut ws = connect(&relay.base, None).await;
-    // Say nothing and read nothing (so no pong goes back) for a while.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Say nothing and read nothing (a read would answer the pings) until
+    // the relay gives up on the peer: counted just before its close frame.
+    relay.wait_metric(
+        "tickrelay_slow_client_disconnects_total{transport=\"ws\",reason=\"no_pong\"}",
+        |n| n >= 1.0,
+    );
     let (code, _) = close_code(&mut ws, Duration::from_secs(5))
         .await
         .expect("closed");
     assert_eq!(code, 4010);
 }
 
+/// The shutdown as SIGTERM starts it (`Relay::shutdown`); that the signal
+/// starts it is spine.rs's `sigterm_stops_the_relay_cleanly`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_notice_reaches_ws_and_sse() {
     let (mut relay, _feed) = relay_with(&["AAA"], &[]).await;
@@ -182,7 +190,7 @@ async fn shutdown_notice_reaches_ws_and_sse() {
     let (_, mut sse) = SseReader::open(&relay.base, "/v1/stream?symbols=AAA", None);
     let mut buf = Vec::new();
     sse.event_of(&mut buf, "snapshot");
-    relay.sigterm();
+    relay.shutdown();
     let f = frame_of(&mut ws, "shutdown").await;
     assert!(f["reconnect_ms"].as_u64().is_some());
     let (code, _) = close_code(&mut ws, Duration::from_secs(5))
@@ -195,12 +203,10 @@ async fn shutdown_notice_reaches_ws_and_sse() {
         sse.next_event(&mut buf).is_none(),
         "the stream ends after the notice"
     );
-    assert!(
-        relay
-            .wait_exit(Duration::from_secs(10))
-            .expect("the relay exits after the shutdown")
-            .success()
-    );
+    let stopped = relay
+        .wait_stopped(Duration::from_secs(10))
+        .expect("the relay stops after the shutdown");
+    assert_eq!(stopped, Ok(()), "the relay stopped cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,7 @@
-//! WebSocket and SSE end to end: the real relay binary over loopback, fed by
+//! WebSocket and SSE end to end: the real relay over loopback, fed by
 //! packets this test writes (exact prices) or by the real feed-simulator.
+//! The relay runs in this process ([`support::Relay::in_process`]); one
+//! test spawns the binary, for what only a process has (its memory).
 //! One test binary, a file per concern: ws.rs (WebSocket), sse.rs
 //! (Server-Sent Events), guards.rs (what protects the relay from its
 //! clients: memory, limits, auth, idle peers, shutdown); this file holds
@@ -98,7 +100,7 @@ async fn relay_with(symbols: &[&str], extra: &[&str]) -> (support::Relay, FeedWr
     let group = support::FeedAddr::unique();
     let mut args = vec!["--feed-a".to_string(), group.to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let relay = support::Relay::loopback("serve", &args);
+    let relay = support::Relay::in_process(&args);
     let mut producer = FeedWriter::new(group, "STREAMT");
     producer.list(symbols);
     relay.wait_ready();
@@ -109,15 +111,12 @@ async fn relay_with(symbols: &[&str], extra: &[&str]) -> (support::Relay, FeedWr
 /// the tests of a client that stops reading.
 fn slow_reader_relay(session: &str) -> (support::Relay, support::FeedAddr) {
     let group = support::FeedAddr::unique();
-    let relay = support::Relay::loopback(
-        "serve",
-        &[
-            "--feed-a".to_string(),
-            group.to_string(),
-            "--write-timeout-ms".into(),
-            "1000".into(),
-        ],
-    );
+    let relay = support::Relay::in_process(&[
+        "--feed-a".to_string(),
+        group.to_string(),
+        "--write-timeout-ms".into(),
+        "1000".into(),
+    ]);
     support::run_simulator(&[
         "--group",
         &group.to_string(),
@@ -132,10 +131,11 @@ fn slow_reader_relay(session: &str) -> (support::Relay, support::FeedAddr) {
     (relay, group)
 }
 
-/// 8 s of feed at 100,000 msg/s on `group`: enough to fill a socket nobody
-/// reads.
-fn flood(group: support::FeedAddr, session: &str) -> std::process::Child {
-    support::spawn_simulator(&[
+/// Up to 8 s of feed at 100,000 msg/s on `group`: enough to fill a socket
+/// nobody reads. Stopped when dropped: a test is done with it once the
+/// stalled client is dropped.
+fn flood(group: support::FeedAddr, session: &str) -> support::KillOnDrop {
+    support::KillOnDrop(support::spawn_simulator(&[
         "--group",
         &group.to_string(),
         "--symbols",
@@ -146,7 +146,7 @@ fn flood(group: support::FeedAddr, session: &str) -> std::process::Child {
         "100000",
         "--session",
         session,
-    ])
+    ]))
 }
 
 fn tempdir() -> std::path::PathBuf {

@@ -7,8 +7,8 @@ use super::*;
 async fn sse_resume_gets_only_changed_symbols_even_on_another_relay() {
     let group = support::FeedAddr::unique();
     let args = ["--feed-a".to_string(), group.to_string()];
-    let relay1 = support::Relay::loopback("serve", &args);
-    let relay2 = support::Relay::loopback("serve", &args);
+    let relay1 = support::Relay::in_process(&args);
+    let relay2 = support::Relay::in_process(&args);
     let mut feed = FeedWriter::new(group, "SSERES");
     feed.list(&["AAA", "BBB", "CCC"]);
     let s0 = feed.send(&[
@@ -158,7 +158,7 @@ async fn an_sse_client_that_stops_reading_is_dropped_after_the_write_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(s);
-    let _ = tokio::task::spawn_blocking(move || sim.wait_with_output()).await;
+    drop(sim);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,6 +175,8 @@ async fn batch_ms_bounds_sse_events() {
     let mut last = 0;
     for i in 1..=100 {
         last = feed.send(&[FeedWriter::quote_msg(0, i)]);
+        // The pace is the subject: a change every 10 ms, for 1 s, into
+        // 200 ms windows.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut events = 0;

@@ -30,11 +30,13 @@ async fn ws_subscribe_snapshot_then_ticks_in_order() {
 
     // 200 changes to AAA and CCC: AAA arrives in order, CCC never.
     let mut last = 0;
+    let mut sent: Vec<(u64, &str)> = Vec::new();
     for i in 1..=200 {
         last = feed.send(&[
             FeedWriter::quote_msg(0, 10_000 + i),
             FeedWriter::quote_msg(2, 5),
         ]);
+        sent.push((last - 1, "AAA"));
     }
     let mut seen_seq = snap["quotes"][0]["seq"].as_u64().unwrap();
     let mut newest_bid = String::new();
@@ -50,7 +52,12 @@ async fn ws_subscribe_snapshot_then_ticks_in_order() {
             seen_seq = s;
             newest_bid = q["bid"].as_str().unwrap().to_owned();
         }
-        assert!(f["seq"].as_u64().unwrap() >= seen_seq.min(f["seq"].as_u64().unwrap()));
+        // The envelope's seq is a promise (docs/PROTOCOL.md): every AAA
+        // change at or below it has been delivered by this frame. (It does
+        // not bound the quotes' seq: the table moves on while a frame is
+        // built, so a quote may be newer than the promise.)
+        let promise = f["seq"].as_u64().unwrap();
+        assert_promise_kept(&sent, &HashMap::from([("AAA".into(), seen_seq)]), promise);
     }
     assert_eq!(
         newest_bid,
@@ -129,7 +136,7 @@ async fn msgpack_frames_carry_the_same_quotes_as_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_match_what_the_simulator_sent() {
     let group = support::FeedAddr::unique();
-    let relay = support::Relay::loopback("serve", &["--feed-a".to_string(), group.to_string()]);
+    let relay = support::Relay::in_process(&["--feed-a".to_string(), group.to_string()]);
     let dir = tempdir();
     let final_path = dir.join("final.json");
     // A first short run lists the symbols so the client can subscribe.
@@ -178,6 +185,10 @@ async fn ticks_match_what_the_simulator_sent() {
         .map(|q| (q["symbol"].as_str().unwrap().to_owned(), q.clone()))
         .collect();
     let mut got: HashMap<String, Value> = HashMap::new();
+    // The session of each symbol's quote in `got`, and the current one (from
+    // the snapshot, then the `feed` frame that announces a new session).
+    let mut got_session: HashMap<String, String> = HashMap::new();
+    let mut session = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while want
         .iter()
@@ -190,15 +201,24 @@ async fn ticks_match_what_the_simulator_sent() {
         let Some(f) = next_frame(&mut ws, Duration::from_secs(5)).await else {
             break;
         };
+        if let Some(s) = f["session"].as_str() {
+            session = s.to_owned();
+        }
         if f["type"] == "ticks" || f["type"] == "snapshot" {
             for q in f["quotes"].as_array().unwrap() {
                 let sym = q["symbol"].as_str().unwrap().to_owned();
                 if let Some(prev) = got.get(&sym)
                     && f["type"] == "ticks"
-                    && prev["seq"].as_u64() < q["seq"].as_u64()
+                    && got_session[&sym] == session
                 {
-                    // fine: strictly increasing within the session
+                    assert!(
+                        q["seq"].as_u64() > prev["seq"].as_u64(),
+                        "{sym}: ticks strictly increasing within session {session}: {} after {}",
+                        q["seq"],
+                        prev["seq"]
+                    );
                 }
+                got_session.insert(sym.clone(), session.clone());
                 got.insert(sym, q.clone());
             }
         }
@@ -271,6 +291,7 @@ async fn max_hz_throttles_and_the_newest_wins() {
     let start = Instant::now();
     for i in 1..=30 {
         feed.send(&[FeedWriter::quote_msg(0, i)]);
+        // The pace is the subject: 20 changes a second against max_hz 2.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // 1.5 s of changes at 20/s, throttled to 2/s: a handful of ticks, the last one newest.
@@ -355,6 +376,8 @@ async fn batch_ms_bounds_ws_frames_loses_nothing_and_keeps_the_promise() {
         ]);
         sent.push((s - 1, "AAA"));
         sent.push((s, "BBB"));
+        // The pace is the subject: 100 changes a second per symbol against
+        // 200 ms windows.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -580,5 +603,5 @@ async fn a_ws_client_that_stops_reading_is_dropped_after_the_write_timeout() {
         ) >= 1.0
     );
     drop(s);
-    let _ = tokio::task::spawn_blocking(move || sim.wait_with_output()).await;
+    drop(sim);
 }

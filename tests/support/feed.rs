@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tickrelay::price::Price;
+use tickrelay::table::Quote;
 use tickrelay::tools::sim::FinalQuote;
+use tickrelay::transport::snapshot::SnapshotBody;
 use tickrelay::wire::{Locate, Message, PacketBuilder, Session, header};
 
 use super::{Captured, FeedAddr, feed_simulator_bin, hermetic, scratch_dir, unique_suffix};
@@ -321,6 +323,61 @@ pub(crate) fn wait_sim(mut sim: Child, within: Duration) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Asserts that a snapshot is exactly what the simulator sent last: its
+/// session and last sequence, and every simulated symbol with the last
+/// sequence, prices, sizes, volume and previous close it sent, field by
+/// field (the first ten differences named).
+pub(crate) fn assert_snapshot_matches(snapshot: &SnapshotBody, want: &FinalState) {
+    use std::collections::BTreeMap;
+    assert_eq!(snapshot.session, want.session);
+    assert_eq!(snapshot.seq, want.last_seq());
+    let got: BTreeMap<&str, &Quote> = snapshot.quotes.iter().map(|q| (&*q.symbol, q)).collect();
+    assert_eq!(
+        got.len(),
+        want.quotes.len(),
+        "the snapshot should hold every simulated symbol"
+    );
+    let mut wrong = Vec::new();
+    for w in &want.quotes {
+        let Some(q) = got.get(w.symbol.as_str()) else {
+            wrong.push(format!("{} missing", w.symbol));
+            continue;
+        };
+        let have = (
+            q.seq,
+            q.bid,
+            q.ask,
+            q.bid_size,
+            q.ask_size,
+            q.last,
+            q.last_size,
+            q.volume,
+            q.prev_close,
+        );
+        let sent = (
+            w.seq,
+            w.bid,
+            w.ask,
+            w.bid_size,
+            w.ask_size,
+            w.last,
+            w.last_size,
+            w.volume,
+            w.prev_close,
+        );
+        if have != sent {
+            wrong.push(format!("{}: relay {have:?}, sent {sent:?}", w.symbol));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} symbols differ from what was sent, e.g.:\n{}",
+        wrong.len(),
+        want.quotes.len(),
+        wrong[..wrong.len().min(10)].join("\n")
+    );
 }
 
 /// Asserts that a quote the relay sent equals the simulator's final state

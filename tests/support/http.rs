@@ -92,10 +92,21 @@ pub(crate) fn try_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Response> {
+    try_request(addr, "GET", path, headers)
+}
+
+/// A request with any method and no body over a fresh connection
+/// (`Connection: close`), read to the end; a chunked body is de-chunked.
+pub(crate) fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -163,6 +174,48 @@ fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// An incremental `Transfer-Encoding: chunked` decoder, for a body read as
+/// it arrives (a stream): each [`Dechunker::feed`] returns the body bytes
+/// its data completes.
+#[derive(Default)]
+pub(crate) struct Dechunker {
+    pending: Vec<u8>,
+    left: usize,
+}
+
+impl Dechunker {
+    /// Takes the next bytes off the wire; returns the body bytes they hold.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Vec<u8> {
+        self.pending.extend_from_slice(data);
+        let mut out = Vec::new();
+        loop {
+            if self.left > 0 {
+                let n = self.left.min(self.pending.len());
+                out.extend(self.pending.drain(..n));
+                self.left -= n;
+                if self.left > 0 {
+                    return out;
+                }
+                continue;
+            }
+            // A size line (after the previous chunk's CRLF).
+            let Some(pos) = self.pending.windows(2).position(|w| w == b"\r\n") else {
+                return out;
+            };
+            let line: Vec<u8> = self.pending.drain(..pos + 2).collect();
+            let text = String::from_utf8_lossy(&line[..pos]).trim().to_owned();
+            if text.is_empty() {
+                continue;
+            }
+            self.left =
+                usize::from_str_radix(text.split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            if self.left == 0 {
+                return out;
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- metrics
 
 /// A parsed Prometheus text exposition: `name{labels}` → value.
@@ -213,6 +266,23 @@ impl Metrics {
                         .any(|l| l == want)
             })
             .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// The sum of the series of metric `name` whose labels (the text
+    /// between the braces, empty for none) satisfy `pred`.
+    pub(crate) fn sum_where(&self, name: &str, pred: impl Fn(&str) -> bool) -> f64 {
+        self.0
+            .iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix(name)?;
+                let labels = if rest.is_empty() {
+                    ""
+                } else {
+                    rest.strip_prefix('{')?.strip_suffix('}')?
+                };
+                pred(labels).then_some(v)
+            })
             .sum()
     }
 

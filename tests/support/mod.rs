@@ -1,12 +1,24 @@
 //! What every integration test shares: the real binaries over real
 //! loopback sockets, no mocks. One way to do each job:
 //!
-//! - [`Relay`]: spawns `tickrelay` ([`Relay::start`], or its shorthands
-//!   [`Relay::serve`], [`Relay::serve_feed`], [`Relay::loopback`]), waits for
-//!   its `tickrelay listening on http://ADDR` line and `/healthz`, drains its
-//!   output, and kills it when dropped (printing its log if the test
-//!   panicked); [`Relay::wait_ready`], [`Relay::wait_seq`],
-//!   [`Relay::wait_metric`] wait for a state, never a fixed sleep.
+//! - [`Relay`]: the relay, run one of two ways behind the same helpers
+//!   ([`Relay::get`], [`Relay::metrics`], [`Relay::wait_ready`],
+//!   [`Relay::wait_seq`], [`Relay::wait_metric`], [`Relay::shutdown`]…:
+//!   each waits for a state, never a fixed sleep):
+//!   - in this process ([`Relay::in_process`], [`Relay::in_process_feed`],
+//!     [`Relay::start_in_process`]): the same flags as `tickrelay serve`,
+//!     parsed into a `Config` as the command does, then `server::bind` and
+//!     `server::start` on 127.0.0.1:0 on a tokio runtime of its own, on a
+//!     thread of its own. The default for protocol and transport tests: no
+//!     process to start, and the real router, hub and feed sockets all the
+//!     same. Its log goes to the test's captured output (level
+//!     `TEST_RELAY_LOG`, `warn` unless set), shown when a test fails.
+//!   - as a process: spawns `tickrelay` ([`Relay::start`], or its shorthands
+//!     [`Relay::serve`], [`Relay::serve_feed`], [`Relay::loopback`]), waits
+//!     for its `tickrelay listening on http://ADDR` line and `/healthz`,
+//!     drains its output, and kills it when dropped (printing its log if the
+//!     test panicked). For what only a process has: an exit status, signals
+//!     (SIGTERM, SIGSTOP), its memory, its log on standard error, the CLI.
 //! - [`http`]: a tiny HTTP/1.1 GET client over `std::net` ([`get`],
 //!   [`get_with`], [`http_get`] for a base URL, [`get_json`]) and the parsed
 //!   [`Metrics`].
@@ -15,6 +27,10 @@
 //!   `feed-simulator` binary to completion and reads its final state,
 //!   [`spawn_simulator`] runs it in the background.
 //! - [`poll_until`]: waits for a condition with a deadline.
+//!
+//! A relay in this process has a metrics registry of its own (each
+//! `server::start` makes one), so two relays in one test binary never see
+//! each other's counters.
 //!
 //! Network safety: every address here is loopback or a 239.255.x.y group
 //! joined on 127.0.0.1, and multicast goes out with TTL 0.
@@ -138,6 +154,28 @@ fn build_feed_simulator(profile_dir: &Path) -> Result<(), String> {
         .ok_or("tickrelay is not in a target/<profile> directory")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // Without the variables Cargo sets for this test process: a build
+    // script that tracks one (ring's tracks `CARGO_MANIFEST_DIR` and
+    // `CARGO_PKG_*`) would see it change from the outer build's and rebuild
+    // itself and everything above it, the simulator and its whole TLS
+    // stack, minutes on two cores, instead of this being a no-op.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let set_for_tests = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+            || matches!(
+                &*k,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if set_for_tests {
+            cmd.env_remove(&*k);
+        }
+    }
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "build",
@@ -223,21 +261,198 @@ impl Captured {
     }
 }
 
-/// A running `tickrelay`, killed on drop.
+/// A running relay: a `tickrelay` process, or `server::start` in this
+/// process. Stopped when dropped.
 pub(crate) struct Relay {
-    /// The process.
-    pub(crate) child: Child,
     /// Where it listens for HTTP.
     pub(crate) addr: SocketAddr,
     /// The same, as a base URL: `http://ADDR`.
     pub(crate) base: String,
-    /// Its standard output.
+    /// Its standard output (a process's; empty in this process).
     pub(crate) stdout: Captured,
-    /// Its log (standard error).
+    /// Its log on standard error (a process's; in this process the log goes
+    /// to the test's own captured output instead).
     pub(crate) stderr: Captured,
+    host: Host,
+}
+
+/// Where a [`Relay`] runs.
+enum Host {
+    /// A `tickrelay` child process.
+    Process(Child),
+    /// `server::start` on a runtime of its own, on a thread of this process.
+    InProcess(InProcess),
+}
+
+/// A relay in this process: the thread that owns its runtime, and the
+/// trigger of its graceful shutdown (`Running::wait`'s future).
+struct InProcess {
+    /// Dropped or sent: the relay shuts down as on SIGTERM.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The runtime's thread; its result is `Running::wait`'s.
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+/// `tickrelay serve`'s flags, parsed as the command parses them.
+#[derive(clap::Parser)]
+#[command(name = "serve", no_binary_name = true)]
+struct ServeFlags {
+    /// TOML settings file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: tickrelay::config::Settings,
+}
+
+/// The `Config` that `tickrelay serve ARGS` runs with: flags over the
+/// `--config` file over the defaults, validated. Hermetic like a spawned
+/// relay ([`hermetic`]): no `TICKRELAY_*` variable of the test's
+/// environment applies.
+pub(crate) fn serve_config<S: AsRef<str>>(args: &[S]) -> Result<tickrelay::config::Config, String> {
+    use clap::{CommandFactory, FromArgMatches};
+    use tickrelay::config::Settings;
+    let command = ServeFlags::command().mut_args(|a| a.env(None::<&str>));
+    let matches = command
+        .try_get_matches_from(args.iter().map(|a| a.as_ref()))
+        .map_err(|e| e.to_string())?;
+    let flags = ServeFlags::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    let file = match &flags.config {
+        Some(path) => Settings::from_file(path).map_err(|e| format!("{e:#}"))?,
+        None => Settings::default(),
+    };
+    flags
+        .settings
+        .over(file)
+        .validate()
+        .map_err(|e| e.to_string())
+}
+
+/// Sends the log of relays in this process to the test's captured output
+/// (shown when a test fails, or with `--nocapture`), at `TEST_RELAY_LOG`'s
+/// level (`warn` unless set). Once per test process; the threads a relay
+/// starts inherit the capture of the test that started it.
+fn init_in_process_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let level = std::env::var("TEST_RELAY_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+            .with_test_writer()
+            .with_ansi(false)
+            .try_init();
+    });
 }
 
 impl Relay {
+    // ------------------------------------------------------- in this process
+
+    /// The relay in this process as `tickrelay serve ARGS` would run, with
+    /// `--http 127.0.0.1:0` and `--interface 127.0.0.1` unless ARGS set
+    /// them: the in-process twin of [`Relay::loopback`]`("serve", ARGS)`.
+    pub(crate) fn in_process<S: AsRef<str>>(args: &[S]) -> Relay {
+        let given = |flag: &str| args.iter().any(|a| a.as_ref() == flag);
+        let mut full: Vec<String> = Vec::new();
+        if !given("--http") {
+            full.extend(["--http".into(), "127.0.0.1:0".into()]);
+        }
+        if !given("--interface") {
+            full.extend(["--interface".into(), "127.0.0.1".into()]);
+        }
+        full.extend(args.iter().map(|a| a.as_ref().to_owned()));
+        Relay::start_in_process(&full).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The relay in this process on one feed line, A, joined on 127.0.0.1:
+    /// the in-process twin of [`Relay::serve_feed`].
+    pub(crate) fn in_process_feed(feed: FeedAddr, extra: &[&str]) -> Relay {
+        let a = feed.arg();
+        let mut args = vec!["--feed-a", &a];
+        args.extend_from_slice(extra);
+        Relay::in_process(&args)
+    }
+
+    /// Runs the relay in this process with `tickrelay serve`'s flags ARGS
+    /// (see [`serve_config`]): `server::bind` and `server::start` on a
+    /// multi-threaded tokio runtime of its own, on a thread of its own, so
+    /// the test may block or run its own runtime beside it. Returns once
+    /// it listens (the feed sockets are open) and `/healthz` answers. A
+    /// setting refused or an address in use is an `Err`.
+    pub(crate) fn start_in_process<S: AsRef<str>>(args: &[S]) -> Result<Relay, String> {
+        let config = serve_config(args)?;
+        init_in_process_log();
+        let (listening_tx, listening_rx) = mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("relay".into())
+            .spawn(move || -> Result<(), String> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("relay-worker")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot build the relay's runtime: {e}"))?;
+                let result = rt.block_on(async move {
+                    let started = async {
+                        let listener = tickrelay::server::bind(&config).await?;
+                        tickrelay::server::start(listener, config).await
+                    };
+                    let running = match started.await {
+                        Ok(running) => running,
+                        Err(e) => {
+                            let e = format!("{e:#}");
+                            let _ = listening_tx.send(Err(e.clone()));
+                            return Err(e);
+                        }
+                    };
+                    let _ = listening_tx.send(Ok(running.local_addr()));
+                    // As `serve` waits for SIGTERM: here the sender's send
+                    // or drop.
+                    running
+                        .wait(async {
+                            let _ = stopped.await;
+                        })
+                        .await
+                        .map_err(|e| format!("{e:#}"))
+                });
+                // What the relay left running (it joined its own threads).
+                rt.shutdown_timeout(Duration::from_secs(5));
+                result
+            })
+            .map_err(|e| format!("cannot start the relay's thread: {e}"))?;
+        let addr = match listening_rx.recv_timeout(DEADLINE) {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(format!("the relay {:?} did not start: {e}", collect(args)));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "the relay {:?} did not listen within {DEADLINE:?}",
+                    collect(args)
+                ));
+            }
+        };
+        let relay = Relay {
+            addr,
+            base: format!("http://{addr}"),
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+            host: Host::InProcess(InProcess {
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+        };
+        relay.wait_healthy();
+        Ok(relay)
+    }
+
+    /// Whether this relay runs in this process.
+    pub(crate) fn is_in_process(&self) -> bool {
+        matches!(self.host, Host::InProcess(_))
+    }
+
+    // ------------------------------------------------------- as a process
+
     /// `tickrelay serve ARGS` with `--http 127.0.0.1:0` unless ARGS set it.
     pub(crate) fn serve(args: &[&str]) -> Relay {
         let mut full = vec!["serve"];
@@ -257,10 +472,15 @@ impl Relay {
     }
 
     /// `tickrelay COMMAND --http 127.0.0.1:0 --interface 127.0.0.1 ARGS`
-    /// (`serve`, `bridge`), its log level from `TEST_RELAY_LOG` (`warn`
-    /// unless set).
+    /// (`serve`, `bridge`; `--http` is left out when ARGS set it, as a
+    /// relay restarted on its port does), its log level from
+    /// `TEST_RELAY_LOG` (`warn` unless set).
     pub(crate) fn loopback<S: AsRef<str>>(command: &str, args: &[S]) -> Relay {
-        let mut full = vec![command, "--http", "127.0.0.1:0", "--interface", "127.0.0.1"];
+        let mut full = vec![command];
+        if !args.iter().any(|a| a.as_ref() == "--http") {
+            full.extend(["--http", "127.0.0.1:0"]);
+        }
+        full.extend(["--interface", "127.0.0.1"]);
         full.extend(args.iter().map(|a| a.as_ref()));
         let log = std::env::var("TEST_RELAY_LOG").unwrap_or_else(|_| "warn".into());
         Relay::start(&full, &[("RUST_LOG", &log)]).unwrap_or_else(|e| panic!("{e}"))
@@ -313,14 +533,124 @@ impl Relay {
             }
         };
         let relay = Relay {
-            child,
             addr,
             base: format!("http://{addr}"),
             stdout,
             stderr,
+            host: Host::Process(child),
         };
         relay.wait_healthy();
         Ok(relay)
+    }
+
+    fn child(&self) -> &Child {
+        match &self.host {
+            Host::Process(child) => child,
+            Host::InProcess(_) => {
+                panic!("this relay runs in the test process: use Relay::serve for a process")
+            }
+        }
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        match &mut self.host {
+            Host::Process(child) => child,
+            Host::InProcess(_) => {
+                panic!("this relay runs in the test process: use Relay::serve for a process")
+            }
+        }
+    }
+
+    /// Resident memory of the relay process, KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status (Linux)");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child().id()
+    }
+
+    /// Sends SIGTERM.
+    pub(crate) fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub(crate) fn kill(&mut self) {
+        let child = self.child_mut();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child_mut().try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    // ------------------------------------------------------- either way
+
+    /// Starts the graceful shutdown, as SIGTERM does: a process gets
+    /// SIGTERM; in this process, the future `Running::wait` waits on
+    /// resolves. [`Relay::wait_stopped`] waits for its end.
+    pub(crate) fn shutdown(&mut self) {
+        match &mut self.host {
+            Host::Process(_) => self.sigterm(),
+            Host::InProcess(p) => {
+                if let Some(stop) = p.stop.take() {
+                    let _ = stop.send(());
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the relay to stop after
+    /// [`Relay::shutdown`]: `None` if it is still running, else `Ok` for a
+    /// clean stop (exit status 0; `Running::wait` returned `Ok`) or `Err`
+    /// saying what ended it.
+    pub(crate) fn wait_stopped(&mut self, timeout: Duration) -> Option<Result<(), String>> {
+        match &mut self.host {
+            Host::Process(_) => self.wait_exit(timeout).map(|status| {
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("exit status {status}"))
+                }
+            }),
+            Host::InProcess(p) => {
+                let start = Instant::now();
+                while p.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+                    if start.elapsed() > timeout {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                match p.thread.take()?.join() {
+                    Ok(result) => Some(result),
+                    Err(_) => Some(Err("the relay's thread panicked".into())),
+                }
+            }
+        }
     }
 
     /// Waits for `/healthz` to answer 200. `serve` opens the feed sockets
@@ -349,23 +679,6 @@ impl Relay {
         self.wait_metric("tickrelay_feed_sequence", |v| v as u64 >= seq);
     }
 
-    /// Resident memory of the relay process, KiB.
-    pub(crate) fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("/proc/PID/status (Linux)");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/PID/status")
-    }
-
-    /// The process id.
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// GET `path`, panicking on a transport error.
     pub(crate) fn get(&self, path: &str) -> Response {
         get(self.addr, path)
@@ -388,6 +701,15 @@ impl Relay {
         Metrics::parse(&r.text())
     }
 
+    /// The relay's log for a failure message: a process's standard error,
+    /// or where the log of a relay in this process went.
+    pub(crate) fn log(&self) -> String {
+        match self.host {
+            Host::Process(_) => self.stderr.text(),
+            Host::InProcess(_) => "(in this process: the log is in the test's output)".into(),
+        }
+    }
+
     /// Waits until metric `name` (summed over its labels) satisfies `pred`,
     /// and returns the metrics at that moment.
     pub(crate) fn wait_metric(&self, name: &str, pred: impl Fn(f64) -> bool) -> Metrics {
@@ -400,9 +722,9 @@ impl Relay {
             }
             if start.elapsed() > DEADLINE {
                 panic!(
-                    "timed out waiting for {name}, last {last}\nmetrics:\n{}\nstderr:\n{}",
+                    "timed out waiting for {name}, last {last}\nmetrics:\n{}\nlog:\n{}",
                     m.feed_lines(),
-                    self.stderr.text()
+                    self.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -429,51 +751,51 @@ impl Relay {
             }
             if start.elapsed() > DEADLINE {
                 panic!(
-                    "timed out waiting for snapshot {session}:{seq}, last {last:?}\nmetrics:\n{}\nstderr:\n{}",
+                    "timed out waiting for snapshot {session}:{seq}, last {last:?}\nmetrics:\n{}\nlog:\n{}",
                     self.metrics().feed_lines(),
-                    self.stderr.text()
+                    self.log()
                 );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends SIGTERM.
-    pub(crate) fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// Waits up to `timeout` for the process to exit.
-    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if start.elapsed() > timeout {
-                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
+fn collect<S: AsRef<str>>(args: &[S]) -> Vec<&str> {
+    args.iter().map(|a| a.as_ref()).collect()
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- tickrelay on {} stdout:\n{}--- stderr:\n{}",
-                self.addr,
-                self.stdout.text(),
-                self.stderr.text()
-            );
+        match &mut self.host {
+            Host::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                if std::thread::panicking() {
+                    eprintln!(
+                        "--- tickrelay on {} stdout:\n{}--- stderr:\n{}",
+                        self.addr,
+                        self.stdout.text(),
+                        self.stderr.text()
+                    );
+                }
+            }
+            // The graceful shutdown starts (the sender is dropped) and ends
+            // on the relay's thread, without holding up the test; its
+            // threads and sockets are gone within the shutdown grace.
+            Host::InProcess(p) => drop(p.stop.take()),
         }
+    }
+}
+
+/// A child process (a balancer, a simulator run) killed and reaped when
+/// dropped.
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
