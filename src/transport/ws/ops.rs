@@ -1,0 +1,235 @@
+//! The client's operations on an open WebSocket: subscribe (with the
+//! user's entitlements: denied symbols named, `*` as every symbol the user
+//! may see, caps), unsubscribe, ping, and `auth` (a fresh token of the same
+//! user, dropping what it no longer allows).
+
+use super::*;
+
+impl Conn {
+    pub(super) fn op(&mut self, op: ClientOp) -> Flow {
+        match op {
+            ClientOp::Ping => self.send(&ServerFrame::Pong),
+            ClientOp::Auth { token } => self.auth(&token),
+            ClientOp::Subscribe {
+                symbols,
+                mode,
+                max_hz,
+                since,
+                batch_ms,
+            } => {
+                if !self.ops.allow() {
+                    crate::api::refused(self.state(), Limit::OpsPerSecond);
+                    let ops = self.state().config.policy.ops_per_second;
+                    return self.error(
+                        ErrorCode::RateLimited,
+                        &format!("more than {ops} operations per second (setting ops_per_second)"),
+                    );
+                }
+                let max_hz = self.identity().rights.cap_hz(max_hz);
+                let opts = match sub_options(mode.as_deref(), max_hz) {
+                    Ok(o) => o,
+                    Err(e) => return self.error(e.code, &e.message),
+                };
+                let batch = match batch_window(batch_ms) {
+                    Ok(b) => b,
+                    Err(e) => return self.error(e.code, &e.message),
+                };
+                if batch_ms.is_some() {
+                    self.direct.lock().subs.set_batch(batch);
+                }
+                self.subscribe(symbols, opts, since)
+            }
+            ClientOp::Unsubscribe { symbols } => {
+                if !self.ops.allow() {
+                    crate::api::refused(self.state(), Limit::OpsPerSecond);
+                    return self.error(
+                        ErrorCode::RateLimited,
+                        "too many operations per second (setting ops_per_second)",
+                    );
+                }
+                let list: Vec<Arc<str>> = symbols
+                    .iter()
+                    .map(|s| Arc::from(s.to_ascii_uppercase().as_str()))
+                    .collect();
+                self.direct.lock().subs.unsubscribe(&list);
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Who the client is now.
+    fn identity(&self) -> Arc<Identity> {
+        match &self.direct.user {
+            Some(u) => u.identity(),
+            None => self.state().anonymous.clone(),
+        }
+    }
+
+    /// `{"op":"auth"}`: a fresh token of the same user. Its rights replace
+    /// the old ones; symbols no longer allowed are dropped and named.
+    fn auth(&mut self, token: &str) -> Flow {
+        let state = self.direct.state.clone();
+        let Some(user) = self.direct.user.clone() else {
+            return self.error(
+                ErrorCode::BadToken,
+                "this connection has no per-user token to replace",
+            );
+        };
+        let fresh = match identify(&state, Some(token)) {
+            Ok(id) => id,
+            Err(e) => return self.error(e.code, &e.message),
+        };
+        if fresh.sub.as_deref() != Some(user.slot().sub().as_ref()) {
+            return self.error(ErrorCode::BadToken, "a token of another user");
+        }
+        let expires_ms = fresh.expires_ms;
+        user.replace(fresh.clone());
+        let dropped: Vec<Arc<str>> = {
+            let mut w = self.direct.lock();
+            let gone: Vec<Arc<str>> = w
+                .subs
+                .symbols()
+                .into_iter()
+                .filter(|s| entitled(&fresh, Channel::Quotes, [s.as_ref()]).is_err())
+                .collect();
+            w.subs.unsubscribe(&gone);
+            gone
+        };
+        if !dropped.is_empty() {
+            self.send(&ServerFrame::Unsubscribed {
+                symbols: &dropped,
+                reason: ErrorCode::NotEntitled.as_str(),
+            });
+        }
+        self.send(&ServerFrame::Authorized { expires_ms })
+    }
+
+    fn subscribe(&mut self, symbols: Vec<String>, opts: SubOptions, since: Option<String>) -> Flow {
+        let state = self.direct.state.clone();
+        let policy = &state.config.policy;
+        let identity = self.identity();
+        let rights = &identity.rights;
+        if let Err(e) = entitled(&identity, Channel::Quotes, []) {
+            return self.error(e.code, &e.message);
+        }
+        let max_symbols = rights.symbol_cap(policy.max_symbols);
+        let since = resume_point(since.as_deref(), state.table.session());
+        let wildcard = symbols.iter().any(|s| s == "*");
+        if wildcard && !rights.all_symbols() {
+            // `*` for a user of some symbols: those listed now.
+            if !policy.allow_wildcard {
+                crate::api::refused(&state, Limit::AllowWildcard);
+                return self.error(
+                    ErrorCode::WildcardNotAllowed,
+                    "`*` subscriptions are off (setting allow_wildcard)",
+                );
+            }
+            let allowed: Vec<Arc<str>> = allowed_locates(&state.table, &identity)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|l| state.table.info(l).map(|i| i.symbol.clone()))
+                .collect();
+            let mut w = self.direct.lock();
+            let (seq, quotes) = w.subs.subscribe(&allowed, opts, since);
+            self.subscribed(&mut w, &allowed, &[], &[], seq, &quotes);
+            if let Some(u) = &self.direct.user {
+                u.saw_symbols(&allowed);
+            }
+            return Flow::Continue;
+        }
+        if wildcard {
+            if !policy.allow_wildcard {
+                crate::api::refused(&state, Limit::AllowWildcard);
+                return self.error(
+                    ErrorCode::WildcardNotAllowed,
+                    "`*` subscriptions are off (setting allow_wildcard)",
+                );
+            }
+            // Held across subscribe and snapshot: no tick overtakes the snapshot.
+            let mut w = self.direct.lock();
+            let (seq, quotes) = w.subs.subscribe_all(opts, since);
+            let all: [Arc<str>; 1] = [Arc::from("*")];
+            self.subscribed(&mut w, &all, &[], &[], seq, &quotes);
+            if let Some(u) = &self.direct.user {
+                u.saw_symbols(&all);
+            }
+            return Flow::Continue;
+        }
+        if state.table.symbol_count() == 0 {
+            let e = ApiError::not_ready();
+            return self.error(e.code, &e.message);
+        }
+        let names = match parse_symbol_list(&symbols, max_symbols) {
+            Ok(n) => n,
+            Err(e) => return self.error(e.code, &e.message),
+        };
+        let mut known: Vec<Arc<str>> = Vec::new();
+        let mut unknown = Vec::new();
+        let mut denied = Vec::new();
+        for n in names {
+            if !rights.symbol(&n) {
+                denied.push(n);
+                continue;
+            }
+            match state.table.locate(&n).and_then(|l| state.table.info(l)) {
+                Some(info) => known.push(info.symbol.clone()),
+                None => unknown.push(n),
+            }
+        }
+        let mut w = self.direct.lock();
+        let new = known.iter().filter(|s| !w.subs.contains(s)).count();
+        if w.subs.len() + new > max_symbols {
+            drop(w);
+            crate::api::refused(&state, Limit::MaxSymbols);
+            return self.error(
+                ErrorCode::TooManySymbols,
+                &format!(
+                    "at most {max_symbols} symbols per connection (setting or claim max_symbols)"
+                ),
+            );
+        }
+        let (seq, quotes) = w.subs.subscribe(&known, opts, since);
+        self.subscribed(&mut w, &known, &unknown, &denied, seq, &quotes);
+        if let Some(u) = &self.direct.user {
+            u.saw_symbols(&known);
+        }
+        Flow::Continue
+    }
+
+    /// Writes `subscribed` and the snapshot.
+    fn subscribed(
+        &self,
+        w: &mut WriteState,
+        symbols: &[Arc<str>],
+        unknown: &[String],
+        denied: &[String],
+        seq: u64,
+        quotes: &[Arc<Encoded>],
+    ) {
+        let d = &self.direct;
+        let mut out = Vec::new();
+        self.control_into(
+            &mut out,
+            &ServerFrame::Subscribed {
+                symbols,
+                unknown,
+                denied,
+            },
+        );
+        let session = d.state.table.session();
+        let at = out.len();
+        out.extend_from_slice(&match self.format {
+            Format::Json => envelope::ws_snapshot_json(seq, session.as_str(), quotes),
+            Format::Msgpack => envelope::ws_snapshot_msgpack(seq, session.as_str(), quotes),
+        });
+        let len = out.len() - at;
+        d.seal(&mut out, at);
+        let batch = Batch {
+            seq,
+            quotes: quotes.to_vec(),
+            ..Default::default()
+        };
+        d.count(&batch, len);
+        d.write(w, &out);
+    }
+}
