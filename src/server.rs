@@ -263,6 +263,9 @@ pub async fn start_with(
         users: Arc::default(),
         usage: usage.as_ref().map(|(u, _)| u.clone()),
     }));
+    if state.config.access.jwt.jwks_file.is_some() {
+        tokio::spawn(reload_keys_on_sighup(state.clone(), cancel.clone()));
+    }
     let metrics = state.hub.metrics.clone();
     // Pings and keep-alives for every streaming connection, from one task
     // each; the handlers find them in the request's extensions.
@@ -403,6 +406,28 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Rereads the users' key set on SIGHUP (a rotated JWKS); a set that does
+/// not load leaves the current one in place.
+async fn reload_keys_on_sighup(state: AppState, cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        match crate::auth::Verifier::load(&state.config.access.jwt) {
+            Ok(v) => {
+                state.verifier.store(v.map(Arc::new));
+                tracing::info!("users' keys reloaded (SIGHUP)");
+            }
+            Err(e) => tracing::warn!(error = %e, "users' keys not reloaded; the current ones stay"),
         }
     }
 }

@@ -411,6 +411,34 @@ mod tests {
     }
 
     #[test]
+    fn an_rs256_key_takes_rs256_and_refuses_an_hs256_token_signed_with_it() {
+        // A key made for this test alone (src/auth/testdata).
+        let private = include_bytes!("testdata/rsa-test-only.key");
+        let public = include_bytes!("testdata/rsa-test-only.pub");
+        let d = dir("rs");
+        let path = d.join("key.pub");
+        std::fs::write(&path, public).unwrap();
+        let v = verifier(JwtSettings {
+            public_key_file: Some(path),
+            ..JwtSettings::default()
+        });
+        let c = claims("alice", now() + 60);
+        let rs = jsonwebtoken::encode(
+            &Header::new(Algorithm::RS256),
+            &c,
+            &EncodingKey::from_rsa_pem(private).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&rs).unwrap().sub.as_deref(), Some("alice"));
+        // The confusion: HS256 with the public key's bytes as the secret.
+        let confused = mint_hs256(public, &c).unwrap();
+        match v.verify(&confused) {
+            Err(VerifyError::Bad(why)) => assert!(why.contains("algorithm"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn key_files_are_checked_at_start() {
         let d = dir("keys");
         let short = d.join("short");
