@@ -87,13 +87,15 @@ pub enum Refused {
     Origin(ApiError),
     /// Missing or wrong bearer token (401 `unauthorized`).
     Token(ApiError),
+    /// A query that does not parse (400 `bad_request`), e.g. two `token`s.
+    Query(ApiError),
 }
 
 impl Refused {
     /// The error, whichever check refused.
     pub fn error(self) -> ApiError {
         match self {
-            Refused::Origin(e) | Refused::Token(e) => e,
+            Refused::Origin(e) | Refused::Token(e) | Refused::Query(e) => e,
         }
     }
 }
@@ -109,11 +111,9 @@ impl FromRequestParts<AppState> for Door {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Refused> {
         check_origin(state, &parts.headers).map_err(Refused::Origin)?;
-        // A query that does not parse has no token; the handler's own query
-        // extractor reports what is wrong with it after the door.
         let query = Query::<AuthQuery>::try_from_uri(&parts.uri)
             .map(|Query(q)| q)
-            .unwrap_or_default();
+            .map_err(|e| Refused::Query(ApiError::new(ErrorCode::BadRequest, e.body_text())))?;
         let identity = identify(state, bearer(&parts.headers).or(query.token.as_deref()))
             .map_err(Refused::Token)?;
         let usage = usage_of(state, &identity);

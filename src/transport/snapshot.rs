@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, AppState, Door, Encoding, ErrorCode, parse_symbols};
-use crate::auth::Channel;
+use crate::auth::{Channel, Identity};
 use crate::table::{Quote, SymbolInfo, Table};
 use crate::wire::Locate;
 
@@ -104,10 +104,7 @@ fn requested(
             door.entitled(Channel::Quotes, names.iter().map(String::as_str))?;
             resolve(&state.table, &names)
         }
-        _ => Ok(
-            crate::transport::subscriptions::allowed_locates(&state.table, identity)
-                .unwrap_or_else(|| state.table.locates()),
-        ),
+        _ => Ok(allowed_locates(&state.table, identity).unwrap_or_else(|| state.table.locates())),
     }
 }
 
@@ -120,6 +117,22 @@ fn delivered(door: &Door, response: Response) -> Response {
         u.delivered(1, bytes);
     }
     response
+}
+
+/// Every symbol `identity` may see: `None` (the wildcard) when that is
+/// all of them, else the listed symbols its claims allow, now.
+pub fn allowed_locates(table: &Table, identity: &Identity) -> Option<Vec<Locate>> {
+    let rights = &identity.rights;
+    if rights.all_symbols() {
+        return None;
+    }
+    Some(
+        table
+            .locates()
+            .into_iter()
+            .filter(|&l| table.info(l).is_some_and(|i| rights.symbol(&i.symbol)))
+            .collect(),
+    )
 }
 
 /// Maps tickers to locate codes; any unknown one is a 404 naming them all.

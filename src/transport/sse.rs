@@ -31,7 +31,7 @@ use crate::transport::subscriptions::{
     Batch, Subscriptions, acquire, batch_window, requested_locates, resume_point, sub_options,
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
-use crate::transport::user::{ConnUser, Expiry};
+use crate::transport::user::{ConnUser, Expiry, TOKEN_EXPIRED};
 use crate::transport::writer::{
     Event, Framing, Verdict, WriteSide, linger, read_gone, sse_head, write_all,
 };
@@ -343,9 +343,6 @@ impl SseStream {
         out.freeze()
     }
 }
-
-/// The reason an open stream ends with at its token's `exp`.
-pub(crate) const TOKEN_EXPIRED: &str = "token_expired: the token has expired";
 
 /// Resolves at `user`'s token's `exp`; never without one.
 async fn expires(user: Option<&ConnUser>) {

@@ -15,7 +15,7 @@ use crate::clock::now_ns;
 use crate::fanout::{Client, Encoded, Hub};
 use crate::metrics::TransportCounters;
 use crate::table::Table;
-use crate::transport::snapshot::resolve;
+use crate::transport::snapshot::{allowed_locates, resolve};
 use crate::wire::Locate;
 use crate::wire::Session;
 
@@ -553,22 +553,6 @@ pub fn requested_locates(
             "`symbols` is required (setting allow_wildcard is off)",
         )),
     }
-}
-
-/// Every symbol `identity` may see: `None` (the wildcard) when that is
-/// all of them, else the listed symbols its claims allow, now.
-pub fn allowed_locates(table: &Table, identity: &Identity) -> Option<Vec<Locate>> {
-    let rights = &identity.rights;
-    if rights.all_symbols() {
-        return None;
-    }
-    Some(
-        table
-            .locates()
-            .into_iter()
-            .filter(|&l| table.info(l).is_some_and(|i| rights.symbol(&i.symbol)))
-            .collect(),
-    )
 }
 
 /// Takes a streaming connection slot for `peer`, or answers 429.

@@ -18,6 +18,9 @@ use crate::api::{ApiError, AppState, ErrorCode, refused, usage_of};
 use crate::auth::Identity;
 use crate::clock::now_ms;
 
+/// The reason an open stream ends with at its token's `exp`.
+pub const TOKEN_EXPIRED: &str = "token_expired: the token has expired";
+
 /// How long before `exp` a WebSocket client is told its token is expiring.
 pub const WARN_BEFORE_MS: u64 = 30_000;
 

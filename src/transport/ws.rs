@@ -38,12 +38,12 @@ use crate::auth::{Channel, Identity};
 use crate::fanout::{Encoded, Format, Sweep, envelope};
 use crate::feed::FeedState;
 use crate::transport::kind::{SlowReason, Transport};
-use crate::transport::sse::TOKEN_EXPIRED;
-use crate::transport::subscriptions::allowed_locates;
+use crate::transport::snapshot::allowed_locates;
 use crate::transport::subscriptions::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
+use crate::transport::user::TOKEN_EXPIRED;
 use crate::transport::user::{ConnUser, Expiry};
 use crate::transport::writer::{Event, Framing, Verdict, WriteSide, WriteState, write_all};
 use crate::transport::wsframe::{self, CloseWait, FrameError, Incoming, opcode};
@@ -108,7 +108,7 @@ pub async fn handler(
     // close frame after it, which a browser can read.
     let (identity, token_refused) = match door {
         Ok(d) => (Some(d.identity), None),
-        Err(Refused::Origin(e)) => return e.into_response(),
+        Err(Refused::Origin(e) | Refused::Query(e)) => return e.into_response(),
         Err(Refused::Token(e)) => (None, Some(e)),
     };
     let key = match handshake_key(headers) {
