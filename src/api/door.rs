@@ -33,6 +33,17 @@ pub struct Door {
 }
 
 impl Door {
+    /// Counts an answer in the user's usage: one message, its body's bytes.
+    pub fn delivered(&self, response: Response) -> Response {
+        if let Some(u) = &self.usage {
+            let bytes = axum::body::HttpBody::size_hint(response.body())
+                .exact()
+                .unwrap_or(0);
+            u.delivered(1, bytes);
+        }
+        response
+    }
+
     /// Refuses what the user may not see: the channel, or any of `symbols`
     /// (named, so the client can fix its request).
     pub fn entitled<'a>(

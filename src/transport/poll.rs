@@ -92,10 +92,10 @@ pub async fn handler(
         _ => None,
     };
     let Some(since_seq) = since_seq else {
-        return Ok(delivered(&door, answer(&state, &locates, 0, enc)));
+        return Ok(door.delivered(answer(&state, &locates, 0, enc)));
     };
     if changed_since(&state, &locates, since_seq) {
-        return Ok(delivered(&door, answer(&state, &locates, since_seq, enc)));
+        return Ok(door.delivered(answer(&state, &locates, since_seq, enc)));
     }
 
     // A parked request keeps only what it needs: thousands of them wait at once.
@@ -150,18 +150,7 @@ pub async fn handler(
     } else {
         0
     };
-    Ok(delivered(&door, answer(&state, &locates, since_seq, enc)))
-}
-
-/// Counts an answer in the user's usage: one message, its body's bytes.
-fn delivered(door: &Door, response: Response) -> Response {
-    if let Some(u) = &door.usage {
-        let bytes = axum::body::HttpBody::size_hint(response.body())
-            .exact()
-            .unwrap_or(0);
-        u.delivered(1, bytes);
-    }
-    response
+    Ok(door.delivered(answer(&state, &locates, since_seq, enc)))
 }
 
 fn changed_since(state: &AppState, locates: &[Locate], since: u64) -> bool {

@@ -64,10 +64,7 @@ pub async fn snapshot(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let locates = requested(&state, &door, q.symbols.as_deref())?;
-    Ok(delivered(
-        &door,
-        respond(&state.table, &locates, &headers, door.encoding),
-    ))
+    Ok(door.delivered(respond(&state.table, &locates, &headers, door.encoding)))
 }
 
 /// `GET /v1/snapshot/{symbol}`.
@@ -83,10 +80,7 @@ pub async fn snapshot_one(
     }
     door.entitled(Channel::Quotes, names.iter().map(String::as_str))?;
     let locates = resolve(&state.table, &names)?;
-    Ok(delivered(
-        &door,
-        respond(&state.table, &locates, &headers, door.encoding),
-    ))
+    Ok(door.delivered(respond(&state.table, &locates, &headers, door.encoding)))
 }
 
 /// The locates a snapshot asks for (every symbol the user may see when
@@ -106,17 +100,6 @@ fn requested(
         }
         _ => Ok(allowed_locates(&state.table, identity).unwrap_or_else(|| state.table.locates())),
     }
-}
-
-/// Counts an answer in the user's usage: one message, its body's bytes.
-fn delivered(door: &Door, response: Response) -> Response {
-    if let Some(u) = &door.usage {
-        let bytes = axum::body::HttpBody::size_hint(response.body())
-            .exact()
-            .unwrap_or(0);
-        u.delivered(1, bytes);
-    }
-    response
 }
 
 /// Every symbol `identity` may see: `None` (the wildcard) when that is
