@@ -140,6 +140,10 @@ settings! {
     usage_db: PathBuf = "TICKRELAY_USAGE_DB";
     /// How often usage is written to `usage_db`, ms (a kill -9 loses at most this much) [default: 5000].
     usage_flush_ms: u64 = "TICKRELAY_USAGE_FLUSH_MS";
+    /// Step of the delayed view: delayed users see the market in steps this long, ms [default: 1000].
+    delay_resolution_ms: u64 = "TICKRELAY_DELAY_RESOLUTION_MS";
+    /// Longest delay served (a token's `delay_ms`); 0 serves no delayed users, ms [default: 900000].
+    max_delay_ms: u64 = "TICKRELAY_MAX_DELAY_MS";
 }
 
 /// Log line format.
@@ -230,6 +234,18 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Usage per user and day: the database and how often it is written.
     pub usage: Option<(PathBuf, Duration)>,
+    /// The delayed view, when users' tokens are verified: its step and the
+    /// longest delay it serves, ms.
+    pub delayed: Option<DelayedSettings>,
+}
+
+/// The delayed view's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DelayedSettings {
+    /// Step, ms.
+    pub resolution_ms: u64,
+    /// Longest delay served, ms.
+    pub max_delay_ms: u64,
 }
 
 /// Default feed line A.
@@ -387,6 +403,22 @@ impl Settings {
         // The key file is read now, so a bad one stops the start with its name.
         crate::auth::Verifier::load(&access.jwt)
             .map_err(|e| ConfigError::new(e.setting, e.reason))?;
+        let resolution_ms = self.delay_resolution_ms.unwrap_or(1_000);
+        if !(1..=60_000).contains(&resolution_ms) {
+            return Err(ConfigError::new(
+                "delay_resolution_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        let max_delay_ms = self.max_delay_ms.unwrap_or(900_000);
+        if max_delay_ms > 86_400_000 {
+            return Err(ConfigError::new("max_delay_ms", "must be at most a day"));
+        }
+        // Only users' tokens carry a delay: without them no view is kept.
+        let delayed = (access.jwt.enabled() && max_delay_ms > 0).then_some(DelayedSettings {
+            resolution_ms,
+            max_delay_ms,
+        });
         let log_format = match self.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -430,6 +462,7 @@ impl Settings {
                 Some(db) => Some((db, ms("usage_flush_ms", self.usage_flush_ms, 5_000, 100)?)),
                 None => None,
             },
+            delayed,
         })
     }
 }

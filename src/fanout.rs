@@ -30,7 +30,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::transport::kind::Transport;
 
 mod client;
+mod delayed;
 mod encoding;
 pub mod envelope;
 mod hashers;
@@ -48,6 +49,7 @@ mod pending;
 mod shard;
 
 pub use client::{Client, Sweep};
+pub use delayed::At;
 pub use encoding::{Encoded, Format};
 pub use hashers::{LocateHasher, LocateSet, SymbolHasher, SymbolMap};
 pub use listener::HubListener;
@@ -56,7 +58,7 @@ pub use pending::{Pending, Scratch};
 use shard::{Event, Held, MAX_OUTBOX_EVERY, Shard, Subscriber, sweep_due};
 
 use crate::metrics::StreamMetrics;
-use crate::table::{ChangeListener, LOCATES, Table};
+use crate::table::{ChangeListener, DelayedView, LOCATES, Table};
 
 /// The hub. See the module docs.
 pub struct Hub {
@@ -64,6 +66,10 @@ pub struct Hub {
     shards: Box<[Shard]>,
     every_subscriptions: AtomicUsize,
     cache: Box<[ArcSwapOption<Encoded>]>,
+    /// The delayed view, when delayed users may connect.
+    delayed: Option<Arc<DelayedView>>,
+    /// The newest encoding read from the delayed view, per locate.
+    delayed_cache: Box<[ArcSwapOption<Encoded>]>,
     next_id: AtomicU64,
     /// Streaming metrics.
     pub metrics: StreamMetrics,
@@ -77,14 +83,37 @@ impl Hub {
 
     /// A hub over `table` whose clients are spread over `shards` shards.
     pub fn with_shards(table: Arc<Table>, metrics: StreamMetrics, shards: usize) -> Arc<Self> {
+        Hub::with_view(table, metrics, shards, None)
+    }
+
+    /// A hub over `table` and, for delayed users, its `delayed` view (the
+    /// hub's ingest half keeps it).
+    pub fn with_view(
+        table: Arc<Table>,
+        metrics: StreamMetrics,
+        shards: usize,
+        delayed: Option<Arc<DelayedView>>,
+    ) -> Arc<Self> {
+        let cache = || (0..LOCATES).map(|_| ArcSwapOption::empty()).collect();
         Arc::new(Hub {
             table,
             shards: (0..shards.max(1)).map(|_| Shard::new()).collect(),
             every_subscriptions: AtomicUsize::new(0),
-            cache: (0..LOCATES).map(|_| ArcSwapOption::empty()).collect(),
+            cache: cache(),
+            delayed_cache: if delayed.is_some() {
+                cache()
+            } else {
+                Box::new([])
+            },
+            delayed,
             next_id: AtomicU64::new(1),
             metrics,
         })
+    }
+
+    /// The delayed view, when delayed users may connect.
+    pub fn delayed(&self) -> Option<&Arc<DelayedView>> {
+        self.delayed.as_ref()
     }
 
     fn shard(&self, client: &Client) -> &Shard {
@@ -124,6 +153,19 @@ impl Hub {
 
     /// Registers a client of `transport`.
     pub fn register(&self, transport: Transport, every_limit: usize) -> Arc<Client> {
+        self.register_delayed(transport, every_limit, 0)
+    }
+
+    /// Registers a client of `transport` whose data is delayed `delay_ms`
+    /// (0: real time; without a delayed view, always real time — the doors
+    /// refuse delayed users then).
+    pub fn register_delayed(
+        &self,
+        transport: Transport,
+        every_limit: usize,
+        delay_ms: u64,
+    ) -> Arc<Client> {
+        let delay_ms = if self.delayed.is_some() { delay_ms } else { 0 };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client = Arc::new(Client {
             id,
@@ -137,7 +179,13 @@ impl Hub {
             direct: OnceLock::new(),
             swept: AtomicU64::new(0),
             held: AtomicBool::new(false),
+            delay_ms,
+            cutoff: AtomicU64::new(0),
+            view_seq: AtomicU64::new(0),
         });
+        if delay_ms > 0 {
+            self.join_delayed(&client);
+        }
         self.shard(&client)
             .clients
             .lock()
@@ -149,6 +197,9 @@ impl Hub {
     /// Removes a client and all its subscriptions.
     pub fn unregister(&self, client: &Arc<Client>, symbols: &[Arc<str>]) {
         client.closed.store(true, Ordering::Relaxed);
+        if client.delay_ms > 0 {
+            self.leave_delayed(client);
+        }
         self.unsubscribe(client, symbols);
         self.unsubscribe_all(client);
         if self
@@ -167,6 +218,8 @@ impl Hub {
 
     /// Subscribes `client` to `symbol` (a listed ticker).
     pub fn subscribe(&self, client: &Arc<Client>, symbol: &Arc<str>, every: bool) {
+        // A delayed client's changes come a step at a time: conflated.
+        let every = every && client.delay_ms == 0;
         let mut subs = self.shard(client).subs.write();
         let list = subs.entry(symbol.clone()).or_default();
         if let Some(s) = list.iter_mut().find(|s| Arc::ptr_eq(&s.client, client)) {
@@ -270,11 +323,16 @@ impl Hub {
 
     async fn run_shard(&self, i: usize, cancel: CancellationToken) {
         let shard = &self.shards[i];
+        // The delayed view moves a step at a time; without one, never.
+        let step = self.delayed.as_ref().map(|v| v.resolution_ms());
+        let mut delayed = tokio::time::interval(Duration::from_millis(step.unwrap_or(3_600_000)));
+        delayed.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let next = shard.held.lock().peek().map(|h| h.at);
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = shard.wake.notified() => self.fan_out(shard),
+                _ = delayed.tick(), if step.is_some() => self.tick_delayed(shard),
                 _ = sleep_until(next) => {
                     let mut sweep = shard.sweep.lock();
                     self.sweep_due(shard, &mut sweep.1);
@@ -319,13 +377,14 @@ impl Hub {
                         let Some(info) = self.table.info(locate) else {
                             continue;
                         };
+                        // Delayed clients are marked by the view's tick.
                         if let Some(list) = subs.get(&info.symbol) {
-                            for s in list.iter().filter(|s| !s.every) {
+                            for s in list.iter().filter(|s| !s.every && s.client.delay_ms == 0) {
                                 let was_empty = s.client.mark(locate, &self.metrics);
                                 s.client.wake(was_empty, round, touched);
                             }
                         }
-                        for c in wildcard.iter() {
+                        for c in wildcard.iter().filter(|c| c.delay_ms == 0) {
                             let was_empty = c.mark(locate, &self.metrics);
                             c.wake(was_empty, round, touched);
                         }
@@ -348,6 +407,8 @@ impl Hub {
                             }
                         }
                         for c in shard.clients.lock().values() {
+                            // The view starts again with the session.
+                            c.view_seq.store(0, Ordering::Release);
                             if c.reset(session, epoch) {
                                 c.wake(true, round, touched);
                             }

@@ -192,7 +192,18 @@ pub async fn start_with(
     let metrics = Arc::new(Metrics::new());
     let table = Arc::new(Table::new());
     let cancel = CancellationToken::new();
-    let hub = Hub::with_shards(table.clone(), metrics.stream.clone(), config.fanout_shards);
+    let delayed = config.delayed.map(|d| {
+        Arc::new(crate::table::DelayedView::new(
+            d.resolution_ms,
+            d.max_delay_ms,
+        ))
+    });
+    let hub = Hub::with_view(
+        table.clone(),
+        metrics.stream.clone(),
+        config.fanout_shards,
+        delayed,
+    );
     let mut extras = crate::feed::Extras::default();
     let mut publisher = None;
     if let Some(target) = publish {

@@ -541,30 +541,42 @@ fn a_refreshed_token_narrows_the_subscription_and_an_expired_one_ends_it() {
 
 #[test]
 fn a_delayed_user_gets_no_real_time_data_through_any_door() {
-    // The relay has no delayed view yet: a delayed entitlement is refused
-    // rather than served real time.
+    // Fifteen minutes delayed, on a feed that began seconds ago: every door
+    // answers from the delayed view, which holds nothing yet — the symbols,
+    // with no prices and `seq` 0.
     let w = World::start(&[]);
     let t = w.token("frank", &["*"], &["--delay", "15m", "--class", "nonpro"]);
+    let empty = |what: &str, body: &Value| {
+        assert_eq!(body["seq"], 0, "{what}: {body}");
+        let quotes = body["quotes"].as_array().unwrap();
+        assert!(!quotes.is_empty(), "{what}: {body}");
+        for q in quotes {
+            assert_eq!(
+                (&q["seq"], &q["bid"], &q["last"]),
+                (&0.into(), &Value::Null, &Value::Null),
+                "{what}: {q}"
+            );
+        }
+    };
     for path in ["/v1/snapshot", "/v1/snapshot/AAPL", "/v1/poll?symbols=AAPL"] {
         let r = w.get(path, &t);
-        assert_eq!(
-            (r.status, error_code(&r).as_str()),
-            (403, "not_entitled"),
-            "{path}"
-        );
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        empty(path, &r.json());
     }
-    let err = sse(w.addr(), &format!("/v1/stream?symbols=AAPL&token={t}"), 1).unwrap_err();
-    assert_eq!(err.0, 403);
+    let events = sse(w.addr(), &format!("/v1/stream?symbols=AAPL&token={t}"), 1).unwrap();
+    assert_eq!(events[0].0, "snapshot");
+    empty("sse", &events[0].1);
     let mut ws = Strict::connect(w.addr(), &format!("?token={t}"));
     ws_send(
         &mut ws,
         serde_json::json!({"op":"subscribe","symbols":["AAPL"]}),
     );
-    let e = ws_until(&mut ws, "error", |v| {
-        v["type"] == "error" || v["type"] == "subscribed"
-    });
-    assert_eq!(e["type"], "error", "{e}");
-    assert_eq!(e["code"], "not_entitled");
+    let snap = ws_until(&mut ws, "the snapshot", |v| v["type"] == "snapshot");
+    empty("websocket", &snap);
+    // The same symbols real time: the quotes the feed sent.
+    let live = w.token("grace", &["*"], &[]);
+    let r = w.get("/v1/snapshot/AAPL", &live);
+    assert!(r.json::<Value>()["quotes"][0]["bid"].is_string());
 }
 
 #[test]

@@ -71,14 +71,6 @@ pub fn entitled<'a>(
             ),
         ));
     }
-    // Delayed data is served only from a delayed view of the market; this
-    // relay has none yet, so a delayed user gets nothing real time.
-    if rights.delay_ms > 0 {
-        return Err(ApiError::new(
-            ErrorCode::NotEntitled,
-            "delayed data is not served by this relay yet; your token entitles you to delayed data only",
-        ));
-    }
     let denied: Vec<&str> = symbols.into_iter().filter(|s| !rights.symbol(s)).collect();
     if denied.is_empty() {
         Ok(())
@@ -184,11 +176,38 @@ pub fn identify(state: &AppState, token: Option<&str>) -> Result<Arc<Identity>, 
         return refuse(ErrorCode::Unauthorized, "wrong bearer token".into());
     };
     match verifier.verify(token) {
-        Ok(identity) => Ok(Arc::new(identity)),
+        Ok(identity) => {
+            served_delay(state, &identity)?;
+            Ok(Arc::new(identity))
+        }
         Err(VerifyError::Expired) => {
             refuse(ErrorCode::TokenExpired, "the token has expired".into())
         }
         Err(VerifyError::Bad(why)) => refuse(ErrorCode::BadToken, format!("token refused: {why}")),
+    }
+}
+
+/// A delayed user is served only from the delayed view, and only for a
+/// delay it keeps (`max_delay_ms`): anything else would be fresher data
+/// than the user may see, so it is refused (403 `not_entitled`).
+fn served_delay(state: &AppState, identity: &Identity) -> Result<(), ApiError> {
+    let delay = identity.rights.delay_ms;
+    if delay == 0 {
+        return Ok(());
+    }
+    match state.hub.delayed() {
+        Some(view) if delay <= view.max_delay_ms() => Ok(()),
+        Some(view) => Err(ApiError::new(
+            ErrorCode::NotEntitled,
+            format!(
+                "a delay of {delay} ms is longer than this relay keeps ({} ms, setting max_delay_ms)",
+                view.max_delay_ms()
+            ),
+        )),
+        None => Err(ApiError::new(
+            ErrorCode::NotEntitled,
+            "this relay serves no delayed data (setting max_delay_ms is 0)",
+        )),
     }
 }
 

@@ -49,6 +49,13 @@ pub struct Client {
     /// Its shard holds its changes (`batch_ms`) until a timer sweeps it:
     /// changes meanwhile only mark it.
     pub(super) held: AtomicBool,
+    /// Its data is delayed this long, ms (0: real time): it is marked by
+    /// the delayed view's tick, never by live changes.
+    pub(super) delay_ms: u64,
+    /// Delayed clients: the view's cutoff it reads at, then the promise
+    /// that cutoff makes (stored in that order, read in the other).
+    pub(super) cutoff: AtomicU64,
+    pub(super) view_seq: AtomicU64,
 }
 
 impl std::fmt::Debug for Client {
@@ -57,6 +64,7 @@ impl std::fmt::Debug for Client {
             .field("id", &self.id)
             .field("transport", &self.transport)
             .field("direct", &self.direct.get().is_some())
+            .field("delay_ms", &self.delay_ms)
             .finish_non_exhaustive()
     }
 }

@@ -28,6 +28,9 @@ pub(super) fn test_and_set(bits: &mut [u64], locate: Locate) -> bool {
 
 impl ChangeListener for HubListener {
     fn changed(&mut self, locate: Locate, _seq: u64) {
+        if let Some(view) = &self.hub.delayed {
+            view.record(&self.hub.table, locate, crate::clock::now_ns());
+        }
         if !test_and_set(&mut self.seen, locate) {
             self.events.push(Event::Changed(locate));
         }
@@ -39,6 +42,9 @@ impl ChangeListener for HubListener {
     }
 
     fn batch_done(&mut self, last_seq: u64) {
+        if let Some(view) = &self.hub.delayed {
+            view.batch_done(last_seq, crate::clock::now_ns());
+        }
         for event in &self.events {
             if let Event::Changed(l) = event {
                 clear_bit(&mut self.seen, *l);
@@ -81,6 +87,9 @@ impl ChangeListener for HubListener {
     }
 
     fn session_reset(&mut self, session: Session) {
+        if let Some(view) = &self.hub.delayed {
+            view.reset();
+        }
         self.seen.iter_mut().for_each(|w| *w = 0);
         // The table was reset just before: its epoch names this session.
         self.events

@@ -58,6 +58,8 @@ pub(super) struct Shard {
     /// Clients holding their changes (`batch_ms`), soonest due first: the
     /// shard's own timer sweeps them, no task is woken per window.
     pub(super) held: Mutex<BinaryHeap<Held>>,
+    /// Its delayed clients, by delay (ms): see `fanout::delayed`.
+    pub(super) delayed: Mutex<std::collections::BTreeMap<u64, super::delayed::Group>>,
 }
 
 /// Sweeps the clients of `held` whose window has ended by `now`.
@@ -126,6 +128,7 @@ impl Shard {
             round: AtomicU64::new(0),
             sweep: Mutex::new((Vec::new(), Scratch::default())),
             held: Mutex::new(BinaryHeap::new()),
+            delayed: Mutex::default(),
         }
     }
 }

@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::price::Price;
 use crate::wire::{Locate, Message, Session, StateQuote, StateTrade};
 
+pub mod delayed;
 mod listener;
+pub use delayed::DelayedView;
 pub use listener::ChangeListener;
 
 /// Number of locate codes (the whole `u16` range).

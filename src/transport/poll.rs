@@ -18,10 +18,11 @@ use serde::Deserialize;
 
 use crate::api::{ApiError, AppState, Door, Encoding, ErrorCode};
 use crate::clock::now_ms;
-use crate::fanout::{Encoded, envelope};
+use crate::fanout::{At, Encoded, envelope};
 use crate::transport::kind::Transport;
 use crate::transport::subscriptions::{
     Batch, SubOptions, Subscriptions, acquire, batch_window, parse_resume, requested_locates,
+    resumable,
 };
 use crate::transport::user::ConnUser;
 use crate::wire::Locate;
@@ -86,16 +87,20 @@ pub async fn handler(
     let locates = requested_locates(&state, &door.identity, q.symbols.as_deref())?
         .unwrap_or_else(|| state.table.locates());
     let enc = door.encoding;
+    // A delayed user reads the delayed view, at a cutoff that moves with the clock.
+    let delay = door.identity.rights.delay_ms;
+    let at = state.hub.at_now(delay);
     // Another session (or none given): everything, now.
     let since_seq = match &since {
         Some((session, seq)) if session == state.table.session().as_str() => Some(*seq),
         _ => None,
     };
+    let since_seq = resumable(since_seq, state.hub.seq_at(at), at);
     let Some(since_seq) = since_seq else {
-        return Ok(door.delivered(answer(&state, &locates, 0, enc)));
+        return Ok(door.delivered(answer(&state, &locates, None, at, enc)));
     };
-    if changed_since(&state, &locates, since_seq) {
-        return Ok(door.delivered(answer(&state, &locates, since_seq, enc)));
+    if changed_since(&state, &locates, since_seq, at) {
+        return Ok(door.delivered(answer(&state, &locates, Some(since_seq), at, enc)));
     }
 
     // A parked request keeps only what it needs: thousands of them wait at once.
@@ -110,7 +115,7 @@ pub async fn handler(
     let gauge = state.hub.metrics.longpoll_waiters.clone();
     gauge.inc();
     let _waiting = Waiting(gauge);
-    let client = state.hub.register(Transport::Poll, 1);
+    let client = state.hub.register_delayed(Transport::Poll, 1, delay);
     let mut subs = Subscriptions::new(state.hub.clone(), client);
     let symbols: Vec<Arc<str>> = locates
         .iter()
@@ -122,7 +127,8 @@ pub async fn handler(
     let session = state.table.session();
     loop {
         // Registered first, checked second: a change in between is not missed.
-        if changed_since(&state, &locates, since_seq) || state.table.session() != session {
+        let at = state.hub.at_now(delay);
+        if changed_since(&state, &locates, since_seq, at) || state.table.session() != session {
             break;
         }
         tokio::select! {
@@ -145,28 +151,31 @@ pub async fn handler(
             "the token has expired",
         ));
     }
-    let since_seq = if state.table.session() == session {
-        since_seq
-    } else {
-        0
-    };
-    Ok(door.delivered(answer(&state, &locates, since_seq, enc)))
+    let since_seq = (state.table.session() == session).then_some(since_seq);
+    let at = state.hub.at_now(delay);
+    Ok(door.delivered(answer(&state, &locates, since_seq, at, enc)))
 }
 
-fn changed_since(state: &AppState, locates: &[Locate], since: u64) -> bool {
-    locates.iter().any(|&l| state.table.seq_of(l) > since)
+fn changed_since(state: &AppState, locates: &[Locate], since: u64, at: At) -> bool {
+    locates.iter().any(|&l| state.hub.seq_of_at(l, at) > since)
 }
 
-/// The quotes of `locates` changed after `since` (all with `since` 0).
-fn answer(state: &AppState, locates: &[Locate], since: u64, enc: Encoding) -> Response {
+/// The quotes of `locates` at `at` changed after `since` (all without one).
+fn answer(
+    state: &AppState,
+    locates: &[Locate],
+    since: Option<u64>,
+    at: At,
+    enc: Encoding,
+) -> Response {
     // Sequence first, quotes second: the envelope never promises more than
     // the quotes read after it hold.
-    let seq = state.table.last_seq();
+    let seq = state.hub.seq_at(at);
     let session = state.table.session();
     let quotes: Vec<Arc<Encoded>> = locates
         .iter()
-        .filter_map(|&l| state.hub.current(l))
-        .filter(|e| e.quote.seq > since)
+        .filter_map(|&l| state.hub.current_at(l, at))
+        .filter(|e| since.is_none_or(|s| e.quote.seq > s))
         .collect();
     let body = match enc {
         Encoding::Json => envelope::snapshot_json(seq, session.as_str(), &quotes),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, AppState, Door, Encoding, ErrorCode, parse_symbols};
 use crate::auth::{Channel, Identity};
+use crate::fanout::{At, Hub};
 use crate::table::{Quote, SymbolInfo, Table};
 use crate::wire::Locate;
 
@@ -64,7 +65,8 @@ pub async fn snapshot(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let locates = requested(&state, &door, q.symbols.as_deref())?;
-    Ok(door.delivered(respond(&state.table, &locates, &headers, door.encoding)))
+    let at = state.hub.at_now(door.identity.rights.delay_ms);
+    Ok(door.delivered(respond(&state.hub, at, &locates, &headers, door.encoding)))
 }
 
 /// `GET /v1/snapshot/{symbol}`.
@@ -80,7 +82,8 @@ pub async fn snapshot_one(
     }
     door.entitled(Channel::Quotes, names.iter().map(String::as_str))?;
     let locates = resolve(&state.table, &names)?;
-    Ok(door.delivered(respond(&state.table, &locates, &headers, door.encoding)))
+    let at = state.hub.at_now(door.identity.rights.delay_ms);
+    Ok(door.delivered(respond(&state.hub, at, &locates, &headers, door.encoding)))
 }
 
 /// The locates a snapshot asks for (every symbol the user may see when
@@ -140,13 +143,17 @@ pub fn resolve(table: &Table, names: &[String]) -> Result<Vec<Locate>, ApiError>
     }
 }
 
-/// The current quotes of `locates`, with the envelope's `seq` and session.
-pub fn build(table: &Table, locates: &[Locate]) -> SnapshotBody {
+/// The quotes of `locates` at `at` (now, or a delayed user's cutoff), with
+/// the envelope's `seq` and session.
+pub fn build(hub: &Hub, at: At, locates: &[Locate]) -> SnapshotBody {
     // Read the sequence first: every quote read after it is at least as new,
     // so the envelope never promises more than it holds.
-    let seq = table.last_seq();
-    let session = table.session().to_string();
-    let quotes = locates.iter().filter_map(|&l| table.quote(l)).collect();
+    let seq = hub.seq_at(at);
+    let session = hub.table().session().to_string();
+    let quotes = locates
+        .iter()
+        .filter_map(|&l| hub.quote_at(l, at))
+        .collect();
     SnapshotBody {
         seq,
         session,
@@ -164,8 +171,13 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
-fn respond(table: &Table, locates: &[Locate], headers: &HeaderMap, enc: Encoding) -> Response {
-    let newest = locates.iter().map(|&l| table.seq_of(l)).max().unwrap_or(0);
+fn respond(hub: &Hub, at: At, locates: &[Locate], headers: &HeaderMap, enc: Encoding) -> Response {
+    let table = hub.table();
+    let newest = locates
+        .iter()
+        .map(|&l| hub.seq_of_at(l, at))
+        .max()
+        .unwrap_or(0);
     // A recovered half can change a symbol without moving its `seq`: once a
     // session has had a recovery, its generation joins the tag, so every
     // client refetches when one begins and when it completes.
@@ -182,7 +194,7 @@ fn respond(table: &Table, locates: &[Locate], headers: &HeaderMap, enc: Encoding
         )
             .into_response();
     }
-    let body = build(table, locates);
+    let body = build(hub, at, locates);
     (
         [
             (header::CONTENT_TYPE, enc.content_type()),

@@ -91,11 +91,14 @@ pub async fn handler(
         .map(str::to_owned)
         .or(q.last_event_id);
 
-    let client = state.hub.register(Transport::Sse, policy.every_queue);
+    let client =
+        state
+            .hub
+            .register_delayed(Transport::Sse, policy.every_queue, identity.rights.delay_ms);
     let mut subs = Subscriptions::new(state.hub.clone(), client);
     subs.set_batch(batch);
     let session = state.table.session();
-    let since = resume_point(resume.as_deref(), session);
+    let since = subs.resume_from(resume_point(resume.as_deref(), session));
     let (seq, quotes) = match &symbols {
         Some(list) => subs.subscribe(list, opts, since),
         None => subs.subscribe_all(opts, since),

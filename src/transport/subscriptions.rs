@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use crate::admission::ConnGuard;
 use crate::api::{ApiError, AppState, ErrorCode, parse_symbols};
 use crate::clock::now_ns;
-use crate::fanout::{Client, Encoded, Hub};
+use crate::fanout::{At, Client, Encoded, Hub};
 use crate::metrics::TransportCounters;
 use crate::table::Table;
 use crate::transport::snapshot::{allowed_locates, resolve};
@@ -270,14 +270,14 @@ impl Subscriptions {
         // Registered first, read second: a change after the read is marked
         // pending and follows; one up to the table's sequence read here is
         // in the newest quotes read next, whether or not the fan-out has
-        // seen it yet.
-        let seq = self.hub.table().last_seq();
+        // seen it yet. (A delayed client: the view's, at its cutoff.)
+        let (seq, at) = self.hub.snapshot_position(&self.client);
         let table = self.hub.table().clone();
         let current = symbols
             .iter()
-            .filter_map(|s| table.locate(s).and_then(|l| self.hub.current(l)));
+            .filter_map(|s| table.locate(s).and_then(|l| self.hub.current_at(l, at)));
         let current: Vec<Arc<Encoded>> = current.collect();
-        self.snapshot(seq, current, opts, since, true)
+        self.snapshot(seq, current, opts, resumable(since, seq, at), true)
     }
 
     /// Subscribes to every symbol; returns the snapshot like [`Self::subscribe`].
@@ -288,14 +288,14 @@ impl Subscriptions {
     ) -> (u64, Vec<Arc<Encoded>>) {
         self.hub.subscribe_all(&self.client);
         self.wildcard = Some(opts);
-        let seq = self.hub.table().last_seq();
+        let (seq, at) = self.hub.snapshot_position(&self.client);
         let table = self.hub.table().clone();
         let current: Vec<Arc<Encoded>> = table
             .locates()
             .into_iter()
-            .filter_map(|l| self.hub.current(l))
+            .filter_map(|l| self.hub.current_at(l, at))
             .collect();
-        self.snapshot(seq, current, opts, since, false)
+        self.snapshot(seq, current, opts, resumable(since, seq, at), false)
     }
 
     /// Records the current quotes as sent and keeps those the snapshot
@@ -314,20 +314,25 @@ impl Subscriptions {
         self.subs.keys.reserve_exact(current.len());
         self.subs.subs.reserve_exact(current.len());
         let mut quotes = Vec::with_capacity(current.len());
+        // A delayed view may hold nothing yet of a symbol (`seq` 0): the
+        // snapshot still names it, as a delayed REST snapshot does.
+        let delayed = matches!(self.hub.position(&self.client).1, At::Cutoff(_));
         for enc in current {
-            let i = match self.subs.find(enc.locate, &enc.quote.symbol, table) {
+            let (i, new) = match self.subs.find(enc.locate, &enc.quote.symbol, table) {
                 Some(i) => {
                     if set_opts {
                         self.subs.subs[i].set_opts(opts);
                     }
-                    i
+                    (i, false)
                 }
-                None => self
-                    .subs
-                    .insert(enc.locate, Sub::new(enc.quote.symbol.clone(), opts)),
+                None => (
+                    self.subs
+                        .insert(enc.locate, Sub::new(enc.quote.symbol.clone(), opts)),
+                    true,
+                ),
             };
             let entry = &mut self.subs.subs[i];
-            if entry.last_seq >= enc.quote.seq {
+            if entry.last_seq >= enc.quote.seq && !(new && delayed && since.is_none()) {
                 continue;
             }
             entry.last_seq = enc.quote.seq;
@@ -338,6 +343,12 @@ impl Subscriptions {
         self.promised = self.promised.max(seq);
         self.floor = self.floor.max(seq);
         (seq, quotes)
+    }
+
+    /// `since` as this client may resume from it (see [`resumable`]).
+    pub fn resume_from(&self, since: Option<u64>) -> Option<u64> {
+        let (seq, at) = self.hub.snapshot_position(&self.client);
+        resumable(since, seq, at)
     }
 
     /// Ends subscriptions to `symbols` (`*` ends the wildcard).
@@ -366,7 +377,8 @@ impl Subscriptions {
     /// [`Self::drain`] with the quotes appended to `quotes` (the sweep's
     /// reused buffer: no allocation per frame) instead of `Batch::quotes`.
     pub fn drain_into(&mut self, quotes: &mut Vec<Arc<Encoded>>) -> Batch {
-        let fanned = self.hub.fanned_seq_for(&self.client);
+        // The promise first, then where to read: see `Hub::position`.
+        let (fanned, at) = self.hub.position(&self.client);
         let mut marks = std::mem::take(&mut self.scratch);
         marks.clear();
         let (every, overflow, reset) = self.client.take_into(&mut marks);
@@ -408,7 +420,7 @@ impl Subscriptions {
             }
         }
         for &locate in &marks {
-            let Some(enc) = self.hub.current(locate) else {
+            let Some(enc) = self.hub.current_at(locate, at) else {
                 continue;
             };
             let i = match self.subs.find(locate, &enc.quote.symbol, table) {
@@ -482,6 +494,16 @@ impl Drop for Subscriptions {
     fn drop(&mut self) {
         let symbols = self.symbols();
         self.hub.unregister(&self.client, &symbols);
+    }
+}
+
+/// A resume point to honour: a delayed client's `since` beyond its view's
+/// `seq` (a real-time client's position, say) is no resume point — it gets
+/// the whole snapshot of its view, never a comparison with fresher data.
+pub fn resumable(since: Option<u64>, seq: u64, at: At) -> Option<u64> {
+    match at {
+        At::Cutoff(_) => since.filter(|&s| s <= seq),
+        At::Live => since,
     }
 }
 

@@ -310,7 +310,10 @@ impl Conn {
         user: Option<Arc<ConnUser>>,
     ) -> Self {
         let policy = &state.config.policy;
-        let client = state.hub.register(Transport::Ws, policy.every_queue);
+        let delay = user.as_ref().map_or(0, |u| u.identity().rights.delay_ms);
+        let client = state
+            .hub
+            .register_delayed(Transport::Ws, policy.every_queue, delay);
         let subs = Subscriptions::new(state.hub.clone(), client.clone());
         let direct = Arc::new(WriteSide::new(
             state.clone(),

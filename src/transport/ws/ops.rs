@@ -82,6 +82,13 @@ impl Conn {
         if fresh.sub.as_deref() != Some(user.slot().sub().as_ref()) {
             return self.error(ErrorCode::BadToken, "a token of another user");
         }
+        if fresh.rights.delay_ms != user.identity().rights.delay_ms {
+            // The connection reads one view of the market for its life.
+            return self.error(
+                ErrorCode::NotEntitled,
+                "a token with another delay: open a new connection with it",
+            );
+        }
         let expires_ms = fresh.expires_ms;
         user.replace(fresh.clone());
         let dropped: Vec<Arc<str>> = {
