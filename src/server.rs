@@ -175,6 +175,27 @@ pub struct Running {
     usage_flusher: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
+/// The delayed view's footprint, read on each scrape.
+fn delayed_gauges(view: &Arc<crate::table::DelayedView>) -> crate::metrics::ScrapedGauges {
+    let (samples, steps) = (view.clone(), view.clone());
+    crate::metrics::ScrapedGauges::default()
+        .add(
+            "tickrelay_delayed_view_samples",
+            "States held by the delayed view over every symbol (bytes: times tickrelay_delayed_view_sample_bytes)",
+            Box::new(move || samples.footprint().0 as f64),
+        )
+        .add(
+            "tickrelay_delayed_view_steps",
+            "Steps of the delayed view's log",
+            Box::new(move || steps.footprint().1 as f64),
+        )
+        .add(
+            "tickrelay_delayed_view_sample_bytes",
+            "Bytes one state takes in the delayed view",
+            Box::new(|| crate::table::delayed::SAMPLE_BYTES as f64),
+        )
+}
+
 /// Joins the feed and starts serving on `listener`. When this returns, the
 /// feed sockets are open: a producer may start sending.
 pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Running> {
@@ -189,15 +210,19 @@ pub async fn start_with(
     publish: Option<crate::nats::NatsTarget>,
 ) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    let metrics = Arc::new(Metrics::new());
-    let table = Arc::new(Table::new());
-    let cancel = CancellationToken::new();
+    let mut metrics = Metrics::new();
     let delayed = config.delayed.map(|d| {
         Arc::new(crate::table::DelayedView::new(
             d.resolution_ms,
             d.max_delay_ms,
         ))
     });
+    if let Some(view) = &delayed {
+        metrics.register_scraped(delayed_gauges(view));
+    }
+    let metrics = Arc::new(metrics);
+    let table = Arc::new(Table::new());
+    let cancel = CancellationToken::new();
     let hub = Hub::with_view(
         table.clone(),
         metrics.stream.clone(),

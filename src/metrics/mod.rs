@@ -29,6 +29,7 @@ mod http;
 mod nats;
 mod primitives;
 mod process;
+mod scraped;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -44,6 +45,7 @@ pub use http::{HttpLabels, HttpMetrics, RouteLabel};
 pub use nats::NatsMetrics;
 pub use primitives::{AtomicHistogram, ShardedCounter};
 pub use process::{ProcessCollector, ProcessStats};
+pub use scraped::{ScrapedGauges, ScrapedRead};
 
 /// Label: why something was counted.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,6 +132,11 @@ impl Metrics {
             stream,
             nats,
         }
+    }
+
+    /// Registers gauges read at scrape time.
+    pub fn register_scraped(&mut self, gauges: ScrapedGauges) {
+        self.registry.register_collector(Box::new(gauges));
     }
 
     /// The Prometheus text exposition.

@@ -230,6 +230,7 @@ fn load_args(args: &LabArgs) -> LoadArgs {
         server_pid: args.server_pid.into_iter().collect(),
         nchan_path: "/sub/".into(),
         seed: args.seed,
+        token: None,
         json: true,
         no_progress: true,
     }

@@ -137,6 +137,10 @@ pub struct LoadArgs {
     /// Path prefix of nchan's subscriber location.
     #[arg(long, default_value = "/sub/")]
     pub nchan_path: String,
+    /// Bearer token sent with every request and WebSocket handshake (the
+    /// relay's shared `token`, or a user's JSON Web Token).
+    #[arg(long, env = "TICKRELAY_LOAD_TOKEN")]
+    pub token: Option<String>,
     /// Seed of the symbol choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

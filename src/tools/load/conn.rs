@@ -19,6 +19,8 @@ use tokio::net::{TcpSocket, TcpStream};
 pub(crate) struct Target {
     pub(crate) addr: SocketAddr,
     pub(crate) authority: String,
+    /// `Authorization: Bearer` sent with every request (`--token`).
+    pub(crate) bearer: Option<String>,
 }
 
 pub(crate) fn target(url: &str) -> anyhow::Result<Target> {
@@ -32,7 +34,11 @@ pub(crate) fn target(url: &str) -> anyhow::Result<Target> {
         .find(|a| a.is_ipv4())
         .or_else(|| authority.to_socket_addrs().ok()?.next())
         .with_context(|| format!("--url {url}: no address"))?;
-    Ok(Target { addr, authority })
+    Ok(Target {
+        addr,
+        authority,
+        bearer: None,
+    })
 }
 
 /// The source address of client `id` among `n`: 127.0.0.1, 127.0.0.2, …
@@ -104,6 +110,9 @@ pub(super) fn get(target: &Target, path: &str, etag: Option<&str>) -> Request<Em
     let mut b = Request::get(path).header(hyper::header::HOST, &target.authority);
     if let Some(tag) = etag {
         b = b.header(hyper::header::IF_NONE_MATCH, tag);
+    }
+    if let Some(auth) = &target.bearer {
+        b = b.header(hyper::header::AUTHORIZATION, auth);
     }
     b.body(Empty::new()).unwrap_or_default()
 }

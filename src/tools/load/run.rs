@@ -72,7 +72,8 @@ pub(crate) async fn drive_tapped(args: LoadArgs, tap: Option<Arc<Tap>>) -> anyho
     if args.clients == 0 {
         bail!("--clients must be at least 1");
     }
-    let target = target(&args.url)?;
+    let mut target = target(&args.url)?;
+    target.bearer = args.token.as_ref().map(|t| format!("Bearer {t}"));
     let needs_symbols = !matches!(args.symbols, SymbolChoice::Fixed(_) | SymbolChoice::All)
         && args.symbols_per_client > 0;
     if args.symbols_per_client == 0

@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use http_body_util::Empty;
-use hyper::Request;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::Deserialize;
@@ -121,10 +119,14 @@ pub(crate) async fn directory(args: &LoadArgs, target: &Target) -> anyhow::Resul
                 .await
                 .map_err(|e| e.to_string())?;
             let mut sender = http_conn(stream).await?;
-            let req = Request::get(path.as_str())
-                .header(hyper::header::HOST, &base.authority)
-                .body(Empty::new())
-                .map_err(|e| e.to_string())?;
+            let req = super::conn::get(
+                &Target {
+                    bearer: target.bearer.clone(),
+                    ..base.clone()
+                },
+                &path,
+                None,
+            );
             let (status, _, body) = fetch(&mut sender, req, "directory").await?;
             if status != 200 {
                 return Err(format!("HTTP {status}"));
@@ -177,6 +179,7 @@ mod tests {
             server_pid: vec![],
             nchan_path: "/sub/".into(),
             seed: 1,
+            token: None,
             json: false,
             no_progress: true,
         };

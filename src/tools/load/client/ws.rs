@@ -28,6 +28,11 @@ pub(super) async fn client<S: Conn>(
     let mut req = url
         .into_client_request()
         .map_err(|e| format!("ws: bad request: {e}"))?;
+    if let Some(auth) = shared.target.bearer.as_deref()
+        && let Ok(v) = hyper::header::HeaderValue::from_str(auth)
+    {
+        req.headers_mut().insert(hyper::header::AUTHORIZATION, v);
+    }
     if args.transport == LoadTransport::WsMsgpack {
         req.headers_mut().insert(
             "sec-websocket-protocol",
