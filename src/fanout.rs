@@ -70,6 +70,8 @@ pub struct Hub {
     delayed: Option<Arc<DelayedView>>,
     /// The newest encoding read from the delayed view, per locate.
     delayed_cache: Box<[ArcSwapOption<Encoded>]>,
+    /// The last delta built, per locate.
+    delta_cache: Box<[ArcSwapOption<encoding::DeltaEntry>]>,
     next_id: AtomicU64,
     /// Streaming metrics.
     pub metrics: StreamMetrics,
@@ -106,6 +108,7 @@ impl Hub {
                 Box::new([])
             },
             delayed,
+            delta_cache: (0..LOCATES).map(|_| ArcSwapOption::empty()).collect(),
             next_id: AtomicU64::new(1),
             metrics,
         })

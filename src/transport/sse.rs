@@ -51,6 +51,8 @@ pub struct StreamQuery {
     pub max_hz: Option<f64>,
     /// Gather changes for up to this long into one event (0–1000 ms).
     pub batch_ms: Option<u64>,
+    /// `1`: quotes after the snapshot carry only what changed.
+    pub delta: Option<u8>,
 }
 
 /// `GET /v1/stream`.
@@ -69,7 +71,8 @@ pub async fn handler(
 ) -> Result<Response, ApiError> {
     let policy = &state.config.policy;
     let identity = &door.identity;
-    let opts = sub_options(q.mode.as_deref(), identity.rights.cap_hz(q.max_hz))?;
+    let opts = sub_options(q.mode.as_deref(), identity.rights.cap_hz(q.max_hz))?
+        .with_delta(q.delta == Some(1));
     let batch = batch_window(q.batch_ms)?;
     let symbols: Option<Vec<Arc<str>>> = requested_locates(&state, identity, q.symbols.as_deref())?
         .map(|locates| {

@@ -26,6 +26,8 @@ pub struct SubOptions {
     pub every: bool,
     /// `max_hz`: least time between two updates of one symbol.
     pub min_interval: Option<Duration>,
+    /// Quotes after the first as deltas to this client's last copy.
+    pub delta: bool,
 }
 
 impl SubOptions {
@@ -37,17 +39,26 @@ impl SubOptions {
         SubOptions {
             every,
             min_interval,
+            delta: false,
         }
+    }
+
+    /// With `delta`: quotes after the first carry only what changed.
+    pub fn with_delta(self, delta: bool) -> Self {
+        SubOptions { delta, ..self }
     }
 }
 
-/// One subscribed symbol's delivery state: 32 bytes, two to a cache line.
+/// One subscribed symbol's delivery state: 48 bytes.
 #[derive(Debug)]
 struct Sub {
     name: Arc<str>,
     last_seq: u64,
     /// Only with `max_hz` (rare): kept out of line.
     throttle: Option<Box<Throttle>>,
+    /// With `delta`: the quote this client last got, whole (its copy).
+    last: Option<Arc<Encoded>>,
+    delta: bool,
 }
 
 /// A `max_hz` symbol's spacing.
@@ -59,11 +70,27 @@ struct Throttle {
 }
 
 impl Sub {
+    /// What to send of `enc`: itself, or with `delta` the difference to the
+    /// client's copy (which becomes `enc`).
+    fn diff(&mut self, hub: &Hub, enc: Arc<Encoded>) -> Arc<Encoded> {
+        if !self.delta {
+            return enc;
+        }
+        let out = match &self.last {
+            Some(old) if old.epoch == enc.epoch => hub.delta(old, &enc),
+            _ => enc.clone(),
+        };
+        self.last = Some(enc);
+        out
+    }
+
     fn new(name: Arc<str>, opts: SubOptions) -> Self {
         let mut sub = Sub {
             name,
             last_seq: 0,
             throttle: None,
+            last: None,
+            delta: false,
         };
         sub.set_opts(opts);
         sub
@@ -71,6 +98,10 @@ impl Sub {
 
     /// Applies `opts`, keeping when the symbol was last sent.
     fn set_opts(&mut self, opts: SubOptions) {
+        if !opts.delta {
+            self.last = None;
+        }
+        self.delta = opts.delta;
         self.throttle = opts.min_interval.map(|min| {
             let last_at = self.throttle.as_ref().and_then(|t| t.last_at);
             Box::new(Throttle { min, last_at })
@@ -337,6 +368,10 @@ impl Subscriptions {
             }
             entry.last_seq = enc.quote.seq;
             if since.is_none_or(|since| enc.quote.seq > since) {
+                // A snapshot quote is whole: the client's copy starts here.
+                if entry.delta {
+                    entry.last = Some(enc.clone());
+                }
                 quotes.push(enc);
             }
         }
@@ -394,6 +429,7 @@ impl Subscriptions {
             tracing::debug!(session = %session, "client sees a new feed session");
             for sub in self.subs.subs.iter_mut() {
                 sub.last_seq = 0;
+                sub.last = None;
                 if let Some(t) = &mut sub.throttle {
                     t.last_at = None;
                 }
@@ -416,7 +452,7 @@ impl Subscriptions {
             let sub = &mut self.subs.subs[i];
             if enc.quote.seq > sub.last_seq {
                 sub.last_seq = enc.quote.seq;
-                quotes.push(enc);
+                quotes.push(sub.diff(&self.hub, enc));
             }
         }
         for &locate in &marks {
@@ -457,7 +493,7 @@ impl Subscriptions {
             if let Some(t) = &mut sub.throttle {
                 t.last_at = Some(*now.get_or_insert_with(Instant::now));
             }
-            quotes.push(enc);
+            quotes.push(sub.diff(&self.hub, enc));
         }
         self.scratch = marks;
         batch.seq = promise;

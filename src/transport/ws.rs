@@ -77,6 +77,9 @@ pub enum ClientOp {
         /// (0–1000 ms; applies to the whole connection).
         #[serde(default)]
         batch_ms: Option<u64>,
+        /// Quotes after the snapshot carry only what changed.
+        #[serde(default)]
+        delta: bool,
     },
     /// Remove symbols.
     Unsubscribe {

@@ -16,6 +16,7 @@ impl Conn {
                 max_hz,
                 since,
                 batch_ms,
+                delta,
             } => {
                 if !self.ops.allow() {
                     crate::api::refused(self.state(), Limit::OpsPerSecond);
@@ -27,7 +28,7 @@ impl Conn {
                 }
                 let max_hz = self.identity().rights.cap_hz(max_hz);
                 let opts = match sub_options(mode.as_deref(), max_hz) {
-                    Ok(o) => o,
+                    Ok(o) => o.with_delta(delta),
                     Err(e) => return self.error(e.code, &e.message),
                 };
                 let batch = match batch_window(batch_ms) {
