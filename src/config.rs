@@ -140,6 +140,12 @@ settings! {
     usage_db: PathBuf = "TICKRELAY_USAGE_DB";
     /// How often usage is written to `usage_db`, ms (a kill -9 loses at most this much) [default: 5000].
     usage_flush_ms: u64 = "TICKRELAY_USAGE_FLUSH_MS";
+    /// Trades kept per symbol for `/v1/trades` (the tape); 0 keeps none [default: 1000].
+    trade_history: usize = "TICKRELAY_TRADE_HISTORY";
+    /// 1-second bars kept per symbol; 0 keeps none [default: 900].
+    bars_1s: usize = "TICKRELAY_BARS_1S";
+    /// 1-minute bars kept per symbol (5 m, 15 m and 1 h are built from them); 0 keeps none [default: 1440].
+    bars_1m: usize = "TICKRELAY_BARS_1M";
 }
 
 /// Log line format.
@@ -230,6 +236,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Usage per user and day: the database and how often it is written.
     pub usage: Option<(PathBuf, Duration)>,
+    /// Trades and bars kept per symbol.
+    pub history: crate::table::HistoryLimits,
 }
 
 /// Default feed line A.
@@ -397,7 +405,9 @@ impl Settings {
                 ));
             }
         };
+        let history = history(self.trade_history, self.bars_1s, self.bars_1m)?;
         Ok(Config {
+            history,
             http: self.http.unwrap_or(DEFAULT_HTTP),
             feed: FeedConfig {
                 line_a: feed_a,
@@ -433,6 +443,35 @@ impl Settings {
         })
     }
 }
+
+/// Trades and bars kept per symbol, each at most [`MAX_HISTORY`].
+fn history(
+    trades: Option<usize>,
+    bars_1s: Option<usize>,
+    bars_1m: Option<usize>,
+) -> Result<crate::table::HistoryLimits, ConfigError> {
+    use crate::table::chart::{DEFAULT_BARS_1M, DEFAULT_BARS_1S, DEFAULT_TRADE_HISTORY};
+    let at_most = |setting: &'static str, v: Option<usize>, default: usize| {
+        let v = v.unwrap_or(default);
+        if v > MAX_HISTORY {
+            return Err(ConfigError::new(
+                setting,
+                format!("{v} is above {MAX_HISTORY}"),
+            ));
+        }
+        Ok(v)
+    };
+    Ok(crate::table::HistoryLimits {
+        trades: at_most("trade_history", trades, DEFAULT_TRADE_HISTORY)?,
+        bars_1s: at_most("bars_1s", bars_1s, DEFAULT_BARS_1S)?,
+        bars_1m: at_most("bars_1m", bars_1m, DEFAULT_BARS_1M)?,
+    })
+}
+
+/// Most trades or bars of one kind kept per symbol: a bound on what one
+/// mistyped setting can cost in memory (docs/ARCHITECTURE.md, "The chart
+/// and the tape").
+pub const MAX_HISTORY: usize = 100_000;
 
 /// The NATS line or bridge target: both `nats` and `stream`, or neither.
 fn parse_nats(
