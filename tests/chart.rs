@@ -244,8 +244,10 @@ fn bars_and_tape_equal_those_computed_from_the_recorded_session() {
             five,
             "{symbol}: 5 min bars, built from the minutes"
         );
-        let tape: Vec<(u64, u64, i64, u64)> =
-            sent.iter().map(|t| (t.seq, t.ts, t.price, t.size)).collect();
+        let tape: Vec<(u64, u64, i64, u64)> = sent
+            .iter()
+            .map(|t| (t.seq, t.ts, t.price, t.size))
+            .collect();
         assert_eq!(
             trades(&relay, &format!("/v1/trades/{symbol}")),
             newest(&tape, 300),
@@ -274,7 +276,10 @@ fn bars_and_tape_equal_those_computed_from_the_recorded_session() {
         before = first.t;
         pages.splice(0..0, page);
     }
-    assert_eq!(pages, bars(&relay, &format!("/v1/bars/{busiest}?interval=1s")));
+    assert_eq!(
+        pages,
+        bars(&relay, &format!("/v1/bars/{busiest}?interval=1s"))
+    );
     assert_eq!(pages.len(), 120);
     let mut taped: Vec<(u64, u64, i64, u64)> = Vec::new();
     let mut before_seq = u64::MAX;
@@ -359,7 +364,10 @@ fn a_bar_closes_when_feed_time_passes_its_end_without_another_trade() {
     let first = relay.get(path);
     let etag = first.header("etag").expect("an ETag").to_owned();
     let body: Value = first.json();
-    assert_eq!(body["complete"], true, "a relay there from the session's start");
+    assert_eq!(
+        body["complete"], true,
+        "a relay there from the session's start"
+    );
     assert_eq!(
         body["bars"],
         serde_json::json!([{"t": t0, "o": "10.0000", "h": "10.5000", "l": "10.0000",
@@ -378,7 +386,11 @@ fn a_bar_closes_when_feed_time_passes_its_end_without_another_trade() {
     // BBB within AAA's second: nothing AAA shows changes.
     let s3 = feed.send(&[quote_at(1, t0 + SECOND * 9 / 10)]);
     relay.wait_seq(s3);
-    assert_eq!(again(&etag).status, 304, "BBB's quote changes nothing of AAA's");
+    assert_eq!(
+        again(&etag).status,
+        304,
+        "BBB's quote changes nothing of AAA's"
+    );
 
     // BBB at the end of AAA's second: the bar closes, AAA never traded again.
     let s4 = feed.send(&[quote_at(1, t0 + SECOND)]);
@@ -397,7 +409,11 @@ fn a_bar_closes_when_feed_time_passes_its_end_without_another_trade() {
     let s5 = feed.send(&[trade_at(1, t0 + MINUTE, 20_0000, 1)]);
     relay.wait_seq(s5);
     assert_eq!(ok_json(&relay, minute)["bars"][0]["closed"], true);
-    assert_eq!(again(&etag).status, 304, "AAA's seconds were closed already");
+    assert_eq!(
+        again(&etag).status,
+        304,
+        "AAA's seconds were closed already"
+    );
     let bbb = ok_json(&relay, "/v1/bars/BBB?interval=1s");
     assert_eq!(bbb["bars"][0]["closed"], false, "BBB's own bar is open");
 
@@ -482,9 +498,11 @@ fn a_late_joiner_that_replays_the_session_serves_the_same_bars_byte_for_byte() {
         .map(|s| s["symbol"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(symbols.len(), 20);
-    poll_until(support::DEADLINE, "the late joiner's history complete", || {
-        complete(&late, &symbols[0]).then_some(())
-    });
+    poll_until(
+        support::DEADLINE,
+        "the late joiner's history complete",
+        || complete(&late, &symbols[0]).then_some(()),
+    );
     let mut compared = 0;
     for symbol in &symbols {
         let mut paths: Vec<String> = ["1s", "1m", "5m", "15m", "1h"]
@@ -503,13 +521,21 @@ fn a_late_joiner_that_replays_the_session_serves_the_same_bars_byte_for_byte() {
             assert_eq!(a.header("etag"), b.header("etag"), "{path}");
             compared += 1;
         }
-        let v: Value = witness.get(&format!("/v1/bars/{symbol}?interval=1s")).json();
+        let v: Value = witness
+            .get(&format!("/v1/bars/{symbol}?interval=1s"))
+            .json();
         assert_eq!(v["complete"], true, "{symbol}");
         assert!(!v["bars"].as_array().unwrap().is_empty(), "{symbol} traded");
-        assert!(!complete(&blind, symbol), "{symbol}: no replay, partial history");
+        assert!(
+            !complete(&blind, symbol),
+            "{symbol}: no replay, partial history"
+        );
     }
     assert_eq!(compared, 20 * 6);
     let m = late.metrics();
-    assert!(m.get("tickrelay_feed_backfill_requests_total") > 0.0, "it replayed");
+    assert!(
+        m.get("tickrelay_feed_backfill_requests_total") > 0.0,
+        "it replayed"
+    );
     assert_eq!(m.get("tickrelay_feed_backfill_lost_messages_total"), 0.0);
 }

@@ -106,7 +106,11 @@ pub async fn bars(
         &what,
         setting,
     )?;
-    let before = number(q.before.as_deref(), "before", "a time in ns since the Unix epoch")?;
+    let before = number(
+        q.before.as_deref(),
+        "before",
+        "a time in ns since the Unix epoch",
+    )?;
     let (locate, symbol) = one_symbol(table, &door, Channel::Bars, &symbol)?;
     // The sequence first: the history read after it is at least as new.
     let seq = table.last_seq();
@@ -114,7 +118,11 @@ pub async fn bars(
     let page = table.chart().bars(locate, interval, before, limit);
     let open = page.items.iter().filter(|b| !b.closed).count();
     let session = table.session().to_string();
-    let etag = format!("\"{session}:{}:{open}:{}\"", page.version, u8::from(complete));
+    let etag = format!(
+        "\"{session}:{}:{open}:{}\"",
+        page.version,
+        u8::from(complete)
+    );
     let body = BarsBody {
         symbol,
         interval: interval.as_str().to_owned(),
@@ -181,7 +189,9 @@ fn limit(raw: Option<&str>, kept: usize, what: &str, setting: &str) -> Result<us
         Ok(n) if (1..=kept).contains(&n) => Ok(n),
         Ok(n) => Err(ApiError::new(
             ErrorCode::BadHistory,
-            format!("limit {n} is outside 1..={kept}: this relay keeps {kept} {what} per symbol (setting {setting})"),
+            format!(
+                "limit {n} is outside 1..={kept}: this relay keeps {kept} {what} per symbol (setting {setting})"
+            ),
         )),
         Err(_) => Err(ApiError::new(
             ErrorCode::BadHistory,

@@ -164,7 +164,8 @@ impl BarRing {
             Err(0) if self.ring.len() >= self.cap => {}
             Err(i) => {
                 let evicted = self.make_room();
-                self.ring.insert(i - evicted, Kept::new(t, seq, price, size));
+                self.ring
+                    .insert(i - evicted, Kept::new(t, seq, price, size));
             }
         }
     }
@@ -258,7 +259,10 @@ mod tests {
         r.add(3, 109, p(30), 2);
         r.add(9, 102, p(90), 3);
         let b = r.bars()[0];
-        assert_eq!((b.o, b.c, b.h, b.l, b.v, b.n), (p(30), p(90), p(90), p(30), 6, 3));
+        assert_eq!(
+            (b.o, b.c, b.h, b.l, b.v, b.n),
+            (p(30), p(90), p(90), p(30), 6, 3)
+        );
         assert!(!b.bar(10, 109).closed);
         assert!(b.bar(10, 110).closed);
     }
@@ -274,6 +278,9 @@ mod tests {
         let bars: Vec<Kept> = r.bars().iter().copied().collect();
         let five = coarse(&bars, 300, r.floor());
         assert_eq!(five.len(), 1);
-        assert_eq!((five[0].t, five[0].o, five[0].c, five[0].n), (300, p(4), p(6), 3));
+        assert_eq!(
+            (five[0].t, five[0].o, five[0].c, five[0].n),
+            (300, p(4), p(6), 3)
+        );
     }
 }

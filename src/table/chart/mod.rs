@@ -287,7 +287,9 @@ impl Chart {
         self.read(locate, |sym| {
             let tape = sym.tape.trades();
             let end = tape.partition_point(|t| t.seq < before_seq);
-            tape.range(end.saturating_sub(limit)..end).copied().collect()
+            tape.range(end.saturating_sub(limit)..end)
+                .copied()
+                .collect()
         })
     }
 
@@ -360,7 +362,9 @@ impl Chart {
 /// Up to `limit` of the newest bars starting before `before`.
 fn newest(ring: &VecDeque<Kept>, before: u64, limit: usize) -> Vec<Kept> {
     let end = ring.partition_point(|b| b.t < before);
-    ring.range(end.saturating_sub(limit)..end).copied().collect()
+    ring.range(end.saturating_sub(limit)..end)
+        .copied()
+        .collect()
 }
 
 /// The 1-minute bars that make up the newest `limit` buckets of `interval`

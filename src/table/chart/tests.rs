@@ -67,7 +67,12 @@ fn a_repeated_sequence_counts_once_and_the_version_moves_with_history() {
     let bar = c.bars(0, Interval::S1, u64::MAX, 1).items[0];
     assert_eq!((bar.o, bar.c, bar.v, bar.n), (Price(90), Price(100), 15, 2));
     assert_eq!(c.trades(0, u64::MAX, 10).version, v + 1);
-    let seqs: Vec<u64> = c.trades(0, u64::MAX, 10).items.iter().map(|t| t.seq).collect();
+    let seqs: Vec<u64> = c
+        .trades(0, u64::MAX, 10)
+        .items
+        .iter()
+        .map(|t| t.seq)
+        .collect();
     assert_eq!(seqs, [3, 5]);
 }
 
@@ -79,16 +84,22 @@ fn coarse_bars_are_built_from_minutes() {
         trade(&c, m + 1, m * MINUTE + S, m as i64 + 1, 2);
     }
     let five = c.bars(0, Interval::M5, u64::MAX, 10).items;
-    let got: Vec<(u64, i64, i64, i64, i64, u64, u32, bool)> = five
-        .iter()
-        .map(|b| (b.t / MINUTE, b.o.0, b.h.0, b.l.0, b.c.0, b.v, b.n, b.closed))
-        .collect();
+    let bar = |m: u64, o: i64, h: i64, c: i64, v: u64, n: u32, closed: bool| Bar {
+        t: m * MINUTE,
+        o: Price(o),
+        h: Price(h),
+        l: Price(o),
+        c: Price(c),
+        v,
+        n,
+        closed,
+    };
     assert_eq!(
-        got,
+        five,
         [
-            (0, 1, 5, 1, 5, 10, 5, true),
-            (5, 6, 10, 6, 10, 10, 5, true),
-            (10, 11, 12, 11, 12, 4, 2, false),
+            bar(0, 1, 5, 5, 10, 5, true),
+            bar(5, 6, 10, 10, 10, 5, true),
+            bar(10, 11, 12, 12, 4, 2, false),
         ]
     );
     let page = c.bars(0, Interval::M5, 10 * MINUTE, 1).items;
@@ -119,6 +130,8 @@ fn memory_grows_with_use_up_to_the_caps() {
         trade(&c, i, i * MINUTE, 1, 1);
     }
     assert_eq!(c.heap_bytes(), limits.bytes_per_symbol());
+    // The figure docs/ARCHITECTURE.md gives ("The chart and the tape").
+    assert_eq!(limits.bytes_per_symbol(), 200_640);
     assert_eq!(c.trades(0, u64::MAX, 5_000).items.len(), 1_000);
     assert_eq!(c.bars(0, Interval::M1, u64::MAX, 5_000).items.len(), 1_440);
 }
@@ -140,7 +153,13 @@ fn intervals_parse_and_know_their_kept_length() {
         .collect();
     assert_eq!(
         kept,
-        [("1s", 900), ("1m", 1440), ("5m", 288), ("15m", 96), ("1h", 24)]
+        [
+            ("1s", 900),
+            ("1m", 1440),
+            ("5m", 288),
+            ("15m", 96),
+            ("1h", 24)
+        ]
     );
     assert_eq!(Interval::parse("15m"), Some(Interval::M15));
     assert_eq!(Interval::parse("2m"), None);
