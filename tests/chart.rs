@@ -160,6 +160,22 @@ fn newest<T: Clone>(all: &[T], n: usize) -> Vec<T> {
     all[all.len().saturating_sub(n)..].to_vec()
 }
 
+/// Pages back from the newest: `fetch(before)` answers the page before a
+/// bound, `key` is an item's bound for the next page; all pages, oldest
+/// first, until an empty one.
+fn page_back<T>(fetch: impl Fn(u64) -> Vec<T>, key: impl Fn(&T) -> u64) -> Vec<T> {
+    let mut all: Vec<T> = Vec::new();
+    let mut before = u64::MAX;
+    loop {
+        let page = fetch(before);
+        let Some(first) = page.first() else {
+            return all;
+        };
+        before = key(first);
+        all.splice(0..0, page);
+    }
+}
+
 /// The error code of a refused request, checking its status.
 fn refused(relay: &Relay, path: &str, status: u16) -> String {
     let r = relay.get(path);
@@ -264,34 +280,29 @@ fn bars_and_tape_equal_those_computed_from_the_recorded_session() {
 
     // Paging back through the busiest symbol, 25 bars and 40 trades a page.
     let busiest = picked[0].0;
-    let mut pages: Vec<Ohlcv> = Vec::new();
-    let mut before = u64::MAX;
-    loop {
-        let page = bars(
-            &relay,
-            &format!("/v1/bars/{busiest}?interval=1s&limit=25&before={before}"),
-        );
-        let Some(first) = page.first() else { break };
-        assert!(page.len() <= 25);
-        before = first.t;
-        pages.splice(0..0, page);
-    }
+    let pages = page_back(
+        |before| {
+            bars(
+                &relay,
+                &format!("/v1/bars/{busiest}?interval=1s&limit=25&before={before}"),
+            )
+        },
+        |b| b.t,
+    );
     assert_eq!(
         pages,
         bars(&relay, &format!("/v1/bars/{busiest}?interval=1s"))
     );
     assert_eq!(pages.len(), 120);
-    let mut taped: Vec<(u64, u64, i64, u64)> = Vec::new();
-    let mut before_seq = u64::MAX;
-    loop {
-        let page = trades(
-            &relay,
-            &format!("/v1/trades/{busiest}?limit=40&before_seq={before_seq}"),
-        );
-        let Some(first) = page.first() else { break };
-        before_seq = first.0;
-        taped.splice(0..0, page);
-    }
+    let taped = page_back(
+        |before| {
+            trades(
+                &relay,
+                &format!("/v1/trades/{busiest}?limit=40&before_seq={before}"),
+            )
+        },
+        |t| t.0,
+    );
     assert_eq!(taped, trades(&relay, &format!("/v1/trades/{busiest}")));
     assert_eq!(taped.len(), 300);
 

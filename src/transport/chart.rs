@@ -52,25 +52,16 @@ pub struct TradesBody {
     pub trades: Vec<Trade>,
 }
 
-/// Query of `/v1/bars/{symbol}`.
+/// Query of `/v1/bars/{symbol}` and `/v1/trades/{symbol}`.
 #[derive(Debug, Deserialize)]
-pub struct BarsQuery {
-    /// `1s`, `1m` (the default), `5m`, `15m` or `1h`.
+pub struct ChartQuery {
+    /// Bars: `1s`, `1m` (the default), `5m`, `15m` or `1h`.
     pub interval: Option<String>,
-    /// How many bars, at most the kept length (all of them when absent).
+    /// How many bars or trades, at most the kept length (all of them when absent).
     pub limit: Option<String>,
-    /// Only bars starting before this time, ns since the Unix epoch.
+    /// Bars: only those starting before this time, ns since the Unix epoch.
     pub before: Option<String>,
-    /// Bearer token for clients that cannot set headers.
-    pub token: Option<String>,
-}
-
-/// Query of `/v1/trades/{symbol}`.
-#[derive(Debug, Deserialize)]
-pub struct TradesQuery {
-    /// How many trades, at most the kept length (all of them when absent).
-    pub limit: Option<String>,
-    /// Only trades with a feed sequence below this.
+    /// Trades: only those with a feed sequence below this.
     pub before_seq: Option<String>,
     /// Bearer token for clients that cannot set headers.
     pub token: Option<String>,
@@ -81,7 +72,7 @@ pub async fn bars(
     door: Door,
     State(state): State<AppState>,
     Path(symbol): Path<String>,
-    Query(q): Query<BarsQuery>,
+    Query(q): Query<ChartQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let interval = match q.interval.as_deref() {
@@ -139,7 +130,7 @@ pub async fn trades(
     door: Door,
     State(state): State<AppState>,
     Path(symbol): Path<String>,
-    Query(q): Query<TradesQuery>,
+    Query(q): Query<ChartQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let table = &state.table;
