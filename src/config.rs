@@ -561,6 +561,28 @@ mod tests {
     }
 
     #[test]
+    fn history_has_the_documented_defaults_and_a_bound() {
+        let c = Settings::default().validate().unwrap();
+        assert_eq!(c.history, crate::table::HistoryLimits::default());
+        let c = Settings {
+            bars_1s: Some(0),
+            trade_history: Some(50),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!((c.history.bars_1s, c.history.trades), (0, 50));
+        let e = Settings {
+            bars_1m: Some(MAX_HISTORY + 1),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.setting, "bars_1m");
+        assert!(e.to_string().contains("--bars-1m"), "{e}");
+    }
+
+    #[test]
     fn upper_layer_wins() {
         let file = Settings {
             gap_hold_ms: Some(5),
