@@ -550,3 +550,60 @@ fn a_late_joiner_that_replays_the_session_serves_the_same_bars_byte_for_byte() {
     );
     assert_eq!(m.get("tickrelay_feed_backfill_lost_messages_total"), 0.0);
 }
+
+/// The chart's routes pass the door: a user's token must carry the `bars`
+/// (or `trades`) channel and the symbol.
+#[test]
+fn the_chart_routes_ask_the_users_entitlements() {
+    use tickrelay::auth::{Claims, Rights, mint_hs256};
+    let secret = b"a-test-secret-of-more-than-32-bytes!!";
+    let file = scratch(&format!("chart-secret-{}", support::unique_suffix()));
+    std::fs::write(&file, secret).unwrap();
+    let group = FeedAddr::unique();
+    let relay = Relay::in_process(&[
+        "--feed-a",
+        &group.arg(),
+        "--jwt-secret-file",
+        file.to_str().unwrap(),
+    ]);
+    let mut feed = FeedWriter::new(group, "ENTITLED");
+    feed.list(&["AAA", "BBB"]);
+    let seq = feed.send(&[trade_at(0, 1_800_000_000 * SECOND, 10_0000, 1)]);
+    relay.wait_seq(seq);
+    let token = |symbols: &[&str], channels: &[&str]| {
+        let claims = Claims {
+            sub: "chartist".into(),
+            exp: tickrelay::clock::now_ms() / 1000 + 3_600,
+            nbf: None,
+            iat: None,
+            iss: None,
+            aud: None,
+            tickrelay: Rights {
+                symbols: Some(symbols.iter().map(|s| s.to_string()).collect()),
+                channels: Some(channels.iter().map(|s| s.to_string()).collect()),
+                ..Rights::default()
+            },
+        };
+        format!("Bearer {}", mint_hs256(secret, &claims).unwrap())
+    };
+    let status = |path: &str, auth: &str| {
+        let r = relay.get_with(path, &[("Authorization", auth)]);
+        let code = serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null)["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        (r.status, code)
+    };
+    let quotes_only = token(&["*"], &["quotes"]);
+    let bars_only = token(&["*"], &["bars"]);
+    let b_only = token(&["B*"], &["bars", "trades"]);
+    let refused = (403, "not_entitled".to_owned());
+    let ok = (200, String::new());
+    assert_eq!(status("/v1/bars/AAA", &quotes_only), refused);
+    assert_eq!(status("/v1/trades/AAA", &quotes_only), refused);
+    assert_eq!(status("/v1/bars/AAA", &bars_only), ok);
+    assert_eq!(status("/v1/trades/AAA", &bars_only), refused);
+    assert_eq!(status("/v1/bars/AAA", &b_only), refused);
+    assert_eq!(status("/v1/trades/BBB", &b_only), ok);
+    assert_eq!(relay.get("/v1/bars/AAA").status, 401, "no token");
+}
