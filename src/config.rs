@@ -144,6 +144,12 @@ settings! {
     delay_resolution_ms: u64 = "TICKRELAY_DELAY_RESOLUTION_MS";
     /// Longest delay served (a token's `delay_ms`); 0 serves no delayed users, ms [default: 900000].
     max_delay_ms: u64 = "TICKRELAY_MAX_DELAY_MS";
+    /// Trades kept per symbol for `/v1/trades` (the tape); 0 keeps none [default: 1000].
+    trade_history: usize = "TICKRELAY_TRADE_HISTORY";
+    /// 1-second bars kept per symbol; 0 keeps none [default: 900].
+    bars_1s: usize = "TICKRELAY_BARS_1S";
+    /// 1-minute bars kept per symbol (5 m, 15 m and 1 h are built from them); 0 keeps none [default: 1440].
+    bars_1m: usize = "TICKRELAY_BARS_1M";
 }
 
 /// Log line format.
@@ -237,6 +243,8 @@ pub struct Config {
     /// The delayed view, when users' tokens are verified: its step and the
     /// longest delay it serves, ms.
     pub delayed: Option<DelayedSettings>,
+    /// Trades and bars kept per symbol.
+    pub history: crate::table::HistoryLimits,
 }
 
 /// The delayed view's settings.
@@ -429,7 +437,9 @@ impl Settings {
                 ));
             }
         };
+        let history = history(self.trade_history, self.bars_1s, self.bars_1m)?;
         Ok(Config {
+            history,
             http: self.http.unwrap_or(DEFAULT_HTTP),
             feed: FeedConfig {
                 line_a: feed_a,
@@ -466,6 +476,35 @@ impl Settings {
         })
     }
 }
+
+/// Trades and bars kept per symbol, each at most [`MAX_HISTORY`].
+fn history(
+    trades: Option<usize>,
+    bars_1s: Option<usize>,
+    bars_1m: Option<usize>,
+) -> Result<crate::table::HistoryLimits, ConfigError> {
+    use crate::table::chart::{DEFAULT_BARS_1M, DEFAULT_BARS_1S, DEFAULT_TRADE_HISTORY};
+    let at_most = |setting: &'static str, v: Option<usize>, default: usize| {
+        let v = v.unwrap_or(default);
+        if v > MAX_HISTORY {
+            return Err(ConfigError::new(
+                setting,
+                format!("{v} is above {MAX_HISTORY}"),
+            ));
+        }
+        Ok(v)
+    };
+    Ok(crate::table::HistoryLimits {
+        trades: at_most("trade_history", trades, DEFAULT_TRADE_HISTORY)?,
+        bars_1s: at_most("bars_1s", bars_1s, DEFAULT_BARS_1S)?,
+        bars_1m: at_most("bars_1m", bars_1m, DEFAULT_BARS_1M)?,
+    })
+}
+
+/// Most trades or bars of one kind kept per symbol: a bound on what one
+/// mistyped setting can cost in memory (docs/ARCHITECTURE.md, "The chart
+/// and the tape").
+pub const MAX_HISTORY: usize = 100_000;
 
 /// The NATS line or bridge target: both `nats` and `stream`, or neither.
 fn parse_nats(
@@ -552,6 +591,28 @@ mod tests {
         assert_eq!(c.feed.line_a, Some(DEFAULT_FEED_A));
         assert_eq!(c.feed.line_b, None);
         assert_eq!(c.feed.interface, Ipv4Addr::LOCALHOST);
+    }
+
+    #[test]
+    fn history_has_the_documented_defaults_and_a_bound() {
+        let c = Settings::default().validate().unwrap();
+        assert_eq!(c.history, crate::table::HistoryLimits::default());
+        let c = Settings {
+            bars_1s: Some(0),
+            trade_history: Some(50),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!((c.history.bars_1s, c.history.trades), (0, 50));
+        let e = Settings {
+            bars_1m: Some(MAX_HISTORY + 1),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.setting, "bars_1m");
+        assert!(e.to_string().contains("--bars-1m"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub fn router(state: AppState) -> Router {
                     get(transport::snapshot::snapshot_one),
                 )
                 .route("/v1/poll", get(transport::poll::handler))
+                .route("/v1/bars/{symbol}", get(transport::chart::bars))
+                .route("/v1/trades/{symbol}", get(transport::chart::trades))
                 .route_layer(middleware::map_response_with_state(
                     state.clone(),
                     feed_header,

@@ -21,7 +21,7 @@
 //! | ingest | [`retransmit`] | gap repair: the request, the packet history and its server |
 //! | ingest | [`nats`] | the feed through NATS JetStream: the bridge's publisher, the stream line |
 //! | ingest | [`feed`] | sockets, batching receive, the [`feed::sequencer`], feed status ([`feed::status`], a leaf) |
-//! | ingest | [`table`] | latest state per symbol, lock-free reads, the quote shape, the change listener |
+//! | ingest | [`table`] | latest state per symbol, lock-free reads, the quote shape, the change listener; each symbol's trades and bars ([`table::chart`]) |
 //! | config | [`config`] | settings from flags, environment and file, validated once |
 //! | serve | [`fanout`] | the hub: subscriptions, conflation, waking writers, shared encodings |
 //! | serve | [`transport`] | one module per delivery paradigm, the subscription table, the writer ([`transport::kind`], a leaf) |

@@ -221,7 +221,7 @@ pub async fn start_with(
         metrics.register_scraped(delayed_gauges(view));
     }
     let metrics = Arc::new(metrics);
-    let table = Arc::new(Table::new());
+    let table = Arc::new(Table::with_history(config.history));
     let cancel = CancellationToken::new();
     let hub = Hub::with_view(
         table.clone(),

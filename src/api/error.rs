@@ -101,6 +101,10 @@ error_codes! {
     BadTimeout = "bad_timeout", status Some(400), close None, sse None;
     /// `batch_ms` is not between 0 and 1000.
     BadBatchMs = "bad_batch_ms", status Some(400), close None, sse None;
+    /// An unknown bar `interval`.
+    BadInterval = "bad_interval", status Some(400), close None, sse None;
+    /// A `limit` (or `history`) outside 1 and the kept length.
+    BadHistory = "bad_history", status Some(400), close None, sse None;
     /// A WebSocket upgrade without a version-13 key.
     BadUpgrade = "bad_upgrade", status Some(400), close None, sse None;
     /// A WebSocket upgrade on a connection that cannot be taken over.

@@ -75,6 +75,9 @@ pub(super) struct Recovery {
     /// Live messages for symbols not yet listed, kept while a backfill may
     /// still bring their directory entries.
     pub(super) stash: Vec<(u64, Vec<u8>)>,
+    /// Trades of this session that no replay will bring: the chart's
+    /// history stays partial (`complete: false`) until the next session.
+    pub(super) history_gap: bool,
 }
 
 /// Most live messages kept for symbols awaiting their directory entry.
@@ -93,6 +96,7 @@ impl Recovery {
             session_lost: 0,
             reported_backfill: Default::default(),
             stash: Vec::new(),
+            history_gap: false,
         }
     }
 
@@ -165,6 +169,8 @@ impl<L: ChangeListener> Sink for Applier<L> {
         r.recovered_first.clear();
         r.stash.clear();
         r.session_lost = 0;
+        r.history_gap = false;
+        self.table.chart().set_complete(true);
         // Sessions start at sequence 1: a first packet past it means the
         // relay joined mid-session and lacks what came before.
         if first_seq > 1 {
@@ -233,6 +239,8 @@ impl<L: ChangeListener> Applier<L> {
         }
         // A loop cycle counts only if it began after the latest loss.
         r.tracker.restart();
+        // Trades are missing from the history until a replay brings them.
+        self.table.chart().set_complete(false);
         if r.need.is_some() {
             return;
         }
@@ -255,11 +263,15 @@ impl<L: ChangeListener> Applier<L> {
         self.session_changed = true;
     }
 
-    /// Recovery is done: every symbol's state is whole again.
-    pub(super) fn complete_need(&mut self, how: &'static str) {
+    /// Recovery is done: every symbol's state is whole again, and with
+    /// `replayed` every message missed was replayed, so the history of
+    /// trades is whole again too (unless an earlier gap never was filled).
+    pub(super) fn complete_need(&mut self, how: &'static str, replayed: bool) {
         self.replay_stash();
         let r = &mut self.recovery;
         let Some(need) = r.need.take() else { return };
+        r.history_gap |= !replayed;
+        self.table.chart().set_complete(!r.history_gap);
         r.suspects.clear_all();
         let names: Vec<String> = r
             .recovered_first
@@ -367,7 +379,7 @@ impl<L: ChangeListener> Applier<L> {
                 self.recovery.suspects.clear(locate);
             }
             if self.recovery.tracker.message(kind, locate) {
-                self.complete_need("one full recovery loop");
+                self.complete_need("one full recovery loop", false);
                 return;
             }
         }
@@ -415,9 +427,9 @@ impl<L: ChangeListener> Applier<L> {
             return;
         }
         if self.retransmit.is_some() && st.lost == need.backfill_lost {
-            self.complete_need("retransmitted history");
+            self.complete_need("retransmitted history", true);
         } else if self.recovery.suspects.count() == 0 && self.table.symbol_count() > 0 {
-            self.complete_need("every symbol refreshed by the live feed");
+            self.complete_need("every symbol refreshed by the live feed", false);
         }
     }
 

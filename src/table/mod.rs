@@ -13,6 +13,9 @@
 //! messages, retransmitted history and the recovery loop's state messages
 //! can be applied in any order and give the same table (docs/FEED.md,
 //! "Recovery").
+//!
+//! Beside the state, [`Chart`] keeps each symbol's newest trades and its
+//! bars (`chart`), fed by the same writer as it applies trade messages.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
@@ -25,8 +28,10 @@ use serde::{Deserialize, Serialize};
 use crate::price::Price;
 use crate::wire::{Locate, Message, Session, StateQuote, StateTrade};
 
+pub mod chart;
 pub mod delayed;
 mod listener;
+pub use chart::{Chart, HistoryLimits};
 pub use delayed::DelayedView;
 pub use listener::ChangeListener;
 
@@ -188,6 +193,8 @@ pub struct Table {
     /// Bumped when a recovery begins and when it completes (0 until then):
     /// recovered state can change a symbol without moving its `seq`.
     recovery: AtomicU64,
+    /// Trades and bars per symbol.
+    chart: Chart,
 }
 
 impl Default for Table {
@@ -197,8 +204,14 @@ impl Default for Table {
 }
 
 impl Table {
-    /// An empty table with a slot for every locate code.
+    /// An empty table with a slot for every locate code, keeping the
+    /// default history of trades and bars.
     pub fn new() -> Self {
+        Self::with_history(HistoryLimits::default())
+    }
+
+    /// An empty table keeping `history` of trades and bars per symbol.
+    pub fn with_history(history: HistoryLimits) -> Self {
         Table {
             slots: (0..LOCATES).map(|_| Slot::default()).collect(),
             info: (0..LOCATES).map(|_| ArcSwapOption::empty()).collect(),
@@ -210,11 +223,22 @@ impl Table {
             last_seq: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             recovery: AtomicU64::new(0),
+            chart: Chart::new(history, LOCATES),
         }
     }
 
     /// Applies one decoded message carrying feed sequence `seq`. Writer only.
+    /// A feed message (`seq` above 0; the recovery loop's carry none) moves
+    /// feed time, whether or not it changed anything.
     pub fn apply(&self, seq: u64, msg: &Message<'_>) -> Applied {
+        let applied = self.apply_message(seq, msg);
+        if seq > 0 && applied != Applied::UnknownLocate {
+            self.chart.advance(msg.ts());
+        }
+        applied
+    }
+
+    fn apply_message(&self, seq: u64, msg: &Message<'_>) -> Applied {
         match *msg {
             Message::Directory {
                 locate,
@@ -262,6 +286,9 @@ impl Table {
                 if slot.fields[F_FLAGS].load(Ordering::Relaxed) & LISTED == 0 {
                     return Applied::UnknownLocate;
                 }
+                // The tape and bars take replayed history older than the
+                // trade half too, in its place (see `chart`).
+                self.chart.trade(locate, seq, ts, price, size);
                 if seq <= slot.fields[F_TRADE_SEQ].load(Ordering::Relaxed) {
                     return Applied::Unchanged;
                 }
@@ -348,11 +375,13 @@ impl Table {
         if let Some(cur) = &current
             && !same_symbol
         {
+            self.chart.clear(locate);
             self.names.remove(&cur.symbol);
             self.symbols.fetch_sub(1, Ordering::Relaxed);
         }
         // A symbol moving to another locate leaves its old slot.
         if !same_symbol && let Some((_, old)) = self.names.remove(symbol) {
+            self.chart.clear(old);
             self.info[usize::from(old)].store(None);
             self.slots[usize::from(old)].write(|f| {
                 for x in f.iter() {
@@ -405,6 +434,7 @@ impl Table {
             }
         }
         self.names.clear();
+        self.chart.reset();
         self.symbols.store(0, Ordering::Relaxed);
         *self.session.write() = session;
         self.last_seq.store(0, Ordering::Release);
@@ -438,6 +468,11 @@ impl Table {
     /// How many times a recovery began or completed this session.
     pub fn recovery_generation(&self) -> u64 {
         self.recovery.load(Ordering::Acquire)
+    }
+
+    /// Every symbol's trades and bars.
+    pub fn chart(&self) -> &Chart {
+        &self.chart
     }
 
     /// How many times the table was reset (one per feed session).

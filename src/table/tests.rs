@@ -350,3 +350,60 @@ mod merge {
         }
     }
 }
+
+/// The chart takes trade messages only: a recovery state's last trade is
+/// no trade of its own, and makes no bar. Replayed history older than the
+/// trade half still reaches the tape; the loop's messages move no feed time.
+#[test]
+fn the_chart_takes_trades_and_not_recovered_state() {
+    use chart::Interval;
+    let t = Table::new();
+    t.apply(1, &dir(5, "AAPL"));
+    let state = Message::State {
+        locate: 5,
+        ts: 50,
+        quote: None,
+        trade: Some(StateTrade {
+            seq: 9,
+            last: Price(3),
+            last_size: 1,
+            volume: 1,
+        }),
+    };
+    assert_eq!(t.apply(0, &state), Applied::Changed(5));
+    assert_eq!(t.quote(5).unwrap().last, Some(Price(3)));
+    assert!(t.chart().trades(5, u64::MAX, 10).items.is_empty());
+    assert!(
+        t.chart()
+            .bars(5, Interval::S1, u64::MAX, 10)
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        t.chart().feed_time(),
+        1,
+        "the loop's state is not feed time"
+    );
+    let trade = |ts| Message::Trade {
+        locate: 5,
+        ts,
+        price: Price(2),
+        size: 7,
+        volume: 70,
+    };
+    // History from before the recovered trade: the table keeps its newer
+    // half, the tape takes the trade in its place.
+    assert_eq!(t.apply(4, &trade(40)), Applied::Unchanged);
+    assert_eq!(t.quote(5).unwrap().last, Some(Price(3)));
+    let taped: Vec<u64> = t
+        .chart()
+        .trades(5, u64::MAX, 10)
+        .items
+        .iter()
+        .map(|x| x.seq)
+        .collect();
+    assert_eq!(taped, [4]);
+    assert_eq!(t.chart().feed_time(), 40);
+    t.reset(Session::new("NEXT"));
+    assert!(t.chart().trades(5, u64::MAX, 10).items.is_empty());
+}

@@ -161,6 +161,7 @@ pub fn build(hub: &Hub, at: At, locates: &[Locate]) -> SnapshotBody {
     }
 }
 
+/// Whether `If-None-Match` names `etag` (or `*`); a `W/` prefix is accepted.
 fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
@@ -169,6 +170,34 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().trim_start_matches("W/"))
         .any(|t| t == etag || t == "*")
+}
+
+/// A REST answer behind `etag`: 304 when the client holds it already, else
+/// the body `body` encodes (built only then), both `Cache-Control: no-cache`.
+pub fn tagged(
+    headers: &HeaderMap,
+    etag: &str,
+    enc: Encoding,
+    body: impl FnOnce() -> Vec<u8>,
+) -> Response {
+    let etag_value = HeaderValue::from_str(etag).unwrap_or(HeaderValue::from_static("\"\""));
+    let cache = (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if etag_matches(headers, etag) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag_value), cache],
+        )
+            .into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, enc.content_type()),
+            (header::ETAG, etag_value),
+            cache,
+        ],
+        body(),
+    )
+        .into_response()
 }
 
 fn respond(hub: &Hub, at: At, locates: &[Locate], headers: &HeaderMap, enc: Encoding) -> Response {
@@ -185,23 +214,5 @@ fn respond(hub: &Hub, at: At, locates: &[Locate], headers: &HeaderMap, enc: Enco
         0 => format!("\"{}:{}\"", table.session(), newest),
         g => format!("\"{}:{}:r{}\"", table.session(), newest, g),
     };
-    let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
-    let cache = (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if etag_matches(headers, &etag) {
-        return (
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, etag_value), cache],
-        )
-            .into_response();
-    }
-    let body = build(hub, at, locates);
-    (
-        [
-            (header::CONTENT_TYPE, enc.content_type()),
-            (header::ETAG, etag_value),
-            cache,
-        ],
-        enc.body(&body),
-    )
-        .into_response()
+    tagged(headers, &etag, enc, || enc.body(&build(hub, at, locates)))
 }

@@ -1,0 +1,166 @@
+use super::*;
+
+const S: u64 = SECOND;
+
+fn chart(limits: HistoryLimits) -> Chart {
+    Chart::new(limits, 4)
+}
+
+fn trade(c: &Chart, seq: u64, ts: u64, price: i64, size: u32) {
+    c.trade(0, seq, ts, Price(price), size);
+    c.advance(ts);
+}
+
+#[test]
+fn a_bar_closes_when_feed_time_reaches_its_end_whoever_moves_it() {
+    let c = chart(HistoryLimits::default());
+    trade(&c, 1, 10 * S + 5, 100, 1);
+    let open = c.bars(0, Interval::S1, u64::MAX, 10).items;
+    assert_eq!(open.len(), 1);
+    assert!(!open[0].closed);
+    // Another symbol's quote, a second later: feed time passes the end.
+    c.advance(11 * S);
+    let closed = c.bars(0, Interval::S1, u64::MAX, 10).items;
+    assert!(closed[0].closed);
+    assert!(!c.bars(0, Interval::M1, u64::MAX, 10).items[0].closed);
+}
+
+#[test]
+fn paging_takes_the_newest_before_the_bound_oldest_first() {
+    let c = chart(HistoryLimits::default());
+    for i in 1..=10u64 {
+        trade(&c, i * 2, i * S, i as i64, 1);
+    }
+    let starts = |before, limit| -> Vec<u64> {
+        c.bars(0, Interval::S1, before, limit)
+            .items
+            .iter()
+            .map(|b| b.t / S)
+            .collect()
+    };
+    assert_eq!(starts(u64::MAX, 3), [8, 9, 10]);
+    assert_eq!(starts(8 * S, 3), [5, 6, 7]);
+    assert_eq!(starts(2 * S, 3), [1]);
+    let seqs = |before, limit| -> Vec<u64> {
+        c.trades(0, before, limit)
+            .items
+            .iter()
+            .map(|t| t.seq)
+            .collect()
+    };
+    assert_eq!(seqs(u64::MAX, 2), [18, 20]);
+    assert_eq!(seqs(18, 2), [14, 16]);
+    assert_eq!(seqs(3, 5), [2]);
+}
+
+#[test]
+fn a_repeated_sequence_counts_once_and_the_version_moves_with_history() {
+    let c = chart(HistoryLimits::default());
+    trade(&c, 5, S, 100, 10);
+    let v = c.trades(0, u64::MAX, 10).version;
+    trade(&c, 5, S, 100, 10);
+    assert_eq!(c.trades(0, u64::MAX, 10).version, v);
+    let bar = c.bars(0, Interval::S1, u64::MAX, 1).items[0];
+    assert_eq!((bar.v, bar.n), (10, 1));
+    // Replayed history older than the live trade: in its place, counted.
+    trade(&c, 3, S, 90, 5);
+    let bar = c.bars(0, Interval::S1, u64::MAX, 1).items[0];
+    assert_eq!((bar.o, bar.c, bar.v, bar.n), (Price(90), Price(100), 15, 2));
+    assert_eq!(c.trades(0, u64::MAX, 10).version, v + 1);
+    let seqs: Vec<u64> = c
+        .trades(0, u64::MAX, 10)
+        .items
+        .iter()
+        .map(|t| t.seq)
+        .collect();
+    assert_eq!(seqs, [3, 5]);
+}
+
+#[test]
+fn coarse_bars_are_built_from_minutes() {
+    let c = chart(HistoryLimits::default());
+    // Minutes 0..12, one trade each, prices 1..=12.
+    for m in 0..12u64 {
+        trade(&c, m + 1, m * MINUTE + S, m as i64 + 1, 2);
+    }
+    let five = c.bars(0, Interval::M5, u64::MAX, 10).items;
+    let bar = |m: u64, o: i64, h: i64, c: i64, v: u64, n: u32, closed: bool| Bar {
+        t: m * MINUTE,
+        o: Price(o),
+        h: Price(h),
+        l: Price(o),
+        c: Price(c),
+        v,
+        n,
+        closed,
+    };
+    assert_eq!(
+        five,
+        [
+            bar(0, 1, 5, 5, 10, 5, true),
+            bar(5, 6, 10, 10, 10, 5, true),
+            bar(10, 11, 12, 12, 4, 2, false),
+        ]
+    );
+    let page = c.bars(0, Interval::M5, 10 * MINUTE, 1).items;
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].t, 5 * MINUTE);
+    assert_eq!(c.bars(0, Interval::H1, u64::MAX, 5).items.len(), 1);
+}
+
+#[test]
+fn reset_forgets_every_symbol_and_feed_time() {
+    let c = chart(HistoryLimits::default());
+    trade(&c, 1, S, 1, 1);
+    assert!(c.heap_bytes() > 0);
+    c.reset();
+    assert_eq!(c.heap_bytes(), 0);
+    assert_eq!(c.feed_time(), 0);
+    assert!(c.trades(0, u64::MAX, 10).items.is_empty());
+}
+
+#[test]
+fn memory_grows_with_use_up_to_the_caps() {
+    let limits = HistoryLimits::default();
+    let c = chart(limits);
+    trade(&c, 1, S, 1, 1);
+    let one = c.heap_bytes();
+    assert!(one < 2_000, "a symbol with one trade holds {one} bytes");
+    for i in 2..=5_000u64 {
+        trade(&c, i, i * MINUTE, 1, 1);
+    }
+    assert_eq!(c.heap_bytes(), limits.bytes_per_symbol());
+    // The figure docs/ARCHITECTURE.md gives ("The chart and the tape").
+    assert_eq!(limits.bytes_per_symbol(), 200_640);
+    assert_eq!(c.trades(0, u64::MAX, 5_000).items.len(), 1_000);
+    assert_eq!(c.bars(0, Interval::M1, u64::MAX, 5_000).items.len(), 1_440);
+}
+
+#[test]
+fn history_off_keeps_nothing() {
+    let c = chart(HistoryLimits::OFF);
+    trade(&c, 1, S, 1, 1);
+    assert_eq!(c.heap_bytes(), 0);
+    assert!(c.bars(0, Interval::S1, u64::MAX, 10).items.is_empty());
+}
+
+#[test]
+fn intervals_parse_and_know_their_kept_length() {
+    let l = HistoryLimits::default();
+    let kept: Vec<(&str, usize)> = Interval::ALL
+        .iter()
+        .map(|i| (i.as_str(), i.kept(&l)))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("1s", 900),
+            ("1m", 1440),
+            ("5m", 288),
+            ("15m", 96),
+            ("1h", 24)
+        ]
+    );
+    assert_eq!(Interval::parse("15m"), Some(Interval::M15));
+    assert_eq!(Interval::parse("2m"), None);
+}
