@@ -238,6 +238,7 @@ macro_rules! client_file {
 /// tickrelay.js and the modules it imports.
 const CLIENT_JS: &[(&str, &str)] = &[
     client_file!("tickrelay.js"),
+    client_file!("lib/auth.js"),
     client_file!("lib/client.js"),
     client_file!("lib/http.js"),
     client_file!("lib/msgpack.js"),
