@@ -200,6 +200,10 @@ pub struct Access {
     pub jwt: crate::auth::JwtSettings,
     /// Bearer token of the admin routes.
     pub admin_token: Option<String>,
+    /// A client with no token is let in (every right, no user) even where
+    /// tokens are required. `tickrelay demo` alone sets it, beside its demo
+    /// users; no setting does.
+    pub anonymous: bool,
 }
 
 impl Access {
@@ -230,6 +234,19 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Usage per user and day: the database and how often it is written.
     pub usage: Option<(PathBuf, Duration)>,
+    /// `tickrelay demo`'s users, served at `/v1/demo/users`; no setting sets it.
+    pub demo_users: Option<DemoUsers>,
+}
+
+/// The demo's users and their tokens, as `/v1/demo/users` answers (JSON).
+/// Its `Debug` shows no token.
+#[derive(Clone)]
+pub struct DemoUsers(pub std::sync::Arc<str>);
+
+impl std::fmt::Debug for DemoUsers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DemoUsers(…)")
+    }
 }
 
 /// Default feed line A.
@@ -377,6 +394,7 @@ impl Settings {
                 audience: self.jwt_audience.filter(|s| !s.is_empty()),
             },
             admin_token: self.admin_token.filter(|t| !t.is_empty()),
+            anonymous: false,
         };
         if access.token.is_some() && access.token == access.admin_token {
             return Err(ConfigError::new(
@@ -430,6 +448,7 @@ impl Settings {
                 Some(db) => Some((db, ms("usage_flush_ms", self.usage_flush_ms, 5_000, 100)?)),
                 None => None,
             },
+            demo_users: None,
         })
     }
 }
