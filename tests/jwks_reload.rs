@@ -150,14 +150,22 @@ fn a_rotated_key_set_is_taken_on_sighup_and_a_broken_one_keeps_the_current() {
         "the file alone is not reread"
     );
     relay.signal("HUP");
-    until_answer(&relay, "the new key accepted after SIGHUP", &by_new, (200, ""));
+    until_answer(
+        &relay,
+        "the new key accepted after SIGHUP",
+        &by_new,
+        (200, ""),
+    );
     assert_eq!(answer(&relay, &by_old), (200, String::new()));
 
     // A set that does not load: the relay says so and keeps the current one.
     std::fs::write(&jwks, b"{\"keys\": [ not json").unwrap();
     relay.signal("HUP");
     poll_until(support::DEADLINE, "the failed reload logged", || {
-        relay.log().contains("users' keys not reloaded").then_some(())
+        relay
+            .log()
+            .contains("users' keys not reloaded")
+            .then_some(())
     });
     assert_eq!(answer(&relay, &by_new), (200, String::new()));
     assert_eq!(answer(&relay, &by_old), (200, String::new()));
@@ -165,7 +173,12 @@ fn a_rotated_key_set_is_taken_on_sighup_and_a_broken_one_keeps_the_current() {
     // The old key dropped from the set: its tokens stop verifying.
     write_set(&jwks, &[&new]);
     relay.signal("HUP");
-    until_answer(&relay, "the old key refused after SIGHUP", &by_old, (401, "bad_token"));
+    until_answer(
+        &relay,
+        "the old key refused after SIGHUP",
+        &by_old,
+        (401, "bad_token"),
+    );
     assert_eq!(answer(&relay, &by_new), (200, String::new()));
     let log = relay.log();
     assert!(

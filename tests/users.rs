@@ -751,16 +751,20 @@ fn metrics_count_connections_and_deliveries_by_class_and_delay_never_by_user() {
         );
     }
     for (class, least) in [("pro", 1.0), ("nonpro", 2.0), ("none", 1.0)] {
-        let grew = |name| {
-            m.get(&by_class(name, class, false)) - before.get(&by_class(name, class, false))
-        };
+        let grew =
+            |name| m.get(&by_class(name, class, false)) - before.get(&by_class(name, class, false));
         // The tick at least (and for nonpro, the snapshot answer too).
         assert!(grew("deliveries_total") >= least, "{class} deliveries");
         assert!(grew("delivered_bytes_total") > 0.0, "{class} bytes");
     }
     // Never a user: no label carries a `sub`.
     let text = w.relay.get("/metrics").text();
-    for sub in ["alice-the-pro", "bob-the-nonpro", "carol-the-delayed", "probe"] {
+    for sub in [
+        "alice-the-pro",
+        "bob-the-nonpro",
+        "carol-the-delayed",
+        "probe",
+    ] {
         assert!(!text.contains(sub), "{sub} in /metrics");
     }
     assert!(!text.contains("sub=\""), "a sub label in /metrics");

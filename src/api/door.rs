@@ -243,10 +243,7 @@ pub fn class_labels(identity: &Identity) -> ClassLabels {
     if identity.sub.is_none() {
         return ClassLabels::new(NO_CLASS, false);
     }
-    ClassLabels::new(
-        identity.rights.class.as_str(),
-        identity.rights.delay_ms > 0,
-    )
+    ClassLabels::new(identity.rights.class.as_str(), identity.rights.delay_ms > 0)
 }
 
 /// The metrics of `identity`'s class and delay.

@@ -16,9 +16,9 @@ use anyhow::Context;
 
 use crate::config::{Config, DemoUsers};
 use crate::server;
-use crate::tools::token::{TokenArgs, mint};
 use crate::tools::lab::{self, LabArgs};
 use crate::tools::sim::{self, SimConfig, Simulator};
+use crate::tools::token::{TokenArgs, mint};
 
 /// The simulated market of `tickrelay demo`.
 #[derive(clap::Args, Clone, Debug)]
