@@ -589,6 +589,13 @@ async function freshLoad(relay, transport) {
   });
 }
 
+/** Loads the page on WebSocket and waits until its table is filled and moving. */
+async function loadLive(page, relay, label) {
+  await withTimeout(page.goto(relay.base + '/?transport=ws', { waitUntil: 'domcontentloaded' }), 15_000, 'loading the page');
+  const filled = await waitFilled(page, label + ': the table to fill');
+  return waitMoving(page, filled.value, label + ': ws to go live');
+}
+
 /** Open streaming connections the relay counts for `transport` (its metrics). */
 function clients(base, transport) {
   return metric(base, `tickrelay_clients{transport="${transport === 'ws-msgpack' ? 'ws' : transport}"}`);
@@ -611,9 +618,7 @@ async function switchTo(page, transport) {
 async function liveSwitching(relay) {
   return withPage('switching', async (p) => {
     const { page, sockets } = p;
-    await withTimeout(page.goto(relay.base + '/?transport=ws', { waitUntil: 'domcontentloaded' }), 15_000, 'loading the page');
-    const filled = await waitFilled(page, 'switching: the table to fill');
-    await waitMoving(page, filled.value, 'switching: ws to go live');
+    await loadLive(page, relay, 'switching');
     const order = ['sse', 'poll', 'snapshot', 'ws-msgpack', 'ws'];
     let from = 'ws';
     for (const to of order) {
@@ -771,9 +776,7 @@ async function brieflyUnknown(relay, transport) {
 async function compareView(relay) {
   return withPage('compare', async (p) => {
     const { page } = p;
-    await withTimeout(page.goto(relay.base + '/?transport=ws', { waitUntil: 'domcontentloaded' }), 15_000, 'loading the page');
-    const filled = await waitFilled(page, 'compare: the table to fill');
-    await waitMoving(page, filled.value, 'compare: ws to go live');
+    await loadLive(page, relay, 'compare');
     await withTimeout(page.click('#compare-toggle'), 5000, 'clicking Compare');
     await withTimeout(page.selectOption('#compare .side.b select', 'sse'), 5000, 'choosing SSE on the right');
     const both = await waitFor('compare: both sides to show latency and bytes per update', async () => {
@@ -819,9 +822,7 @@ function readUser(page) {
 async function userMenu(relay) {
   return withPage('users', async (p) => {
     const { page } = p;
-    await withTimeout(page.goto(relay.base + '/?transport=ws', { waitUntil: 'domcontentloaded' }), 15_000, 'loading the page');
-    const filled = await waitFilled(page, 'users: the table to fill');
-    await waitMoving(page, filled.value, 'users: ws to go live as anonymous');
+    await loadLive(page, relay, 'users');
     const u0 = await readUser(page);
     if (!u0.menu || !['', 'realtime', 'delayed'].every((v) => u0.options.includes(v))) fail(`users: the menu is ${JSON.stringify(u0)}`);
     if (u0.badge !== null || u0.chosen !== '') fail(`users: anonymous starts with ${JSON.stringify(u0)}`);
@@ -869,9 +870,7 @@ async function userMenu(relay) {
 async function readmeShot(relay) {
   return withPage('readme', async (p) => {
     const { page } = p;
-    await withTimeout(page.goto(relay.base + '/?transport=ws', { waitUntil: 'domcontentloaded' }), 15_000, 'loading the page');
-    const filled = await waitFilled(page, 'readme: the table to fill');
-    await waitMoving(page, filled.value, 'readme: ws to go live');
+    await loadLive(page, relay, 'readme');
     await sleep(3000); // let the rate and latency figures settle
     const file = await screenshot(page, 'trading-page');
     ok(`screenshot of the live page: ${file}`);

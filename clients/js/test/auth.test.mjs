@@ -83,6 +83,20 @@ after(() => {
 
 const lastStatus = (seen) => seen.statuses.at(-1) || {};
 const liveCount = (seen) => seen.statuses.filter((s, i, all) => s.connection === 'live' && (i === 0 || all[i - 1].connection !== 'live')).length;
+/** Ticks (not snapshots) the client was given after `t` (ms since the epoch). */
+const ticksAfter = (seen, t) => seen.quotes.filter(({ info, at }) => !info.snapshot && at > t).length;
+
+/** A client of this suite's symbols over `transport` with `token`; once it
+ *  ticks, `body(seen)` runs; the client is closed after, whatever happens. */
+async function ticking(transport, token, body, extra = {}) {
+  const { handle, seen } = record(base, { symbols, transport, token, ...extra });
+  try {
+    await waitFor('ticks', () => ({ done: seen.ticks >= 3, seen: { ticks: seen.ticks, denied: seen.denied, last: lastStatus(seen) } }));
+    await body(seen, handle);
+  } finally {
+    handle.close();
+  }
+}
 
 test('the token claims are read without verifying', () => {
   const t = mint('alice', 60, ['A*']);
@@ -97,9 +111,7 @@ for (const transport of ['ws', 'sse']) {
   test(`${transport}: a token function is asked again when the client reconnects`, async () => {
     const sub = 'reconnect-' + transport;
     const fn = tokens(sub, 600);
-    const { handle, seen } = record(base, { symbols, transport, token: fn });
-    try {
-      await waitFor('ticks', () => ({ done: seen.ticks >= 3, seen: { ticks: seen.ticks, last: lastStatus(seen) } }));
+    await ticking(transport, fn, async (seen) => {
       const calls = fn.calls;
       const ticks = seen.ticks;
       // An operator closes the user's connections (4003 / `event: error`).
@@ -111,55 +123,44 @@ for (const transport of ['ws', 'sse']) {
       }), 30000);
       assert.ok(fn.calls > calls, `the function was asked again (${calls} → ${fn.calls})`);
       assert.equal(seen.regressions, 0);
-    } finally {
-      handle.close();
-    }
+    });
   });
 }
 
 test('poll: a token function is asked for every request', async () => {
   const fn = tokens('poller', 600);
-  const { handle, seen } = record(base, { symbols, transport: 'poll', token: fn });
-  try {
-    await waitFor('several polls', () => ({ done: seen.requests >= 5 && seen.ticks >= 3, seen: { requests: seen.requests, ticks: seen.ticks } }));
+  await ticking('poll', fn, async (seen, handle) => {
+    await waitFor('several polls', () => ({ done: seen.requests >= 5, seen: seen.requests }));
     handle.close();
     // One call per request (the last call's request may not be counted yet).
     assert.ok(fn.calls - seen.requests >= 0 && fn.calls - seen.requests <= 1, `${fn.calls} calls, ${seen.requests} requests`);
-  } finally {
-    handle.close();
-  }
+  });
 });
 
 test('ws: a short-lived token is refreshed on the open connection, which never closes', async () => {
   // The relay warns 30 s before `exp`, so at once for a 6 s token, and
   // closes with 4001 at `exp` unless it was handed a fresh one.
   const fn = tokens('shortlived', 6);
-  const { handle, seen } = record(base, { symbols, transport: 'ws', token: fn });
-  try {
-    await waitFor('ticks', () => ({ done: seen.ticks >= 3, seen: seen.ticks }));
+  await ticking('ws', fn, async (seen) => {
     const firstExp = Math.min(...fn.minted.map(expiresAt));
     // Two lifetimes of the first token later, still ticking on the first connection.
     await waitFor('ticks two lifetimes past the first token\'s exp', () => {
-      const late = seen.quotes.filter(({ info, at }) => !info.snapshot && at > firstExp + 6000).length;
+      const late = ticksAfter(seen, firstExp + 6000);
       return { done: late >= 3, seen: { late, calls: fn.calls, last: lastStatus(seen).connection } };
     }, 40000);
     assert.equal(liveCount(seen), 1, 'one connection: never closed and reopened');
     assert.ok(!seen.statuses.some((s) => s.connection === 'reconnecting'), 'never reconnecting');
     assert.ok(fn.calls >= 3, `refreshed (${fn.calls} tokens)`);
     assert.ok(!seen.notices.some((n) => n.isError), JSON.stringify(seen.notices));
-  } finally {
-    handle.close();
-  }
+  });
 });
 
 test('sse: a stream ended at the token\'s exp resumes at once with a fresh token, missing nothing', async () => {
   const fn = tokens('sse-expiring', 3);
-  const { handle, seen } = record(base, { symbols, transport: 'sse', token: fn });
-  try {
-    await waitFor('ticks', () => ({ done: seen.ticks >= 3, seen: seen.ticks }));
+  await ticking('sse', fn, async (seen) => {
     const firstExp = Math.min(...fn.minted.map(expiresAt));
     await waitFor('the stream to end at exp and come back', () => {
-      const late = seen.quotes.filter(({ info, at }) => !info.snapshot && at > firstExp + 1000).length;
+      const late = ticksAfter(seen, firstExp + 1000);
       const told = seen.notices.some((n) => /token expired/.test(n.text));
       return { done: told && late >= 3 && liveCount(seen) >= 2, seen: { told, late, lives: liveCount(seen), calls: fn.calls } };
     }, 30000);
@@ -167,47 +168,34 @@ test('sse: a stream ended at the token\'s exp resumes at once with a fresh token
     assert.equal(seen.regressions, 0);
     // Resumed by last_event_id: no second snapshot of the watchlist over REST.
     assert.ok(!seen.quotes.some(({ info, at }) => info.rest && at > firstExp), 'no REST snapshot after the first expiry');
-  } finally {
-    handle.close();
-  }
+  });
 });
 
 for (const transport of ['ws', 'sse', 'poll', 'snapshot']) {
   test(`${transport}: symbols the token does not allow are reported and not asked for`, async () => {
     const allowed = symbols.slice(0, 3);
-    const { handle, seen } = record(base, { symbols, transport, token: mint('some-' + transport, 600, allowed), pollIntervalMs: 300 });
-    try {
-      await waitFor('the denied symbols reported, and ticks', () => ({
-        done: seen.denied.length === 3 && seen.ticks >= 2,
-        seen: { denied: seen.denied, ticks: seen.ticks, last: lastStatus(seen).reason },
-      }));
+    await ticking(transport, mint('some-' + transport, 600, allowed), async (seen) => {
+      await waitFor('the denied symbols reported', () => ({ done: seen.denied.length === 3, seen: seen.denied }));
       assert.deepEqual(seen.denied.map((d) => d.symbol).sort(), symbols.slice(3).sort());
       assert.ok(seen.denied.every((d) => d.reason === 'not_entitled'));
       assert.ok(seen.quotes.every(({ q }) => allowed.includes(q.symbol)), 'quotes of allowed symbols only');
       assert.equal(lastStatus(seen).connection, 'live');
-    } finally {
-      handle.close();
-    }
+    }, { pollIntervalMs: 300 });
   });
 }
 
 test('ws: a refreshed token that allows less drops the rest, and the client says so', async () => {
   let narrow = false;
   const fn = tokens('narrowed', 4, () => (narrow ? symbols.slice(0, 2) : ['*']));
-  const { handle, seen } = record(base, { symbols, transport: 'ws', token: fn });
-  try {
-    await waitFor('ticks', () => ({ done: seen.ticks >= 3, seen: seen.ticks }));
+  await ticking('ws', fn, async (seen) => {
     narrow = true;
     await waitFor('the dropped symbols reported', () => ({ done: seen.denied.length === 4, seen: { denied: seen.denied, calls: fn.calls } }));
     assert.deepEqual(seen.denied.map((d) => d.symbol).sort(), symbols.slice(2).sort());
+    // The relay dropped them before it said so: nothing of theirs after.
     const mark = seen.quotes.length;
-    await waitFor('ticks of the symbols still allowed', () => ({ done: seen.ticks >= 3 + 3 && seen.quotes.length > mark + 2, seen: seen.quotes.length - mark }));
-    // A quote of a dropped symbol could be in flight when the token changed;
-    // none comes well after.
-    const after = seen.quotes.slice(mark + 2).map(({ q }) => q.symbol);
+    await waitFor('ticks of the symbols still allowed', () => ({ done: seen.quotes.length >= mark + 3, seen: seen.quotes.length - mark }));
+    const after = seen.quotes.slice(mark).map(({ q }) => q.symbol);
     assert.ok(after.every((s) => symbols.slice(0, 2).includes(s)), `only allowed symbols after: ${after}`);
     assert.equal(liveCount(seen), 1, 'the same connection');
-  } finally {
-    handle.close();
-  }
+  });
 });
