@@ -5,7 +5,8 @@
 //! 4001 `token_expired`, SSE `event: error`).
 //!
 //! Users of no per-user token have none of this: their connections carry
-//! no `ConnUser` and no watch.
+//! no `ConnUser` and no watch. Either way a stream's deliveries are counted
+//! by the user's class and delay ([`Deliveries`]; `none` without a user).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -144,6 +145,38 @@ impl Drop for ConnUser {
     fn drop(&mut self) {
         // The watch, if asleep, ends now rather than at the token's `exp`.
         self.refreshed.notify_one();
+    }
+}
+
+/// Where a stream's deliveries are counted by class and delay: its user
+/// (whose refreshed token may move it to another class), or, without a
+/// per-user token, the class `none`, the connection counted there while it
+/// lives.
+pub enum Deliveries {
+    /// A per-user token's connection.
+    User(Arc<ConnUser>),
+    /// A connection of no per-user token.
+    Unclassed(CountedConn),
+}
+
+impl Deliveries {
+    /// For a connection of `user` (none: no per-user token).
+    pub fn of(state: &AppState, user: Option<Arc<ConnUser>>) -> Self {
+        match user {
+            Some(u) => Deliveries::User(u),
+            None => Deliveries::Unclassed(CountedConn::open(
+                state.metrics.users.of(crate::metrics::NO_CLASS, false),
+            )),
+        }
+    }
+
+    /// Counts `quotes` delivered in `bytes`.
+    #[inline]
+    pub fn count(&self, quotes: usize, bytes: usize) {
+        match self {
+            Deliveries::User(u) => u.delivered(quotes as u64, bytes as u64),
+            Deliveries::Unclassed(c) => c.counters().delivered(quotes as u64, bytes as u64),
+        }
     }
 }
 

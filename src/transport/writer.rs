@@ -27,11 +27,11 @@ use crate::admission::Live;
 use crate::api::{AppState, close};
 use crate::fanout::{Format, Scratch, Sweep, envelope};
 use crate::feed::FeedState;
-use crate::metrics::{CountedConn, TransportCounters};
+use crate::metrics::TransportCounters;
 use crate::transport::kind::{SlowReason, Transport};
 use crate::transport::pacer::Beat;
 use crate::transport::subscriptions::Subscriptions;
-use crate::transport::user::{ConnUser, Watched, watch_expiry};
+use crate::transport::user::{ConnUser, Deliveries, Watched, watch_expiry};
 use crate::transport::wsframe::{self, opcode};
 use std::sync::{Arc, Weak};
 
@@ -90,8 +90,8 @@ pub struct WriteSide {
     pub wake: Wake,
     /// The client's user, when it came with a per-user token.
     pub user: Option<Arc<ConnUser>>,
-    /// Without one: the connection in the metrics of class `none`.
-    unclassed: Option<CountedConn>,
+    /// Where its deliveries are counted by class (and in the user's usage).
+    deliveries: Deliveries,
 }
 
 /// A connection task's wake-up. Like `Notify::notify_one` with one waiter
@@ -221,9 +221,7 @@ impl WriteSide {
                 verdict: None,
             }),
             wake: Wake::default(),
-            unclassed: user.is_none().then(|| {
-                CountedConn::open(state.metrics.users.of(crate::metrics::NO_CLASS, false))
-            }),
+            deliveries: Deliveries::of(&state, user.clone()),
             user,
             state,
         }
@@ -422,7 +420,7 @@ impl WriteSide {
                 frame.drain(at..head);
             }
             Subscriptions::count_quotes(&self.counters, quotes, len);
-            self.delivered(quotes.len(), len);
+            self.deliveries.count(quotes.len(), len);
         }
         if frame.len() > start {
             self.write(w, &frame[start..]);
@@ -465,17 +463,7 @@ impl WriteSide {
     /// Records a frame of `batch` in the transport's metrics.
     pub fn count(&self, batch: &crate::transport::subscriptions::Batch, bytes: usize) {
         Subscriptions::count(&self.counters, batch, bytes);
-        self.delivered(batch.quotes.len(), bytes);
-    }
-
-    /// Counts `quotes` delivered in `bytes` by the user's class and delay
-    /// (and in the user's usage).
-    fn delivered(&self, quotes: usize, bytes: usize) {
-        if let Some(u) = &self.user {
-            u.delivered(quotes as u64, bytes as u64);
-        } else if let Some(c) = &self.unclassed {
-            c.counters().delivered(quotes as u64, bytes as u64);
-        }
+        self.deliveries.count(batch.quotes.len(), bytes);
     }
 
     /// The `feed` status as this connection's frame payload (unsealed).
