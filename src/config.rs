@@ -210,6 +210,10 @@ pub struct Access {
     pub jwt: crate::auth::JwtSettings,
     /// Bearer token of the admin routes.
     pub admin_token: Option<String>,
+    /// A client with no token is let in (every right, no user) even where
+    /// tokens are required. `tickrelay demo` alone sets it, beside its demo
+    /// users; no setting does.
+    pub anonymous: bool,
 }
 
 impl Access {
@@ -245,6 +249,8 @@ pub struct Config {
     pub delayed: Option<DelayedSettings>,
     /// Trades and bars kept per symbol.
     pub history: crate::table::HistoryLimits,
+    /// `tickrelay demo`'s users, served at `/v1/demo/users`; no setting sets it.
+    pub demo_users: Option<DemoUsers>,
 }
 
 /// The delayed view's settings.
@@ -254,6 +260,17 @@ pub struct DelayedSettings {
     pub resolution_ms: u64,
     /// Longest delay served, ms.
     pub max_delay_ms: u64,
+}
+
+/// The demo's users and their tokens, as `/v1/demo/users` answers (JSON).
+/// Its `Debug` shows no token.
+#[derive(Clone)]
+pub struct DemoUsers(pub std::sync::Arc<str>);
+
+impl std::fmt::Debug for DemoUsers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DemoUsers(…)")
+    }
 }
 
 /// Default feed line A.
@@ -401,6 +418,7 @@ impl Settings {
                 audience: self.jwt_audience.filter(|s| !s.is_empty()),
             },
             admin_token: self.admin_token.filter(|t| !t.is_empty()),
+            anonymous: false,
         };
         if access.token.is_some() && access.token == access.admin_token {
             return Err(ConfigError::new(
@@ -473,6 +491,7 @@ impl Settings {
                 None => None,
             },
             delayed,
+            demo_users: None,
         })
     }
 }

@@ -12,14 +12,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::api::{ApiError, AppState, ErrorCode};
+use crate::api::{ApiError, AppState, Door, ErrorCode};
 use crate::feed::status::FeedStatus;
 use crate::metrics::{HttpLabels, RouteLabel};
 use crate::transport;
 
 /// Builds the router with every route.
 pub fn router(state: AppState) -> Router {
-    PAGE_MODULES
+    let routes = PAGE_MODULES
         .iter()
         .fold(Router::new(), |r, &(path, body)| {
             r.route(path, get(move || page_module(body)))
@@ -55,7 +55,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/admin/disconnect",
             axum::routing::post(crate::api::admin::disconnect),
-        )
+        );
+    // Only `tickrelay demo` has users to offer.
+    let routes = if state.config.demo_users.is_some() {
+        routes.route("/v1/demo/users", get(demo_users))
+    } else {
+        routes
+    };
+    routes
         .fallback(not_found)
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), track))
@@ -156,6 +163,23 @@ async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such endpoint")
 }
 
+/// `GET /v1/demo/users`, in `tickrelay demo` alone: the demo's users and
+/// their tokens, for the page's user menu (docs/PROTOCOL.md, "Users and
+/// entitlements"). Through the door, like every client route.
+async fn demo_users(_door: Door, State(state): State<AppState>) -> Response {
+    match &state.config.demo_users {
+        Some(users) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            users.0.to_string(),
+        )
+            .into_response(),
+        None => not_found().await.into_response(),
+    }
+}
+
 async fn healthz() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -223,6 +247,7 @@ const PAGE_MODULES: &[(&str, &str)] = &[
     ("/settings.js", include_str!("../static/settings.js")),
     ("/stats.js", include_str!("../static/stats.js")),
     ("/status.js", include_str!("../static/status.js")),
+    ("/users.js", include_str!("../static/users.js")),
 ];
 
 async fn page_module(body: &'static str) -> Response {
@@ -240,6 +265,7 @@ macro_rules! client_file {
 /// tickrelay.js and the modules it imports.
 const CLIENT_JS: &[(&str, &str)] = &[
     client_file!("tickrelay.js"),
+    client_file!("lib/auth.js"),
     client_file!("lib/client.js"),
     client_file!("lib/http.js"),
     client_file!("lib/msgpack.js"),

@@ -6,7 +6,8 @@
  * rest, one concern a module: rows.js the quote table, search.js the search
  * box, status.js the status badge, format.js text for the screen,
  * settings.js the URL, saved settings and directory, stats.js the clock and
- * rates, compare.js the side-by-side comparison of two transports. Native
+ * rates, compare.js the side-by-side comparison of two transports, users.js
+ * the user menu, its token and the "delayed" badge. Native
  * ES modules, no build step: the relay embeds these files as they are.
  */
 
@@ -14,10 +15,11 @@ import { connect, backoff, TRANSPORTS } from './tickrelay.js';
 import { clock, nowMs, Stats } from './stats.js';
 import { Compare } from './compare.js';
 import { intFmt, setText, clampInterval, fmtRate, fmtBytes, fmtMs, viewQuote } from './format.js';
-import { $, pageParams, token, SYMBOL_RE, MAX_WATCH, DEFAULT_WATCH, BASE_URL, store, batchMs, fetchDirectory } from './settings.js';
+import { $, pageParams, SYMBOL_RE, MAX_WATCH, DEFAULT_WATCH, BASE_URL, store, batchMs, fetchDirectory } from './settings.js';
 import { createRow, renderRow, renderAge, highlightRow } from './rows.js';
 import { bindSearch } from './search.js';
 import { statusView, renderBadge } from './status.js';
+import { Users } from './users.js';
 
 // ---------------------------------------------------------------------------
 // The App: watchlist, connection, status and stats. One library connection
@@ -59,6 +61,8 @@ class App {
       session: null,
       status: 'connecting',
       latency: { p50: null, p99: null },
+      user: '',
+      delayMs: 0,
     };
     window.tickrelay = this.hooks;
 
@@ -83,7 +87,10 @@ class App {
       p50: $('#st-p50'),
       p99: $('#st-p99'),
     };
-    this.compare = new Compare({ baseUrl: BASE_URL, token, symbols: () => this.requestSymbols(), batchMs });
+    this.users = new Users(() => this.conn !== 'up');
+    // A function: the library asks it for every connection and request.
+    this.token = () => this.users.token();
+    this.compare = new Compare({ baseUrl: BASE_URL, token: this.token, symbols: () => this.requestSymbols(), batchMs });
   }
 
   // --- boot -----------------------------------------------------------------
@@ -104,6 +111,10 @@ class App {
     setInterval(() => this.renderAges(), 250);
     setInterval(() => this.renderStats(), 500);
     this.renderStatus();
+
+    // The demo's users, if the relay has any, before anything is asked as one.
+    await this.users.load();
+    this.renderUser();
 
     // The directory names the default watchlist; the library then loads the
     // initial prices over REST and streams after.
@@ -129,7 +140,7 @@ class App {
   }
 
   async loadDirectory() {
-    const dir = await fetchDirectory();
+    const dir = await fetchDirectory(await this.token());
     const before = this.requestSymbols();
     this.directory = dir;
     this.dirList = [...dir.values()];
@@ -201,7 +212,7 @@ class App {
     const feed = connect(BASE_URL, {
       symbols: this.requestSymbols(),
       transport: this.transportName,
-      token,
+      token: this.token,
       batchMs: batchMs(),
       pollIntervalMs: this.pollInterval,
       onQuote: (q, info) => {
@@ -242,6 +253,30 @@ class App {
     // Before boot finishes there is no connection yet; boot opens it.
     if (this.feed) this.startFeed();
     this.renderStats();
+  }
+
+  /** The user menu: reconnects as the user chosen, with its token. */
+  async switchUser(name) {
+    if (!this.users.choose(name)) return;
+    this.renderUser();
+    this.message('');
+    // Nothing the last user was shown stays on screen (a delayed user must
+    // not see the real-time prices of the one before).
+    this.pending.clear();
+    for (const row of this.rows.values()) {
+      Object.assign(row, { q: null, session: null, seq: -1, shown: {} });
+      this.renderRow(row);
+    }
+    // What this user may see: the directory as it lists it (kept as it was
+    // if this user may not list it).
+    await this.loadDirectory().catch(() => {});
+    if (this.feed) this.startFeed();
+    this.compare.userChanged();
+  }
+
+  renderUser() {
+    this.hooks.user = this.users.chosen;
+    this.hooks.delayMs = this.users.delayMs();
   }
 
   onQuote(q, info, stats) {
@@ -344,6 +379,8 @@ class App {
 
   bindUi() {
     this.el.transport.addEventListener('change', () => this.switchTransport(this.el.transport.value));
+    const user = $('#user');
+    if (user) user.addEventListener('change', () => this.switchUser(user.value));
     const batch = $('#batch');
     if (batch) {
       batch.checked = batchMs() > 0;

@@ -174,6 +174,11 @@ export class Compare {
     draw(this.el.querySelector('svg.bytes'), [a.history.bytes, b.history.bytes], 'B/update');
   }
 
+  /** The user changed: both sides reconnect as the new one. */
+  userChanged() {
+    this.symbolsChanged();
+  }
+
   /** The watchlist changed: both sides follow (batched). */
   symbolsChanged() {
     if (!this.sides) return;

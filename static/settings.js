@@ -7,7 +7,6 @@ import { HttpError, parseDecimal } from './tickrelay.js';
 
 export const $ = (sel) => document.querySelector(sel);
 export const pageParams = new URLSearchParams(location.search);
-export const token = pageParams.get('token'); // optional bearer token (docs/PROTOCOL.md, "Authentication")
 export const SYMBOL_RE = /^[A-Z0-9.\-/_^*]{1,16}$/; // the server's ticker syntax
 export const MAX_WATCH = 500; // well under the server's per-request limit (1024)
 export const DEFAULT_WATCH = 20; // a screenful at 1280x800
@@ -35,8 +34,9 @@ export const store = {
 
 export const batchMs = () => (store.get('batch', true) ? BATCH_MS : 0);
 
-/** The directory over REST: a Map symbol → {symbol, name, prevClose}. */
-export async function fetchDirectory() {
+/** The directory over REST, as `token`'s user sees it: a Map symbol →
+ *  {symbol, name, prevClose}. */
+export async function fetchDirectory(token) {
   const headers = token ? { Authorization: 'Bearer ' + token } : {};
   const res = await fetch(new URL('v1/symbols', BASE_URL), { headers, cache: 'no-store' });
   const text = await res.text();

@@ -1,7 +1,8 @@
 //! The JavaScript client (`clients/js/tickrelay.js`) against the real relay:
-//! runs its `node --test` suites (clients/js/test/), which start
+//! runs its `node --test` suites (clients/js/test/*.test.mjs), which start
 //! `tickrelay serve` and `feed-simulator` themselves on loopback and check
-//! every transport, the `auto` fallback, and resume after a killed relay.
+//! every transport, the `auto` fallback, resume after a killed relay, and
+//! users' tokens (a token function, refresh before expiry, denied symbols).
 //!
 //! Needs Node.js 20+ (no npm packages: fetch is built in, WebSocket comes
 //! with `--experimental-websocket`). When node is missing this test fails
@@ -39,8 +40,19 @@ fn javascript_client_against_a_real_relay() {
     }
     let out_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("js_client.log");
     let log = std::fs::File::create(&out_path).expect("log file");
+    // The suites, not the helpers beside them (test/harness.mjs): Node 20
+    // would run every .mjs file of a directory given to it.
+    let mut suites: Vec<String> = std::fs::read_dir(dir.join("test"))
+        .expect("clients/js/test")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".test.mjs"))
+        .map(|n| format!("test/{n}"))
+        .collect();
+    suites.sort();
+    assert!(!suites.is_empty(), "no *.test.mjs in clients/js/test");
     let mut child = cmd
-        .args(["--test", "--test-reporter=spec", "test/"])
+        .args(["--test", "--test-reporter=spec"])
+        .args(&suites)
         .current_dir(&dir)
         .env("TICKRELAY_BIN", env!("CARGO_BIN_EXE_tickrelay"))
         .env("FEED_SIMULATOR_BIN", support::feed_simulator_bin())
@@ -66,7 +78,7 @@ fn javascript_client_against_a_real_relay() {
     match status {
         Some(s) => assert!(
             s.success(),
-            "node --test clients/js/test/ failed ({s}); its output is above"
+            "node --test clients/js/test/*.test.mjs failed ({s}); its output is above"
         ),
         None => panic!("node --test did not finish in {} s", TIMEOUT.as_secs()),
     }

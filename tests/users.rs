@@ -705,3 +705,85 @@ fn usage_is_recorded_per_user_and_survives_kill_9_up_to_one_flush() {
 fn v_num(v: &Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
 }
+
+/// `tickrelay_user_*{class="…",delayed="…"}`: a series of the metrics by
+/// class and delay.
+fn by_class(name: &str, class: &str, delayed: bool) -> String {
+    format!("tickrelay_user_{name}{{class=\"{class}\",delayed=\"{delayed}\"}}")
+}
+
+#[test]
+fn metrics_count_connections_and_deliveries_by_class_and_delay_never_by_user() {
+    // The shared token beside per-user tokens: its holder is class `none`.
+    let mut w = World::start(&["--token", "the-shared-token"]);
+    let pro = w.token("alice-the-pro", &["*"], &[]);
+    let nonpro = w.token("bob-the-nonpro", &["*"], &["--class", "nonpro"]);
+    let delayed = w.token(
+        "carol-the-delayed",
+        &["*"],
+        &["--class", "nonpro", "--delay", "15m"],
+    );
+    let before = w.relay.metrics();
+    let mut clients: Vec<Strict> = [pro.as_str(), nonpro.as_str(), "the-shared-token"]
+        .iter()
+        .map(|t| {
+            let mut ws = Strict::connect(w.addr(), &format!("?token={t}"));
+            ws_send(
+                &mut ws,
+                serde_json::json!({"op":"subscribe","symbols":["AAPL"]}),
+            );
+            ws_until(&mut ws, "subscribed", |v| v["type"] == "subscribed");
+            ws
+        })
+        .collect();
+    // A delayed user's connection is counted as one, whatever it may see.
+    let _delayed_ws = Strict::connect(w.addr(), &format!("?token={delayed}"));
+    let last = w.feed.send(&[FeedWriter::quote_msg(0, 1_000_500)]);
+    for ws in &mut clients {
+        ws_until(ws, "the tick", |v| {
+            v["type"] == "ticks" && v["seq"].as_u64() >= Some(last)
+        });
+    }
+    assert_eq!(w.get("/v1/snapshot?symbols=AAPL", &nonpro).status, 200);
+    let m = support::poll_until(support::DEADLINE, "every connection counted", || {
+        let m = w.relay.metrics();
+        (m.get(&by_class("connections", "nonpro", true)) == 1.0).then_some(m)
+    });
+    for (class, delayed, n) in [
+        ("pro", false, 1.0),
+        ("nonpro", false, 1.0),
+        ("nonpro", true, 1.0),
+        ("none", false, 1.0),
+        ("pro", true, 0.0),
+    ] {
+        assert_eq!(
+            m.get(&by_class("connections", class, delayed)),
+            n,
+            "{class} delayed={delayed}"
+        );
+    }
+    for (class, least) in [("pro", 1.0), ("nonpro", 2.0), ("none", 1.0)] {
+        let grew =
+            |name| m.get(&by_class(name, class, false)) - before.get(&by_class(name, class, false));
+        // The tick at least (and for nonpro, the snapshot answer too).
+        assert!(grew("deliveries_total") >= least, "{class} deliveries");
+        assert!(grew("delivered_bytes_total") > 0.0, "{class} bytes");
+    }
+    // Never a user: no label carries a `sub`.
+    let text = w.relay.get("/metrics").text();
+    for sub in [
+        "alice-the-pro",
+        "bob-the-nonpro",
+        "carol-the-delayed",
+        "probe",
+    ] {
+        assert!(!text.contains(sub), "{sub} in /metrics");
+    }
+    assert!(!text.contains("sub=\""), "a sub label in /metrics");
+    // A connection that ends is no longer counted.
+    clients[0].send(&masked(CLOSE, &1000u16.to_be_bytes()));
+    support::poll_until(support::DEADLINE, "the pro connection uncounted", || {
+        let m = w.relay.metrics();
+        (m.get(&by_class("connections", "pro", false)) == 0.0).then_some(())
+    });
+}

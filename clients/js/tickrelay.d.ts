@@ -58,7 +58,10 @@ export interface Status {
 export interface ConnectOptions {
   symbols?: string[];
   transport?: "auto" | TransportName;
-  token?: string;
+  /** The bearer token: a string, or a function (sync or async) asked for a
+   *  fresh one before every connection and request, and before a WebSocket's
+   *  token expires (it is then handed over with `{"op":"auth"}`). */
+  token?: string | null | (() => string | null | Promise<string | null>);
   /** Ask the relay to gather changes for up to this long per frame (0–1000). */
   batchMs?: number;
   /** Short polling interval, ms (default 1000). */
@@ -71,6 +74,10 @@ export interface ConnectOptions {
   onStatus?: (status: Status) => void;
   /** Symbols the relay does not know; they are no longer asked for until subscribed again. */
   onUnknown?: (symbols: string[]) => void;
+  /** Symbols the user's token does not allow (`reason`: "not_entitled"):
+   *  denied at subscribe, dropped after a refreshed token, or named by a 403.
+   *  They are no longer asked for until subscribed again. */
+  onDenied?: (symbols: string[], reason: string) => void;
   onNotice?: (text: string, isError: boolean) => void;
   /** Bytes received and requests sent, as they happen. */
   onTraffic?: (bytes: number, requests: number) => void;
@@ -113,6 +120,11 @@ export function toNum(v: unknown): number | null;
 export function normaliseQuote(raw: Record<string, unknown>, rawInts?: boolean): Omit<Quote, "session">;
 export function decodeMsgpack(bytes: Uint8Array | ArrayBuffer | ArrayBufferView): unknown;
 export function backoff(attempt: number): number;
+/** The claims of a JSON Web Token, decoded without verification (for display
+ *  and timing: `exp`, `sub`, the `tickrelay` object); null when not a JWT. */
+export function tokenClaims(token: string | null | undefined): Record<string, any> | null;
+/** A JWT's `exp` in ms since the Unix epoch; null when it has none. */
+export function expiresAt(token: string | null | undefined): number | null;
 export class HttpError extends Error {
   status: number;
   code: string;

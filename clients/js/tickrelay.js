@@ -4,6 +4,7 @@
  *   const feed = connect('http://127.0.0.1:8080/', {
  *     symbols: ['AAPL', 'MSFT'],
  *     transport: 'auto',             // 'ws' | 'ws-msgpack' | 'sse' | 'poll' | 'snapshot'
+ *     token: () => fetchMyToken(),   // optional: a string, or a function asked for a fresh one
  *     onQuote: (q) => console.log(q.symbol, q.bid, q.ask),
  *     onStatus: (s) => console.log(s.connection, s.feed.status),
  *   });
@@ -14,7 +15,10 @@
  * backoff and resumes by `since` / Last-Event-ID (the relay's seq promise
  * makes that lossless); `auto` falls back WebSocket → SSE → long polling
  * when one cannot connect; a new feed session (a restarted relay or feed)
- * is detected and the watchlist re-read. Prices stay exact decimal strings
+ * is detected and the watchlist re-read. A token function is asked for a
+ * fresh token before every connection and request, and a WebSocket hands
+ * the relay a fresh one before the old one expires; symbols the token does
+ * not allow are reported (`onDenied`). Prices stay exact decimal strings
  * ("189.1200"); the price helpers compare and format them without floats.
  * MessagePack frames are decoded here, prices from their fixed-point
  * integers.
@@ -29,6 +33,7 @@
  *   lib/msgpack.js     the MessagePack decoder
  *   lib/time.js        the clock, sleeps, reconnect backoff
  *   lib/http.js        the relay's error answers, the symbols parameter
+ *   lib/auth.js        the user's token: string or function, its claims, refresh timing
  *   lib/resume.js      the resume cursor and the per-symbol merge rule
  *   lib/transport.js   what every transport shares (reconnect, backoff)
  *   lib/ws.js          WebSocket, JSON or MessagePack
@@ -46,5 +51,6 @@ export {
 export { decodeMsgpack } from './lib/msgpack.js';
 export { backoff } from './lib/time.js';
 export { HttpError } from './lib/http.js';
+export { expiresAt, tokenClaims } from './lib/auth.js';
 export { TRANSPORTS } from './lib/transports.js';
 export { connect } from './lib/client.js';

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use super::{ApiError, AppState, AuthQuery, Encoding, ErrorCode, refused};
 use crate::admission::Limit;
 use crate::auth::{Channel, Identity, VerifyError};
+use crate::metrics::{ClassCounters, ClassLabels, NO_CLASS};
 
 /// A request let in: its origin is allowed and its token (if one is
 /// configured) is right.
@@ -30,15 +31,19 @@ pub struct Door {
     pub identity: Arc<Identity>,
     /// The user's usage counters (per-user tokens, with `usage_db`).
     pub usage: Option<Arc<crate::usage::UserUsage>>,
+    /// The metrics of the user's class and delay.
+    pub class: ClassCounters,
 }
 
 impl Door {
-    /// Counts an answer in the user's usage: one message, its body's bytes.
+    /// Counts an answer in the metrics by class and in the user's usage:
+    /// one message, its body's bytes.
     pub fn delivered(&self, response: Response) -> Response {
+        let bytes = axum::body::HttpBody::size_hint(response.body())
+            .exact()
+            .unwrap_or(0);
+        self.class.delivered(1, bytes);
         if let Some(u) = &self.usage {
-            let bytes = axum::body::HttpBody::size_hint(response.body())
-                .exact()
-                .unwrap_or(0);
             u.delivered(1, bytes);
         }
         response
@@ -123,10 +128,12 @@ impl FromRequestParts<AppState> for Door {
         if let Some(u) = &usage {
             u.request();
         }
+        let class = class_counters(state, &identity);
         Ok(Door {
             encoding: Encoding::from_headers(&parts.headers),
             identity,
             usage,
+            class,
         })
     }
 }
@@ -150,8 +157,9 @@ pub fn same_secret(given: &str, expected: &str) -> bool {
             == 0
 }
 
-/// Who presents `token`: anyone when no token is configured; the shared
-/// `token`'s holder; or the user of a verified JSON Web Token.
+/// Who presents `token`: anyone when no token is configured (or, in the
+/// demo, when none is presented); the shared `token`'s holder; or the user
+/// of a verified JSON Web Token.
 pub fn identify(state: &AppState, token: Option<&str>) -> Result<Arc<Identity>, ApiError> {
     let access = &state.config.access;
     if !access.required() {
@@ -162,6 +170,9 @@ pub fn identify(state: &AppState, token: Option<&str>) -> Result<Arc<Identity>, 
         Err(ApiError::new(code, message))
     };
     let Some(token) = token else {
+        if access.anonymous {
+            return Ok(state.anonymous.clone());
+        }
         return refuse(ErrorCode::Unauthorized, "missing bearer token".into());
     };
     if access
@@ -243,4 +254,18 @@ pub fn usage_of(state: &AppState, identity: &Identity) -> Option<Arc<crate::usag
         crate::auth::Class::Nonpro => crate::usage::Class::Nonpro,
     };
     Some(usage.user(sub, class, identity.rights.delay_ms > 0))
+}
+
+/// The class and delay `identity` is counted under in the metrics: its
+/// token's `class` and `delay_ms`, or `none` without a per-user token.
+pub fn class_labels(identity: &Identity) -> ClassLabels {
+    if identity.sub.is_none() {
+        return ClassLabels::new(NO_CLASS, false);
+    }
+    ClassLabels::new(identity.rights.class.as_str(), identity.rights.delay_ms > 0)
+}
+
+/// The metrics of `identity`'s class and delay.
+pub fn class_counters(state: &AppState, identity: &Identity) -> ClassCounters {
+    state.metrics.users.counters(class_labels(identity))
 }

@@ -24,7 +24,9 @@ use crate::fanout::Hub;
 use crate::feed::FeedState;
 use crate::metrics::Metrics;
 use crate::table::Table;
-pub use door::{Door, Refused, bearer, entitled, identify, same_secret, usage_of};
+pub use door::{
+    Door, Refused, bearer, class_counters, class_labels, entitled, identify, same_secret, usage_of,
+};
 pub use error::{ApiError, ErrorCode, close};
 
 /// What every handler can reach.

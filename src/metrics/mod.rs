@@ -1,6 +1,6 @@
 //! Every metric tickrelay exposes, in one module: here the registry and what
 //! the domains share; each domain's metrics (names, help, labels) in its
-//! own file — `feed`, `delivery`, `http`, `nats` — the lock-free primitives
+//! own file — `feed`, `delivery`, `users`, `http`, `nats` — the lock-free primitives
 //! in `primitives`, the `process_*` collector in `process`.
 //!
 //! Names follow Prometheus conventions: the `tickrelay_` prefix, base units,
@@ -30,6 +30,7 @@ mod nats;
 mod primitives;
 mod process;
 mod scraped;
+mod users;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -46,6 +47,7 @@ pub use nats::NatsMetrics;
 pub use primitives::{AtomicHistogram, ShardedCounter};
 pub use process::{ProcessCollector, ProcessStats};
 pub use scraped::{ScrapedGauges, ScrapedRead};
+pub use users::{ClassCounters, ClassLabels, CountedConn, NO_CLASS, UserMetrics};
 
 /// Label: why something was counted.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +84,8 @@ pub struct Metrics {
     pub stream: StreamMetrics,
     /// NATS JetStream bridge and line.
     pub nats: NatsMetrics,
+    /// Connections and deliveries by the user's class and delay.
+    pub users: UserMetrics,
 }
 
 /// Histogram buckets for latencies: 10 µs to ~1.3 s, doubling (18 bounds,
@@ -125,12 +129,14 @@ impl Metrics {
         );
 
         let nats = NatsMetrics::register(registry);
+        let users = UserMetrics::register(registry);
         Metrics {
             registry: root,
             feed,
             http,
             stream,
             nats,
+            users,
         }
     }
 

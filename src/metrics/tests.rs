@@ -34,6 +34,8 @@ fn every_name_is_prefixed_and_follows_the_conventions() {
         "tickrelay_limit_refusals_total{limit=\"max_symbols\"} 0",
         "tickrelay_slow_client_disconnects_total{transport=\"ws\",reason=\"no_pong\"} 0",
         "tickrelay_tick_to_write_seconds_bucket{le=\"0.00001\",transport=\"ws\"} 0",
+        "tickrelay_user_connections{class=\"none\",delayed=\"false\"} 0",
+        "tickrelay_user_deliveries_total{class=\"nonpro\",delayed=\"true\"} 0",
     ] {
         if sample.starts_with("process_") && !cfg!(target_os = "linux") {
             continue;

@@ -2,6 +2,11 @@
 //! loopback multicast (TTL 0), with the recovery loop and a retransmission
 //! server, so a newcomer sees the trading page live with one command; and
 //! `demo --lab`, the demo measured by the lab.
+//!
+//! The demo has users: a secret generated for the run (in a directory of
+//! its own, removed at exit) signs two demo users' tokens — real time, and
+//! 15-minute delayed — which the page offers at `/v1/demo/users`; a client
+//! without a token is still let in, as before.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,10 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
-use crate::config::Config;
+use crate::config::{Config, DemoUsers};
 use crate::server;
 use crate::tools::lab::{self, LabArgs};
 use crate::tools::sim::{self, SimConfig, Simulator};
+use crate::tools::token::{TokenArgs, mint};
 
 /// The simulated market of `tickrelay demo`.
 #[derive(clap::Args, Clone, Debug)]
@@ -136,6 +142,8 @@ pub fn run(
         rate,
         zipf,
     } = market;
+    // Removes the generated secret when the demo ends.
+    let users_dir = add_users(&mut config)?;
     let line_a = config.feed.line_a.context("demo needs feed line A")?;
     // The demo runs the recovery loop: a relay restarted against a
     // running market is whole at once (README "Recovery").
@@ -175,6 +183,13 @@ pub fn run(
                 .spawn(move || engine.run(&sim_stop))?;
             println!("tickrelay demo: {symbols} symbols at {rate} msg/s on {line_a}, recovery loop on {recovery} (loopback, TTL 0)");
             println!("tickrelay listening on {url}");
+            if let Some(dir) = &users_dir {
+                // The path of the secret, never a token.
+                println!(
+                    "demo users on the page: real time, and 15-min delayed; more with `tickrelay token --secret-file {}`",
+                    dir.secret().display()
+                );
+            }
             println!("open {url}/ for the trading page; Ctrl-C to stop");
             let stop_on_signal = stop.clone();
             let shutdown = async move {
@@ -186,4 +201,88 @@ pub fn run(
             let _ = sim_thread.join();
             result
         })
+}
+
+/// The demo's users: name, the page's label, `delay_ms` as `tickrelay
+/// token --delay` takes it, and class. Every symbol, every channel.
+const DEMO_USERS: [(&str, &str, &str, &str); 2] = [
+    ("realtime", "Real time", "0", "pro"),
+    ("delayed", "15-min delayed", "15m", "nonpro"),
+];
+
+/// How long the demo users' tokens live: longer than any demo runs.
+const DEMO_TTL: &str = "30d";
+
+/// The directory of the secret generated for this run, removed when the
+/// demo ends.
+struct UsersDir(PathBuf);
+
+impl UsersDir {
+    /// The HS256 secret's file (the relay's `jwt_secret_file`).
+    fn secret(&self) -> PathBuf {
+        self.0.join("jwt-secret")
+    }
+}
+
+impl Drop for UsersDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Generates a secret (32 random bytes, hex) in a fresh directory only this
+/// user can read, verifies users' tokens with it, signs the demo users'
+/// tokens and hands them to the relay for `/v1/demo/users`. Clients without
+/// a token stay welcome (unless a shared `token` is set). Nothing when the
+/// demo was given keys of its own (`jwt_*` settings).
+fn add_users(config: &mut Config) -> anyhow::Result<Option<UsersDir>> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if config.access.jwt.enabled() {
+        return Ok(None);
+    }
+    let mut random = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut random);
+    let tag: String = random[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::temp_dir().join(format!("tickrelay-demo-{}-{tag}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = UsersDir(dir);
+    let secret = dir.secret();
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&secret)
+        .and_then(|mut f| f.write_all(hex.as_bytes()))
+        .with_context(|| format!("cannot write {}", secret.display()))?;
+    let users = DEMO_USERS
+        .iter()
+        .map(|&(name, label, delay, class)| {
+            let token = mint(&TokenArgs {
+                secret_file: secret.clone(),
+                sub: format!("demo-{name}"),
+                symbols: "*".into(),
+                channels: None,
+                delay: delay.into(),
+                class: class.into(),
+                ttl: DEMO_TTL.into(),
+                max_symbols: None,
+                max_connections: None,
+                max_hz: None,
+                issuer: config.access.jwt.issuer.clone(),
+                audience: config.access.jwt.audience.clone(),
+            })?;
+            Ok(serde_json::json!({ "name": name, "label": label, "token": token }))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    config.access.jwt.secret_file = Some(secret);
+    config.access.anonymous = config.access.token.is_none();
+    config.demo_users = Some(DemoUsers(Arc::from(
+        serde_json::json!({ "users": users }).to_string(),
+    )));
+    Ok(Some(dir))
 }

@@ -5,7 +5,8 @@
 //! 4001 `token_expired`, SSE `event: error`).
 //!
 //! Users of no per-user token have none of this: their connections carry
-//! no `ConnUser` and no watch.
+//! no `ConnUser` and no watch. Either way a stream's deliveries are counted
+//! by the user's class and delay ([`Deliveries`]; `none` without a user).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -14,9 +15,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::admission::UserSlot;
-use crate::api::{ApiError, AppState, ErrorCode, refused, usage_of};
+use crate::api::{ApiError, AppState, ErrorCode, class_labels, refused, usage_of};
 use crate::auth::Identity;
 use crate::clock::now_ms;
+use crate::metrics::{CountedConn, UserMetrics};
 
 /// The reason an open stream ends with at its token's `exp`.
 pub const TOKEN_EXPIRED: &str = "token_expired: the token has expired";
@@ -35,6 +37,10 @@ pub struct ConnUser {
     slot: UserSlot,
     /// The user's usage counters, with this connection counted open.
     usage: Option<crate::usage::ConnGuard>,
+    /// This connection in the metrics by class and delay (moved by a
+    /// refreshed token of another class or delay).
+    counted: ArcSwap<CountedConn>,
+    metrics: UserMetrics,
 }
 
 /// Where a token stands.
@@ -67,12 +73,16 @@ impl ConnUser {
                 ApiError::new(ErrorCode::LimitExceeded, e.message())
             })?;
         let usage = usage_of(state, &identity).map(|u| u.connect());
+        let metrics = state.metrics.users.clone();
+        let counted = CountedConn::open(metrics.counters(class_labels(&identity)));
         Ok(Some(Arc::new(ConnUser {
             identity: ArcSwap::new(identity),
             warned: AtomicBool::new(false),
             refreshed: Arc::default(),
             usage,
             slot,
+            counted: ArcSwap::from_pointee(counted),
+            metrics,
         })))
     }
 
@@ -83,14 +93,21 @@ impl ConnUser {
 
     /// A refreshed token of the same user.
     pub fn replace(&self, identity: Arc<Identity>) {
+        let labels = class_labels(&identity);
+        if !self.counted.load().counters().is(&labels) {
+            let moved = CountedConn::open(self.metrics.counters(labels));
+            self.counted.store(Arc::new(moved));
+        }
         self.identity.store(identity);
         self.warned.store(false, Ordering::Relaxed);
         self.refreshed.notify_one();
     }
 
-    /// Counts what was delivered to this connection in the user's usage.
+    /// Counts what was delivered to this connection in the metrics by
+    /// class and in the user's usage.
     #[inline]
     pub fn delivered(&self, messages: u64, bytes: u64) {
+        self.counted.load().counters().delivered(messages, bytes);
         if let Some(u) = &self.usage {
             u.user().delivered(messages, bytes);
         }
@@ -128,6 +145,38 @@ impl Drop for ConnUser {
     fn drop(&mut self) {
         // The watch, if asleep, ends now rather than at the token's `exp`.
         self.refreshed.notify_one();
+    }
+}
+
+/// Where a stream's deliveries are counted by class and delay: its user
+/// (whose refreshed token may move it to another class), or, without a
+/// per-user token, the class `none`, the connection counted there while it
+/// lives.
+pub enum Deliveries {
+    /// A per-user token's connection.
+    User(Arc<ConnUser>),
+    /// A connection of no per-user token.
+    Unclassed(CountedConn),
+}
+
+impl Deliveries {
+    /// For a connection of `user` (none: no per-user token).
+    pub fn of(state: &AppState, user: Option<Arc<ConnUser>>) -> Self {
+        match user {
+            Some(u) => Deliveries::User(u),
+            None => Deliveries::Unclassed(CountedConn::open(
+                state.metrics.users.of(crate::metrics::NO_CLASS, false),
+            )),
+        }
+    }
+
+    /// Counts `quotes` delivered in `bytes`.
+    #[inline]
+    pub fn count(&self, quotes: usize, bytes: usize) {
+        match self {
+            Deliveries::User(u) => u.delivered(quotes as u64, bytes as u64),
+            Deliveries::Unclassed(c) => c.counters().delivered(quotes as u64, bytes as u64),
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use crate::metrics::TransportCounters;
 use crate::transport::kind::{SlowReason, Transport};
 use crate::transport::pacer::Beat;
 use crate::transport::subscriptions::Subscriptions;
-use crate::transport::user::{ConnUser, Watched, watch_expiry};
+use crate::transport::user::{ConnUser, Deliveries, Watched, watch_expiry};
 use crate::transport::wsframe::{self, opcode};
 use std::sync::{Arc, Weak};
 
@@ -90,6 +90,8 @@ pub struct WriteSide {
     pub wake: Wake,
     /// The client's user, when it came with a per-user token.
     pub user: Option<Arc<ConnUser>>,
+    /// Where its deliveries are counted by class (and in the user's usage).
+    deliveries: Deliveries,
 }
 
 /// A connection task's wake-up. Like `Notify::notify_one` with one waiter
@@ -219,6 +221,7 @@ impl WriteSide {
                 verdict: None,
             }),
             wake: Wake::default(),
+            deliveries: Deliveries::of(&state, user.clone()),
             user,
             state,
         }
@@ -417,9 +420,7 @@ impl WriteSide {
                 frame.drain(at..head);
             }
             Subscriptions::count_quotes(&self.counters, quotes, len);
-            if let Some(u) = &self.user {
-                u.delivered(quotes.len() as u64, len as u64);
-            }
+            self.deliveries.count(quotes.len(), len);
         }
         if frame.len() > start {
             self.write(w, &frame[start..]);
@@ -462,9 +463,7 @@ impl WriteSide {
     /// Records a frame of `batch` in the transport's metrics.
     pub fn count(&self, batch: &crate::transport::subscriptions::Batch, bytes: usize) {
         Subscriptions::count(&self.counters, batch, bytes);
-        if let Some(u) = &self.user {
-            u.delivered(batch.quotes.len() as u64, bytes as u64);
-        }
+        self.deliveries.count(batch.quotes.len(), bytes);
     }
 
     /// The `feed` status as this connection's frame payload (unsealed).

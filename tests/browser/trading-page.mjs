@@ -27,7 +27,11 @@
 //      refreshed;
 //   4. when the relay calls the watched symbols unknown once (as a relay
 //      that is still starting does), the page looks again and recovers;
-//   5. nothing on the page throws, and it asks for nothing off loopback.
+//   5. nothing on the page throws, and it asks for nothing off loopback;
+//   6. the compare view draws two transports side by side;
+//   7. the user menu (the demo's users): choosing one reconnects as that
+//      user (the relay counts a connection of its class), and a delayed
+//      user gets the "delayed 15 min" badge while the page keeps running.
 // Screenshots of each stage go to SCREENSHOT_DIR.
 //
 // Network: the relay listens on 127.0.0.1 and its simulator publishes on a
@@ -585,6 +589,13 @@ async function freshLoad(relay, transport) {
   });
 }
 
+/** Loads the page on WebSocket and waits until its table is filled and moving. */
+async function loadLive(page, relay, label) {
+  await withTimeout(page.goto(relay.base + '/?transport=ws', { waitUntil: 'domcontentloaded' }), 15_000, 'loading the page');
+  const filled = await waitFilled(page, label + ': the table to fill');
+  return waitMoving(page, filled.value, label + ': ws to go live');
+}
+
 /** Open streaming connections the relay counts for `transport` (its metrics). */
 function clients(base, transport) {
   return metric(base, `tickrelay_clients{transport="${transport === 'ws-msgpack' ? 'ws' : transport}"}`);
@@ -607,9 +618,7 @@ async function switchTo(page, transport) {
 async function liveSwitching(relay) {
   return withPage('switching', async (p) => {
     const { page, sockets } = p;
-    await withTimeout(page.goto(relay.base + '/?transport=ws', { waitUntil: 'domcontentloaded' }), 15_000, 'loading the page');
-    const filled = await waitFilled(page, 'switching: the table to fill');
-    await waitMoving(page, filled.value, 'switching: ws to go live');
+    await loadLive(page, relay, 'switching');
     const order = ['sse', 'poll', 'snapshot', 'ws-msgpack', 'ws'];
     let from = 'ws';
     for (const to of order) {
@@ -767,9 +776,7 @@ async function brieflyUnknown(relay, transport) {
 async function compareView(relay) {
   return withPage('compare', async (p) => {
     const { page } = p;
-    await withTimeout(page.goto(relay.base + '/?transport=ws', { waitUntil: 'domcontentloaded' }), 15_000, 'loading the page');
-    const filled = await waitFilled(page, 'compare: the table to fill');
-    await waitMoving(page, filled.value, 'compare: ws to go live');
+    await loadLive(page, relay, 'compare');
     await withTimeout(page.click('#compare-toggle'), 5000, 'clicking Compare');
     await withTimeout(page.selectOption('#compare .side.b select', 'sse'), 5000, 'choosing SSE on the right');
     const both = await waitFor('compare: both sides to show latency and bytes per update', async () => {
@@ -795,13 +802,75 @@ async function compareView(relay) {
   });
 }
 
+/** The user menu, the badge and the page's own view of the user. */
+function readUser(page) {
+  return withTimeout(page.evaluate(() => {
+    const badge = document.querySelector('#delayed');
+    const ctl = document.querySelector('#user-ctl');
+    return {
+      menu: !!ctl && !ctl.hidden,
+      options: [...document.querySelectorAll('#user option')].map((o) => o.value),
+      chosen: document.querySelector('#user')?.value ?? null,
+      badge: badge && !badge.hidden ? badge.textContent.trim() : null,
+      user: window.tickrelay?.user,
+      delayMs: window.tickrelay?.delayMs,
+    };
+  }), 5000, 'reading the user menu');
+}
+
+/** 7. The user menu: anonymous → real time → 15-min delayed → anonymous. */
+async function userMenu(relay) {
+  return withPage('users', async (p) => {
+    const { page } = p;
+    await loadLive(page, relay, 'users');
+    const u0 = await readUser(page);
+    if (!u0.menu || !['', 'realtime', 'delayed'].every((v) => u0.options.includes(v))) fail(`users: the menu is ${JSON.stringify(u0)}`);
+    if (u0.badge !== null || u0.chosen !== '') fail(`users: anonymous starts with ${JSON.stringify(u0)}`);
+    const pro = 'tickrelay_user_connections{class="pro",delayed="false"}';
+
+    await withTimeout(page.selectOption('select#user', 'realtime'), 5000, 'choosing the real-time user');
+    const live = await waitFor('users: live again as the real-time user, counted by the relay as a pro connection', async () => {
+      const s = await readPage(page);
+      const n = await metric(relay.base, pro);
+      const done = s.hooks.user === 'realtime' && s.status === 'live' && s.hooks.connected === true && n >= 1;
+      return { done, value: s, seen: `${pro} ${n}; ${describe(s)}` };
+    });
+    await waitMoving(page, live.value, 'users: prices moving for the real-time user');
+    const u1 = await readUser(page);
+    if (u1.badge !== null) fail(`users: a real-time user shows the badge "${u1.badge}"`);
+    ok(`users: switched to the real-time user in ${secs(live.ms)}; the relay counts it as a pro connection; no badge`);
+
+    await withTimeout(page.selectOption('select#user', 'delayed'), 5000, 'choosing the delayed user');
+    const delayed = await waitFor('users: the delayed badge', async () => {
+      const u = await readUser(page);
+      return { done: u.user === 'delayed' && u.badge === 'delayed 15 min' && u.delayMs === 900000, value: u, seen: JSON.stringify(u) };
+    });
+    // The real-time connection is gone: the page is connected as the delayed user only.
+    await waitFor('users: the real-time connection closed', async () => {
+      const n = await metric(relay.base, pro);
+      return { done: n === 0, seen: `${pro} ${n}` };
+    });
+    await screenshot(page, 'user-delayed');
+    checkPageHealth('users: delayed');
+    ok(`users: the delayed user shows the "${delayed.value.badge}" badge in ${secs(delayed.ms)}, the page still running`);
+
+    await withTimeout(page.selectOption('select#user', ''), 5000, 'choosing anonymous');
+    const back = await waitFor('users: live again as anonymous, no badge', async () => {
+      const s = await readPage(page);
+      const u = await readUser(page);
+      return { done: u.user === '' && u.badge === null && s.status === 'live' && s.hooks.connected === true, value: s, seen: `${JSON.stringify(u)}; ${describe(s)}` };
+    });
+    await waitMoving(page, back.value, 'users: prices moving again as anonymous');
+    ok(`users: back to anonymous in ${secs(back.ms)}, badge gone, prices moving`);
+    checkPageHealth('users');
+  });
+}
+
 /** 5. The picture for the README: ws, 1280x800, live for a few seconds. */
 async function readmeShot(relay) {
   return withPage('readme', async (p) => {
     const { page } = p;
-    await withTimeout(page.goto(relay.base + '/?transport=ws', { waitUntil: 'domcontentloaded' }), 15_000, 'loading the page');
-    const filled = await waitFilled(page, 'readme: the table to fill');
-    await waitMoving(page, filled.value, 'readme: ws to go live');
+    await loadLive(page, relay, 'readme');
     await sleep(3000); // let the rate and latency figures settle
     const file = await screenshot(page, 'trading-page');
     ok(`screenshot of the live page: ${file}`);
@@ -877,6 +946,8 @@ async function main() {
   await brieflyUnknown(relay, 'poll');
   log('---- two transports compared side by side');
   await compareView(relay);
+  log('---- the user menu');
+  await userMenu(relay);
   log('---- the README picture');
   await readmeShot(relay);
 }

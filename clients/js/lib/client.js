@@ -1,8 +1,10 @@
 /* tickrelay client — the client behind `connect`: subscriptions, the REST
  * snapshot, envelopes through the resume state, the transport in use with
- * `auto`'s fallback, and status (part of tickrelay.js; clients/js/README.md). */
+ * `auto`'s fallback, the user's token, and status (part of tickrelay.js;
+ * clients/js/README.md). */
 
-import { HttpError, symParam, unknownFromError } from './http.js';
+import { TokenSource } from './auth.js';
+import { HttpError, symParam, symbolsOfError } from './http.js';
 import { normaliseQuote, toNum } from './prices.js';
 import { ResumeState } from './resume.js';
 import { backoff, now, sleep } from './time.js';
@@ -17,7 +19,8 @@ class Client {
   constructor(baseUrl, o) {
     const g = globalThis;
     this.base = String(baseUrl || (g.location ? g.location.href : ''));
-    this.token = o.token || null;
+    // A string, or a function asked again for every connection and request.
+    this.tokens = new TokenSource(o.token);
     this.batchMs = Math.max(0, Math.min(1000, Math.round(toNum(o.batchMs) ?? 0)));
     this.pollIntervalMs = Math.max(100, toNum(o.pollIntervalMs) ?? 1000);
     this.pollTimeoutMs = Math.max(1000, toNum(o.pollTimeoutMs) ?? 25000);
@@ -27,6 +30,7 @@ class Client {
       quote: o.onQuote || (() => {}),
       status: o.onStatus || (() => {}),
       unknown: o.onUnknown || (() => {}),
+      denied: o.onDenied || (() => {}),
       notice: o.onNotice || (() => {}),
       traffic: o.onTraffic || (() => {}),
     };
@@ -38,6 +42,7 @@ class Client {
 
     this.symbols = [];
     this.unknown = new Set();
+    this.denied = new Set();
     this.resume = new ResumeState();
     this.feed = { status: 'live', session: null, complete: true, lost: 0, incomplete: 0 };
     this.connection = 'connecting';
@@ -63,17 +68,19 @@ class Client {
 
   // --- plumbing ---------------------------------------------------------------
 
-  url(path, ws) {
+  /** The URL of `path`; a WebSocket's (`ws`) carries `token` in its query. */
+  url(path, ws, token) {
     const u = new URL(path, this.base);
     if (ws) u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     // Browsers' WebSocket cannot set headers: the token goes in the query.
-    if (this.token && ws) u.searchParams.set('token', this.token);
+    if (token && ws) u.searchParams.set('token', token);
     return u.toString();
   }
 
-  headers(extra) {
+  /** Request headers: `extra`, and `token` as the bearer. */
+  headers(extra, token) {
     const h = { ...(extra || {}) };
-    if (this.token) h.Authorization = 'Bearer ' + this.token;
+    if (token) h.Authorization = 'Bearer ' + token;
     return h;
   }
 
@@ -84,9 +91,12 @@ class Client {
 
   /** fetch, counted; returns the body as text. */
   async http(path, { signal, headers } = {}) {
+    // A token function is asked for every request: a poll after `exp` goes
+    // with a fresh token.
+    const token = await this.tokens.get();
     this.traffic(0, 1);
     // no-store: a browser cache must not answer for us, or 304s would be hidden.
-    const res = await this.fetch(this.url(path), { signal, headers: this.headers(headers), cache: 'no-store' });
+    const res = await this.fetch(this.url(path), { signal, headers: this.headers(headers, token), cache: 'no-store' });
     const text = await res.text();
     this.traffic(text.length, 0);
     const feed = res.headers.get('tickrelay-feed');
@@ -149,9 +159,10 @@ class Client {
 
   // --- subscriptions ------------------------------------------------------------
 
-  /** What we ask the server for: the subscriptions minus symbols it doesn't know. */
+  /** What we ask the server for: the subscriptions minus symbols it doesn't
+   *  know and symbols the user may not see. */
   requestSymbols() {
-    return this.symbols.filter((s) => !this.unknown.has(s));
+    return this.symbols.filter((s) => !this.unknown.has(s) && !this.denied.has(s));
   }
 
   add(list) {
@@ -160,8 +171,10 @@ class Client {
       const sym = String(s).trim().toUpperCase();
       if (!sym) continue;
       // Asked again: whatever called it unknown may be over (a relay that
-      // just restarted learns its directory from the feed a moment later).
+      // just restarted learns its directory from the feed a moment later),
+      // and a new token may allow what the old one did not.
       if (this.unknown.delete(sym)) added.push(sym);
+      if (this.denied.delete(sym)) added.push(sym);
       if (!this.symbols.includes(sym)) {
         this.symbols.push(sym);
         added.push(sym);
@@ -179,10 +192,11 @@ class Client {
     const drop = new Set((Array.isArray(list) ? list : [list]).map((s) => String(s).trim().toUpperCase()));
     const removed = this.symbols.filter((s) => drop.has(s));
     if (!removed.length) return;
-    const wasRequested = removed.filter((s) => !this.unknown.has(s));
+    const wasRequested = removed.filter((s) => !this.unknown.has(s) && !this.denied.has(s));
     this.symbols = this.symbols.filter((s) => !drop.has(s));
     for (const s of removed) {
       this.unknown.delete(s);
+      this.denied.delete(s);
       this.resume.forget(s);
     }
     if (wasRequested.length) this.queueChange([], wasRequested);
@@ -220,22 +234,44 @@ class Client {
     this.transport.symbolsChanged(added, removed, since);
   }
 
-  markUnknown(symbols) {
+  /** Adds the subscribed ones of `symbols` to `set`; returns those new to it. */
+  mark(set, symbols) {
     const fresh = [];
     for (const s of symbols) {
       const sym = String(s).toUpperCase();
-      if (this.symbols.includes(sym) && !this.unknown.has(sym)) {
-        this.unknown.add(sym);
+      if (this.symbols.includes(sym) && !set.has(sym)) {
+        set.add(sym);
         fresh.push(sym);
       }
     }
+    return fresh;
+  }
+
+  markUnknown(symbols) {
+    const fresh = this.mark(this.unknown, symbols);
     if (fresh.length) this.cb.unknown(fresh);
   }
 
-  /** A 404 unknown_symbol: report those symbols and stop asking for them. */
-  noteUnknown(err) {
-    const unknown = unknownFromError(err);
+  /** Symbols the user's token does not allow (`subscribed.denied`, an
+   *  `unsubscribed` after a new token, a 403 naming them): reported, and no
+   *  longer asked for until subscribed again. */
+  markDenied(symbols, reason) {
+    const fresh = this.mark(this.denied, symbols);
+    if (!fresh.length) return;
+    try {
+      this.cb.denied(fresh, String(reason || 'not_entitled'));
+    } catch (e) {
+      if (typeof console !== 'undefined') console.error(e);
+    }
+  }
+
+  /** A 404 `unknown_symbol` or 403 `not_entitled` naming symbols: report
+   *  them and stop asking for them. */
+  noteRefused(err) {
+    const unknown = symbolsOfError(err, 'unknown_symbol');
     if (unknown.length) this.markUnknown(unknown);
+    const denied = symbolsOfError(err, 'not_entitled');
+    if (denied.length) this.markDenied(denied, 'not_entitled');
   }
 
   // --- REST snapshot --------------------------------------------------------------
@@ -247,7 +283,7 @@ class Client {
     const r = await this.http('v1/snapshot?symbols=' + symParam(symbols));
     if (!r.ok) {
       const err = new HttpError(r.status, r.text);
-      this.noteUnknown(err);
+      this.noteRefused(err);
       throw err;
     }
     const env = JSON.parse(r.text);
@@ -480,9 +516,12 @@ class Client {
  * Connects to a relay at `baseUrl` (e.g. "http://127.0.0.1:8080/").
  *
  * Options: `symbols`, `transport` ("auto" | "ws" | "ws-msgpack" | "sse" |
- * "poll" | "snapshot"; default "auto"), `token`, `batchMs`, `pollIntervalMs`
- * (short poll), `pollTimeoutMs` (long poll), and the callbacks `onQuote(quote,
- * info)`, `onStatus(status)`, `onUnknown(symbols)`, `onNotice(text, isError)`,
+ * "poll" | "snapshot"; default "auto"), `token` (a string, or a function,
+ * sync or async, asked for a fresh token before every connection and
+ * request and before a WebSocket's token expires), `batchMs`,
+ * `pollIntervalMs` (short poll), `pollTimeoutMs` (long poll), and the
+ * callbacks `onQuote(quote, info)`, `onStatus(status)`, `onUnknown(symbols)`,
+ * `onDenied(symbols, reason)`, `onNotice(text, isError)`,
  * `onTraffic(bytes, requests)`; `WebSocket` and `fetch` to inject
  * implementations. Returns a handle: `subscribe(symbols)`,
  * `unsubscribe(symbols)`, `close()`, `transport` (the one in use), `cursor`.

@@ -20,9 +20,11 @@ export class HttpError extends Error {
   }
 }
 
-/** The unknown symbols named by a 404 `unknown_symbol` ("unknown symbol(s): A,B"). */
-export function unknownFromError(err) {
-  if (!(err instanceof HttpError) || err.code !== 'unknown_symbol') return [];
+/** The symbols an error of `code` names after its last colon: a 404
+ *  `unknown_symbol` ("unknown symbol(s): A,B"), a 403 `not_entitled` ("not
+ *  in your entitlements: A,B"); none for another error. */
+export function symbolsOfError(err, code) {
+  if (!(err instanceof HttpError) || err.code !== code) return [];
   const i = err.message.lastIndexOf(':');
   return i < 0 ? [] : err.message.slice(i + 1).split(',').map((s) => s.trim().toUpperCase()).filter(Boolean);
 }

@@ -43,8 +43,10 @@ export class LongPollTransport extends Transport {
       } catch (e) {
         if (!this.live(gen)) return; // aborted on purpose
         this.afterFailure = true;
-        c.noteUnknown(e);
-        return this.retry(e.message || 'poll failed');
+        c.noteRefused(e);
+        // A poll the relay held (over a second: as `upTimer`) and answered
+        // 401 at the token's `exp` had been let in with that token.
+        return this.retry(e.message || 'poll failed', e instanceof HttpError ? this.refusedDelay(e.code, e.status, now() - t0 > 1000) : undefined);
       } finally {
         clearTimeout(guard);
         clearTimeout(upTimer);

@@ -38,8 +38,8 @@ export class ShortPollTransport extends Transport {
         }
       } catch (e) {
         if (!this.live(gen)) return;
-        c.noteUnknown(e);
-        return this.retry(e.message || 'snapshot failed');
+        c.noteRefused(e);
+        return this.retry(e.message || 'snapshot failed', e instanceof HttpError ? this.refusedDelay(e.code, e.status, false) : undefined);
       } finally {
         clearTimeout(guard);
       }

@@ -4,7 +4,6 @@
 import { HttpError, symParam } from './http.js';
 import { toNum } from './prices.js';
 import { cursorText, sessionOf } from './resume.js';
-import { backoff } from './time.js';
 import { Transport } from './transport.js';
 
 /** Server-Sent Events over a streamed fetch: one parser for browsers and
@@ -23,9 +22,14 @@ export class SseTransport extends Transport {
     const ctl = new AbortController();
     this.ctl = ctl;
     let shutdownMs = null;
+    let ended = null; // the code of an `error` event: why the relay ends the stream
     try {
+      // A token function is asked for every connection: a stream the relay
+      // ended at the token's `exp` comes back with a fresh one.
+      const token = await c.tokens.get();
+      if (!this.live(gen)) return;
       c.traffic(0, 1);
-      const res = await c.fetch(c.url(path), { signal: ctl.signal, headers: c.headers({ Accept: 'text/event-stream' }), cache: 'no-store' });
+      const res = await c.fetch(c.url(path), { signal: ctl.signal, headers: c.headers({ Accept: 'text/event-stream' }, token), cache: 'no-store' });
       if (!this.live(gen)) return;
       if (!res.ok) {
         const text = await res.text();
@@ -61,18 +65,22 @@ export class SseTransport extends Transport {
             shutdownMs = (toNum(d && d.reconnect_ms) ?? 1000) + Math.random() * 250;
             c.notice('server shutting down; reconnecting in ' + (shutdownMs / 1000).toFixed(1) + ' s');
           } else if (ev.event === 'error') {
-            c.notice('server: ' + ((d && (d.message || d.code)) || ev.data), true);
+            ended = d && d.code ? String(d.code) : null;
+            if (ended === 'token_expired' && c.tokens.refreshable) c.notice('token expired; reconnecting with a fresh one');
+            else c.notice('server: ' + ((d && (d.message || d.code)) || ev.data), true);
           }
         }
       }
     } catch (e) {
       if (!this.live(gen)) return; // closed on purpose
-      c.noteUnknown(e);
-      return this.retry(e.message || 'stream failed', e instanceof HttpError && (e.status === 401 || e.status === 429) ? Math.max(5000, backoff(this.attempt)) : undefined);
+      c.noteRefused(e);
+      return this.retry(e.message || 'stream failed', e instanceof HttpError ? this.refusedDelay(e.code, e.status, false) : undefined);
     } finally {
       if (this.ctl === ctl) this.ctl = null;
     }
-    if (this.live(gen)) this.retry(shutdownMs !== null ? 'server restarting' : 'stream closed', shutdownMs ?? undefined);
+    if (!this.live(gen)) return;
+    if (ended) this.retry('stream ended: ' + ended, this.refusedDelay(ended, ended === 'token_expired' ? 401 : 0, true));
+    else this.retry(shutdownMs !== null ? 'server restarting' : 'stream closed', shutdownMs ?? undefined);
   }
 
   close() {

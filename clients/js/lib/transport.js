@@ -74,6 +74,22 @@ export class Transport {
     this.timer = setTimeout(() => this.open(), delay);
   }
 
+  /**
+   * The wait before reconnecting after the relay refused or ended the
+   * connection with error `code` (HTTP `status`; a WebSocket's 4001 counts
+   * as 401, 4009 as 429). `served`: the relay had taken the token and
+   * served this connection. A `token_expired` then, with a token function:
+   * at once, asking it for a fresh token. A token refused at the door,
+   * expired or not (401), or a limit (429): at least 5 s, so a function
+   * that keeps giving a bad token does not hammer the relay. Otherwise
+   * undefined: the usual backoff.
+   */
+  refusedDelay(code, status, served) {
+    if (code === 'token_expired' && served && this.client.tokens.refreshable) return Math.random() * 250;
+    if (status === 401 || status === 429) return Math.max(5000, backoff(this.attempt));
+    return undefined;
+  }
+
   /** Retry now if waiting in backoff (e.g. the network came back). */
   kick() {
     if (this.running && !this.upAt) this.open();

@@ -1,10 +1,12 @@
 /* tickrelay client — the WebSocket transport, JSON text or MessagePack
- * binary frames (part of tickrelay.js; clients/js/README.md). */
+ * binary frames, and the refresh of the user's token on the open
+ * connection (part of tickrelay.js; clients/js/README.md). */
 
+import { expiresAt, refreshDelay } from './auth.js';
 import { decodeMsgpack } from './msgpack.js';
 import { toNum } from './prices.js';
 import { cursorText } from './resume.js';
-import { backoff, now } from './time.js';
+import { now } from './time.js';
 import { Transport } from './transport.js';
 
 function closeReason(e) {
@@ -19,6 +21,9 @@ function closeReason(e) {
   return 'closed ' + e.code + (e.reason ? ' ' + e.reason : known[e.code] ? ' ' + known[e.code] : '');
 }
 
+/** The error code a close reason starts with (`token_expired: …`), or ''. */
+const reasonCode = (reason) => (/^([a-z_]+):/.exec(reason || '') || ['', ''])[1];
+
 /** WebSocket, JSON text or MessagePack binary frames. */
 export class WsTransport extends Transport {
   constructor(client, msgpack) {
@@ -29,15 +34,23 @@ export class WsTransport extends Transport {
     this.openTimer = 0;
     this.lastRx = 0;
     this.shutdownMs = null;
+    this.refreshTimer = 0;
+    this.refreshAt = 0;
+    this.warnedStatic = false;
+    this.served = false; // this connection had a frame from the relay
   }
 
-  connect(gen) {
+  async connect(gen) {
     const c = this.client;
     const WS = c.WebSocket;
     let ws;
+    let token;
     try {
       if (!WS) throw new Error('no WebSocket here (Node 20: --experimental-websocket, or pass WebSocket)');
-      const url = c.url('v1/ws', true);
+      // A token function is asked for every connection.
+      token = await c.tokens.get();
+      if (!this.live(gen)) return;
+      const url = c.url('v1/ws', true, token);
       ws = this.msgpack ? new WS(url, 'tickrelay.msgpack') : new WS(url);
     } catch (e) {
       this.retry(String(e.message || e));
@@ -46,12 +59,14 @@ export class WsTransport extends Transport {
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
     this.shutdownMs = null;
+    this.served = false;
     c.traffic(0, 1); // the upgrade request
 
     ws.onopen = () => {
       if (!this.live(gen)) return;
       this.lastRx = now();
       this.subscribe(c.requestSymbols(), c.cursor);
+      this.planRefresh(gen, expiresAt(token));
       // Server pings are invisible to JavaScript, so we ping too: the pongs
       // prove the path is alive even when the watchlist is quiet.
       this.heartbeat = setInterval(() => {
@@ -65,6 +80,7 @@ export class WsTransport extends Transport {
     ws.onmessage = (e) => {
       if (!this.live(gen)) return;
       this.lastRx = now();
+      this.served = true;
       let frame;
       let rawInts = false;
       try {
@@ -86,7 +102,10 @@ export class WsTransport extends Transport {
     ws.onclose = (e) => {
       if (!this.live(gen)) return;
       this.ws = null;
-      this.retry(closeReason(e), this.shutdownMs ?? (e.code === 4009 || e.code === 4001 ? Math.max(5000, backoff(this.attempt)) : undefined));
+      const status = e.code === 4001 ? 401 : e.code === 4009 ? 429 : 0;
+      // A token refused at the upgrade is closed before any frame: served
+      // is false then, and the retry waits.
+      this.retry(closeReason(e), this.shutdownMs ?? this.refusedDelay(reasonCode(e.reason), status, this.served));
     };
 
     // Browsers follow an error with a close event that has the details;
@@ -117,6 +136,23 @@ export class WsTransport extends Transport {
         break;
       case 'subscribed':
         if (Array.isArray(f.unknown) && f.unknown.length) c.markUnknown(f.unknown.map(String));
+        if (Array.isArray(f.denied) && f.denied.length) c.markDenied(f.denied.map(String), 'not_entitled');
+        break;
+      case 'unsubscribed':
+        // A refreshed token no longer allows these: the relay dropped them.
+        if (Array.isArray(f.symbols) && f.symbols.length) c.markDenied(f.symbols.map(String), f.reason);
+        break;
+      case 'auth_expiring': {
+        const ms = toNum(f.in_ms);
+        if (ms !== null) this.planRefresh(this.gen, Date.now() + ms);
+        if (!c.tokens.refreshable && !this.warnedStatic) {
+          this.warnedStatic = true;
+          c.notice('the token expires in ' + Math.round((ms ?? 0) / 1000) + ' s; pass `token` as a function to refresh it', true);
+        }
+        break;
+      }
+      case 'authorized':
+        this.planRefresh(this.gen, toNum(f.expires_ms));
         break;
       case 'feed':
         c.onFeed(f);
@@ -134,6 +170,40 @@ export class WsTransport extends Transport {
       default:
         break;
     }
+  }
+
+  /**
+   * Refreshes the token before `expMs` (ms since the epoch; see
+   * refreshDelay), or keeps a refresh already due sooner. Only a token
+   * function can give a fresh token.
+   */
+  planRefresh(gen, expMs) {
+    if (expMs === null || expMs === undefined || !this.client.tokens.refreshable || !this.live(gen)) return;
+    const at = Date.now() + refreshDelay(expMs - Date.now());
+    if (this.refreshTimer && this.refreshAt <= at) return;
+    clearTimeout(this.refreshTimer);
+    this.refreshAt = at;
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = 0;
+      this.refresh(gen);
+    }, Math.max(0, at - Date.now()));
+  }
+
+  /** Asks the token function for a fresh token and hands it to the open
+   *  connection (`{"op":"auth"}`): the relay answers `authorized`, or an
+   *  `error` (the connection then ends at the old `exp`, and reconnects). */
+  async refresh(gen) {
+    const c = this.client;
+    let token;
+    try {
+      token = await c.tokens.get();
+    } catch (e) {
+      if (this.live(gen)) c.notice('token refresh failed: ' + (e.message || e), true);
+      return;
+    }
+    if (!this.live(gen) || !token) return;
+    this.send({ op: 'auth', token });
+    this.planRefresh(gen, expiresAt(token));
   }
 
   send(obj) {
@@ -169,6 +239,8 @@ export class WsTransport extends Transport {
     super.close();
     clearInterval(this.heartbeat);
     clearTimeout(this.openTimer);
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = 0;
     const ws = this.ws;
     this.ws = null;
     if (ws) {

@@ -5,71 +5,23 @@
 // No sleep stands for a condition: each wait is for a witness (the relay's
 // seq, the feed's own packets heard on its group, a client's cursor).
 //
-// Binaries: $TICKRELAY_BIN and $FEED_SIMULATOR_BIN, else target/release/.
-// Run: node --experimental-websocket --test clients/js/test/
+// Binaries and helpers: harness.mjs.
+// Run: node --experimental-websocket --test clients/js/test/*.test.mjs
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { connect } from '../tickrelay.js';
+import {
+  SIM_BIN, freeTcpPort, freeUdpPort, killAll, record, run, startRelay as spawnRelay, uniqueGroup, waitFor, waitReady,
+} from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '../../..');
-const RELAY_BIN = process.env.TICKRELAY_BIN || path.join(root, 'target/release/tickrelay');
-const SIM_BIN = process.env.FEED_SIMULATOR_BIN || path.join(root, 'target/release/feed-simulator');
 const PRICE = /^-?\d+\.\d{4}$/;
 const TRANSPORTS = ['ws', 'ws-msgpack', 'sse', 'poll', 'snapshot'];
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what, probe, timeoutMs = 20000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await probe();
-    if (last && last.done) return last;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last && last.seen)}`);
-    await sleep(100);
-  }
-}
-
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function freeUdpPort() {
-  return new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
-    s.bind(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** A group of this test's own (the Rust tests use 239.255.10-209.x, the browser test 210-249). */
-const GROUP = `239.255.${250 + (process.pid % 5)}.${1 + Math.floor(Math.random() * 250)}:${31000 + (process.pid % 1000)}`;
-
-const children = new Set();
-function run(bin, args) {
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  child.stderr.on('data', () => {});
-  return child;
-}
+const GROUP = uniqueGroup();
 
 let relay = null;
 let sim = null;
@@ -110,17 +62,8 @@ async function relaySeq() {
   return (await getJson('/v1/snapshot?symbols=' + symbols[0])).seq;
 }
 
-function startRelay() {
-  const child = run(RELAY_BIN, relayArgs);
-  relay = child;
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    child.stdout.on('data', (c) => {
-      buf += c;
-      if (/tickrelay listening on/.test(buf)) resolve();
-    });
-    child.on('exit', (code, sig) => reject(new Error(`relay exited (${sig || code}) before listening`)));
-  });
+async function startRelay() {
+  relay = await spawnRelay(relayArgs);
 }
 
 async function killRelay() {
@@ -149,51 +92,19 @@ before(async () => {
   ]);
   relayArgs = ['serve', '--http', `127.0.0.1:${port}`, '--feed-a', GROUP, '--interface', '127.0.0.1', '--retransmit', retransmit];
   await startRelay();
-  await waitFor('the relay to be ready', async () => {
-    try {
-      const r = await fetch(base + '/readyz');
-      return { done: r.status === 200, seen: r.status };
-    } catch (e) {
-      return { done: false, seen: e.message };
-    }
-  });
+  await waitReady(base);
   const dir = await getJson('/v1/symbols');
   symbols = dir.symbols.slice(0, 6).map((d) => d.symbol);
   assert.equal(symbols.length, 6, 'the directory has symbols');
 });
 
 after(async () => {
-  for (const c of children) c.kill('SIGKILL');
+  killAll();
   if (heard.socket) heard.socket.close();
 });
 
-/** A client that records what it is given. */
-function watch(options) {
-  const seen = { quotes: [], rest: 0, ticks: 0, statuses: [], latest: new Map(), regressions: 0, unknown: [], bytes: 0, requests: 0 };
-  const handle = connect(base + '/', {
-    symbols,
-    ...options,
-    onQuote(q, info) {
-      seen.quotes.push({ q, info });
-      if (info.rest) seen.rest++;
-      if (!info.snapshot) seen.ticks++;
-      const prev = seen.latest.get(q.symbol);
-      if (prev && prev.session === q.session && q.seq < prev.seq) seen.regressions++;
-      seen.latest.set(q.symbol, q);
-    },
-    onStatus(s) {
-      seen.statuses.push(s);
-    },
-    onUnknown(list) {
-      seen.unknown.push(...list);
-    },
-    onTraffic(bytes, requests) {
-      seen.bytes += bytes;
-      seen.requests += requests;
-    },
-  });
-  return { handle, seen };
-}
+/** A client of this suite's symbols that records what it is given. */
+const watch = (options) => record(base, { symbols, ...options });
 
 for (const transport of TRANSPORTS) {
   test(`${transport}: fills from REST, then ticks, prices as exact decimal strings`, async () => {
