@@ -5,7 +5,7 @@
 # suite against the real binaries.
 #
 #   bash scripts/test.sh            # everything
-#   bash scripts/test.sh --test polling   # extra args go to cargo test
+#   bash scripts/test.sh --test it polling::   # extra args go to cargo test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +18,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
-# tests/edge.rs makes its TLS certificate with the openssl CLI.
+# tests/it/edge.rs makes its TLS certificate with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"

@@ -9,7 +9,7 @@
 //! with an exit status and a message on standard error, the layers of
 //! flags, environment and file, `demo`, and SIGTERM.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! is there and that its numbers agree with what each transport is — never
 //! how fast anything is.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 
