@@ -571,7 +571,7 @@ fn integration_tests_are_one_binary() {
         let module = match name.strip_suffix(".rs") {
             Some("main") => continue,
             Some(m) => m.to_owned(),
-            None if path.join("mod.rs").exists() => name,
+            None if path.join("mod.rs").exists() => name.clone(),
             None => continue,
         };
         if !declared.contains(module.as_str()) {
