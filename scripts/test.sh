@@ -5,7 +5,9 @@
 # suite against the real binaries.
 #
 #   bash scripts/test.sh            # everything
-#   bash scripts/test.sh --test polling   # extra args go to cargo test
+#   bash scripts/test.sh --test it polling::   # extra args go to cargo test
+#
+# The integration tests are one binary, tests/it (a module per area).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +20,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
-# tests/edge.rs makes its TLS certificate with the openssl CLI.
+# tests/it/edge.rs makes its TLS certificate with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
@@ -47,5 +49,19 @@ if [ "$(id -u)" = 0 ]; then
   sysctl -qw net.core.rmem_max=16777216 2>/dev/null || true
 fi
 
-cargo build --release --workspace --bins
-cargo test --release --workspace --no-fail-fast "$@"
+# One feature resolution for everything: a build that has test targets in it
+# turns on the features the dev-dependencies ask for, one without them does
+# not, and every crate above a crate whose features differ is built twice
+# (the relay library among them, minutes on two cores). So the binaries the
+# tests run (feed-simulator too, which tests/it/support builds the same way)
+# are built together with the tests.
+cargo build --release --workspace --bins --tests
+if [ $# -gt 0 ]; then
+  cargo test --release --workspace --no-fail-fast "$@"
+else
+  # `--tests`: every unit and integration test, without building the
+  # nchan-bridge example (a benchmark helper that clippy checks); then the
+  # doc tests, which `--tests` leaves out.
+  cargo test --release --workspace --no-fail-fast --tests
+  cargo test --release --workspace --doc
+fi

@@ -12,6 +12,9 @@
 //! (`fanout → metrics → fanout`) and between the files of one module
 //! directory (`transport::writer → transport::ws → transport::writer`).
 //! Standard library only: it reads source text, it does not build it.
+//!
+//! It also holds the layout of the tests themselves: the integration tests
+//! are the one binary `tests/it`, and this file the only other one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -530,4 +533,52 @@ fn paths_are_read_from_code_not_comments_or_strings() {
     );
     assert!(paths.contains(&vec!["a".to_owned(), "X".to_owned()]));
     assert!(paths.contains(&vec!["c".to_owned(), "d".to_owned()]));
+}
+
+/// The integration tests are one binary, `tests/it`: each binary Cargo
+/// makes for a `tests/*.rs` file or `tests/*/main.rs` links the whole relay
+/// and its dependencies again, minutes of build on two cores. So the only
+/// other binary is this one, and every file under `tests/it/` is a module
+/// `tests/it/main.rs` declares (a file left out would never run).
+#[test]
+fn integration_tests_are_one_binary() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut wrong = Vec::new();
+    for entry in std::fs::read_dir(&tests).expect("read tests/") {
+        let path = entry.expect("read tests/").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let binary = if path.is_dir() {
+            path.join("main.rs").exists() && name != "it"
+        } else {
+            name.ends_with(".rs") && name != "architecture.rs"
+        };
+        if binary {
+            wrong.push(format!(
+                "tests/{name} is a test binary of its own: move it to tests/it/ \
+                 (`git mv`), declare it in tests/it/main.rs with a `mod` line, and \
+                 replace its `mod support;` with `use crate::support;`"
+            ));
+        }
+    }
+    let main = std::fs::read_to_string(tests.join("it/main.rs")).expect("read tests/it/main.rs");
+    let declared: BTreeSet<&str> = main
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("mod ")?.strip_suffix(';'))
+        .collect();
+    for entry in std::fs::read_dir(tests.join("it")).expect("read tests/it/") {
+        let path = entry.expect("read tests/it/").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let module = match name.strip_suffix(".rs") {
+            Some("main") => continue,
+            Some(m) => m.to_owned(),
+            None if path.join("mod.rs").exists() => name.clone(),
+            None => continue,
+        };
+        if !declared.contains(module.as_str()) {
+            wrong.push(format!(
+                "tests/it/{name} is not declared in tests/it/main.rs: add `mod {module};`"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -9,7 +9,7 @@
 //   node trading-page.mjs [TICKRELAY_BIN] [SCREENSHOT_DIR]
 //
 // Arguments may also come from the environment: TICKRELAY_BIN, SCREENSHOT_DIR;
-// CHROMIUM overrides /usr/bin/chromium. tests/browser.rs runs this with the
+// CHROMIUM overrides /usr/bin/chromium. tests/it/browser.rs runs this with the
 // binary cargo just built. Exit 0 when every check passed; otherwise exit 1
 // with the failed check, what was last seen, the page's errors and the
 // relay's last log lines.

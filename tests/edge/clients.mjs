@@ -1,4 +1,4 @@
-// Browser-like clients for tests/edge.rs, through HAProxy's TLS frontend.
+// Browser-like clients for tests/it/edge.rs, through HAProxy's TLS frontend.
 // Node's built-in modules only; the certificate is verified against the CA
 // the test generated.
 //

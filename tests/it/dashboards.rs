@@ -6,7 +6,7 @@
 //! variable used by every panel, no `${DS_…}` import placeholders).
 //!
 //! No network: the exposition is encoded in-process by the same
-//! `Metrics::encode` that serves `/metrics`. tests/prometheus.rs runs every
+//! `Metrics::encode` that serves `/metrics`. tests/it/prometheus.rs runs every
 //! expression through a real Prometheus.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,7 +2,7 @@
 //! ([`support::Relay::in_process`]), over loopback, fed by packets this
 //! test writes to a real multicast group.
 
-mod support;
+use crate::support;
 use support::FeedWriter;
 
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! of a bad recording, and the recovery loop read off a real multicast group
 //! on 127.0.0.1 with the relay's own codec.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};

@@ -3,7 +3,7 @@
 //! is there and that its numbers agree with what each transport is — never
 //! how fast anything is.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 
@@ -150,12 +150,17 @@ fn lab_measures_every_transport_on_the_same_watchlists() {
 #[test]
 fn demo_lab_runs_the_lab_on_the_embedded_feed_and_exits() {
     let group = support::FeedAddr::unique().to_string();
+    // A recovery loop of its own: the demo's default one would be shared
+    // with any other demo the suite runs at the same time.
+    let recovery = support::FeedAddr::unique().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
         .args([
             "demo",
             "--lab",
             "--feed-a",
             &group,
+            "--recovery",
+            &recovery,
             "--symbols",
             "50",
             "--rate",

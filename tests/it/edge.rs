@@ -17,7 +17,7 @@
 //! Needs `haproxy` and `openssl` (Debian's packages; `scripts/test.sh`
 //! installs them) and Node.js 20+. Loopback only.
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -163,7 +163,7 @@ fn generate_certificate(dir: &Path) -> (PathBuf, PathBuf) {
 fn subst(text: String, from: &str, to: &str) -> String {
     assert!(
         text.contains(from),
-        "deploy/haproxy.cfg no longer has {from:?}: update tests/edge.rs"
+        "deploy/haproxy.cfg no longer has {from:?}: update tests/it/edge.rs"
     );
     text.replace(from, to)
 }

@@ -8,7 +8,7 @@
 //! Tokens are minted by the real `tickrelay token` command (and, for the
 //! kinds it refuses to make, signed here with the same library).
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

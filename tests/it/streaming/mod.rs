@@ -7,8 +7,7 @@
 //! clients: memory, limits, auth, idle peers, shutdown); this file holds
 //! the clients they share.
 
-#[path = "../support/mod.rs"]
-mod support;
+use crate::support;
 
 mod guards;
 mod sse;

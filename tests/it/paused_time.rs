@@ -14,7 +14,7 @@
 //! peer's buffer before it returns, so the relay sees each request before
 //! the clock can jump.
 
-mod support;
+use crate::support;
 use support::{FeedAddr, FeedWriter};
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -9,7 +9,7 @@
 //! with an exit status and a message on standard error, the layers of
 //! flags, environment and file, `demo`, and SIGTERM.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -529,8 +529,22 @@ fn flags_beat_environment_beats_file() {
 #[test]
 fn demo_serves_a_non_empty_snapshot_within_seconds() {
     let feed = FeedAddr::unique().arg();
-    let relay = Relay::start(&["demo", "--http", "127.0.0.1:0", "--feed-a", &feed], &[])
-        .unwrap_or_else(|e| panic!("{e}"));
+    // A recovery loop of its own: the demo's default one would be shared
+    // with any other demo the suite runs at the same time.
+    let recovery = FeedAddr::unique().arg();
+    let relay = Relay::start(
+        &[
+            "demo",
+            "--http",
+            "127.0.0.1:0",
+            "--feed-a",
+            &feed,
+            "--recovery",
+            &recovery,
+        ],
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     poll_until(DEADLINE, "demo /readyz 200", || {
         (relay.get("/readyz").status == 200).then_some(())
     });

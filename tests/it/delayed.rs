@@ -5,7 +5,7 @@
 //! real-time user) reveals anything fresher. A real-time user on the same
 //! relay gets the same quotes at once: the delay is the view's doing.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -3,7 +3,7 @@
 //! [`support::Relay::in_process`]) asks for what it missed and ends with
 //! exactly the simulator's final state, nothing lost.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

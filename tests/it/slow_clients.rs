@@ -8,7 +8,7 @@
 //! Every assertion follows what it waits for: the counter, the log line,
 //! and the client's own reads after it resumes.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -14,7 +14,7 @@
 //! The relay runs in this process (`server::start`) on a real socket, fed
 //! by hand-made packets over loopback multicast.
 
-mod support;
+use crate::support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::mpsc;

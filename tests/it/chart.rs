@@ -8,7 +8,7 @@
 //! Real sockets on loopback: the `feed-simulator` binary or a hand-written
 //! feed, relays in this process ([`support::Relay::in_process`]), plain HTTP.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -129,6 +129,13 @@ pub(crate) fn tickrelay_bin() -> PathBuf {
 /// build it for this package's tests: it is (re)built once per test process
 /// with the same Cargo, target directory and profile. That is a no-op when
 /// it is fresh, and keeps a stale simulator from testing old code.
+///
+/// That build must resolve the features the test build did, or it builds
+/// the relay library and everything on tokio again (minutes on two cores):
+/// the tests' dev-dependencies add features (tokio's `test-util` for
+/// tests/it/paused_time.rs), and Cargo only applies them to a build that
+/// has a test target in it. So it also names `--test architecture`, the
+/// smallest test target, which the test build has already built.
 pub(crate) fn feed_simulator_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -184,6 +191,10 @@ fn build_feed_simulator(profile_dir: &Path) -> Result<(), String> {
             "feed-simulator",
             "--bin",
             "feed-simulator",
+            "-p",
+            "tickrelay",
+            "--test",
+            "architecture",
         ])
         .env("CARGO_TARGET_DIR", target_dir);
     match profile_dir.file_name().and_then(|n| n.to_str()) {

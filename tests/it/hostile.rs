@@ -7,7 +7,7 @@
 //! The relay runs in this process ([`Relay::in_process`]), except in the
 //! two tests that freeze it with SIGSTOP: those need it as a process.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! package; `scripts/test.sh` installs it); tokens are signed here with
 //! them (RS256, `kid` in the header).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

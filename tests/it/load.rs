@@ -3,7 +3,7 @@
 //! that quotes arrive and the report is sane; never how fast (benchmarks
 //! print numbers, tests don't assert speed).
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 

@@ -7,7 +7,7 @@
 //! `feed-simulator` binary, bridges and relays. Each run is bounded by the
 //! simulator's `--duration`.
 
-mod support;
+use crate::support;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! merging them gives exactly the relay's snapshot. Without the flag,
 //! quotes stay whole.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;

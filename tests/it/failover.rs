@@ -11,7 +11,7 @@
 //! Needs `haproxy` (Debian's package; `scripts/test.sh` installs it). Loopback
 //! only: the balancer, the relays and the feed are all on 127.0.0.1.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! the units, and a relay starts from the shipped environment files (so every
 //! variable in them is a real setting).
 //!
-//! The failover test (tests/failover.rs) runs `deploy/haproxy.cfg` for real.
+//! The failover test (tests/it/failover.rs) runs `deploy/haproxy.cfg` for real.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -7,7 +7,7 @@
 //! (in this process, [`support::Relay::in_process`]), plain HTTP, SSE and
 //! WebSocket clients.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;

@@ -8,7 +8,7 @@
 //! with `--experimental-websocket`). When node is missing this test fails
 //! and says so; it never skips.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -9,7 +9,7 @@
 //! scripts/test.sh install it). Without it this test fails, it does not skip.
 //! `PROMETHEUS=/path/to/prometheus` picks another binary.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
