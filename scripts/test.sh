@@ -56,12 +56,24 @@ fi
 # tests run (feed-simulator too, which tests/it/support builds the same way)
 # are built together with the tests.
 cargo build --release --workspace --bins --tests
+
+# A test that hangs must fail the run, not hold it: the whole run is bounded
+# (it takes about a third of this on two cores). The harness names a test
+# running over 60 s in its output.
+bounded() {
+  local rc=0
+  timeout -k 30 "${TICKRELAY_TEST_BOUND:-1800}" "$@" || rc=$?
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    echo "test.sh: '$*' did not end within ${TICKRELAY_TEST_BOUND:-1800} s" >&2
+  fi
+  return "$rc"
+}
 if [ $# -gt 0 ]; then
-  cargo test --release --workspace --no-fail-fast "$@"
+  bounded cargo test --release --workspace --no-fail-fast "$@"
 else
   # `--tests`: every unit and integration test, without building the
   # nchan-bridge example (a benchmark helper that clippy checks); then the
   # doc tests, which `--tests` leaves out.
-  cargo test --release --workspace --no-fail-fast --tests
+  bounded cargo test --release --workspace --no-fail-fast --tests
   cargo test --release --workspace --doc
 fi

@@ -168,27 +168,25 @@ impl Hub {
         every_limit: usize,
         delay_ms: u64,
     ) -> Arc<Client> {
-        let delay_ms = if self.delayed.is_some() { delay_ms } else { 0 };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let client = Arc::new(Client {
-            id,
-            shard: (id % self.shards.len() as u64) as u32,
-            transport,
-            pending: Mutex::new(Pending::default()),
-            notify: Notify::new(),
-            every_limit,
-            closed: AtomicBool::new(false),
-            epoch: AtomicU64::new(self.table.epoch()),
-            direct: OnceLock::new(),
-            swept: AtomicU64::new(0),
-            held: AtomicBool::new(false),
-            delay_ms,
-            cutoff: AtomicU64::new(0),
-            view_seq: AtomicU64::new(0),
-        });
-        if delay_ms > 0 {
-            self.join_delayed(&client);
-        }
+        let shard = (id % self.shards.len() as u64) as u32;
+        let make = |delayed| {
+            Arc::new(Client {
+                id,
+                shard,
+                transport,
+                pending: Mutex::new(Pending::default()),
+                notify: Notify::new(),
+                every_limit,
+                closed: AtomicBool::new(false),
+                epoch: AtomicU64::new(self.table.epoch()),
+                direct: OnceLock::new(),
+                swept: AtomicU64::new(0),
+                held: AtomicBool::new(false),
+                delayed,
+            })
+        };
+        let client = self.join_delayed(&self.shards[shard as usize], delay_ms, make);
         self.shard(&client)
             .clients
             .lock()
@@ -200,7 +198,7 @@ impl Hub {
     /// Removes a client and all its subscriptions.
     pub fn unregister(&self, client: &Arc<Client>, symbols: &[Arc<str>]) {
         client.closed.store(true, Ordering::Relaxed);
-        if client.delay_ms > 0 {
+        if client.delayed.is_some() {
             self.leave_delayed(client);
         }
         self.unsubscribe(client, symbols);
@@ -222,7 +220,7 @@ impl Hub {
     /// Subscribes `client` to `symbol` (a listed ticker).
     pub fn subscribe(&self, client: &Arc<Client>, symbol: &Arc<str>, every: bool) {
         // A delayed client's changes come a step at a time: conflated.
-        let every = every && client.delay_ms == 0;
+        let every = every && client.delayed.is_none();
         let mut subs = self.shard(client).subs.write();
         let list = subs.entry(symbol.clone()).or_default();
         if let Some(s) = list.iter_mut().find(|s| Arc::ptr_eq(&s.client, client)) {
@@ -382,12 +380,15 @@ impl Hub {
                         };
                         // Delayed clients are marked by the view's tick.
                         if let Some(list) = subs.get(&info.symbol) {
-                            for s in list.iter().filter(|s| !s.every && s.client.delay_ms == 0) {
+                            for s in list
+                                .iter()
+                                .filter(|s| !s.every && s.client.delayed.is_none())
+                            {
                                 let was_empty = s.client.mark(locate, &self.metrics);
                                 s.client.wake(was_empty, round, touched);
                             }
                         }
-                        for c in wildcard.iter().filter(|c| c.delay_ms == 0) {
+                        for c in wildcard.iter().filter(|c| c.delayed.is_none()) {
                             let was_empty = c.mark(locate, &self.metrics);
                             c.wake(was_empty, round, touched);
                         }
@@ -411,7 +412,9 @@ impl Hub {
                         }
                         for c in shard.clients.lock().values() {
                             // The view starts again with the session.
-                            c.view_seq.store(0, Ordering::Release);
+                            if let Some(p) = &c.delayed {
+                                p.reset();
+                            }
                             if c.reset(session, epoch) {
                                 c.wake(true, round, touched);
                             }

@@ -49,13 +49,10 @@ pub struct Client {
     /// Its shard holds its changes (`batch_ms`) until a timer sweeps it:
     /// changes meanwhile only mark it.
     pub(super) held: AtomicBool,
-    /// Its data is delayed this long, ms (0: real time): it is marked by
-    /// the delayed view's tick, never by live changes.
-    pub(super) delay_ms: u64,
-    /// Delayed clients: the view's cutoff it reads at, then the promise
-    /// that cutoff makes (stored in that order, read in the other).
-    pub(super) cutoff: AtomicU64,
-    pub(super) view_seq: AtomicU64,
+    /// Set for a delayed client: its group's position in the delayed view
+    /// (shared by the shard's clients of one delay). It is marked by the
+    /// view's tick, never by live changes.
+    pub(super) delayed: Option<Arc<super::delayed::Position>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -64,12 +61,17 @@ impl std::fmt::Debug for Client {
             .field("id", &self.id)
             .field("transport", &self.transport)
             .field("direct", &self.direct.get().is_some())
-            .field("delay_ms", &self.delay_ms)
+            .field("delay_ms", &self.delay_ms())
             .finish_non_exhaustive()
     }
 }
 
 impl Client {
+    /// How long its data is delayed, ms (0: real time).
+    pub(super) fn delay_ms(&self) -> u64 {
+        self.delayed.as_ref().map_or(0, |p| p.delay_ms)
+    }
+
     /// Waits until something is pending (returns at once if it already is).
     pub async fn wait(&self) {
         loop {

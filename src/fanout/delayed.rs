@@ -11,7 +11,7 @@
 //! `seq` there, so a frame never carries or promises anything fresher.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::shard::{Held, Shard, sweep_due};
@@ -19,11 +19,28 @@ use super::{Client, Encoded, Hub};
 use crate::clock::now_ns;
 use crate::wire::Locate;
 
-/// A shard's delayed clients of one delay, and the cutoff they read at.
-#[derive(Default)]
+/// A shard's delayed clients of one delay, and where they read.
 pub(crate) struct Group {
     clients: Vec<Arc<Client>>,
-    cutoff: u64,
+    position: Arc<Position>,
+}
+
+/// Where a shard's delayed clients of one delay read the view, shared by
+/// them (a real-time client pays one empty pointer for it).
+#[derive(Debug)]
+pub(crate) struct Position {
+    pub(super) delay_ms: u64,
+    /// The view's cutoff they read at, then the promise that cutoff makes
+    /// (stored in that order by the tick, read in the other by writers).
+    cutoff: AtomicU64,
+    view_seq: AtomicU64,
+}
+
+impl Position {
+    /// The session started again: nothing of the view is promised.
+    pub(super) fn reset(&self) {
+        self.view_seq.store(0, Ordering::Release);
+    }
 }
 
 /// Where a client reads the market: the live table, or the delayed view at
@@ -37,31 +54,43 @@ pub enum At {
 }
 
 impl Hub {
-    /// Joins a delayed client to its shard's group of its delay: it reads
-    /// at the group's cutoff from now on.
-    pub(super) fn join_delayed(&self, client: &Arc<Client>) {
-        let Some(view) = &self.delayed else {
-            return;
+    /// Builds a client with `make` given its position, and joins it to the
+    /// group of `delay_ms` in `shard` (made, at the view's cutoff now, if it
+    /// is the first): it reads at the group's cutoff from now on.
+    pub(super) fn join_delayed(
+        &self,
+        shard: &Shard,
+        delay_ms: u64,
+        make: impl FnOnce(Option<Arc<Position>>) -> Arc<Client>,
+    ) -> Arc<Client> {
+        let Some(view) = self.delayed.as_ref().filter(|_| delay_ms > 0) else {
+            return make(None);
         };
-        let mut groups = self.shard(client).delayed.lock();
-        let group = groups.entry(client.delay_ms).or_insert_with(|| Group {
-            clients: Vec::new(),
-            cutoff: view.cutoff(client.delay_ms, now_ns()),
+        let mut groups = shard.delayed.lock();
+        let group = groups.entry(delay_ms).or_insert_with(|| {
+            let cutoff = view.cutoff(delay_ms, now_ns());
+            Group {
+                clients: Vec::new(),
+                position: Arc::new(Position {
+                    delay_ms,
+                    cutoff: AtomicU64::new(cutoff),
+                    view_seq: AtomicU64::new(view.seq(cutoff)),
+                }),
+            }
         });
-        client.cutoff.store(group.cutoff, Ordering::Release);
-        client
-            .view_seq
-            .store(view.seq(group.cutoff), Ordering::Release);
+        let client = make(Some(group.position.clone()));
         group.clients.push(client.clone());
+        client
     }
 
     /// Takes a delayed client out of its group.
     pub(super) fn leave_delayed(&self, client: &Arc<Client>) {
+        let delay = client.delay_ms();
         let mut groups = self.shard(client).delayed.lock();
-        if let Some(group) = groups.get_mut(&client.delay_ms) {
+        if let Some(group) = groups.get_mut(&delay) {
             group.clients.retain(|c| !Arc::ptr_eq(c, client));
             if group.clients.is_empty() {
-                groups.remove(&client.delay_ms);
+                groups.remove(&delay);
             }
         }
     }
@@ -70,11 +99,11 @@ impl Hub {
     /// fanned sequence, or the view at the client's cutoff and its `seq`
     /// there. Read before draining (the promise first).
     pub fn position(&self, client: &Client) -> (u64, At) {
-        if client.delay_ms == 0 {
+        let Some(p) = &client.delayed else {
             return (self.fanned_seq_for(client), At::Live);
-        }
-        let seq = client.view_seq.load(Ordering::Acquire);
-        (seq, At::Cutoff(client.cutoff.load(Ordering::Acquire)))
+        };
+        let seq = p.view_seq.load(Ordering::Acquire);
+        (seq, At::Cutoff(p.cutoff.load(Ordering::Acquire)))
     }
 
     /// [`Hub::position`] for a snapshot: the table's applied sequence
@@ -152,11 +181,11 @@ impl Hub {
         };
         let now = now_ns();
         let mut moved = Vec::new();
-        for (&delay, group) in shard.delayed.lock().iter_mut() {
+        for (&delay, group) in shard.delayed.lock().iter() {
             let to = view.cutoff(delay, now);
-            if to > group.cutoff {
-                moved.push((group.clients.clone(), group.cutoff, to));
-                group.cutoff = to;
+            let from = group.position.cutoff.load(Ordering::Acquire);
+            if to > from {
+                moved.push((group.clients.clone(), group.position.clone(), from, to));
             }
         }
         if moved.is_empty() {
@@ -166,20 +195,15 @@ impl Hub {
         let mut sweep = shard.sweep.lock();
         let (touched, scratch) = &mut *sweep;
         let mut locates = Vec::new();
-        for (clients, from, to) in moved {
+        for (clients, position, from, to) in moved {
             // Cutoff first: a writer that drains from here on reads the
             // newly visible states, whatever it promises.
-            for c in &clients {
-                c.cutoff.store(to, Ordering::Release);
-            }
+            position.cutoff.store(to, Ordering::Release);
             locates.clear();
             view.changed(from, to, &mut locates);
             self.mark_delayed(shard, &clients, &locates, round, touched);
             // The promise last: every change it covers is marked.
-            let seq = view.seq(to);
-            for c in &clients {
-                c.view_seq.store(seq, Ordering::Release);
-            }
+            position.view_seq.store(view.seq(to), Ordering::Release);
         }
         let mut held = shard.held.lock();
         for client in touched.drain(..) {
@@ -205,16 +229,16 @@ impl Hub {
         let Some(first) = clients.first() else {
             return;
         };
-        let delay = first.delay_ms;
+        let delay = first.delay_ms();
         let subs = shard.subs.read();
         let wildcard = shard.wildcard.read();
-        let wild: Vec<&Arc<Client>> = wildcard.iter().filter(|c| c.delay_ms == delay).collect();
+        let wild: Vec<&Arc<Client>> = wildcard.iter().filter(|c| c.delay_ms() == delay).collect();
         for &locate in locates {
             let Some(info) = self.table.info(locate) else {
                 continue;
             };
             if let Some(list) = subs.get(&info.symbol) {
-                for s in list.iter().filter(|s| s.client.delay_ms == delay) {
+                for s in list.iter().filter(|s| s.client.delay_ms() == delay) {
                     let was_empty = s.client.mark(locate, &self.metrics);
                     s.client.wake(was_empty, round, touched);
                 }

@@ -155,8 +155,8 @@ impl Drop for ConnUser {
 pub enum Deliveries {
     /// A per-user token's connection.
     User(Arc<ConnUser>),
-    /// A connection of no per-user token.
-    Unclassed(CountedConn),
+    /// A connection of no per-user token (boxed: the enum stays two words).
+    Unclassed(Box<CountedConn>),
 }
 
 impl Deliveries {
@@ -164,9 +164,17 @@ impl Deliveries {
     pub fn of(state: &AppState, user: Option<Arc<ConnUser>>) -> Self {
         match user {
             Some(u) => Deliveries::User(u),
-            None => Deliveries::Unclassed(CountedConn::open(
+            None => Deliveries::Unclassed(Box::new(CountedConn::open(
                 state.metrics.users.of(crate::metrics::NO_CLASS, false),
-            )),
+            ))),
+        }
+    }
+
+    /// The connection's user, when it came with a per-user token.
+    pub fn user(&self) -> Option<&Arc<ConnUser>> {
+        match self {
+            Deliveries::User(u) => Some(u),
+            Deliveries::Unclassed(_) => None,
         }
     }
 

@@ -88,9 +88,8 @@ pub struct WriteSide {
     /// The sweep tells the task: the socket is full, a timer started, or the
     /// connection must end.
     pub wake: Wake,
-    /// The client's user, when it came with a per-user token.
-    pub user: Option<Arc<ConnUser>>,
-    /// Where its deliveries are counted by class (and in the user's usage).
+    /// Where its deliveries are counted by class (and in the user's usage);
+    /// holds the client's user, when it came with a per-user token.
     deliveries: Deliveries,
 }
 
@@ -221,16 +220,20 @@ impl WriteSide {
                 verdict: None,
             }),
             wake: Wake::default(),
-            deliveries: Deliveries::of(&state, user.clone()),
-            user,
+            deliveries: Deliveries::of(&state, user),
             state,
         }
+    }
+
+    /// The client's user, when it came with a per-user token.
+    pub fn user(&self) -> Option<&Arc<ConnUser>> {
+        self.deliveries.user()
     }
 
     /// Lets the admin routes reach this connection, and watches its
     /// user's token (when it has one).
     pub fn watch_user(self: &Arc<Self>) {
-        if let Some(user) = &self.user {
+        if let Some(user) = self.user() {
             let weak = Arc::downgrade(self);
             user.slot().attach(weak.clone() as Weak<dyn Live>);
             watch_expiry(weak);
@@ -674,7 +677,7 @@ pub fn read_gone(tcp: &TcpStream) -> bool {
 
 impl Watched for WriteSide {
     fn user(&self) -> Option<&Arc<ConnUser>> {
-        self.user.as_ref()
+        WriteSide::user(self)
     }
 
     fn look(&self) {

@@ -548,7 +548,7 @@ impl Protocol for Conn {
             }
             Event::Readable(true) => self.read(),
             Event::Readable(false) => Flow::Stop,
-            Event::Woken => match self.direct.user.as_ref().map(|u| u.expiry()) {
+            Event::Woken => match self.direct.user().map(|u| u.expiry()) {
                 Some(Expiry::Expired) => Flow::Close(close::UNAUTHORIZED, TOKEN_EXPIRED.into()),
                 Some(Expiry::Warn(in_ms)) => {
                     self.direct.flush_if_idle(false);

@@ -60,7 +60,7 @@ impl Conn {
 
     /// Who the client is now.
     fn identity(&self) -> Arc<Identity> {
-        match &self.direct.user {
+        match self.direct.user() {
             Some(u) => u.identity(),
             None => self.state().anonymous.clone(),
         }
@@ -70,7 +70,7 @@ impl Conn {
     /// the old ones; symbols no longer allowed are dropped and named.
     fn auth(&mut self, token: &str) -> Flow {
         let state = self.direct.state.clone();
-        let Some(user) = self.direct.user.clone() else {
+        let Some(user) = self.direct.user().cloned() else {
             return self.error(
                 ErrorCode::BadToken,
                 "this connection has no per-user token to replace",
@@ -140,7 +140,7 @@ impl Conn {
             let mut w = self.direct.lock();
             let (seq, quotes) = w.subs.subscribe(&allowed, opts, since);
             self.subscribed(&mut w, &allowed, &[], &[], seq, &quotes);
-            if let Some(u) = &self.direct.user {
+            if let Some(u) = self.direct.user() {
                 u.saw_symbols(&allowed);
             }
             return Flow::Continue;
@@ -158,7 +158,7 @@ impl Conn {
             let (seq, quotes) = w.subs.subscribe_all(opts, since);
             let all: [Arc<str>; 1] = [Arc::from("*")];
             self.subscribed(&mut w, &all, &[], &[], seq, &quotes);
-            if let Some(u) = &self.direct.user {
+            if let Some(u) = self.direct.user() {
                 u.saw_symbols(&all);
             }
             return Flow::Continue;
@@ -198,7 +198,7 @@ impl Conn {
         }
         let (seq, quotes) = w.subs.subscribe(&known, opts, since);
         self.subscribed(&mut w, &known, &unknown, &denied, seq, &quotes);
-        if let Some(u) = &self.direct.user {
+        if let Some(u) = self.direct.user() {
             u.saw_symbols(&known);
         }
         Flow::Continue
