@@ -82,6 +82,8 @@ settings! {
     stale_after_ms: u64 = "TICKRELAY_STALE_AFTER_MS";
     /// Most symbols in one snapshot, poll or subscription [default: 1024].
     max_symbols: usize = "TICKRELAY_MAX_SYMBOLS";
+    /// Most price levels kept per side of a symbol's book; levels beyond are counted and not kept [default: 50].
+    max_book_levels: usize = "TICKRELAY_MAX_BOOK_LEVELS";
     /// Grace period for open requests and streams at shutdown, ms [default: 5000].
     shutdown_grace_ms: u64 = "TICKRELAY_SHUTDOWN_GRACE_MS";
     /// On SIGTERM, answer `/readyz` 503 for this long before the shutdown notices, so a load balancer stops routing here first, ms [default: 0].
@@ -230,12 +232,17 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Usage per user and day: the database and how often it is written.
     pub usage: Option<(PathBuf, Duration)>,
+    /// Most price levels kept per side of a book.
+    pub max_book_levels: usize,
 }
 
 /// Default feed line A.
 pub const DEFAULT_FEED_A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 31001);
 /// Default feed line B (off unless asked for).
 pub const DEFAULT_FEED_B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 2), 31002);
+/// Most `max_book_levels` may be: a book's levels are copied whole on a
+/// recovery, and a client asks for at most 50.
+pub const MAX_BOOK_LEVELS: usize = 1000;
 /// Default HTTP address.
 pub const DEFAULT_HTTP: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 
@@ -306,6 +313,15 @@ impl Settings {
         let max_symbols = self.max_symbols.unwrap_or(1024);
         if max_symbols == 0 {
             return Err(ConfigError::new("max_symbols", "must be at least 1"));
+        }
+        let max_book_levels = self
+            .max_book_levels
+            .unwrap_or(crate::table::book::DEFAULT_MAX_LEVELS);
+        if !(1..=MAX_BOOK_LEVELS).contains(&max_book_levels) {
+            return Err(ConfigError::new(
+                "max_book_levels",
+                format!("{max_book_levels} is outside 1..={MAX_BOOK_LEVELS}"),
+            ));
         }
         let ms = |setting: &'static str,
                   v: Option<u64>,
@@ -430,6 +446,7 @@ impl Settings {
                 Some(db) => Some((db, ms("usage_flush_ms", self.usage_flush_ms, 5_000, 100)?)),
                 None => None,
             },
+            max_book_levels,
         })
     }
 }

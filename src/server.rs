@@ -190,7 +190,7 @@ pub async fn start_with(
 ) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
-    let table = Arc::new(Table::new());
+    let table = Arc::new(Table::with_book_levels(config.max_book_levels));
     let cancel = CancellationToken::new();
     let hub = Hub::with_shards(table.clone(), metrics.stream.clone(), config.fanout_shards);
     let mut extras = crate::feed::Extras::default();

@@ -56,7 +56,7 @@ const YEAR_NS: f64 = 252.0 * 6.5 * 3600.0 * 1e9;
 /// in any realistic run; it keeps a quote possible).
 const FLOOR: i64 = 100 * FAIR_CENT;
 /// Shares in a round lot.
-const LOT: u32 = 100;
+pub(crate) const LOT: u32 = 100;
 
 /// One quote or trade, ready to publish.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,7 +182,7 @@ impl Market {
                     volume: volume + u64::from(size),
                 }
             }
-            _ => self.quote(idx, ts),
+            _ => self.quote(idx, ts, quote),
         };
         (idx as Locate, tick)
     }
@@ -190,7 +190,7 @@ impl Market {
     /// The opening auction of `locate` at `ts`: its opening quote and the
     /// opening print, a large trade at the bid or the ask.
     pub(crate) fn opening(&mut self, locate: usize, ts: u64, book: &Book) -> [Tick; 2] {
-        let quote = self.quote(locate, ts);
+        let quote = self.quote(locate, ts, None);
         let Tick::Quote { bid, ask, .. } = quote else {
             unreachable!("quote() makes quotes")
         };
@@ -211,17 +211,36 @@ impl Market {
         ]
     }
 
-    /// Steps `idx`'s fair value to `ts` and cuts a quote from it.
-    fn quote(&mut self, idx: usize, ts: u64) -> Tick {
+    /// The `'L'`s that bring `book` to a new quote at `depth` levels a side
+    /// (see `depth`), drawn from the market's own generator.
+    pub(crate) fn requote_book(
+        &mut self,
+        book: &super::depth::Depth,
+        quote: [(Price, u32); 2],
+        depth: usize,
+    ) -> Vec<(crate::wire::Side, crate::wire::PriceLevel)> {
+        book.requote(quote, depth, &mut self.rng)
+    }
+
+    /// Steps `idx`'s fair value to `ts` and cuts a quote from it. A side
+    /// whose price stays keeps its size half the time (`prev` is the last
+    /// quote): most quote updates change one side.
+    fn quote(&mut self, idx: usize, ts: u64, prev: Option<crate::wire::StateQuote>) -> Tick {
         self.step(idx, ts);
         let fair = self.models[idx].fair;
         let (bid, ask) = cut_quote(fair, self.spread_cents(fair));
         let top = max_lots(bid);
+        let mut size = |price: Price, prev: Option<(Price, u32)>| match prev {
+            Some((p, s)) if p == price && self.rng.r#gen::<bool>() => s,
+            _ => skewed_lots(&mut self.rng, top) * LOT,
+        };
+        let bid_size = size(bid, prev.map(|q| (q.bid, q.bid_size)));
+        let ask_size = size(ask, prev.map(|q| (q.ask, q.ask_size)));
         Tick::Quote {
             bid,
             ask,
-            bid_size: skewed_lots(&mut self.rng, top) * LOT,
-            ask_size: skewed_lots(&mut self.rng, top) * LOT,
+            bid_size,
+            ask_size,
         }
     }
 
@@ -272,13 +291,13 @@ pub(crate) fn cut_quote(fair: i64, spread: i64) -> (Price, Price) {
 
 /// Most round lots shown at one price: about $500,000 of stock, at least
 /// 1 lot, at most 100.
-fn max_lots(price: Price) -> u32 {
+pub(crate) fn max_lots(price: Price) -> u32 {
     let cents = (price.raw() / CENT).max(1);
     (500_000 / cents).clamp(1, 100) as u32
 }
 
 /// 1 to `max` lots, small sizes more likely than large ones.
-fn skewed_lots(rng: &mut SmallRng, max: u32) -> u32 {
+pub(crate) fn skewed_lots(rng: &mut SmallRng, max: u32) -> u32 {
     let u: f64 = rng.r#gen();
     (1 + (f64::from(max) * u * u) as u32).min(max.max(1))
 }
