@@ -92,6 +92,8 @@ struct Model {
     vol: f64,
     /// Exchange time of the last step, ns (0: not started).
     stepped_at: u64,
+    /// Cents the spread is wider than its base, for a while.
+    wider: i64,
 }
 
 /// Every symbol's model and the draws that drive them.
@@ -126,6 +128,7 @@ impl Market {
                 fair: open_cents * FAIR_CENT + rng.gen_range(0..FAIR_CENT),
                 vol: rng.gen_range(0.15..0.80),
                 stepped_at: 0,
+                wider: 0,
             });
             listed.push(Listed {
                 symbol,
@@ -182,7 +185,7 @@ impl Market {
                     volume: volume + u64::from(size),
                 }
             }
-            _ => self.quote(idx, ts, quote),
+            _ => self.quote(idx, ts, quote, listing.map(|l| &l.depth)),
         };
         (idx as Locate, tick)
     }
@@ -190,7 +193,7 @@ impl Market {
     /// The opening auction of `locate` at `ts`: its opening quote and the
     /// opening print, a large trade at the bid or the ask.
     pub(crate) fn opening(&mut self, locate: usize, ts: u64, book: &Book) -> [Tick; 2] {
-        let quote = self.quote(locate, ts, None);
+        let quote = self.quote(locate, ts, None, None);
         let Tick::Quote { bid, ask, .. } = quote else {
             unreachable!("quote() makes quotes")
         };
@@ -224,18 +227,29 @@ impl Market {
 
     /// Steps `idx`'s fair value to `ts` and cuts a quote from it. A side
     /// whose price stays keeps its size half the time (`prev` is the last
-    /// quote): most quote updates change one side.
-    fn quote(&mut self, idx: usize, ts: u64, prev: Option<crate::wire::StateQuote>) -> Tick {
+    /// quote): most quote updates change one side. A side that moves to a
+    /// price resting in the book (`depth`) shows that level's size.
+    fn quote(
+        &mut self,
+        idx: usize,
+        ts: u64,
+        prev: Option<crate::wire::StateQuote>,
+        depth: Option<&super::depth::Depth>,
+    ) -> Tick {
         self.step(idx, ts);
         let fair = self.models[idx].fair;
-        let (bid, ask) = cut_quote(fair, self.spread_cents(fair));
+        let (bid, ask) = cut_quote(fair, self.spread_cents(idx, fair));
         let top = max_lots(bid);
-        let mut size = |price: Price, prev: Option<(Price, u32)>| match prev {
-            Some((p, s)) if p == price && self.rng.r#gen::<bool>() => s,
-            _ => skewed_lots(&mut self.rng, top) * LOT,
+        let mut size = |side: crate::wire::Side, price: Price, prev: Option<(Price, u32)>| {
+            let resting = depth.and_then(|d| d.side(side).iter().find(|l| l.price == price));
+            match (prev, resting) {
+                (Some((p, s)), _) if p == price && self.rng.r#gen::<bool>() => s,
+                (Some((p, _)), Some(l)) if p != price => l.size,
+                _ => skewed_lots(&mut self.rng, top) * LOT,
+            }
         };
-        let bid_size = size(bid, prev.map(|q| (q.bid, q.bid_size)));
-        let ask_size = size(ask, prev.map(|q| (q.ask, q.ask_size)));
+        let bid_size = size(crate::wire::Side::Bid, bid, prev.map(|q| (q.bid, q.bid_size)));
+        let ask_size = size(crate::wire::Side::Ask, ask, prev.map(|q| (q.ask, q.ask_size)));
         Tick::Quote {
             bid,
             ask,
@@ -263,12 +277,20 @@ impl Market {
 
     /// The spread in cents at this fair value: 1 cent below $80, about
     /// 1.25 bp of the price above; a quarter of the quotes above $20 are
-    /// wider by up to as much again.
-    fn spread_cents(&mut self, fair: i64) -> i64 {
+    /// wider by up to as much again. A wider spread lasts about ten quotes
+    /// (a spread that flickered quote by quote would churn the book).
+    fn spread_cents(&mut self, idx: usize, fair: i64) -> i64 {
         let cents = fair / FAIR_CENT;
         let base = (cents / 8_000).max(1);
-        if cents >= 2_000 && self.rng.gen_ratio(1, 4) {
-            base + self.rng.gen_range(1..=base)
+        if self.rng.gen_ratio(1, 10) {
+            self.models[idx].wider = if self.rng.gen_ratio(1, 4) {
+                self.rng.gen_range(1..=base)
+            } else {
+                0
+            };
+        }
+        if cents >= 2_000 {
+            base + self.models[idx].wider.min(base)
         } else {
             base
         }

@@ -287,12 +287,12 @@ fn fast_forward_is_deterministic_and_paced_by_the_rate() {
     assert_eq!(strip(&a), strip(&b), "fast-forward is deterministic");
     // 30 directory entries, then 1,000 a second for two seconds (the
     // books' levels on top).
-    let ticks = a.next_seq - a.book_messages;
-    assert!((2_025..=2_031).contains(&ticks), "{ticks}");
-    // About two to three levels a quote (four in five messages are quotes).
-    let per_quote = a.book_messages as f64 / (0.8 * 2_000.0);
-    eprintln!("{per_quote:.2} levels a quote");
-    assert!((1.0..4.0).contains(&per_quote), "{per_quote:.2} levels a quote");
+    let ticks = a.next_seq - 1 - a.book_messages;
+    assert!((2_025..=2_031).contains(&(ticks + 1)), "{ticks}");
+    // A few levels a quote (four in five quotes and trades are quotes).
+    let ticks = ticks - 30;
+    let per_quote = a.book_messages as f64 / (0.8 * ticks as f64);
+    assert!((1.0..6.0).contains(&per_quote), "{per_quote:.2} levels a quote");
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -395,12 +395,17 @@ fn feed_doc_book_example_is_what_the_encoder_writes() {
         asks: Levels::from_slice(&asks),
     };
     let doc = include_str!("../../../docs/FEED.md");
-    for (what, msg) in [("level", level), ("book", book)] {
-        let mut bytes = Vec::new();
-        msg.encode(&mut bytes);
-        assert_eq!(decode_message(&bytes), Ok(msg));
-        let dump = hex(&bytes);
-        println!("{what}, {} bytes:\n{dump}", bytes.len());
+    let dumps: Vec<(&str, String)> = [("level", level), ("book", book)]
+        .into_iter()
+        .map(|(what, msg)| {
+            let mut bytes = Vec::new();
+            msg.encode(&mut bytes);
+            assert_eq!(decode_message(&bytes), Ok(msg));
+            println!("{what}, {} bytes:\n{}", bytes.len(), hex(&bytes));
+            (what, hex(&bytes))
+        })
+        .collect();
+    for (what, dump) in dumps {
         assert!(doc.contains(&dump), "docs/FEED.md should show the {what}:\n{dump}");
     }
 }
@@ -409,6 +414,10 @@ fn feed_doc_book_example_is_what_the_encoder_writes() {
 #[ignore = "prints the book rate at the defaults"]
 fn book_rate_at_the_defaults() {
     let s = fast_forward(SimConfig::default(), Duration::from_secs(10)).unwrap();
-    let ticks = s.next_seq - s.book_messages;
-    eprintln!("{} levels for {ticks} messages: {:.2} per quote", s.book_messages, s.book_messages as f64 / (0.8 * ticks as f64));
+    let ticks = s.next_seq - 1 - s.book_messages - 1000;
+    eprintln!(
+        "{} levels, {ticks} quotes and trades: {:.2} a quote",
+        s.book_messages,
+        s.book_messages as f64 / (0.8 * ticks as f64)
+    );
 }
