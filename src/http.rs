@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
                     "/v1/snapshot/{symbol}",
                     get(transport::snapshot::snapshot_one),
                 )
+                .route("/v1/book/{symbol}", get(transport::book::book))
                 .route("/v1/poll", get(transport::poll::handler))
                 .route_layer(middleware::map_response_with_state(
                     state.clone(),
@@ -60,7 +61,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The header that carries the feed's status on snapshot and poll answers.
+/// The header that carries the feed's status on snapshot, book and poll answers.
 pub const FEED_HEADER: &str = "tickrelay-feed";
 
 /// `tickrelay-feed: status=live; session=S…; complete=true; lost=0; incomplete=0`

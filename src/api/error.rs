@@ -101,6 +101,8 @@ error_codes! {
     BadTimeout = "bad_timeout", status Some(400), close None, sse None;
     /// `batch_ms` is not between 0 and 1000.
     BadBatchMs = "bad_batch_ms", status Some(400), close None, sse None;
+    /// `depth` is not a whole number from 1 to 50.
+    BadDepth = "bad_depth", status Some(400), close None, sse None;
     /// A WebSocket upgrade without a version-13 key.
     BadUpgrade = "bad_upgrade", status Some(400), close None, sse None;
     /// A WebSocket upgrade on a connection that cannot be taken over.

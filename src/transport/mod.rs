@@ -5,6 +5,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`snapshot`] | `/v1/snapshot`, `/v1/symbols`: short polling, ETag / 304 |
+//! | [`book`] | `/v1/book/{symbol}`: a symbol's depth of book over REST, ETag / 304 |
 //! | [`poll`] | `/v1/poll`: long polling |
 //! | [`sse`] | `/v1/stream`: Server-Sent Events |
 //! | [`ws`] | `/v1/ws`: WebSocket, its client operations and close codes |
@@ -18,6 +19,7 @@
 //! | [`user`] | a connection's user: identity, its slot among the user's connections, the token's expiry |
 //! | [`kind`] | which transport, why closed as slow (a leaf: metrics labels by it) |
 
+pub mod book;
 pub mod kind;
 pub mod pacer;
 pub mod poll;

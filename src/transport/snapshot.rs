@@ -154,7 +154,8 @@ pub fn build(table: &Table, locates: &[Locate]) -> SnapshotBody {
     }
 }
 
-fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+/// Whether `If-None-Match` names `etag` (or `*`).
+pub fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
