@@ -82,6 +82,8 @@ settings! {
     stale_after_ms: u64 = "TICKRELAY_STALE_AFTER_MS";
     /// Most symbols in one snapshot, poll or subscription [default: 1024].
     max_symbols: usize = "TICKRELAY_MAX_SYMBOLS";
+    /// Most price levels kept per side of a symbol's book; levels beyond are counted and not kept [default: 50].
+    max_book_levels: usize = "TICKRELAY_MAX_BOOK_LEVELS";
     /// Grace period for open requests and streams at shutdown, ms [default: 5000].
     shutdown_grace_ms: u64 = "TICKRELAY_SHUTDOWN_GRACE_MS";
     /// On SIGTERM, answer `/readyz` 503 for this long before the shutdown notices, so a load balancer stops routing here first, ms [default: 0].
@@ -251,6 +253,8 @@ pub struct Config {
     pub history: crate::table::HistoryLimits,
     /// `tickrelay demo`'s users, served at `/v1/demo/users`; no setting sets it.
     pub demo_users: Option<DemoUsers>,
+    /// Most price levels kept per side of a book.
+    pub max_book_levels: usize,
 }
 
 /// The delayed view's settings.
@@ -277,6 +281,9 @@ impl std::fmt::Debug for DemoUsers {
 pub const DEFAULT_FEED_A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 31001);
 /// Default feed line B (off unless asked for).
 pub const DEFAULT_FEED_B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 2), 31002);
+/// Most `max_book_levels` may be: a book's levels are copied whole on a
+/// recovery, and a client asks for at most 50.
+pub const MAX_BOOK_LEVELS: usize = 1000;
 /// Default HTTP address.
 pub const DEFAULT_HTTP: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 
@@ -347,6 +354,15 @@ impl Settings {
         let max_symbols = self.max_symbols.unwrap_or(1024);
         if max_symbols == 0 {
             return Err(ConfigError::new("max_symbols", "must be at least 1"));
+        }
+        let max_book_levels = self
+            .max_book_levels
+            .unwrap_or(crate::table::book::DEFAULT_MAX_LEVELS);
+        if !(1..=MAX_BOOK_LEVELS).contains(&max_book_levels) {
+            return Err(ConfigError::new(
+                "max_book_levels",
+                format!("{max_book_levels} is outside 1..={MAX_BOOK_LEVELS}"),
+            ));
         }
         let ms = |setting: &'static str,
                   v: Option<u64>,
@@ -492,6 +508,7 @@ impl Settings {
             },
             delayed,
             demo_users: None,
+            max_book_levels,
         })
     }
 }

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
                     "/v1/snapshot/{symbol}",
                     get(transport::snapshot::snapshot_one),
                 )
+                .route("/v1/book/{symbol}", get(transport::book::book))
                 .route("/v1/poll", get(transport::poll::handler))
                 .route("/v1/bars/{symbol}", get(transport::chart::bars))
                 .route("/v1/trades/{symbol}", get(transport::chart::trades))
@@ -69,7 +70,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The header that carries the feed's status on snapshot and poll answers.
+/// The header that carries the feed's status on snapshot, book and poll answers.
 pub const FEED_HEADER: &str = "tickrelay-feed";
 
 /// `tickrelay-feed: status=live; session=S…; complete=true; lost=0; incomplete=0`

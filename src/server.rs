@@ -221,7 +221,7 @@ pub async fn start_with(
         metrics.register_scraped(delayed_gauges(view));
     }
     let metrics = Arc::new(metrics);
-    let table = Arc::new(Table::with_history(config.history));
+    let table = Arc::new(Table::with_limits(config.history, config.max_book_levels));
     let cancel = CancellationToken::new();
     let hub = Hub::with_view(
         table.clone(),

@@ -32,7 +32,7 @@ struct Args {
     /// Number of symbols.
     #[arg(long, default_value_t = 1000)]
     symbols: usize,
-    /// Target messages per second.
+    /// Target quotes and trades per second (each quote's book levels come on top).
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
     /// Zipf exponent of symbol activity (0 = uniform).
@@ -41,7 +41,7 @@ struct Args {
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
-    /// Stop after this many market messages.
+    /// Stop after this many quotes and trades (book levels not counted).
     #[arg(long)]
     count: Option<u64>,
     /// Session id (10 ASCII characters at most).
@@ -97,6 +97,11 @@ struct Args {
     /// Publish a recorded CSV session instead of a synthetic market.
     #[arg(long)]
     replay: Option<PathBuf>,
+    /// Book levels per side: each quote is followed by the 'L' messages that
+    /// keep a book of this depth with its top at the quote, and the recovery
+    /// loop sends each book as a 'B'; 0 sends no book (at most 40).
+    #[arg(long, default_value_t = tickrelay::tools::sim::DEFAULT_BOOK_DEPTH)]
+    book_depth: usize,
     /// Replay speed: 1 = as recorded, N = N times faster, 0 = paced by --rate.
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
@@ -159,6 +164,7 @@ fn main() -> anyhow::Result<()> {
         record: args.record.clone(),
         replay: args.replay.clone(),
         speed: args.speed,
+        book_depth: args.book_depth,
     };
     if args.recovery.is_some() && args.recovery_rate == 0 {
         bail!("--recovery-rate must be at least 1 message per second");
@@ -229,9 +235,10 @@ fn main() -> anyhow::Result<()> {
 /// Prints the summary line and writes the final state.
 fn finish(summary: &SimSummary, errors: u64, final_state: Option<&Path>) -> anyhow::Result<()> {
     println!(
-        "feed-simulator: session {} sent {} messages in {} packets over {:.2} s ({:.0} msg/s), last seq {}, {} send errors",
+        "feed-simulator: session {} sent {} messages ({} book levels) in {} packets over {:.2} s ({:.0} msg/s), last seq {}, {} send errors",
         summary.session,
         summary.messages,
+        summary.book_messages,
         summary.packets,
         summary.seconds,
         summary.rate,

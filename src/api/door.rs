@@ -67,6 +67,17 @@ pub fn entitled<'a>(
     symbols: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), ApiError> {
     let rights = &identity.rights;
+    // The delayed view holds quotes only: a delayed user gets no book, bars
+    // or trades rather than real-time ones.
+    if rights.delay_ms > 0 && channel != Channel::Quotes {
+        return Err(ApiError::new(
+            ErrorCode::NotEntitled,
+            format!(
+                "the `{}` channel is not served delayed yet: your entitlement is delayed data",
+                channel.as_str()
+            ),
+        ));
+    }
     if !rights.channel(channel) {
         return Err(ApiError::new(
             ErrorCode::NotEntitled,

@@ -105,6 +105,8 @@ error_codes! {
     BadInterval = "bad_interval", status Some(400), close None, sse None;
     /// A `limit` (or `history`) outside 1 and the kept length.
     BadHistory = "bad_history", status Some(400), close None, sse None;
+    /// `depth` is not a whole number from 1 to 50.
+    BadDepth = "bad_depth", status Some(400), close None, sse None;
     /// A WebSocket upgrade without a version-13 key.
     BadUpgrade = "bad_upgrade", status Some(400), close None, sse None;
     /// A WebSocket upgrade on a connection that cannot be taken over.

@@ -121,7 +121,7 @@ impl<L: ChangeListener> Sink for Applier<L> {
     fn message(&mut self, seq: u64, payload: &[u8]) {
         match decode_message(payload) {
             Ok(msg) => match self.table.apply(seq, &msg) {
-                Applied::Changed(locate) => {
+                Applied::Changed(locate) | Applied::BookChanged(locate) => {
                     self.applied += 1;
                     self.last_ts = msg.ts();
                     self.listener.changed(locate, seq);
@@ -224,7 +224,7 @@ impl Recovery {
             Message::Trade { .. } => {
                 self.suspects.refreshed(locate, true);
             }
-            Message::State { .. } => {}
+            Message::State { .. } | Message::Level { .. } | Message::Book { .. } => {}
         }
     }
 }
@@ -254,6 +254,9 @@ impl<L: ChangeListener> Applier<L> {
         r.recovered.clear_all();
         r.recovered_first.clear();
         self.table.bump_recovery();
+        // Books keep what they held and log what comes, until a `'B'` or
+        // the history fills them in (table::book).
+        self.table.books().begin_recovery();
         r.need = Some(Need {
             since: Instant::now(),
             promise,
@@ -272,6 +275,10 @@ impl<L: ChangeListener> Applier<L> {
         let Some(need) = r.need.take() else { return };
         r.history_gap |= !replayed;
         self.table.chart().set_complete(!r.history_gap);
+        let listener = &mut self.listener;
+        self.table
+            .books()
+            .end_recovery(|locate, seq| listener.changed(locate, seq));
         r.suspects.clear_all();
         let names: Vec<String> = r
             .recovered_first
@@ -304,10 +311,20 @@ impl<L: ChangeListener> Applier<L> {
         let Ok(msg) = decode_message(payload) else {
             return;
         };
-        if let Applied::Changed(locate) = self.table.apply(seq, &msg) {
+        if let Applied::Changed(locate) | Applied::BookChanged(locate) = self.table.apply(seq, &msg)
+        {
             self.listener.changed(locate, seq);
             self.recovered(locate);
         }
+    }
+
+    /// Rebuilds the books that took history out of order, and tells the
+    /// listener (once per batch: a rebuild replays the book's log).
+    pub(super) fn settle_books(&mut self) {
+        let listener = &mut self.listener;
+        self.table
+            .books()
+            .settle(|locate, seq| listener.changed(locate, seq));
     }
 
     pub(super) fn recovered(&mut self, locate: Locate) {
@@ -354,14 +371,15 @@ impl<L: ChangeListener> Applier<L> {
             let kind = match msg {
                 Message::Directory { .. } => b'D',
                 Message::State { .. } => b'S',
-                // The loop carries directory and state only.
+                Message::Book { .. } => b'B',
+                // The loop carries directory, state and book state only.
                 _ => continue,
             };
             let locate = msg.locate();
             match self.table.apply(0, &msg) {
-                Applied::Changed(l) => {
+                Applied::Changed(l) | Applied::BookChanged(l) => {
                     self.listener.changed(l, 0);
-                    if kind == b'S' {
+                    if kind != b'D' {
                         self.recovered(l);
                     } else if self.table.halves(l) == (false, false) {
                         self.recovery.suspects.mark(l);
@@ -369,7 +387,7 @@ impl<L: ChangeListener> Applier<L> {
                 }
                 // A state that came round before its directory entry: kept
                 // until the entry has been seen.
-                Applied::UnknownLocate if kind == b'S' && self.recovery.stashing() => {
+                Applied::UnknownLocate if kind != b'D' && self.recovery.stashing() => {
                     self.recovery.stash.push((0, payload.to_vec()));
                 }
                 Applied::Unchanged | Applied::UnknownLocate => {}

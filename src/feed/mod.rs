@@ -256,6 +256,8 @@ struct Ingest<L> {
     lines: [LineCounters; 5],
     metrics: FeedMetrics,
     reported: SequencerStats,
+    /// The table's book counts (changes, levels dropped) last published.
+    books_reported: (u64, u64),
     /// Last feed position published to the table and the hub.
     published: u64,
     last_packet: Option<Instant>,
@@ -321,6 +323,7 @@ impl<L: ChangeListener> Ingest<L> {
             },
             metrics,
             reported: SequencerStats::default(),
+            books_reported: (0, 0),
             published: 0,
             last_packet: None,
             state_tx,
@@ -501,6 +504,15 @@ impl<L: ChangeListener> Ingest<L> {
             tracing::info!(next_seq = self.seq.next_seq(), "feed gap opened");
         }
         self.reported = st;
+        self.out.settle_books();
+        let books = self.out.table.books();
+        let (changes, dropped) = (books.changes(), books.dropped());
+        let (was_changes, was_dropped) = self.books_reported;
+        self.metrics.book_messages.inc_by(changes - was_changes);
+        self.metrics
+            .book_levels_dropped
+            .inc_by(dropped - was_dropped);
+        self.books_reported = (changes, dropped);
 
         let applied = std::mem::take(&mut self.out.applied);
         let position = self.seq.next_seq().saturating_sub(1);

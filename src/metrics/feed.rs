@@ -89,6 +89,10 @@ pub struct FeedMetrics {
     pub symbols: Gauge,
     /// Exchange timestamp to ingest, per batch (its newest message).
     pub lag: AtomicHistogram,
+    /// Book messages (`'L'`, `'B'`) that changed a book.
+    pub book_messages: Counter,
+    /// Book levels not kept: beyond `max_book_levels` on their side.
+    pub book_levels_dropped: Counter,
 }
 
 impl FeedMetrics {
@@ -128,6 +132,8 @@ impl FeedMetrics {
             sequence: Gauge::default(),
             symbols: Gauge::default(),
             lag: AtomicHistogram::new(latency_buckets()),
+            book_messages: Counter::default(),
+            book_levels_dropped: Counter::default(),
         };
         registry.register(
             "feed_packets_received",
@@ -225,6 +231,16 @@ impl FeedMetrics {
             feed.sequence.clone(),
         );
         registry.register("symbols", "Symbols in the directory", feed.symbols.clone());
+        registry.register(
+            "book_messages",
+            "Book messages ('L' levels, recovery 'B' states) that changed a symbol's book",
+            feed.book_messages.clone(),
+        );
+        registry.register(
+            "book_levels_dropped",
+            "Book levels not kept because their side already held max_book_levels",
+            feed.book_levels_dropped.clone(),
+        );
         registry.register(
             "feed_lag_seconds",
             "Exchange timestamp to ingest, per batch of datagrams (its newest message)",

@@ -16,6 +16,9 @@
 //!
 //! Beside the state, [`Chart`] keeps each symbol's newest trades and its
 //! bars (`chart`), fed by the same writer as it applies trade messages.
+//!
+//! Beside each quote, the symbol's depth of book (`book`): the levels of
+//! `'L'` messages and the recovery loop's `'B'`, merged by the same rule.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
@@ -28,9 +31,11 @@ use serde::{Deserialize, Serialize};
 use crate::price::Price;
 use crate::wire::{Locate, Message, Session, StateQuote, StateTrade};
 
+pub mod book;
 pub mod chart;
 pub mod delayed;
 mod listener;
+pub use book::{BookFrame, BookRead, Books};
 pub use chart::{Chart, HistoryLimits};
 pub use delayed::DelayedView;
 pub use listener::ChangeListener;
@@ -170,6 +175,8 @@ pub struct Quote {
 pub enum Applied {
     /// The symbol at this locate changed.
     Changed(Locate),
+    /// The book of the symbol at this locate changed (its quote did not).
+    BookChanged(Locate),
     /// Nothing changed (a repeated directory entry).
     Unchanged,
     /// A quote or trade for a locate with no directory entry: dropped.
@@ -195,6 +202,8 @@ pub struct Table {
     recovery: AtomicU64,
     /// Trades and bars per symbol.
     chart: Chart,
+    /// Depth of book per locate.
+    books: Books,
 }
 
 impl Default for Table {
@@ -205,14 +214,27 @@ impl Default for Table {
 
 impl Table {
     /// An empty table with a slot for every locate code, keeping the
-    /// default history of trades and bars.
+    /// default history of trades and bars and [`book::DEFAULT_MAX_LEVELS`]
+    /// levels per side of each book.
     pub fn new() -> Self {
-        Self::with_history(HistoryLimits::default())
+        Self::with_limits(HistoryLimits::default(), book::DEFAULT_MAX_LEVELS)
     }
 
     /// An empty table keeping `history` of trades and bars per symbol.
     pub fn with_history(history: HistoryLimits) -> Self {
+        Self::with_limits(history, book::DEFAULT_MAX_LEVELS)
+    }
+
+    /// An empty table keeping at most `max_book_levels` per side of each book.
+    pub fn with_book_levels(max_book_levels: usize) -> Self {
+        Self::with_limits(HistoryLimits::default(), max_book_levels)
+    }
+
+    /// An empty table keeping `history` of trades and bars and at most
+    /// `max_book_levels` per side of each book.
+    pub fn with_limits(history: HistoryLimits, max_book_levels: usize) -> Self {
         Table {
+            books: Books::new(max_book_levels),
             slots: (0..LOCATES).map(|_| Slot::default()).collect(),
             info: (0..LOCATES).map(|_| ArcSwapOption::empty()).collect(),
             names: DashMap::new(),
@@ -308,7 +330,45 @@ impl Table {
                 quote,
                 trade,
             } => self.apply_state(locate, ts, quote, trade),
+            Message::Level {
+                locate,
+                ts,
+                side,
+                price,
+                size,
+                orders,
+            } => {
+                if !self.listed(locate) {
+                    return Applied::UnknownLocate;
+                }
+                let level = crate::wire::PriceLevel {
+                    price,
+                    size,
+                    orders,
+                };
+                book_outcome(locate, self.books.apply_level(seq, locate, ts, side, level))
+            }
+            Message::Book {
+                locate,
+                ts,
+                book_seq,
+                bids,
+                asks,
+            } => {
+                if !self.listed(locate) {
+                    return Applied::UnknownLocate;
+                }
+                book_outcome(
+                    locate,
+                    self.books.apply_book(locate, ts, book_seq, bids, asks),
+                )
+            }
         }
+    }
+
+    /// Whether a directory entry listed `locate`. Writer only (exact then).
+    fn listed(&self, locate: Locate) -> bool {
+        self.slots[usize::from(locate)].fields[F_FLAGS].load(Ordering::Relaxed) & LISTED != 0
     }
 
     /// Merges a recovery-loop state message: each half replaces the table's
@@ -383,6 +443,7 @@ impl Table {
         if !same_symbol && let Some((_, old)) = self.names.remove(symbol) {
             self.chart.clear(old);
             self.info[usize::from(old)].store(None);
+            self.books.clear(old);
             self.slots[usize::from(old)].write(|f| {
                 for x in f.iter() {
                     x.store(0, Ordering::Relaxed);
@@ -396,6 +457,9 @@ impl Table {
             locate,
             prev_close,
         });
+        if !same_symbol {
+            self.books.clear(locate);
+        }
         let slot = &self.slots[idx];
         slot.write(|f| {
             if !same_symbol {
@@ -433,6 +497,7 @@ impl Table {
                 });
             }
         }
+        self.books.reset();
         self.names.clear();
         self.chart.reset();
         self.symbols.store(0, Ordering::Relaxed);
@@ -541,6 +606,17 @@ impl Table {
         })
     }
 
+    /// The top `depth` levels per side of `locate`'s book, if it is listed.
+    pub fn book(&self, locate: Locate, depth: usize) -> Option<BookRead> {
+        self.info(locate)?;
+        Some(self.books.read(locate, depth))
+    }
+
+    /// Every symbol's book: reads, and the writer's recovery and counts.
+    pub fn books(&self) -> &Books {
+        &self.books
+    }
+
     /// Every listed locate code, in locate order.
     pub fn locates(&self) -> Vec<Locate> {
         let bound = self.locate_bound.load(Ordering::Relaxed).min(LOCATES);
@@ -556,6 +632,15 @@ impl Table {
             .into_iter()
             .filter_map(|l| self.info(l))
             .collect()
+    }
+}
+
+/// What a book message did to the symbol at `locate`.
+fn book_outcome(locate: Locate, changed: bool) -> Applied {
+    if changed {
+        Applied::BookChanged(locate)
+    } else {
+        Applied::Unchanged
     }
 }
 

@@ -169,17 +169,6 @@ fn one_symbol(
         return Err(ApiError::new(ErrorCode::BadSymbol, "empty symbol"));
     };
     door.entitled(channel, [name.as_str()])?;
-    // The delayed view holds quotes only: a delayed user gets no bars or
-    // trades rather than real-time ones.
-    if door.identity.rights.delay_ms > 0 {
-        return Err(ApiError::new(
-            ErrorCode::NotEntitled,
-            format!(
-                "the `{}` channel is not served delayed yet: your entitlement is delayed data",
-                channel.as_str()
-            ),
-        ));
-    }
     let locate = resolve(table, &names)?[0];
     Ok((locate, name.clone()))
 }

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`snapshot`] | `/v1/snapshot`, `/v1/symbols`: short polling, ETag / 304 |
 //! | [`chart`] | `/v1/bars/{symbol}`, `/v1/trades/{symbol}`: the chart and the tape over REST |
+//! | [`book`] | `/v1/book/{symbol}`: a symbol's depth of book over REST, ETag / 304 |
 //! | [`poll`] | `/v1/poll`: long polling |
 //! | [`sse`] | `/v1/stream`: Server-Sent Events |
 //! | [`ws`] | `/v1/ws`: WebSocket, its client operations and close codes |
@@ -19,6 +20,7 @@
 //! | [`user`] | a connection's user: identity, its slot among the user's connections, the token's expiry |
 //! | [`kind`] | which transport, why closed as slow (a leaf: metrics labels by it) |
 
+pub mod book;
 pub mod chart;
 pub mod kind;
 pub mod pacer;

@@ -162,7 +162,7 @@ pub fn build(hub: &Hub, at: At, locates: &[Locate]) -> SnapshotBody {
 }
 
 /// Whether `If-None-Match` names `etag` (or `*`); a `W/` prefix is accepted.
-fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+pub fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

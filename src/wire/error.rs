@@ -31,11 +31,15 @@ pub enum DecodeError {
     /// A well-formed message of a type this relay does not know.
     #[error("unknown message type")]
     UnknownType,
+    /// A book state's level array is malformed: not `[price, size, orders]`
+    /// arrays, over the bound, a size of 0, or not best first.
+    #[error("malformed book levels")]
+    BadLevels,
 }
 
 impl DecodeError {
     /// Every reason, for pre-creating the metric series.
-    pub const ALL: [DecodeError; 9] = [
+    pub const ALL: [DecodeError; 10] = [
         DecodeError::ShortHeader,
         DecodeError::Oversized,
         DecodeError::BadSession,
@@ -45,6 +49,7 @@ impl DecodeError {
         DecodeError::BadMsgpack,
         DecodeError::BadField,
         DecodeError::UnknownType,
+        DecodeError::BadLevels,
     ];
 
     /// A stable snake_case name, used as the `reason` metric label.
@@ -59,6 +64,7 @@ impl DecodeError {
             DecodeError::BadMsgpack => "bad_msgpack",
             DecodeError::BadField => "bad_field",
             DecodeError::UnknownType => "unknown_type",
+            DecodeError::BadLevels => "bad_levels",
         }
     }
 }
@@ -81,6 +87,7 @@ mod tests {
             DecodeError::BadMsgpack => 6,
             DecodeError::BadField => 7,
             DecodeError::UnknownType => 8,
+            DecodeError::BadLevels => 9,
         };
         for (i, e) in DecodeError::ALL.into_iter().enumerate() {
             assert_eq!(position(e), i, "{e:?}");

@@ -1,9 +1,12 @@
 //! The market events a packet carries, as MessagePack arrays: [`Message`]
-//! (directory entry, quote, trade, and the recovery loop's state message
-//! with its [`StateQuote`] and [`StateTrade`] halves), [`decode_message`]
-//! and [`Message::encode`].
+//! (directory entry, quote, trade, book level, and the recovery loop's
+//! state message with its [`StateQuote`] and [`StateTrade`] halves and its
+//! book state), [`decode_message`] and [`Message::encode`].
 
-use super::{DecodeError, Locate, TYPE_DIRECTORY, TYPE_QUOTE, TYPE_STATE, TYPE_TRADE};
+use super::book::{Levels, Side};
+use super::{
+    DecodeError, Locate, TYPE_BOOK, TYPE_DIRECTORY, TYPE_LEVEL, TYPE_QUOTE, TYPE_STATE, TYPE_TRADE,
+};
 use crate::price::Price;
 
 /// One market event, borrowing strings from the datagram.
@@ -66,6 +69,38 @@ pub enum Message<'a> {
         /// fields when not).
         trade: Option<StateTrade>,
     },
+    /// `[76, locate, ts, side, price, size, orders]`: one price level of the
+    /// book, absolute — the size replaces what the level held, size 0
+    /// deletes it.
+    Level {
+        /// Symbol's locate code.
+        locate: Locate,
+        /// Exchange timestamp, ns since the Unix epoch.
+        ts: u64,
+        /// Bid (0) or ask (1).
+        side: Side,
+        /// The level's price.
+        price: Price,
+        /// Shares at the level; 0 deletes it.
+        size: u32,
+        /// Orders at the level.
+        orders: u32,
+    },
+    /// `[66, locate, ts, book_seq, bids, asks]`: a symbol's whole book, sent
+    /// on the recovery line. `book_seq` is the incremental-feed sequence of
+    /// the last `'L'` it reflects, so a relay merges it only if it is newer.
+    Book {
+        /// Symbol's locate code.
+        locate: Locate,
+        /// Exchange timestamp of the book's last change.
+        ts: u64,
+        /// Incremental-feed sequence of the last `'L'` reflected (0: none).
+        book_seq: u64,
+        /// Bids, best (highest) first.
+        bids: Levels<'a>,
+        /// Asks, best (lowest) first.
+        asks: Levels<'a>,
+    },
 }
 
 /// The quote half of a [`Message::State`].
@@ -103,7 +138,9 @@ impl Message<'_> {
             Message::Directory { locate, .. }
             | Message::Quote { locate, .. }
             | Message::Trade { locate, .. }
-            | Message::State { locate, .. } => locate,
+            | Message::State { locate, .. }
+            | Message::Level { locate, .. }
+            | Message::Book { locate, .. } => locate,
         }
     }
 
@@ -113,7 +150,9 @@ impl Message<'_> {
             Message::Directory { ts, .. }
             | Message::Quote { ts, .. }
             | Message::Trade { ts, .. }
-            | Message::State { ts, .. } => ts,
+            | Message::State { ts, .. }
+            | Message::Level { ts, .. }
+            | Message::Book { ts, .. } => ts,
         }
     }
 
@@ -193,6 +232,37 @@ impl Message<'_> {
                 };
                 head.and(q).and(t)
             }
+            Message::Level {
+                locate,
+                ts,
+                side,
+                price,
+                size,
+                orders,
+            } => write_array_len(out, 7)
+                .and_then(|_| write_uint(out, TYPE_LEVEL).map(drop))
+                .and_then(|_| write_uint(out, u64::from(locate)).map(drop))
+                .and_then(|_| write_uint(out, ts).map(drop))
+                .and_then(|_| write_uint(out, u64::from(side.code())).map(drop))
+                .and_then(|_| write_sint(out, price.raw()).map(drop))
+                .and_then(|_| write_uint(out, u64::from(size)).map(drop))
+                .and_then(|_| write_uint(out, u64::from(orders)).map(drop)),
+            Message::Book {
+                locate,
+                ts,
+                book_seq,
+                bids,
+                asks,
+            } => {
+                let head = write_array_len(out, 6)
+                    .and_then(|_| write_uint(out, TYPE_BOOK).map(drop))
+                    .and_then(|_| write_uint(out, u64::from(locate)).map(drop))
+                    .and_then(|_| write_uint(out, ts).map(drop))
+                    .and_then(|_| write_uint(out, book_seq).map(drop));
+                bids.encode(out);
+                asks.encode(out);
+                head
+            }
         };
     }
 }
@@ -219,6 +289,8 @@ pub fn decode_message(mut buf: &[u8]) -> Result<Message<'_>, DecodeError> {
         TYPE_QUOTE => 7,
         TYPE_TRADE => 6,
         TYPE_STATE => 12,
+        TYPE_LEVEL => 7,
+        TYPE_BOOK => 6,
         _ => return Err(DecodeError::UnknownType),
     };
     if len < need {
@@ -259,6 +331,26 @@ pub fn decode_message(mut buf: &[u8]) -> Result<Message<'_>, DecodeError> {
             size: read_int(&mut buf)?,
             volume: read_int(&mut buf)?,
         }),
+        TYPE_LEVEL => Ok(Message::Level {
+            locate,
+            ts,
+            side: Side::from_code(read_int(&mut buf)?).ok_or(DecodeError::BadField)?,
+            price: Price(read_int(&mut buf)?),
+            size: read_int(&mut buf)?,
+            orders: read_int(&mut buf)?,
+        }),
+        TYPE_BOOK => {
+            let book_seq = read_int(&mut buf)?;
+            let bids = Levels::decode(&mut buf, Side::Bid)?;
+            let asks = Levels::decode(&mut buf, Side::Ask)?;
+            Ok(Message::Book {
+                locate,
+                ts,
+                book_seq,
+                bids,
+                asks,
+            })
+        }
         _ => {
             let quote_seq: u64 = read_int(&mut buf)?;
             let quote = if quote_seq == 0 {
@@ -310,7 +402,7 @@ fn skip_half(buf: &mut &[u8], fields: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn read_int<T: TryFrom<i128>>(buf: &mut &[u8]) -> Result<T, DecodeError> {
+pub(super) fn read_int<T: TryFrom<i128>>(buf: &mut &[u8]) -> Result<T, DecodeError> {
     let marker = *buf.first().ok_or(DecodeError::BadMsgpack)?;
     // Negative fixint (0xe0..) and int8..int64 (0xd0..0xd3) are signed.
     let v: i128 = if marker >= 0xe0 || (0xd0..=0xd3).contains(&marker) {

@@ -19,8 +19,11 @@
 //! - `message`: the MessagePack events — [`Message`] (the state message's
 //!   halves [`StateQuote`], [`StateTrade`]), [`decode_message`] and
 //!   [`Message::encode`];
+//! - `book`: depth of book — [`Side`], [`PriceLevel`] and the level arrays
+//!   of a book state message, [`Levels`], read in place;
 //! - `builder`: writing packets — [`PacketBuilder`] and [`header`].
 
+mod book;
 mod builder;
 mod error;
 mod message;
@@ -31,6 +34,7 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
+pub use book::{Levels, LevelsIter, MAX_BOOK_LEVELS, PriceLevel, Side};
 pub use builder::{PacketBuilder, header};
 pub use error::DecodeError;
 pub use message::{Message, StateQuote, StateTrade, decode_message};
@@ -54,6 +58,10 @@ pub const TYPE_QUOTE: u64 = b'Q' as u64;
 pub const TYPE_TRADE: u64 = b'T' as u64;
 /// Message type code of a recovery-loop state message, `'S'`.
 pub const TYPE_STATE: u64 = b'S' as u64;
+/// Message type code of a book level, `'L'`.
+pub const TYPE_LEVEL: u64 = b'L' as u64;
+/// Message type code of a recovery-loop book state, `'B'`.
+pub const TYPE_BOOK: u64 = b'B' as u64;
 
 /// A symbol's locate code: the small integer a directory entry maps to a name,
 /// so the hot path indexes an array instead of hashing a string.

@@ -67,7 +67,8 @@ fn read_recording(path: &Path) -> (BTreeMap<String, Vec<Recorded>>, u64, u64) {
         last = last.max(seq);
         if cells[2] == "T" {
             // ts,seq,type,locate,symbol,name,prev_close,bid,ask,bid_size,ask_size,price,size,volume
-            assert_eq!(cells.len(), 14, "{line}");
+            // then side,orders (empty for a trade) in the current header.
+            assert!(matches!(cells.len(), 14 | 16), "{line}");
             trades
                 .entry(cells[4].to_owned())
                 .or_default()

@@ -14,6 +14,7 @@
 
 mod support;
 
+mod book;
 mod browser;
 mod chart;
 mod dashboards;

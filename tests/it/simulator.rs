@@ -156,7 +156,7 @@ fn a_bad_recording_is_refused_naming_the_line() {
     std::fs::write(
         &file,
         format!(
-            "{}\n1,1,D,0,AAA,A Inc.,10.0000,,,,,,,\n2,2,Q,0,AAA,,,9.99,ten,100,100,,,\n",
+            "{}\n1,1,D,0,AAA,A Inc.,10.0000,,,,,,,,,\n2,2,Q,0,AAA,,,9.99,ten,100,100,,,,,\n",
             tickrelay::tools::sim::RECORD_HEADER
         ),
     )

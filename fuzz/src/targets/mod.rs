@@ -6,9 +6,12 @@
 //! - [`SequencerTarget`] (`sequencer`): the sequencer fed scripts of datagrams.
 //! - [`HttpHeadTarget`] (`http_head`): the request head parser of streams.
 //! - [`ClientOpTarget`] (`client_op`): WebSocket client operations.
+//! - [`BookTarget`] (`book`): depth of book — `'L'`s and `'B'`s applied
+//!   and merged, in and out of recovery, and raw book messages.
 //!
 //! This file holds the table of targets and what more than one of them uses.
 
+mod book;
 mod client_op;
 mod http_head;
 mod message;
@@ -18,10 +21,13 @@ mod sequencer;
 use rand::Rng;
 use rand::rngs::SmallRng;
 use tickrelay::price::Price;
-use tickrelay::wire::{DecodeError, Message, StateQuote, StateTrade, decode_message};
+use tickrelay::wire::{
+    DecodeError, Levels, Message, PriceLevel, Side, StateQuote, StateTrade, decode_message,
+};
 
 use crate::engine::{Target, fnv};
 
+pub use book::BookTarget;
 pub use client_op::ClientOpTarget;
 pub use http_head::{HttpHeadTarget, ROUTE_EVERY, TCP_EVERY};
 pub use message::MessageTarget;
@@ -36,6 +42,7 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(SequencerTarget),
         Box::new(HttpHeadTarget::new()),
         Box::new(ClientOpTarget),
+        Box::new(BookTarget),
     ]
 }
 
@@ -67,7 +74,7 @@ fn random_message(rng: &mut SmallRng) -> Message<'static> {
     }
     let locate = rng.r#gen();
     let ts = int(rng);
-    match rng.gen_range(0..4) {
+    match rng.gen_range(0..6) {
         0 => {
             let symbol: &'static str =
                 ["AAPL", "MSFT", "X", "BRK.B", "ABCDEFGHIJKLMNOP"][rng.gen_range(0..5)];
@@ -95,6 +102,21 @@ fn random_message(rng: &mut SmallRng) -> Message<'static> {
             size: rng.r#gen(),
             volume: int(rng),
         },
+        4 => Message::Level {
+            locate,
+            ts,
+            side: if rng.r#gen() { Side::Bid } else { Side::Ask },
+            price: Price(int(rng) as i64),
+            size: rng.r#gen(),
+            orders: rng.r#gen(),
+        },
+        5 => Message::Book {
+            locate,
+            ts,
+            book_seq: int(rng),
+            bids: Levels::from_slice(&BIDS[..rng.gen_range(0..=BIDS.len())]),
+            asks: Levels::from_slice(&ASKS[..rng.gen_range(0..=ASKS.len())]),
+        },
         _ => Message::State {
             locate,
             ts,
@@ -115,12 +137,45 @@ fn random_message(rng: &mut SmallRng) -> Message<'static> {
     }
 }
 
+/// Book sides a `'B'` may carry: best first.
+static BIDS: [PriceLevel; 3] = [
+    PriceLevel {
+        price: Price(1_891_200),
+        size: 300,
+        orders: 3,
+    },
+    PriceLevel {
+        price: Price(1_891_100),
+        size: 100,
+        orders: 1,
+    },
+    PriceLevel {
+        price: Price(-5),
+        size: u32::MAX,
+        orders: u32::MAX,
+    },
+];
+static ASKS: [PriceLevel; 2] = [
+    PriceLevel {
+        price: Price(1_891_400),
+        size: 200,
+        orders: 2,
+    },
+    PriceLevel {
+        price: Price(i64::MAX),
+        size: 1,
+        orders: 0,
+    },
+];
+
 fn kind_code(m: &Message<'_>) -> u8 {
     match m {
         Message::Directory { .. } => b'D',
         Message::Quote { .. } => b'Q',
         Message::Trade { .. } => b'T',
         Message::State { .. } => b'S',
+        Message::Level { .. } => b'L',
+        Message::Book { .. } => b'B',
     }
 }
 

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use super::depth::Depth;
 use crate::price::Price;
-use crate::wire::{Locate, StateQuote, StateTrade};
+use crate::wire::{Locate, PriceLevel, StateQuote, StateTrade};
 
 /// The last state the simulator published for one symbol: what a correct
 /// relay's snapshot must show once the feed is drained, and what the last
@@ -46,6 +47,16 @@ pub struct FinalQuote {
     /// ticked), the `ts` of its `'S'`.
     #[serde(default)]
     pub ts: u64,
+    /// Sequence of the last `'L'` (0: none), the `book_seq` of its `'B'`.
+    #[serde(default)]
+    pub book_seq: u64,
+    /// The book's bids, best (highest) first, `[price, size, orders]`, to
+    /// `--book-depth` levels.
+    #[serde(default)]
+    pub bids: Vec<(Price, u32, u32)>,
+    /// The book's asks, best (lowest) first.
+    #[serde(default)]
+    pub asks: Vec<(Price, u32, u32)>,
 }
 
 /// What a finished run did.
@@ -53,8 +64,10 @@ pub struct FinalQuote {
 pub struct SimSummary {
     /// Session id.
     pub session: String,
-    /// Messages sent (directory included).
+    /// Messages sent (directory and book levels included).
     pub messages: u64,
+    /// Book levels (`'L'`) among them.
+    pub book_messages: u64,
     /// Datagrams sent on line A.
     pub packets: u64,
     /// Wall time, seconds.
@@ -88,6 +101,8 @@ pub(crate) struct Listing {
     pub(crate) trade: Option<StateTrade>,
     /// Exchange time of the newest change.
     pub(crate) ts: u64,
+    /// The book as published by `'L'`s.
+    pub(crate) depth: Depth,
 }
 
 impl Listing {
@@ -109,8 +124,16 @@ impl Listing {
             quote_seq,
             trade_seq,
             ts: self.ts,
+            book_seq: self.depth.seq,
+            bids: self.depth.bids.iter().map(row).collect(),
+            asks: self.depth.asks.iter().map(row).collect(),
         }
     }
+}
+
+/// A level as the final state writes it: `[price, size, orders]`.
+fn row(l: &PriceLevel) -> (Price, u32, u32) {
+    (l.price, l.size, l.orders)
 }
 
 /// Every listed symbol by locate.

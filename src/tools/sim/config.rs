@@ -8,8 +8,13 @@ use std::time::Duration;
 /// The recovery loop's group when it is enabled without one.
 pub const DEFAULT_RECOVERY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 3), 31003);
 /// Recovery-loop messages per second unless set: a 1,000-symbol cycle
-/// (2,000 messages) every 0.1 s.
+/// (3,000 messages with books) every 0.15 s.
 pub const DEFAULT_RECOVERY_RATE: u64 = 20_000;
+/// Book levels per side unless set (`--book-depth`).
+pub const DEFAULT_BOOK_DEPTH: usize = 10;
+/// Most book levels per side: a symbol's whole book, both sides, fits one
+/// packet as a `'B'`.
+pub const MAX_BOOK_DEPTH: usize = 40;
 /// Messages the retransmission server keeps unless set.
 pub const DEFAULT_HISTORY: u64 = 1_000_000;
 
@@ -73,6 +78,9 @@ pub struct SimConfig {
     pub replay: Option<PathBuf>,
     /// Replay pace: 1 = as recorded, N = N times faster, 0 = at `rate`.
     pub speed: f64,
+    /// Book levels per side, each quote bringing its `'L'`s (0: no book).
+    /// At most [`MAX_BOOK_DEPTH`].
+    pub book_depth: usize,
 }
 
 impl Default for SimConfig {
@@ -105,6 +113,7 @@ impl Default for SimConfig {
             record: None,
             replay: None,
             speed: 1.0,
+            book_depth: DEFAULT_BOOK_DEPTH,
         }
     }
 }

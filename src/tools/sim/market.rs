@@ -56,7 +56,7 @@ const YEAR_NS: f64 = 252.0 * 6.5 * 3600.0 * 1e9;
 /// in any realistic run; it keeps a quote possible).
 const FLOOR: i64 = 100 * FAIR_CENT;
 /// Shares in a round lot.
-const LOT: u32 = 100;
+pub(crate) const LOT: u32 = 100;
 
 /// One quote or trade, ready to publish.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +92,8 @@ struct Model {
     vol: f64,
     /// Exchange time of the last step, ns (0: not started).
     stepped_at: u64,
+    /// Cents the spread is wider than its base, for a while.
+    wider: i64,
 }
 
 /// Every symbol's model and the draws that drive them.
@@ -126,6 +128,7 @@ impl Market {
                 fair: open_cents * FAIR_CENT + rng.gen_range(0..FAIR_CENT),
                 vol: rng.gen_range(0.15..0.80),
                 stepped_at: 0,
+                wider: 0,
             });
             listed.push(Listed {
                 symbol,
@@ -182,7 +185,7 @@ impl Market {
                     volume: volume + u64::from(size),
                 }
             }
-            _ => self.quote(idx, ts),
+            _ => self.quote(idx, ts, quote, listing.map(|l| &l.depth)),
         };
         (idx as Locate, tick)
     }
@@ -190,7 +193,7 @@ impl Market {
     /// The opening auction of `locate` at `ts`: its opening quote and the
     /// opening print, a large trade at the bid or the ask.
     pub(crate) fn opening(&mut self, locate: usize, ts: u64, book: &Book) -> [Tick; 2] {
-        let quote = self.quote(locate, ts);
+        let quote = self.quote(locate, ts, None, None);
         let Tick::Quote { bid, ask, .. } = quote else {
             unreachable!("quote() makes quotes")
         };
@@ -211,17 +214,55 @@ impl Market {
         ]
     }
 
-    /// Steps `idx`'s fair value to `ts` and cuts a quote from it.
-    fn quote(&mut self, idx: usize, ts: u64) -> Tick {
+    /// The `'L'`s that bring `book` to a new quote at `depth` levels a side
+    /// (see `depth`), drawn from the market's own generator.
+    pub(crate) fn requote_book(
+        &mut self,
+        book: &super::depth::Depth,
+        quote: [(Price, u32); 2],
+        depth: usize,
+    ) -> Vec<(crate::wire::Side, crate::wire::PriceLevel)> {
+        book.requote(quote, depth, &mut self.rng)
+    }
+
+    /// Steps `idx`'s fair value to `ts` and cuts a quote from it. A side
+    /// whose price stays keeps its size half the time (`prev` is the last
+    /// quote): most quote updates change one side. A side that moves to a
+    /// price resting in the book (`depth`) shows that level's size.
+    fn quote(
+        &mut self,
+        idx: usize,
+        ts: u64,
+        prev: Option<crate::wire::StateQuote>,
+        depth: Option<&super::depth::Depth>,
+    ) -> Tick {
         self.step(idx, ts);
         let fair = self.models[idx].fair;
-        let (bid, ask) = cut_quote(fair, self.spread_cents(fair));
+        let (bid, ask) = cut_quote(fair, self.spread_cents(idx, fair));
         let top = max_lots(bid);
+        let mut size = |side: crate::wire::Side, price: Price, prev: Option<(Price, u32)>| {
+            let resting = depth.and_then(|d| d.side(side).iter().find(|l| l.price == price));
+            match (prev, resting) {
+                (Some((p, s)), _) if p == price && self.rng.r#gen::<bool>() => s,
+                (Some((p, _)), Some(l)) if p != price => l.size,
+                _ => skewed_lots(&mut self.rng, top) * LOT,
+            }
+        };
+        let bid_size = size(
+            crate::wire::Side::Bid,
+            bid,
+            prev.map(|q| (q.bid, q.bid_size)),
+        );
+        let ask_size = size(
+            crate::wire::Side::Ask,
+            ask,
+            prev.map(|q| (q.ask, q.ask_size)),
+        );
         Tick::Quote {
             bid,
             ask,
-            bid_size: skewed_lots(&mut self.rng, top) * LOT,
-            ask_size: skewed_lots(&mut self.rng, top) * LOT,
+            bid_size,
+            ask_size,
         }
     }
 
@@ -244,12 +285,20 @@ impl Market {
 
     /// The spread in cents at this fair value: 1 cent below $80, about
     /// 1.25 bp of the price above; a quarter of the quotes above $20 are
-    /// wider by up to as much again.
-    fn spread_cents(&mut self, fair: i64) -> i64 {
+    /// wider by up to as much again. A wider spread lasts about ten quotes
+    /// (a spread that flickered quote by quote would churn the book).
+    fn spread_cents(&mut self, idx: usize, fair: i64) -> i64 {
         let cents = fair / FAIR_CENT;
         let base = (cents / 8_000).max(1);
-        if cents >= 2_000 && self.rng.gen_ratio(1, 4) {
-            base + self.rng.gen_range(1..=base)
+        if self.rng.gen_ratio(1, 10) {
+            self.models[idx].wider = if self.rng.gen_ratio(1, 4) {
+                self.rng.gen_range(1..=base)
+            } else {
+                0
+            };
+        }
+        if cents >= 2_000 {
+            base + self.models[idx].wider.min(base)
         } else {
             base
         }
@@ -272,13 +321,13 @@ pub(crate) fn cut_quote(fair: i64, spread: i64) -> (Price, Price) {
 
 /// Most round lots shown at one price: about $500,000 of stock, at least
 /// 1 lot, at most 100.
-fn max_lots(price: Price) -> u32 {
+pub(crate) fn max_lots(price: Price) -> u32 {
     let cents = (price.raw() / CENT).max(1);
     (500_000 / cents).clamp(1, 100) as u32
 }
 
 /// 1 to `max` lots, small sizes more likely than large ones.
-fn skewed_lots(rng: &mut SmallRng, max: u32) -> u32 {
+pub(crate) fn skewed_lots(rng: &mut SmallRng, max: u32) -> u32 {
     let u: f64 = rng.r#gen();
     (1 + (f64::from(max) * u * u) as u32).min(max.max(1))
 }

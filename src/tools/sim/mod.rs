@@ -8,7 +8,8 @@
 //! | module | owns |
 //! |---|---|
 //! | `market` | the price model: a driftless walk per symbol, quotes on the cent grid, trades at the touch; pure |
-//! | `recovery` | the recovery loop's cursor: one `'D'` and one `'S'` per listed symbol, cycle after cycle |
+//! | `depth` | each symbol's book of `--book-depth` levels a side, its top at the quote, and the `'L'`s that move it; pure |
+//! | `recovery` | the recovery loop's cursor: one `'D'`, one `'S'` and (with books) one `'B'` per listed symbol, cycle after cycle |
 //! | `record` | `--record` rows and the `--replay` reader (CSV) |
 //! | `output` | feed lines with injected faults, the retransmission history, the recovery group |
 //! | `config` | [`SimConfig`], its defaults, the session id |
@@ -31,6 +32,7 @@
 mod book;
 mod clock;
 mod config;
+mod depth;
 mod market;
 mod output;
 mod publish;
@@ -59,7 +61,8 @@ use recovery::RecoveryLoop;
 
 pub use book::{FinalQuote, SimSummary, final_by_symbol};
 pub use config::{
-    DEFAULT_HISTORY, DEFAULT_RECOVERY, DEFAULT_RECOVERY_RATE, SimConfig, default_session,
+    DEFAULT_BOOK_DEPTH, DEFAULT_HISTORY, DEFAULT_RECOVERY, DEFAULT_RECOVERY_RATE, MAX_BOOK_DEPTH,
+    SimConfig, default_session,
 };
 pub use output::SimCounters;
 pub use record::HEADER as RECORD_HEADER;
@@ -123,6 +126,15 @@ impl Simulator {
     }
 
     fn build(config: SimConfig, fast_forward: bool) -> io::Result<Self> {
+        if config.book_depth > MAX_BOOK_DEPTH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--book-depth {} is above {MAX_BOOK_DEPTH} (a book's 'B' must fit one packet)",
+                    config.book_depth
+                ),
+            ));
+        }
         let source = match &config.replay {
             Some(path) => Source::Replay {
                 rows: record::read(path)?,
@@ -463,7 +475,8 @@ impl Simulator {
         // At least one whole cycle, and cycles for at least a second, so a
         // relay that gives up a tail gap (its gap hold) still sees a whole
         // cycle begin after it.
-        let per_second = self.config.recovery_rate / (2 * listed.max(1));
+        let per_symbol = if self.config.book_depth > 0 { 3 } else { 2 };
+        let per_second = self.config.recovery_rate / (per_symbol * listed.max(1));
         let extra = per_second.max(1);
         lp.last_cycle = Some(lp.completed + extra + u64::from(!lp.at_cycle_start));
         let now = self.clock.elapsed();

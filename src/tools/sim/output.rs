@@ -25,6 +25,8 @@ pub struct SimCounters {
     pub send_errors: AtomicU64,
     /// Messages sent on the recovery loop.
     pub recovery_messages: AtomicU64,
+    /// Book levels (`'L'`) sent on the feed, within `messages`.
+    pub book_messages: AtomicU64,
 }
 
 /// One feed line's destination, with the packet reordering holds back.

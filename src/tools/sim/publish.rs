@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::book::Listing;
+use super::depth::Depth;
 use super::market::Tick;
 use super::record::RecordedEvent;
 use super::recovery::RecoveryLoop;
 use super::{SimSummary, Simulator, Source};
 use crate::price::Price;
-use crate::wire::{Locate, Message, StateQuote, StateTrade};
+use crate::wire::{Locate, Message, PriceLevel, Side, StateQuote, StateTrade};
 
 impl Simulator {
     /// One live message: the market's next event, or the recording's next row.
@@ -38,6 +39,9 @@ impl Simulator {
                         self.publish_directory(locate, row.ts, symbol, name, prev_close);
                     }
                     RecordedEvent::Tick(tick) => self.publish_tick(locate, row.ts, tick),
+                    RecordedEvent::Level { side, level } => {
+                        self.publish_level(locate, row.ts, side, level)
+                    }
                 }
             }
         }
@@ -124,13 +128,70 @@ impl Simulator {
                     quote: None,
                     trade: None,
                     ts,
+                    depth: Depth::default(),
                 });
             }
         }
     }
 
-    /// Publishes a quote or a trade of a listed locate.
+    /// Publishes a quote or a trade of a listed locate; a synthetic quote
+    /// brings its book's `'L'`s after it.
     fn publish_tick(&mut self, locate: usize, ts: u64, tick: Tick) {
+        self.publish_tick_alone(locate, ts, tick);
+        let depth = self.config.book_depth;
+        let (
+            Tick::Quote {
+                bid,
+                ask,
+                bid_size,
+                ask_size,
+            },
+            Source::Synthetic { market, .. },
+            true,
+        ) = (tick, &mut self.source, depth > 0)
+        else {
+            return;
+        };
+        let Some(l) = self.book.get(locate) else {
+            return;
+        };
+        let levels = market.requote_book(&l.depth, [(bid, bid_size), (ask, ask_size)], depth);
+        for (side, level) in levels {
+            self.publish_level(locate, ts, side, level);
+        }
+    }
+
+    /// Publishes one `'L'` of a listed locate.
+    fn publish_level(&mut self, locate: usize, ts: u64, side: Side, level: PriceLevel) {
+        let msg = Message::Level {
+            locate: locate as Locate,
+            ts,
+            side,
+            price: level.price,
+            size: level.size,
+            orders: level.orders,
+        };
+        let out = &mut self.out;
+        let seq = self.builder.push(&msg, &mut |p| out.emit(p));
+        self.out.counters.messages.fetch_add(1, Ordering::Relaxed);
+        self.out
+            .counters
+            .book_messages
+            .fetch_add(1, Ordering::Relaxed);
+        self.live_sent_at = self.clock.elapsed();
+        let Some(l) = self.book.get_mut(locate) else {
+            return;
+        };
+        if let Some(r) = &mut self.recorder {
+            r.row(seq, &l.symbol, &msg);
+        }
+        l.depth.apply(side, level);
+        l.depth.seq = seq;
+        l.depth.ts = ts;
+    }
+
+    /// Publishes a quote or a trade of a listed locate, and nothing else.
+    fn publish_tick_alone(&mut self, locate: usize, ts: u64, tick: Tick) {
         let msg = match tick {
             Tick::Quote {
                 bid,
@@ -214,6 +275,7 @@ impl Simulator {
         SimSummary {
             session: self.builder.session().to_string(),
             messages,
+            book_messages: self.out.counters.book_messages.load(Ordering::Relaxed),
             packets: self.out.counters.packets.load(Ordering::Relaxed)
                 / self.out.lines.len() as u64,
             seconds,

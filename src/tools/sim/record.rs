@@ -12,12 +12,16 @@ use std::path::{Path, PathBuf};
 
 use super::market::Tick;
 use crate::price::Price;
-use crate::wire::{Locate, Message};
+use crate::wire::{Locate, Message, PriceLevel, Side};
 
 /// The header line of a recorded session.
-pub const HEADER: &str =
+pub const HEADER: &str = "ts,seq,type,locate,symbol,name,prev_close,bid,ask,bid_size,ask_size,price,size,volume,side,orders";
+/// The header of recordings made before books: no `side` and `orders`
+/// columns, and so no `L` rows. Still read.
+const HEADER_NO_BOOK: &str =
     "ts,seq,type,locate,symbol,name,prev_close,bid,ask,bid_size,ask_size,price,size,volume";
-const COLUMNS: usize = 14;
+const COLUMNS: usize = 16;
+const COLUMNS_NO_BOOK: usize = 14;
 
 /// Writes published messages as CSV rows.
 pub(crate) struct Recorder {
@@ -60,7 +64,7 @@ impl Recorder {
                 prev_close,
             } => write!(
                 l,
-                "{ts},{seq},D,{locate},{symbol},{},{prev_close},,,,,,,",
+                "{ts},{seq},D,{locate},{symbol},{},{prev_close},,,,,,,,,",
                 quoted(name)
             ),
             Message::Quote {
@@ -72,7 +76,7 @@ impl Recorder {
                 ask_size,
             } => write!(
                 l,
-                "{ts},{seq},Q,{locate},{symbol},,,{bid},{ask},{bid_size},{ask_size},,,"
+                "{ts},{seq},Q,{locate},{symbol},,,{bid},{ask},{bid_size},{ask_size},,,,,"
             ),
             Message::Trade {
                 locate,
@@ -82,10 +86,22 @@ impl Recorder {
                 volume,
             } => write!(
                 l,
-                "{ts},{seq},T,{locate},{symbol},,,,,,,{price},{size},{volume}"
+                "{ts},{seq},T,{locate},{symbol},,,,,,,{price},{size},{volume},,"
+            ),
+            Message::Level {
+                locate,
+                ts,
+                side,
+                price,
+                size,
+                orders,
+            } => write!(
+                l,
+                "{ts},{seq},L,{locate},{symbol},,,,,,,{price},{size},,{},{orders}",
+                side_name(side)
             ),
             // The recovery loop is derived from the feed; it is not recorded.
-            Message::State { .. } => return,
+            Message::State { .. } | Message::Book { .. } => return,
         };
         l.push('\n');
         if let Err(e) = self.out.write_all(l.as_bytes()) {
@@ -137,6 +153,21 @@ pub(crate) enum RecordedEvent {
     },
     /// A quote or a trade.
     Tick(Tick),
+    /// A book level.
+    Level {
+        /// Bid or ask.
+        side: Side,
+        /// Price, size (0 deletes) and orders.
+        level: PriceLevel,
+    },
+}
+
+/// A side as a recording writes it.
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Bid => "bid",
+        Side::Ask => "ask",
+    }
 }
 
 /// Reads and checks a whole recording. Errors name the file and the line.
@@ -154,13 +185,14 @@ pub(crate) fn read(path: &Path) -> io::Result<Vec<Recorded>> {
 /// Parses a recording's text; an error is the 1-based line and what is wrong.
 pub(crate) fn parse(text: &str) -> Result<Vec<Recorded>, (usize, String)> {
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-    match lines.next() {
-        Some((_, h)) if h.trim_end() == HEADER => {}
+    let columns = match lines.next() {
+        Some((_, h)) if h.trim_end() == HEADER => COLUMNS,
+        Some((_, h)) if h.trim_end() == HEADER_NO_BOOK => COLUMNS_NO_BOOK,
         Some((n, h)) => {
             return Err((n, format!("expected the header {HEADER:?}, found {h:?}")));
         }
         None => return Err((1, "empty file: no header".into())),
-    }
+    };
     // The symbol each locate stands for, as the file's directory rows say.
     let mut listed: Vec<Option<String>> = Vec::new();
     let mut out = Vec::new();
@@ -168,15 +200,19 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Recorded>, (usize, String)> {
         if line.trim().is_empty() {
             continue;
         }
-        out.push(parse_row(line, &mut listed).map_err(|why| (n, why))?);
+        out.push(parse_row(line, columns, &mut listed).map_err(|why| (n, why))?);
     }
     Ok(out)
 }
 
-fn parse_row(line: &str, listed: &mut Vec<Option<String>>) -> Result<Recorded, String> {
+fn parse_row(
+    line: &str,
+    columns: usize,
+    listed: &mut Vec<Option<String>>,
+) -> Result<Recorded, String> {
     let cells = split_cells(line)?;
-    if cells.len() != COLUMNS {
-        return Err(format!("{} columns, expected {COLUMNS}", cells.len()));
+    if cells.len() != columns {
+        return Err(format!("{} columns, expected {columns}", cells.len()));
     }
     let cell = |i: usize| cells[i].as_str();
     let ts: u64 = number(cell(0), "ts")?;
@@ -200,7 +236,10 @@ fn parse_row(line: &str, listed: &mut Vec<Option<String>>) -> Result<Recorded, S
                 prev_close: price(cell(6), "prev_close")?,
             }
         }
-        "Q" | "T" => {
+        "L" if columns != COLUMNS => {
+            return Err("an L row needs the header with the side and orders columns".into());
+        }
+        "Q" | "T" | "L" => {
             match known {
                 None => {
                     return Err(format!(
@@ -213,6 +252,23 @@ fn parse_row(line: &str, listed: &mut Vec<Option<String>>) -> Result<Recorded, S
                     ));
                 }
                 Some(_) => {}
+            }
+            if kind == "L" {
+                let side = match cell(14) {
+                    "bid" => Side::Bid,
+                    "ask" => Side::Ask,
+                    other => return Err(format!("side {other:?} is not bid or ask")),
+                };
+                let level = PriceLevel {
+                    price: price(cell(11), "price")?,
+                    size: number(cell(12), "size")?,
+                    orders: number(cell(15), "orders")?,
+                };
+                return Ok(Recorded {
+                    ts,
+                    locate,
+                    event: RecordedEvent::Level { side, level },
+                });
             }
             RecordedEvent::Tick(if kind == "Q" {
                 Tick::Quote {
@@ -229,7 +285,7 @@ fn parse_row(line: &str, listed: &mut Vec<Option<String>>) -> Result<Recorded, S
                 }
             })
         }
-        other => return Err(format!("type {other:?} is not D, Q or T")),
+        other => return Err(format!("type {other:?} is not D, Q, T or L")),
     };
     Ok(Recorded { ts, locate, event })
 }
@@ -321,9 +377,18 @@ mod tests {
             size: 100,
             volume: 100,
         };
+        let l = Message::Level {
+            locate: 3,
+            ts: 13,
+            side: Side::Ask,
+            price: Price(123_600),
+            size: 400,
+            orders: 3,
+        };
         r.row(1, "ABC", &d);
         r.row(2, "ABC", &q);
         r.row(3, "ABC", &t);
+        r.row(4, "ABC", &l);
         r.finish().unwrap();
         let got = read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
@@ -358,6 +423,18 @@ mod tests {
                         volume: 100,
                     }),
                 },
+                Recorded {
+                    ts: 13,
+                    locate: 3,
+                    event: RecordedEvent::Level {
+                        side: Side::Ask,
+                        level: PriceLevel {
+                            price: Price(123_600),
+                            size: 400,
+                            orders: 3,
+                        },
+                    },
+                },
             ]
         );
     }
@@ -369,47 +446,47 @@ mod tests {
             ("", 1, "no header"),
             ("ts,seq\n", 1, "expected the header"),
             (
-                &format!("{HEADER}\n{d}\n2,2,Q,0,AAA,,,9.99,10.01,100\n") as &str,
+                &format!("{HEADER_NO_BOOK}\n{d}\n2,2,Q,0,AAA,,,9.99,10.01,100\n") as &str,
                 3,
                 "10 columns",
             ),
             (
-                &format!("{HEADER}\n2,2,Q,0,AAA,,,9.99,10.01,100,100,,,\n"),
+                &format!("{HEADER_NO_BOOK}\n2,2,Q,0,AAA,,,9.99,10.01,100,100,,,\n"),
                 2,
                 "before any directory",
             ),
             (
-                &format!("{HEADER}\n{d}\n2,2,Q,0,BBB,,,9.99,10.01,100,100,,,\n"),
+                &format!("{HEADER_NO_BOOK}\n{d}\n2,2,Q,0,BBB,,,9.99,10.01,100,100,,,\n"),
                 3,
                 "not \"BBB\"",
             ),
             (
-                &format!("{HEADER}\n{d}\n2,2,Q,0,AAA,,,9.9x,10.01,100,100,,,\n"),
+                &format!("{HEADER_NO_BOOK}\n{d}\n2,2,Q,0,AAA,,,9.9x,10.01,100,100,,,\n"),
                 3,
                 "bid \"9.9x\"",
             ),
             (
-                &format!("{HEADER}\n{d}\n2,2,T,0,AAA,,,,,,,10.01,-5,7\n"),
+                &format!("{HEADER_NO_BOOK}\n{d}\n2,2,T,0,AAA,,,,,,,10.01,-5,7\n"),
                 3,
                 "size \"-5\"",
             ),
             (
-                &format!("{HEADER}\n{d}\n2,2,X,0,AAA,,,,,,,,,\n"),
+                &format!("{HEADER_NO_BOOK}\n{d}\n2,2,X,0,AAA,,,,,,,,,\n"),
                 3,
-                "not D, Q or T",
+                "not D, Q, T or L",
             ),
             (
-                &format!("{HEADER}\nx,1,D,0,AAA,A,1,,,,,,,\n"),
+                &format!("{HEADER_NO_BOOK}\nx,1,D,0,AAA,A,1,,,,,,,\n"),
                 2,
                 "ts \"x\"",
             ),
             (
-                &format!("{HEADER}\n1,1,D,70000,AAA,A,1,,,,,,,\n"),
+                &format!("{HEADER_NO_BOOK}\n1,1,D,70000,AAA,A,1,,,,,,,\n"),
                 2,
                 "locate \"70000\"",
             ),
             (
-                &format!("{HEADER}\n1,1,D,0,AAA,\"A,1,,,,,,,\n"),
+                &format!("{HEADER_NO_BOOK}\n1,1,D,0,AAA,\"A,1,,,,,,,\n"),
                 2,
                 "not closed",
             ),
@@ -419,6 +496,18 @@ mod tests {
             assert_eq!(n, line, "{text:?}: {why}");
             assert!(why.contains(want), "{text:?}: {why:?} lacks {want:?}");
         }
+        // Book rows need the header with `side` and `orders`.
+        let l = "2,2,L,0,AAA,,,,,,,10.0100,100,,ask,1";
+        let d16 = "1,1,D,0,AAA,A Inc.,10.0000,,,,,,,,,";
+        assert!(parse(&format!("{HEADER}\n{d16}\n{l}\n")).is_ok());
+        let (n, why) =
+            parse(&format!("{HEADER}\n{d16}\n{}\n", l.replace("ask", "up"))).unwrap_err();
+        assert_eq!((n, why.contains("side \"up\"")), (3, true), "{why}");
+        let (n, why) = parse(&format!(
+            "{HEADER_NO_BOOK}\n{d}\n2,2,L,0,AAA,,,,,,,10.0100,100,\n"
+        ))
+        .unwrap_err();
+        assert_eq!((n, why.contains("side and orders")), (3, true), "{why}");
         let err = read(Path::new("/nonexistent/session.csv")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/session.csv"));
     }

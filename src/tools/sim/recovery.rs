@@ -1,7 +1,8 @@
 //! The recovery loop (docs/FEED.md, "Recovery"): on its own multicast group,
 //! forever, for every listed symbol in ascending locate order its directory
-//! entry `'D'` then its state `'S'`. The packets carry the incremental
-//! feed's session and the loop's own sequence, from 1, never reset.
+//! entry `'D'`, its state `'S'` and, once it has a book, its book `'B'`.
+//! The packets carry the incremental feed's session and the loop's own
+//! sequence, from 1, never reset.
 //!
 //! The engine drives it from the same thread as the live feed and flushes
 //! the live packet before each loop step, so a state never reflects a live
@@ -10,7 +11,7 @@
 use std::net::SocketAddr;
 
 use super::{Book, Listing};
-use crate::wire::{Locate, Message, PacketBuilder, Session};
+use crate::wire::{Levels, Locate, Message, PacketBuilder, Session};
 
 /// Where the loop stands and what it has sent.
 pub(crate) struct RecoveryLoop {
@@ -19,8 +20,8 @@ pub(crate) struct RecoveryLoop {
     pub(crate) dest: SocketAddr,
     /// The next locate to consider.
     next: usize,
-    /// The state of `next - 1` is due before the next directory entry.
-    state_due: Option<usize>,
+    /// What of `next - 1` is due before the next directory entry.
+    due: Option<(usize, Due)>,
     /// Cycles whose every message has been sent.
     pub(crate) completed: u64,
     /// The last message sent ended a cycle (or none was sent yet).
@@ -38,7 +39,7 @@ impl RecoveryLoop {
             builder: PacketBuilder::new(session, 1),
             dest,
             next: 0,
-            state_due: None,
+            due: None,
             completed: 0,
             at_cycle_start: true,
             sent: 0,
@@ -58,11 +59,19 @@ impl RecoveryLoop {
         if self.finished() {
             return false;
         }
-        if let Some(locate) = self.state_due.take()
+        if let Some((locate, due)) = self.due.take()
             && let Some(l) = book.get(locate)
         {
-            self.builder.push(&state(locate as Locate, l), emit);
+            let msg = match due {
+                Due::State => state(locate as Locate, l),
+                Due::Book => book_state(locate as Locate, l),
+            };
+            self.builder.push(&msg, emit);
             self.sent += 1;
+            if due == Due::State && l.depth.seq > 0 {
+                self.due = Some((locate, Due::Book));
+                return true;
+            }
             self.at_cycle_start = book.next_listed(locate + 1).is_none();
             if self.at_cycle_start {
                 self.completed += 1;
@@ -91,7 +100,7 @@ impl RecoveryLoop {
         self.sent += 1;
         self.at_cycle_start = false;
         self.next = locate + 1;
-        self.state_due = Some(locate);
+        self.due = Some((locate, Due::State));
         true
     }
 
@@ -113,6 +122,25 @@ impl RecoveryLoop {
     /// The loop's end of session: it is over (the producer is exiting).
     pub(crate) fn end_of_session(&self) -> [u8; crate::wire::HEADER_LEN] {
         self.builder.end_of_session()
+    }
+}
+
+/// What the loop owes a symbol whose directory entry it just sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    State,
+    Book,
+}
+
+/// The `'B'` message of a listing: its book with the sequence of the last
+/// `'L'` it reflects.
+pub(crate) fn book_state(locate: Locate, l: &Listing) -> Message<'_> {
+    Message::Book {
+        locate,
+        ts: l.depth.ts,
+        book_seq: l.depth.seq,
+        bids: Levels::from_slice(&l.depth.bids),
+        asks: Levels::from_slice(&l.depth.asks),
     }
 }
 

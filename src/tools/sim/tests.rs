@@ -2,7 +2,9 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::price::Price;
-use crate::wire::{Locate, Message, Packet, PacketKind, StateQuote, StateTrade, decode_message};
+use crate::wire::{
+    Locate, Message, Packet, PacketKind, PriceLevel, StateQuote, StateTrade, decode_message,
+};
 
 #[test]
 fn tickers_are_unique_and_real_looking() {
@@ -84,6 +86,8 @@ fn quotes_stay_on_the_grid_and_trades_print_at_the_touch() {
     config.opening_auction = true;
     let (summary, packets) = capture(config, 20);
     let mut touch: BTreeMap<Locate, (Price, Price)> = BTreeMap::new();
+    let mut sizes: BTreeMap<Locate, (u32, u32)> = BTreeMap::new();
+    let mut books: BTreeMap<Locate, depth::Depth> = BTreeMap::new();
     let (mut quotes, mut trades) = (0, 0);
     for (_, p) in &packets {
         let p = Packet::parse(p).unwrap();
@@ -101,10 +105,31 @@ fn quotes_stay_on_the_grid_and_trades_print_at_the_touch() {
                     assert!(bid.raw() > 0 && bid.raw() % 100 == 0 && ask.raw() % 100 == 0);
                     assert!(bid_size > 0 && bid_size % 100 == 0 && ask_size % 100 == 0);
                     touch.insert(locate, (bid, ask));
+                    sizes.insert(locate, (bid_size, ask_size));
                     quotes += 1;
+                }
+                Message::Level {
+                    locate,
+                    side,
+                    price,
+                    size,
+                    orders,
+                    ..
+                } => {
+                    let level = PriceLevel {
+                        price,
+                        size,
+                        orders,
+                    };
+                    books.entry(locate).or_default().apply(side, level);
                 }
                 Message::Trade { locate, price, .. } => {
                     let (bid, ask) = touch[&locate];
+                    // By the next event, the book's top is the quote.
+                    let b = &books[&locate];
+                    assert_eq!((b.bids[0].price, b.asks[0].price), (bid, ask));
+                    assert_eq!((b.bids[0].size, b.asks[0].size), sizes[&locate]);
+                    assert_eq!((b.bids.len(), b.asks.len()), (10, 10));
                     assert!(
                         price == bid || price == ask,
                         "trade {price} off {bid}/{ask}"
@@ -119,6 +144,14 @@ fn quotes_stay_on_the_grid_and_trades_print_at_the_touch() {
         quotes > 40_000 && trades > 8_000,
         "{quotes} quotes, {trades} trades"
     );
+    // The books as published are the final state's.
+    for q in &summary.quotes {
+        let b = &books[&q.locate];
+        let row = |l: &PriceLevel| (l.price, l.size, l.orders);
+        assert_eq!(q.bids, b.bids.iter().map(row).collect::<Vec<_>>());
+        assert_eq!(q.asks, b.asks.iter().map(row).collect::<Vec<_>>());
+        assert_eq!((q.bid, q.bid_size), (Some(b.bids[0].price), b.bids[0].size));
+    }
     // The auction opened every symbol: all quoted and traded.
     assert!(
         summary
@@ -144,6 +177,8 @@ fn recovery_states_never_run_ahead_of_the_feed_and_the_last_cycle_is_the_final_s
     let mut cycles: Vec<Vec<LoopState>> = Vec::new();
     let mut last_d: Option<Locate> = None;
     let mut ended = false;
+    type Rows = Vec<(Price, u32, u32)>;
+    let mut books: BTreeMap<Locate, (u64, Rows, Rows)> = BTreeMap::new();
     for (dest, p) in &packets {
         let p = Packet::parse(p).unwrap();
         assert_eq!(p.session.as_str(), "T");
@@ -191,11 +226,45 @@ fn recovery_states_never_run_ahead_of_the_feed_and_the_last_cycle_is_the_final_s
                     }
                     cycles.last_mut().unwrap().push((locate, quote, trade, ts));
                 }
+                Message::Book {
+                    locate,
+                    book_seq,
+                    bids,
+                    asks,
+                    ..
+                } => {
+                    assert_eq!(Some(locate), last_d, "each B follows its D and S");
+                    assert!(
+                        book_seq < live_seen,
+                        "book at {book_seq} before the feed sent it"
+                    );
+                    let row = |l: PriceLevel| (l.price, l.size, l.orders);
+                    books.insert(
+                        locate,
+                        (
+                            book_seq,
+                            bids.iter().map(row).collect(),
+                            asks.iter().map(row).collect(),
+                        ),
+                    );
+                }
                 other => panic!("{other:?} on the loop"),
             }
         }
     }
     assert!(ended, "the loop ends with an end of session");
+    // The last 'B' of every symbol is its final book.
+    assert_eq!(books.len(), 20);
+    for q in &summary.quotes {
+        let (book_seq, bids, asks) = &books[&q.locate];
+        assert_eq!(
+            (q.book_seq, &q.bids, &q.asks),
+            (*book_seq, bids, asks),
+            "{}",
+            q.symbol
+        );
+        assert_eq!((q.bids.len(), q.asks.len()), (10, 10), "{}", q.symbol);
+    }
     assert_eq!(summary.recovery_next_seq, Some(loop_next));
     assert!(cycles.len() > 50, "{} cycles", cycles.len());
     // Every cycle is whole: one state per symbol, in locate order.
@@ -228,8 +297,17 @@ fn fast_forward_is_deterministic_and_paced_by_the_rate() {
             .collect()
     };
     assert_eq!(strip(&a), strip(&b), "fast-forward is deterministic");
-    // 30 directory entries, then 1,000 a second for two seconds.
-    assert!((2_025..=2_031).contains(&a.next_seq), "{}", a.next_seq);
+    // 30 directory entries, then 1,000 a second for two seconds (the
+    // books' levels on top).
+    let ticks = a.next_seq - 1 - a.book_messages;
+    assert!((2_025..=2_031).contains(&(ticks + 1)), "{ticks}");
+    // A few levels a quote (four in five quotes and trades are quotes).
+    let ticks = ticks - 30;
+    let per_quote = a.book_messages as f64 / (0.8 * ticks as f64);
+    assert!(
+        (1.0..6.0).contains(&per_quote),
+        "{per_quote:.2} levels a quote"
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -271,6 +349,7 @@ fn feed_doc_recovery_example_is_what_the_loop_sends() {
             volume: 4_512_300,
         }),
         ts: 1_764_300_000_123_456_789,
+        depth: Default::default(),
     });
     let dest = SocketAddr::V4(DEFAULT_RECOVERY);
     let mut lp = RecoveryLoop::new(Session::new("DEMO"), dest);
@@ -299,4 +378,64 @@ fn feed_doc_recovery_example_is_what_the_loop_sends() {
     let dump = hex(&state_only);
     println!("no trade:\n{dump}");
     assert!(doc.contains(&dump), "docs/FEED.md should show:\n{dump}");
+}
+
+/// The book messages of docs/FEED.md's worked example ("Depth of book"),
+/// made by the real encoder; `cargo test --lib sim::tests::feed_doc_book
+/// -- --nocapture` prints them.
+#[test]
+fn feed_doc_book_example_is_what_the_encoder_writes() {
+    use crate::wire::{Levels, Side};
+    let ts = 1_764_300_000_123_456_789;
+    let lv = |price: i64, size: u32, orders: u32| PriceLevel {
+        price: Price(price),
+        size,
+        orders,
+    };
+    let level = Message::Level {
+        locate: 5,
+        ts,
+        side: Side::Bid,
+        price: Price(1_891_200),
+        size: 300,
+        orders: 3,
+    };
+    let bids = [lv(1_891_200, 300, 3), lv(1_891_100, 100, 1)];
+    let asks = [lv(1_891_400, 200, 2), lv(1_891_500, 500, 4)];
+    let book = Message::Book {
+        locate: 5,
+        ts,
+        book_seq: 1_234_570,
+        bids: Levels::from_slice(&bids),
+        asks: Levels::from_slice(&asks),
+    };
+    let doc = include_str!("../../../docs/FEED.md");
+    let dumps: Vec<(&str, String)> = [("level", level), ("book", book)]
+        .into_iter()
+        .map(|(what, msg)| {
+            let mut bytes = Vec::new();
+            msg.encode(&mut bytes);
+            assert_eq!(decode_message(&bytes), Ok(msg));
+            println!("{what}, {} bytes:\n{}", bytes.len(), hex(&bytes));
+            (what, hex(&bytes))
+        })
+        .collect();
+    for (what, dump) in dumps {
+        assert!(
+            doc.contains(&dump),
+            "docs/FEED.md should show the {what}:\n{dump}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "prints the book rate at the defaults"]
+fn book_rate_at_the_defaults() {
+    let s = fast_forward(SimConfig::default(), Duration::from_secs(10)).unwrap();
+    let ticks = s.next_seq - 1 - s.book_messages - 1000;
+    eprintln!(
+        "{} levels, {ticks} quotes and trades: {:.2} a quote",
+        s.book_messages,
+        s.book_messages as f64 / (0.8 * ticks as f64)
+    );
 }
