@@ -53,6 +53,10 @@ export interface Status {
   /** Time until the next attempt while reconnecting. */
   retryInMs: number | null;
   reason: string;
+  /** Frames or events this client could not use: one that did not parse, or
+   *  a delta with no whole quote of its symbol before it on the connection
+   *  (the stream then reconnects). Each is also reported to `onNotice`. */
+  protocolErrors: number;
 }
 
 export interface ConnectOptions {
@@ -64,6 +68,11 @@ export interface ConnectOptions {
   token?: string | null | (() => string | null | Promise<string | null>);
   /** Ask the relay to gather changes for up to this long per frame (0–1000). */
   batchMs?: number;
+  /** WebSocket and SSE: ask for deltas (default true), quotes that carry
+   *  only the fields that changed; the client merges each into its copy of
+   *  the symbol, so `onQuote` gets whole quotes either way. false asks for
+   *  whole quotes. Polling always gets whole quotes. */
+  deltas?: boolean;
   /** Short polling interval, ms (default 1000). */
   pollIntervalMs?: number;
   /** Long-poll hold time asked of the relay, ms (default 25000). */

@@ -5,6 +5,7 @@
  *     symbols: ['AAPL', 'MSFT'],
  *     transport: 'auto',             // 'ws' | 'ws-msgpack' | 'sse' | 'poll' | 'snapshot'
  *     token: () => fetchMyToken(),   // optional: a string, or a function asked for a fresh one
+    deltas: true,                  // default: WebSocket and SSE send changed fields only
  *     onQuote: (q) => console.log(q.symbol, q.bid, q.ask),
  *     onStatus: (s) => console.log(s.connection, s.feed.status),
  *   });
@@ -18,7 +19,9 @@
  * is detected and the watchlist re-read. A token function is asked for a
  * fresh token before every connection and request, and a WebSocket hands
  * the relay a fresh one before the old one expires; symbols the token does
- * not allow are reported (`onDenied`). Prices stay exact decimal strings
+ * not allow are reported (`onDenied`). WebSocket and SSE ask for deltas
+ * (only the fields that changed) and merge them into the symbol's copy, so
+ * callbacks always get whole quotes. Prices stay exact decimal strings
  * ("189.1200"); the price helpers compare and format them without floats.
  * MessagePack frames are decoded here, prices from their fixed-point
  * integers.
@@ -35,7 +38,7 @@
  *   lib/http.js        the relay's error answers, the symbols parameter
  *   lib/auth.js        the user's token: string or function, its claims, refresh timing
  *   lib/resume.js      the resume cursor and the per-symbol merge rule
- *   lib/transport.js   what every transport shares (reconnect, backoff)
+ *   lib/transport.js   what every transport shares (reconnect, backoff, delta merging)
  *   lib/ws.js          WebSocket, JSON or MessagePack
  *   lib/sse.js         Server-Sent Events over a streamed fetch
  *   lib/poll.js        long polling

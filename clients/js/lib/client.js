@@ -24,6 +24,9 @@ class Client {
     this.batchMs = Math.max(0, Math.min(1000, Math.round(toNum(o.batchMs) ?? 0)));
     this.pollIntervalMs = Math.max(100, toNum(o.pollIntervalMs) ?? 1000);
     this.pollTimeoutMs = Math.max(1000, toNum(o.pollTimeoutMs) ?? 25000);
+    // WebSocket and SSE ask for deltas unless told not to; the transport
+    // merges them, so callbacks see whole quotes either way.
+    this.deltas = o.deltas !== false;
     this.WebSocket = o.WebSocket || g.WebSocket || null;
     this.fetchFn = o.fetch || (g.fetch ? g.fetch.bind(g) : null);
     this.cb = {
@@ -45,6 +48,8 @@ class Client {
     this.denied = new Set();
     this.resume = new ResumeState();
     this.feed = { status: 'live', session: null, complete: true, lost: 0, incomplete: 0 };
+    /** Frames and events this client could not use (see protocolError). */
+    this.protocolErrors = 0;
     this.connection = 'connecting';
     this.retryAt = 0;
     this.reason = '';
@@ -141,6 +146,16 @@ class Client {
     this.cb.notice(text, !!isError);
   }
 
+  /** Something the relay sent that this client cannot use (a frame that
+   *  does not parse, a delta with no copy under it): counted in the status
+   *  (`protocolErrors`) and reported as an error notice. What to do about it
+   *  is the caller's: skip it, or reconnect. */
+  protocolError(text) {
+    this.protocolErrors++;
+    this.notice(text, true);
+    this.status();
+  }
+
   status() {
     const left = this.retryAt ? Math.max(0, this.retryAt - now()) : null;
     this.cb.status({
@@ -154,6 +169,7 @@ class Client {
       seq: this.cursor ? this.cursor.seq : null,
       retryInMs: left,
       reason: this.reason,
+      protocolErrors: this.protocolErrors,
     });
   }
 
@@ -518,8 +534,10 @@ class Client {
  * Options: `symbols`, `transport` ("auto" | "ws" | "ws-msgpack" | "sse" |
  * "poll" | "snapshot"; default "auto"), `token` (a string, or a function,
  * sync or async, asked for a fresh token before every connection and
- * request and before a WebSocket's token expires), `batchMs`,
- * `pollIntervalMs` (short poll), `pollTimeoutMs` (long poll), and the
+ * request and before a WebSocket's token expires), `batchMs`, `deltas`
+ * (default true: WebSocket and SSE get changed fields only, merged here
+ * into whole quotes; false asks for whole quotes), `pollIntervalMs` (short
+ * poll), `pollTimeoutMs` (long poll), and the
  * callbacks `onQuote(quote, info)`, `onStatus(status)`, `onUnknown(symbols)`,
  * `onDenied(symbols, reason)`, `onNotice(text, isError)`,
  * `onTraffic(bytes, requests)`; `WebSocket` and `fetch` to inject

@@ -100,6 +100,12 @@ function wirePrice(v, rawInts) {
   return null;
 }
 
+/** The fields of a whole quote on the wire (docs/PROTOCOL.md, "The quote"):
+ *  a delta carries `symbol`, `seq` and some of the others. */
+export const QUOTE_FIELDS = Object.freeze([
+  'symbol', 'seq', 'bid', 'ask', 'bid_size', 'ask_size', 'last', 'last_size', 'volume', 'prev_close', 'ts',
+]);
+
 /** A wire quote (docs/PROTOCOL.md, "The quote", either encoding) → the quote this library hands out:
  *  the JSON shape, prices as exact decimal strings. `ts` (ns since the epoch)
  *  exceeds 2^53, so as a Number it keeps about 0.25 µs. */

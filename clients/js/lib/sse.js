@@ -18,6 +18,8 @@ export class SseTransport extends Transport {
   async connect(gen) {
     const c = this.client;
     let path = 'v1/stream?symbols=' + symParam(c.requestSymbols()) + c.batchParam();
+    // Quotes after each symbol's first as deltas to its copy (deliver merges them).
+    if (c.deltas) path += '&delta=1';
     if (c.cursor) path += '&last_event_id=' + encodeURIComponent(cursorText(c.cursor));
     const ctl = new AbortController();
     this.ctl = ctl;
@@ -48,18 +50,20 @@ export class SseTransport extends Transport {
         buf += dec.decode(value, { stream: true });
         let m;
         while ((m = /\r?\n\r?\n/.exec(buf))) {
+          // An event may have ended this connection (a protocol error reconnects).
+          if (!this.live(gen)) return;
           const block = buf.slice(0, m.index);
           buf = buf.slice(m.index + m[0].length);
           const ev = parseSse(block);
           if (!ev) continue;
           const d = parseJson(ev.data);
           if (d === undefined) {
-            c.notice('bad ' + ev.event + ' event', true);
+            c.protocolError('bad ' + ev.event + ' event');
             continue;
           }
           const session = sessionOf(ev.id);
-          if (ev.event === 'snapshot') c.onEnvelope(d, { kind: 'stream', session, snapshot: true });
-          else if (ev.event === 'tick' || ev.event === 'message') c.onEnvelope(d, { kind: 'stream', session });
+          if (ev.event === 'snapshot') this.deliver(d, { kind: 'stream', session, snapshot: true });
+          else if (ev.event === 'tick' || ev.event === 'message') this.deliver(d, { kind: 'stream', session });
           else if (ev.event === 'feed') c.onFeed(d);
           else if (ev.event === 'shutdown') {
             shutdownMs = (toNum(d && d.reconnect_ms) ?? 1000) + Math.random() * 250;

@@ -1,7 +1,64 @@
 /* tickrelay client — what every transport shares (part of tickrelay.js;
  * clients/js/README.md). */
 
+import { QUOTE_FIELDS } from './prices.js';
 import { backoff, now } from './time.js';
+
+// ---------------------------------------------------------------------------
+// Deltas (docs/PROTOCOL.md, "Delivery modes"). A stream asked for them sends
+// a symbol's quote whole the first time on a connection (its snapshot, a
+// resubscribe, a new session), then `symbol`, `seq` and only the fields that
+// differ from the copy the relay last sent this connection, `null` for one
+// that became unknown. The transport keeps that copy per symbol, raw as it
+// came (MessagePack prices stay integers until normaliseQuote), and merges
+// each quote into it field by field: the client is handed whole quotes only.
+// ---------------------------------------------------------------------------
+
+/** Whether a wire quote carries every field. */
+const isWhole = (raw) => QUOTE_FIELDS.every((k) => k in raw);
+
+/** One connection's copies of its symbols' quotes, as the relay last sent
+ *  them. A new connection starts empty, as the relay's side of it does. */
+export class QuoteCopies {
+  constructor() {
+    /** symbol → the raw quote, whole. */
+    this.copies = new Map();
+  }
+
+  clear() {
+    this.copies.clear();
+  }
+
+  /**
+   * `list` (an envelope's quotes) as whole quotes, each merged into its
+   * symbol's copy, which becomes the result. `orphans`: symbols of deltas
+   * with no copy to merge into (the relay never sends those): nothing of
+   * theirs can be handed on, and the copies of this connection are no longer
+   * the relay's.
+   */
+  merge(list) {
+    const quotes = [];
+    const orphans = [];
+    for (const raw of list) {
+      if (!raw || typeof raw !== 'object' || raw.symbol == null) {
+        quotes.push(raw); // the client skips what is not a quote
+        continue;
+      }
+      const sym = String(raw.symbol).toUpperCase();
+      const old = this.copies.get(sym);
+      if (!old && !isWhole(raw)) {
+        orphans.push(sym);
+        continue;
+      }
+      // A field in the delta replaces the copy's (null included: unknown
+      // now); a whole quote replaces every field.
+      const merged = { ...old, ...raw };
+      this.copies.set(sym, merged);
+      quotes.push(merged);
+    }
+    return { quotes, orphans };
+  }
+}
 
 // ---------------------------------------------------------------------------
 // Transports. Each owns one connection at a time, reconnects itself with
@@ -20,6 +77,8 @@ export class Transport {
     this.running = false;
     this.upAt = 0;
     this.everUp = false;
+    /** The symbols' quotes as this connection last got them (WebSocket, SSE). */
+    this.copies = new QuoteCopies();
   }
 
   start() {
@@ -90,6 +149,27 @@ export class Transport {
     return undefined;
   }
 
+  /**
+   * An envelope of this connection's stream, for the client: its quotes
+   * merged into the copies first, so deltas become whole quotes (whole ones
+   * pass as they are). A delta with no copy under it is a protocol error:
+   * counted and reported, the envelope dropped (so the cursor stays before
+   * it), and the stream reconnected: a new connection resumes from the
+   * cursor with whole quotes, missing nothing.
+   */
+  deliver(env, meta) {
+    if (env && Array.isArray(env.quotes)) {
+      const { quotes, orphans } = this.copies.merge(env.quotes);
+      if (orphans.length) {
+        this.client.protocolError(this.name + ': a delta of ' + orphans.join(',') + ' with no whole quote before it; reconnecting');
+        this.retry('protocol error: delta without a copy');
+        return;
+      }
+      env = { ...env, quotes };
+    }
+    this.client.onEnvelope(env, meta);
+  }
+
   /** Retry now if waiting in backoff (e.g. the network came back). */
   kick() {
     if (this.running && !this.upAt) this.open();
@@ -105,7 +185,9 @@ export class Transport {
   /** The client moved the resume cursor backwards or to a new session. */
   cursorReset() {}
 
+  /** Ends the connection; its copies go with it. */
   close() {
     this.upAt = 0;
+    this.copies.clear();
   }
 }

@@ -93,7 +93,7 @@ export class WsTransport extends Transport {
           rawInts = true;
         }
       } catch (err) {
-        c.notice('bad frame: ' + err.message, true);
+        c.protocolError('bad frame: ' + err.message);
         return;
       }
       this.onFrame(frame, rawInts);
@@ -129,10 +129,10 @@ export class WsTransport extends Transport {
       case 'snapshot':
         // Catch-up after (re)subscribing: its quotes may be old, so they are
         // marked as a snapshot, not as fresh ticks.
-        c.onEnvelope(f, { kind: 'stream', rawInts, snapshot: true });
+        this.deliver(f, { kind: 'stream', rawInts, snapshot: true });
         break;
       case 'ticks':
-        c.onEnvelope(f, { kind: 'stream', rawInts });
+        this.deliver(f, { kind: 'stream', rawInts });
         break;
       case 'subscribed':
         if (Array.isArray(f.unknown) && f.unknown.length) c.markUnknown(f.unknown.map(String));
@@ -218,6 +218,8 @@ export class WsTransport extends Transport {
     if (!symbols.length) return;
     const msg = { op: 'subscribe', symbols, mode: 'conflate' };
     if (this.client.batchMs) msg.batch_ms = this.client.batchMs;
+    // Quotes after each symbol's first as deltas to its copy (deliver merges them).
+    if (this.client.deltas) msg.delta = true;
     if (cursor) msg.since = cursorText(cursor);
     this.send(msg);
   }
