@@ -90,7 +90,7 @@ class App {
     this.users = new Users(() => this.conn !== 'up');
     // A function: the library asks it for every connection and request.
     this.token = () => this.users.token();
-    this.compare = new Compare({ baseUrl: BASE_URL, token: this.token, symbols: () => this.requestSymbols(), batchMs });
+    this.compare = new Compare({ baseUrl: BASE_URL, users: this.users, symbols: () => this.requestSymbols(), batchMs });
   }
 
   // --- boot -----------------------------------------------------------------

@@ -1,7 +1,9 @@
 /* tickrelay trading page: the compare view. Two transports side by side on
  * the watchlist's symbols, each its own tickrelay.js connection, with their
  * tick-to-screen latency and the bytes each spends per update drawn live
- * (one point a second, the last minute). */
+ * (one point a second, the last minute). Under `tickrelay demo` each side
+ * also picks its user: the real-time and the 15-min delayed user side by
+ * side, the delayed side's latency showing its delay. */
 
 import { connect, formatPrice, TRANSPORTS } from './tickrelay.js';
 import { nowMs, Stats } from './stats.js';
@@ -30,19 +32,51 @@ class Side {
     this.updates = 0;
     this.history = { latency: [], bytes: [] };
     this.hooks = { transport, updates: 0, p50: null, bytesPerUpdate: null, connection: 'connecting' };
-    const sel = el.querySelector('select');
+    this.user = ''; // '' : the page's user
+    const sel = el.querySelector('select.transport');
     sel.replaceChildren(...TRANSPORTS.map((t) => new Option(LABELS[t], t, false, t === transport)));
     sel.addEventListener('change', () => this.restart(sel.value));
+    const who = el.querySelector('select.user');
+    if (who) {
+      who.addEventListener('change', () => {
+        this.user = who.value;
+        this.restart();
+      });
+    }
+  }
+
+  /** The user menu: the page's user, then the demo's users (hidden when
+   *  the relay offers none). */
+  renderUsers() {
+    const users = this.opts.users;
+    const who = this.el.querySelector('select.user');
+    if (!who || !users) return;
+    if (!users.list.some((u) => u.name === this.user)) this.user = '';
+    who.replaceChildren(
+      new Option("page's user", '', false, this.user === ''),
+      ...users.list.map((u) => new Option(u.label || u.name, u.name, false, u.name === this.user)),
+    );
+    who.hidden = users.list.length === 0;
+    const tag = this.el.querySelector('.delayed-badge');
+    const label = users.delayLabel(this.user || users.chosen);
+    if (tag) {
+      tag.hidden = !label;
+      tag.textContent = label;
+    }
+    this.hooks.user = this.user || users.chosen;
+    this.hooks.delayMs = users.delayMs(this.user || users.chosen);
   }
 
   start() {
     const stats = (this.stats = new Stats());
     this.history = { latency: [], bytes: [] };
     this.hooks.transport = this.transport;
+    this.hooks.newestTs = null;
+    this.renderUsers();
     const feed = connect(this.opts.baseUrl, {
       symbols: this.opts.symbols(),
       transport: this.transport,
-      token: this.opts.token,
+      token: this.opts.users ? this.opts.users.tokenFor(this.user) : undefined,
       batchMs: this.opts.batchMs(),
       onQuote: (q, info) => {
         if (this.feed !== feed || info.snapshot) return;
@@ -86,7 +120,11 @@ class Side {
       if (!last) return;
       this.el.querySelector('.last').textContent = last.symbol + ' ' + formatPrice(last.bid) + ' / ' + formatPrice(last.ask);
       const now = nowMs();
-      for (const q of batch) if (q.ts !== null) this.stats.latency.add(now - q.ts / 1e6);
+      for (const q of batch) {
+        if (q.ts === null) continue;
+        this.stats.latency.add(now - q.ts / 1e6);
+        this.hooks.newestTs = Math.max(this.hooks.newestTs ?? 0, q.ts);
+      }
     });
   }
 
@@ -98,9 +136,23 @@ class Side {
     push(this.history.bytes, bpu);
     Object.assign(this.hooks, { updates: this.updates, p50, bytesPerUpdate: bpu });
     const fig = this.el.querySelector('.figures');
-    fig.textContent = (p50 === null ? '–' : p50.toFixed(1) + ' ms p50') + ' · ' +
+    const delay = this.hooks.delayMs || 0;
+    if (delay && this.updates === 0) {
+      // A delayed user sees nothing newer than its delay: until the relay
+      // has run that long, nothing moves.
+      fig.textContent = 'no prices ' + Math.round(delay / 60000) + ' min old yet';
+      return;
+    }
+    fig.textContent = (p50 === null ? '–' : latencyText(p50) + ' p50') + ' · ' +
       (bpu === null ? '–' : Math.round(bpu) + ' B/update') + ' · ' + this.updates + ' updates';
   }
+}
+
+/** "3.2 ms", "15.0 min": a delayed side's tick-to-screen is its delay. */
+function latencyText(ms) {
+  if (ms >= 60000) return (ms / 60000).toFixed(1) + ' min';
+  if (ms >= 10000) return (ms / 1000).toFixed(1) + ' s';
+  return ms.toFixed(1) + ' ms';
 }
 
 function push(a, v) {
@@ -174,7 +226,8 @@ export class Compare {
     draw(this.el.querySelector('svg.bytes'), [a.history.bytes, b.history.bytes], 'B/update');
   }
 
-  /** The user changed: both sides reconnect as the new one. */
+  /** The user changed: the sides of the page's user reconnect as the new
+   *  one (and the user menus follow the relay's list). */
   userChanged() {
     this.symbolsChanged();
   }

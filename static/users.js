@@ -78,11 +78,30 @@ export class Users {
     return this.current();
   }
 
-  /** The user's data delay from its token's claims (0: real time). */
-  delayMs() {
-    const claims = tokenClaims(this.current());
+  /** A `token` function for user `name` ('' for the page's own user): the
+   *  compare view connects its two sides as two users side by side. */
+  tokenFor(name) {
+    if (!name) return () => this.token();
+    return async () => {
+      if (this.reconnecting() && performance.now() - this.fetchedAt > 2000) await this.load();
+      const u = this.list.find((x) => x.name === name);
+      return u ? u.token : URL_TOKEN;
+    };
+  }
+
+  /** The data delay of user `name` (default: the page's user) from its
+   *  token's claims (0: real time). */
+  delayMs(name = this.chosen) {
+    const u = this.list.find((x) => x.name === name);
+    const claims = tokenClaims(u ? u.token : this.current());
     const d = claims && claims.tickrelay ? Number(claims.tickrelay.delay_ms) : 0;
     return Number.isFinite(d) && d > 0 ? d : 0;
+  }
+
+  /** "delayed 15 min", or '' for real time. */
+  delayLabel(name = this.chosen) {
+    const d = this.delayMs(name);
+    return d ? 'delayed ' + delayText(d) : '';
   }
 
   /** The badge: shown while the user's data is delayed. */
@@ -91,7 +110,7 @@ export class Users {
     const badge = this.el.badge;
     if (badge) {
       badge.hidden = delay === 0;
-      badge.textContent = delay ? 'delayed ' + delayText(delay) : '';
+      badge.textContent = this.delayLabel();
     }
     document.body.classList.toggle('delayed', delay > 0);
   }

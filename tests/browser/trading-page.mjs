@@ -31,7 +31,8 @@
 //   6. the compare view draws two transports side by side;
 //   7. the user menu (the demo's users): choosing one reconnects as that
 //      user (the relay counts a connection of its class), and a delayed
-//      user gets the "delayed 15 min" badge while the page keeps running.
+//      user gets the "delayed 15 min" badge while the page keeps running;
+//      the compare view shows the two users side by side.
 // Screenshots of each stage go to SCREENSHOT_DIR.
 //
 // Network: the relay listens on 127.0.0.1 and its simulator publishes on a
@@ -778,7 +779,7 @@ async function compareView(relay) {
     const { page } = p;
     await loadLive(page, relay, 'compare');
     await withTimeout(page.click('#compare-toggle'), 5000, 'clicking Compare');
-    await withTimeout(page.selectOption('#compare .side.b select', 'sse'), 5000, 'choosing SSE on the right');
+    await withTimeout(page.selectOption('#compare .side.b select.transport', 'sse'), 5000, 'choosing SSE on the right');
     const both = await waitFor('compare: both sides to show latency and bytes per update', async () => {
       const c = await withTimeout(page.evaluate(() => {
         const h = window.tickrelayCompare || {};
@@ -862,6 +863,37 @@ async function userMenu(relay) {
     });
     await waitMoving(page, back.value, 'users: prices moving again as anonymous');
     ok(`users: back to anonymous in ${secs(back.ms)}, badge gone, prices moving`);
+
+    // The two users side by side in the compare view: the real-time one
+    // moves; the delayed one is labelled and never shows a price newer
+    // than its delay (the demo has not run 15 min: it shows none).
+    await withTimeout(page.click('#compare-toggle'), 5000, 'clicking Compare');
+    await withTimeout(page.selectOption('#compare .side.a select.user', 'realtime'), 5000, 'the real-time user on the left');
+    await withTimeout(page.selectOption('#compare .side.b select.user', 'delayed'), 5000, 'the delayed user on the right');
+    const nonpro = 'tickrelay_user_connections{class="nonpro",delayed="true"}';
+    const side = await waitFor('users: the two users side by side, the real-time one moving, the delayed one labelled', async () => {
+      const c = await withTimeout(page.evaluate(() => {
+        const h = window.tickrelayCompare || {};
+        const tag = document.querySelector('#compare .side.b .delayed-badge');
+        const tagA = document.querySelector('#compare .side.a .delayed-badge');
+        return {
+          a: h.a, b: h.b,
+          tag: tag && !tag.hidden ? tag.textContent.trim() : null,
+          tagA: tagA && !tagA.hidden ? tagA.textContent.trim() : null,
+          figures: document.querySelector('#compare .side.b .figures')?.textContent ?? '',
+        };
+      }), 5000, 'reading the compare view');
+      const n = await metric(relay.base, nonpro);
+      const p = await metric(relay.base, pro);
+      const done = c.a && c.b && c.a.user === 'realtime' && c.b.user === 'delayed' && c.a.updates > 0 &&
+        c.tag === 'delayed 15 min' && c.tagA === null && n >= 1 && p >= 1;
+      return { done, value: c, seen: `${nonpro} ${n}, ${pro} ${p}; ${JSON.stringify(c)}` };
+    });
+    const fresh = side.value.b.newestTs;
+    if (fresh !== null && fresh / 1e6 > Date.now() - 900000) fail(`users: the delayed side shows a price of ${new Date(fresh / 1e6).toISOString()}, newer than 15 min`);
+    await screenshot(page, 'users-side-by-side');
+    ok(`users: side by side in ${secs(side.ms)}: real time ${side.value.a.updates} updates, delayed "${side.value.figures}"`);
+    await withTimeout(page.click('#compare-toggle'), 5000, 'closing Compare');
     checkPageHealth('users');
   });
 }
