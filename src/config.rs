@@ -246,8 +246,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Usage per user and day: the database and how often it is written.
     pub usage: Option<(PathBuf, Duration)>,
-    /// The delayed view, when users' tokens are verified: its step and the
-    /// longest delay it serves, ms.
+    /// The delayed view's step and the longest delay it serves, ms (none
+    /// when `max_delay_ms` is 0); kept only when users' tokens are verified.
     pub delayed: Option<DelayedSettings>,
     /// Trades and bars kept per symbol.
     pub history: crate::table::HistoryLimits,
@@ -456,8 +456,9 @@ impl Settings {
         if max_delay_ms > 86_400_000 {
             return Err(ConfigError::new("max_delay_ms", "must be at most a day"));
         }
-        // Only users' tokens carry a delay: without them no view is kept.
-        let delayed = (access.jwt.enabled() && max_delay_ms > 0).then_some(DelayedSettings {
+        // Only users' tokens carry a delay: the relay keeps no view without
+        // them (`server::start_with` asks; the demo enables them later).
+        let delayed = (max_delay_ms > 0).then_some(DelayedSettings {
             resolution_ms,
             max_delay_ms,
         });

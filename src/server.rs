@@ -211,12 +211,16 @@ pub async fn start_with(
 ) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let mut metrics = Metrics::new();
-    let delayed = config.delayed.map(|d| {
-        Arc::new(crate::table::DelayedView::new(
-            d.resolution_ms,
-            d.max_delay_ms,
-        ))
-    });
+    // Only users' tokens carry a delay: without them no view is kept.
+    let delayed = config
+        .delayed
+        .filter(|_| config.access.jwt.enabled())
+        .map(|d| {
+            Arc::new(crate::table::DelayedView::new(
+                d.resolution_ms,
+                d.max_delay_ms,
+            ))
+        });
     if let Some(view) = &delayed {
         metrics.register_scraped(delayed_gauges(view));
     }

@@ -842,9 +842,12 @@ async function userMenu(relay) {
     ok(`users: switched to the real-time user in ${secs(live.ms)}; the relay counts it as a pro connection; no badge`);
 
     await withTimeout(page.selectOption('select#user', 'delayed'), 5000, 'choosing the delayed user');
-    const delayed = await waitFor('users: the delayed badge', async () => {
+    const nonpro = 'tickrelay_user_connections{class="nonpro",delayed="true"}';
+    const delayed = await waitFor('users: the delayed badge, and the relay serving a delayed connection', async () => {
       const u = await readUser(page);
-      return { done: u.user === 'delayed' && u.badge === 'delayed 15 min' && u.delayMs === 900000, value: u, seen: JSON.stringify(u) };
+      const n = await metric(relay.base, nonpro);
+      const done = u.user === 'delayed' && u.badge === 'delayed 15 min' && u.delayMs === 900000 && n >= 1;
+      return { done, value: u, seen: `${nonpro} ${n}; ${JSON.stringify(u)}` };
     });
     // The real-time connection is gone: the page is connected as the delayed user only.
     await waitFor('users: the real-time connection closed', async () => {
@@ -870,7 +873,6 @@ async function userMenu(relay) {
     await withTimeout(page.click('#compare-toggle'), 5000, 'clicking Compare');
     await withTimeout(page.selectOption('#compare .side.a select.user', 'realtime'), 5000, 'the real-time user on the left');
     await withTimeout(page.selectOption('#compare .side.b select.user', 'delayed'), 5000, 'the delayed user on the right');
-    const nonpro = 'tickrelay_user_connections{class="nonpro",delayed="true"}';
     const side = await waitFor('users: the two users side by side, the real-time one moving, the delayed one labelled', async () => {
       const c = await withTimeout(page.evaluate(() => {
         const h = window.tickrelayCompare || {};
