@@ -1,7 +1,8 @@
 //! The lab behind `tickrelay lab`: the same watchlists over each transport
 //! in turn against a running relay — short poll (1 s), long poll, SSE,
-//! WebSocket JSON, WebSocket MessagePack, WebSocket with `batch_ms` 16 — and
-//! one table of what each costs and gives (README, "Which transport?").
+//! WebSocket JSON, WebSocket MessagePack, WebSocket with `batch_ms` 16, and
+//! both WebSocket encodings with deltas — and one table of what each costs
+//! and gives (README, "Which transport?").
 //!
 //! Each row is a [`crate::tools::load`] run with a [`Tap`]: the load clients count
 //! the bytes that cross their sockets both ways (headers and framing
@@ -62,7 +63,7 @@ pub struct LabArgs {
     #[arg(long, default_value_t = 1_000)]
     pub poll_interval_ms: u64,
     /// Only these rows (comma-separated): short-poll, long-poll, sse, ws,
-    /// ws-msgpack, ws-batch16. One row on a fresh relay measures its memory
+    /// ws-msgpack, ws-batch16, ws-delta, ws-msgpack-delta. One row on a fresh relay measures its memory
     /// per client best: a relay reuses memory earlier rows freed.
     #[arg(long, value_delimiter = ',')]
     pub transports: Vec<String>,
@@ -83,7 +84,8 @@ pub struct LabArgs {
 /// One transport's row of the table.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Row {
-    /// Transport id: `short-poll`, `long-poll`, `sse`, `ws`, `ws-msgpack`, `ws-batch16`.
+    /// Transport id: `short-poll`, `long-poll`, `sse`, `ws`, `ws-msgpack`,
+    /// `ws-batch16`, `ws-delta`, `ws-msgpack-delta`.
     pub transport: String,
     /// Its name in the table.
     pub label: String,
@@ -140,13 +142,16 @@ pub struct LabReport {
 }
 
 /// The rows, in order: id, kind of client, `batch_ms`.
-const PLAN: [(&str, LoadTransport, Option<u64>); 6] = [
-    ("short-poll", LoadTransport::Snapshot, None),
-    ("long-poll", LoadTransport::Poll, None),
-    ("sse", LoadTransport::Sse, None),
-    ("ws", LoadTransport::Ws, None),
-    ("ws-msgpack", LoadTransport::WsMsgpack, None),
-    ("ws-batch16", LoadTransport::Ws, Some(16)),
+/// The rows: id, transport, `batch_ms`, deltas.
+const PLAN: [(&str, LoadTransport, Option<u64>, bool); 8] = [
+    ("short-poll", LoadTransport::Snapshot, None, false),
+    ("long-poll", LoadTransport::Poll, None, false),
+    ("sse", LoadTransport::Sse, None, false),
+    ("ws", LoadTransport::Ws, None, false),
+    ("ws-msgpack", LoadTransport::WsMsgpack, None, false),
+    ("ws-batch16", LoadTransport::Ws, Some(16), false),
+    ("ws-delta", LoadTransport::Ws, None, true),
+    ("ws-msgpack-delta", LoadTransport::WsMsgpack, None, true),
 ];
 
 fn label(id: &str, poll_interval_ms: u64) -> String {
@@ -157,6 +162,8 @@ fn label(id: &str, poll_interval_ms: u64) -> String {
         "ws" => "WebSocket JSON".into(),
         "ws-msgpack" => "WebSocket MessagePack".into(),
         "ws-batch16" => "WebSocket batch_ms 16".into(),
+        "ws-delta" => "WebSocket JSON + delta".into(),
+        "ws-msgpack-delta" => "WebSocket MessagePack + delta".into(),
         other => other.into(),
     }
 }
@@ -179,8 +186,8 @@ pub fn run(args: LabArgs) -> anyhow::Result<LabReport> {
         bail!("--clients and --symbols-per-client must be at least 1");
     }
     for t in &args.transports {
-        if !PLAN.iter().any(|(id, _, _)| id == t) {
-            let ids: Vec<&str> = PLAN.iter().map(|(id, _, _)| *id).collect();
+        if !PLAN.iter().any(|(id, ..)| id == t) {
+            let ids: Vec<&str> = PLAN.iter().map(|(id, ..)| *id).collect();
             bail!("--transports {t}: not one of {}", ids.join(", "));
         }
     }
@@ -224,6 +231,7 @@ fn load_args(args: &LabArgs) -> LoadArgs {
         mode: None,
         max_hz: None,
         batch_ms: None,
+        delta: false,
         poll_interval_ms: args.poll_interval_ms,
         poll_timeout_ms: 10_000,
         threads: None,
@@ -297,7 +305,7 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
     };
 
     let mut runs = Vec::new();
-    for (id, transport, batch_ms) in PLAN {
+    for (id, transport, batch_ms, delta) in PLAN {
         if !args.transports.is_empty() && !args.transports.iter().any(|t| t == id) {
             continue;
         }
@@ -310,6 +318,7 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
         let mut la = template.clone();
         la.transport = transport;
         la.batch_ms = batch_ms;
+        la.delta = delta;
         if transport == LoadTransport::Snapshot {
             // A short-poll client polls once at connect and then at its own
             // phase of the interval: the gap between its first two polls is

@@ -9,13 +9,15 @@ use std::process::{Command, Stdio};
 
 use tickrelay::tools::lab::{LabReport, Row};
 
-const TRANSPORTS: [&str; 6] = [
+const TRANSPORTS: [&str; 8] = [
     "short-poll",
     "long-poll",
     "sse",
     "ws",
     "ws-msgpack",
     "ws-batch16",
+    "ws-delta",
+    "ws-msgpack-delta",
 ];
 
 fn row<'a>(r: &'a LabReport, id: &str) -> &'a Row {
@@ -135,8 +137,23 @@ fn lab_measures_every_transport_on_the_same_watchlists() {
     );
     assert!(long.requests_per_min > 0.0 && long.tx_bytes > 0, "{long:?}");
     // Streams ask nothing after they connect.
-    for id in ["sse", "ws", "ws-msgpack", "ws-batch16"] {
+    for id in [
+        "sse",
+        "ws",
+        "ws-msgpack",
+        "ws-batch16",
+        "ws-delta",
+        "ws-msgpack-delta",
+    ] {
         assert_eq!(row(&r, id).requests_per_min, 0.0, "{id}: {:?}", row(&r, id));
+    }
+    // A delta carries the fields that changed, not the whole quote.
+    for (delta, whole) in [("ws-delta", "ws"), ("ws-msgpack-delta", "ws-msgpack")] {
+        let (d, w) = (row(&r, delta), row(&r, whole));
+        assert!(
+            d.bytes_per_update.unwrap() < w.bytes_per_update.unwrap(),
+            "{delta} {d:?} vs {whole} {w:?}"
+        );
     }
 
     let page = std::fs::read_to_string(&html).expect("the --html file");

@@ -122,6 +122,10 @@ pub struct LoadArgs {
     /// up to this long into one frame.
     #[arg(long)]
     pub batch_ms: Option<u64>,
+    /// Ask for deltas (ws, ws-msgpack, sse): after the snapshot, each quote
+    /// carries only the fields that changed (docs/PROTOCOL.md, "Deltas").
+    #[arg(long)]
+    pub delta: bool,
     /// Short-polling interval per client (`snapshot`), ms.
     #[arg(long, default_value_t = 1_000)]
     pub poll_interval_ms: u64,

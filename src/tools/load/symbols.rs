@@ -173,6 +173,7 @@ mod tests {
             mode: None,
             max_hz: None,
             batch_ms: None,
+            delta: false,
             poll_interval_ms: 1000,
             poll_timeout_ms: 1000,
             threads: None,

@@ -38,6 +38,10 @@ pub(super) async fn client<S: Conn>(
         }
         if let Some(ms) = args.batch_ms {
             let _ = write!(p, "{sep}batch_ms={ms}");
+            sep = '&';
+        }
+        if args.delta {
+            let _ = write!(p, "{sep}delta=1");
         }
         p
     };

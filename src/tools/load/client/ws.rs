@@ -67,6 +67,9 @@ pub(super) async fn client<S: Conn>(
         if let Some(ms) = args.batch_ms {
             op["batch_ms"] = ms.into();
         }
+        if args.delta {
+            op["delta"] = true.into();
+        }
         ws.send(Message::text(op.to_string()))
             .await
             .map_err(|e| format!("ws subscribe: {}", short(&e.to_string())))?;
