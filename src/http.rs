@@ -267,6 +267,7 @@ macro_rules! client_file {
 const CLIENT_JS: &[(&str, &str)] = &[
     client_file!("tickrelay.js"),
     client_file!("lib/auth.js"),
+    client_file!("lib/book.js"),
     client_file!("lib/client.js"),
     client_file!("lib/http.js"),
     client_file!("lib/msgpack.js"),

@@ -134,6 +134,27 @@ export function backoff(attempt: number): number;
 export function tokenClaims(token: string | null | undefined): Record<string, any> | null;
 /** A JWT's `exp` in ms since the Unix epoch; null when it has none. */
 export function expiresAt(token: string | null | undefined): number | null;
+/** A price level as handed out: decimal price, shares, orders. */
+export interface BookLevel { price: string; size: number; orders: number; }
+/** A `book` frame (docs/PROTOCOL.md, "Depth of book"). */
+export interface BookFrame {
+  symbol: string; seq: number; prev: number; snapshot: boolean;
+  bids: [string | number, number, number][]; asks: [string | number, number, number][];
+  checksum: number;
+}
+/** A frame was missed, or the checksum disagrees: resubscribe. */
+export class BookGap extends Error {}
+/** One symbol's book as the client holds it, kept by `book` frames. */
+export class BookCopy {
+  constructor(symbol: string, depth: number);
+  symbol: string; depth: number; seq: number | null;
+  /** Applies a frame (`rawInts`: MessagePack prices); throws BookGap. */
+  apply(frame: BookFrame, rawInts?: boolean): this;
+  reset(): void;
+  view(): { symbol: string; seq: number | null; bids: BookLevel[]; asks: BookLevel[] };
+}
+/** The documented checksum of sides of `{ticks, size}` levels, best first. */
+export function bookChecksum(bids: { ticks: number; size: number }[], asks: { ticks: number; size: number }[]): number;
 export class HttpError extends Error {
   status: number;
   code: string;

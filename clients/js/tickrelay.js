@@ -5,7 +5,7 @@
  *     symbols: ['AAPL', 'MSFT'],
  *     transport: 'auto',             // 'ws' | 'ws-msgpack' | 'sse' | 'poll' | 'snapshot'
  *     token: () => fetchMyToken(),   // optional: a string, or a function asked for a fresh one
-    deltas: true,                  // default: WebSocket and SSE send changed fields only
+ *     deltas: true,                  // default: WebSocket and SSE send changed fields only
  *     onQuote: (q) => console.log(q.symbol, q.bid, q.ask),
  *     onStatus: (s) => console.log(s.connection, s.feed.status),
  *   });
@@ -37,6 +37,7 @@
  *   lib/time.js        the clock, sleeps, reconnect backoff
  *   lib/http.js        the relay's error answers, the symbols parameter
  *   lib/auth.js        the user's token: string or function, its claims, refresh timing
+ *   lib/book.js        depth of book: a symbol's copy kept by frames, its checksum
  *   lib/resume.js      the resume cursor and the per-symbol merge rule
  *   lib/transport.js   what every transport shares (reconnect, backoff, delta merging)
  *   lib/ws.js          WebSocket, JSON or MessagePack
@@ -55,5 +56,6 @@ export { decodeMsgpack } from './lib/msgpack.js';
 export { backoff } from './lib/time.js';
 export { HttpError } from './lib/http.js';
 export { expiresAt, tokenClaims } from './lib/auth.js';
+export { BookCopy, BookGap, bookChecksum } from './lib/book.js';
 export { TRANSPORTS } from './lib/transports.js';
 export { connect } from './lib/client.js';
