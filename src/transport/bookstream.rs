@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::api::{ApiError, ErrorCode};
+use crate::api::{ApiError, AppState, ErrorCode, entitled, parse_symbols};
+use crate::auth::{Channel, Identity};
 use crate::fanout::Format;
 use crate::price::Price;
 use crate::table::book::checksum;
 use crate::table::{BookFrame, BookRead, Table};
-use crate::transport::book::MAX_DEPTH;
+use crate::transport::book::{MAX_DEPTH, parse_depth};
+use crate::transport::snapshot::resolve;
 use crate::wire::{Locate, PriceLevel, Side};
 
 /// One symbol's book subscription.
@@ -182,16 +184,60 @@ impl BookSubs {
 /// including a depth that is not a number, is `bad_depth`.
 pub fn depth_of(raw: Option<&serde_json::Value>) -> Result<usize, ApiError> {
     match raw {
-        None | Some(serde_json::Value::Null) => crate::transport::book::parse_depth(None),
-        Some(serde_json::Value::String(s)) => crate::transport::book::parse_depth(Some(s)),
+        None | Some(serde_json::Value::Null) => parse_depth(None),
+        Some(serde_json::Value::String(s)) => parse_depth(Some(s)),
         Some(v) => match v.as_u64() {
-            Some(d) => crate::transport::book::parse_depth(Some(&d.to_string())),
+            Some(d) => parse_depth(Some(&d.to_string())),
             None => Err(ApiError::new(
                 ErrorCode::BadDepth,
                 format!("depth is not a whole number from 1 to {MAX_DEPTH}"),
             )),
         },
     }
+}
+
+/// The books a request names (`?book=A,B&depth=N` of `/v1/stream` and
+/// `/v1/poll`): listed, entitled, at one depth.
+#[derive(Debug)]
+pub struct BookRequest {
+    /// Where each is listed.
+    pub locates: Vec<Locate>,
+    /// Their tickers, in the same order.
+    pub names: Vec<Arc<str>>,
+    /// Levels a side.
+    pub depth: usize,
+}
+
+/// Reads `book` and `depth` of a query: `None` without `book`; the books
+/// named, each entitled on the `book` channel (no `*`: a book is one
+/// symbol's), or the error a REST request for them would get.
+pub fn requested_books(
+    state: &AppState,
+    identity: &Identity,
+    book: Option<&str>,
+    depth: Option<&str>,
+) -> Result<Option<BookRequest>, ApiError> {
+    let Some(raw) = book else { return Ok(None) };
+    let depth = parse_depth(depth)?;
+    let cap = identity.rights.symbol_cap(state.config.policy.max_symbols);
+    let names = parse_symbols(Some(raw), cap)?.unwrap_or_default();
+    if names.is_empty() || names.iter().any(|n| n == "*") {
+        return Err(ApiError::new(
+            ErrorCode::BadSymbol,
+            "`book` names symbols, not `*`: a book is one symbol's",
+        ));
+    }
+    entitled(identity, Channel::Book, names.iter().map(String::as_str))?;
+    let locates = resolve(&state.table, &names)?;
+    let names = locates
+        .iter()
+        .filter_map(|&l| state.table.info(l).map(|i| i.symbol.clone()))
+        .collect();
+    Ok(Some(BookRequest {
+        locates,
+        names,
+        depth,
+    }))
 }
 
 /// A WebSocket `book` frame: the book object with `"type":"book"`.
