@@ -331,11 +331,14 @@ mod tests {
             copy.retain(|x| x.price != price);
             if size > 0 {
                 let at = copy.partition_point(|x| side.better(x.price, price));
-                copy.insert(at, PriceLevel {
-                    price,
-                    size,
-                    orders,
-                });
+                copy.insert(
+                    at,
+                    PriceLevel {
+                        price,
+                        size,
+                        orders,
+                    },
+                );
             }
         }
     }
@@ -353,7 +356,10 @@ mod tests {
             let mut copy = last.to_vec();
             apply(Side::Bid, &mut copy, &rows);
             assert_eq!(copy, now, "{rows:?}");
-            assert!(!rows.contains(&(Price(100), 1, 1)), "unchanged levels stay out");
+            assert!(
+                !rows.contains(&(Price(100), 1, 1)),
+                "unchanged levels stay out"
+            );
         }
         // Asks are best lowest first.
         let rows = diff(Side::Ask, &[l(101, 1)], &[l(100, 1), l(101, 1)]);

@@ -91,7 +91,12 @@ pub async fn handler(
             )
         })?),
     };
-    let books = requested_books(&state, &door.identity, q.book.as_deref(), q.depth.as_deref())?;
+    let books = requested_books(
+        &state,
+        &door.identity,
+        q.book.as_deref(),
+        q.depth.as_deref(),
+    )?;
     // Books alone when only `book` is given: no quotes of every symbol.
     let locates = if q.symbols.is_none() && books.is_some() {
         Vec::new()
@@ -150,7 +155,8 @@ pub async fn handler(
     loop {
         // Registered first, checked second: a change in between is not missed.
         let at = state.hub.at_now(delay);
-        if changed_since(&state, &locates, books, since_seq, at) || state.table.session() != session {
+        if changed_since(&state, &locates, books, since_seq, at) || state.table.session() != session
+        {
             break;
         }
         tokio::select! {

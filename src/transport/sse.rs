@@ -87,14 +87,13 @@ pub async fn handler(
         true => requested_locates(&state, identity, q.symbols.as_deref())?,
         false => Some(Vec::new()),
     };
-    let symbols: Option<Vec<Arc<str>>> = located
-        .map(|locates| {
-            locates
-                .iter()
-                .filter_map(|&l| state.table.info(l))
-                .map(|i| i.symbol.clone())
-                .collect()
-        });
+    let symbols: Option<Vec<Arc<str>>> = located.map(|locates| {
+        locates
+            .iter()
+            .filter_map(|&l| state.table.info(l))
+            .map(|i| i.symbol.clone())
+            .collect()
+    });
     let guard = acquire(&state, peer.ip())?;
     let user = ConnUser::admit(&state, identity.clone(), "sse")?;
     if let Some(u) = &user {

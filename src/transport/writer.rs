@@ -439,7 +439,8 @@ impl WriteSide {
                 }
                 self.seal(frame, at);
             }
-            self.deliveries.count(batch.books.len(), frame.len() - before);
+            self.deliveries
+                .count(batch.books.len(), frame.len() - before);
         }
         if frame.len() > start {
             self.write(w, &frame[start..]);

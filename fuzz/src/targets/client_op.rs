@@ -108,7 +108,10 @@ fn check_op(op: tickrelay::transport::ws::ClientOp) -> u64 {
             // (reproducer: fuzz/corpus/client_op/known-tiny-max-hz.json).
             let opts = sub_options(mode.as_deref(), max_hz).is_ok();
             let resume = resume_point(since.as_deref(), Session::new("S1")).is_some();
-            8 + u64::from(list) + 2 * u64::from(opts) + 4 * u64::from(resume) + 32 * u64::from(depth)
+            8 + u64::from(list)
+                + 2 * u64::from(opts)
+                + 4 * u64::from(resume)
+                + 32 * u64::from(depth)
         }
     }
 }

@@ -294,8 +294,9 @@ impl Conn {
             let e = ApiError::not_ready();
             return self.error(e.code, &e.message);
         }
-        let (known, unknown): (Vec<String>, Vec<String>) =
-            names.into_iter().partition(|n| state.table.locate(n).is_some());
+        let (known, unknown): (Vec<String>, Vec<String>) = names
+            .into_iter()
+            .partition(|n| state.table.locate(n).is_some());
         let known: Vec<Arc<str>> = known.iter().map(|n| Arc::from(n.as_str())).collect();
         let mut w = self.direct.lock();
         let new = known.iter().filter(|s| !w.subs.books_contain(s)).count();
@@ -304,7 +305,9 @@ impl Conn {
             crate::api::refused(&state, Limit::MaxSymbols);
             return self.error(
                 ErrorCode::TooManySymbols,
-                &format!("at most {max_symbols} books per connection (setting or claim max_symbols)"),
+                &format!(
+                    "at most {max_symbols} books per connection (setting or claim max_symbols)"
+                ),
             );
         }
         let frames = w.subs.subscribe_books(&known, depth);
