@@ -288,7 +288,7 @@ mod tests {
                 "over the bound",
                 serde_book(
                     1,
-                    &vec![ok; 0],
+                    &[ok; 0],
                     &(0..101).map(|i| (100 + i, 1, 1)).collect::<Vec<_>>(),
                 ),
             ),

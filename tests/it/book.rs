@@ -322,8 +322,8 @@ impl Copy {
                     }
                 }
             }
-            self.bids.sort_by(|a, b| b.0.cmp(&a.0));
-            self.asks.sort_by(|a, b| a.0.cmp(&b.0));
+            self.bids.sort_by_key(|r| std::cmp::Reverse(r.0));
+            self.asks.sort_by_key(|r| r.0);
             self.bids.truncate(self.depth);
             self.asks.truncate(self.depth);
         }
