@@ -7,6 +7,7 @@
 //! | [`snapshot`] | `/v1/snapshot`, `/v1/symbols`: short polling, ETag / 304 |
 //! | [`chart`] | `/v1/bars/{symbol}`, `/v1/trades/{symbol}`: the chart and the tape over REST |
 //! | [`book`] | `/v1/book/{symbol}`: a symbol's depth of book over REST, ETag / 304 |
+//! | [`bookstream`] | a client's book subscriptions: snapshot, then diffs to what it holds; the `book` frames' encodings |
 //! | [`poll`] | `/v1/poll`: long polling |
 //! | [`sse`] | `/v1/stream`: Server-Sent Events |
 //! | [`ws`] | `/v1/ws`: WebSocket, its client operations and close codes |
@@ -21,6 +22,7 @@
 //! | [`kind`] | which transport, why closed as slow (a leaf: metrics labels by it) |
 
 pub mod book;
+pub mod bookstream;
 pub mod chart;
 pub mod kind;
 pub mod pacer;

@@ -14,11 +14,14 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::api::{ApiError, AppState, Door, Encoding, ErrorCode};
 use crate::clock::now_ms;
-use crate::fanout::{At, Encoded, envelope};
+use crate::fanout::{At, Encoded, Format, envelope};
+use crate::table::BookFrame;
+use crate::transport::bookstream::{BookRequest, append_books, requested_books};
 use crate::transport::kind::Transport;
 use crate::transport::subscriptions::{
     Batch, SubOptions, Subscriptions, acquire, batch_window, parse_resume, requested_locates,
@@ -40,6 +43,10 @@ pub struct PollQuery {
     pub token: Option<String>,
     /// After the first change, gather for up to this long (0–1000 ms).
     pub batch_ms: Option<u64>,
+    /// Comma-separated tickers whose books to answer (`books`).
+    pub book: Option<String>,
+    /// Levels a side of those books, 1–50 (default 10).
+    pub depth: Option<String>,
 }
 
 /// Decrements the waiter gauge however the request ends.
@@ -84,8 +91,20 @@ pub async fn handler(
             )
         })?),
     };
-    let locates = requested_locates(&state, &door.identity, q.symbols.as_deref())?
-        .unwrap_or_else(|| state.table.locates());
+    let books = requested_books(
+        &state,
+        &door.identity,
+        q.book.as_deref(),
+        q.depth.as_deref(),
+    )?;
+    // Books alone when only `book` is given: no quotes of every symbol.
+    let locates = if q.symbols.is_none() && books.is_some() {
+        Vec::new()
+    } else {
+        requested_locates(&state, &door.identity, q.symbols.as_deref())?
+            .unwrap_or_else(|| state.table.locates())
+    };
+    let books = books.as_ref();
     let enc = door.encoding;
     // A delayed user reads the delayed view, at a cutoff that moves with the clock.
     let delay = door.identity.rights.delay_ms;
@@ -97,13 +116,19 @@ pub async fn handler(
     };
     let since_seq = resumable(since_seq, state.hub.seq_at(at), at);
     let Some(since_seq) = since_seq else {
-        return Ok(door.delivered(answer(&state, &locates, None, at, enc)));
+        return Ok(door.delivered(answer(&state, &locates, books, None, at, enc)));
     };
-    if changed_since(&state, &locates, since_seq, at) {
-        return Ok(door.delivered(answer(&state, &locates, Some(since_seq), at, enc)));
+    if changed_since(&state, &locates, books, since_seq, at) {
+        return Ok(door.delivered(answer(&state, &locates, books, Some(since_seq), at, enc)));
     }
 
     // A parked request keeps only what it needs: thousands of them wait at once.
+    let books = books.map(|b| BookRequest {
+        locates: b.locates.clone(),
+        names: b.names.clone(),
+        depth: b.depth,
+    });
+    let books = books.as_ref();
     drop((q, since));
     let _guard = acquire(&state, peer.ip())?;
     let _user = ConnUser::admit(&state, door.identity.clone(), "poll")?;
@@ -117,8 +142,10 @@ pub async fn handler(
     let _waiting = Waiting(gauge);
     let client = state.hub.register_delayed(Transport::Poll, 1, delay);
     let mut subs = Subscriptions::new(state.hub.clone(), client);
+    // Woken by a change to a quote or a book asked for.
     let symbols: Vec<Arc<str>> = locates
         .iter()
+        .chain(books.iter().flat_map(|b| &b.locates))
         .filter_map(|&l| state.table.info(l))
         .map(|i| i.symbol.clone())
         .collect();
@@ -128,7 +155,8 @@ pub async fn handler(
     loop {
         // Registered first, checked second: a change in between is not missed.
         let at = state.hub.at_now(delay);
-        if changed_since(&state, &locates, since_seq, at) || state.table.session() != session {
+        if changed_since(&state, &locates, books, since_seq, at) || state.table.session() != session
+        {
             break;
         }
         tokio::select! {
@@ -153,17 +181,29 @@ pub async fn handler(
     }
     let since_seq = (state.table.session() == session).then_some(since_seq);
     let at = state.hub.at_now(delay);
-    Ok(door.delivered(answer(&state, &locates, since_seq, at, enc)))
+    Ok(door.delivered(answer(&state, &locates, books, since_seq, at, enc)))
 }
 
-fn changed_since(state: &AppState, locates: &[Locate], since: u64, at: At) -> bool {
+fn changed_since(
+    state: &AppState,
+    locates: &[Locate],
+    books: Option<&BookRequest>,
+    since: u64,
+    at: At,
+) -> bool {
     locates.iter().any(|&l| state.hub.seq_of_at(l, at) > since)
+        || books.is_some_and(|b| {
+            b.locates
+                .iter()
+                .any(|&l| state.table.book(l, 0).is_some_and(|r| r.seq > since))
+        })
 }
 
 /// The quotes of `locates` at `at` changed after `since` (all without one).
 fn answer(
     state: &AppState,
     locates: &[Locate],
+    books: Option<&BookRequest>,
     since: Option<u64>,
     at: At,
     enc: Encoding,
@@ -177,9 +217,34 @@ fn answer(
         .filter_map(|&l| state.hub.current_at(l, at))
         .filter(|e| since.is_none_or(|s| e.quote.seq > s))
         .collect();
-    let body = match enc {
-        Encoding::Json => envelope::snapshot_json(seq, session.as_str(), &quotes),
-        Encoding::Msgpack => envelope::snapshot_msgpack(seq, session.as_str(), &quotes),
+    let (body, format) = match enc {
+        Encoding::Json => (
+            envelope::snapshot_json(seq, session.as_str(), &quotes),
+            Format::Json,
+        ),
+        Encoding::Msgpack => (
+            envelope::snapshot_msgpack(seq, session.as_str(), &quotes),
+            Format::Msgpack,
+        ),
+    };
+    // Books changed after `since` (all without one), each whole.
+    let body = match books {
+        None => body,
+        Some(b) => {
+            let frames: Vec<BookFrame> = b
+                .locates
+                .iter()
+                .zip(&b.names)
+                .filter_map(|(&l, name)| {
+                    let read = state.table.book(l, b.depth)?;
+                    let fresh = since.is_none_or(|s| read.seq > s);
+                    fresh.then(|| BookFrame::snapshot(name.clone(), &read))
+                })
+                .collect();
+            let mut body = body.to_vec();
+            append_books(&mut body, format, &frames);
+            Bytes::from(body)
+        }
     };
     let counters = state.hub.metrics.transport(Transport::Poll);
     Subscriptions::count(

@@ -25,6 +25,8 @@ use crate::api::{ApiError, AppState, Door, close};
 use crate::fanout::{Sweep, envelope};
 use crate::feed::FeedState;
 use crate::metrics::TransportCounters;
+use crate::table::BookFrame;
+use crate::transport::bookstream::{self, requested_books};
 use crate::transport::kind::{SlowReason, Transport};
 use crate::transport::slow::{self, SlowSignal};
 use crate::transport::subscriptions::{
@@ -53,6 +55,10 @@ pub struct StreamQuery {
     pub batch_ms: Option<u64>,
     /// `1`: quotes after the snapshot carry only what changed.
     pub delta: Option<u8>,
+    /// Comma-separated tickers whose books to stream (`book` events).
+    pub book: Option<String>,
+    /// Levels a side of those books, 1–50 (default 10).
+    pub depth: Option<String>,
 }
 
 /// `GET /v1/stream`.
@@ -74,14 +80,20 @@ pub async fn handler(
     let opts = sub_options(q.mode.as_deref(), identity.rights.cap_hz(q.max_hz))?
         .with_delta(q.delta == Some(1));
     let batch = batch_window(q.batch_ms)?;
-    let symbols: Option<Vec<Arc<str>>> = requested_locates(&state, identity, q.symbols.as_deref())?
-        .map(|locates| {
-            locates
-                .iter()
-                .filter_map(|&l| state.table.info(l))
-                .map(|i| i.symbol.clone())
-                .collect()
-        });
+    let books = requested_books(&state, identity, q.book.as_deref(), q.depth.as_deref())?;
+    // Books alone when only `book` is given: no quotes of every symbol.
+    let quotes_asked = q.symbols.is_some() || books.is_none();
+    let located = match quotes_asked {
+        true => requested_locates(&state, identity, q.symbols.as_deref())?,
+        false => Some(Vec::new()),
+    };
+    let symbols: Option<Vec<Arc<str>>> = located.map(|locates| {
+        locates
+            .iter()
+            .filter_map(|&l| state.table.info(l))
+            .map(|i| i.symbol.clone())
+            .collect()
+    });
     let guard = acquire(&state, peer.ip())?;
     let user = ConnUser::admit(&state, identity.clone(), "sse")?;
     if let Some(u) = &user {
@@ -106,6 +118,7 @@ pub async fn handler(
         Some(list) => subs.subscribe(list, opts, since),
         None => subs.subscribe_all(opts, since),
     };
+    let book_frames = books.map_or_else(Vec::new, |b| subs.subscribe_books(&b.names, b.depth));
     let mut first = BytesMut::with_capacity(256);
     first.extend_from_slice(format!("retry: {}\n\n", policy.sse_retry.as_millis()).as_bytes());
     // A resume gets the changed symbols as a tick; anything else a snapshot.
@@ -123,6 +136,7 @@ pub async fn handler(
             &data,
         );
     }
+    first.extend_from_slice(&book_events(&book_frames));
     let counters = state.hub.metrics.transport(Transport::Sse);
     Subscriptions::count(
         &counters,
@@ -181,6 +195,15 @@ pub async fn handler(
         Some((Ok::<Bytes, Infallible>(chunk), s))
     }));
     Ok((head, body).into_response())
+}
+
+/// `book` events of `frames`, one after another.
+fn book_events(frames: &[BookFrame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        bookstream::sse_into(&mut out, f);
+    }
+    out
 }
 
 /// Appends one event. `data` is single-line JSON.
@@ -305,6 +328,7 @@ impl SseStream {
             event(&mut out, "tick", session.as_str(), batch.seq, &data);
             Subscriptions::count(&self.counters, &batch, out.len());
         }
+        out.extend_from_slice(&book_events(&batch.books));
         (!out.is_empty()).then(|| out.freeze())
     }
 

@@ -14,7 +14,8 @@ use crate::api::{ApiError, AppState, ErrorCode, parse_symbols};
 use crate::clock::now_ns;
 use crate::fanout::{At, Client, Encoded, Hub};
 use crate::metrics::TransportCounters;
-use crate::table::Table;
+use crate::table::{BookFrame, Table};
+use crate::transport::bookstream::BookSubs;
 use crate::transport::snapshot::{allowed_locates, resolve};
 use crate::wire::Locate;
 use crate::wire::Session;
@@ -200,6 +201,9 @@ pub struct Batch {
     pub overflow: bool,
     /// The feed started a new session before this batch.
     pub reset: Option<Session>,
+    /// `book` frames: each subscribed book that changed, as the difference
+    /// to what this client last got.
+    pub books: Vec<BookFrame>,
 }
 
 /// A streaming client's subscriptions and delivery state.
@@ -220,6 +224,8 @@ pub struct Subscriptions {
     batch: Option<Duration>,
     /// When the last batch with quotes was drained.
     last_batch: Option<Instant>,
+    /// Book subscriptions, each with the levels this client holds.
+    books: BookSubs,
 }
 
 impl Subscriptions {
@@ -240,6 +246,7 @@ impl Subscriptions {
             floor: 0,
             batch: None,
             last_batch: None,
+            books: BookSubs::default(),
         }
     }
 
@@ -391,13 +398,61 @@ impl Subscriptions {
         if symbols.iter().any(|s| &**s == "*") && self.wildcard.take().is_some() {
             self.hub.unsubscribe_all(&self.client);
         }
-        self.hub.unsubscribe(&self.client, symbols);
+        // A symbol whose book is subscribed stays with the hub.
+        let gone: Vec<Arc<str>> = symbols
+            .iter()
+            .filter(|s| !self.books.contains(s))
+            .cloned()
+            .collect();
+        self.hub.unsubscribe(&self.client, &gone);
         let table = self.hub.table();
         for s in symbols {
             if let Some(i) = self.subs.lookup(table.locate(s), s, table.listings()) {
                 self.subs.remove(i);
             }
         }
+    }
+
+    /// Subscribes to the books of listed `symbols` at `depth`; returns
+    /// their snapshots. Registered with the hub first, read second, as
+    /// quotes are: a change after the read is marked and follows as a diff.
+    pub fn subscribe_books(&mut self, symbols: &[Arc<str>], depth: usize) -> Vec<BookFrame> {
+        let table = self.hub.table().clone();
+        let mut frames = Vec::with_capacity(symbols.len());
+        for s in symbols {
+            if !self.contains(s) && !self.books.contains(s) {
+                self.hub.subscribe(&self.client, s, false);
+            }
+            if let Some(l) = table.locate(s) {
+                frames.extend(self.books.subscribe(s, l, depth, &table));
+            }
+        }
+        frames
+    }
+
+    /// Ends the book subscriptions of `symbols`.
+    pub fn unsubscribe_books(&mut self, symbols: &[Arc<str>]) {
+        let gone: Vec<Arc<str>> = symbols
+            .iter()
+            .filter(|s| self.books.unsubscribe(s) && !self.contains(s))
+            .cloned()
+            .collect();
+        self.hub.unsubscribe(&self.client, &gone);
+    }
+
+    /// Whether `symbol`'s book is subscribed.
+    pub fn books_contain(&self, symbol: &str) -> bool {
+        self.books.contains(symbol)
+    }
+
+    /// Every symbol whose book is subscribed.
+    pub fn book_names(&self) -> Vec<Arc<str>> {
+        self.books.names()
+    }
+
+    /// Number of book subscriptions.
+    pub fn book_count(&self) -> usize {
+        self.books.len()
     }
 
     /// Takes what the hub left and builds one batch. Throttled symbols not
@@ -422,6 +477,7 @@ impl Subscriptions {
             overflow,
             reset,
             quotes: Vec::new(),
+            books: Vec::new(),
         };
         let start = quotes.len();
         if let Some(session) = reset {
@@ -436,6 +492,7 @@ impl Subscriptions {
             }
             self.promised = 0;
             self.floor = 0;
+            self.books.resync(self.hub.table(), &mut batch.books);
         }
         if overflow {
             return batch;
@@ -446,6 +503,7 @@ impl Subscriptions {
         let mut promise = fanned.max(self.floor);
         self.next_due = None;
         for enc in every {
+            self.books.changed(enc.locate, table, &mut batch.books);
             let Some(i) = self.subs.find(enc.locate, &enc.quote.symbol, table) else {
                 continue;
             };
@@ -456,6 +514,7 @@ impl Subscriptions {
             }
         }
         for &locate in &marks {
+            self.books.changed(locate, table, &mut batch.books);
             let Some(enc) = self.hub.current_at(locate, at) else {
                 continue;
             };
@@ -528,7 +587,8 @@ impl Subscriptions {
 
 impl Drop for Subscriptions {
     fn drop(&mut self) {
-        let symbols = self.symbols();
+        let mut symbols = self.symbols();
+        symbols.extend(self.books.names());
         self.hub.unregister(&self.client, &symbols);
     }
 }

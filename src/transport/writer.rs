@@ -15,7 +15,7 @@ use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
@@ -28,12 +28,16 @@ use crate::api::{AppState, close};
 use crate::fanout::{Format, Scratch, Sweep, envelope};
 use crate::feed::FeedState;
 use crate::metrics::TransportCounters;
+use crate::transport::bookstream;
 use crate::transport::kind::{SlowReason, Transport};
 use crate::transport::pacer::Beat;
 use crate::transport::subscriptions::Subscriptions;
 use crate::transport::user::{ConnUser, Deliveries, Watched, watch_expiry};
 use crate::transport::wsframe::{self, opcode};
 use std::sync::{Arc, Weak};
+
+mod io;
+pub use io::{linger, read_gone, write_all};
 
 /// How frames are put on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -425,6 +429,19 @@ impl WriteSide {
             Subscriptions::count_quotes(&self.counters, quotes, len);
             self.deliveries.count(quotes.len(), len);
         }
+        if !batch.books.is_empty() {
+            let before = frame.len();
+            for book in &batch.books {
+                let at = frame.len();
+                match self.framing {
+                    Framing::Ws(format) => bookstream::ws_into(frame, format, book),
+                    Framing::Sse => bookstream::sse_into(frame, book),
+                }
+                self.seal(frame, at);
+            }
+            self.deliveries
+                .count(batch.books.len(), frame.len() - before);
+        }
         if frame.len() > start {
             self.write(w, &frame[start..]);
         }
@@ -630,49 +647,6 @@ pub fn sse_head(out: &mut Vec<u8>, name: &str, session: &str, seq: u64) {
     out.extend_from_slice(b"\nevent: ");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\ndata: ");
-}
-
-/// Writes all of `bytes`, waiting for the socket as needed.
-pub async fn write_all(tcp: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    // Once straight to the socket, past tokio's readiness: a send buffer
-    // just grown (`slow::make_room`) takes the bytes though no wake-up says so.
-    if !bytes.is_empty()
-        && let Ok(n) = socket2::SockRef::from(tcp).send(bytes)
-    {
-        bytes = &bytes[n..];
-    }
-    while !bytes.is_empty() {
-        tcp.writable().await?;
-        match tcp.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Reads (and drops) until the peer closes or `within` passes, so a last
-/// frame is not lost to a reset on unread data.
-pub async fn linger(tcp: &TcpStream, within: Duration) {
-    let _ = tokio::time::timeout(within, async {
-        while tcp.readable().await.is_ok() && !read_gone(tcp) {}
-    })
-    .await;
-}
-
-/// Reads and drops what the peer sent; true once it has closed (or failed).
-/// Not async: its buffer is on the stack only while it runs, never in a
-/// connection's future.
-pub fn read_gone(tcp: &TcpStream) -> bool {
-    let mut buf = [0u8; 1024];
-    loop {
-        match tcp.try_read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) => return e.kind() != ErrorKind::WouldBlock,
-        }
-    }
 }
 
 impl Watched for WriteSide {

@@ -80,11 +80,20 @@ pub enum ClientOp {
         /// Quotes after the snapshot carry only what changed.
         #[serde(default)]
         delta: bool,
+        /// `quotes` (the default) or `book`.
+        #[serde(default)]
+        channel: Option<String>,
+        /// With `book`: levels a side, 1–50 (default 10).
+        #[serde(default)]
+        depth: Option<serde_json::Value>,
     },
     /// Remove symbols.
     Unsubscribe {
         /// Tickers, or `["*"]`.
         symbols: Vec<String>,
+        /// `quotes` (the default) or `book`.
+        #[serde(default)]
+        channel: Option<String>,
     },
     /// Liveness check; answered with `pong`.
     Ping,

@@ -14,6 +14,9 @@ use crate::feed::FeedState;
 #[serde(tag = "type", rename_all = "lowercase")]
 pub(crate) enum ServerFrame<'a> {
     Subscribed {
+        /// `book` for a book subscription (absent for quotes).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<&'a str>,
         symbols: &'a [Arc<str>],
         unknown: &'a [String],
         /// Symbols outside the user's entitlements: nothing is sent for them.

@@ -89,7 +89,7 @@ fn check_op(op: tickrelay::transport::ws::ClientOp) -> u64 {
         // A refreshed token goes through the same verification as a new
         // connection's: any string is refused or accepted, never a panic.
         ClientOp::Auth { token } => 16 + u64::from(verifier().verify(&token).is_ok()),
-        ClientOp::Unsubscribe { symbols } => {
+        ClientOp::Unsubscribe { symbols, .. } => {
             2 + u64::from(tickrelay::api::parse_symbol_list(&symbols, 100).is_ok())
         }
         ClientOp::Subscribe {
@@ -97,15 +97,21 @@ fn check_op(op: tickrelay::transport::ws::ClientOp) -> u64 {
             mode,
             max_hz,
             since,
+            depth,
             ..
         } => {
+            // A book's depth of any JSON shape: a number or bad_depth.
+            let depth = tickrelay::transport::bookstream::depth_of(depth.as_ref()).is_ok();
             let list = tickrelay::api::parse_symbol_list(&symbols, 100).is_ok();
             // A positive max_hz below about 5e-20 (1e-300, say) once made
             // `SubOptions::new` overflow a Duration; it is refused now
             // (reproducer: fuzz/corpus/client_op/known-tiny-max-hz.json).
             let opts = sub_options(mode.as_deref(), max_hz).is_ok();
             let resume = resume_point(since.as_deref(), Session::new("S1")).is_some();
-            8 + u64::from(list) + 2 * u64::from(opts) + 4 * u64::from(resume)
+            8 + u64::from(list)
+                + 2 * u64::from(opts)
+                + 4 * u64::from(resume)
+                + 32 * u64::from(depth)
         }
     }
 }

@@ -4,6 +4,7 @@
 //! user, dropping what it no longer allows).
 
 use super::*;
+use crate::transport::bookstream::{self, depth_of};
 
 impl Conn {
     pub(super) fn op(&mut self, op: ClientOp) -> Flow {
@@ -17,6 +18,8 @@ impl Conn {
                 since,
                 batch_ms,
                 delta,
+                channel,
+                depth,
             } => {
                 if !self.ops.allow() {
                     crate::api::refused(self.state(), Limit::OpsPerSecond);
@@ -25,6 +28,11 @@ impl Conn {
                         ErrorCode::RateLimited,
                         &format!("more than {ops} operations per second (setting ops_per_second)"),
                     );
+                }
+                match channel.as_deref() {
+                    None | Some("quotes") => {}
+                    Some("book") => return self.subscribe_book(symbols, depth.as_ref()),
+                    Some(other) => return self.bad_channel(other),
                 }
                 let max_hz = self.identity().rights.cap_hz(max_hz);
                 let opts = match sub_options(mode.as_deref(), max_hz) {
@@ -40,7 +48,7 @@ impl Conn {
                 }
                 self.subscribe(symbols, opts, since)
             }
-            ClientOp::Unsubscribe { symbols } => {
+            ClientOp::Unsubscribe { symbols, channel } => {
                 if !self.ops.allow() {
                     crate::api::refused(self.state(), Limit::OpsPerSecond);
                     return self.error(
@@ -52,7 +60,11 @@ impl Conn {
                     .iter()
                     .map(|s| Arc::from(s.to_ascii_uppercase().as_str()))
                     .collect();
-                self.direct.lock().subs.unsubscribe(&list);
+                match channel.as_deref() {
+                    None | Some("quotes") => self.direct.lock().subs.unsubscribe(&list),
+                    Some("book") => self.direct.lock().subs.unsubscribe_books(&list),
+                    Some(other) => return self.bad_channel(other),
+                }
                 Flow::Continue
             }
         }
@@ -101,7 +113,14 @@ impl Conn {
                 .filter(|s| entitled(&fresh, Channel::Quotes, [s.as_ref()]).is_err())
                 .collect();
             w.subs.unsubscribe(&gone);
-            gone
+            let books: Vec<Arc<str>> = w
+                .subs
+                .book_names()
+                .into_iter()
+                .filter(|s| entitled(&fresh, Channel::Book, [s.as_ref()]).is_err())
+                .collect();
+            w.subs.unsubscribe_books(&books);
+            gone.into_iter().chain(books).collect()
         };
         if !dropped.is_empty() {
             self.send(&ServerFrame::Unsubscribed {
@@ -219,6 +238,7 @@ impl Conn {
         self.control_into(
             &mut out,
             &ServerFrame::Subscribed {
+                channel: None,
                 symbols,
                 unknown,
                 denied,
@@ -239,5 +259,74 @@ impl Conn {
         };
         d.count(&batch, len);
         d.write(w, &out);
+    }
+
+    fn bad_channel(&mut self, channel: &str) -> Flow {
+        let shown: String = channel.chars().take(20).collect();
+        self.error(
+            ErrorCode::BadRequest,
+            &format!("channel `{shown}` is not `quotes` or `book`"),
+        )
+    }
+
+    /// `{"op":"subscribe","channel":"book",…}`: the books of `symbols` to
+    /// `depth`, each a snapshot now and diffs from then on
+    /// (`transport::bookstream`).
+    fn subscribe_book(&mut self, symbols: Vec<String>, depth: Option<&serde_json::Value>) -> Flow {
+        let state = self.direct.state.clone();
+        let identity = self.identity();
+        let depth = match depth_of(depth) {
+            Ok(d) => d,
+            Err(e) => return self.error(e.code, &e.message),
+        };
+        let max_symbols = identity.rights.symbol_cap(state.config.policy.max_symbols);
+        let names = match parse_symbol_list(&symbols, max_symbols) {
+            Ok(n) => n,
+            Err(e) => return self.error(e.code, &e.message),
+        };
+        if names.iter().any(|n| n == "*") {
+            return self.error(ErrorCode::BadSymbol, "a book is one symbol's: name them");
+        }
+        if let Err(e) = entitled(&identity, Channel::Book, names.iter().map(String::as_str)) {
+            return self.error(e.code, &e.message);
+        }
+        if state.table.symbol_count() == 0 {
+            let e = ApiError::not_ready();
+            return self.error(e.code, &e.message);
+        }
+        let (known, unknown): (Vec<String>, Vec<String>) = names
+            .into_iter()
+            .partition(|n| state.table.locate(n).is_some());
+        let known: Vec<Arc<str>> = known.iter().map(|n| Arc::from(n.as_str())).collect();
+        let mut w = self.direct.lock();
+        let new = known.iter().filter(|s| !w.subs.books_contain(s)).count();
+        if w.subs.book_count() + new > max_symbols {
+            drop(w);
+            crate::api::refused(&state, Limit::MaxSymbols);
+            return self.error(
+                ErrorCode::TooManySymbols,
+                &format!(
+                    "at most {max_symbols} books per connection (setting or claim max_symbols)"
+                ),
+            );
+        }
+        let frames = w.subs.subscribe_books(&known, depth);
+        let mut out = Vec::new();
+        self.control_into(
+            &mut out,
+            &ServerFrame::Subscribed {
+                channel: Some("book"),
+                symbols: &known,
+                unknown: &unknown,
+                denied: &[],
+            },
+        );
+        for f in &frames {
+            let at = out.len();
+            bookstream::ws_into(&mut out, self.format, f);
+            self.direct.seal(&mut out, at);
+        }
+        self.direct.write(&mut w, &out);
+        Flow::Continue
     }
 }
