@@ -243,6 +243,7 @@ const PAGE_MODULES: &[(&str, &str)] = &[
     ("/app.js", include_str!("../static/app.js")),
     ("/compare.js", include_str!("../static/compare.js")),
     ("/format.js", include_str!("../static/format.js")),
+    ("/ladder.js", include_str!("../static/ladder.js")),
     ("/rows.js", include_str!("../static/rows.js")),
     ("/search.js", include_str!("../static/search.js")),
     ("/settings.js", include_str!("../static/settings.js")),

@@ -7,13 +7,15 @@
  * box, status.js the status badge, format.js text for the screen,
  * settings.js the URL, saved settings and directory, stats.js the clock and
  * rates, compare.js the side-by-side comparison of two transports, users.js
- * the user menu, its token and the "delayed" badge. Native
+ * the user menu, its token and the "delayed" badge, ladder.js the depth
+ * ladder of a clicked symbol. Native
  * ES modules, no build step: the relay embeds these files as they are.
  */
 
 import { connect, backoff, TRANSPORTS } from './tickrelay.js';
 import { clock, nowMs, Stats } from './stats.js';
 import { Compare } from './compare.js';
+import { Ladder } from './ladder.js';
 import { intFmt, setText, clampInterval, fmtRate, fmtBytes, fmtMs, viewQuote } from './format.js';
 import { $, pageParams, SYMBOL_RE, MAX_WATCH, DEFAULT_WATCH, BASE_URL, store, batchMs, fetchDirectory } from './settings.js';
 import { createRow, renderRow, renderAge, highlightRow } from './rows.js';
@@ -91,6 +93,7 @@ class App {
     // A function: the library asks it for every connection and request.
     this.token = () => this.users.token();
     this.compare = new Compare({ baseUrl: BASE_URL, users: this.users, symbols: () => this.requestSymbols(), batchMs });
+    this.ladder = new Ladder({ baseUrl: BASE_URL, token: this.token });
   }
 
   // --- boot -----------------------------------------------------------------
@@ -272,6 +275,7 @@ class App {
     await this.loadDirectory().catch(() => {});
     if (this.feed) this.startFeed();
     this.compare.userChanged();
+    this.ladder.userChanged();
   }
 
   renderUser() {
@@ -398,6 +402,7 @@ class App {
     this.el.tbody.addEventListener('click', (e) => {
       const btn = e.target.closest('button.rm');
       if (btn) this.remove(btn.closest('tr').dataset.symbol);
+      else if (e.target.closest('td.sym')) this.ladder.open(e.target.closest('tr').dataset.symbol);
     });
     bindSearch(this, this.el.search, this.el.results);
     document.addEventListener('visibilitychange', () => {

@@ -56,6 +56,6 @@ export { decodeMsgpack } from './lib/msgpack.js';
 export { backoff } from './lib/time.js';
 export { HttpError } from './lib/http.js';
 export { expiresAt, tokenClaims } from './lib/auth.js';
-export { BookCopy, BookGap, bookChecksum } from './lib/book.js';
+export { BookCopy, BookGap, bookChecksum, watchBook } from './lib/book.js';
 export { TRANSPORTS } from './lib/transports.js';
 export { connect } from './lib/client.js';

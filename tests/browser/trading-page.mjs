@@ -32,7 +32,9 @@
 //   7. the user menu (the demo's users): choosing one reconnects as that
 //      user (the relay counts a connection of its class), and a delayed
 //      user gets the "delayed 15 min" badge while the page keeps running;
-//      the compare view shows the two users side by side.
+//      the compare view shows the two users side by side;
+//   8. the depth ladder: clicking a symbol opens its book, live, sorted,
+//      every frame checked, equal to /v1/book.
 // Screenshots of each stage go to SCREENSHOT_DIR.
 //
 // Network: the relay listens on 127.0.0.1 and its simulator publishes on a
@@ -803,6 +805,52 @@ async function compareView(relay) {
   });
 }
 
+/** 8. The depth ladder: a click on a row's symbol opens its book beside the
+ *  table, kept live frame by frame (prev and checksum checked by the
+ *  library); what it shows is sorted and becomes equal to /v1/book. */
+async function ladderView(relay) {
+  return withPage('ladder', async (p) => {
+    const { page } = p;
+    await loadLive(page, relay, 'ladder');
+    const symbol = await withTimeout(page.evaluate(() => document.querySelector('#quotes tbody tr')?.dataset.symbol), 5000, 'reading the first row');
+    if (!symbol) fail('ladder: no row to click');
+    await withTimeout(page.click(`#quotes tbody tr[data-symbol="${symbol}"] td.sym`), 5000, 'clicking the symbol');
+    const read = () => withTimeout(page.evaluate(() => {
+      const h = window.tickrelayLadder || {};
+      const box = document.querySelector('#ladder');
+      return {
+        ...h,
+        visible: !!box && !box.hidden,
+        title: document.querySelector('#ladder-symbol')?.textContent ?? '',
+        rows: [...document.querySelectorAll('#ladder tbody tr')].map((r) => [r.className, r.querySelector('td.price')?.textContent]),
+      };
+    }), 5000, 'reading the ladder');
+    const ticks = (p) => Number(p.replace('.', ''));
+    const live = await waitFor('ladder: the book live, ten frames, sorted, both sides shown', async () => {
+      const l = await read();
+      const bids = (l.bids || []).map((x) => ticks(x.price));
+      const asks = (l.asks || []).map((x) => ticks(x.price));
+      const sorted = bids.every((b, i) => i === 0 || bids[i - 1] > b) && asks.every((a, i) => i === 0 || asks[i - 1] < a);
+      const done = l.visible && l.title === symbol && l.state === 'live' && l.frames >= 10 && l.gaps === 0 &&
+        bids.length > 0 && asks.length > 0 && sorted && bids[0] < asks[0] && l.rows.length === bids.length + asks.length;
+      return { done, value: l, seen: JSON.stringify({ ...l, rows: l.rows.length }) };
+    });
+    const rest = await waitFor('ladder: what it shows equal to /v1/book', async () => {
+      const l = await read();
+      const r = await withTimeout(fetch(`${relay.base}/v1/book/${symbol}?depth=10`).then((x) => x.json()), 5000, 'GET /v1/book');
+      const same = JSON.stringify(r.bids.map((x) => x[0])) === JSON.stringify(l.bids.map((x) => x.price)) &&
+        JSON.stringify(r.asks.map((x) => x[0])) === JSON.stringify(l.asks.map((x) => x.price));
+      return { done: same && l.gaps === 0, value: l, seen: JSON.stringify({ rest: [r.bids[0], r.asks[0]], shown: [l.bids[0], l.asks[0]], gaps: l.gaps }) };
+    });
+    await screenshot(page, 'ladder');
+    ok(`ladder: ${symbol} live in ${secs(live.ms)} (${rest.value.frames} frames, no gap), equal to /v1/book in ${secs(rest.ms)}`);
+    await withTimeout(page.click('#ladder-close'), 5000, 'closing the ladder');
+    const closed = await read();
+    if (closed.visible || closed.state !== 'closed') fail(`ladder: did not close: ${JSON.stringify(closed)}`);
+    checkPageHealth('ladder');
+  });
+}
+
 /** The user menu, the badge and the page's own view of the user. */
 function readUser(page) {
   return withTimeout(page.evaluate(() => {
@@ -980,6 +1028,8 @@ async function main() {
   await brieflyUnknown(relay, 'poll');
   log('---- two transports compared side by side');
   await compareView(relay);
+  log('---- the depth ladder');
+  await ladderView(relay);
   log('---- the user menu');
   await userMenu(relay);
   log('---- the README picture');

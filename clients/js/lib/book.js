@@ -10,9 +10,14 @@
  * Either check failing means the copy is wrong: the caller resubscribes
  * (the relay answers a snapshot). Prices are held as ticks (integers in
  * 1/10,000), never floats; a level is handed out as
- * `{price: "189.1200", size, orders}`. */
+ * `{price: "189.1200", size, orders}`.
+ *
+ * `watchBook` keeps one symbol's book live over a WebSocket of its own (a
+ * depth ladder is one panel of a screen): it subscribes, applies frames,
+ * resubscribes on a gap and reconnects with backoff. */
 
 import { parseDecimal, ticksToDecimal } from './prices.js';
+import { backoff } from './time.js';
 
 // CRC-32 (IEEE 802.3, reflected: zlib's crc32), table-driven.
 const CRC_TABLE = (() => {
@@ -113,4 +118,80 @@ function merge(side, changes, order, depth) {
     else by.set(c.ticks, c);
   }
   return [...by.values()].sort((a, b) => order(a.ticks, b.ticks)).slice(0, depth);
+}
+
+/**
+ * Watches `symbol`'s book over a WebSocket of its own.
+ *   opts: depth (1–50, default 10), token (string or function asked before
+ *   each connection), WebSocket (Node 20 without --experimental-websocket),
+ *   onBook(view) after every frame applied, onStatus(state, detail):
+ *   'connecting' | 'live' | 'gap' (a missed frame or checksum: resubscribed)
+ *   | 'refused' (an `error` frame, e.g. not_entitled) | 'closed'.
+ * Returns {close(), copy, gaps}: `gaps` counts resubscriptions.
+ */
+export function watchBook(baseUrl, symbol, opts = {}) {
+  const depth = opts.depth || 10;
+  const WS = opts.WebSocket || globalThis.WebSocket;
+  const status = opts.onStatus || (() => {});
+  const copy = new BookCopy(symbol, depth);
+  const w = { copy, gaps: 0, close };
+  let ws = null;
+  let closed = false;
+  let attempt = 0;
+  let timer = 0;
+  const subscribe = () => ws.send(JSON.stringify({ op: 'subscribe', channel: 'book', symbols: [symbol], depth }));
+
+  async function open() {
+    if (closed) return;
+    status('connecting');
+    const token = typeof opts.token === 'function' ? await opts.token() : opts.token;
+    if (closed) return;
+    const u = new URL('v1/ws', baseUrl);
+    u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    if (token) u.searchParams.set('token', token);
+    const sock = (ws = new WS(u.toString()));
+    sock.onopen = () => subscribe();
+    sock.onmessage = (ev) => {
+      if (ws !== sock || typeof ev.data !== 'string') return;
+      let m;
+      try {
+        m = JSON.parse(ev.data);
+      } catch (_) {
+        return;
+      }
+      if (m.type === 'error') {
+        status('refused', m);
+      } else if (m.type === 'book' && m.symbol === symbol) {
+        try {
+          copy.apply(m);
+        } catch (e) {
+          if (!(e instanceof BookGap)) throw e;
+          w.gaps++;
+          status('gap', e.message);
+          subscribe(); // the relay starts again from a snapshot
+          return;
+        }
+        attempt = 0;
+        status('live');
+        if (opts.onBook) opts.onBook(copy.view());
+      }
+    };
+    sock.onclose = () => {
+      if (ws !== sock) return;
+      copy.reset();
+      if (closed) return;
+      status('connecting');
+      timer = setTimeout(open, backoff(attempt++));
+    };
+  }
+
+  function close() {
+    closed = true;
+    clearTimeout(timer);
+    if (ws) ws.close();
+    status('closed');
+  }
+
+  open();
+  return w;
 }

@@ -3,11 +3,14 @@
 // (size 0 deletes, the side re-sorted and cut to the depth), a missed frame
 // and a wrong checksum detected; then against a real relay fed by a real
 // feed-simulator with books: every /v1/book answer's checksum agrees with
-// the copy built from it, at several depths.
+// the copy built from it, at several depths; and watchBook, live over the
+// relay's WebSocket while the simulator moves the books, applies every frame
+// with no gap and holds what /v1/book answers.
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { BookCopy, BookGap, bookChecksum, crc32 } from '../lib/book.js';
+import { watchBook } from '../tickrelay.js';
 import {
   SIM_BIN, freeTcpPort, freeUdpPort, killAll, run, startRelay, uniqueGroup, waitFor, waitReady,
 } from './harness.mjs';
@@ -96,4 +99,32 @@ test('every /v1/book answer checks out in a copy built from it, at several depth
     }
     return { done: checked === 20, seen };
   });
+});
+
+test('watchBook follows a live book over WebSocket with no gap and holds what /v1/book answers', async () => {
+  const symbol = (await (await fetch(base + '/v1/symbols')).json()).symbols[0].symbol;
+  const states = [];
+  let frames = 0;
+  const w = watchBook(base + '/', symbol, {
+    depth: 5,
+    onBook: () => frames++,
+    onStatus: (s, d) => states.push(d ? `${s}: ${JSON.stringify(d)}` : s),
+  });
+  try {
+    await waitFor('book frames of a moving book', async () => ({ done: frames >= 20, seen: { frames, states: states.slice(-3) } }));
+    // Equal to REST: read both until a REST answer and the copy agree (the
+    // book moves meanwhile; the copy may hold a seq behind REST's when only
+    // deeper levels moved, never levels REST has not).
+    await waitFor('the copy to equal /v1/book at depth 5', async () => {
+      const rest = new BookCopy(symbol, 5).apply(await (await fetch(`${base}/v1/book/${symbol}?depth=5`)).json());
+      const held = w.copy.view();
+      const same = JSON.stringify(rest.view().bids) === JSON.stringify(held.bids) &&
+        JSON.stringify(rest.view().asks) === JSON.stringify(held.asks);
+      return { done: same, seen: { rest: rest.view(), held } };
+    });
+    assert.equal(w.gaps, 0, `no frame missed and every checksum agreed: ${states.filter((s) => s.startsWith('gap')).join('; ')}`);
+    assert.ok(!states.some((s) => s.startsWith('refused')), states.join('; '));
+  } finally {
+    w.close();
+  }
 });
