@@ -15,7 +15,7 @@ use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
@@ -32,6 +32,7 @@ use crate::transport::kind::{SlowReason, Transport};
 use crate::transport::pacer::Beat;
 use crate::transport::subscriptions::Subscriptions;
 use crate::transport::user::{ConnUser, Deliveries, Watched, watch_expiry};
+use crate::transport::wsdeflate::Outgoing;
 use crate::transport::wsframe::{self, opcode};
 use std::sync::{Arc, Weak};
 
@@ -65,6 +66,8 @@ pub struct WriteState {
     held: Option<Instant>,
     /// The connection must end so.
     verdict: Option<Verdict>,
+    /// permessage-deflate, when the WebSocket client negotiated it.
+    deflate: Option<Outgoing>,
 }
 
 /// What the task waits for next.
@@ -218,11 +221,17 @@ impl WriteSide {
                 blocked_since: None,
                 held: None,
                 verdict: None,
+                deflate: None,
             }),
             wake: Wake::default(),
             deliveries: Deliveries::of(&state, user),
             state,
         }
+    }
+
+    /// Compresses this WebSocket connection's messages from now on.
+    pub fn set_deflate(&self, deflate: Outgoing) {
+        self.lock().deflate = Some(deflate);
     }
 
     /// The client's user, when it came with a per-user token.
@@ -400,7 +409,7 @@ impl WriteSide {
         let mut start = 0;
         if batch.reset.is_some() {
             self.feed_payload(frame, w.subs.promised);
-            self.seal(frame, 0);
+            self.seal_message(w, frame, 0);
         }
         if !quotes.is_empty() {
             let at = frame.len();
@@ -415,7 +424,7 @@ impl WriteSide {
                 }
             }
             let len = frame.len() - at - HEAD_ROOM;
-            let head = self.seal_in_room(frame, at);
+            let head = self.seal_in_room(w, frame, at);
             if at == 0 {
                 start = head;
             } else {
@@ -435,9 +444,10 @@ impl WriteSide {
     /// Frames the payload that follows `HEAD_ROOM` bytes kept at `at`: the
     /// header goes at the end of that room (an HTTP chunk's trailing CRLF
     /// after the payload). Returns where the frame now begins.
-    fn seal_in_room(&self, buf: &mut Vec<u8>, at: usize) -> usize {
+    fn seal_in_room(&self, w: &mut WriteState, buf: &mut Vec<u8>, at: usize) -> usize {
+        let compressed = w.deflate.as_mut().map(|d| d.compress_tail(buf, at + HEAD_ROOM));
         let len = buf.len() - at - HEAD_ROOM;
-        let (head, n) = self.head(len);
+        let (head, n) = self.head(len, compressed.is_some());
         let begin = at + HEAD_ROOM - n;
         buf[begin..at + HEAD_ROOM].copy_from_slice(&head[..n]);
         if self.framing == Framing::Sse {
@@ -446,9 +456,9 @@ impl WriteSide {
         begin
     }
 
-    /// The frame header (WebSocket) or chunk-size line (SSE) for a payload
-    /// of `len` bytes: its first `n` bytes.
-    fn head(&self, len: usize) -> ([u8; HEAD_ROOM], usize) {
+    /// The frame header (WebSocket; RSV1 set when `compressed`) or
+    /// chunk-size line (SSE) for a payload of `len` bytes: its first `n` bytes.
+    fn head(&self, len: usize, compressed: bool) -> ([u8; HEAD_ROOM], usize) {
         let mut out = [0u8; HEAD_ROOM];
         let op = match self.framing {
             Framing::Ws(Format::Json) => opcode::TEXT,
@@ -460,6 +470,9 @@ impl WriteSide {
         };
         let (h, n) = wsframe::header_bytes(op, len);
         out[..n].copy_from_slice(&h[..n]);
+        if compressed {
+            out[0] |= wsframe::RSV1;
+        }
         (out, n)
     }
 
@@ -500,11 +513,25 @@ impl WriteSide {
     /// header before it, or an HTTP chunk around it.
     pub fn seal(&self, buf: &mut Vec<u8>, at: usize) {
         let len = buf.len() - at;
-        let (head, n) = self.head(len);
+        let (head, n) = self.head(len, false);
         if self.framing == Framing::Sse {
             buf.extend_from_slice(b"\r\n");
         }
         buf.splice(at..at, head[..n].iter().copied());
+    }
+
+    /// [`WriteSide::seal`] for a WebSocket message, compressed first when
+    /// the client negotiated permessage-deflate: under the writer's lock,
+    /// so messages are compressed in the order they are written.
+    pub fn seal_message(&self, w: &mut WriteState, buf: &mut Vec<u8>, at: usize) {
+        match w.deflate.as_mut() {
+            Some(d) => {
+                d.compress_tail(buf, at);
+                let (head, n) = self.head(buf.len() - at, true);
+                buf.splice(at..at, head[..n].iter().copied());
+            }
+            None => self.seal(buf, at),
+        }
     }
 
     /// Writes `bytes` now if the socket takes them; the rest waits for the
@@ -630,49 +657,6 @@ pub fn sse_head(out: &mut Vec<u8>, name: &str, session: &str, seq: u64) {
     out.extend_from_slice(b"\nevent: ");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\ndata: ");
-}
-
-/// Writes all of `bytes`, waiting for the socket as needed.
-pub async fn write_all(tcp: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    // Once straight to the socket, past tokio's readiness: a send buffer
-    // just grown (`slow::make_room`) takes the bytes though no wake-up says so.
-    if !bytes.is_empty()
-        && let Ok(n) = socket2::SockRef::from(tcp).send(bytes)
-    {
-        bytes = &bytes[n..];
-    }
-    while !bytes.is_empty() {
-        tcp.writable().await?;
-        match tcp.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Reads (and drops) until the peer closes or `within` passes, so a last
-/// frame is not lost to a reset on unread data.
-pub async fn linger(tcp: &TcpStream, within: Duration) {
-    let _ = tokio::time::timeout(within, async {
-        while tcp.readable().await.is_ok() && !read_gone(tcp) {}
-    })
-    .await;
-}
-
-/// Reads and drops what the peer sent; true once it has closed (or failed).
-/// Not async: its buffer is on the stack only while it runs, never in a
-/// connection's future.
-pub fn read_gone(tcp: &TcpStream) -> bool {
-    let mut buf = [0u8; 1024];
-    loop {
-        match tcp.try_read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) => return e.kind() != ErrorKind::WouldBlock,
-        }
-    }
 }
 
 impl Watched for WriteSide {
