@@ -234,7 +234,7 @@ mod tests {
     fn a_bomb_stops_at_the_limit_and_garbage_is_refused() {
         let mut bomb = Vec::new();
         Deflater::default().message(&vec![b'a'; 50 << 20], &mut bomb, false);
-        assert!(bomb.len() < 100_000, "{}", bomb.len());
+        assert!(bomb.len() < 500_000, "{}", bomb.len());
         let mut i = Inflater::new(true);
         assert_eq!(i.message(&bomb, 64 * 1024), Err(InflateError::TooBig));
         // The window was reset: the next message inflates.

@@ -12,9 +12,7 @@
 mod codec;
 mod offer;
 
-pub use codec::{
-    DEFLATER_BYTES, Deflater, INFLATER_BYTES, InflateError, Inflater, compress_alone,
-};
+pub use codec::{DEFLATER_BYTES, Deflater, INFLATER_BYTES, InflateError, Inflater, compress_alone};
 pub use offer::{Agreement, negotiate};
 
 /// The `deflate` setting: whether and how the relay compresses WebSocket

@@ -216,7 +216,10 @@ mod tests {
         );
         // Over several header lines.
         assert_eq!(
-            negotiate(ctx, ["foo", "permessage-deflate; client_no_context_takeover"]),
+            negotiate(
+                ctx,
+                ["foo", "permessage-deflate; client_no_context_takeover"]
+            ),
             Some(Agreement {
                 client_no_context: true,
                 ..Agreement::default()
@@ -224,7 +227,11 @@ mod tests {
         );
         // no_context answers both resets whatever was offered.
         assert_eq!(
-            answer(Mode::NoContext, "permessage-deflate; client_max_window_bits").as_deref(),
+            answer(
+                Mode::NoContext,
+                "permessage-deflate; client_max_window_bits"
+            )
+            .as_deref(),
             Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
         );
         assert_eq!(answer(Mode::Off, "permessage-deflate"), None);
@@ -264,7 +271,11 @@ mod tests {
             None
         );
         assert_eq!(
-            answer(Mode::Context, "PerMessage-Deflate; client_max_window_bits=\"12\"").as_deref(),
+            answer(
+                Mode::Context,
+                "PerMessage-Deflate; client_max_window_bits=\"12\""
+            )
+            .as_deref(),
             Some("permessage-deflate")
         );
     }

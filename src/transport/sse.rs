@@ -32,9 +32,7 @@ use crate::transport::subscriptions::{
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
 use crate::transport::user::{ConnUser, Expiry, TOKEN_EXPIRED};
-use crate::transport::writer::{
-    Event, Framing, Verdict, WriteSide, sse_head,
-};
+use crate::transport::writer::{Event, Framing, Verdict, WriteSide, sse_head};
 
 /// Query of `/v1/stream`.
 #[derive(Debug, Deserialize)]

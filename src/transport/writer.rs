@@ -445,7 +445,10 @@ impl WriteSide {
     /// header goes at the end of that room (an HTTP chunk's trailing CRLF
     /// after the payload). Returns where the frame now begins.
     fn seal_in_room(&self, w: &mut WriteState, buf: &mut Vec<u8>, at: usize) -> usize {
-        let compressed = w.deflate.as_mut().map(|d| d.compress_tail(buf, at + HEAD_ROOM));
+        let compressed = w
+            .deflate
+            .as_mut()
+            .map(|d| d.compress_tail(buf, at + HEAD_ROOM));
         let len = buf.len() - at - HEAD_ROOM;
         let (head, n) = self.head(len, compressed.is_some());
         let begin = at + HEAD_ROOM - n;

@@ -40,6 +40,7 @@ use crate::deflate::{Agreement, Inflater};
 use crate::fanout::{Encoded, Format, Sweep, envelope};
 use crate::feed::FeedState;
 use crate::transport::kind::{SlowReason, Transport};
+use crate::transport::slow::write_all;
 use crate::transport::snapshot::allowed_locates;
 use crate::transport::subscriptions::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
@@ -47,7 +48,6 @@ use crate::transport::subscriptions::{
 use crate::transport::task::{Pacers, Protocol, Step, Task};
 use crate::transport::user::TOKEN_EXPIRED;
 use crate::transport::user::{ConnUser, Expiry};
-use crate::transport::slow::write_all;
 use crate::transport::writer::{Event, Framing, Verdict, WriteSide, WriteState};
 use crate::transport::wsdeflate::{Held, Outgoing};
 use crate::transport::wsframe::{self, CloseWait, FrameError, Incoming, opcode};

@@ -44,8 +44,11 @@ impl Target for DeflateTarget {
             ];
             let mut out = String::from("H");
             for _ in 0..rng.gen_range(1..4) {
-                let mut offer = ["permessage-deflate", "x-webkit-deflate-frame", "PERMESSAGE-DEFLATE"]
-                    [rng.gen_range(0..3)]
+                let mut offer = [
+                    "permessage-deflate",
+                    "x-webkit-deflate-frame",
+                    "PERMESSAGE-DEFLATE",
+                ][rng.gen_range(0..3)]
                 .to_owned();
                 for _ in 0..rng.gen_range(0..4) {
                     offer.push_str(["; ", ";", " ;"][rng.gen_range(0..3)]);
