@@ -102,6 +102,8 @@ settings! {
     ops_per_second: u32 = "TICKRELAY_OPS_PER_SECOND";
     /// Queue length of `every` mode per client; overflow closes it (4008) [default: 4096].
     every_queue: usize = "TICKRELAY_EVERY_QUEUE";
+    /// WebSocket permessage-deflate: `off`, `no_context` (each message compressed on its own) or `context` (a compressor per connection) [default: no_context].
+    deflate: String = "TICKRELAY_DEFLATE";
     /// Allow `*` (every symbol) subscriptions [default: true].
     allow_wildcard: bool = "TICKRELAY_ALLOW_WILDCARD";
     /// WebSocket ping interval, ms [default: 15000].
@@ -181,6 +183,8 @@ pub struct ClientPolicy {
     pub every_queue: usize,
     /// `*` allowed.
     pub allow_wildcard: bool,
+    /// WebSocket permessage-deflate.
+    pub deflate: crate::deflate::Mode,
     /// WebSocket ping interval.
     pub ping_interval: Duration,
     /// Silence after which a WebSocket peer is closed.
@@ -399,6 +403,16 @@ impl Settings {
             },
             every_queue: positive("every_queue", self.every_queue, 4096)?,
             allow_wildcard: self.allow_wildcard.unwrap_or(true),
+            deflate: match self.deflate.as_deref().map(crate::deflate::Mode::parse) {
+                None => crate::deflate::Mode::default(),
+                Some(Some(m)) => m,
+                Some(None) => {
+                    return Err(ConfigError::new(
+                        "deflate",
+                        "must be `off`, `no_context` or `context`",
+                    ));
+                }
+            },
             ping_interval: ms("ping_interval_ms", self.ping_interval_ms, 15_000, 10)?,
             idle_timeout: ms("idle_timeout_ms", self.idle_timeout_ms, 45_000, 10)?,
             write_timeout: ms("write_timeout_ms", self.write_timeout_ms, 10_000, 10)?,

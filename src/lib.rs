@@ -17,6 +17,7 @@
 //! | base | [`admission`] | who gets in: connection slots, operation rates, the [`admission::Limit`] that refused (a leaf) |
 //! | base | [`auth`] | who a client is: JSON Web Tokens verified, their claims compiled into an [`auth::Entitlement`] (a leaf) |
 //! | base | [`wire`] | the feed packet and message codec; pure, shared with the simulator |
+//! | base | [`deflate`] | permessage-deflate (RFC 7692): the offers answered, the message codec; pure |
 //! | metrics | [`metrics`] | every metric, named in one place, one file per domain |
 //! | ingest | [`retransmit`] | gap repair: the request, the packet history and its server |
 //! | ingest | [`nats`] | the feed through NATS JetStream: the bridge's publisher, the stream line |
@@ -44,6 +45,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod deflate;
 pub mod fanout;
 pub mod feed;
 pub mod http;

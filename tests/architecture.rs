@@ -45,6 +45,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "price",
             "procfs",
             "wire",
+            "deflate",
             "admission",
             "feed::status",
             "transport::kind",

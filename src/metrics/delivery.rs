@@ -68,6 +68,14 @@ pub struct StreamMetrics {
     pub limit_refusals: Family<LimitLabel, Counter>,
     /// Long-poll requests waiting for a change.
     pub longpoll_waiters: Gauge,
+    /// WebSocket connections with permessage-deflate.
+    pub ws_deflate_connections: Gauge,
+    /// Bytes held between messages by WebSocket connections' compressors
+    /// and inflaters (an estimate per compressor and inflater).
+    pub ws_deflate_bytes: Gauge,
+    /// Compressed WebSocket messages that reused the compression of the
+    /// same bytes just before on the same thread.
+    pub ws_deflate_shared: Counter,
 }
 
 /// Per-connection handles, resolved once per connection. Every client of a
@@ -132,6 +140,9 @@ impl StreamMetrics {
             tick_to_write: Family::new_with_constructor(|| AtomicHistogram::new(latency_buckets())),
             limit_refusals: Family::default(),
             longpoll_waiters: Gauge::default(),
+            ws_deflate_connections: Gauge::default(),
+            ws_deflate_bytes: Gauge::default(),
+            ws_deflate_shared: Counter::default(),
         };
         for t in Transport::ALL {
             let l = TransportLabel::from(t);
@@ -193,6 +204,21 @@ impl StreamMetrics {
             "longpoll_waiters",
             "Long-poll requests waiting for a change",
             stream.longpoll_waiters.clone(),
+        );
+        registry.register(
+            "ws_deflate_connections",
+            "WebSocket connections with permessage-deflate negotiated",
+            stream.ws_deflate_connections.clone(),
+        );
+        registry.register(
+            "ws_deflate_bytes",
+            "Bytes held between messages by WebSocket compressors and inflaters (estimated)",
+            stream.ws_deflate_bytes.clone(),
+        );
+        registry.register(
+            "ws_deflate_shared_messages",
+            "Compressed WebSocket messages that reused the compression of the same bytes",
+            stream.ws_deflate_shared.clone(),
         );
 
         for limit in Limit::ALL {

@@ -12,6 +12,7 @@
 //! | [`sse`] | `/v1/stream`: Server-Sent Events |
 //! | [`ws`] | `/v1/ws`: WebSocket, its client operations and close codes |
 //! | [`wsframe`] | RFC 6455 framing: the relay's own frame reader and writer |
+//! | [`wsdeflate`] | permessage-deflate on a connection: its compressor and what it holds |
 //! | [`wsmsg`] | the server's WebSocket messages (subscribed, status, errors) |
 //! | [`subscriptions`] | a client's subscription table and its drain into frames |
 //! | [`writer`] | the write side of a streaming connection: batching, writing, backpressure |
@@ -35,5 +36,6 @@ pub mod task;
 pub mod user;
 pub mod writer;
 pub mod ws;
+pub mod wsdeflate;
 pub mod wsframe;
 pub mod wsmsg;

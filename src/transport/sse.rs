@@ -28,15 +28,13 @@ use crate::metrics::TransportCounters;
 use crate::table::BookFrame;
 use crate::transport::bookstream::{self, requested_books};
 use crate::transport::kind::{SlowReason, Transport};
-use crate::transport::slow::{self, SlowSignal};
+use crate::transport::slow::{self, SlowSignal, linger, read_gone, write_all};
 use crate::transport::subscriptions::{
     Batch, Subscriptions, acquire, batch_window, requested_locates, resume_point, sub_options,
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
 use crate::transport::user::{ConnUser, Expiry, TOKEN_EXPIRED};
-use crate::transport::writer::{
-    Event, Framing, Verdict, WriteSide, linger, read_gone, sse_head, write_all,
-};
+use crate::transport::writer::{Event, Framing, Verdict, WriteSide, sse_head};
 
 /// Query of `/v1/stream`.
 #[derive(Debug, Deserialize)]

@@ -33,6 +33,7 @@ use crate::transport::kind::{SlowReason, Transport};
 use crate::transport::pacer::Beat;
 use crate::transport::subscriptions::Subscriptions;
 use crate::transport::user::{ConnUser, Deliveries, Watched, watch_expiry};
+use crate::transport::wsdeflate::Outgoing;
 use crate::transport::wsframe::{self, opcode};
 use std::sync::{Arc, Weak};
 
@@ -69,6 +70,8 @@ pub struct WriteState {
     held: Option<Instant>,
     /// The connection must end so.
     verdict: Option<Verdict>,
+    /// permessage-deflate, when the WebSocket client negotiated it.
+    deflate: Option<Outgoing>,
 }
 
 /// What the task waits for next.
@@ -222,11 +225,17 @@ impl WriteSide {
                 blocked_since: None,
                 held: None,
                 verdict: None,
+                deflate: None,
             }),
             wake: Wake::default(),
             deliveries: Deliveries::of(&state, user),
             state,
         }
+    }
+
+    /// Compresses this WebSocket connection's messages from now on.
+    pub fn set_deflate(&self, deflate: Outgoing) {
+        self.lock().deflate = Some(deflate);
     }
 
     /// The client's user, when it came with a per-user token.
@@ -404,7 +413,7 @@ impl WriteSide {
         let mut start = 0;
         if batch.reset.is_some() {
             self.feed_payload(frame, w.subs.promised);
-            self.seal(frame, 0);
+            self.seal_message(w, frame, 0);
         }
         if !quotes.is_empty() {
             let at = frame.len();
@@ -419,7 +428,7 @@ impl WriteSide {
                 }
             }
             let len = frame.len() - at - HEAD_ROOM;
-            let head = self.seal_in_room(frame, at);
+            let head = self.seal_in_room(w, frame, at);
             if at == 0 {
                 start = head;
             } else {
@@ -452,9 +461,13 @@ impl WriteSide {
     /// Frames the payload that follows `HEAD_ROOM` bytes kept at `at`: the
     /// header goes at the end of that room (an HTTP chunk's trailing CRLF
     /// after the payload). Returns where the frame now begins.
-    fn seal_in_room(&self, buf: &mut Vec<u8>, at: usize) -> usize {
+    fn seal_in_room(&self, w: &mut WriteState, buf: &mut Vec<u8>, at: usize) -> usize {
+        let compressed = w
+            .deflate
+            .as_mut()
+            .map(|d| d.compress_tail(buf, at + HEAD_ROOM));
         let len = buf.len() - at - HEAD_ROOM;
-        let (head, n) = self.head(len);
+        let (head, n) = self.head(len, compressed.is_some());
         let begin = at + HEAD_ROOM - n;
         buf[begin..at + HEAD_ROOM].copy_from_slice(&head[..n]);
         if self.framing == Framing::Sse {
@@ -463,9 +476,9 @@ impl WriteSide {
         begin
     }
 
-    /// The frame header (WebSocket) or chunk-size line (SSE) for a payload
-    /// of `len` bytes: its first `n` bytes.
-    fn head(&self, len: usize) -> ([u8; HEAD_ROOM], usize) {
+    /// The frame header (WebSocket; RSV1 set when `compressed`) or
+    /// chunk-size line (SSE) for a payload of `len` bytes: its first `n` bytes.
+    fn head(&self, len: usize, compressed: bool) -> ([u8; HEAD_ROOM], usize) {
         let mut out = [0u8; HEAD_ROOM];
         let op = match self.framing {
             Framing::Ws(Format::Json) => opcode::TEXT,
@@ -477,6 +490,9 @@ impl WriteSide {
         };
         let (h, n) = wsframe::header_bytes(op, len);
         out[..n].copy_from_slice(&h[..n]);
+        if compressed {
+            out[0] |= wsframe::RSV1;
+        }
         (out, n)
     }
 
@@ -517,11 +533,25 @@ impl WriteSide {
     /// header before it, or an HTTP chunk around it.
     pub fn seal(&self, buf: &mut Vec<u8>, at: usize) {
         let len = buf.len() - at;
-        let (head, n) = self.head(len);
+        let (head, n) = self.head(len, false);
         if self.framing == Framing::Sse {
             buf.extend_from_slice(b"\r\n");
         }
         buf.splice(at..at, head[..n].iter().copied());
+    }
+
+    /// [`WriteSide::seal`] for a WebSocket message, compressed first when
+    /// the client negotiated permessage-deflate: under the writer's lock,
+    /// so messages are compressed in the order they are written.
+    pub fn seal_message(&self, w: &mut WriteState, buf: &mut Vec<u8>, at: usize) {
+        match w.deflate.as_mut() {
+            Some(d) => {
+                d.compress_tail(buf, at);
+                let (head, n) = self.head(buf.len() - at, true);
+                buf.splice(at..at, head[..n].iter().copied());
+            }
+            None => self.seal(buf, at),
+        }
     }
 
     /// Writes `bytes` now if the socket takes them; the rest waits for the

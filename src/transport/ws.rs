@@ -12,7 +12,8 @@
 //!
 //! Server frames are framed here (`wsframe`): unmasked, a 2–10 byte header.
 //! JSON text frames by default; the `tickrelay.msgpack` subprotocol gives
-//! MessagePack binary frames.
+//! MessagePack binary frames. permessage-deflate (RFC 7692) is negotiated
+//! per the `deflate` setting (`crate::deflate`, `wsdeflate`).
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -35,9 +36,11 @@ use crate::admission::{ConnGuard, OpRate};
 use crate::api::{ApiError, AppState, Door, ErrorCode, Refused, close, parse_symbol_list};
 use crate::api::{entitled, identify};
 use crate::auth::{Channel, Identity};
+use crate::deflate::{Agreement, Inflater};
 use crate::fanout::{Encoded, Format, Sweep, envelope};
 use crate::feed::FeedState;
 use crate::transport::kind::{SlowReason, Transport};
+use crate::transport::slow::write_all;
 use crate::transport::snapshot::allowed_locates;
 use crate::transport::subscriptions::{
     Batch, SubOptions, Subscriptions, batch_window, resume_point, sub_options,
@@ -45,7 +48,8 @@ use crate::transport::subscriptions::{
 use crate::transport::task::{Pacers, Protocol, Step, Task};
 use crate::transport::user::TOKEN_EXPIRED;
 use crate::transport::user::{ConnUser, Expiry};
-use crate::transport::writer::{Event, Framing, Verdict, WriteSide, WriteState, write_all};
+use crate::transport::writer::{Event, Framing, Verdict, WriteSide, WriteState};
+use crate::transport::wsdeflate::{Held, Outgoing};
 use crate::transport::wsframe::{self, CloseWait, FrameError, Incoming, opcode};
 use crate::transport::wsmsg::{ServerFrame, feed_frame};
 
@@ -163,6 +167,14 @@ pub async fn handler(
         },
         (_, refusal, _) => (None, refusal),
     };
+    let offers = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let deflate = refusal
+        .is_none()
+        .then(|| crate::deflate::negotiate(state.config.policy.deflate, offers))
+        .flatten();
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -174,11 +186,14 @@ pub async fn handler(
     if let Some(p) = protocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
+    if let Some(v) = deflate.and_then(|a| HeaderValue::from_str(&a.response()).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
+    }
     // The connection's own task (`transport::task`), spawned as it is.
     let spawn = tracker.clone();
     let start = move |tcp: TcpStream, read: Bytes| match (guard, refusal) {
         (Some(guard), None) => {
-            let conn = Conn::start(state, tcp, read, format, guard, user);
+            let conn = Conn::start(state, tcp, read, (format, deflate), guard, user);
             pacers.ws.add(&conn.direct);
             spawn.spawn(Task::new(conn));
         }
@@ -309,6 +324,8 @@ struct Conn {
     last_heard: Instant,
     /// The client's Close frame has come: the server waits for no other.
     peer_closed: bool,
+    /// What the reader's inflater holds (permessage-deflate).
+    inflater_held: Option<Held>,
     _guard: ConnGuard,
 }
 
@@ -317,7 +334,7 @@ impl Conn {
         state: AppState,
         tcp: TcpStream,
         read: Bytes,
-        format: Format,
+        (format, deflate): (Format, Option<Agreement>),
         guard: ConnGuard,
         user: Option<Arc<ConnUser>>,
     ) -> Self {
@@ -335,9 +352,14 @@ impl Conn {
             user,
         ));
         direct.watch_user();
+        let mut reader = wsframe::Reader::default();
+        let metrics = &state.hub.metrics;
+        if let Some(agreement) = deflate {
+            direct.set_deflate(Outgoing::new(agreement, metrics));
+            reader.inflater = Some(Inflater::new(!agreement.client_no_context));
+        }
         let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<WriteSide>;
         client.set_direct(sink);
-        let mut reader = wsframe::Reader::default();
         reader.buf.extend_from_slice(&read);
         let mut feed = state.feed.clone();
         feed.mark_unchanged();
@@ -352,6 +374,7 @@ impl Conn {
             reader,
             last_heard: Instant::now(),
             peer_closed: false,
+            inflater_held: deflate.map(|_| Held::new(metrics)),
             _guard: guard,
         };
         // Bytes that came with the upgrade request.
@@ -465,6 +488,9 @@ impl Conn {
                     return Flow::Close(code, why.into());
                 }
             };
+            if let (Some(held), Some(i)) = (&mut self.inflater_held, &self.reader.inflater) {
+                held.set(i.held_bytes());
+            }
             let flow = self.incoming(msg);
             if !matches!(flow, Flow::Continue) {
                 return flow;
@@ -504,8 +530,9 @@ impl Conn {
         }
     }
 
-    /// Appends a control envelope (`subscribed`, `pong`, …) as one frame.
-    fn control_into(&self, out: &mut Vec<u8>, frame: &ServerFrame<'_>) {
+    /// Appends a control envelope (`subscribed`, `pong`, …) as one frame
+    /// (compressed under the writer's lock `w`, as it is then written).
+    fn control_into(&self, w: &mut WriteState, out: &mut Vec<u8>, frame: &ServerFrame<'_>) {
         let at = out.len();
         match self.format {
             Format::Json => {
@@ -515,7 +542,7 @@ impl Conn {
                 let _ = rmp_serde::encode::write_named(&mut *out, frame);
             }
         }
-        self.direct.seal(out, at);
+        self.direct.seal_message(w, out, at);
     }
 
     fn error(&mut self, code: ErrorCode, message: &str) -> Flow {
@@ -527,8 +554,8 @@ impl Conn {
 
     fn send(&self, frame: &ServerFrame<'_>) -> Flow {
         let mut out = Vec::new();
-        self.control_into(&mut out, frame);
         let mut w = self.direct.lock();
+        self.control_into(&mut w, &mut out, frame);
         self.direct.write(&mut w, &out);
         Flow::Continue
     }

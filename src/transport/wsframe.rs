@@ -3,7 +3,11 @@
 //! parsed from one (masked, possibly fragmented, control frames between
 //! fragments), and the closing handshake's wait for the client's Close
 //! ([`CloseWait`]). Every rule of RFC 6455 §5 that a client can break ends
-//! in a [`FrameError`] with its close code. No I/O here.
+//! in a [`FrameError`] with its close code. With permessage-deflate
+//! negotiated (RFC 7692), a message whose first frame has RSV1 set is
+//! inflated once whole, at most `max_frame_bytes` of it. No I/O here.
+
+use crate::deflate::{InflateError, Inflater};
 
 /// Frame opcodes.
 pub mod opcode {
@@ -51,6 +55,9 @@ pub fn header_bytes(opcode: u8, len: usize) -> ([u8; MAX_HEADER], usize) {
         (head, 10)
     }
 }
+
+/// The first header bit of a compressed message (permessage-deflate).
+pub const RSV1: u8 = 0x40;
 
 /// The longest server frame header (unmasked, 64-bit length).
 pub const MAX_HEADER: usize = 10;
@@ -110,8 +117,12 @@ pub fn valid_close_code(code: u16) -> bool {
 pub struct Reader {
     /// Bytes read and not yet parsed.
     pub buf: Vec<u8>,
-    /// A fragmented message in progress: its opcode and payload so far.
-    partial: Option<(u8, Vec<u8>)>,
+    /// A fragmented message in progress: its opcode, whether it is
+    /// compressed, and its payload so far.
+    partial: Option<(u8, bool, Vec<u8>)>,
+    /// With permessage-deflate negotiated: the client's messages may be
+    /// compressed (RSV1), and are inflated here.
+    pub inflater: Option<Inflater>,
 }
 
 impl Reader {
@@ -119,7 +130,7 @@ impl Reader {
     /// `None` if more bytes are needed. `max` bounds a message's size.
     pub fn next(&mut self, max: usize) -> Result<Option<Incoming>, FrameError> {
         loop {
-            let Some((op, fin, payload)) = self.frame(max)? else {
+            let Some((op, fin, rsv1, payload)) = self.frame(max)? else {
                 return Ok(None);
             };
             if op >= 0x8 {
@@ -130,27 +141,41 @@ impl Reader {
                     _ => return Err(FrameError::Protocol("unknown control opcode")),
                 }));
             }
-            let (op, data) = match (op, self.partial.take()) {
-                (opcode::CONTINUATION, Some((first, mut data))) => {
+            let (op, compressed, data) = match (op, self.partial.take()) {
+                (opcode::CONTINUATION, _) if rsv1 => {
+                    return Err(FrameError::Protocol("RSV1 on a continuation frame"));
+                }
+                (opcode::CONTINUATION, Some((first, compressed, mut data))) => {
                     if data.len() + payload.len() > max {
                         return Err(FrameError::TooBig);
                     }
                     data.extend_from_slice(&payload);
-                    (first, data)
+                    (first, compressed, data)
                 }
                 (opcode::CONTINUATION, None) => {
                     return Err(FrameError::Protocol("continuation without a message"));
                 }
-                (opcode::TEXT | opcode::BINARY, None) => (op, payload),
+                (opcode::TEXT | opcode::BINARY, None) => (op, rsv1, payload),
                 (opcode::TEXT | opcode::BINARY, Some(_)) => {
                     return Err(FrameError::Protocol("new message inside a fragmented one"));
                 }
                 _ => return Err(FrameError::Protocol("unknown opcode")),
             };
             if !fin {
-                self.partial = Some((op, data));
+                self.partial = Some((op, compressed, data));
                 continue;
             }
+            let data = match (compressed, self.inflater.as_mut()) {
+                (false, _) => data,
+                (true, Some(inflater)) => match inflater.message(&data, max) {
+                    Ok(d) => d,
+                    Err(InflateError::TooBig) => return Err(FrameError::TooBig),
+                    Err(InflateError::Corrupt) => {
+                        return Err(FrameError::Protocol("compressed message is not deflate"));
+                    }
+                },
+                (true, None) => return Err(FrameError::Protocol("reserved bits set")),
+            };
             return Ok(Some(if op == opcode::TEXT {
                 if std::str::from_utf8(&data).is_err() {
                     return Err(FrameError::InvalidUtf8("text message is not UTF-8"));
@@ -162,16 +187,18 @@ impl Reader {
         }
     }
 
-    /// One frame off the front of `buf`, unmasked: opcode, FIN, payload.
-    fn frame(&mut self, max: usize) -> Result<Option<(u8, bool, Vec<u8>)>, FrameError> {
+    /// One frame off the front of `buf`, unmasked: opcode, FIN, RSV1,
+    /// payload. RSV1 only with permessage-deflate, and only on data frames.
+    #[allow(clippy::type_complexity)]
+    fn frame(&mut self, max: usize) -> Result<Option<(u8, bool, bool, Vec<u8>)>, FrameError> {
         let b = &self.buf;
         if b.len() < 2 {
             return Ok(None);
         }
-        if b[0] & 0x70 != 0 {
+        let (fin, op, rsv1) = (b[0] & 0x80 != 0, b[0] & 0x0F, b[0] & RSV1 != 0);
+        if b[0] & 0x30 != 0 || (rsv1 && (self.inflater.is_none() || op >= 0x8)) {
             return Err(FrameError::Protocol("reserved bits set"));
         }
-        let (fin, op) = (b[0] & 0x80 != 0, b[0] & 0x0F);
         if b[1] & 0x80 == 0 {
             return Err(FrameError::Protocol("client frames must be masked"));
         }
@@ -203,7 +230,7 @@ impl Reader {
             .map(|(i, &x)| x ^ mask[i % 4])
             .collect();
         self.buf.drain(..start + len);
-        Ok(Some((op, fin, payload)))
+        Ok(Some((op, fin, rsv1, payload)))
     }
 
     /// Drops buffers grown for a large message once it is parsed, so an

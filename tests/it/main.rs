@@ -18,6 +18,7 @@ mod book;
 mod browser;
 mod chart;
 mod dashboards;
+mod deflate;
 mod delayed;
 mod deltas;
 mod deploy;

@@ -6,6 +6,8 @@
 //! - [`SequencerTarget`] (`sequencer`): the sequencer fed scripts of datagrams.
 //! - [`HttpHeadTarget`] (`http_head`): the request head parser of streams.
 //! - [`ClientOpTarget`] (`client_op`): WebSocket client operations.
+//! - [`DeflateTarget`] (`deflate`): permessage-deflate offers and
+//!   compressed client frames.
 //! - [`BookTarget`] (`book`): depth of book — `'L'`s and `'B'`s applied
 //!   and merged, in and out of recovery, and raw book messages.
 //!
@@ -13,6 +15,7 @@
 
 mod book;
 mod client_op;
+mod deflate;
 mod http_head;
 mod message;
 mod packet;
@@ -29,6 +32,7 @@ use crate::engine::{Target, fnv};
 
 pub use book::BookTarget;
 pub use client_op::ClientOpTarget;
+pub use deflate::DeflateTarget;
 pub use http_head::{HttpHeadTarget, ROUTE_EVERY, TCP_EVERY};
 pub use message::MessageTarget;
 pub use packet::PacketTarget;
@@ -43,6 +47,7 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(HttpHeadTarget::new()),
         Box::new(ClientOpTarget),
         Box::new(BookTarget),
+        Box::new(DeflateTarget),
     ]
 }
 
@@ -57,6 +62,10 @@ fn sig(parts: &[u64]) -> u64 {
         bytes.extend_from_slice(&p.to_le_bytes());
     }
     fnv(&bytes)
+}
+
+fn fnv_str(s: &str) -> u64 {
+    fnv(s.as_bytes())
 }
 
 fn error_index(e: DecodeError) -> u64 {

@@ -236,6 +236,7 @@ impl Conn {
         let d = &self.direct;
         let mut out = Vec::new();
         self.control_into(
+            w,
             &mut out,
             &ServerFrame::Subscribed {
                 channel: None,
@@ -251,7 +252,7 @@ impl Conn {
             Format::Msgpack => envelope::ws_snapshot_msgpack(seq, session.as_str(), quotes),
         });
         let len = out.len() - at;
-        d.seal(&mut out, at);
+        d.seal_message(w, &mut out, at);
         let batch = Batch {
             seq,
             quotes: quotes.to_vec(),

@@ -1,10 +1,15 @@
 //! A strict WebSocket client over `std::net`: raw frames, masked as a
 //! client must, and a check that the relay closes the TCP connection itself
-//! after the closing handshake (it never closes its side first).
+//! after the closing handshake (it never closes its side first). It may
+//! offer permessage-deflate (RFC 7692) and then inflates the relay's
+//! compressed messages and compresses its own, with flate2 here, as the
+//! answer's parameters say (a context reset per message where agreed).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
 /// How soon after the closing handshake the relay's FIN must come: well
 /// below the relay's own fallback waits (2 s for a client that never
@@ -45,6 +50,8 @@ pub(crate) fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
 pub(crate) struct Frame {
     pub(crate) op: u8,
     pub(crate) payload: Vec<u8>,
+    /// RSV1 was set: the payload here is inflated.
+    pub(crate) compressed: bool,
 }
 
 impl Frame {
@@ -63,22 +70,106 @@ impl Frame {
 pub(crate) struct Strict {
     pub(crate) tcp: TcpStream,
     pub(crate) buf: Vec<u8>,
+    /// The relay's `Sec-WebSocket-Extensions` answer and the codec it asks.
+    pub(crate) deflate: Option<Deflate>,
+}
+
+/// The client's side of permessage-deflate.
+pub(crate) struct Deflate {
+    pub(crate) answer: String,
+    inflate: Decompress,
+    /// The relay keeps its window between messages.
+    server_context: bool,
+    compress: Compress,
+    client_context: bool,
+}
+
+impl Deflate {
+    fn new(answer: &str) -> Deflate {
+        let has = |p: &str| answer.split(';').any(|x| x.trim() == p);
+        assert!(answer.starts_with("permessage-deflate"), "{answer}");
+        Deflate {
+            answer: answer.to_owned(),
+            inflate: Decompress::new(false),
+            server_context: !has("server_no_context_takeover"),
+            compress: Compress::new(Compression::default(), false),
+            client_context: !has("client_no_context_takeover"),
+        }
+    }
+
+    fn inflate(&mut self, payload: &[u8]) -> Vec<u8> {
+        if !self.server_context {
+            // Strict: a relay that took context over would fail here.
+            self.inflate.reset(false);
+        }
+        let mut input = payload.to_vec();
+        input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        let mut out = Vec::with_capacity(input.len() * 8 + 64);
+        let start = self.inflate.total_in();
+        loop {
+            let used = (self.inflate.total_in() - start) as usize;
+            self.inflate
+                .decompress_vec(&input[used..], &mut out, FlushDecompress::Sync)
+                .expect("the relay's message inflates");
+            if (self.inflate.total_in() - start) as usize == input.len()
+                && out.len() < out.capacity()
+            {
+                return out;
+            }
+            out.reserve(out.capacity().max(1024));
+        }
+    }
+
+    /// `payload` compressed as the next message, the tail removed.
+    pub(crate) fn compress(&mut self, payload: &[u8]) -> Vec<u8> {
+        if !self.client_context {
+            self.compress.reset();
+        }
+        let mut out = Vec::with_capacity(payload.len() + 64);
+        let start = self.compress.total_in();
+        loop {
+            let used = (self.compress.total_in() - start) as usize;
+            self.compress
+                .compress_vec(&payload[used..], &mut out, FlushCompress::Sync)
+                .unwrap();
+            if (self.compress.total_in() - start) as usize == payload.len()
+                && out.len() < out.capacity()
+            {
+                break;
+            }
+            out.reserve(out.capacity().max(1024));
+        }
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
 }
 
 impl Strict {
     /// Opens `/v1/ws` (`query` appended) and checks the 101.
     pub(crate) fn connect(addr: SocketAddr, query: &str) -> Strict {
+        Strict::connect_offering(addr, query, &[])
+    }
+
+    /// [`Strict::connect`] offering these `Sec-WebSocket-Extensions` lines;
+    /// with the relay's answer, the client speaks permessage-deflate.
+    pub(crate) fn connect_offering(addr: SocketAddr, query: &str, offers: &[&str]) -> Strict {
         let mut tcp = TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(super::DEADLINE)).unwrap();
+        let extensions: String = offers
+            .iter()
+            .map(|o| format!("Sec-WebSocket-Extensions: {o}\r\n"))
+            .collect();
         write!(
             tcp,
             "GET /v1/ws{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
         )
         .unwrap();
         let mut s = Strict {
             tcp,
             buf: Vec::new(),
+            deflate: None,
         };
         let end = loop {
             if let Some(i) = s.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -93,7 +184,22 @@ impl Strict {
             "the accept key: {head}"
         );
         s.buf.drain(..end);
+        s.deflate = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("sec-websocket-extensions")
+                    .then(|| v.trim())
+            })
+            .map(Deflate::new);
         s
+    }
+
+    /// Sends `payload` as one compressed text message (RSV1).
+    pub(crate) fn send_compressed(&mut self, payload: &[u8]) {
+        let d = self.deflate.as_mut().expect("permessage-deflate agreed");
+        let body = d.compress(payload);
+        self.send(&masked(TEXT | 0x40, &body));
     }
 
     /// Reads more; false at EOF.
@@ -119,7 +225,14 @@ impl Strict {
         loop {
             if self.buf.len() >= 2 {
                 let b = &self.buf;
-                assert_eq!(b[0] & 0x70, 0, "no reserved bits without an extension");
+                let rsv1 = b[0] & 0x40 != 0;
+                assert_eq!(b[0] & 0x30, 0, "RSV2 and RSV3 are never set");
+                assert!(
+                    !rsv1 || (self.deflate.is_some() && matches!(b[0] & 0x0F, 1 | 2)),
+                    "RSV1 only on data frames, with permessage-deflate agreed: {:#x}",
+                    b[0]
+                );
+                assert_eq!(b[0] & 0x80, 0x80, "the relay's frames are whole");
                 assert_eq!(b[1] & 0x80, 0, "server frames are not masked");
                 let (len, at) = match b[1] & 0x7F {
                     126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
@@ -131,11 +244,15 @@ impl Strict {
                     n => (n as usize, 2),
                 };
                 if len != usize::MAX && b.len() >= at + len {
-                    let frame = Frame {
+                    let mut frame = Frame {
                         op: b[0] & 0x0F,
                         payload: b[at..at + len].to_vec(),
+                        compressed: rsv1,
                     };
                     self.buf.drain(..at + len);
+                    if let (true, Some(d)) = (rsv1, self.deflate.as_mut()) {
+                        frame.payload = d.inflate(&frame.payload);
+                    }
                     return Some(frame);
                 }
             }

@@ -1,0 +1,209 @@
+//! permessage-deflate (RFC 7692) on `/v1/ws`, against a strict client that
+//! inflates and compresses with flate2 itself (`support::ws`): each
+//! negotiation variant carries quotes both ways, offers the relay cannot
+//! honour are declined (the connection goes on uncompressed), a
+//! compressed frame that inflates past `max_frame_bytes` is closed with
+//! 1009, and `deflate = off` never negotiates.
+
+use crate::support;
+
+use support::ws::{Strict, TEXT, masked};
+use support::{FeedAddr, FeedWriter, Relay};
+
+/// A relay with `extra` flags whose feed lists AAA and BBB, both quoted.
+fn start(extra: &[&str]) -> (Relay, FeedWriter) {
+    let group = FeedAddr::unique();
+    let mut args = vec!["--fanout-shards", "1"];
+    args.extend_from_slice(extra);
+    let relay = Relay::in_process_feed(group, &args);
+    let mut feed = FeedWriter::new(group, "DEFLATE");
+    feed.list(&["AAA", "BBB"]);
+    feed.send(&[
+        FeedWriter::quote_msg(0, 10_000),
+        FeedWriter::quote_msg(1, 20_000),
+    ]);
+    relay.wait_ready();
+    (relay, feed)
+}
+
+/// The next data frame whose text holds `needle` (pings and feed status
+/// skipped), and whether it came compressed.
+fn data_with(ws: &mut Strict, needle: &str) -> (String, bool) {
+    loop {
+        let f = ws.frame().unwrap_or_else(|| panic!("EOF before {needle}"));
+        if f.op == 0x1 && f.text().contains(needle) {
+            return (f.text(), f.compressed);
+        }
+        assert!(
+            f.op == 0x9 || f.text().contains(r#""type":"feed""#),
+            "{f:?}"
+        );
+    }
+}
+
+/// Subscribes (compressed when `compressed_ops`), then checks the snapshot
+/// and `rounds` ticks of AAA, each with its price, all compressed iff the
+/// extension was agreed; a compressed `ping` is answered.
+fn round_trip(ws: &mut Strict, feed: &mut FeedWriter, compressed_ops: bool, rounds: i64) {
+    let agreed = ws.deflate.is_some();
+    let sub = br#"{"op":"subscribe","symbols":["AAA"]}"#;
+    if compressed_ops {
+        ws.send_compressed(sub);
+    } else {
+        ws.send(&masked(TEXT, sub));
+    }
+    assert_eq!(data_with(ws, r#""type":"subscribed""#).1, agreed);
+    let (snap, c) = data_with(ws, r#""type":"snapshot""#);
+    assert!(snap.contains(r#""symbol":"AAA""#), "{snap}");
+    assert_eq!(c, agreed);
+    for i in 1..=rounds {
+        feed.send(&[FeedWriter::quote_msg(0, 10_000 + i)]);
+        let want = format!(r#""bid":"{}""#, price(10_000 + i));
+        loop {
+            let (ticks, c) = data_with(ws, r#""type":"ticks""#);
+            assert_eq!(c, agreed, "every data frame compressed iff agreed");
+            if ticks.contains(&want) {
+                break;
+            }
+        }
+    }
+    if compressed_ops {
+        ws.send_compressed(br#"{"op":"ping"}"#);
+    } else {
+        ws.send(&masked(TEXT, br#"{"op":"ping"}"#));
+    }
+    assert_eq!(data_with(ws, r#""type":"pong""#).1, agreed);
+}
+
+/// The text of a bid `n` as the feed writer quotes it.
+fn price(n: i64) -> String {
+    tickrelay::price::Price(n).to_string()
+}
+
+#[test]
+fn every_negotiation_variant_round_trips_quotes() {
+    let (relay, mut feed) = start(&["--deflate", "context"]);
+    for (offer, answer) in [
+        ("permessage-deflate", "permessage-deflate"),
+        (
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate",
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=15",
+            "permessage-deflate; server_max_window_bits=15",
+        ),
+        (
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        ),
+        (
+            // The first offer asks a window the relay cannot keep to.
+            "permessage-deflate; server_max_window_bits=10, permessage-deflate; client_no_context_takeover",
+            "permessage-deflate; client_no_context_takeover",
+        ),
+    ] {
+        let mut ws = Strict::connect_offering(relay.addr, "", &[offer]);
+        let got = ws.deflate.as_ref().map(|d| d.answer.clone());
+        assert_eq!(got.as_deref(), Some(answer), "offer {offer}");
+        round_trip(&mut ws, &mut feed, true, 5);
+    }
+    // A connection with context takeover holds a compressor and an inflater.
+    let ws = {
+        let mut ws = Strict::connect_offering(relay.addr, "", &["permessage-deflate"]);
+        round_trip(&mut ws, &mut feed, true, 2);
+        ws
+    };
+    relay.wait_metric("tickrelay_ws_deflate_bytes", |v| v > 300_000.0);
+    drop(ws);
+    relay.wait_metric("tickrelay_ws_deflate_bytes", |v| v == 0.0);
+    relay.wait_metric("tickrelay_ws_deflate_connections", |v| v == 0.0);
+
+    // The default, no_context: both sides reset per message, whatever the
+    // offer; nothing held between messages; two clients sent the same
+    // frames share one compression.
+    let (relay, mut feed) = start(&[]);
+    let offer = "permessage-deflate; client_max_window_bits";
+    let mut a = Strict::connect_offering(relay.addr, "", &[offer]);
+    let mut b = Strict::connect_offering(relay.addr, "", &[offer]);
+    assert_eq!(
+        a.deflate.as_ref().unwrap().answer,
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
+    round_trip(&mut a, &mut feed, true, 3);
+    round_trip(&mut b, &mut feed, false, 3);
+    for i in 0..20 {
+        feed.send(&[FeedWriter::quote_msg(0, 30_000 + i)]);
+        let want = format!(r#""bid":"{}""#, price(30_000 + i));
+        for ws in [&mut a, &mut b] {
+            while !data_with(ws, r#""type":"ticks""#).0.contains(&want) {}
+        }
+    }
+    let m = relay.metrics();
+    assert_eq!(m.get("tickrelay_ws_deflate_bytes"), 0.0);
+    assert_eq!(m.get("tickrelay_ws_deflate_connections"), 2.0);
+    assert!(
+        m.get("tickrelay_ws_deflate_shared_messages_total") > 0.0,
+        "the same ticks frame to both clients compressed once"
+    );
+}
+
+#[test]
+fn offers_the_relay_cannot_honour_are_declined_and_the_connection_works() {
+    let (relay, mut feed) = start(&["--deflate", "context"]);
+    for offer in [
+        "permessage-deflate; server_max_window_bits=10",
+        "permessage-deflate; server_max_window_bits",
+        "permessage-deflate; client_max_window_bits=16",
+        "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+        "permessage-deflate; server_no_context_takeover=yes",
+        "permessage-deflate; unknown_param",
+        "x-webkit-deflate-frame",
+    ] {
+        let mut ws = Strict::connect_offering(relay.addr, "", &[offer]);
+        assert!(ws.deflate.is_none(), "declined: {offer}");
+        round_trip(&mut ws, &mut feed, false, 2);
+        // RSV1 without the extension: a protocol error.
+        ws.send(&masked(TEXT | 0x40, b"x"));
+        assert_eq!(ws.until_close().0, 1002, "{offer}");
+    }
+}
+
+#[test]
+fn a_compressed_frame_inflating_past_max_frame_bytes_is_closed_1009() {
+    let (relay, mut feed) = start(&["--max-frame-bytes", "65536"]);
+    let mut ws = Strict::connect_offering(relay.addr, "", &["permessage-deflate"]);
+    round_trip(&mut ws, &mut feed, true, 1);
+    // 32 MiB of spaces in a frame of about 32 KiB.
+    let bomb = {
+        let d = ws.deflate.as_mut().unwrap();
+        let chunk = vec![b' '; 1 << 20];
+        let mut all = Vec::new();
+        for _ in 0..32 {
+            all.extend_from_slice(&chunk);
+        }
+        d.compress(&all)
+    };
+    assert!(bomb.len() < 65_536, "{}", bomb.len());
+    ws.send(&masked(TEXT | 0x40, &bomb));
+    let (code, reason) = ws.until_close();
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("max_frame_bytes"), "{reason}");
+    ws.answer_close(1009, "1009 after a bomb");
+}
+
+#[test]
+fn deflate_off_never_negotiates() {
+    let (relay, mut feed) = start(&["--deflate", "off"]);
+    let mut ws = Strict::connect_offering(
+        relay.addr,
+        "",
+        &[
+            "permessage-deflate",
+            "permessage-deflate; client_max_window_bits",
+        ],
+    );
+    assert!(ws.deflate.is_none());
+    round_trip(&mut ws, &mut feed, false, 2);
+    assert_eq!(relay.metrics().get("tickrelay_ws_deflate_connections"), 0.0);
+}
