@@ -70,8 +70,9 @@ pub struct WriteState {
     held: Option<Instant>,
     /// The connection must end so.
     verdict: Option<Verdict>,
-    /// permessage-deflate, when the WebSocket client negotiated it.
-    deflate: Option<Outgoing>,
+    /// permessage-deflate, when the WebSocket client negotiated it (boxed:
+    /// a connection without it pays one empty pointer).
+    deflate: Option<Box<Outgoing>>,
 }
 
 /// What the task waits for next.
@@ -235,7 +236,7 @@ impl WriteSide {
 
     /// Compresses this WebSocket connection's messages from now on.
     pub fn set_deflate(&self, deflate: Outgoing) {
-        self.lock().deflate = Some(deflate);
+        self.lock().deflate = Some(Box::new(deflate));
     }
 
     /// The client's user, when it came with a per-user token.
@@ -443,10 +444,15 @@ impl WriteSide {
             for book in &batch.books {
                 let at = frame.len();
                 match self.framing {
-                    Framing::Ws(format) => bookstream::ws_into(frame, format, book),
-                    Framing::Sse => bookstream::sse_into(frame, book),
+                    Framing::Ws(format) => {
+                        bookstream::ws_into(frame, format, book);
+                        self.seal_message(w, frame, at);
+                    }
+                    Framing::Sse => {
+                        bookstream::sse_into(frame, book);
+                        self.seal(frame, at);
+                    }
                 }
-                self.seal(frame, at);
             }
             self.deliveries
                 .count(batch.books.len(), frame.len() - before);

@@ -314,6 +314,7 @@ impl Conn {
         let frames = w.subs.subscribe_books(&known, depth);
         let mut out = Vec::new();
         self.control_into(
+            &mut w,
             &mut out,
             &ServerFrame::Subscribed {
                 channel: Some("book"),
@@ -325,7 +326,7 @@ impl Conn {
         for f in &frames {
             let at = out.len();
             bookstream::ws_into(&mut out, self.format, f);
-            self.direct.seal(&mut out, at);
+            self.direct.seal_message(&mut w, &mut out, at);
         }
         self.direct.write(&mut w, &out);
         Flow::Continue
