@@ -577,7 +577,7 @@ pub fn text_table(r: &LabReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<24} {:>12} {:>11} {:>11} {:>10} {:>10} {:>10} {:>11}",
+        "{:<30} {:>12} {:>11} {:>11} {:>10} {:>10} {:>10} {:>11}",
         "transport",
         "upd/s/client",
         "stale p50",
@@ -590,7 +590,7 @@ pub fn text_table(r: &LabReport) -> String {
     for row in &r.rows {
         let _ = writeln!(
             s,
-            "{:<24} {:>12.1} {:>8.1} ms {:>8.1} ms {:>10} {:>10.1} {:>10} {:>11}",
+            "{:<30} {:>12.1} {:>8.1} ms {:>8.1} ms {:>10} {:>10.1} {:>10} {:>11}",
             row.label,
             row.deliveries_per_s,
             row.staleness_p50_ms,
