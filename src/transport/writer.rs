@@ -13,11 +13,10 @@
 
 use std::io::ErrorKind;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -37,8 +36,9 @@ use crate::transport::wsdeflate::Outgoing;
 use crate::transport::wsframe::{self, opcode};
 use std::sync::{Arc, Weak};
 
-mod io;
-pub use io::{linger, read_gone, write_all};
+mod wake;
+pub use wake::Wake;
+use wake::{BEAT, GIVEN};
 
 /// How frames are put on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,42 +99,6 @@ pub struct WriteSide {
     /// Where its deliveries are counted by class (and in the user's usage);
     /// holds the client's user, when it came with a per-user token.
     deliveries: Deliveries,
-}
-
-/// A connection task's wake-up. Like `Notify::notify_one` with one waiter
-/// (a wake-up given while the task is busy is kept for its next look), but
-/// the task keeps no future for it: it registers its waker each time it
-/// polls ([`WriteSide::poll_event`]).
-#[derive(Default)]
-pub struct Wake {
-    waker: AtomicWaker,
-    /// Wake-ups not yet taken: [`GIVEN`], [`BEAT`].
-    given: AtomicU8,
-}
-
-/// The sweep asked the task to look at the writer.
-const GIVEN: u8 = 1;
-/// The pacer says a ping (keep-alive) is due.
-const BEAT: u8 = 2;
-
-impl Wake {
-    /// Wakes the task to look at the writer (flush, blocked, verdict, timer).
-    pub fn notify_one(&self) {
-        self.given.fetch_or(GIVEN, Ordering::Release);
-        self.waker.wake();
-    }
-
-    /// Wakes the task to look at what every connection shares: the feed
-    /// status and the shutdown token (`Hub::poke_all`).
-    pub fn poke(&self) {
-        self.waker.wake();
-    }
-
-    /// Takes the wake-up `what`, if it was given.
-    fn take(&self, what: u8) -> bool {
-        self.given.load(Ordering::Acquire) & what != 0
-            && self.given.fetch_and(!what, Ordering::AcqRel) & what != 0
-    }
 }
 
 impl Beat for WriteSide {
