@@ -46,6 +46,8 @@ impl World {
         let mut feed = FeedWriter::new(group, "DELAYED");
         let before = now_ns();
         let seq = feed.list(&["AAPL", "MSFT"]);
+        // The directory first: a door opened before it answers 503.
+        relay.wait_seq(seq);
         World {
             relay,
             feed,

@@ -283,6 +283,10 @@ fn the_recovery_loop_cycles_every_symbol_and_ends_with_the_final_state() {
                     assert_eq!(Some(locate), last_d, "each S follows its D");
                     cycles.last_mut().unwrap().push((locate, ts, quote, trade));
                 }
+                // The symbol's book, after its state.
+                Message::Book { locate, .. } => {
+                    assert_eq!(Some(locate), last_d, "each B follows its D");
+                }
                 other => panic!("{other:?} on the recovery loop"),
             }
         }

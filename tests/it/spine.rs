@@ -21,9 +21,11 @@ use tickrelay::price::Price;
 use tickrelay::transport::snapshot::SnapshotBody;
 use tickrelay::wire::{HEADER_LEN, header};
 
-/// A market big enough to split into many packets and touch most symbols.
+/// A market big enough to split into many packets and touch most symbols
+/// (quotes and trades only: the books' `'L'`s are tests/it/book.rs's).
 fn market(feed: FeedAddr, session: &str) -> Sim {
     Sim::new(feed)
+        .flag("--book-depth", 0)
         .flag("--count", 20_000)
         .flag("--symbols", 300)
         .flag("--rate", 50_000)
