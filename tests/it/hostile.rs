@@ -207,7 +207,10 @@ fn a_300ms_stall_mid_run_loses_nothing() {
             "60000",
         ],
     );
+    // Quotes and trades only, the finding's load (books triple the
+    // messages of the same run).
     let sim = Sim::new(a)
+        .flag("--book-depth", 0)
         .flag("--line-b", b.arg())
         .flag("--retransmit", &server)
         .flag("--loss", 0.05)
