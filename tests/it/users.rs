@@ -414,7 +414,9 @@ fn a_users_connections_are_capped_across_transports_and_an_operator_can_end_them
     // The second connection: an SSE stream, held open on its own thread.
     let addr = w.addr();
     let sse_path = format!("/v1/stream?symbols=AAPL&token={t}");
-    let held = std::thread::spawn(move || sse(addr, &sse_path, 3));
+    // Read until the stream ends (the operator's disconnect): a `feed` event
+    // on a busy machine must not end it early.
+    let held = std::thread::spawn(move || sse(addr, &sse_path, usize::MAX));
     let admin = [("Authorization", "Bearer the-operators-admin-token")];
     // Both listed with their symbols: both reachable by the operator.
     support::poll_until(support::DEADLINE, "two connections listed", || {
