@@ -55,17 +55,46 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 48;
 
 /// Whether the connection's first bytes are an SSE or WebSocket request.
-/// Waits for the client to send something; a short first segment goes to
-/// hyper.
+/// Waits for the client to send enough to tell: a client may write its
+/// request line in pieces (`GET `, then the target), and the first piece
+/// alone decides nothing. A client that sends nothing, or stops before it
+/// can be told, goes on to hyper after 10 s, whose header timeout ends it.
 pub async fn wants(tcp: &TcpStream) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 16];
-    // A client that sends nothing goes on to hyper, whose header timeout ends it.
-    match tokio::time::timeout(Duration::from_secs(10), tcp.peek(&mut buf)).await {
-        Ok(Ok(n)) => PREFIXES
-            .iter()
-            .any(|p| n > p.len() && buf.starts_with(p) && matches!(buf[p.len()], b'?' | b' ')),
-        _ => false,
+    // Backs off from 1 ms to 64 ms between looks: a client that sent a
+    // short piece costs a few wake-ups, not a spin.
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return false,
+        };
+        if let Some(verdict) = first_bytes_want(&buf[..n]) {
+            return verdict;
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(64));
     }
+}
+
+/// Whether a request starting with `first` is served here; `None` while
+/// `first` is too short to tell.
+fn first_bytes_want(first: &[u8]) -> Option<bool> {
+    let mut undecided = false;
+    for p in PREFIXES {
+        if first.len() > p.len() {
+            if first.starts_with(p) && matches!(first[p.len()], b'?' | b' ') {
+                return Some(true);
+            }
+        } else if p.starts_with(first) {
+            undecided = true;
+        }
+    }
+    (!undecided).then_some(false)
 }
 
 /// Reads one request head, answers it through `app`, and streams the body;
@@ -301,6 +330,34 @@ mod tests {
         assert_eq!(r.version(), Version::HTTP_11);
         assert_eq!(r.headers()["host"], "relay");
         assert_eq!(r.headers()["last-event-id"], "S1:42");
+    }
+
+    #[test]
+    fn the_first_bytes_decide_once_the_target_is_told() {
+        for (first, want) in [
+            (&b"GET /v1/stream?symbols=AAPL"[..], Some(true)),
+            (b"GET /v1/stream HTTP/1.1", Some(true)),
+            (b"GET /v1/ws HTTP/1.1", Some(true)),
+            (b"GET /v1/ws?token=t", Some(true)),
+            (b"GET /v1/wsx HTTP/1.1", Some(false)),
+            (b"GET /v1/streams", Some(false)),
+            (b"GET /v1/snapshot", Some(false)),
+            (b"POST /v1/ws", Some(false)),
+            (b"PRI * HTTP/2.0", Some(false)),
+            // A request line written in pieces: too short to tell yet.
+            (b"G", None),
+            (b"GET ", None),
+            (b"GET /v1/", None),
+            (b"GET /v1/ws", None),
+            (b"GET /v1/stream", None),
+        ] {
+            assert_eq!(
+                first_bytes_want(first),
+                want,
+                "{}",
+                String::from_utf8_lossy(first)
+            );
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::transport::subscriptions::{
     Batch, Subscriptions, acquire, batch_window, requested_locates, resume_point, sub_options,
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
-use crate::transport::user::{ConnUser, Expiry, TOKEN_EXPIRED};
+use crate::transport::user::{ConnUser, Ending, Expiry, TOKEN_EXPIRED};
 use crate::transport::writer::{Event, Framing, Verdict, WriteSide, sse_head};
 
 /// Query of `/v1/stream`.
@@ -172,6 +172,8 @@ pub async fn handler(
     }
     let mut feed = state.feed.clone();
     feed.mark_unchanged();
+    // Listed for the operator, who may end it, as a raw stream is.
+    let ending = user.as_deref().map(|u| Ending::attach(u, subs.symbols()));
     let stream = SseStream {
         keepalive: policy.keepalive,
         reconnect_ms: policy.reconnect.as_millis() as u64,
@@ -186,6 +188,7 @@ pub async fn handler(
         slow: slow.map(|Extension(s)| s),
         told: false,
         user,
+        ending,
         _guard: guard,
     };
     let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
@@ -235,6 +238,8 @@ struct SseStream {
     told: bool,
     /// The client's user, when it came with a per-user token.
     user: Option<Arc<ConnUser>>,
+    /// Where an operator's end arrives (with a user).
+    ending: Option<Arc<Ending>>,
     _guard: ConnGuard,
 }
 
@@ -277,6 +282,9 @@ impl SseStream {
                     if self.user.as_ref().is_some_and(|u| u.expiry() == Expiry::Expired) {
                         return Some(self.end_event(close::UNAUTHORIZED, TOKEN_EXPIRED));
                     }
+                }
+                (code, reason) = ended(self.ending.as_deref()) => {
+                    return Some(self.end_event(code, &reason));
                 }
                 _ = self.subs.client().wait(), if held.is_none() => {
                     if let Some(chunk) = self.ticks() { return Some(chunk); }
@@ -379,6 +387,14 @@ async fn expires(user: Option<&ConnUser>) {
             let wait = exp.saturating_sub(crate::clock::now_ms());
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves with an operator's end; never without a user.
+async fn ended(ending: Option<&Ending>) -> (u16, String) {
+    match ending {
+        Some(e) => e.ended().await,
         None => std::future::pending().await,
     }
 }

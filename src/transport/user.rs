@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::admission::UserSlot;
+use crate::admission::{Live, UserSlot};
 use crate::api::{ApiError, AppState, ErrorCode, class_labels, refused, usage_of};
 use crate::auth::Identity;
 use crate::clock::now_ms;
@@ -230,4 +230,52 @@ pub fn watch_expiry<C: Watched>(conn: Weak<C>) {
             }
         }
     });
+}
+
+/// What the users registry holds of a stream with no [`WriteSide`]: an SSE
+/// stream served through hyper (a `GET /v1/stream` sent on a kept-alive
+/// connection after another request). Its symbols are fixed when it opens;
+/// an operator's end is kept here until the stream's task takes it.
+///
+/// [`WriteSide`]: crate::transport::writer::WriteSide
+pub struct Ending {
+    symbols: Vec<Arc<str>>,
+    end: parking_lot::Mutex<Option<(u16, String)>>,
+    told: tokio::sync::Notify,
+}
+
+impl Ending {
+    /// Lists the stream under `user`'s connections, with `symbols`.
+    pub fn attach(user: &ConnUser, symbols: Vec<Arc<str>>) -> Arc<Ending> {
+        let ending = Arc::new(Ending {
+            symbols,
+            end: parking_lot::Mutex::new(None),
+            told: tokio::sync::Notify::new(),
+        });
+        let weak: Weak<dyn Live> = Arc::downgrade(&(ending.clone() as Arc<dyn Live>));
+        user.slot().attach(weak);
+        ending
+    }
+
+    /// Resolves with the operator's close code and reason.
+    pub async fn ended(&self) -> (u16, String) {
+        loop {
+            if let Some(end) = self.end.lock().take() {
+                return end;
+            }
+            self.told.notified().await;
+        }
+    }
+}
+
+impl Live for Ending {
+    fn symbols(&self) -> Vec<Arc<str>> {
+        self.symbols.clone()
+    }
+
+    fn end(&self, code: u16, reason: &str) {
+        *self.end.lock() = Some((code, reason.to_owned()));
+        // A permit is kept when the task is not waiting yet.
+        self.told.notify_one();
+    }
 }

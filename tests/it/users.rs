@@ -136,7 +136,15 @@ fn sse(addr: SocketAddr, path: &str, n: usize) -> Result<Vec<(String, Value)>, (
         "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
     )
     .unwrap();
-    let mut r = BufReader::new(tcp);
+    sse_events(BufReader::new(tcp), n)
+}
+
+/// The SSE response read from `r`: its events (up to `n`), or its status
+/// and body when it is refused.
+fn sse_events(
+    mut r: BufReader<TcpStream>,
+    n: usize,
+) -> Result<Vec<(String, Value)>, (u16, String)> {
     let mut status = String::new();
     r.read_line(&mut status).unwrap();
     let code: u16 = status.split(' ').nth(1).unwrap().parse().unwrap();
@@ -462,6 +470,64 @@ fn a_users_connections_are_capped_across_transports_and_an_operator_can_end_them
             .is_some_and(|l| l.is_empty())
             .then_some(())
     });
+}
+
+#[test]
+fn a_stream_asked_for_on_a_kept_alive_connection_is_listed_and_can_be_ended() {
+    let w = World::start(&[]);
+    let t = w.token("frank", &["*"], &[]);
+    let mut tcp = TcpStream::connect(w.addr()).unwrap();
+    tcp.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    let mut r = BufReader::new(tcp.try_clone().unwrap());
+    // A snapshot first, read to its end: the connection stays open, and
+    // the stream asked for next on it is served through hyper.
+    let auth = format!("Authorization: Bearer {t}\r\n");
+    tcp.write_all(
+        format!("GET /v1/snapshot?symbols=AAPL HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut len = None;
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line.trim_end().is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = Some(v.trim().parse::<usize>().unwrap());
+        }
+    }
+    let mut body = vec![0; len.expect("a snapshot of known length")];
+    r.read_exact(&mut body).unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("AAPL"));
+    tcp.write_all(
+        format!("GET /v1/stream?symbols=AAPL HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{auth}\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let held = std::thread::spawn(move || sse_events(r, usize::MAX));
+    let admin = [("Authorization", "Bearer the-operators-admin-token")];
+    support::poll_until(support::DEADLINE, "the stream listed with AAPL", || {
+        let r = get_with(w.addr(), "/v1/admin/connections", &admin);
+        let list = r.json::<Value>()["connections"].as_array().cloned()?;
+        (list.len() == 1
+            && list[0]["sub"] == "frank"
+            && list[0]["transport"] == "sse"
+            && list[0]["symbols"] == serde_json::json!(["AAPL"]))
+        .then_some(())
+    });
+    let r = post(w.addr(), "/v1/admin/disconnect?sub=frank", &admin);
+    assert!(r.contains("\"disconnected\":1"), "{r}");
+    let events = held.join().unwrap().unwrap();
+    assert_eq!(events.first().unwrap().0, "snapshot");
+    let last = events.last().unwrap();
+    assert_eq!(last.0, "error");
+    assert_eq!(last.1["code"], "disconnected");
+    assert_eq!(last.1["close_code"], 4003);
 }
 
 fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
