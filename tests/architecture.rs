@@ -13,8 +13,10 @@
 //! directory (`transport::writer → transport::ws → transport::writer`).
 //! Standard library only: it reads source text, it does not build it.
 //!
-//! It also holds the layout of the tests themselves: the integration tests
-//! are the one binary `tests/it`, and this file the only other one.
+//! It also holds the layout of the tests themselves (the integration tests
+//! are the one binary `tests/it`, and this file the only other one) and the
+//! size of what a reader opens: no source file over 700 lines of non-test
+//! code without a reason in its header, docs/BENCHMARKS.md under 400 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -582,4 +584,63 @@ fn integration_tests_are_one_binary() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Most lines of non-test code in one source file, and of the benchmarks
+/// page: past them a file is split (or says in its header why not, with
+/// the words "over 700 lines because").
+const MAX_CODE_LINES: usize = 700;
+const MAX_BENCHMARKS_LINES: usize = 400;
+
+/// A file's lines before its first top-level `#[cfg(test)]`.
+fn code_lines(text: &str) -> usize {
+    text.lines()
+        .take_while(|l| !l.starts_with("#[cfg(test)]"))
+        .count()
+}
+
+#[test]
+fn no_source_file_is_over_700_lines_of_code_without_saying_why() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut long = Vec::new();
+    for dir in ["src", "fuzz/src", "benches"] {
+        if !root.join(dir).exists() {
+            continue;
+        }
+        for file in rust_files(&root.join(dir)) {
+            let text = std::fs::read_to_string(&file).expect("read a source file");
+            let n = code_lines(&text);
+            let header: String = text
+                .lines()
+                .take_while(|l| l.starts_with("//!"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            if n > MAX_CODE_LINES && !header.contains("over 700 lines because") {
+                long.push(format!(
+                    "{}: {n} lines of non-test code (split it, or say in its header why not)",
+                    file.strip_prefix(root).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(long.is_empty(), "{}", long.join("\n"));
+}
+
+#[test]
+fn the_benchmarks_page_stays_short() {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/BENCHMARKS.md");
+    let n = std::fs::read_to_string(&page)
+        .expect("read docs/BENCHMARKS.md")
+        .lines()
+        .count();
+    assert!(
+        n < MAX_BENCHMARKS_LINES,
+        "docs/BENCHMARKS.md is {n} lines: today's results first, the history to git"
+    );
+}
+
+#[test]
+fn code_lines_stop_at_the_test_module() {
+    assert_eq!(code_lines("a\nb\n#[cfg(test)]\nmod tests {}\n"), 2);
+    assert_eq!(code_lines("a\n    #[cfg(test)]\nb\n"), 3);
 }
