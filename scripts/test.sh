@@ -55,7 +55,9 @@ fi
 # (the relay library among them, minutes on two cores). So the binaries the
 # tests run (feed-simulator too, which tests/it/support builds the same way)
 # are built together with the tests.
+built_at=$SECONDS
 cargo build --release --workspace --bins --tests
+echo "test.sh: built in $((SECONDS - built_at)) s"
 
 # A test that hangs must fail the run, not hold it: the whole run is bounded
 # (it takes about a third of this on two cores). The harness names a test
@@ -74,6 +76,8 @@ else
   # `--tests`: every unit and integration test, without building the
   # nchan-bridge example (a benchmark helper that clippy checks); then the
   # doc tests, which `--tests` leaves out.
+  tested_at=$SECONDS
   bounded cargo test --release --workspace --no-fail-fast --tests
   cargo test --release --workspace --doc
+  echo "test.sh: every test ran in $((SECONDS - tested_at)) s"
 fi
