@@ -63,7 +63,8 @@ pub struct LabArgs {
     #[arg(long, default_value_t = 1_000)]
     pub poll_interval_ms: u64,
     /// Only these rows (comma-separated): short-poll, long-poll, sse, ws,
-    /// ws-msgpack, ws-batch16, ws-delta, ws-msgpack-delta. One row on a fresh relay measures its memory
+    /// ws-msgpack, ws-batch16, ws-delta, ws-msgpack-delta, ws-deflate,
+    /// ws-delta-deflate. One row on a fresh relay measures its memory
     /// per client best: a relay reuses memory earlier rows freed.
     #[arg(long, value_delimiter = ',')]
     pub transports: Vec<String>,
@@ -85,7 +86,8 @@ pub struct LabArgs {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Row {
     /// Transport id: `short-poll`, `long-poll`, `sse`, `ws`, `ws-msgpack`,
-    /// `ws-batch16`, `ws-delta`, `ws-msgpack-delta`.
+    /// `ws-batch16`, `ws-delta`, `ws-msgpack-delta`, `ws-deflate`,
+    /// `ws-delta-deflate`.
     pub transport: String,
     /// Its name in the table.
     pub label: String,
@@ -141,17 +143,24 @@ pub struct LabReport {
     pub rows: Vec<Row>,
 }
 
-/// The rows, in order: id, kind of client, `batch_ms`.
-/// The rows: id, transport, `batch_ms`, deltas.
-const PLAN: [(&str, LoadTransport, Option<u64>, bool); 8] = [
-    ("short-poll", LoadTransport::Snapshot, None, false),
-    ("long-poll", LoadTransport::Poll, None, false),
-    ("sse", LoadTransport::Sse, None, false),
-    ("ws", LoadTransport::Ws, None, false),
-    ("ws-msgpack", LoadTransport::WsMsgpack, None, false),
-    ("ws-batch16", LoadTransport::Ws, Some(16), false),
-    ("ws-delta", LoadTransport::Ws, None, true),
-    ("ws-msgpack-delta", LoadTransport::WsMsgpack, None, true),
+/// The rows, in order: id, transport, `batch_ms`, deltas, permessage-deflate.
+const PLAN: [(&str, LoadTransport, Option<u64>, bool, bool); 10] = [
+    ("short-poll", LoadTransport::Snapshot, None, false, false),
+    ("long-poll", LoadTransport::Poll, None, false, false),
+    ("sse", LoadTransport::Sse, None, false, false),
+    ("ws", LoadTransport::Ws, None, false, false),
+    ("ws-msgpack", LoadTransport::WsMsgpack, None, false, false),
+    ("ws-batch16", LoadTransport::Ws, Some(16), false, false),
+    ("ws-delta", LoadTransport::Ws, None, true, false),
+    (
+        "ws-msgpack-delta",
+        LoadTransport::WsMsgpack,
+        None,
+        true,
+        false,
+    ),
+    ("ws-deflate", LoadTransport::Ws, None, false, true),
+    ("ws-delta-deflate", LoadTransport::Ws, None, true, true),
 ];
 
 fn label(id: &str, poll_interval_ms: u64) -> String {
@@ -164,6 +173,8 @@ fn label(id: &str, poll_interval_ms: u64) -> String {
         "ws-batch16" => "WebSocket batch_ms 16".into(),
         "ws-delta" => "WebSocket JSON + delta".into(),
         "ws-msgpack-delta" => "WebSocket MessagePack + delta".into(),
+        "ws-deflate" => "WebSocket JSON + deflate".into(),
+        "ws-delta-deflate" => "WebSocket JSON + delta + deflate".into(),
         other => other.into(),
     }
 }
@@ -232,6 +243,7 @@ fn load_args(args: &LabArgs) -> LoadArgs {
         max_hz: None,
         batch_ms: None,
         delta: false,
+        deflate: false,
         poll_interval_ms: args.poll_interval_ms,
         poll_timeout_ms: 10_000,
         threads: None,
@@ -305,7 +317,7 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
     };
 
     let mut runs = Vec::new();
-    for (id, transport, batch_ms, delta) in PLAN {
+    for (id, transport, batch_ms, delta, deflate) in PLAN {
         if !args.transports.is_empty() && !args.transports.iter().any(|t| t == id) {
             continue;
         }
@@ -319,6 +331,7 @@ async fn drive(args: &LabArgs) -> anyhow::Result<LabReport> {
         la.transport = transport;
         la.batch_ms = batch_ms;
         la.delta = delta;
+        la.deflate = deflate;
         if transport == LoadTransport::Snapshot {
             // A short-poll client polls once at connect and then at its own
             // phase of the interval: the gap between its first two polls is
@@ -577,7 +590,7 @@ pub fn text_table(r: &LabReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<30} {:>12} {:>11} {:>11} {:>10} {:>10} {:>10} {:>11}",
+        "{:<33} {:>12} {:>11} {:>11} {:>10} {:>10} {:>10} {:>11}",
         "transport",
         "upd/s/client",
         "stale p50",
@@ -590,7 +603,7 @@ pub fn text_table(r: &LabReport) -> String {
     for row in &r.rows {
         let _ = writeln!(
             s,
-            "{:<30} {:>12.1} {:>8.1} ms {:>8.1} ms {:>10} {:>10.1} {:>10} {:>11}",
+            "{:<33} {:>12.1} {:>8.1} ms {:>8.1} ms {:>10} {:>10.1} {:>10} {:>11}",
             row.label,
             row.deliveries_per_s,
             row.staleness_p50_ms,

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use tickrelay::tools::lab::{LabReport, Row};
 
 /// The rows: the two polls, then the streams.
-const TRANSPORTS: [&str; 8] = [
+const TRANSPORTS: [&str; 10] = [
     "short-poll",
     "long-poll",
     "sse",
@@ -19,6 +19,8 @@ const TRANSPORTS: [&str; 8] = [
     "ws-batch16",
     "ws-delta",
     "ws-msgpack-delta",
+    "ws-deflate",
+    "ws-delta-deflate",
 ];
 
 fn row<'a>(r: &'a LabReport, id: &str) -> &'a Row {
@@ -142,12 +144,19 @@ fn lab_measures_every_transport_on_the_same_watchlists() {
         assert_eq!(row(&r, id).requests_per_min, 0.0, "{id}: {:?}", row(&r, id));
     }
     // A delta carries the fields that changed, not the whole quote.
-    for (delta, whole) in [("ws-delta", "ws"), ("ws-msgpack-delta", "ws-msgpack")] {
-        let (d, w) = (row(&r, delta), row(&r, whole));
+    // And compressed, fewer bytes again: the bytes counted are the wire's.
+    for (fewer, more) in [
+        ("ws-delta", "ws"),
+        ("ws-msgpack-delta", "ws-msgpack"),
+        ("ws-deflate", "ws"),
+        ("ws-delta-deflate", "ws-delta"),
+    ] {
+        let (f, m) = (row(&r, fewer), row(&r, more));
         assert!(
-            d.bytes_per_update.unwrap() < w.bytes_per_update.unwrap(),
-            "{delta} {d:?} vs {whole} {w:?}"
+            f.bytes_per_update.unwrap() < m.bytes_per_update.unwrap(),
+            "{fewer} {f:?} vs {more} {m:?}"
         );
+        assert!(f.deliveries_per_s > 0.0, "{fewer} delivers: {f:?}");
     }
 
     let page = std::fs::read_to_string(&html).expect("the --html file");

@@ -126,6 +126,10 @@ pub struct LoadArgs {
     /// carries only the fields that changed (docs/PROTOCOL.md, "Deltas").
     #[arg(long)]
     pub delta: bool,
+    /// Offer permessage-deflate (ws, ws-msgpack) and inflate what the relay
+    /// compresses: the bytes counted are those on the wire.
+    #[arg(long)]
+    pub deflate: bool,
     /// Short-polling interval per client (`snapshot`), ms.
     #[arg(long, default_value_t = 1_000)]
     pub poll_interval_ms: u64,

@@ -5,6 +5,7 @@
 //! | module | client |
 //! |---|---|
 //! | `ws` | WebSocket (JSON, MessagePack, nchan), tokio-tungstenite |
+//! | `wsdeflate` | WebSocket with permessage-deflate (`--deflate`), its own frames |
 //! | `sse` | Server-Sent Events (the relay's and nchan's), hyper |
 //! | `poll` | long polling with `since`, hyper |
 //! | `snapshot` | short polling with `If-None-Match`, hyper |
@@ -13,6 +14,7 @@ mod poll;
 mod snapshot;
 mod sse;
 mod ws;
+mod wsdeflate;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -84,13 +86,13 @@ async fn serve<S: Conn>(
 }
 
 /// Marks a client ready once, on its first data.
-struct Setup<'a> {
+pub(super) struct Setup<'a> {
     shared: &'a Shared,
-    done: bool,
+    pub(super) done: bool,
 }
 
 impl Setup<'_> {
-    fn ready(&mut self) {
+    pub(super) fn ready(&mut self) {
         if !self.done {
             self.done = true;
             self.shared.ready.fetch_add(1, Ordering::Relaxed);

@@ -20,6 +20,9 @@ pub(super) async fn client<S: Conn>(
     setup: &mut Setup<'_>,
 ) -> ClientEnd {
     let args = &shared.args;
+    if args.deflate {
+        return super::wsdeflate::client(shared, id, stream, symbols, setup).await;
+    }
     let path = match args.transport {
         LoadTransport::NchanWs => format!("{}{}", args.nchan_path, symbols.join(",")),
         _ => "/v1/ws".to_owned(),
@@ -57,20 +60,7 @@ pub(super) async fn client<S: Conn>(
     if args.transport == LoadTransport::NchanWs || symbols.is_empty() {
         setup.ready();
     } else {
-        let mut op = serde_json::json!({"op": "subscribe", "symbols": symbols});
-        if let Some(mode) = &args.mode {
-            op["mode"] = mode.clone().into();
-        }
-        if let Some(hz) = args.max_hz {
-            op["max_hz"] = hz.into();
-        }
-        if let Some(ms) = args.batch_ms {
-            op["batch_ms"] = ms.into();
-        }
-        if args.delta {
-            op["delta"] = true.into();
-        }
-        ws.send(Message::text(op.to_string()))
+        ws.send(Message::text(subscribe_op(shared, symbols)))
             .await
             .map_err(|e| format!("ws subscribe: {}", short(&e.to_string())))?;
         shared.request(id);
@@ -83,38 +73,69 @@ pub(super) async fn client<S: Conn>(
             Some(Ok(m)) => m,
         };
         match msg {
-            Message::Text(t) => {
-                let body = t.as_bytes();
-                if let Some(tap) = &shared.tap {
-                    tap.json(id, body);
-                }
-                let kind = json_kind(body);
-                if kind == Kind::Snapshot {
-                    setup.ready();
-                } else if kind == Kind::Control {
-                    control_json(shared, body);
-                }
-                shared.json_frame(id, body.len(), body, kind);
-            }
-            Message::Binary(b) => {
-                if let Some(tap) = &shared.tap {
-                    tap.msgpack(id, &b);
-                }
-                if !setup.done && msgpack_is_snapshot(&b) {
-                    setup.ready();
-                }
-                if let Some(kind) = shared.msgpack_frame(id, &b, &mut scratch)
-                    && (kind == "error" || kind == "shutdown")
-                {
-                    shared.closed(format!("frame: {kind}"));
-                }
-            }
+            Message::Text(t) => on_text(shared, id, setup, t.as_bytes()),
+            Message::Binary(b) => on_binary(shared, id, setup, &b, &mut scratch),
             Message::Close(frame) => {
                 let code = frame.map_or(1005, |f| u16::from(f.code));
                 return Err(format!("close {code}"));
             }
             _ => {}
         }
+    }
+}
+
+/// The subscribe op of the load's options.
+pub(super) fn subscribe_op(shared: &Shared, symbols: &[String]) -> String {
+    let args = &shared.args;
+    let mut op = serde_json::json!({"op": "subscribe", "symbols": symbols});
+    if let Some(mode) = &args.mode {
+        op["mode"] = mode.clone().into();
+    }
+    if let Some(hz) = args.max_hz {
+        op["max_hz"] = hz.into();
+    }
+    if let Some(ms) = args.batch_ms {
+        op["batch_ms"] = ms.into();
+    }
+    if args.delta {
+        op["delta"] = true.into();
+    }
+    op.to_string()
+}
+
+/// One JSON message from the relay: counted, and a snapshot makes the
+/// client ready.
+pub(super) fn on_text(shared: &Shared, id: usize, setup: &mut Setup<'_>, body: &[u8]) {
+    if let Some(tap) = &shared.tap {
+        tap.json(id, body);
+    }
+    let kind = json_kind(body);
+    if kind == Kind::Snapshot {
+        setup.ready();
+    } else if kind == Kind::Control {
+        control_json(shared, body);
+    }
+    shared.json_frame(id, body.len(), body, kind);
+}
+
+/// One MessagePack message from the relay.
+pub(super) fn on_binary(
+    shared: &Shared,
+    id: usize,
+    setup: &mut Setup<'_>,
+    body: &[u8],
+    scratch: &mut Vec<u64>,
+) {
+    if let Some(tap) = &shared.tap {
+        tap.msgpack(id, body);
+    }
+    if !setup.done && msgpack_is_snapshot(body) {
+        setup.ready();
+    }
+    if let Some(kind) = shared.msgpack_frame(id, body, scratch)
+        && (kind == "error" || kind == "shutdown")
+    {
+        shared.closed(format!("frame: {kind}"));
     }
 }
 
