@@ -64,7 +64,7 @@ pub struct LabArgs {
     pub poll_interval_ms: u64,
     /// Only these rows (comma-separated): short-poll, long-poll, sse, ws,
     /// ws-msgpack, ws-batch16, ws-delta, ws-msgpack-delta, ws-deflate,
-    /// ws-delta-deflate. One row on a fresh relay measures its memory
+    /// ws-delta-deflate, ws-msgpack-deflate, ws-msgpack-delta-deflate. One row on a fresh relay measures its memory
     /// per client best: a relay reuses memory earlier rows freed.
     #[arg(long, value_delimiter = ',')]
     pub transports: Vec<String>,
@@ -86,8 +86,8 @@ pub struct LabArgs {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Row {
     /// Transport id: `short-poll`, `long-poll`, `sse`, `ws`, `ws-msgpack`,
-    /// `ws-batch16`, `ws-delta`, `ws-msgpack-delta`, `ws-deflate`,
-    /// `ws-delta-deflate`.
+    /// `ws-batch16`, `ws-delta`, `ws-msgpack-delta`, and each of `ws`,
+    /// `ws-delta`, `ws-msgpack`, `ws-msgpack-delta` with `-deflate`.
     pub transport: String,
     /// Its name in the table.
     pub label: String,
@@ -144,7 +144,7 @@ pub struct LabReport {
 }
 
 /// The rows, in order: id, transport, `batch_ms`, deltas, permessage-deflate.
-const PLAN: [(&str, LoadTransport, Option<u64>, bool, bool); 10] = [
+const PLAN: [(&str, LoadTransport, Option<u64>, bool, bool); 12] = [
     ("short-poll", LoadTransport::Snapshot, None, false, false),
     ("long-poll", LoadTransport::Poll, None, false, false),
     ("sse", LoadTransport::Sse, None, false, false),
@@ -161,6 +161,20 @@ const PLAN: [(&str, LoadTransport, Option<u64>, bool, bool); 10] = [
     ),
     ("ws-deflate", LoadTransport::Ws, None, false, true),
     ("ws-delta-deflate", LoadTransport::Ws, None, true, true),
+    (
+        "ws-msgpack-deflate",
+        LoadTransport::WsMsgpack,
+        None,
+        false,
+        true,
+    ),
+    (
+        "ws-msgpack-delta-deflate",
+        LoadTransport::WsMsgpack,
+        None,
+        true,
+        true,
+    ),
 ];
 
 fn label(id: &str, poll_interval_ms: u64) -> String {
@@ -175,6 +189,8 @@ fn label(id: &str, poll_interval_ms: u64) -> String {
         "ws-msgpack-delta" => "WebSocket MessagePack + delta".into(),
         "ws-deflate" => "WebSocket JSON + deflate".into(),
         "ws-delta-deflate" => "WebSocket JSON + delta + deflate".into(),
+        "ws-msgpack-deflate" => "WebSocket MessagePack + deflate".into(),
+        "ws-msgpack-delta-deflate" => "WebSocket MessagePack + delta + deflate".into(),
         other => other.into(),
     }
 }
@@ -590,7 +606,7 @@ pub fn text_table(r: &LabReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<33} {:>12} {:>11} {:>11} {:>10} {:>10} {:>10} {:>11}",
+        "{:<39} {:>12} {:>11} {:>11} {:>10} {:>10} {:>10} {:>11}",
         "transport",
         "upd/s/client",
         "stale p50",
@@ -603,7 +619,7 @@ pub fn text_table(r: &LabReport) -> String {
     for row in &r.rows {
         let _ = writeln!(
             s,
-            "{:<33} {:>12.1} {:>8.1} ms {:>8.1} ms {:>10} {:>10.1} {:>10} {:>11}",
+            "{:<39} {:>12.1} {:>8.1} ms {:>8.1} ms {:>10} {:>10.1} {:>10} {:>11}",
             row.label,
             row.deliveries_per_s,
             row.staleness_p50_ms,
