@@ -304,7 +304,9 @@ const VENDOR: &[(&str, &str, &str)] = &[
     (
         "/vendor/lightweight-charts/lightweight-charts.standalone.production.js",
         "text/javascript; charset=utf-8",
-        include_str!("../static/vendor/lightweight-charts/lightweight-charts.standalone.production.js"),
+        include_str!(
+            "../static/vendor/lightweight-charts/lightweight-charts.standalone.production.js"
+        ),
     ),
     (
         "/vendor/lightweight-charts/LICENSE",
