@@ -11,23 +11,14 @@ import assert from 'node:assert/strict';
 
 import { connect } from '../tickrelay.js';
 import {
-  SIM_BIN, freeTcpPort, freeUdpPort, killAll, run, startRelay, uniqueGroup, waitFor, waitReady,
+  killAll, startMarket, waitFor,
 } from './harness.mjs';
 
 let base = '';
 let symbol = '';
 
 before(async () => {
-  const group = uniqueGroup();
-  const port = await freeTcpPort();
-  const retransmit = `127.0.0.1:${await freeUdpPort()}`;
-  base = `http://127.0.0.1:${port}`;
-  run(SIM_BIN, [
-    '--group', group, '--interface', '127.0.0.1', '--ttl', '0', '--no-progress', '--book-depth', '0',
-    '--retransmit', retransmit, '--symbols', '8', '--rate', '400', '--duration', '600', '--session', 'JSCHART',
-  ]);
-  await startRelay(['serve', '--http', `127.0.0.1:${port}`, '--feed-a', group, '--interface', '127.0.0.1', '--retransmit', retransmit]);
-  await waitReady(base);
+  ({ base } = await startMarket('JSCHART', 8, ['--book-depth', '0']));
   // The symbol that trades most so far: the tape moves fast.
   const dir = (await (await fetch(base + '/v1/symbols')).json()).symbols.map((d) => d.symbol);
   await waitFor('trades of some symbol', async () => {
