@@ -108,7 +108,10 @@ export class ChartPanel {
     this.subscribeBars();
     if (!this.feed) return;
     const gen = this.gen;
-    this.trades = this.feed.subscribeTrades(this.symbol, { history: TRADE_HISTORY }, (trades, info) => {
+    const onError = (e) => {
+      if (gen === this.gen) this.refused(e);
+    };
+    this.trades = this.feed.subscribeTrades(this.symbol, { history: TRADE_HISTORY, onError }, (trades, info) => {
       if (gen === this.gen) this.onTrades(trades, info);
     });
   }
@@ -124,7 +127,10 @@ export class ChartPanel {
     if (this.chart) this.chart.applyOptions({ timeScale: { secondsVisible: this.interval === '1s' } });
     this.el.note.textContent = 'loading…';
     if (!this.feed) return;
-    this.bars = this.feed.subscribeBars(this.symbol, this.interval, { history: BAR_HISTORY }, (bars, info) => {
+    const onError = (e) => {
+      if (gen === this.gen) this.refused(e);
+    };
+    this.bars = this.feed.subscribeBars(this.symbol, this.interval, { history: BAR_HISTORY, onError }, (bars, info) => {
       if (gen === this.gen && barGen === this.barGen) this.onBars(bars, info);
     });
     this.hooks.mode = this.bars.mode;
@@ -154,6 +160,13 @@ export class ChartPanel {
     }
     for (const b of bars) if (b.closed && (!h.lastClosed || b.t >= h.lastClosed.t)) h.lastClosed = b;
     if (bars.length) h.last = bars[bars.length - 1];
+  }
+
+  /** The relay will not serve the chart to this user (a user without the
+   *  `bars` or `trades` channel, or a delayed one): say so. */
+  refused(e) {
+    this.hooks.refused = e.code;
+    this.el.note.textContent = e.code === 'not_entitled' ? 'not entitled to the chart' : e.message;
   }
 
   /** Trades, oldest first: the tape shows them newest first. */

@@ -106,11 +106,18 @@ export interface Handle {
   readonly cursor: { session: string; seq: number } | null;
   readonly symbols: string[];
   /** A symbol's bars of `interval`: history, then the bars that change. */
-  subscribeBars(symbol: string, interval: BarInterval, options: { history?: number } | undefined, onBars: (bars: Bar[], info: ChartInfo) => void): ChartSubscription;
+  subscribeBars(symbol: string, interval: BarInterval, options: ChartOptions | undefined, onBars: (bars: Bar[], info: ChartInfo) => void): ChartSubscription;
   /** A symbol's trades: history, then each trade once, in feed order. */
-  subscribeTrades(symbol: string, options: { history?: number } | undefined, onTrades: (trades: Trade[], info: ChartInfo) => void): ChartSubscription;
+  subscribeTrades(symbol: string, options: ChartOptions | undefined, onTrades: (trades: Trade[], info: ChartInfo) => void): ChartSubscription;
 }
 
+export interface ChartOptions {
+  /** How many recent bars or trades the first call carries. */
+  history?: number;
+  /** The relay will not serve it: `not_entitled` (403, or a WebSocket
+   *  `subscribed.denied`), `unknown_symbol`. */
+  onError?: (error: { code: string; message: string }) => void;
+}
 export type BarInterval = "1s" | "1m" | "5m" | "15m" | "1h";
 export const INTERVALS: BarInterval[];
 /** A trade (docs/PROTOCOL.md, "The chart and the tape"). */

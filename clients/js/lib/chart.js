@@ -63,6 +63,19 @@ class ChartSub {
     return this.chain;
   }
 
+  /** The relay will not serve this subscription (403 not_entitled, 404
+   *  unknown_symbol, a WebSocket `subscribed.denied`): told to `onError`. */
+  refused(code, message) {
+    this.owner.client.notice(this.key + ': ' + message, true);
+    if (this.onError) {
+      try {
+        this.onError({ code, message });
+      } catch (e) {
+        if (typeof console !== 'undefined') console.error(e);
+      }
+    }
+  }
+
   emit(list, info) {
     try {
       this.cb(list, { symbol: this.symbol, ...(this.interval ? { interval: this.interval } : {}), ...info });
@@ -179,8 +192,9 @@ class ChartSub {
       }
       this.owner.failures = 0;
     } catch (e) {
+      // Not for this user, or no such symbol: polling again would not change that.
+      if (e instanceof HttpError && (e.status === 403 || e.status === 404)) return void this.refused(e.code, e.message);
       this.owner.client.notice(this.key + ': ' + (e.message || e), true);
-      if (e instanceof HttpError && (e.status === 403 || e.status === 404)) return; // not for this user, or no such symbol
     }
     const every = this.kind === 'bars' && this.interval !== '1s' ? 1000 : 500;
     this.timer = setTimeout(() => this.poll(), every);
@@ -232,6 +246,7 @@ export class ChartChannels {
     const max = kind === 'bars' ? (interval === '1s' ? 900 : 1440) : 1000;
     const history = Math.max(1, Math.min(max, Math.round(toNum(opts && opts.history) ?? (kind === 'bars' ? 300 : 50))));
     const sub = new ChartSub(this, kind, sym, interval, history, cb);
+    sub.onError = opts && typeof opts.onError === 'function' ? opts.onError : null;
     const old = this.subs.get(sub.key);
     if (old) this.drop(old); // one subscription per symbol and channel: the newest wins
     this.subs.set(sub.key, sub);
@@ -336,8 +351,14 @@ export class ChartChannels {
         this.noSince = true;
         for (const sub of this.subs.values()) if (sub.kind === 'trades' && sub.awaiting) this.send(sub.subscribeOp());
       } else this.client.notice('chart: ' + text, true);
-    } else if (f.type === 'subscribed' && Array.isArray(f.denied) && f.denied.length) {
-      this.client.notice(`chart: not entitled to ${f.channel || 'chart'} of ${f.denied.join(',')}`, true);
+    } else if (f.type === 'subscribed' && (f.channel === 'bars' || f.channel === 'trades')) {
+      for (const [list, code] of [[f.denied, 'not_entitled'], [f.unknown, 'unknown_symbol']]) {
+        for (const s of Array.isArray(list) ? list : []) {
+          for (const sub of this.subs.values()) {
+            if (sub.kind === f.channel && sub.symbol === String(s).toUpperCase()) sub.refused(code, `${code}: ${f.channel} of ${s}`);
+          }
+        }
+      }
     } else if (f.type === 'shutdown') {
       this.reconnectMs = (toNum(f.reconnect_ms) ?? 1000) + Math.random() * 250;
     }

@@ -36,7 +36,7 @@ after(() => killAll());
 /** A client whose network can be cut: while `net.down`, fetches reject and
  *  WebSockets cannot be opened. */
 function flakyClient(transport) {
-  const net = { down: false, pagedBack: 0 };
+  const net = { down: false, pagedBack: 0, urls: [] };
   const realFetch = globalThis.fetch;
   const RealWS = globalThis.WebSocket;
   class FlakyWS extends RealWS {
@@ -51,6 +51,7 @@ function flakyClient(transport) {
     transport,
     fetch: (url, init) => {
       if (net.down) return Promise.reject(new Error('network down'));
+      net.urls.push(String(url));
       if (/before_seq=/.test(url)) net.pagedBack++;
       return realFetch(url, init);
     },
@@ -170,3 +171,23 @@ for (const transport of ['ws', 'poll']) {
     }
   });
 }
+
+test('a symbol the relay does not know is told to onError, and not polled again', async () => {
+  const { feed, net } = flakyClient('poll');
+  const errors = [];
+  const sub = feed.subscribeBars('NOSUCH', '1m', { onError: (e) => errors.push(e) }, () => assert.fail('no bars of an unknown symbol'));
+  try {
+    await waitFor('the refusal', async () => ({ done: errors.length === 1, seen: errors }));
+    assert.equal(errors[0].code, 'unknown_symbol');
+    // Meanwhile a known symbol's trades are polled four times (every
+    // 0.5 s: 1.5 s), longer than a bars poll's 1 s: the unknown one was not asked again.
+    const polls = () => net.urls.filter((u) => u.includes('/v1/trades/' + symbol)).length;
+    const other = feed.subscribeTrades(symbol, {}, () => {});
+    await waitFor('four polls of a known symbol', async () => ({ done: polls() >= 4, seen: polls() }));
+    other.close();
+    assert.equal(net.urls.filter((u) => u.includes('NOSUCH')).length, 1, net.urls.join(' '));
+  } finally {
+    sub.close();
+    feed.close();
+  }
+});
