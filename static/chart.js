@@ -90,7 +90,7 @@ export class ChartPanel {
       autoSize: true,
       layout: { background: { color: v('--panel-2') }, textColor: v('--muted'), attributionLogo: true },
       grid: { vertLines: { color: v('--line') }, horzLines: { color: v('--line') } },
-      timeScale: { timeVisible: true, secondsVisible: true, borderColor: v('--line') },
+      timeScale: { timeVisible: true, secondsVisible: true, borderColor: v('--line'), rightOffset: 4, barSpacing: 8 },
       rightPriceScale: { borderColor: v('--line') },
     });
     this.series = this.chart.addSeries(L.CandlestickSeries, {
@@ -150,7 +150,11 @@ export class ChartPanel {
     if (info.reset) {
       h.bars = bars.length;
       if (this.series) this.series.setData(bars.map(candle));
-      if (this.chart && bars.length) this.chart.timeScale().scrollToRealTime();
+      // A short history fills the width; a long one shows its newest bars.
+      if (this.chart && bars.length) {
+        if (bars.length < 40) this.chart.timeScale().fitContent();
+        else this.chart.timeScale().scrollToRealTime();
+      }
     } else {
       for (const b of bars) {
         if (!h.last || b.t > h.last.t) h.bars++;
