@@ -150,11 +150,7 @@ export class ChartPanel {
     if (info.reset) {
       h.bars = bars.length;
       if (this.series) this.series.setData(bars.map(candle));
-      // A short history fills the width; a long one shows its newest bars.
-      if (this.chart && bars.length) {
-        if (bars.length < 40) this.chart.timeScale().fitContent();
-        else this.chart.timeScale().scrollToRealTime();
-      }
+      if (this.chart && bars.length) this.chart.timeScale().scrollToRealTime();
     } else {
       for (const b of bars) {
         if (!h.last || b.t > h.last.t) h.bars++;
