@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(page_index))
         .merge(client_js())
         .route("/app.css", get(page_css))
+        .merge(vendor())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -241,6 +242,7 @@ async fn page_index() -> impl IntoResponse {
 /// are: no build step.
 const PAGE_MODULES: &[(&str, &str)] = &[
     ("/app.js", include_str!("../static/app.js")),
+    ("/chart.js", include_str!("../static/chart.js")),
     ("/compare.js", include_str!("../static/compare.js")),
     ("/format.js", include_str!("../static/format.js")),
     ("/ladder.js", include_str!("../static/ladder.js")),
@@ -269,6 +271,7 @@ const CLIENT_JS: &[(&str, &str)] = &[
     client_file!("tickrelay.js"),
     client_file!("lib/auth.js"),
     client_file!("lib/book.js"),
+    client_file!("lib/chart.js"),
     client_file!("lib/client.js"),
     client_file!("lib/http.js"),
     client_file!("lib/msgpack.js"),
@@ -292,6 +295,34 @@ fn client_js() -> Router<AppState> {
                 &format!("/clients/js/{path}"),
                 get(move || page_module(body)),
             )
+    })
+}
+
+/// Third-party files the page loads, shipped as published with their
+/// licence beside them (static/README.md says where each came from).
+const VENDOR: &[(&str, &str, &str)] = &[
+    (
+        "/vendor/lightweight-charts/lightweight-charts.standalone.production.js",
+        "text/javascript; charset=utf-8",
+        include_str!(
+            "../static/vendor/lightweight-charts/lightweight-charts.standalone.production.js"
+        ),
+    ),
+    (
+        "/vendor/lightweight-charts/LICENSE",
+        "text/plain; charset=utf-8",
+        include_str!("../static/vendor/lightweight-charts/LICENSE"),
+    ),
+    (
+        "/vendor/lightweight-charts/NOTICE",
+        "text/plain; charset=utf-8",
+        include_str!("../static/vendor/lightweight-charts/NOTICE"),
+    ),
+];
+
+fn vendor() -> Router<AppState> {
+    VENDOR.iter().fold(Router::new(), |r, &(path, ty, body)| {
+        r.route(path, get(move || async move { static_file(ty, body) }))
     })
 }
 

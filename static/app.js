@@ -8,7 +8,7 @@
  * settings.js the URL, saved settings and directory, stats.js the clock and
  * rates, compare.js the side-by-side comparison of two transports, users.js
  * the user menu, its token and the "delayed" badge, ladder.js the depth
- * ladder of a clicked symbol. Native
+ * ladder of a clicked symbol, chart.js its candlestick chart and tape. Native
  * ES modules, no build step: the relay embeds these files as they are.
  */
 
@@ -16,6 +16,7 @@ import { connect, backoff, TRANSPORTS } from './tickrelay.js';
 import { clock, nowMs, Stats } from './stats.js';
 import { Compare } from './compare.js';
 import { Ladder } from './ladder.js';
+import { ChartPanel } from './chart.js';
 import { intFmt, setText, clampInterval, fmtRate, fmtBytes, fmtMs, viewQuote } from './format.js';
 import { $, pageParams, SYMBOL_RE, MAX_WATCH, DEFAULT_WATCH, BASE_URL, store, batchMs, fetchDirectory } from './settings.js';
 import { createRow, renderRow, renderAge, highlightRow } from './rows.js';
@@ -94,6 +95,7 @@ class App {
     this.token = () => this.users.token();
     this.compare = new Compare({ baseUrl: BASE_URL, users: this.users, symbols: () => this.requestSymbols(), batchMs });
     this.ladder = new Ladder({ baseUrl: BASE_URL, token: this.token });
+    this.chart = new ChartPanel();
   }
 
   // --- boot -----------------------------------------------------------------
@@ -238,6 +240,7 @@ class App {
       },
     });
     this.feed = feed;
+    this.chart.feedChanged(feed);
   }
 
   switchTransport(name) {
@@ -402,7 +405,7 @@ class App {
     this.el.tbody.addEventListener('click', (e) => {
       const btn = e.target.closest('button.rm');
       if (btn) this.remove(btn.closest('tr').dataset.symbol);
-      else if (e.target.closest('td.sym')) this.ladder.open(e.target.closest('tr').dataset.symbol);
+      else if (e.target.closest('td.sym')) this.select(e.target.closest('tr').dataset.symbol);
     });
     bindSearch(this, this.el.search, this.el.results);
     document.addEventListener('visibilitychange', () => {
@@ -414,6 +417,12 @@ class App {
     window.addEventListener('online', () => this.feed && this.feed.kick());
     const cmp = $('#compare-toggle');
     if (cmp) cmp.addEventListener('click', () => this.compare.toggle());
+  }
+
+  /** A symbol selected: its book, its chart and its tape. */
+  select(symbol) {
+    this.ladder.open(symbol);
+    this.chart.open(symbol);
   }
 
   /** Watchlist precedence: ?symbols= › saved › the first DEFAULT_WATCH of the directory. */

@@ -105,6 +105,41 @@ export interface Handle {
   readonly transport: TransportName;
   readonly cursor: { session: string; seq: number } | null;
   readonly symbols: string[];
+  /** A symbol's bars of `interval`: history, then the bars that change. */
+  subscribeBars(symbol: string, interval: BarInterval, options: ChartOptions | undefined, onBars: (bars: Bar[], info: ChartInfo) => void): ChartSubscription;
+  /** A symbol's trades: history, then each trade once, in feed order. */
+  subscribeTrades(symbol: string, options: ChartOptions | undefined, onTrades: (trades: Trade[], info: ChartInfo) => void): ChartSubscription;
+}
+
+export interface ChartOptions {
+  /** How many recent bars or trades the first call carries. */
+  history?: number;
+  /** The relay will not serve it: `not_entitled` (403, or a WebSocket
+   *  `subscribed.denied`), `unknown_symbol`. */
+  onError?: (error: { code: string; message: string }) => void;
+}
+export type BarInterval = "1s" | "1m" | "5m" | "15m" | "1h";
+export const INTERVALS: BarInterval[];
+/** A trade (docs/PROTOCOL.md, "The chart and the tape"). */
+export interface Trade { seq: number; /** ns since the Unix epoch */ ts: number; price: string; size: number; }
+/** An OHLCV bar; `t` its start in ns since the Unix epoch. */
+export interface Bar { t: number; o: string; h: string; l: string; c: string; v: number; n: number; closed: boolean; }
+export interface ChartInfo {
+  symbol: string;
+  interval?: BarInterval;
+  /** The first call of a subscription: the history asked for. */
+  history: boolean;
+  /** Start over: the list is the whole chart (bars), or a new session began. */
+  reset: boolean;
+  /** Trades of an outage the relay no longer kept could not be read. */
+  gap?: boolean;
+}
+export interface ChartSubscription {
+  close(): void;
+  /** How it is fed: the relay's stream, or REST polls. */
+  readonly mode: "ws" | "poll";
+  /** Drops the chart's connection and resumes, as after a network failure. */
+  reconnect(): void;
 }
 
 export function connect(baseUrl: string, options?: ConnectOptions): Handle;

@@ -38,6 +38,7 @@
  *   lib/http.js        the relay's error answers, the symbols parameter
  *   lib/auth.js        the user's token: string or function, its claims, refresh timing
  *   lib/book.js        depth of book: a symbol's copy kept by frames, its checksum
+ *   lib/chart.js       bars and trades: history then live, resume without gap or repeat
  *   lib/resume.js      the resume cursor and the per-symbol merge rule
  *   lib/transport.js   what every transport shares (reconnect, backoff, delta merging)
  *   lib/ws.js          WebSocket, JSON or MessagePack
@@ -57,5 +58,6 @@ export { backoff } from './lib/time.js';
 export { HttpError } from './lib/http.js';
 export { expiresAt, tokenClaims } from './lib/auth.js';
 export { BookCopy, BookGap, bookChecksum, watchBook } from './lib/book.js';
+export { INTERVALS } from './lib/chart.js';
 export { TRANSPORTS } from './lib/transports.js';
 export { connect } from './lib/client.js';

@@ -34,7 +34,11 @@
 //      user gets the "delayed 15 min" badge while the page keeps running;
 //      the compare view shows the two users side by side;
 //   8. the depth ladder: clicking a symbol opens its book, live, sorted,
-//      every frame checked, equal to /v1/book.
+//      every frame checked, equal to /v1/book; the same click opens its
+//      candlestick chart (Lightweight Charts' canvas, the TradingView
+//      attribution shown) and its time and sales: the tape gains rows and
+//      the last candle changes while the feed runs, the tape holds what
+//      /v1/trades holds, the candles what /v1/bars holds, at 1 min and 1 s.
 // Screenshots of each stage go to SCREENSHOT_DIR.
 //
 // Network: the relay listens on 127.0.0.1 and its simulator publishes on a
@@ -844,11 +848,87 @@ async function ladderView(relay) {
     });
     await screenshot(page, 'ladder');
     ok(`ladder: ${symbol} live in ${secs(live.ms)} (${rest.value.frames} frames, no gap), equal to /v1/book in ${secs(rest.ms)}`);
+    await chartView(page, relay, symbol);
     await withTimeout(page.click('#ladder-close'), 5000, 'closing the ladder');
     const closed = await read();
     if (closed.visible || closed.state !== 'closed') fail(`ladder: did not close: ${JSON.stringify(closed)}`);
     checkPageHealth('ladder');
   });
+}
+
+/** The chart and the tape the ladder's click opened (chart.js's hooks,
+ *  `window.tickrelayChart`, and the DOM). */
+function readChart(page) {
+  return withTimeout(page.evaluate(() => {
+    const box = document.querySelector('#chart');
+    const plot = document.querySelector('#chart-plot');
+    const canvas = plot ? [...plot.querySelectorAll('canvas')] : [];
+    const attr = document.querySelector('#chart a[href^="https://www.tradingview.com/"]');
+    return {
+      ...(window.tickrelayChart || {}),
+      visible: !!box && !box.hidden,
+      title: document.querySelector('#chart-symbol')?.textContent ?? '',
+      canvases: canvas.filter((c) => c.width > 0 && c.height > 0).length,
+      attribution: !!attr && attr.offsetParent !== null,
+      tape: [...document.querySelectorAll('#tape tbody tr')].map((r) => [Number(r.dataset.seq), r.querySelector('td.price')?.textContent, Number(r.querySelector('td.size')?.textContent)]),
+    };
+  }), 5000, 'reading the chart');
+}
+
+/** The tape (newest first) is what /v1/trades keeps in its range; the last
+ *  candle is /v1/bars's bar of the same start as it was a moment ago (the
+ *  same open, no more trades, a range inside it: a busy symbol's bar moves
+ *  faster than both can be read), and the newest closed candle at 1 s is
+ *  exactly /v1/bars's. */
+async function chartMatchesRest(page, relay, symbol, what) {
+  const ticks = (p) => Number(p.replace('.', ''));
+  return waitFor(`${what}: the tape equal to /v1/trades, the candles to /v1/bars`, async () => {
+    const c = await readChart(page);
+    if (!c.tape.length || !c.last) return { done: false, seen: JSON.stringify({ tape: c.tape.length, last: c.last }) };
+    const top = c.tape[0][0];
+    const r = await withTimeout(fetch(`${relay.base}/v1/trades/${symbol}?before_seq=${top + 1}&limit=${c.tape.length}`).then((x) => x.json()), 5000, 'GET /v1/trades');
+    const rest = r.trades.slice().reverse().map((t) => [t.seq, t.price, t.size]);
+    const b = await withTimeout(fetch(`${relay.base}/v1/bars/${symbol}?interval=${c.interval}&limit=10`).then((x) => x.json()), 5000, 'GET /v1/bars');
+    const bar = b.bars.find((x) => x.t === c.last.t);
+    const l = c.last;
+    const lastOk = !!bar && bar.o === l.o && bar.n >= l.n && bar.v >= l.v && ticks(bar.h) >= ticks(l.h) && ticks(bar.l) <= ticks(l.l) &&
+      (bar.n > l.n || ['h', 'l', 'c', 'v'].every((k) => bar[k] === l[k]));
+    const closed = c.lastClosed && b.bars.find((x) => x.t === c.lastClosed.t);
+    const closedOk = c.interval !== '1s' || (!!closed && ['o', 'h', 'l', 'c', 'v', 'n', 'closed'].every((k) => closed[k] === c.lastClosed[k]));
+    const sameTape = JSON.stringify(rest) === JSON.stringify(c.tape);
+    return { done: sameTape && lastOk && closedOk, value: c, seen: JSON.stringify({ sameTape, tape: c.tape.slice(0, 2), rest: rest.slice(0, 2), last: c.last, bar, lastClosed: c.lastClosed, closed }) };
+  });
+}
+
+async function chartView(page, relay, symbol) {
+  const first = await waitFor('chart: the canvas drawn, history loaded, the tape filled, attribution shown', async () => {
+    const c = await readChart(page);
+    const done = c.visible && c.title === symbol && c.symbol === symbol && c.canvases > 0 && c.attribution &&
+      c.bars > 0 && c.tape.length > 0 && c.tapeRows === c.tape.length;
+    return { done, value: c, seen: JSON.stringify({ ...c, tape: c.tape.length }) };
+  });
+  const moved = await waitFor('chart: the tape gains rows and the last candle changes', async () => {
+    const c = await readChart(page);
+    const tapeMoved = c.trades > first.value.trades && c.tape[0][0] > first.value.tape[0][0];
+    const candleMoved = JSON.stringify(c.last) !== JSON.stringify(first.value.last) && c.barUpdates > 0;
+    const seqs = c.tape.map((r) => r[0]);
+    const ordered = seqs.every((q, i) => i === 0 || seqs[i - 1] > q);
+    if (!ordered) fail(`chart: the tape is not newest first: ${seqs.slice(0, 10).join(',')}`);
+    return { done: tapeMoved && candleMoved && c.gaps === 0, value: c, seen: JSON.stringify({ trades: c.trades, last: c.last, barUpdates: c.barUpdates, gaps: c.gaps }) };
+  });
+  await chartMatchesRest(page, relay, symbol, 'chart 1 min');
+  await screenshot(page, 'chart');
+  ok(`chart: ${symbol} at 1 min over ${moved.value.mode}: ${first.value.bars} bars and ${first.value.tape.length} trades of history in ${secs(first.ms)}, moving in ${secs(moved.ms)}, equal to REST`);
+  await withTimeout(page.click('#chart .interval[data-interval="1s"]'), 5000, 'choosing 1 s');
+  const s1 = await waitFor('chart: 1 s bars loaded and moving', async () => {
+    const c = await readChart(page);
+    return { done: c.interval === '1s' && c.bars > 0 && c.barUpdates > 0 && c.canvases > 0, value: c, seen: JSON.stringify({ ...c, tape: c.tape.length }) };
+  });
+  await chartMatchesRest(page, relay, symbol, 'chart 1 s');
+  ok(`chart: 1 s bars (${s1.value.bars}) live in ${secs(s1.ms)}`);
+  await withTimeout(page.click('#chart-close'), 5000, 'closing the chart');
+  const closed = await readChart(page);
+  if (closed.visible || closed.symbol) fail(`chart: did not close: ${JSON.stringify({ ...closed, tape: closed.tape.length })}`);
 }
 
 /** The user menu, the badge and the page's own view of the user. */

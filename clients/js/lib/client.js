@@ -8,6 +8,7 @@ import { HttpError, symParam, symbolsOfError } from './http.js';
 import { normaliseQuote, toNum } from './prices.js';
 import { ResumeState } from './resume.js';
 import { backoff, now, sleep } from './time.js';
+import { ChartChannels } from './chart.js';
 import { AUTO_ORDER, TRANSPORTS, makeTransport } from './transports.js';
 
 // ---------------------------------------------------------------------------
@@ -63,6 +64,8 @@ class Client {
     this.changes = { added: new Set(), removed: new Set() };
     this.changeTimer = 0;
     this.bootTimer = 0;
+    /** Bars and trades: a connection of their own (chart.js). */
+    this.chart = new ChartChannels(this);
     this.add(o.symbols || []);
   }
 
@@ -522,6 +525,7 @@ class Client {
     this.closed = true;
     clearTimeout(this.changeTimer);
     clearTimeout(this.bootTimer);
+    this.chart.close();
     if (this.transport) this.transport.stop();
     this.connection = 'closed';
     this.status();
@@ -542,7 +546,10 @@ class Client {
  * `onDenied(symbols, reason)`, `onNotice(text, isError)`,
  * `onTraffic(bytes, requests)`; `WebSocket` and `fetch` to inject
  * implementations. Returns a handle: `subscribe(symbols)`,
- * `unsubscribe(symbols)`, `close()`, `transport` (the one in use), `cursor`.
+ * `unsubscribe(symbols)`, `close()`, `transport` (the one in use), `cursor`,
+ * and the chart's `subscribeBars(symbol, interval, {history}, onBars)` and
+ * `subscribeTrades(symbol, {history}, onTrades)` (chart.js), each returning
+ * `{close(), mode, reconnect()}`.
  */
 export function connect(baseUrl, options = {}) {
   const client = new Client(baseUrl, options);
@@ -556,6 +563,8 @@ export function connect(baseUrl, options = {}) {
     subscribe: (symbols) => client.subscribe(symbols),
     unsubscribe: (symbols) => client.unsubscribe(symbols),
     close: () => client.close(),
+    subscribeBars: (symbol, interval, opts, onBars) => client.chart.add('bars', symbol, interval, opts, onBars),
+    subscribeTrades: (symbol, opts, onTrades) => client.chart.add('trades', symbol, null, opts, onTrades),
     /** Retry now if waiting in backoff. */
     kick: () => client.transport && client.transport.kick(),
     get transport() {

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { BookCopy, BookGap, bookChecksum, crc32 } from '../lib/book.js';
 import { watchBook } from '../tickrelay.js';
 import {
-  SIM_BIN, freeTcpPort, freeUdpPort, killAll, run, startRelay, uniqueGroup, waitFor, waitReady,
+  killAll, startMarket, waitFor,
 } from './harness.mjs';
 
 test('the documented checksum example', () => {
@@ -67,16 +67,7 @@ test('a missed frame or a wrong checksum is a gap, and the copy is dropped', () 
 let base = '';
 
 before(async () => {
-  const group = uniqueGroup();
-  const port = await freeTcpPort();
-  const retransmit = `127.0.0.1:${await freeUdpPort()}`;
-  base = `http://127.0.0.1:${port}`;
-  run(SIM_BIN, [
-    '--group', group, '--interface', '127.0.0.1', '--ttl', '0', '--no-progress',
-    '--retransmit', retransmit, '--symbols', '20', '--rate', '400', '--duration', '600', '--session', 'JSBOOK',
-  ]);
-  await startRelay(['serve', '--http', `127.0.0.1:${port}`, '--feed-a', group, '--interface', '127.0.0.1', '--retransmit', retransmit]);
-  await waitReady(base);
+  ({ base } = await startMarket('JSBOOK', 20));
 });
 
 after(() => killAll());

@@ -17,7 +17,7 @@ import { decodeMsgpack } from '../tickrelay.js';
 import { QUOTE_FIELDS } from '../lib/prices.js';
 import { QuoteCopies } from '../lib/transport.js';
 import {
-  SIM_BIN, freeTcpPort, freeUdpPort, killAll, record, run, startRelay, uniqueGroup, waitFor, waitReady,
+  killAll, record, startMarket, waitFor,
 } from './harness.mjs';
 
 const STREAMS = ['ws', 'ws-msgpack', 'sse'];
@@ -34,16 +34,7 @@ async function getJson(p) {
 const snapshot = () => getJson('/v1/snapshot?symbols=' + symbols.join(','));
 
 before(async () => {
-  const group = uniqueGroup();
-  const port = await freeTcpPort();
-  const retransmit = `127.0.0.1:${await freeUdpPort()}`;
-  base = `http://127.0.0.1:${port}`;
-  sim = run(SIM_BIN, [
-    '--group', group, '--interface', '127.0.0.1', '--ttl', '0', '--no-progress',
-    '--retransmit', retransmit, '--symbols', '40', '--rate', '400', '--duration', '600', '--session', 'JSDELTA',
-  ]);
-  await startRelay(['serve', '--http', `127.0.0.1:${port}`, '--feed-a', group, '--interface', '127.0.0.1', '--retransmit', retransmit]);
-  await waitReady(base);
+  ({ base, sim } = await startMarket('JSDELTA', 40));
   symbols = (await getJson('/v1/symbols')).symbols.slice(0, 8).map((d) => d.symbol);
   assert.equal(symbols.length, 8, 'the directory has symbols');
 });

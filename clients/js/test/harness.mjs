@@ -85,6 +85,24 @@ export function startRelay(args) {
   });
 }
 
+/** A feed-simulator of `symbols` symbols at 400 msg/s (feed session
+ *  `session`, more simulator arguments in `extra`) and a relay reading it
+ *  with its retransmission server, ready; returns the relay's base URL and
+ *  the simulator's process. */
+export async function startMarket(session, symbols, extra = []) {
+  const group = uniqueGroup();
+  const port = await freeTcpPort();
+  const retransmit = `127.0.0.1:${await freeUdpPort()}`;
+  const base = `http://127.0.0.1:${port}`;
+  const sim = run(SIM_BIN, [
+    '--group', group, '--interface', '127.0.0.1', '--ttl', '0', '--no-progress', ...extra,
+    '--retransmit', retransmit, '--symbols', String(symbols), '--rate', '400', '--duration', '600', '--session', session,
+  ]);
+  await startRelay(['serve', '--http', `127.0.0.1:${port}`, '--feed-a', group, '--interface', '127.0.0.1', '--retransmit', retransmit]);
+  await waitReady(base);
+  return { base, sim };
+}
+
 /** Waits until the relay at `base` answers /readyz with 200. */
 export function waitReady(base) {
   return waitFor('the relay to be ready', async () => {
