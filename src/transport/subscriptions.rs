@@ -10,6 +10,8 @@ use crate::fanout::{At, Client, Encoded, Hub};
 use crate::metrics::TransportCounters;
 use crate::table::{BookFrame, Table};
 use crate::transport::bookstream::BookSubs;
+use crate::transport::chartstream::{ChartFrame, ChartSubs, Since};
+use crate::table::chart::Interval;
 use crate::wire::{Locate, Session};
 
 mod params;
@@ -169,6 +171,11 @@ pub struct Batch {
     /// `book` frames: each subscribed book that changed, as the difference
     /// to what this client last got.
     pub books: Vec<BookFrame>,
+    /// `trades` and `bars` frames: what is newer than each subscription
+    /// last sent.
+    pub charts: Vec<ChartFrame>,
+    /// With `overflow`: a chart subscription fell behind (the reason told).
+    pub lagged: Option<String>,
 }
 
 /// A streaming client's subscriptions and delivery state.
@@ -191,6 +198,8 @@ pub struct Subscriptions {
     last_batch: Option<Instant>,
     /// Book subscriptions, each with the levels this client holds.
     books: BookSubs,
+    /// Trades and bars subscriptions, each with what this client holds.
+    charts: ChartSubs,
 }
 
 impl Subscriptions {
@@ -212,6 +221,7 @@ impl Subscriptions {
             batch: None,
             last_batch: None,
             books: BookSubs::default(),
+            charts: ChartSubs::default(),
         }
     }
 
@@ -363,19 +373,37 @@ impl Subscriptions {
         if symbols.iter().any(|s| &**s == "*") && self.wildcard.take().is_some() {
             self.hub.unsubscribe_all(&self.client);
         }
-        // A symbol whose book is subscribed stays with the hub.
-        let gone: Vec<Arc<str>> = symbols
-            .iter()
-            .filter(|s| !self.books.contains(s))
-            .cloned()
-            .collect();
-        self.hub.unsubscribe(&self.client, &gone);
-        let table = self.hub.table();
+        let table = self.hub.table().clone();
         for s in symbols {
             if let Some(i) = self.subs.lookup(table.locate(s), s, table.listings()) {
                 self.subs.remove(i);
             }
         }
+        self.release(symbols);
+    }
+
+    /// Whether anything of `symbol` is subscribed: its quote, book, trades
+    /// or bars (the hub marks it for this client while so).
+    fn wanted(&self, symbol: &str) -> bool {
+        self.contains(symbol) || self.books.contains(symbol) || self.charts.contains(symbol)
+    }
+
+    /// Registers `symbol` with the hub unless something of it already is
+    /// (a quote subscription in `every` mode stays so).
+    fn hold(&self, symbol: &Arc<str>) {
+        if !self.wanted(symbol) {
+            self.hub.subscribe(&self.client, symbol, false);
+        }
+    }
+
+    /// Ends the hub's marks of those `symbols` nothing is subscribed to now.
+    fn release(&self, symbols: &[Arc<str>]) {
+        let gone: Vec<Arc<str>> = symbols
+            .iter()
+            .filter(|s| &***s != "*" && !self.wanted(s))
+            .cloned()
+            .collect();
+        self.hub.unsubscribe(&self.client, &gone);
     }
 
     /// Subscribes to the books of listed `symbols` at `depth`; returns
@@ -385,9 +413,7 @@ impl Subscriptions {
         let table = self.hub.table().clone();
         let mut frames = Vec::with_capacity(symbols.len());
         for s in symbols {
-            if !self.contains(s) && !self.books.contains(s) {
-                self.hub.subscribe(&self.client, s, false);
-            }
+            self.hold(s);
             if let Some(l) = table.locate(s) {
                 frames.extend(self.books.subscribe(s, l, depth, &table));
             }
@@ -397,12 +423,70 @@ impl Subscriptions {
 
     /// Ends the book subscriptions of `symbols`.
     pub fn unsubscribe_books(&mut self, symbols: &[Arc<str>]) {
-        let gone: Vec<Arc<str>> = symbols
-            .iter()
-            .filter(|s| self.books.unsubscribe(s) && !self.contains(s))
-            .cloned()
-            .collect();
-        self.hub.unsubscribe(&self.client, &gone);
+        for s in symbols {
+            self.books.unsubscribe(s);
+        }
+        self.release(symbols);
+    }
+
+    /// Subscribes to the trades of listed `symbols` from `since` (history
+    /// or a resume point), `queue` the most a client may fall behind;
+    /// returns their first frames. Registered with the hub first, read
+    /// second: a trade after the read is marked and follows.
+    pub fn subscribe_trades(
+        &mut self,
+        symbols: &[(Arc<str>, Locate)],
+        since: Since,
+        queue: usize,
+    ) -> Vec<ChartFrame> {
+        let table = self.hub.table().clone();
+        let mut frames = Vec::with_capacity(symbols.len());
+        for (s, l) in symbols {
+            self.hold(s);
+            frames.push(self.charts.subscribe_trades(s, *l, since, queue, &table));
+        }
+        frames
+    }
+
+    /// Subscribes to the `interval` bars of listed `symbols` with `history`
+    /// bars in their first frames (returned), which hold the position too.
+    pub fn subscribe_bars(
+        &mut self,
+        symbols: &[(Arc<str>, Locate)],
+        interval: Interval,
+        history: usize,
+    ) -> Vec<ChartFrame> {
+        let table = self.hub.table().clone();
+        let mut frames = Vec::with_capacity(symbols.len());
+        for (s, l) in symbols {
+            self.hold(s);
+            frames.push(self.charts.subscribe_bars(s, *l, interval, history, &table));
+        }
+        self.client.set_clocked(self.charts.has_bars());
+        frames
+    }
+
+    /// Ends the trades (`bars: false`) or bars (of `interval`, or every
+    /// interval) subscriptions of `symbols`.
+    pub fn unsubscribe_charts(
+        &mut self,
+        symbols: &[Arc<str>],
+        bars: bool,
+        interval: Option<Interval>,
+    ) {
+        for s in symbols {
+            match bars {
+                true => self.charts.unsubscribe_bars(s, interval),
+                false => self.charts.unsubscribe_trades(s),
+            };
+        }
+        self.client.set_clocked(self.charts.has_bars());
+        self.release(symbols);
+    }
+
+    /// Number of trades and bars subscriptions.
+    pub fn chart_count(&self) -> usize {
+        self.charts.len()
     }
 
     /// Whether `symbol`'s book is subscribed.
@@ -443,6 +527,8 @@ impl Subscriptions {
             reset,
             quotes: Vec::new(),
             books: Vec::new(),
+            charts: Vec::new(),
+            lagged: None,
         };
         let start = quotes.len();
         if let Some(session) = reset {
@@ -458,6 +544,7 @@ impl Subscriptions {
             self.promised = 0;
             self.floor = 0;
             self.books.resync(self.hub.table(), &mut batch.books);
+            self.charts.resync(self.hub.table());
         }
         if overflow {
             return batch;
@@ -520,6 +607,12 @@ impl Subscriptions {
             quotes.push(sub.diff(&self.hub, enc));
         }
         self.scratch = marks;
+        if !self.charts.is_empty()
+            && let Err(reason) = self.charts.drain(table, &mut batch.charts)
+        {
+            batch.overflow = true;
+            batch.lagged = Some(reason);
+        }
         batch.seq = promise;
         self.promised = promise;
         if quotes.len() > start && self.batch.is_some() {
@@ -554,6 +647,9 @@ impl Drop for Subscriptions {
     fn drop(&mut self) {
         let mut symbols = self.symbols();
         symbols.extend(self.books.names());
+        symbols.extend(self.charts.names());
+        symbols.sort();
+        symbols.dedup();
         self.hub.unregister(&self.client, &symbols);
     }
 }
