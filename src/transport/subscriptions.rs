@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use crate::clock::now_ns;
 use crate::fanout::{At, Client, Encoded, Hub};
 use crate::metrics::TransportCounters;
+use crate::table::chart::Interval;
 use crate::table::{BookFrame, Table};
 use crate::transport::bookstream::BookSubs;
 use crate::transport::chartstream::{ChartFrame, ChartSubs, Since};
-use crate::table::chart::Interval;
 use crate::wire::{Locate, Session};
 
 mod params;

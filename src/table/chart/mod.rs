@@ -343,7 +343,10 @@ impl Chart {
             };
             let tape = sym.tape.trades();
             let last = tape.back().map_or(0, |t| t.seq);
-            let items = tape.range(tape.len().saturating_sub(n)..).copied().collect();
+            let items = tape
+                .range(tape.len().saturating_sub(n)..)
+                .copied()
+                .collect();
             (items, last)
         })
     }
@@ -369,7 +372,13 @@ impl Chart {
     /// For a stream: the `interval` bars of `locate` starting at or after
     /// `from` (ns), oldest first, at most the newest `limit`, each closed or
     /// not by feed time.
-    pub fn bars_from(&self, locate: Locate, interval: Interval, from: u64, limit: usize) -> Vec<Bar> {
+    pub fn bars_from(
+        &self,
+        locate: Locate,
+        interval: Interval,
+        from: u64,
+        limit: usize,
+    ) -> Vec<Bar> {
         let now = self.feed_time();
         let len = interval.nanos();
         let after = |ring: &VecDeque<Kept>| {

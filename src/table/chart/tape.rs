@@ -125,7 +125,11 @@ mod tests {
         assert_eq!(tape.insert(t(14)), Taped::Repeat);
         assert_eq!(tape.insert(t(2)), Taped::Older);
         assert_eq!(tape.trades().len(), 4);
-        assert_eq!(tape.dropped(), 10, "10 was dropped to make room; 3 and 2 never kept");
+        assert_eq!(
+            tape.dropped(),
+            10,
+            "10 was dropped to make room; 3 and 2 never kept"
+        );
         tape.insert(t(15));
         assert_eq!(tape.dropped(), 11);
     }

@@ -177,7 +177,10 @@ fn a_stream_reads_after_its_position_and_learns_of_a_gap() {
         trade(&c, seq, seq * S, seq as i64, 1);
     }
     let (tail, at) = c.tape_tail(0, 2);
-    assert_eq!((tail.iter().map(|t| t.seq).collect::<Vec<_>>(), at), (vec![4, 6], 6));
+    assert_eq!(
+        (tail.iter().map(|t| t.seq).collect::<Vec<_>>(), at),
+        (vec![4, 6], 6)
+    );
     let read = c.trades_after(0, 2, 10);
     assert_eq!(read.trades.len(), 2);
     assert!(!read.more && !read.gap);

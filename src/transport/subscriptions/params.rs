@@ -43,7 +43,6 @@ impl SubOptions {
     }
 }
 
-
 /// A resume point to honour: a delayed client's `since` beyond its view's
 /// `seq` (a real-time client's position, say) is no resume point — it gets
 /// the whole snapshot of its view, never a comparison with fresher data.

@@ -56,7 +56,11 @@ impl Conn {
                 denied.push(n);
                 continue;
             }
-            match state.table.locate(&n).and_then(|l| Some((l, state.table.info(l)?))) {
+            match state
+                .table
+                .locate(&n)
+                .and_then(|l| Some((l, state.table.info(l)?)))
+            {
                 Some((l, info)) => known.push((info.symbol.clone(), l)),
                 None => unknown.push(n),
             }

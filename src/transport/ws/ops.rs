@@ -3,10 +3,10 @@
 //! may see, caps), unsubscribe, ping, and `auth` (a fresh token of the same
 //! user, dropping what it no longer allows).
 
+use super::chartops::ChartAsk;
 use super::*;
 use crate::transport::bookstream::{self, depth_of};
 use crate::transport::chart::interval_of;
-use super::chartops::ChartAsk;
 
 impl Conn {
     pub(super) fn op(&mut self, op: ClientOp) -> Flow {
@@ -82,14 +82,21 @@ impl Conn {
                 match channel.as_deref() {
                     None | Some("quotes") => self.direct.lock().subs.unsubscribe(&list),
                     Some("book") => self.direct.lock().subs.unsubscribe_books(&list),
-                    Some("trades") => self.direct.lock().subs.unsubscribe_charts(&list, false, None),
+                    Some("trades") => self
+                        .direct
+                        .lock()
+                        .subs
+                        .unsubscribe_charts(&list, false, None),
                     Some("bars") => {
                         let interval = match interval.as_deref().map(|i| interval_of(Some(i))) {
                             Some(Err(e)) => return self.error(e.code, &e.message),
                             Some(Ok(i)) => Some(i),
                             None => None,
                         };
-                        self.direct.lock().subs.unsubscribe_charts(&list, true, interval)
+                        self.direct
+                            .lock()
+                            .subs
+                            .unsubscribe_charts(&list, true, interval)
                     }
                     Some(other) => return self.bad_channel(other),
                 }
