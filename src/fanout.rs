@@ -134,6 +134,7 @@ impl Hub {
             hub: self.clone(),
             events: Vec::new(),
             seen: vec![0; LOCATES / 64],
+            second: 0,
         }
     }
 
@@ -183,6 +184,7 @@ impl Hub {
                 direct: OnceLock::new(),
                 swept: AtomicU64::new(0),
                 held: AtomicBool::new(false),
+                clocked: AtomicBool::new(false),
                 delayed,
             })
         };
@@ -401,6 +403,14 @@ impl Hub {
                             for s in list.iter().filter(|s| s.every) {
                                 let was_empty = s.client.push_every(&enc);
                                 s.client.wake(was_empty, round, touched);
+                            }
+                        }
+                    }
+                    Event::Clock => {
+                        for c in shard.clients.lock().values() {
+                            if c.clocked.load(Ordering::Relaxed) {
+                                let was_empty = c.tick();
+                                c.wake(was_empty, round, touched);
                             }
                         }
                     }

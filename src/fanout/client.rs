@@ -53,6 +53,9 @@ pub struct Client {
     /// (shared by the shard's clients of one delay). It is marked by the
     /// view's tick, never by live changes.
     pub(super) delayed: Option<Arc<super::delayed::Position>>,
+    /// It streams bars: woken when feed time passes a second, since a bar
+    /// closes then whether or not its symbol trades.
+    pub(super) clocked: AtomicBool,
 }
 
 impl std::fmt::Debug for Client {
@@ -101,6 +104,7 @@ impl Client {
         if let Some(marked) = p.marked.as_mut().filter(|m| !m.is_empty()) {
             marked.clear();
         }
+        p.clock = false;
         let every = if p.every.is_empty() {
             VecDeque::new()
         } else {
@@ -148,6 +152,19 @@ impl Client {
         } else if was_empty {
             self.notify.notify_one();
         }
+    }
+
+    /// Wakes it when feed time passes a second (`on`: it streams bars).
+    pub fn set_clocked(&self, on: bool) {
+        self.clocked.store(on, Ordering::Relaxed);
+    }
+
+    /// Feed time passed a second; true if the client had nothing pending.
+    pub(super) fn tick(&self) -> bool {
+        let mut p = self.pending.lock();
+        let was_empty = p.is_empty();
+        p.clock = true;
+        was_empty
     }
 
     /// Marks `locate` pending; true if the client had nothing pending.

@@ -13,6 +13,8 @@ pub struct HubListener {
     pub(super) hub: Arc<Hub>,
     pub(super) events: Vec<Event>,
     pub(super) seen: Vec<u64>,
+    /// The feed second (feed time / 1 s) last handed to the shards.
+    pub(super) second: u64,
 }
 
 pub(super) fn clear_bit(bits: &mut [u64], locate: Locate) {
@@ -50,6 +52,12 @@ impl ChangeListener for HubListener {
                 clear_bit(&mut self.seen, *l);
             }
         }
+        // Feed time passed a second: bars may close without a trade.
+        let second = self.hub.table.chart().feed_time() / 1_000_000_000;
+        if second != self.second {
+            self.second = second;
+            self.events.push(Event::Clock);
+        }
         // Every shard gets the batch's changes: each walks its own clients.
         let last = self.hub.shards.len() - 1;
         for (i, shard) in self.hub.shards.iter().enumerate() {
@@ -78,6 +86,7 @@ impl ChangeListener for HubListener {
                         out.queued.iter_mut().for_each(|w| *w = 0);
                         out.events.push(Event::Reset(s, e));
                     }
+                    Event::Clock => out.events.push(Event::Clock),
                 }
             }
             out.last_seq = last_seq;

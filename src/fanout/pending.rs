@@ -21,11 +21,17 @@ pub struct Pending {
     pub overflow: bool,
     /// The feed started a new session: sequence numbers restart.
     pub reset: Option<Session>,
+    /// Feed time passed a second: a bar may have closed without a trade.
+    pub clock: bool,
 }
 
 impl Pending {
     pub(super) fn is_empty(&self) -> bool {
-        self.marks.is_empty() && self.every.is_empty() && !self.overflow && self.reset.is_none()
+        self.marks.is_empty()
+            && self.every.is_empty()
+            && !self.overflow
+            && self.reset.is_none()
+            && !self.clock
     }
 
     /// Marks `locate` unless it already is; false if it was.

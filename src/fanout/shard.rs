@@ -26,6 +26,8 @@ pub(super) enum Event {
     Changed(Locate),
     Every(Locate, Quote),
     Reset(Session, u64),
+    /// Feed time passed a second (bars may have closed).
+    Clock,
 }
 
 #[derive(Default)]

@@ -58,6 +58,10 @@ pub struct StreamMetrics {
     pub quotes_sent: Family<TransportLabel, ShardedCounter>,
     /// Payload bytes written.
     pub bytes_sent: Family<TransportLabel, ShardedCounter>,
+    /// `trades` and `bars` frames or events written.
+    pub chart_frames_sent: Family<TransportLabel, ShardedCounter>,
+    /// Bytes of `trades` and `bars` frames or events written.
+    pub chart_bytes_sent: Family<TransportLabel, ShardedCounter>,
     /// Quotes replaced by a newer one before they were sent.
     pub conflated: Counter,
     /// Clients closed for being too slow or silent.
@@ -91,6 +95,10 @@ pub struct TransportCounters {
     pub bytes: ShardedCounter,
     /// See [`StreamMetrics::tick_to_write`].
     pub latency: AtomicHistogram,
+    /// See [`StreamMetrics::chart_frames_sent`].
+    pub charts: ShardedCounter,
+    /// See [`StreamMetrics::chart_bytes_sent`].
+    pub chart_bytes: ShardedCounter,
 }
 
 impl StreamMetrics {
@@ -102,6 +110,8 @@ impl StreamMetrics {
             quotes: self.quotes_sent.get_or_create(&l).clone(),
             bytes: self.bytes_sent.get_or_create(&l).clone(),
             latency: self.tick_to_write.get_or_create(&l).clone(),
+            charts: self.chart_frames_sent.get_or_create(&l).clone(),
+            chart_bytes: self.chart_bytes_sent.get_or_create(&l).clone(),
         }
     }
 
@@ -135,6 +145,8 @@ impl StreamMetrics {
             messages_sent: Family::default(),
             quotes_sent: Family::default(),
             bytes_sent: Family::default(),
+            chart_frames_sent: Family::default(),
+            chart_bytes_sent: Family::default(),
             conflated: Counter::default(),
             slow_disconnects: Family::default(),
             tick_to_write: Family::new_with_constructor(|| AtomicHistogram::new(latency_buckets())),
@@ -179,6 +191,16 @@ impl StreamMetrics {
             "bytes_sent",
             "Payload bytes written, by transport",
             stream.bytes_sent.clone(),
+        );
+        registry.register(
+            "chart_frames_sent",
+            "Trades and bars frames or events written, by transport",
+            stream.chart_frames_sent.clone(),
+        );
+        registry.register(
+            "chart_bytes_sent",
+            "Bytes of trades and bars frames or events written, by transport",
+            stream.chart_bytes_sent.clone(),
         );
         registry.register(
             "quotes_conflated",

@@ -36,7 +36,7 @@ pub mod chart;
 pub mod delayed;
 mod listener;
 pub use book::{BookFrame, BookRead, Books};
-pub use chart::{Chart, HistoryLimits};
+pub use chart::{Chart, HistoryLimits, TapeRead};
 pub use delayed::DelayedView;
 pub use listener::ChangeListener;
 

@@ -75,16 +75,7 @@ pub async fn bars(
     Query(q): Query<ChartQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let interval = match q.interval.as_deref() {
-        None => Interval::M1,
-        Some(s) => Interval::parse(s).ok_or_else(|| {
-            let shown: String = s.chars().take(20).collect();
-            ApiError::new(
-                ErrorCode::BadInterval,
-                format!("`{shown}` is not an interval: 1s, 1m, 5m, 15m or 1h"),
-            )
-        })?,
-    };
+    let interval = interval_of(q.interval.as_deref())?;
     let table = &state.table;
     let setting = match interval {
         Interval::S1 => "bars_1s",
@@ -155,6 +146,21 @@ pub async fn trades(
         trades: page.items,
     };
     Ok(door.delivered(respond(&headers, &etag, door.encoding, &body)))
+}
+
+/// `interval` of a bars request: `1s`, `1m` (when absent), `5m`, `15m` or
+/// `1h`; anything else is `bad_interval`.
+pub fn interval_of(raw: Option<&str>) -> Result<Interval, ApiError> {
+    match raw {
+        None => Ok(Interval::M1),
+        Some(s) => Interval::parse(s).ok_or_else(|| {
+            let shown: String = s.chars().take(20).collect();
+            ApiError::new(
+                ErrorCode::BadInterval,
+                format!("`{shown}` is not an interval: 1s, 1m, 5m, 15m or 1h"),
+            )
+        }),
+    }
 }
 
 /// The one symbol of the path, entitled on `channel` and listed.

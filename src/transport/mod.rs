@@ -25,6 +25,7 @@
 pub mod book;
 pub mod bookstream;
 pub mod chart;
+pub mod chartstream;
 pub mod kind;
 pub mod pacer;
 pub mod poll;

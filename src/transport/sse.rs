@@ -27,6 +27,7 @@ use crate::feed::FeedState;
 use crate::metrics::TransportCounters;
 use crate::table::BookFrame;
 use crate::transport::bookstream::{self, requested_books};
+use crate::transport::chartstream::{ChartFrame, requested_charts};
 use crate::transport::kind::{SlowReason, Transport};
 use crate::transport::slow::{self, SlowSignal, linger, read_gone, write_all};
 use crate::transport::subscriptions::{
@@ -57,6 +58,16 @@ pub struct StreamQuery {
     pub book: Option<String>,
     /// Levels a side of those books, 1–50 (default 10).
     pub depth: Option<String>,
+    /// Comma-separated tickers whose trades to stream (`trades` events).
+    pub trades: Option<String>,
+    /// Comma-separated tickers whose bars to stream (`bars` events).
+    pub bars: Option<String>,
+    /// Those bars' interval: `1s`, `1m` (default), `5m`, `15m` or `1h`.
+    pub interval: Option<String>,
+    /// Trades or bars of history in their first events (default 0).
+    pub history: Option<String>,
+    /// Trades: resume after this trade sequence (or `SESSION:SEQ`).
+    pub since: Option<String>,
 }
 
 /// `GET /v1/stream`.
@@ -79,8 +90,17 @@ pub async fn handler(
         .with_delta(q.delta == Some(1));
     let batch = batch_window(q.batch_ms)?;
     let books = requested_books(&state, identity, q.book.as_deref(), q.depth.as_deref())?;
-    // Books alone when only `book` is given: no quotes of every symbol.
-    let quotes_asked = q.symbols.is_some() || books.is_none();
+    let charts = requested_charts(
+        &state,
+        identity,
+        q.trades.as_deref(),
+        q.bars.as_deref(),
+        q.interval.as_deref(),
+        q.history.as_deref(),
+        q.since.as_deref(),
+    )?;
+    // Books or charts alone when only they are given: no quotes of every symbol.
+    let quotes_asked = q.symbols.is_some() || (books.is_none() && charts.is_none());
     let located = match quotes_asked {
         true => requested_locates(&state, identity, q.symbols.as_deref())?,
         false => Some(Vec::new()),
@@ -136,6 +156,13 @@ pub async fn handler(
     }
     first.extend_from_slice(&book_events(&book_frames));
     let counters = state.hub.metrics.transport(Transport::Sse);
+    if let Some(c) = charts {
+        let mut frames = subs.subscribe_trades(&c.trades, c.since, policy.every_queue);
+        frames.extend(subs.subscribe_bars(&c.bars, c.interval, c.bar_history));
+        let events = chart_events(&frames);
+        count_charts(&counters, &frames, events.len());
+        first.extend_from_slice(&events);
+    }
     Subscriptions::count(
         &counters,
         &Batch {
@@ -205,6 +232,23 @@ fn book_events(frames: &[BookFrame]) -> Vec<u8> {
         bookstream::sse_into(&mut out, f);
     }
     out
+}
+
+/// `trades` and `bars` events of `frames`, one after another.
+fn chart_events(frames: &[ChartFrame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        f.sse_into(&mut out);
+    }
+    out
+}
+
+/// Records chart events written in the transport's metrics.
+fn count_charts(counters: &TransportCounters, frames: &[ChartFrame], bytes: usize) {
+    if !frames.is_empty() {
+        counters.charts.inc_by(frames.len() as u64);
+        counters.chart_bytes.inc_by(bytes as u64);
+    }
 }
 
 /// Appends one event. `data` is single-line JSON.
@@ -319,10 +363,12 @@ impl SseStream {
                 .metrics
                 .slow(Transport::Sse, SlowReason::QueueOverflow);
             tracing::info!("sse client closed: every-mode queue overflow");
-            let reason = format!(
-                "slow consumer: every-mode queue over {} (setting every_queue)",
-                self.state.config.policy.every_queue
-            );
+            let reason = batch.lagged.clone().unwrap_or_else(|| {
+                format!(
+                    "slow consumer: every-mode queue over {} (setting every_queue)",
+                    self.state.config.policy.every_queue
+                )
+            });
             return Some(self.error_event(&reason));
         }
         let mut out = BytesMut::new();
@@ -335,6 +381,9 @@ impl SseStream {
             Subscriptions::count(&self.counters, &batch, out.len());
         }
         out.extend_from_slice(&book_events(&batch.books));
+        let events = chart_events(&batch.charts);
+        count_charts(&self.counters, &batch.charts, events.len());
+        out.extend_from_slice(&events);
         (!out.is_empty()).then(|| out.freeze())
     }
 

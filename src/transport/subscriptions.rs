@@ -2,53 +2,20 @@
 //! that turns the hub's pending marks into one batch of quotes, and the
 //! promise (`seq`) each batch carries.
 
-use crate::api::entitled;
-use crate::auth::{Channel, Identity};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::net::IpAddr;
-
-use crate::admission::ConnGuard;
-use crate::api::{ApiError, AppState, ErrorCode, parse_symbols};
 use crate::clock::now_ns;
 use crate::fanout::{At, Client, Encoded, Hub};
 use crate::metrics::TransportCounters;
+use crate::table::chart::Interval;
 use crate::table::{BookFrame, Table};
 use crate::transport::bookstream::BookSubs;
-use crate::transport::snapshot::{allowed_locates, resolve};
-use crate::wire::Locate;
-use crate::wire::Session;
+use crate::transport::chartstream::{ChartFrame, ChartSubs, Since};
+use crate::wire::{Locate, Session};
 
-/// How a subscription delivers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SubOptions {
-    /// `every` instead of `conflate`.
-    pub every: bool,
-    /// `max_hz`: least time between two updates of one symbol.
-    pub min_interval: Option<Duration>,
-    /// Quotes after the first as deltas to this client's last copy.
-    pub delta: bool,
-}
-
-impl SubOptions {
-    /// From the protocol's `mode` and `max_hz`.
-    pub fn new(every: bool, max_hz: Option<f64>) -> Self {
-        let min_interval = max_hz
-            .filter(|hz| *hz > 0.0)
-            .map(|hz| Duration::from_secs_f64(1.0 / hz.clamp(MIN_MAX_HZ, 1e6)));
-        SubOptions {
-            every,
-            min_interval,
-            delta: false,
-        }
-    }
-
-    /// With `delta`: quotes after the first carry only what changed.
-    pub fn with_delta(self, delta: bool) -> Self {
-        SubOptions { delta, ..self }
-    }
-}
+mod params;
+pub use params::*;
 
 /// One subscribed symbol's delivery state: 48 bytes.
 #[derive(Debug)]
@@ -204,6 +171,11 @@ pub struct Batch {
     /// `book` frames: each subscribed book that changed, as the difference
     /// to what this client last got.
     pub books: Vec<BookFrame>,
+    /// `trades` and `bars` frames: what is newer than each subscription
+    /// last sent.
+    pub charts: Vec<ChartFrame>,
+    /// With `overflow`: a chart subscription fell behind (the reason told).
+    pub lagged: Option<String>,
 }
 
 /// A streaming client's subscriptions and delivery state.
@@ -226,6 +198,8 @@ pub struct Subscriptions {
     last_batch: Option<Instant>,
     /// Book subscriptions, each with the levels this client holds.
     books: BookSubs,
+    /// Trades and bars subscriptions, each with what this client holds.
+    charts: ChartSubs,
 }
 
 impl Subscriptions {
@@ -247,6 +221,7 @@ impl Subscriptions {
             batch: None,
             last_batch: None,
             books: BookSubs::default(),
+            charts: ChartSubs::default(),
         }
     }
 
@@ -398,19 +373,37 @@ impl Subscriptions {
         if symbols.iter().any(|s| &**s == "*") && self.wildcard.take().is_some() {
             self.hub.unsubscribe_all(&self.client);
         }
-        // A symbol whose book is subscribed stays with the hub.
-        let gone: Vec<Arc<str>> = symbols
-            .iter()
-            .filter(|s| !self.books.contains(s))
-            .cloned()
-            .collect();
-        self.hub.unsubscribe(&self.client, &gone);
-        let table = self.hub.table();
+        let table = self.hub.table().clone();
         for s in symbols {
             if let Some(i) = self.subs.lookup(table.locate(s), s, table.listings()) {
                 self.subs.remove(i);
             }
         }
+        self.release(symbols);
+    }
+
+    /// Whether anything of `symbol` is subscribed: its quote, book, trades
+    /// or bars (the hub marks it for this client while so).
+    fn wanted(&self, symbol: &str) -> bool {
+        self.contains(symbol) || self.books.contains(symbol) || self.charts.contains(symbol)
+    }
+
+    /// Registers `symbol` with the hub unless something of it already is
+    /// (a quote subscription in `every` mode stays so).
+    fn hold(&self, symbol: &Arc<str>) {
+        if !self.wanted(symbol) {
+            self.hub.subscribe(&self.client, symbol, false);
+        }
+    }
+
+    /// Ends the hub's marks of those `symbols` nothing is subscribed to now.
+    fn release(&self, symbols: &[Arc<str>]) {
+        let gone: Vec<Arc<str>> = symbols
+            .iter()
+            .filter(|s| &***s != "*" && !self.wanted(s))
+            .cloned()
+            .collect();
+        self.hub.unsubscribe(&self.client, &gone);
     }
 
     /// Subscribes to the books of listed `symbols` at `depth`; returns
@@ -420,9 +413,7 @@ impl Subscriptions {
         let table = self.hub.table().clone();
         let mut frames = Vec::with_capacity(symbols.len());
         for s in symbols {
-            if !self.contains(s) && !self.books.contains(s) {
-                self.hub.subscribe(&self.client, s, false);
-            }
+            self.hold(s);
             if let Some(l) = table.locate(s) {
                 frames.extend(self.books.subscribe(s, l, depth, &table));
             }
@@ -432,12 +423,70 @@ impl Subscriptions {
 
     /// Ends the book subscriptions of `symbols`.
     pub fn unsubscribe_books(&mut self, symbols: &[Arc<str>]) {
-        let gone: Vec<Arc<str>> = symbols
-            .iter()
-            .filter(|s| self.books.unsubscribe(s) && !self.contains(s))
-            .cloned()
-            .collect();
-        self.hub.unsubscribe(&self.client, &gone);
+        for s in symbols {
+            self.books.unsubscribe(s);
+        }
+        self.release(symbols);
+    }
+
+    /// Subscribes to the trades of listed `symbols` from `since` (history
+    /// or a resume point), `queue` the most a client may fall behind;
+    /// returns their first frames. Registered with the hub first, read
+    /// second: a trade after the read is marked and follows.
+    pub fn subscribe_trades(
+        &mut self,
+        symbols: &[(Arc<str>, Locate)],
+        since: Since,
+        queue: usize,
+    ) -> Vec<ChartFrame> {
+        let table = self.hub.table().clone();
+        let mut frames = Vec::with_capacity(symbols.len());
+        for (s, l) in symbols {
+            self.hold(s);
+            frames.push(self.charts.subscribe_trades(s, *l, since, queue, &table));
+        }
+        frames
+    }
+
+    /// Subscribes to the `interval` bars of listed `symbols` with `history`
+    /// bars in their first frames (returned), which hold the position too.
+    pub fn subscribe_bars(
+        &mut self,
+        symbols: &[(Arc<str>, Locate)],
+        interval: Interval,
+        history: usize,
+    ) -> Vec<ChartFrame> {
+        let table = self.hub.table().clone();
+        let mut frames = Vec::with_capacity(symbols.len());
+        for (s, l) in symbols {
+            self.hold(s);
+            frames.push(self.charts.subscribe_bars(s, *l, interval, history, &table));
+        }
+        self.client.set_clocked(self.charts.has_bars());
+        frames
+    }
+
+    /// Ends the trades (`bars: false`) or bars (of `interval`, or every
+    /// interval) subscriptions of `symbols`.
+    pub fn unsubscribe_charts(
+        &mut self,
+        symbols: &[Arc<str>],
+        bars: bool,
+        interval: Option<Interval>,
+    ) {
+        for s in symbols {
+            match bars {
+                true => self.charts.unsubscribe_bars(s, interval),
+                false => self.charts.unsubscribe_trades(s),
+            };
+        }
+        self.client.set_clocked(self.charts.has_bars());
+        self.release(symbols);
+    }
+
+    /// Number of trades and bars subscriptions.
+    pub fn chart_count(&self) -> usize {
+        self.charts.len()
     }
 
     /// Whether `symbol`'s book is subscribed.
@@ -478,6 +527,8 @@ impl Subscriptions {
             reset,
             quotes: Vec::new(),
             books: Vec::new(),
+            charts: Vec::new(),
+            lagged: None,
         };
         let start = quotes.len();
         if let Some(session) = reset {
@@ -493,6 +544,7 @@ impl Subscriptions {
             self.promised = 0;
             self.floor = 0;
             self.books.resync(self.hub.table(), &mut batch.books);
+            self.charts.resync(self.hub.table());
         }
         if overflow {
             return batch;
@@ -555,6 +607,12 @@ impl Subscriptions {
             quotes.push(sub.diff(&self.hub, enc));
         }
         self.scratch = marks;
+        if !self.charts.is_empty()
+            && let Err(reason) = self.charts.drain(table, &mut batch.charts)
+        {
+            batch.overflow = true;
+            batch.lagged = Some(reason);
+        }
         batch.seq = promise;
         self.promised = promise;
         if quotes.len() > start && self.batch.is_some() {
@@ -589,123 +647,10 @@ impl Drop for Subscriptions {
     fn drop(&mut self) {
         let mut symbols = self.symbols();
         symbols.extend(self.books.names());
+        symbols.extend(self.charts.names());
+        symbols.sort();
+        symbols.dedup();
         self.hub.unregister(&self.client, &symbols);
-    }
-}
-
-/// A resume point to honour: a delayed client's `since` beyond its view's
-/// `seq` (a real-time client's position, say) is no resume point — it gets
-/// the whole snapshot of its view, never a comparison with fresher data.
-pub fn resumable(since: Option<u64>, seq: u64, at: At) -> Option<u64> {
-    match at {
-        At::Cutoff(_) => since.filter(|&s| s <= seq),
-        At::Live => since,
-    }
-}
-
-/// The smallest `max_hz` a client may ask for: one update an hour.
-pub const MIN_MAX_HZ: f64 = 1.0 / 3600.0;
-
-/// Delivery options from the protocol's `mode` and `max_hz`, checked.
-pub fn sub_options(mode: Option<&str>, max_hz: Option<f64>) -> Result<SubOptions, ApiError> {
-    let every = match mode {
-        None | Some("conflate") => false,
-        Some("every") => true,
-        Some(other) => {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                format!("mode `{other}` is not `conflate` or `every`"),
-            ));
-        }
-    };
-    // At least one update an hour: below that, 1/max_hz seconds is no
-    // useful throttle (and, far below, no Duration at all).
-    if max_hz.is_some_and(|hz| !(hz.is_finite() && hz >= MIN_MAX_HZ)) {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            format!("max_hz must be a number of at least {MIN_MAX_HZ} (one update an hour)"),
-        ));
-    }
-    Ok(SubOptions::new(every, max_hz))
-}
-
-/// How late a timer may fire: tokio's timers have millisecond resolution.
-pub const TIMER_SLACK: Duration = Duration::from_millis(1);
-
-/// Longest `batch_ms` a client may ask for (docs/PROTOCOL.md, "Delivery modes").
-pub const MAX_BATCH_MS: u64 = 1000;
-
-/// `batch_ms` from the protocol, checked: 0–1000 ms, 0 meaning immediate.
-pub fn batch_window(batch_ms: Option<u64>) -> Result<Option<Duration>, ApiError> {
-    match batch_ms {
-        None | Some(0) => Ok(None),
-        Some(ms) if ms <= MAX_BATCH_MS => Ok(Some(Duration::from_millis(ms))),
-        Some(ms) => Err(ApiError::new(
-            ErrorCode::BadBatchMs,
-            format!("batch_ms {ms} is not between 0 and {MAX_BATCH_MS}"),
-        )),
-    }
-}
-
-/// The locates of `?symbols=…`, or `None` for every symbol when the
-/// parameter is absent and `*` is allowed.
-pub fn requested_locates(
-    state: &AppState,
-    identity: &Identity,
-    symbols: Option<&str>,
-) -> Result<Option<Vec<Locate>>, ApiError> {
-    let policy = &state.config.policy;
-    let rights = &identity.rights;
-    entitled(identity, Channel::Quotes, [])?;
-    match parse_symbols(symbols, rights.symbol_cap(policy.max_symbols))? {
-        Some(names) if names.iter().any(|n| n == "*") && policy.allow_wildcard => {
-            Ok(allowed_locates(&state.table, identity))
-        }
-        Some(names) => {
-            entitled(identity, Channel::Quotes, names.iter().map(String::as_str))?;
-            resolve(&state.table, &names).map(Some)
-        }
-        None if policy.allow_wildcard => Ok(allowed_locates(&state.table, identity)),
-        None => Err(ApiError::new(
-            ErrorCode::MissingSymbols,
-            "`symbols` is required (setting allow_wildcard is off)",
-        )),
-    }
-}
-
-/// Takes a streaming connection slot for `peer`, or answers 429.
-pub fn acquire(state: &AppState, peer: IpAddr) -> Result<ConnGuard, ApiError> {
-    state.conns.acquire(peer).map_err(|e| {
-        crate::api::refused(state, e.label());
-        ApiError::new(ErrorCode::LimitExceeded, e.message())
-    })
-}
-
-/// Parses a `SESSION:SEQ` resume token.
-pub fn parse_resume(token: &str) -> Option<(String, u64)> {
-    let (session, seq) = token.trim().rsplit_once(':')?;
-    Some((session.to_owned(), seq.parse().ok()?))
-}
-
-/// `Some(seq)` to resume from when `token` names the current session,
-/// `None` for a full snapshot.
-pub fn resume_point(token: Option<&str>, session: Session) -> Option<u64> {
-    let (s, seq) = parse_resume(token?)?;
-    (s == session.as_str()).then_some(seq)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resume_tokens() {
-        assert_eq!(parse_resume("S1:42"), Some(("S1".into(), 42)));
-        assert_eq!(parse_resume("nonsense"), None);
-        assert_eq!(parse_resume("S1:x"), None);
-        assert_eq!(resume_point(Some("S1:42"), Session::new("S1")), Some(42));
-        assert_eq!(resume_point(Some("S0:42"), Session::new("S1")), None);
-        assert_eq!(resume_point(None, Session::new("S1")), None);
     }
 }
 

@@ -28,6 +28,7 @@ use crate::fanout::{Format, Scratch, Sweep, envelope};
 use crate::feed::FeedState;
 use crate::metrics::TransportCounters;
 use crate::transport::bookstream;
+use crate::transport::chartstream::ChartFrame;
 use crate::transport::kind::{SlowReason, Transport};
 use crate::transport::pacer::Beat;
 use crate::transport::subscriptions::Subscriptions;
@@ -358,13 +359,13 @@ impl WriteSide {
                 peer = %self.peer(),
                 "client closed: every-mode queue overflow"
             );
-            w.verdict = Some(Verdict::Close(
-                close::SLOW_CONSUMER,
+            let reason = batch.lagged.unwrap_or_else(|| {
                 format!(
                     "slow consumer: every-mode queue over {} (setting every_queue)",
                     self.state.config.policy.every_queue
-                ),
-            ));
+                )
+            });
+            w.verdict = Some(Verdict::Close(close::SLOW_CONSUMER, reason));
             self.wake.notify_one();
             return None;
         }
@@ -421,6 +422,23 @@ impl WriteSide {
             self.deliveries
                 .count(batch.books.len(), frame.len() - before);
         }
+        if !batch.charts.is_empty() {
+            let before = frame.len();
+            for chart in &batch.charts {
+                let at = frame.len();
+                match self.framing {
+                    Framing::Ws(format) => {
+                        chart.ws_into(frame, format);
+                        self.seal_message(w, frame, at);
+                    }
+                    Framing::Sse => {
+                        chart.sse_into(frame);
+                        self.seal(frame, at);
+                    }
+                }
+            }
+            self.count_charts(&batch.charts, frame.len() - before);
+        }
         if frame.len() > start {
             self.write(w, &frame[start..]);
         }
@@ -470,6 +488,15 @@ impl WriteSide {
     pub fn count(&self, batch: &crate::transport::subscriptions::Batch, bytes: usize) {
         Subscriptions::count(&self.counters, batch, bytes);
         self.deliveries.count(batch.quotes.len(), bytes);
+    }
+
+    /// Records `charts`, `bytes` on the wire, in the transport's metrics
+    /// and the client's deliveries (a trade or bar each).
+    pub fn count_charts(&self, charts: &[ChartFrame], bytes: usize) {
+        let items: usize = charts.iter().map(ChartFrame::len).sum();
+        self.counters.charts.inc_by(charts.len() as u64);
+        self.counters.chart_bytes.inc_by(bytes as u64);
+        self.deliveries.count(items, bytes);
     }
 
     /// The `feed` status as this connection's frame payload (unsealed).

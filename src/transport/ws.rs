@@ -53,6 +53,7 @@ use crate::transport::wsdeflate::{Held, Outgoing};
 use crate::transport::wsframe::{self, CloseWait, FrameError, Incoming, opcode};
 use crate::transport::wsmsg::{ServerFrame, feed_frame};
 
+mod chartops;
 mod ops;
 
 /// The WebSocket subprotocol for MessagePack frames.
@@ -74,9 +75,10 @@ pub enum ClientOp {
         /// Most updates per second per symbol.
         #[serde(default)]
         max_hz: Option<f64>,
-        /// Resume point `SESSION:SEQ`.
+        /// Resume point: `SESSION:SEQ` for quotes; a trade's feed sequence
+        /// (or `SESSION:SEQ`) for trades.
         #[serde(default)]
-        since: Option<String>,
+        since: Option<serde_json::Value>,
         /// Gather this client's changes for up to this long into one frame
         /// (0–1000 ms; applies to the whole connection).
         #[serde(default)]
@@ -84,20 +86,30 @@ pub enum ClientOp {
         /// Quotes after the snapshot carry only what changed.
         #[serde(default)]
         delta: bool,
-        /// `quotes` (the default) or `book`.
+        /// `quotes` (the default), `book`, `trades` or `bars`.
         #[serde(default)]
         channel: Option<String>,
         /// With `book`: levels a side, 1–50 (default 10).
         #[serde(default)]
         depth: Option<serde_json::Value>,
+        /// With `bars`: `1s`, `1m` (default), `5m`, `15m` or `1h`.
+        #[serde(default)]
+        interval: Option<String>,
+        /// With `trades` or `bars`: how many of the newest the first frame
+        /// carries (default 0).
+        #[serde(default)]
+        history: Option<u64>,
     },
     /// Remove symbols.
     Unsubscribe {
         /// Tickers, or `["*"]`.
         symbols: Vec<String>,
-        /// `quotes` (the default) or `book`.
+        /// `quotes` (the default), `book`, `trades` or `bars`.
         #[serde(default)]
         channel: Option<String>,
+        /// With `bars`: only this interval's (every interval's when absent).
+        #[serde(default)]
+        interval: Option<String>,
     },
     /// Liveness check; answered with `pong`.
     Ping,

@@ -20,33 +20,33 @@ use tickrelay::price::Price;
 use tickrelay::transport::chart::BarsBody;
 use tickrelay::wire::Message;
 
-const SECOND: u64 = 1_000_000_000;
-const MINUTE: u64 = 60 * SECOND;
+pub(crate) const SECOND: u64 = 1_000_000_000;
+pub(crate) const MINUTE: u64 = 60 * SECOND;
 
 /// A trade as the simulator recorded it.
 #[derive(Clone, Debug)]
-struct Recorded {
-    ts: u64,
-    seq: u64,
-    price: i64,
-    size: u64,
+pub(crate) struct Recorded {
+    pub(crate) ts: u64,
+    pub(crate) seq: u64,
+    pub(crate) price: i64,
+    pub(crate) size: u64,
 }
 
 /// A bar, computed here or read from the relay: prices in 1/10,000.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Ohlcv {
-    t: u64,
-    o: i64,
-    h: i64,
-    l: i64,
-    c: i64,
-    v: u64,
-    n: u64,
-    closed: bool,
+pub(crate) struct Ohlcv {
+    pub(crate) t: u64,
+    pub(crate) o: i64,
+    pub(crate) h: i64,
+    pub(crate) l: i64,
+    pub(crate) c: i64,
+    pub(crate) v: u64,
+    pub(crate) n: u64,
+    pub(crate) closed: bool,
 }
 
 /// `"189.1300"` in 1/10,000, parsed here rather than by the relay's code.
-fn units(text: &str) -> i64 {
+pub(crate) fn units(text: &str) -> i64 {
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
     let frac = format!("{frac:0<4}");
     assert_eq!(frac.len(), 4, "{text}: four decimals at most");
@@ -55,7 +55,7 @@ fn units(text: &str) -> i64 {
 
 /// The recording's trades by symbol (in sequence order), its newest
 /// exchange timestamp and its last sequence.
-fn read_recording(path: &Path) -> (BTreeMap<String, Vec<Recorded>>, u64, u64) {
+pub(crate) fn read_recording(path: &Path) -> (BTreeMap<String, Vec<Recorded>>, u64, u64) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut trades: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
     let (mut newest, mut last) = (0, 0);
@@ -85,7 +85,7 @@ fn read_recording(path: &Path) -> (BTreeMap<String, Vec<Recorded>>, u64, u64) {
 
 /// The bars of `interval` that `trades` (in sequence order) make, closed
 /// once `feed_time` reaches their end.
-fn bars_of(trades: &[Recorded], interval: u64, feed_time: u64) -> Vec<Ohlcv> {
+pub(crate) fn bars_of(trades: &[Recorded], interval: u64, feed_time: u64) -> Vec<Ohlcv> {
     let mut bars: BTreeMap<u64, Ohlcv> = BTreeMap::new();
     for t in trades {
         let start = t.ts / interval * interval;
@@ -108,7 +108,7 @@ fn bars_of(trades: &[Recorded], interval: u64, feed_time: u64) -> Vec<Ohlcv> {
     bars.into_values().collect()
 }
 
-fn bar_of(v: &Value) -> Ohlcv {
+pub(crate) fn bar_of(v: &Value) -> Ohlcv {
     let price = |k: &str| units(v[k].as_str().unwrap_or_else(|| panic!("{k} in {v}")));
     Ohlcv {
         t: v["t"].as_u64().unwrap(),
@@ -122,7 +122,7 @@ fn bar_of(v: &Value) -> Ohlcv {
     }
 }
 
-fn trade_of(v: &Value) -> (u64, u64, i64, u64) {
+pub(crate) fn trade_of(v: &Value) -> (u64, u64, i64, u64) {
     (
         v["seq"].as_u64().unwrap(),
         v["ts"].as_u64().unwrap(),
@@ -132,13 +132,13 @@ fn trade_of(v: &Value) -> (u64, u64, i64, u64) {
 }
 
 /// `GET path` as JSON, expecting 200.
-fn ok_json(relay: &Relay, path: &str) -> Value {
+pub(crate) fn ok_json(relay: &Relay, path: &str) -> Value {
     let r = relay.get(path);
     assert_eq!(r.status, 200, "{path}: {}", r.text());
     r.json()
 }
 
-fn bars(relay: &Relay, path: &str) -> Vec<Ohlcv> {
+pub(crate) fn bars(relay: &Relay, path: &str) -> Vec<Ohlcv> {
     ok_json(relay, path)["bars"]
         .as_array()
         .unwrap()
@@ -147,7 +147,7 @@ fn bars(relay: &Relay, path: &str) -> Vec<Ohlcv> {
         .collect()
 }
 
-fn trades(relay: &Relay, path: &str) -> Vec<(u64, u64, i64, u64)> {
+pub(crate) fn trades(relay: &Relay, path: &str) -> Vec<(u64, u64, i64, u64)> {
     ok_json(relay, path)["trades"]
         .as_array()
         .unwrap()
@@ -335,7 +335,7 @@ fn bars_and_tape_equal_those_computed_from_the_recorded_session() {
 }
 
 /// A trade of `locate` at exchange time `ts`.
-fn trade_at(locate: u16, ts: u64, price: i64, size: u32) -> Message<'static> {
+pub(crate) fn trade_at(locate: u16, ts: u64, price: i64, size: u32) -> Message<'static> {
     Message::Trade {
         locate,
         ts,
@@ -346,7 +346,7 @@ fn trade_at(locate: u16, ts: u64, price: i64, size: u32) -> Message<'static> {
 }
 
 /// A quote of `locate` at exchange time `ts`.
-fn quote_at(locate: u16, ts: u64) -> Message<'static> {
+pub(crate) fn quote_at(locate: u16, ts: u64) -> Message<'static> {
     Message::Quote {
         locate,
         ts,

@@ -17,6 +17,7 @@ mod support;
 mod book;
 mod browser;
 mod chart;
+mod chartstream;
 mod dashboards;
 mod deflate;
 mod delayed;

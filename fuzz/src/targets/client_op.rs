@@ -107,7 +107,13 @@ fn check_op(op: tickrelay::transport::ws::ClientOp) -> u64 {
             // `SubOptions::new` overflow a Duration; it is refused now
             // (reproducer: fuzz/corpus/client_op/known-tiny-max-hz.json).
             let opts = sub_options(mode.as_deref(), max_hz).is_ok();
-            let resume = resume_point(since.as_deref(), Session::new("S1")).is_some();
+            // A quote resume point is `SESSION:SEQ`; a trades `since` a
+            // sequence or that, any other shape refused.
+            let token = since.as_ref().and_then(|v| v.as_str());
+            let resume = resume_point(token, Session::new("S1")).is_some();
+            if let Some(raw) = token {
+                let _ = tickrelay::transport::chartstream::since_of(raw, "S1");
+            }
             8 + u64::from(list)
                 + 2 * u64::from(opts)
                 + 4 * u64::from(resume)

@@ -176,6 +176,17 @@ pub struct Page<T> {
     pub version: u64,
 }
 
+/// What a stream reads of a tape after its position.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TapeRead {
+    /// The trades after the position, oldest first.
+    pub trades: Vec<Trade>,
+    /// More are kept after these (more than the reader asked for).
+    pub more: bool,
+    /// Some trade after the position is no longer kept: the reader missed it.
+    pub gap: bool,
+}
+
 /// Every symbol's trades and bars, by locate.
 pub struct Chart {
     limits: HistoryLimits,
@@ -319,6 +330,86 @@ impl Chart {
         Page {
             items: kept.items.iter().map(|b| b.bar(len, now)).collect(),
             version: kept.version,
+        }
+    }
+
+    /// For a stream's first frame: the newest `n` trades of `locate`
+    /// (oldest first) and the position the stream continues from, the
+    /// sequence of the newest trade kept (0: none yet).
+    pub fn tape_tail(&self, locate: Locate, n: usize) -> (Vec<Trade>, u64) {
+        self.with(locate, |sym| {
+            let Some(sym) = sym else {
+                return (Vec::new(), 0);
+            };
+            let tape = sym.tape.trades();
+            let last = tape.back().map_or(0, |t| t.seq);
+            let items = tape
+                .range(tape.len().saturating_sub(n)..)
+                .copied()
+                .collect();
+            (items, last)
+        })
+    }
+
+    /// For a stream at position `after` (the last trade sequence it sent):
+    /// the kept trades of `locate` after it, oldest first, at most `max`.
+    pub fn trades_after(&self, locate: Locate, after: u64, max: usize) -> TapeRead {
+        self.with(locate, |sym| {
+            let Some(sym) = sym else {
+                return TapeRead::default();
+            };
+            let tape = sym.tape.trades();
+            let from = tape.partition_point(|t| t.seq <= after);
+            let pending = tape.len() - from;
+            TapeRead {
+                trades: tape.range(from..from + pending.min(max)).copied().collect(),
+                more: pending > max,
+                gap: sym.tape.dropped() > after,
+            }
+        })
+    }
+
+    /// For a stream: the `interval` bars of `locate` starting at or after
+    /// `from` (ns), oldest first, at most the newest `limit`, each closed or
+    /// not by feed time.
+    pub fn bars_from(
+        &self,
+        locate: Locate,
+        interval: Interval,
+        from: u64,
+        limit: usize,
+    ) -> Vec<Bar> {
+        let now = self.feed_time();
+        let len = interval.nanos();
+        let after = |ring: &VecDeque<Kept>| {
+            let start = ring.partition_point(|b| b.t < from);
+            ring.range(start.max(ring.len().saturating_sub(limit))..)
+                .copied()
+                .collect::<Vec<Kept>>()
+        };
+        let kept = self.with(locate, |sym| {
+            let Some(sym) = sym else { return Vec::new() };
+            match interval {
+                Interval::S1 => after(sym.s1.bars()),
+                Interval::M1 => after(sym.m1.bars()),
+                _ => {
+                    let ring = sym.m1.bars();
+                    let start = ring.partition_point(|b| b.t < from);
+                    let minutes: Vec<Kept> = ring.range(start..).copied().collect();
+                    let mut bars = bars::coarse(&minutes, len, sym.m1.floor());
+                    bars.drain(..bars.len().saturating_sub(limit));
+                    bars
+                }
+            }
+        });
+        kept.iter().map(|b| b.bar(len, now)).collect()
+    }
+
+    /// Runs `f` on `locate`'s history (`None`: none yet) under its lock.
+    fn with<R>(&self, locate: Locate, f: impl FnOnce(Option<&Symbol>) -> R) -> R {
+        match self.symbols.get(usize::from(locate)) {
+            Some(slot) => f(slot.lock().as_deref()),
+            None => f(None),
         }
     }
 

@@ -36,6 +36,9 @@ pub(crate) enum Taped {
 pub(crate) struct Tape {
     ring: VecDeque<Trade>,
     cap: usize,
+    /// The highest sequence no longer kept (0: none dropped): a reader
+    /// whose position is below it has missed trades.
+    dropped: u64,
 }
 
 impl Tape {
@@ -43,12 +46,14 @@ impl Tape {
         Tape {
             ring: VecDeque::new(),
             cap,
+            dropped: 0,
         }
     }
 
     /// Puts `trade` in its place by sequence.
     pub(crate) fn insert(&mut self, trade: Trade) -> Taped {
         if self.cap == 0 {
+            self.dropped = self.dropped.max(trade.seq);
             return Taped::Older;
         }
         let at = match self.ring.back() {
@@ -56,14 +61,19 @@ impl Tape {
             Some(last) if trade.seq > last.seq => self.ring.len(),
             Some(_) => match self.ring.binary_search_by_key(&trade.seq, |t| t.seq) {
                 Ok(_) => return Taped::Repeat,
-                Err(0) if self.ring.len() >= self.cap => return Taped::Older,
+                Err(0) if self.ring.len() >= self.cap => {
+                    self.dropped = self.dropped.max(trade.seq);
+                    return Taped::Older;
+                }
                 Err(i) => i,
             },
         };
         // A full tape drops its oldest trade first; `at` is at least 1
         // then (an older trade than every kept one was refused above).
         if self.ring.len() >= self.cap {
-            self.ring.pop_front();
+            if let Some(old) = self.ring.pop_front() {
+                self.dropped = self.dropped.max(old.seq);
+            }
             self.ring.insert(at - 1, trade);
         } else {
             super::room(&mut self.ring, self.cap);
@@ -75,6 +85,11 @@ impl Tape {
     /// The kept trades, oldest first.
     pub(crate) fn trades(&self) -> &VecDeque<Trade> {
         &self.ring
+    }
+
+    /// The highest sequence of a trade not kept (0: none).
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Bytes this tape holds on the heap.
@@ -110,5 +125,12 @@ mod tests {
         assert_eq!(tape.insert(t(14)), Taped::Repeat);
         assert_eq!(tape.insert(t(2)), Taped::Older);
         assert_eq!(tape.trades().len(), 4);
+        assert_eq!(
+            tape.dropped(),
+            10,
+            "10 was dropped to make room; 3 and 2 never kept"
+        );
+        tape.insert(t(15));
+        assert_eq!(tape.dropped(), 11);
     }
 }

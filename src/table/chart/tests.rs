@@ -131,7 +131,7 @@ fn memory_grows_with_use_up_to_the_caps() {
     }
     assert_eq!(c.heap_bytes(), limits.bytes_per_symbol());
     // The figure docs/ARCHITECTURE.md gives ("The chart and the tape").
-    assert_eq!(limits.bytes_per_symbol(), 200_640);
+    assert_eq!(limits.bytes_per_symbol(), 200_648);
     assert_eq!(c.trades(0, u64::MAX, 5_000).items.len(), 1_000);
     assert_eq!(c.bars(0, Interval::M1, u64::MAX, 5_000).items.len(), 1_440);
 }
@@ -163,4 +163,39 @@ fn intervals_parse_and_know_their_kept_length() {
     );
     assert_eq!(Interval::parse("15m"), Some(Interval::M15));
     assert_eq!(Interval::parse("2m"), None);
+}
+
+#[test]
+fn a_stream_reads_after_its_position_and_learns_of_a_gap() {
+    let limits = HistoryLimits {
+        trades: 3,
+        ..HistoryLimits::default()
+    };
+    let c = chart(limits);
+    assert_eq!(c.tape_tail(0, 2), (Vec::new(), 0));
+    for seq in [2, 4, 6] {
+        trade(&c, seq, seq * S, seq as i64, 1);
+    }
+    let (tail, at) = c.tape_tail(0, 2);
+    assert_eq!(
+        (tail.iter().map(|t| t.seq).collect::<Vec<_>>(), at),
+        (vec![4, 6], 6)
+    );
+    let read = c.trades_after(0, 2, 10);
+    assert_eq!(read.trades.len(), 2);
+    assert!(!read.more && !read.gap);
+    assert!(c.trades_after(0, 2, 1).more);
+    trade(&c, 8, 8 * S, 8, 1);
+    // 2 fell off the tape: a reader at 0 missed it, one at 2 did not.
+    assert!(c.trades_after(0, 0, 10).gap);
+    assert!(!c.trades_after(0, 2, 10).gap);
+    let starts = |from, limit| -> Vec<(u64, bool)> {
+        c.bars_from(0, Interval::S1, from, limit)
+            .iter()
+            .map(|b| (b.t / S, b.closed))
+            .collect()
+    };
+    assert_eq!(starts(6 * S, 10), [(6, true), (8, false)]);
+    assert_eq!(starts(0, 1), [(8, false)]);
+    assert_eq!(c.bars_from(0, Interval::M5, 0, 10).len(), 1);
 }

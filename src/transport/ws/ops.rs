@@ -3,8 +3,10 @@
 //! may see, caps), unsubscribe, ping, and `auth` (a fresh token of the same
 //! user, dropping what it no longer allows).
 
+use super::chartops::ChartAsk;
 use super::*;
 use crate::transport::bookstream::{self, depth_of};
+use crate::transport::chart::interval_of;
 
 impl Conn {
     pub(super) fn op(&mut self, op: ClientOp) -> Flow {
@@ -20,6 +22,8 @@ impl Conn {
                 delta,
                 channel,
                 depth,
+                interval,
+                history,
             } => {
                 if !self.ops.allow() {
                     crate::api::refused(self.state(), Limit::OpsPerSecond);
@@ -32,6 +36,15 @@ impl Conn {
                 match channel.as_deref() {
                     None | Some("quotes") => {}
                     Some("book") => return self.subscribe_book(symbols, depth.as_ref()),
+                    Some(c @ ("trades" | "bars")) => {
+                        let ask = ChartAsk {
+                            bars: c == "bars",
+                            interval: interval.as_deref(),
+                            history,
+                            since: since.as_ref(),
+                        };
+                        return self.subscribe_chart(symbols, ask);
+                    }
                     Some(other) => return self.bad_channel(other),
                 }
                 let max_hz = self.identity().rights.cap_hz(max_hz);
@@ -46,9 +59,15 @@ impl Conn {
                 if batch_ms.is_some() {
                     self.direct.lock().subs.set_batch(batch);
                 }
+                // A quote resume point is `SESSION:SEQ`.
+                let since = since.as_ref().and_then(|v| v.as_str()).map(str::to_owned);
                 self.subscribe(symbols, opts, since)
             }
-            ClientOp::Unsubscribe { symbols, channel } => {
+            ClientOp::Unsubscribe {
+                symbols,
+                channel,
+                interval,
+            } => {
                 if !self.ops.allow() {
                     crate::api::refused(self.state(), Limit::OpsPerSecond);
                     return self.error(
@@ -63,6 +82,22 @@ impl Conn {
                 match channel.as_deref() {
                     None | Some("quotes") => self.direct.lock().subs.unsubscribe(&list),
                     Some("book") => self.direct.lock().subs.unsubscribe_books(&list),
+                    Some("trades") => self
+                        .direct
+                        .lock()
+                        .subs
+                        .unsubscribe_charts(&list, false, None),
+                    Some("bars") => {
+                        let interval = match interval.as_deref().map(|i| interval_of(Some(i))) {
+                            Some(Err(e)) => return self.error(e.code, &e.message),
+                            Some(Ok(i)) => Some(i),
+                            None => None,
+                        };
+                        self.direct
+                            .lock()
+                            .subs
+                            .unsubscribe_charts(&list, true, interval)
+                    }
                     Some(other) => return self.bad_channel(other),
                 }
                 Flow::Continue
@@ -71,7 +106,7 @@ impl Conn {
     }
 
     /// Who the client is now.
-    fn identity(&self) -> Arc<Identity> {
+    pub(super) fn identity(&self) -> Arc<Identity> {
         match self.direct.user() {
             Some(u) => u.identity(),
             None => self.state().anonymous.clone(),
@@ -262,11 +297,11 @@ impl Conn {
         d.write(w, &out);
     }
 
-    fn bad_channel(&mut self, channel: &str) -> Flow {
+    pub(super) fn bad_channel(&mut self, channel: &str) -> Flow {
         let shown: String = channel.chars().take(20).collect();
         self.error(
             ErrorCode::BadRequest,
-            &format!("channel `{shown}` is not `quotes` or `book`"),
+            &format!("channel `{shown}` is not `quotes`, `book`, `trades` or `bars`"),
         )
     }
 

@@ -159,19 +159,19 @@ fn tempdir() -> std::path::PathBuf {
 }
 
 /// Reads SSE events from a raw HTTP/1.1 connection.
-struct SseReader {
+pub(crate) struct SseReader {
     reader: BufReader<TcpStream>,
 }
 
 #[derive(Debug, Default, Clone)]
-struct SseEvent {
-    id: Option<String>,
-    event: String,
-    data: String,
+pub(crate) struct SseEvent {
+    pub(crate) id: Option<String>,
+    pub(crate) event: String,
+    pub(crate) data: String,
 }
 
 impl SseReader {
-    fn open(base: &str, path: &str, last_event_id: Option<&str>) -> (u16, Self) {
+    pub(crate) fn open(base: &str, path: &str, last_event_id: Option<&str>) -> (u16, Self) {
         let addr = base.trim_start_matches("http://");
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -225,7 +225,7 @@ impl SseReader {
         }
     }
 
-    fn next_event(&mut self, buf: &mut Vec<u8>) -> Option<SseEvent> {
+    pub(crate) fn next_event(&mut self, buf: &mut Vec<u8>) -> Option<SseEvent> {
         let mut ev = SseEvent::default();
         loop {
             let line = self.line(buf)?;
@@ -245,7 +245,7 @@ impl SseReader {
         }
     }
 
-    fn event_of(&mut self, buf: &mut Vec<u8>, kind: &str) -> SseEvent {
+    pub(crate) fn event_of(&mut self, buf: &mut Vec<u8>, kind: &str) -> SseEvent {
         loop {
             let ev = self
                 .next_event(buf)

@@ -154,11 +154,27 @@ impl Strict {
     /// [`Strict::connect`] offering these `Sec-WebSocket-Extensions` lines;
     /// with the relay's answer, the client speaks permessage-deflate.
     pub(crate) fn connect_offering(addr: SocketAddr, query: &str, offers: &[&str]) -> Strict {
+        Strict::connect_with(addr, query, offers, &[])
+    }
+
+    /// [`Strict::connect_offering`] asking for these subprotocols
+    /// (`tickrelay.msgpack`).
+    pub(crate) fn connect_with(
+        addr: SocketAddr,
+        query: &str,
+        offers: &[&str],
+        protocols: &[&str],
+    ) -> Strict {
         let mut tcp = TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(super::DEADLINE)).unwrap();
         let extensions: String = offers
             .iter()
             .map(|o| format!("Sec-WebSocket-Extensions: {o}\r\n"))
+            .chain(
+                protocols
+                    .iter()
+                    .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n")),
+            )
             .collect();
         write!(
             tcp,
