@@ -3,26 +3,37 @@
  * of tickrelay.js; clients/js/README.md, docs/PROTOCOL.md "The chart and the
  * tape").
  *
- * A connected client's `subscribeBars` / `subscribeTrades` land here. The
- * channels ride a WebSocket of their own (one for every chart subscription
- * of the client, beside the quotes' transport), each subscription asking for
- * `history` so its first frame carries the recent bars or trades and the
- * stream continues from there. A client on long or short polling, or a
- * relay that refuses the channels (an `error` frame naming the channel),
- * polls REST instead: `/v1/bars` and `/v1/trades` with `If-None-Match`.
+ * A connected client's `subscribeBars` / `subscribeTrades` land here, fed
+ * by the relay's streams (docs/PROTOCOL.md, "Trades and bars streamed") as
+ * the client's transport allows (`mode` of the handle):
+ * - 'ws' (a client on `ws`, `ws-msgpack` or `auto`): the `trades` and `bars`
+ *   channels on a WebSocket of their own, shared by every chart
+ *   subscription of the client, beside the quotes' transport;
+ * - 'sse' (a client on `sse`): one `/v1/stream?trades=…` or `?bars=…`
+ *   stream per subscription, its `trades` / `bars` events;
+ * - 'poll' (a client on `poll` or `snapshot`, or a relay that cannot stream
+ *   the channels: an `error` frame naming the channel, a stream of quotes
+ *   instead, or a stream that never comes up): REST, `/v1/bars` and
+ *   `/v1/trades` with `If-None-Match`.
+ * Each subscription asks for `history`, so its first frame carries the
+ * recent bars or trades and the position the stream continues from.
  *
- * Trades: handed on once each, in feed order. After a reconnect the
- * subscription asks again with `since` (the last trade's seq) and `history`;
- * what it already has is dropped, and when the answer does not reach back
- * to the last trade held the trades between are read from REST
- * (`before_seq` pages), so nothing is missed and nothing is repeated. A
- * poll does the same with the newest page. Bars: a history answer replaces
- * the whole set (`reset`), later frames hand on the bars that changed; a
- * reconnect asks for history again, which refills the bar in progress.
- * Prices stay decimal strings as the relay sends them. */
+ * Trades: handed on once each, in feed order. After a reconnect (a network
+ * failure, or a 4008 close of a client that fell behind) the subscription
+ * asks again with `since` (the last trade's seq): the relay's first frame
+ * carries every kept trade after it (`gap` when it no longer keeps them
+ * all). A poll asks for the newest page: when it does not reach back to the
+ * last trade held, the trades between are read from REST (`before_seq`
+ * pages), so nothing is missed and nothing is repeated. A live frame whose
+ * position went back is a new feed session: the trades start over (`reset`).
+ * Bars: a history answer replaces the whole set (`reset`), later frames
+ * hand on the bars that changed; a reconnect asks for history again, which
+ * refills the bar in progress. Prices stay decimal strings as the relay
+ * sends them. */
 
 import { HttpError } from './http.js';
 import { toNum } from './prices.js';
+import { parseJson, parseSse } from './sse.js';
 import { backoff } from './time.js';
 
 /** Trades a poll reads (and a page of the fill): at most the relay's
@@ -49,10 +60,17 @@ class ChartSub {
     this.last = null; // trades: the seq of the last one handed on
     this.bars = new Map(); // bars: t → bar, oldest first
     this.etag = '';
-    this.awaiting = true; // the next stream frame is the history answer
+    this.awaiting = true; // the next poll is the history answer
+    this.pos = null; // the stream's position: the last frame's seq
     this.chain = Promise.resolve(); // frames are taken one after the other
     this.timer = 0;
     this.closed = false;
+    // SSE: this subscription's own stream.
+    this.gen = 0;
+    this.ctl = null;
+    this.attempt = 0;
+    this.failures = 0;
+    this.everUp = false;
   }
 
   /** Runs `fn` after what is queued: a fill from REST holds later frames back. */
@@ -96,19 +114,22 @@ class ChartSub {
    * Trades of a frame or an answer, oldest first. `history`: an answer to a
    * (re)subscription or a poll, `asked` the most it could hold: when it
    * holds that many and none of them is already had, trades between the
-   * last held and its oldest may be missing, and are read from REST.
+   * last held and its oldest may be missing, and are read from REST —
+   * unless it answered a `since` (`resumed`): then the relay sent every
+   * trade after it it keeps, and says `gap` when that is not all. `moved`:
+   * a live frame whose position went back (a new feed session).
    */
-  async takeTrades(list, { history, session, asked }) {
+  async takeTrades(list, { history, session, asked, resumed, gap: told, moved }) {
     let trades = (Array.isArray(list) ? list : []).map(tradeOf).filter((t) => t.seq !== null);
     trades.sort((a, b) => a.seq - b.seq);
-    let reset = this.newSession(session);
+    let reset = this.newSession(session) || !!moved;
     // A history whose newest trade is older than what we hold: a new feed session.
     if (history && this.last !== null && trades.length && trades[trades.length - 1].seq < this.last) reset = true;
     if (reset) this.last = null;
     const last = this.last;
     let fresh = last === null ? trades : trades.filter((t) => t.seq > last);
-    let gap = false;
-    if (history && last !== null && fresh.length && fresh.length === trades.length && trades.length >= asked) {
+    let gap = !!told && last !== null;
+    if (history && !resumed && last !== null && fresh.length && fresh.length === trades.length && trades.length >= asked) {
       const filled = await this.fillTrades(fresh[0].seq, last);
       gap = filled.gap;
       fresh = filled.trades.concat(fresh);
@@ -200,17 +221,139 @@ class ChartSub {
     this.timer = setTimeout(() => this.poll(), every);
   }
 
+  /** Where a trades stream resumes: the last trade's seq, or null (none
+   *  held yet, or the relay refused a `since`: history alone). */
+  since() {
+    return this.kind === 'trades' && this.last !== null && !this.owner.noSince ? this.last : null;
+  }
+
   /** The WebSocket op that (re)subscribes: history always, `since` for trades held. */
   subscribeOp() {
     const op = { op: 'subscribe', channel: this.kind, symbols: [this.symbol], history: this.history };
     if (this.kind === 'bars') op.interval = this.interval;
-    if (this.kind === 'trades' && this.last !== null && !this.owner.noSince) op.since = this.last;
+    if (this.since() !== null) op.since = this.since();
     return op;
+  }
+
+  /** A frame of this subscription's stream (WebSocket or SSE), in order. */
+  take(f) {
+    const seq = toNum(f.seq);
+    const history = f.snapshot === true;
+    // The position went back on a live frame: the relay started the
+    // stream again in a new feed session.
+    const moved = !history && seq !== null && this.pos !== null && seq < this.pos;
+    if (seq !== null) this.pos = seq;
+    this.owner.attempt = 0;
+    this.attempt = 0;
+    this.everUp = true;
+    if (this.kind === 'trades') {
+      const resumed = history && this.since() !== null;
+      this.queue(() => this.takeTrades(f.trades, { history, asked: this.history, resumed, gap: !!f.gap, moved }));
+    } else this.queue(() => this.takeBars(f.bars, { history: history || moved }));
+  }
+
+  /** The SSE path of this subscription's stream: history, and `since` for trades held. */
+  streamPath() {
+    const s = encodeURIComponent(this.symbol);
+    let path = this.kind === 'bars' ? `v1/stream?bars=${s}&interval=${this.interval}` : `v1/stream?trades=${s}`;
+    path += '&history=' + this.history;
+    if (this.since() !== null) path += '&since=' + this.since();
+    return path;
+  }
+
+  /** SSE: (re)opens this subscription's stream and reads its events. */
+  async stream() {
+    const o = this.owner;
+    const c = o.client;
+    this.halt();
+    const gen = this.gen;
+    if (this.closed || o.mode !== 'sse') return;
+    const ctl = new AbortController();
+    this.ctl = ctl;
+    let ended = null; // the `error` event that ends the stream
+    let shutdownMs = null;
+    try {
+      const token = await c.tokens.get();
+      if (gen !== this.gen) return;
+      c.traffic(0, 1);
+      const res = await c.fetch(c.url(this.streamPath()), { signal: ctl.signal, headers: c.headers({ Accept: 'text/event-stream' }, token), cache: 'no-store' });
+      if (gen !== this.gen) return;
+      if (!res.ok) {
+        const text = await res.text();
+        c.traffic(text.length, 0);
+        throw new HttpError(res.status, text);
+      }
+      const reader = res.body.getReader();
+      const dec = new TextDecoder();
+      let buf = '';
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (gen !== this.gen) return;
+        if (done) break;
+        c.traffic(value.byteLength, 0);
+        buf += dec.decode(value, { stream: true });
+        let m;
+        while ((m = /\r?\n\r?\n/.exec(buf))) {
+          if (gen !== this.gen) return;
+          const ev = parseSse(buf.slice(0, m.index));
+          buf = buf.slice(m.index + m[0].length);
+          if (!ev) continue;
+          const d = parseJson(ev.data);
+          if (!d || typeof d !== 'object') {
+            c.protocolError('chart: bad ' + ev.event + ' event');
+            continue;
+          }
+          if (ev.event === this.kind) {
+            this.failures = 0;
+            this.take(d);
+          } else if (ev.event === 'tick' || (ev.event === 'snapshot' && Array.isArray(d.quotes) && d.quotes.length)) {
+            // Quotes instead (the stream opens with an empty snapshot of
+            // them): a relay whose stream knows no trades or bars.
+            return void o.switchTo('poll', 'the relay streams no bars or trades; polling REST');
+          } else if (ev.event === 'shutdown') shutdownMs = (toNum(d.reconnect_ms) ?? 1000) + Math.random() * 250;
+          else if (ev.event === 'error') ended = d;
+        }
+      }
+    } catch (e) {
+      if (gen !== this.gen) return;
+      if (e instanceof HttpError && e.status !== 401 && e.status !== 429 && e.status < 500) {
+        // Not for this user, no such symbol, a bad interval or history: asking again would not change that.
+        return void this.refused(e.code, e.message);
+      }
+      return void this.retry(gen, String(e.message || e));
+    }
+    if (gen !== this.gen) return;
+    if (ended) {
+      const code = String(ended.code || '');
+      if (code === 'slow_consumer') c.notice(`${this.key}: ${code} (${ended.close_code ?? 4008}); resuming with since`);
+      else if (code !== 'token_expired') c.notice(`${this.key}: ${ended.message || code}`, true);
+      // Behind, or a fresh token: at once; an operator's disconnect: the usual backoff.
+      return void this.retry(gen, 'stream ended: ' + code, code === 'disconnected' ? undefined : 0);
+    }
+    this.retry(gen, 'stream closed', shutdownMs ?? undefined);
+  }
+
+  /** SSE: the stream failed or ended; opens it again after `delay`. A
+   *  stream that never came up three times: REST instead. */
+  retry(gen, reason, delay) {
+    if (gen !== this.gen || this.closed) return;
+    this.halt();
+    if (this.owner.mode !== 'sse') return;
+    if (!this.everUp && ++this.failures >= 3) return void this.owner.switchTo('poll', 'chart: ' + reason + '; polling REST');
+    this.timer = setTimeout(() => this.stream(), delay ?? backoff(this.attempt++));
+  }
+
+  /** Ends what feeds it now (an SSE stream, a poll or retry timer). */
+  halt() {
+    this.gen++;
+    clearTimeout(this.timer);
+    if (this.ctl) this.ctl.abort();
+    this.ctl = null;
   }
 
   stop() {
     this.closed = true;
-    clearTimeout(this.timer);
+    this.halt();
   }
 }
 
@@ -219,7 +362,7 @@ export class ChartChannels {
   constructor(client) {
     this.client = client;
     this.subs = new Map(); // key → ChartSub
-    this.mode = null; // 'ws' | 'poll', chosen at the first subscription
+    this.mode = null; // 'ws' | 'sse' | 'poll', chosen at the first subscription
     this.ws = null;
     this.gen = 0;
     this.attempt = 0;
@@ -227,8 +370,17 @@ export class ChartChannels {
     this.failures = 0;
     this.everUp = false; // the chart's WebSocket worked once
     this.noSince = false; // the relay refused a trades `since`: resume by history alone
-    this.session = null;
     this.reconnectMs = null;
+  }
+
+  /** How the client's transport lets the chart be fed: its own kind of
+   *  stream, or REST for the pollers (and where streams are impossible). */
+  pick() {
+    const t = this.client.transportName;
+    const sse = !!this.client.fetchFn && typeof TextDecoder !== 'undefined';
+    if (t === 'poll' || t === 'snapshot') return 'poll';
+    if (t === 'sse') return sse ? 'sse' : 'poll';
+    return this.client.WebSocket ? 'ws' : sse ? 'sse' : 'poll';
   }
 
   /** JSON of a REST GET, or an HttpError. */
@@ -250,16 +402,15 @@ export class ChartChannels {
     const old = this.subs.get(sub.key);
     if (old) this.drop(old); // one subscription per symbol and channel: the newest wins
     this.subs.set(sub.key, sub);
-    if (this.mode === null) {
-      const t = this.client.transportName;
-      this.mode = t === 'poll' || t === 'snapshot' || !this.client.WebSocket ? 'poll' : 'ws';
-    }
+    if (this.mode === null) this.mode = this.pick();
     if (this.mode === 'poll') sub.poll();
+    else if (this.mode === 'sse') sub.stream();
     else if (this.ws && this.ws.readyState === 1) this.send(sub.subscribeOp());
     else if (!this.ws) this.open();
     return {
       close: () => this.drop(sub),
-      /** 'ws' or 'poll': how this subscription is fed. */
+      /** 'ws', 'sse' or 'poll': how this subscription is fed (the relay's
+       *  WebSocket channels, its SSE stream, or REST polls). */
       get mode() {
         return sub.owner.mode;
       },
@@ -303,10 +454,7 @@ export class ChartChannels {
       if (gen !== this.gen) return;
       this.failures = 0;
       this.everUp = true;
-      for (const sub of this.subs.values()) {
-        sub.awaiting = true;
-        this.send(sub.subscribeOp());
-      }
+      for (const sub of this.subs.values()) this.send(sub.subscribeOp());
     };
     ws.onmessage = (e) => {
       if (gen !== this.gen || typeof e.data !== 'string') return;
@@ -319,7 +467,10 @@ export class ChartChannels {
       this.onFrame(f);
     };
     ws.onclose = (e) => {
-      if (gen === this.gen) this.retry(gen, 'closed ' + e.code, this.reconnectMs);
+      if (gen !== this.gen) return;
+      // Behind the tape (every_queue), or a socket that stayed full: resume at once with `since`.
+      if (e.code === 4008) this.client.notice('chart: slow consumer (4008); resuming with since');
+      this.retry(gen, 'closed ' + e.code, e.code === 4008 ? 0 : this.reconnectMs);
     };
     ws.onerror = () => {
       if (gen === this.gen && ws.readyState !== 1) this.retry(gen, 'cannot connect');
@@ -331,25 +482,21 @@ export class ChartChannels {
     if (f.type === 'trades' || f.type === 'bars') {
       const sym = String(f.symbol || '').toUpperCase();
       const sub = this.subs.get(f.type === 'bars' ? `bars:${sym}:${f.interval}` : `trades:${sym}`);
-      if (!sub) return;
-      const history = sub.awaiting;
-      sub.awaiting = false;
-      this.attempt = 0;
-      if (f.type === 'trades') sub.queue(() => sub.takeTrades(f.trades, { history, session: this.session, asked: sub.history }));
-      else sub.queue(() => sub.takeBars(f.bars, { history, session: this.session }));
-    } else if (f.type === 'feed' && f.session != null) {
-      const moved = this.session !== null && String(f.session) !== this.session;
-      this.session = String(f.session);
-      // A new feed session: every subscription starts over from its history.
-      if (moved) for (const sub of this.subs.values()) sub.queue(() => { sub.awaiting = true; this.send(sub.subscribeOp()); });
+      if (sub) sub.take(f);
     } else if (f.type === 'error') {
-      // A relay without the chart channels: poll REST instead.
       const text = String(f.message || f.code || '');
-      if (/channel/.test(text) || f.code === 'bad_channel') this.toPolling('the relay streams no bars or trades; polling REST');
-      else if (/since/.test(text) && !this.noSince) {
+      const kind = /\btrades\b/.test(text) ? 'trades' : /\bbars\b/.test(text) ? 'bars' : null;
+      if (f.code === 'bad_channel' || (f.code === 'bad_request' && /channel/.test(text))) {
+        // A relay without the chart channels: poll REST instead.
+        this.switchTo('poll', 'the relay streams no bars or trades; polling REST');
+      } else if (/since/.test(text) && !this.noSince) {
         // A resume point the relay does not take: history and the REST fill resume as well.
         this.noSince = true;
-        for (const sub of this.subs.values()) if (sub.kind === 'trades' && sub.awaiting) this.send(sub.subscribeOp());
+        for (const sub of this.subs.values()) if (sub.kind === 'trades') this.send(sub.subscribeOp());
+      } else if (f.code === 'not_entitled' || f.code === 'bad_history' || f.code === 'bad_interval') {
+        // The user may not have the channel, or the relay keeps less: not
+        // served; told to the subscriptions it concerns.
+        for (const sub of this.subs.values()) if (!kind || sub.kind === kind) sub.refused(f.code, `${f.code}: ${text}`);
       } else this.client.notice('chart: ' + text, true);
     } else if (f.type === 'subscribed' && (f.channel === 'bars' || f.channel === 'trades')) {
       for (const [list, code] of [[f.denied, 'not_entitled'], [f.unknown, 'unknown_symbol']]) {
@@ -364,13 +511,22 @@ export class ChartChannels {
     }
   }
 
-  toPolling(reason) {
-    if (this.mode === 'poll') return;
-    this.mode = 'poll';
+  /** Feeds every subscription another way ('sse' or 'poll'): the way
+   *  before could not (a WebSocket or a stream that never came up, a relay
+   *  without the channels). */
+  switchTo(mode, reason) {
+    if (this.mode === mode || this.mode === 'poll') return;
+    this.mode = mode;
     this.gen++;
+    clearTimeout(this.timer);
     this.closeSocket();
     this.client.notice(reason);
     for (const sub of this.subs.values()) {
+      sub.halt();
+      if (mode === 'sse') {
+        sub.stream();
+        continue;
+      }
       sub.awaiting = sub.kind === 'bars' || sub.last === null;
       sub.poll();
     }
@@ -381,13 +537,14 @@ export class ChartChannels {
     this.closeSocket();
     this.gen++;
     if (this.client.closed || !this.subs.size || this.mode !== 'ws') return;
-    // A WebSocket that never comes up: REST still serves the chart.
-    if (!this.everUp && ++this.failures >= 3) return void this.toPolling('chart: ' + reason + '; polling REST');
+    // A WebSocket that never comes up: SSE, and then REST, may still serve the chart.
+    if (!this.everUp && ++this.failures >= 3) return void this.switchTo(this.client.fetchFn ? 'sse' : 'poll', 'chart: ' + reason + '; trying ' + (this.client.fetchFn ? 'SSE' : 'REST'));
     this.timer = setTimeout(() => this.open(), delay ?? backoff(this.attempt++));
   }
 
   reconnect() {
     if (this.mode === 'ws') this.open();
+    else if (this.mode === 'sse') for (const sub of this.subs.values()) sub.stream();
   }
 
   closeSocket() {

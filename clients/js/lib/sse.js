@@ -94,7 +94,8 @@ export class SseTransport extends Transport {
   }
 }
 
-function parseSse(block) {
+/** One event of a stream's text (`event`, `id`, `data`), or null. */
+export function parseSse(block) {
   let event = 'message';
   let id = '';
   const data = [];
@@ -111,7 +112,7 @@ function parseSse(block) {
   return data.length ? { event, id, data: data.join('\n') } : null;
 }
 
-function parseJson(text) {
+export function parseJson(text) {
   try {
     return JSON.parse(text);
   } catch (_) {
