@@ -3,9 +3,12 @@
 // each once and in feed order, with none missing when compared with what
 // /v1/trades keeps; `subscribeBars` ends equal to /v1/bars; and a network
 // outage (connections and requests refused, the chart's connection dropped)
-// loses no trade. Each runs on a WebSocket client (the relay's bars and
-// trades streams, or REST polls where the relay refuses those channels) and
-// on a long-polling one (REST polls).
+// loses no trade. Each runs on a WebSocket client (the relay's `trades` and
+// `bars` channels on a WebSocket: mode 'ws', no REST poll), an SSE client
+// (`/v1/stream?trades=…` / `?bars=…`: mode 'sse', no REST poll) and a
+// long-polling one (REST polls: mode 'poll'). A streaming client the relay
+// closes as slow (4008, behind by more than every_queue) resumes with
+// `since` and loses no trade.
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -17,26 +20,33 @@ import {
 let base = '';
 let symbol = '';
 
-before(async () => {
-  ({ base } = await startMarket('JSCHART', 8, ['--book-depth', '0']));
-  // The symbol that trades most so far: the tape moves fast.
-  const dir = (await (await fetch(base + '/v1/symbols')).json()).symbols.map((d) => d.symbol);
+/** The symbol of the relay at `at` that trades most so far: the tape moves fast. */
+async function busiest(at) {
+  const dir = (await (await fetch(at + '/v1/symbols')).json()).symbols.map((d) => d.symbol);
+  let sym = '';
   await waitFor('trades of some symbol', async () => {
     let best = 0;
     for (const s of dir) {
-      const n = (await (await fetch(`${base}/v1/trades/${s}`)).json()).trades.length;
-      if (n > best) [best, symbol] = [n, s];
+      const n = (await (await fetch(`${at}/v1/trades/${s}`)).json()).trades.length;
+      if (n > best) [best, sym] = [n, s];
     }
-    return { done: best >= 20, seen: { symbol, best } };
+    return { done: best >= 20, seen: { sym, best } };
   });
+  return sym;
+}
+
+before(async () => {
+  ({ base } = await startMarket('JSCHART', 8, ['--book-depth', '0']));
+  symbol = await busiest(base);
 });
 
 after(() => killAll());
 
 /** A client whose network can be cut: while `net.down`, fetches reject and
- *  WebSockets cannot be opened. */
-function flakyClient(transport) {
-  const net = { down: false, pagedBack: 0, urls: [] };
+ *  WebSockets cannot be opened. `net` records the requests (`urls`) and
+ *  the WebSocket ops sent (`sent`). */
+function flakyClient(transport, at = base) {
+  const net = { down: false, pagedBack: 0, urls: [], sent: [] };
   const realFetch = globalThis.fetch;
   const RealWS = globalThis.WebSocket;
   class FlakyWS extends RealWS {
@@ -44,9 +54,14 @@ function flakyClient(transport) {
       if (net.down) throw new Error('network down');
       super(...args);
     }
+
+    send(data) {
+      net.sent.push(JSON.parse(data));
+      super.send(data);
+    }
   }
   const notices = [];
-  const feed = connect(base + '/', {
+  const feed = connect(at + '/', {
     symbols: [],
     transport,
     fetch: (url, init) => {
@@ -62,9 +77,9 @@ function flakyClient(transport) {
 }
 
 /** Records a trades subscription: every trade handed on, and the calls. */
-function recordTrades(feed, history) {
+function recordTrades(feed, history, sym = symbol) {
   const got = { trades: [], calls: [], gaps: 0 };
-  got.sub = feed.subscribeTrades(symbol, { history }, (trades, info) => {
+  got.sub = feed.subscribeTrades(sym, { history }, (trades, info) => {
     got.calls.push({ n: trades.length, ...info });
     if (info.gap) got.gaps++;
     if (info.reset) got.trades = [];
@@ -74,23 +89,36 @@ function recordTrades(feed, history) {
 }
 
 /** The trades /v1/trades keeps with seq from `first` to `last`. */
-async function restTrades(first, last) {
-  const body = await (await fetch(`${base}/v1/trades/${symbol}?before_seq=${last + 1}`)).json();
+async function restTrades(first, last, at = base, sym = symbol) {
+  const body = await (await fetch(`${at}/v1/trades/${sym}?limit=1000&before_seq=${last + 1}`)).json();
   return body.trades.filter((t) => t.seq >= first);
 }
 
 /** Every trade once, in feed order, and exactly those /v1/trades has in the range. */
-async function assertWhole(got, what) {
+async function assertWhole(got, what, at = base, sym = symbol) {
   const seqs = got.trades.map((t) => t.seq);
   for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i] > seqs[i - 1], `${what}: seq ${seqs[i]} after ${seqs[i - 1]}`);
-  const rest = await restTrades(seqs[0], seqs[seqs.length - 1]);
+  const rest = await restTrades(seqs[0], seqs[seqs.length - 1], at, sym);
   assert.ok(rest.length > 0, `${what}: /v1/trades still keeps the range`);
-  assert.deepEqual(got.trades.map((t) => [t.seq, t.price, t.size]), rest.map((t) => [t.seq, t.price, t.size]), `${what}: the trades handed on are those the relay took`);
+  // A busy tape keeps its newest 1,000: compare those.
+  const held = rest.length >= 1000 ? got.trades.filter((t) => t.seq >= rest[0].seq) : got.trades;
+  assert.deepEqual(held.map((t) => [t.seq, t.price, t.size]), rest.map((t) => [t.seq, t.price, t.size]), `${what}: the trades handed on are those the relay took`);
 }
 
-for (const transport of ['ws', 'poll']) {
+/** Whether `net` saw REST reads of the chart (`/v1/trades/`, `/v1/bars/`):
+ *  a streaming client makes none, but for a fill (`before_seq`). */
+const restReads = (net, what) => net.urls.filter((u) => u.includes(`/v1/${what}/`) && !u.includes('before_seq='));
+
+/** The stream of `net`'s client carried `kind` of `symbol`: a WebSocket
+ *  subscribe op, or an SSE request; `since` when `resumed`. */
+function streamed(net, transport, kind, resumed) {
+  if (transport === 'ws') return net.sent.some((op) => op.op === 'subscribe' && op.channel === kind && op.symbols.includes(symbol) && (!resumed || op.since > 0));
+  return net.urls.some((u) => u.includes(`/v1/stream?${kind}=${symbol}`) && (!resumed || /[?&]since=\d+/.test(u)));
+}
+
+for (const transport of ['ws', 'sse', 'poll']) {
   test(`${transport}: history, then every live trade once, in order, none missing`, async () => {
-    const { feed } = flakyClient(transport);
+    const { feed, net } = flakyClient(transport);
     const got = recordTrades(feed, 20);
     try {
       await waitFor('the history and 60 live trades', async () => ({
@@ -99,8 +127,13 @@ for (const transport of ['ws', 'poll']) {
       }), 40000);
       assert.equal(got.calls[0].n, 20, 'the first call is the history asked for');
       assert.ok(got.calls.slice(1).every((c) => !c.history && !c.reset), JSON.stringify(got.calls.slice(0, 5)));
-      assert.ok(['ws', 'poll'].includes(got.sub.mode));
-      if (transport === 'poll') assert.equal(got.sub.mode, 'poll');
+      // Each transport its own way: the relay's stream, REST for a poller.
+      assert.equal(got.sub.mode, transport);
+      if (transport === 'poll') assert.ok(restReads(net, 'trades').length > 1, 'a poller reads /v1/trades');
+      else {
+        assert.ok(streamed(net, transport, 'trades', false), `the trades came over ${transport}: ${net.urls.join(' ')}`);
+        assert.deepEqual(restReads(net, 'trades'), [], 'no REST poll beside the stream');
+      }
       got.sub.close();
       const t = got.trades[0];
       assert.match(t.price, /^\d+\.\d{4}$/, 'prices are decimal strings');
@@ -112,7 +145,7 @@ for (const transport of ['ws', 'poll']) {
   });
 
   test(`${transport}: bars history then live, ending equal to /v1/bars`, async () => {
-    const { feed } = flakyClient(transport);
+    const { feed, net } = flakyClient(transport);
     const bars = new Map();
     let calls = 0;
     let updates = 0;
@@ -132,6 +165,12 @@ for (const transport of ['ws', 'poll']) {
       }, 20000);
       const newest = [...bars.values()].pop();
       assert.match(newest.c, /^\d+\.\d{4}$/);
+      assert.ok([...bars.values()].slice(0, -1).every((b) => b.closed), 'every bar before the newest is closed');
+      assert.equal(sub.mode, transport);
+      if (transport !== 'poll') {
+        assert.ok(streamed(net, transport, 'bars', false), `the bars came over ${transport}`);
+        assert.deepEqual(restReads(net, 'bars'), [], 'no REST poll beside the stream');
+      }
     } finally {
       sub.close();
       feed.close();
@@ -141,8 +180,9 @@ for (const transport of ['ws', 'poll']) {
   test(`${transport}: an outage and a dropped connection lose no trade and repeat none`, async () => {
     const { feed, net } = flakyClient(transport);
     // A short history, and an outage longer than a poll's page (100
-    // trades): the first answer after it does not reach back to the last
-    // trade held, so the client must read the ones between from REST.
+    // trades): a poller's first answer after it does not reach back to the
+    // last trade held, so it must read the ones between from REST; a stream
+    // resumes with `since`, and the relay's first frame carries them.
     const got = recordTrades(feed, 5);
     try {
       await waitFor('trades before the outage', async () => ({ done: got.trades.length >= 15, seen: got.trades.length }), 30000);
@@ -163,7 +203,11 @@ for (const transport of ['ws', 'poll']) {
       }), 40000);
       got.sub.close();
       assert.equal(got.gaps, 0, 'the relay still kept every trade between');
-      assert.ok(net.pagedBack > 0, 'the trades between were read back from /v1/trades');
+      if (transport === 'poll') assert.ok(net.pagedBack > 0, 'the trades between were read back from /v1/trades');
+      else {
+        assert.ok(streamed(net, transport, 'trades', true), 'the stream resumed with since');
+        assert.equal(net.pagedBack, 0, 'since needs no REST fill');
+      }
       assert.ok(!got.calls.some((c) => c.reset), 'no reset: the same session');
       await assertWhole(got, transport + ' across the outage');
     } finally {
@@ -171,6 +215,37 @@ for (const transport of ['ws', 'poll']) {
     }
   });
 }
+
+// A relay that closes a client more than one trade behind (every_queue 1)
+// while the feed sends 4,000 messages a second, 30 a packet: a symbol's trades often come
+// two at once, and the streaming client is closed as slow (4008, SSE: an
+// `error` event) again and again. Each time it resumes with `since`.
+test('ws and sse: closed as slow (4008), the stream resumes with since, losing no trade', async () => {
+  const slow = await startMarket('JSCHARTQ', 8, ['--book-depth', '0', '--messages-per-packet', '30'], ['--every-queue', '1'], 4000);
+  const sym = await busiest(slow.base);
+  for (const transport of ['ws', 'sse']) {
+    const { feed, net, notices } = flakyClient(transport, slow.base);
+    const got = recordTrades(feed, 5, sym);
+    try {
+      const slowNotices = () => notices.filter((n) => /4008/.test(n.text)).length;
+      await waitFor(`${transport}: closes for slowness, and trades after them`, async () => ({
+        done: slowNotices() >= 2 && got.trades.length >= 60,
+        seen: { closes: slowNotices(), n: got.trades.length },
+      }), 40000);
+      got.sub.close();
+      assert.equal(got.sub.mode, transport);
+      assert.equal(got.gaps, 0, 'the relay kept every trade after since');
+      assert.ok(!got.calls.some((c) => c.reset), 'no reset: the same session');
+      const resumed = transport === 'ws' ? net.sent.filter((op) => op.since > 0) : net.urls.filter((u) => /since=\d+/.test(u));
+      assert.ok(resumed.length >= 2, `${transport}: resumed with since after each close`);
+      assert.equal(net.pagedBack, 0, 'since needs no REST fill');
+      await assertWhole(got, `${transport} across 4008 closes`, slow.base, sym);
+    } finally {
+      feed.close();
+    }
+  }
+  slow.sim.kill('SIGKILL');
+});
 
 test('a symbol the relay does not know is told to onError, and not polled again', async () => {
   const { feed, net } = flakyClient('poll');

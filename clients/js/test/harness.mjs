@@ -85,20 +85,20 @@ export function startRelay(args) {
   });
 }
 
-/** A feed-simulator of `symbols` symbols at 400 msg/s (feed session
+/** A feed-simulator of `symbols` symbols at `rate` msg/s (feed session
  *  `session`, more simulator arguments in `extra`) and a relay reading it
- *  with its retransmission server, ready; returns the relay's base URL and
+ *  with its retransmission server (more relay arguments in `relayExtra`), ready; returns the relay's base URL and
  *  the simulator's process. */
-export async function startMarket(session, symbols, extra = []) {
+export async function startMarket(session, symbols, extra = [], relayExtra = [], rate = 400) {
   const group = uniqueGroup();
   const port = await freeTcpPort();
   const retransmit = `127.0.0.1:${await freeUdpPort()}`;
   const base = `http://127.0.0.1:${port}`;
   const sim = run(SIM_BIN, [
     '--group', group, '--interface', '127.0.0.1', '--ttl', '0', '--no-progress', ...extra,
-    '--retransmit', retransmit, '--symbols', String(symbols), '--rate', '400', '--duration', '600', '--session', session,
+    '--retransmit', retransmit, '--symbols', String(symbols), '--rate', String(rate), '--duration', '600', '--session', session,
   ]);
-  await startRelay(['serve', '--http', `127.0.0.1:${port}`, '--feed-a', group, '--interface', '127.0.0.1', '--retransmit', retransmit]);
+  await startRelay(['serve', '--http', `127.0.0.1:${port}`, '--feed-a', group, '--interface', '127.0.0.1', '--retransmit', retransmit, ...relayExtra]);
   await waitReady(base);
   return { base, sim };
 }
