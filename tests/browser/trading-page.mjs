@@ -38,7 +38,9 @@
 //      candlestick chart (Lightweight Charts' canvas, the TradingView
 //      attribution shown) and its time and sales: the tape gains rows and
 //      the last candle changes while the feed runs, the tape holds what
-//      /v1/trades holds, the candles what /v1/bars holds, at 1 min and 1 s.
+//      /v1/trades holds, the candles what /v1/bars holds, at 1 min and 1 s;
+//      fed by the relay's streams (WebSocket, then SSE when the page
+//      switches to it), with no REST poll beside them.
 // Screenshots of each stage go to SCREENSHOT_DIR.
 //
 // Network: the relay listens on 127.0.0.1 and its simulator publishes on a
@@ -900,7 +902,23 @@ async function chartMatchesRest(page, relay, symbol, what) {
   });
 }
 
+/** The chart's REST reads and streams the page asks for from now on. */
+function chartRequests(page) {
+  const seen = { rest: [], streams: [], sockets: 0 };
+  page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (/^\/v1\/(trades|bars)\//.test(u.pathname)) seen.rest.push(u.pathname + u.search);
+    if (u.pathname === '/v1/stream' && /[?&](trades|bars)=/.test(u.search)) seen.streams.push(u.search);
+  });
+  page.on('websocket', (ws) => {
+    if (new URL(ws.url()).pathname === '/v1/ws') seen.sockets++;
+  });
+  return seen;
+}
+
 async function chartView(page, relay, symbol) {
+  // The chart opened with the ladder's click, on the page's WebSocket client.
+  const asked = chartRequests(page);
   const first = await waitFor('chart: the canvas drawn, history loaded, the tape filled, attribution shown', async () => {
     const c = await readChart(page);
     const done = c.visible && c.title === symbol && c.symbol === symbol && c.canvases > 0 && c.attribution &&
@@ -916,6 +934,10 @@ async function chartView(page, relay, symbol) {
     if (!ordered) fail(`chart: the tape is not newest first: ${seqs.slice(0, 10).join(',')}`);
     return { done: tapeMoved && candleMoved && c.gaps === 0, value: c, seen: JSON.stringify({ trades: c.trades, last: c.last, barUpdates: c.barUpdates, gaps: c.gaps }) };
   });
+  // Live from the relay's streams (the trades and bars channels of a
+  // WebSocket of the chart's own), not REST polls.
+  if (moved.value.mode !== 'ws') fail(`chart: fed by ${moved.value.mode}, not the relay's WebSocket streams`);
+  if (asked.rest.length) fail(`chart: REST polls beside the streams: ${asked.rest.slice(0, 5).join(' ')}`);
   await chartMatchesRest(page, relay, symbol, 'chart 1 min');
   await screenshot(page, 'chart');
   ok(`chart: ${symbol} at 1 min over ${moved.value.mode}: ${first.value.bars} bars and ${first.value.tape.length} trades of history in ${secs(first.ms)}, moving in ${secs(moved.ms)}, equal to REST`);
@@ -926,6 +948,18 @@ async function chartView(page, relay, symbol) {
   });
   await chartMatchesRest(page, relay, symbol, 'chart 1 s');
   ok(`chart: 1 s bars (${s1.value.bars}) live in ${secs(s1.ms)}`);
+  // The page on SSE: the chart follows, over SSE streams of its own.
+  await withTimeout(page.selectOption('select#transport', 'sse'), 5000, 'choosing sse');
+  const before = (await readChart(page)).trades;
+  const sse = await waitFor('chart: over SSE, the tape and the candle moving', async () => {
+    const c = await readChart(page);
+    const done = c.mode === 'sse' && c.trades > 0 && c.tape.length > 0 && c.barUpdates > 0 && c.gaps === 0 &&
+      asked.streams.some((q) => q.includes('trades=' + symbol)) && asked.streams.some((q) => q.includes('bars=' + symbol));
+    return { done, value: c, seen: JSON.stringify({ mode: c.mode, trades: c.trades, before, barUpdates: c.barUpdates, streams: asked.streams }) };
+  });
+  if (asked.rest.length) fail(`chart over SSE: REST polls beside the streams: ${asked.rest.slice(0, 5).join(' ')}`);
+  await chartMatchesRest(page, relay, symbol, 'chart over SSE');
+  ok(`chart: over SSE (${asked.streams.length} streams) live in ${secs(sse.ms)}, equal to REST`);
   await withTimeout(page.click('#chart-close'), 5000, 'closing the chart');
   const closed = await readChart(page);
   if (closed.visible || closed.symbol) fail(`chart: did not close: ${JSON.stringify({ ...closed, tape: closed.tape.length })}`);
