@@ -131,13 +131,15 @@ export interface ChartInfo {
   history: boolean;
   /** Start over: the list is the whole chart (bars), or a new session began. */
   reset: boolean;
-  /** Trades of an outage the relay no longer kept could not be read. */
+  /** Trades of an outage (or of a close for falling behind) the relay no
+   *  longer kept could not be had. */
   gap?: boolean;
 }
 export interface ChartSubscription {
   close(): void;
-  /** How it is fed: the relay's stream, or REST polls. */
-  readonly mode: "ws" | "poll";
+  /** How it is fed: the relay's WebSocket channels, its SSE stream, or
+   *  REST polls (poll and snapshot clients, or a relay that cannot stream). */
+  readonly mode: "ws" | "sse" | "poll";
   /** Drops the chart's connection and resumes, as after a network failure. */
   reconnect(): void;
 }
