@@ -232,6 +232,7 @@ fn load_args(args: &LabArgs) -> LoadArgs {
         max_hz: None,
         batch_ms: None,
         delta: false,
+        chart: false,
         poll_interval_ms: args.poll_interval_ms,
         poll_timeout_ms: 10_000,
         threads: None,

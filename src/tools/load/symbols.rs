@@ -174,6 +174,7 @@ mod tests {
             max_hz: None,
             batch_ms: None,
             delta: false,
+            chart: false,
             poll_interval_ms: 1000,
             poll_timeout_ms: 1000,
             threads: None,
