@@ -2,7 +2,9 @@
 //! one trade message with the default history (1,000 trades, 900 one-second
 //! and 1,440 one-minute bars per symbol) against the same table keeping
 //! none, and with history while another thread reads bars as a REST client
-//! does (the writer may wait for one reader's copy).
+//! does (the writer may wait for one reader's copy), and while another
+//! thread reads as the trades and bars streams do (each symbol's trades
+//! after its position, its current bar).
 //!
 //! Trades go round 500 symbols with the exchange clock moving 1 ms per
 //! trade, so every ring fills and then evicts: the steady state of a day.
@@ -91,6 +93,32 @@ fn trades(c: &mut Criterion) {
         })
     };
     bench_trades(&mut g, "history_default_with_reader", &table);
+    stop.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+
+    // A reader as the trades streams are: each symbol's trades after where
+    // it last read, then its current 1-second bar, in turn.
+    let table = listed(HistoryLimits::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (table, stop) = (table.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut at = vec![0u64; SYMBOLS as usize];
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let locate = (i % SYMBOLS as usize) as u16;
+                let read = table
+                    .chart()
+                    .trades_after(locate, at[usize::from(locate)], 4_096);
+                if let Some(last) = read.trades.last() {
+                    at[usize::from(locate)] = last.seq;
+                }
+                std::hint::black_box(table.chart().bars_from(locate, Interval::S1, T0, 2));
+                i += 1;
+            }
+        })
+    };
+    bench_trades(&mut g, "history_default_with_stream_reader", &table);
     stop.store(true, Ordering::Relaxed);
     let _ = reader.join();
     g.finish();

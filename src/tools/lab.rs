@@ -260,6 +260,7 @@ fn load_args(args: &LabArgs) -> LoadArgs {
         batch_ms: None,
         delta: false,
         deflate: false,
+        chart: false,
         poll_interval_ms: args.poll_interval_ms,
         poll_timeout_ms: 10_000,
         threads: None,

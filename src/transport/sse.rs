@@ -623,10 +623,12 @@ mod sizes {
         // WriteSide: 448 with where deliveries are counted (two words: the
         // user of a per-user token, or the class `none`), the book
         // subscriptions (an empty list) and permessage-deflate (one empty
-        // pointer); Client: 192 with the delayed position (one pointer,
-        // empty for a real-time client).
+        // pointer); 472 with the trades and bars subscriptions (one empty
+        // pointer) and their two counters. Client: 192 with the delayed
+        // position (one pointer, empty for a real-time client) and the
+        // feed-clock flag (in padding).
         assert!(
-            direct <= 448 && client <= 192,
+            direct <= 472 && client <= 192,
             "WriteSide {direct}, Client {client}"
         );
     }

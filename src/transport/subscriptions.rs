@@ -198,8 +198,9 @@ pub struct Subscriptions {
     last_batch: Option<Instant>,
     /// Book subscriptions, each with the levels this client holds.
     books: BookSubs,
-    /// Trades and bars subscriptions, each with what this client holds.
-    charts: ChartSubs,
+    /// Trades and bars subscriptions, each with what this client holds
+    /// (boxed: a connection without any pays one empty pointer).
+    charts: Option<Box<ChartSubs>>,
 }
 
 impl Subscriptions {
@@ -221,7 +222,7 @@ impl Subscriptions {
             batch: None,
             last_batch: None,
             books: BookSubs::default(),
-            charts: ChartSubs::default(),
+            charts: None,
         }
     }
 
@@ -382,10 +383,21 @@ impl Subscriptions {
         self.release(symbols);
     }
 
+    /// The trades and bars subscriptions (none yet: an empty set).
+    fn charts(&self) -> &ChartSubs {
+        static NONE: std::sync::LazyLock<ChartSubs> = std::sync::LazyLock::new(ChartSubs::default);
+        self.charts.as_deref().unwrap_or(&NONE)
+    }
+
+    /// The trades and bars subscriptions, made at the first.
+    fn charts_mut(&mut self) -> &mut ChartSubs {
+        self.charts.get_or_insert_with(Box::default)
+    }
+
     /// Whether anything of `symbol` is subscribed: its quote, book, trades
     /// or bars (the hub marks it for this client while so).
     fn wanted(&self, symbol: &str) -> bool {
-        self.contains(symbol) || self.books.contains(symbol) || self.charts.contains(symbol)
+        self.contains(symbol) || self.books.contains(symbol) || self.charts().contains(symbol)
     }
 
     /// Registers `symbol` with the hub unless something of it already is
@@ -443,7 +455,10 @@ impl Subscriptions {
         let mut frames = Vec::with_capacity(symbols.len());
         for (s, l) in symbols {
             self.hold(s);
-            frames.push(self.charts.subscribe_trades(s, *l, since, queue, &table));
+            frames.push(
+                self.charts_mut()
+                    .subscribe_trades(s, *l, since, queue, &table),
+            );
         }
         frames
     }
@@ -460,9 +475,12 @@ impl Subscriptions {
         let mut frames = Vec::with_capacity(symbols.len());
         for (s, l) in symbols {
             self.hold(s);
-            frames.push(self.charts.subscribe_bars(s, *l, interval, history, &table));
+            frames.push(
+                self.charts_mut()
+                    .subscribe_bars(s, *l, interval, history, &table),
+            );
         }
-        self.client.set_clocked(self.charts.has_bars());
+        self.client.set_clocked(self.charts().has_bars());
         frames
     }
 
@@ -476,17 +494,17 @@ impl Subscriptions {
     ) {
         for s in symbols {
             match bars {
-                true => self.charts.unsubscribe_bars(s, interval),
-                false => self.charts.unsubscribe_trades(s),
+                true => self.charts_mut().unsubscribe_bars(s, interval),
+                false => self.charts_mut().unsubscribe_trades(s),
             };
         }
-        self.client.set_clocked(self.charts.has_bars());
+        self.client.set_clocked(self.charts().has_bars());
         self.release(symbols);
     }
 
     /// Number of trades and bars subscriptions.
     pub fn chart_count(&self) -> usize {
-        self.charts.len()
+        self.charts().len()
     }
 
     /// Whether `symbol`'s book is subscribed.
@@ -544,7 +562,9 @@ impl Subscriptions {
             self.promised = 0;
             self.floor = 0;
             self.books.resync(self.hub.table(), &mut batch.books);
-            self.charts.resync(self.hub.table());
+            if let Some(c) = self.charts.as_mut() {
+                c.resync(self.hub.table());
+            }
         }
         if overflow {
             return batch;
@@ -607,8 +627,8 @@ impl Subscriptions {
             quotes.push(sub.diff(&self.hub, enc));
         }
         self.scratch = marks;
-        if !self.charts.is_empty()
-            && let Err(reason) = self.charts.drain(table, &mut batch.charts)
+        if let Some(charts) = self.charts.as_mut().filter(|c| !c.is_empty())
+            && let Err(reason) = charts.drain(table, &mut batch.charts)
         {
             batch.overflow = true;
             batch.lagged = Some(reason);
@@ -647,7 +667,7 @@ impl Drop for Subscriptions {
     fn drop(&mut self) {
         let mut symbols = self.symbols();
         symbols.extend(self.books.names());
-        symbols.extend(self.charts.names());
+        symbols.extend(self.charts().names());
         symbols.sort();
         symbols.dedup();
         self.hub.unregister(&self.client, &symbols);

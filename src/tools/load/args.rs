@@ -130,6 +130,12 @@ pub struct LoadArgs {
     /// compresses: the bytes counted are those on the wire.
     #[arg(long)]
     pub deflate: bool,
+    /// Subscribe each client to one chart instead of quotes (ws): the 1 s
+    /// bars and the trades of its first symbol. Each trade and each bar
+    /// sent counts as a delivery (a trade's latency from its exchange
+    /// timestamp; bars have none).
+    #[arg(long)]
+    pub chart: bool,
     /// Short-polling interval per client (`snapshot`), ms.
     #[arg(long, default_value_t = 1_000)]
     pub poll_interval_ms: u64,

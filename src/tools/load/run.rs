@@ -90,6 +90,9 @@ pub(crate) async fn drive_tapped(args: LoadArgs, tap: Option<Arc<Tap>>) -> anyho
     {
         bail!("--symbols '*' works with ws, ws-msgpack and sse only");
     }
+    if args.chart && args.transport != LoadTransport::Ws {
+        bail!("--chart works with ws only");
+    }
     if args.transport.is_nchan() && args.symbols_per_client > 255 {
         bail!("nchan multiplexes at most 255 channels per subscriber");
     }

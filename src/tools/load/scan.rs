@@ -9,6 +9,8 @@ pub(super) enum Kind {
     Ticks,
     Snapshot,
     Control,
+    /// A `bars` frame: one delivery per bar.
+    Bars,
 }
 
 /// Every `"ts":N` in a JSON text: one per quote.
@@ -27,11 +29,18 @@ pub(super) fn json_timestamps(body: &[u8]) -> impl Iterator<Item = u64> + '_ {
     })
 }
 
+/// How many bars a JSON `bars` frame carries: one `"t":` key each.
+pub(super) fn json_bars(body: &[u8]) -> usize {
+    memchr::memmem::find_iter(body, b"\"t\":").count()
+}
+
 /// The kind of a JSON WebSocket frame from its first bytes. A frame with no
 /// `type` (a bare quote, as nchan relays it) counts as ticks.
 pub(super) fn json_kind(body: &[u8]) -> Kind {
-    if body.starts_with(b"{\"type\":\"ticks\"") {
+    if body.starts_with(b"{\"type\":\"ticks\"") || body.starts_with(b"{\"type\":\"trades\"") {
         Kind::Ticks
+    } else if body.starts_with(b"{\"type\":\"bars\"") {
+        Kind::Bars
     } else if body.starts_with(b"{\"type\":\"snapshot\"") {
         Kind::Snapshot
     } else if body.starts_with(b"{\"type\":") {

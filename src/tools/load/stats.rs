@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::LoadArgs;
 use super::conn::Target;
-use super::scan::{Kind, json_timestamps, msgpack_envelope};
+use super::scan::{Kind, json_bars, json_timestamps, msgpack_envelope};
 use crate::clock::now_ns;
 use crate::tools::tap::Tap;
 
@@ -110,6 +110,11 @@ impl Shared {
                 }
             }
             Kind::Snapshot => shard.snapshot_quotes += json_timestamps(body).count() as u64,
+            Kind::Bars => {
+                for _ in 0..json_bars(body) {
+                    shard.tick(0, 0);
+                }
+            }
             Kind::Control => {}
         }
     }

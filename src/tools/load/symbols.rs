@@ -175,6 +175,7 @@ mod tests {
             batch_ms: None,
             delta: false,
             deflate: false,
+            chart: false,
             poll_interval_ms: 1000,
             poll_timeout_ms: 1000,
             threads: None,

@@ -59,6 +59,16 @@ pub(super) async fn client<S: Conn>(
         })?;
     if args.transport == LoadTransport::NchanWs || symbols.is_empty() {
         setup.ready();
+    } else if args.chart {
+        let one = &symbols[..1];
+        let bars = serde_json::json!({"op": "subscribe", "channel": "bars", "interval": "1s", "symbols": one});
+        let trades = serde_json::json!({"op": "subscribe", "channel": "trades", "symbols": one});
+        for op in [bars, trades] {
+            ws.send(Message::text(op.to_string()))
+                .await
+                .map_err(|e| format!("ws subscribe: {}", short(&e.to_string())))?;
+        }
+        shared.request(id);
     } else {
         ws.send(Message::text(subscribe_op(shared, symbols)))
             .await
@@ -110,7 +120,10 @@ pub(super) fn on_text(shared: &Shared, id: usize, setup: &mut Setup<'_>, body: &
         tap.json(id, body);
     }
     let kind = json_kind(body);
-    if kind == Kind::Snapshot {
+    // A chart subscription's first frame is not a quote snapshot.
+    if kind == Kind::Snapshot
+        || (shared.args.chart && body.starts_with(b"{\"type\":\"subscribed\""))
+    {
         setup.ready();
     } else if kind == Kind::Control {
         control_json(shared, body);
