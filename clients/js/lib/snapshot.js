@@ -17,12 +17,18 @@ export class ShortPollTransport extends Transport {
     const c = this.client;
     while (this.live(gen)) {
       const syms = c.requestSymbols();
-      if (!syms.length) return this.open();
+      if (!syms.length && !c.books.size) return this.open();
       const t0 = now();
       const ctl = new AbortController();
       this.ctl = ctl;
       const guard = setTimeout(() => ctl.abort(), 15000);
       try {
+        // Books are read whole over REST, like the quotes.
+        if (c.books.size) await c.books.fetch(c.books.symbols(), c.books.wireDepth(), this);
+        if (!syms.length) {
+          this.up();
+          continue;
+        }
         const headers = this.etag ? { 'If-None-Match': this.etag } : {};
         const r = await c.http('v1/snapshot?symbols=' + symParam(syms), { signal: ctl.signal, headers });
         if (!this.live(gen)) return;
