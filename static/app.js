@@ -93,7 +93,7 @@ class App {
     // A function: the library asks it for every connection and request.
     this.token = () => this.users.token();
     this.compare = new Compare({ baseUrl: BASE_URL, users: this.users, symbols: () => this.requestSymbols(), batchMs });
-    this.ladder = new Ladder({ baseUrl: BASE_URL, token: this.token });
+    this.ladder = new Ladder();
   }
 
   // --- boot -----------------------------------------------------------------
@@ -236,8 +236,12 @@ class App {
         if (bytes) stats.bytes.add(bytes);
         if (requests) stats.requests.add(requests);
       },
+      onBookGap: (symbol) => {
+        if (this.feed === feed) this.ladder.gap(symbol);
+      },
     });
     this.feed = feed;
+    this.ladder.attach(feed, this.transportName);
   }
 
   switchTransport(name) {
@@ -275,7 +279,6 @@ class App {
     await this.loadDirectory().catch(() => {});
     if (this.feed) this.startFeed();
     this.compare.userChanged();
-    this.ladder.userChanged();
   }
 
   renderUser() {
