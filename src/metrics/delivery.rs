@@ -58,6 +58,10 @@ pub struct StreamMetrics {
     pub quotes_sent: Family<TransportLabel, ShardedCounter>,
     /// Payload bytes written.
     pub bytes_sent: Family<TransportLabel, ShardedCounter>,
+    /// `book` frames, events or poll answers' books sent.
+    pub book_frames_sent: Family<TransportLabel, ShardedCounter>,
+    /// Bytes of those book frames.
+    pub book_bytes_sent: Family<TransportLabel, ShardedCounter>,
     /// Quotes replaced by a newer one before they were sent.
     pub conflated: Counter,
     /// Clients closed for being too slow or silent.
@@ -91,6 +95,20 @@ pub struct TransportCounters {
     pub bytes: ShardedCounter,
     /// See [`StreamMetrics::tick_to_write`].
     pub latency: AtomicHistogram,
+    /// See [`StreamMetrics::book_frames_sent`].
+    pub book_frames: ShardedCounter,
+    /// See [`StreamMetrics::book_bytes_sent`].
+    pub book_bytes: ShardedCounter,
+}
+
+impl TransportCounters {
+    /// Records `frames` book frames of `bytes` in all, written.
+    pub fn count_books(&self, frames: usize, bytes: usize) {
+        if frames > 0 {
+            self.book_frames.inc_by(frames as u64);
+            self.book_bytes.inc_by(bytes as u64);
+        }
+    }
 }
 
 impl StreamMetrics {
@@ -102,6 +120,8 @@ impl StreamMetrics {
             quotes: self.quotes_sent.get_or_create(&l).clone(),
             bytes: self.bytes_sent.get_or_create(&l).clone(),
             latency: self.tick_to_write.get_or_create(&l).clone(),
+            book_frames: self.book_frames_sent.get_or_create(&l).clone(),
+            book_bytes: self.book_bytes_sent.get_or_create(&l).clone(),
         }
     }
 
@@ -135,6 +155,8 @@ impl StreamMetrics {
             messages_sent: Family::default(),
             quotes_sent: Family::default(),
             bytes_sent: Family::default(),
+            book_frames_sent: Family::default(),
+            book_bytes_sent: Family::default(),
             conflated: Counter::default(),
             slow_disconnects: Family::default(),
             tick_to_write: Family::new_with_constructor(|| AtomicHistogram::new(latency_buckets())),
@@ -179,6 +201,16 @@ impl StreamMetrics {
             "bytes_sent",
             "Payload bytes written, by transport",
             stream.bytes_sent.clone(),
+        );
+        registry.register(
+            "book_frames_sent",
+            "Depth-of-book frames sent (WebSocket frames, SSE events, books in poll answers), by transport",
+            stream.book_frames_sent.clone(),
+        );
+        registry.register(
+            "book_bytes_sent",
+            "Bytes of the depth-of-book frames sent, by transport",
+            stream.book_bytes_sent.clone(),
         );
         registry.register(
             "quotes_conflated",

@@ -134,8 +134,10 @@ pub async fn handler(
             &data,
         );
     }
+    let books_at = first.len();
     first.extend_from_slice(&book_events(&book_frames));
     let counters = state.hub.metrics.transport(Transport::Sse);
+    counters.count_books(book_frames.len(), first.len() - books_at);
     Subscriptions::count(
         &counters,
         &Batch {
@@ -334,7 +336,10 @@ impl SseStream {
             event(&mut out, "tick", session.as_str(), batch.seq, &data);
             Subscriptions::count(&self.counters, &batch, out.len());
         }
+        let books_at = out.len();
         out.extend_from_slice(&book_events(&batch.books));
+        self.counters
+            .count_books(batch.books.len(), out.len() - books_at);
         (!out.is_empty()).then(|| out.freeze())
     }
 
