@@ -8,6 +8,8 @@
 pub(super) enum Kind {
     Ticks,
     Snapshot,
+    /// A `book` frame (depth of book).
+    Book,
     Control,
 }
 
@@ -34,6 +36,8 @@ pub(super) fn json_kind(body: &[u8]) -> Kind {
         Kind::Ticks
     } else if body.starts_with(b"{\"type\":\"snapshot\"") {
         Kind::Snapshot
+    } else if body.starts_with(b"{\"type\":\"book\"") {
+        Kind::Book
     } else if body.starts_with(b"{\"type\":") {
         Kind::Control
     } else {

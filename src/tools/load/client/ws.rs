@@ -54,8 +54,11 @@ pub(super) async fn client<S: Conn>(
             }
             other => format!("ws handshake: {}", short(&other.to_string())),
         })?;
+    let books = &symbols[..args.books.min(symbols.len())];
     if args.transport == LoadTransport::NchanWs || symbols.is_empty() {
         setup.ready();
+    } else if args.books_only && !books.is_empty() {
+        // Books alone: ready at their snapshots.
     } else {
         let mut op = serde_json::json!({"op": "subscribe", "symbols": symbols});
         if let Some(mode) = &args.mode {
@@ -75,6 +78,13 @@ pub(super) async fn client<S: Conn>(
             .map_err(|e| format!("ws subscribe: {}", short(&e.to_string())))?;
         shared.request(id);
     }
+    if args.transport != LoadTransport::NchanWs && !books.is_empty() {
+        let op = serde_json::json!({"op": "subscribe", "channel": "book", "symbols": books, "depth": args.depth});
+        ws.send(Message::text(op.to_string()))
+            .await
+            .map_err(|e| format!("ws subscribe books: {}", short(&e.to_string())))?;
+        shared.request(id);
+    }
     let mut scratch = Vec::new();
     loop {
         let msg = match ws.next().await {
@@ -89,7 +99,7 @@ pub(super) async fn client<S: Conn>(
                     tap.json(id, body);
                 }
                 let kind = json_kind(body);
-                if kind == Kind::Snapshot {
+                if kind == Kind::Snapshot || kind == Kind::Book {
                     setup.ready();
                 } else if kind == Kind::Control {
                     control_json(shared, body);
@@ -103,10 +113,10 @@ pub(super) async fn client<S: Conn>(
                 if !setup.done && msgpack_is_snapshot(&b) {
                     setup.ready();
                 }
-                if let Some(kind) = shared.msgpack_frame(id, &b, &mut scratch)
-                    && (kind == "error" || kind == "shutdown")
-                {
-                    shared.closed(format!("frame: {kind}"));
+                match shared.msgpack_frame(id, &b, &mut scratch).as_deref() {
+                    Some("book") => setup.ready(),
+                    Some(kind @ ("error" | "shutdown")) => shared.closed(format!("frame: {kind}")),
+                    _ => {}
                 }
             }
             Message::Close(frame) => {
