@@ -71,7 +71,7 @@ const FIRST_TICKERS = ['AAPL', 'MSFT', 'NVDA', 'AMZN', 'GOOGL', 'META', 'TSLA'];
 const VIEWPORT = { width: 1280, height: 800 };
 const SIM_SYMBOLS = 80;
 const SIM_RATE = 400; // msg/s: every watched symbol moves several times a second
-const TOTAL_BUDGET_MS = 170_000; // the whole run, cleanup included, stays under 3 minutes
+const TOTAL_BUDGET_MS = 210_000; // the whole run, cleanup included, stays under 3.5 minutes (tests/it/browser.rs waits 4)
 const WAIT_MS = 15_000; // default for one wait
 const OUTAGE_MS = 3000; // how long the relay stays dead in each restart check
 
@@ -883,7 +883,7 @@ async function ladderView(relay) {
     await screenshot(page, 'ladder');
     for (const t of ['sse', 'poll', 'snapshot']) {
       await switchTo(page, t);
-      await ladderLive(page, relay, symbol, t, t === 'sse' ? 10 : 3);
+      await ladderLive(page, relay, symbol, t, t === 'sse' ? 10 : 2);
     }
     await withTimeout(page.click('#ladder-close'), 5000, 'closing the ladder');
     const closed = await readLadder(page);
