@@ -272,6 +272,7 @@ const CLIENT_JS: &[(&str, &str)] = &[
     client_file!("lib/auth.js"),
     client_file!("lib/book.js"),
     client_file!("lib/chart.js"),
+    client_file!("lib/books.js"),
     client_file!("lib/client.js"),
     client_file!("lib/http.js"),
     client_file!("lib/msgpack.js"),

@@ -94,7 +94,7 @@ class App {
     // A function: the library asks it for every connection and request.
     this.token = () => this.users.token();
     this.compare = new Compare({ baseUrl: BASE_URL, users: this.users, symbols: () => this.requestSymbols(), batchMs });
-    this.ladder = new Ladder({ baseUrl: BASE_URL, token: this.token });
+    this.ladder = new Ladder();
     this.chart = new ChartPanel();
   }
 
@@ -238,9 +238,13 @@ class App {
         if (bytes) stats.bytes.add(bytes);
         if (requests) stats.requests.add(requests);
       },
+      onBookGap: (symbol) => {
+        if (this.feed === feed) this.ladder.gap(symbol);
+      },
     });
     this.feed = feed;
     this.chart.feedChanged(feed);
+    this.ladder.attach(feed, this.transportName);
   }
 
   switchTransport(name) {
@@ -278,7 +282,6 @@ class App {
     await this.loadDirectory().catch(() => {});
     if (this.feed) this.startFeed();
     this.compare.userChanged();
-    this.ladder.userChanged();
   }
 
   renderUser() {

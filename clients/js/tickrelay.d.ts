@@ -88,6 +88,9 @@ export interface ConnectOptions {
    *  They are no longer asked for until subscribed again. */
   onDenied?: (symbols: string[], reason: string) => void;
   onNotice?: (text: string, isError: boolean) => void;
+  /** A book frame missed (`prev`) or a checksum that disagreed: the book is
+   *  resynced (resubscribed, the stream reopened, or read over REST). */
+  onBookGap?: (symbol: string, reason: string) => void;
   /** Bytes received and requests sent, as they happen. */
   onTraffic?: (bytes: number, requests: number) => void;
   /** A WebSocket implementation (Node 20 without --experimental-websocket). */
@@ -98,6 +101,9 @@ export interface ConnectOptions {
 export interface Handle {
   subscribe(symbols: string[] | string): void;
   unsubscribe(symbols: string[] | string): void;
+  /** Keeps `symbol`'s book (depth 1–50, default 10) on the transport in
+   *  use; `onBook` after every frame applied, cut to the depth. */
+  subscribeBook(symbol: string, depth?: number, onBook?: (book: BookView) => void): BookSubscription;
   close(): void;
   /** Retry now if waiting in backoff. */
   kick(): void;
@@ -173,6 +179,17 @@ export function tokenClaims(token: string | null | undefined): Record<string, an
 export function expiresAt(token: string | null | undefined): number | null;
 /** A price level as handed out: decimal price, shares, orders. */
 export interface BookLevel { price: string; size: number; orders: number; }
+/** A book as `subscribeBook` hands it out. */
+export interface BookView { symbol: string; seq: number | null; bids: BookLevel[]; asks: BookLevel[]; gaps: number; }
+/** What `subscribeBook` returns. */
+export interface BookSubscription {
+  readonly copy: BookCopy;
+  /** Frames that failed a check (each resynced). */
+  readonly gaps: number;
+  /** Frames applied. */
+  readonly frames: number;
+  close(): void;
+}
 /** A `book` frame (docs/PROTOCOL.md, "Depth of book"). */
 export interface BookFrame {
   symbol: string; seq: number; prev: number; snapshot: boolean;

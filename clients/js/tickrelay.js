@@ -10,6 +10,7 @@
  *     onStatus: (s) => console.log(s.connection, s.feed.status),
  *   });
  *   feed.subscribe(['NVDA']); feed.unsubscribe(['MSFT']); feed.close();
+ *   const book = feed.subscribeBook('AAPL', 10, (b) => draw(b.bids, b.asks));
  *
  * What it does for the caller: loads the snapshot over REST first, then
  * streams changes over the chosen transport; reconnects with jittered
@@ -39,6 +40,7 @@
  *   lib/auth.js        the user's token: string or function, its claims, refresh timing
  *   lib/book.js        depth of book: a symbol's copy kept by frames, its checksum
  *   lib/chart.js       bars and trades: history then live, resume without gap or repeat
+ *   lib/books.js       the books of a connected client (subscribeBook), on every transport
  *   lib/resume.js      the resume cursor and the per-symbol merge rule
  *   lib/transport.js   what every transport shares (reconnect, backoff, delta merging)
  *   lib/ws.js          WebSocket, JSON or MessagePack

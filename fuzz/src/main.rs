@@ -18,7 +18,7 @@ use tickrelay_fuzz::targets;
 /// Fuzz tickrelay's parsers and state machines.
 #[derive(Parser, Debug)]
 struct Args {
-    /// A target (packet, message, sequencer, http_head, client_op, book, deflate) or `all`.
+    /// A target (packet, message, sequencer, http_head, client_op, book, book_frame, deflate) or `all`.
     target: String,
     /// Most executions per target.
     #[arg(long, default_value_t = 10_000_000)]

@@ -62,6 +62,10 @@ pub struct StreamMetrics {
     pub chart_frames_sent: Family<TransportLabel, ShardedCounter>,
     /// Bytes of `trades` and `bars` frames or events written.
     pub chart_bytes_sent: Family<TransportLabel, ShardedCounter>,
+    /// `book` frames, events or poll answers' books sent.
+    pub book_frames_sent: Family<TransportLabel, ShardedCounter>,
+    /// Bytes of those book frames.
+    pub book_bytes_sent: Family<TransportLabel, ShardedCounter>,
     /// Quotes replaced by a newer one before they were sent.
     pub conflated: Counter,
     /// Clients closed for being too slow or silent.
@@ -99,6 +103,20 @@ pub struct TransportCounters {
     pub charts: ShardedCounter,
     /// See [`StreamMetrics::chart_bytes_sent`].
     pub chart_bytes: ShardedCounter,
+    /// See [`StreamMetrics::book_frames_sent`].
+    pub book_frames: ShardedCounter,
+    /// See [`StreamMetrics::book_bytes_sent`].
+    pub book_bytes: ShardedCounter,
+}
+
+impl TransportCounters {
+    /// Records `frames` book frames of `bytes` in all, written.
+    pub fn count_books(&self, frames: usize, bytes: usize) {
+        if frames > 0 {
+            self.book_frames.inc_by(frames as u64);
+            self.book_bytes.inc_by(bytes as u64);
+        }
+    }
 }
 
 impl StreamMetrics {
@@ -112,6 +130,8 @@ impl StreamMetrics {
             latency: self.tick_to_write.get_or_create(&l).clone(),
             charts: self.chart_frames_sent.get_or_create(&l).clone(),
             chart_bytes: self.chart_bytes_sent.get_or_create(&l).clone(),
+            book_frames: self.book_frames_sent.get_or_create(&l).clone(),
+            book_bytes: self.book_bytes_sent.get_or_create(&l).clone(),
         }
     }
 
@@ -147,6 +167,8 @@ impl StreamMetrics {
             bytes_sent: Family::default(),
             chart_frames_sent: Family::default(),
             chart_bytes_sent: Family::default(),
+            book_frames_sent: Family::default(),
+            book_bytes_sent: Family::default(),
             conflated: Counter::default(),
             slow_disconnects: Family::default(),
             tick_to_write: Family::new_with_constructor(|| AtomicHistogram::new(latency_buckets())),
@@ -201,6 +223,16 @@ impl StreamMetrics {
             "chart_bytes_sent",
             "Bytes of trades and bars frames or events written, by transport",
             stream.chart_bytes_sent.clone(),
+        );
+        registry.register(
+            "book_frames_sent",
+            "Depth-of-book frames sent (WebSocket frames, SSE events, books in poll answers), by transport",
+            stream.book_frames_sent.clone(),
+        );
+        registry.register(
+            "book_bytes_sent",
+            "Bytes of the depth-of-book frames sent, by transport",
+            stream.book_bytes_sent.clone(),
         );
         registry.register(
             "quotes_conflated",

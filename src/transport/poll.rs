@@ -227,6 +227,7 @@ fn answer(
             Format::Msgpack,
         ),
     };
+    let counters = state.hub.metrics.transport(Transport::Poll);
     // Books changed after `since` (all without one), each whole.
     let body = match books {
         None => body,
@@ -242,11 +243,12 @@ fn answer(
                 })
                 .collect();
             let mut body = body.to_vec();
+            let at = body.len();
             append_books(&mut body, format, &frames);
+            counters.count_books(frames.len(), body.len().saturating_sub(at));
             Bytes::from(body)
         }
     };
-    let counters = state.hub.metrics.transport(Transport::Poll);
     Subscriptions::count(
         &counters,
         &Batch {

@@ -154,8 +154,10 @@ pub async fn handler(
             &data,
         );
     }
+    let books_at = first.len();
     first.extend_from_slice(&book_events(&book_frames));
     let counters = state.hub.metrics.transport(Transport::Sse);
+    counters.count_books(book_frames.len(), first.len() - books_at);
     if let Some(c) = charts {
         let mut frames = subs.subscribe_trades(&c.trades, c.since, policy.every_queue);
         frames.extend(subs.subscribe_bars(&c.bars, c.interval, c.bar_history));
@@ -380,7 +382,10 @@ impl SseStream {
             event(&mut out, "tick", session.as_str(), batch.seq, &data);
             Subscriptions::count(&self.counters, &batch, out.len());
         }
+        let books_at = out.len();
         out.extend_from_slice(&book_events(&batch.books));
+        self.counters
+            .count_books(batch.books.len(), out.len() - books_at);
         let events = chart_events(&batch.charts);
         count_charts(&self.counters, &batch.charts, events.len());
         out.extend_from_slice(&events);

@@ -421,6 +421,8 @@ impl WriteSide {
             }
             self.deliveries
                 .count(batch.books.len(), frame.len() - before);
+            self.counters
+                .count_books(batch.books.len(), frame.len() - before);
         }
         if !batch.charts.is_empty() {
             let before = frame.len();
@@ -482,6 +484,12 @@ impl WriteSide {
             out[0] |= wsframe::RSV1;
         }
         (out, n)
+    }
+
+    /// Records `frames` book frames of `bytes` written outside a batch (a
+    /// subscription's snapshots) in the transport's metrics.
+    pub fn count_books(&self, frames: usize, bytes: usize) {
+        self.counters.count_books(frames, bytes);
     }
 
     /// Records a frame of `batch` in the transport's metrics.

@@ -33,7 +33,8 @@
 //      user (the relay counts a connection of its class), and a delayed
 //      user gets the "delayed 15 min" badge while the page keeps running;
 //      the compare view shows the two users side by side;
-//   8. the depth ladder: clicking a symbol opens its book, live, sorted,
+//   8. the depth ladder: clicking a symbol opens its book, live over each
+//      transport the page can use, sizes drawn as bars to scale, sorted,
 //      every frame checked, equal to /v1/book; the same click opens its
 //      candlestick chart (Lightweight Charts' canvas, the TradingView
 //      attribution shown) and its time and sales: the tape gains rows and
@@ -76,7 +77,7 @@ const FIRST_TICKERS = ['AAPL', 'MSFT', 'NVDA', 'AMZN', 'GOOGL', 'META', 'TSLA'];
 const VIEWPORT = { width: 1280, height: 800 };
 const SIM_SYMBOLS = 80;
 const SIM_RATE = 400; // msg/s: every watched symbol moves several times a second
-const TOTAL_BUDGET_MS = 170_000; // the whole run, cleanup included, stays under 3 minutes
+const TOTAL_BUDGET_MS = 210_000; // the whole run, cleanup included, stays under 3.5 minutes (tests/it/browser.rs waits 4)
 const WAIT_MS = 15_000; // default for one wait
 const OUTAGE_MS = 3000; // how long the relay stays dead in each restart check
 
@@ -811,9 +812,72 @@ async function compareView(relay) {
   });
 }
 
+/** Reads the ladder: its hooks, whether it shows, its rows, and each drawn
+ *  size bar (its width in pixels beside the size it stands for). */
+function readLadder(page) {
+  return withTimeout(page.evaluate(() => {
+    const h = window.tickrelayLadder || {};
+    const box = document.querySelector('#ladder');
+    const trs = [...document.querySelectorAll('#ladder tbody tr')];
+    return {
+      ...h,
+      visible: !!box && !box.hidden,
+      title: document.querySelector('#ladder-symbol')?.textContent ?? '',
+      rows: trs.map((r) => [r.className, r.querySelector('td.price')?.textContent]),
+      drawn: trs.map((r) => ({
+        size: Number(r.querySelector('td.size')?.textContent),
+        px: r.querySelector('td.bar div')?.getBoundingClientRect().width ?? -1,
+      })),
+    };
+  }), 5000, 'reading the ladder');
+}
+
+/** Whether the ladder's bars are drawn to scale: one per row, the largest
+ *  size full width, every other in proportion (within a pixel and a half). */
+function barsToScale(drawn) {
+  if (!drawn.length || drawn.some((d) => d.px < 0 || !(d.size > 0))) return false;
+  const big = drawn.reduce((a, d) => (d.size > a.size ? d : a));
+  if (big.px < 20) return false;
+  return drawn.every((d) => Math.abs(d.px - (big.px * d.size) / big.size) <= 1.5);
+}
+
+/** The ladder of `symbol` live over the page's `transport`: at least
+ *  `frames` frames with no gap, sorted, both sides shown with their bars to
+ *  scale; then equal to /v1/book. */
+async function ladderLive(page, relay, symbol, transport, frames) {
+  const ticks = (p) => Number(p.replace('.', ''));
+  const live = await waitFor(`ladder over ${transport}: the book live, ${frames} frames, sorted, bars to scale`, async () => {
+    const l = await readLadder(page);
+    const bids = (l.bids || []).map((x) => ticks(x.price));
+    const asks = (l.asks || []).map((x) => ticks(x.price));
+    const sorted = bids.every((b, i) => i === 0 || bids[i - 1] > b) && asks.every((a, i) => i === 0 || asks[i - 1] < a);
+    const done = l.visible && l.title === symbol && l.transport === transport && l.state === 'live' && l.frames >= frames &&
+      l.gaps === 0 && bids.length > 0 && asks.length > 0 && sorted && bids[0] < asks[0] &&
+      l.rows.length === bids.length + asks.length && barsToScale(l.drawn);
+    return { done, value: l, seen: JSON.stringify({ ...l, rows: l.rows.length, bids: bids.length, asks: asks.length }) };
+  });
+  // A book's levels at a `seq` are one: the ladder must equal the /v1/book
+  // answer of its own `seq`. REST is sampled often (a polled ladder is up
+  // to a poll behind), every answer kept by its `seq`.
+  const levels = (bids, asks) => JSON.stringify([bids, asks]);
+  const answers = new Map();
+  const rest = await waitFor(`ladder over ${transport}: what it shows equal to /v1/book at its seq`, async () => {
+    const r = await withTimeout(fetch(`${relay.base}/v1/book/${symbol}?depth=10`).then((x) => x.json()), 5000, 'GET /v1/book');
+    answers.set(r.seq, levels(r.bids.map((x) => [x[0], x[1]]), r.asks.map((x) => [x[0], x[1]])));
+    const l = await readLadder(page);
+    const shown = levels(l.bids.map((x) => [x.price, x.size]), l.asks.map((x) => [x.price, x.size]));
+    const want = answers.get(l.seq);
+    if (want !== undefined && want !== shown) fail(`ladder over ${transport}: at seq ${l.seq} it shows ${shown}, /v1/book answered ${want}`);
+    return { done: want === shown && l.gaps === 0 && barsToScale(l.drawn), value: l, seen: JSON.stringify({ seq: l.seq, answers: answers.size, gaps: l.gaps }) };
+  }, { everyMs: 20 });
+  ok(`ladder: ${symbol} live over ${transport} in ${secs(live.ms)} (${rest.value.frames} frames, no gap, ${rest.value.drawn.length} bars to scale), equal to /v1/book in ${secs(rest.ms)}`);
+}
+
 /** 8. The depth ladder: a click on a row's symbol opens its book beside the
- *  table, kept live frame by frame (prev and checksum checked by the
- *  library); what it shows is sorted and becomes equal to /v1/book. */
+ *  table, kept live frame by frame over the page's own connection (prev and
+ *  checksum checked by the library), each size drawn as a bar to scale;
+ *  what it shows becomes equal to /v1/book — on WebSocket, then after
+ *  switching to SSE, long polling and short polling. */
 async function ladderView(relay) {
   return withPage('ladder', async (p) => {
     const { page } = p;
@@ -821,38 +885,15 @@ async function ladderView(relay) {
     const symbol = await withTimeout(page.evaluate(() => document.querySelector('#quotes tbody tr')?.dataset.symbol), 5000, 'reading the first row');
     if (!symbol) fail('ladder: no row to click');
     await withTimeout(page.click(`#quotes tbody tr[data-symbol="${symbol}"] td.sym`), 5000, 'clicking the symbol');
-    const read = () => withTimeout(page.evaluate(() => {
-      const h = window.tickrelayLadder || {};
-      const box = document.querySelector('#ladder');
-      return {
-        ...h,
-        visible: !!box && !box.hidden,
-        title: document.querySelector('#ladder-symbol')?.textContent ?? '',
-        rows: [...document.querySelectorAll('#ladder tbody tr')].map((r) => [r.className, r.querySelector('td.price')?.textContent]),
-      };
-    }), 5000, 'reading the ladder');
-    const ticks = (p) => Number(p.replace('.', ''));
-    const live = await waitFor('ladder: the book live, ten frames, sorted, both sides shown', async () => {
-      const l = await read();
-      const bids = (l.bids || []).map((x) => ticks(x.price));
-      const asks = (l.asks || []).map((x) => ticks(x.price));
-      const sorted = bids.every((b, i) => i === 0 || bids[i - 1] > b) && asks.every((a, i) => i === 0 || asks[i - 1] < a);
-      const done = l.visible && l.title === symbol && l.state === 'live' && l.frames >= 10 && l.gaps === 0 &&
-        bids.length > 0 && asks.length > 0 && sorted && bids[0] < asks[0] && l.rows.length === bids.length + asks.length;
-      return { done, value: l, seen: JSON.stringify({ ...l, rows: l.rows.length }) };
-    });
-    const rest = await waitFor('ladder: what it shows equal to /v1/book', async () => {
-      const l = await read();
-      const r = await withTimeout(fetch(`${relay.base}/v1/book/${symbol}?depth=10`).then((x) => x.json()), 5000, 'GET /v1/book');
-      const same = JSON.stringify(r.bids.map((x) => x[0])) === JSON.stringify(l.bids.map((x) => x.price)) &&
-        JSON.stringify(r.asks.map((x) => x[0])) === JSON.stringify(l.asks.map((x) => x.price));
-      return { done: same && l.gaps === 0, value: l, seen: JSON.stringify({ rest: [r.bids[0], r.asks[0]], shown: [l.bids[0], l.asks[0]], gaps: l.gaps }) };
-    });
+    await ladderLive(page, relay, symbol, 'ws', 10);
     await screenshot(page, 'ladder');
-    ok(`ladder: ${symbol} live in ${secs(live.ms)} (${rest.value.frames} frames, no gap), equal to /v1/book in ${secs(rest.ms)}`);
     await chartView(page, relay, symbol);
+    for (const t of ['sse', 'poll', 'snapshot']) {
+      await switchTo(page, t);
+      await ladderLive(page, relay, symbol, t, t === 'sse' ? 10 : 2);
+    }
     await withTimeout(page.click('#ladder-close'), 5000, 'closing the ladder');
-    const closed = await read();
+    const closed = await readLadder(page);
     if (closed.visible || closed.state !== 'closed') fail(`ladder: did not close: ${JSON.stringify(closed)}`);
     checkPageHealth('ladder');
   });

@@ -274,9 +274,9 @@ fn raw(price: &str) -> i64 {
     price.replace('.', "").parse().unwrap()
 }
 
-type Row = (i64, u64, u64);
+pub(crate) type Row = (i64, u64, u64);
 
-fn rows_raw(v: &Value, side: &str) -> Vec<Row> {
+pub(crate) fn rows_raw(v: &Value, side: &str) -> Vec<Row> {
     rows(v, side)
         .into_iter()
         .map(|(p, s, o)| (raw(&p), s, o))
@@ -285,16 +285,16 @@ fn rows_raw(v: &Value, side: &str) -> Vec<Row> {
 
 /// A client's copy of one book, kept by the rules of docs/PROTOCOL.md.
 #[derive(Debug, Default)]
-struct Copy {
-    seq: Option<u64>,
-    bids: Vec<Row>,
-    asks: Vec<Row>,
-    depth: usize,
-    frames: usize,
+pub(crate) struct Copy {
+    pub(crate) seq: Option<u64>,
+    pub(crate) bids: Vec<Row>,
+    pub(crate) asks: Vec<Row>,
+    pub(crate) depth: usize,
+    pub(crate) frames: usize,
 }
 
 impl Copy {
-    fn new(depth: usize) -> Copy {
+    pub(crate) fn new(depth: usize) -> Copy {
         Copy {
             depth,
             ..Copy::default()
@@ -304,7 +304,7 @@ impl Copy {
     /// Applies one `book` frame: `prev` checked, levels replaced by price
     /// (size 0 deletes), sides kept best first and cut to the depth, and
     /// the checksum recomputed from the copy.
-    fn apply(&mut self, f: &Value) {
+    pub(crate) fn apply(&mut self, f: &Value) {
         if f["snapshot"] == true {
             self.bids = rows_raw(f, "bids");
             self.asks = rows_raw(f, "asks");
@@ -346,7 +346,7 @@ impl Copy {
 
     /// Whether the copy is the REST book. Its `seq` may be older: a change
     /// beyond the depth moves the book's `seq` but sends no frame.
-    fn equals(&self, rest: &Value) -> bool {
+    pub(crate) fn equals(&self, rest: &Value) -> bool {
         self.seq <= rest["seq"].as_u64()
             && self.bids == rows_raw(rest, "bids")
             && self.asks == rows_raw(rest, "asks")

@@ -15,6 +15,7 @@
 mod support;
 
 mod book;
+mod book_feed;
 mod browser;
 mod chart;
 mod chartstream;

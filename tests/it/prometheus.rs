@@ -321,8 +321,8 @@ fn sse_client(addr: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<us
             .unwrap();
         write!(
             s,
-            "GET /v1/stream?symbols={} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n",
-            WATCH.join(",")
+            "GET /v1/stream?symbols={w}&book={w}&depth=5 HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n",
+            w = WATCH.join(",")
         )
         .unwrap();
         let mut r = BufReader::new(s);
@@ -346,7 +346,10 @@ fn poll_client(base: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u
         let mut since: Option<String> = None;
         let mut answers = 0;
         while !stop.load(Ordering::Relaxed) {
-            let mut path = format!("/v1/poll?symbols={}&timeout_ms=1000", WATCH.join(","));
+            let mut path = format!(
+                "/v1/poll?symbols={w}&book={w}&depth=5&timeout_ms=1000",
+                w = WATCH.join(",")
+            );
             if let Some(s) = &since {
                 path.push_str(&format!("&since={s}"));
             }
@@ -423,6 +426,12 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             .expect("websocket connect");
         ws.send(WsMsg::text(
             json!({"op": "subscribe", "symbols": WATCH, "mode": mode}).to_string(),
+        ))
+        .await
+        .unwrap();
+        // Books too, so the book panels have every transport.
+        ws.send(WsMsg::text(
+            json!({"op": "subscribe", "channel": "book", "symbols": WATCH, "depth": 5}).to_string(),
         ))
         .await
         .unwrap();
@@ -557,6 +566,23 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         (
             r#"sum(rate(tickrelay_quotes_sent_total{transport="sse"}[10s]))"#,
             1.0,
+        ),
+        (r#"sum(rate(tickrelay_book_messages_total[10s]))"#, 100.0),
+        (
+            r#"sum(rate(tickrelay_book_frames_sent_total{transport="ws"}[10s]))"#,
+            1.0,
+        ),
+        (
+            r#"sum(rate(tickrelay_book_frames_sent_total{transport="sse"}[10s]))"#,
+            1.0,
+        ),
+        (
+            r#"sum(rate(tickrelay_book_frames_sent_total{transport="poll"}[10s]))"#,
+            1.0,
+        ),
+        (
+            r#"sum(rate(tickrelay_book_bytes_sent_total{transport="ws"}[10s]))"#,
+            100.0,
         ),
         (
             r#"sum(rate(tickrelay_quotes_sent_total{transport="poll"}[10s]))"#,

@@ -139,6 +139,7 @@ export function watchBook(baseUrl, symbol, opts = {}) {
   let closed = false;
   let attempt = 0;
   let timer = 0;
+  let resyncing = false; // after a gap: diffs dropped until the snapshot
   const subscribe = () => ws.send(JSON.stringify({ op: 'subscribe', channel: 'book', symbols: [symbol], depth }));
 
   async function open() {
@@ -150,7 +151,10 @@ export function watchBook(baseUrl, symbol, opts = {}) {
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     if (token) u.searchParams.set('token', token);
     const sock = (ws = new WS(u.toString()));
-    sock.onopen = () => subscribe();
+    sock.onopen = () => {
+      resyncing = false;
+      subscribe();
+    };
     sock.onmessage = (ev) => {
       if (ws !== sock || typeof ev.data !== 'string') return;
       let m;
@@ -162,11 +166,14 @@ export function watchBook(baseUrl, symbol, opts = {}) {
       if (m.type === 'error') {
         status('refused', m);
       } else if (m.type === 'book' && m.symbol === symbol) {
+        if (resyncing && !m.snapshot) return;
         try {
           copy.apply(m);
+          resyncing = false;
         } catch (e) {
           if (!(e instanceof BookGap)) throw e;
           w.gaps++;
+          resyncing = true;
           status('gap', e.message);
           subscribe(); // the relay starts again from a snapshot
           return;

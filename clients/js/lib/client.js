@@ -4,6 +4,7 @@
  * clients/js/README.md). */
 
 import { TokenSource } from './auth.js';
+import { BookSet, bookDepth } from './books.js';
 import { HttpError, symParam, symbolsOfError } from './http.js';
 import { normaliseQuote, toNum } from './prices.js';
 import { ResumeState } from './resume.js';
@@ -48,6 +49,8 @@ class Client {
     this.unknown = new Set();
     this.denied = new Set();
     this.resume = new ResumeState();
+    /** The books of `subscribeBook` (books.js). */
+    this.books = new BookSet(this, o.onBookGap);
     this.feed = { status: 'live', session: null, complete: true, lost: 0, incomplete: 0 };
     /** Frames and events this client could not use (see protocolError). */
     this.protocolErrors = 0;
@@ -219,6 +222,20 @@ class Client {
       this.resume.forget(s);
     }
     if (wasRequested.length) this.queueChange([], wasRequested);
+  }
+
+  /** Keeps `symbol`'s book at `depth` on the transport in use; `onBook`
+   *  gets the book after every frame applied. */
+  subscribeBook(symbol, depth, onBook) {
+    const sym = String(symbol).trim().toUpperCase();
+    const e = this.books.add(sym, bookDepth(depth), onBook);
+    if (this.transport) this.transport.booksChanged([sym], []);
+    return e;
+  }
+
+  unsubscribeBook(symbol) {
+    const sym = String(symbol).trim().toUpperCase();
+    if (this.books.remove(sym) && this.transport) this.transport.booksChanged([], [sym]);
   }
 
   /** Batches quick edits so one REST call and one (re)subscribe serve them all. */
@@ -544,10 +561,13 @@ class Client {
  * poll), `pollTimeoutMs` (long poll), and the
  * callbacks `onQuote(quote, info)`, `onStatus(status)`, `onUnknown(symbols)`,
  * `onDenied(symbols, reason)`, `onNotice(text, isError)`,
+ * `onBookGap(symbol, reason)` (a book frame missed or a checksum that
+ * disagreed: the book is resynced),
  * `onTraffic(bytes, requests)`; `WebSocket` and `fetch` to inject
  * implementations. Returns a handle: `subscribe(symbols)`,
- * `unsubscribe(symbols)`, `close()`, `transport` (the one in use), `cursor`,
- * and the chart's `subscribeBars(symbol, interval, {history}, onBars)` and
+ * `unsubscribe(symbols)`, `subscribeBook(symbol, depth, onBook)`, `close()`,
+ * `transport` (the one in use), `cursor`, and the chart's
+ * `subscribeBars(symbol, interval, {history}, onBars)` and
  * `subscribeTrades(symbol, {history}, onTrades)` (chart.js), each returning
  * `{close(), mode, reconnect()}`.
  */
@@ -561,6 +581,24 @@ export function connect(baseUrl, options = {}) {
   });
   return {
     subscribe: (symbols) => client.subscribe(symbols),
+    /** Keeps `symbol`'s book (depth 1–50, default 10): `onBook(book)` after
+     *  every frame, `prev` and checksum checked, resynced on a gap (reported
+     *  by `onBookGap`). Returns {copy, gaps, frames, close()}. */
+    subscribeBook: (symbol, depth, onBook) => {
+      const e = client.subscribeBook(symbol, depth, onBook);
+      return {
+        get copy() {
+          return e.copy;
+        },
+        get gaps() {
+          return e.gaps;
+        },
+        get frames() {
+          return e.frames;
+        },
+        close: () => client.books.get(e.symbol) === e && client.unsubscribeBook(e.symbol),
+      };
+    },
     unsubscribe: (symbols) => client.unsubscribe(symbols),
     close: () => client.close(),
     subscribeBars: (symbol, interval, opts, onBars) => client.chart.add('bars', symbol, interval, opts, onBars),

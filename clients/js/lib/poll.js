@@ -13,17 +13,51 @@ export class LongPollTransport extends Transport {
     this.ctl = null;
     this.afterFailure = false;
     this.inflightSince = '';
+    /** Books with no copy yet on this connection (read over REST). */
+    this.booksToRead = new Set();
+  }
+
+  async readBooks(gen) {
+    const list = [...this.booksToRead];
+    this.booksToRead.clear();
+    try {
+      await this.client.books.fetch(list, this.client.books.wireDepth(), this);
+    } catch (e) {
+      if (this.live(gen)) for (const s of list) this.booksToRead.add(s);
+    }
+  }
+
+  resyncBooks(symbols) {
+    for (const s of symbols) this.booksToRead.add(s);
+    this.readBooks(this.gen);
+  }
+
+  booksChanged(added) {
+    if (this.running && this.upAt) {
+      for (const s of added) this.booksToRead.add(s);
+      this.restart();
+      this.readBooks(this.gen);
+    } else super.booksChanged();
   }
 
   async connect(gen) {
     const c = this.client;
+    if (!this.upAt && c.books.size) {
+      // A poll with `since` answers only the books changed after it: a new
+      // connection reads its books over REST first.
+      for (const s of c.books.symbols()) this.booksToRead.add(s);
+      this.readBooks(gen);
+    }
     while (this.live(gen)) {
       const syms = c.requestSymbols();
-      if (!syms.length) return this.open();
+      const books = c.books.symbols();
+      if (!syms.length && !books.length) return this.open();
       // After a failure, the first poll answers soon even if nothing changed,
       // so a restarted server's new cursor is learnt without a long wait.
       const timeout = this.afterFailure ? 2000 : c.pollTimeoutMs;
-      let path = 'v1/poll?symbols=' + symParam(syms) + '&timeout_ms=' + timeout + c.batchParam();
+      // Books alone: no `symbols=`, or the relay would answer every quote.
+      let path = 'v1/poll?' + (syms.length ? 'symbols=' + symParam(syms) + '&' : '') + 'timeout_ms=' + timeout + c.batchParam();
+      if (books.length) path += '&book=' + symParam(books) + '&depth=' + c.books.wireDepth();
       const since = cursorText(c.cursor);
       if (since) path += '&since=' + encodeURIComponent(since);
       const ctl = new AbortController();
@@ -55,6 +89,10 @@ export class LongPollTransport extends Transport {
       this.afterFailure = false;
       this.up();
       c.onEnvelope(env, { kind: 'stream' });
+      if (Array.isArray(env.books)) {
+        for (const b of env.books) c.books.apply(b, { transport: this, poll: true, session: String(env.session) });
+      }
+      if (this.booksToRead.size) this.readBooks(gen); // a REST read that failed
       // Loop at once, unless the server answers empty instantly with nothing
       // new, which would otherwise become a hot loop.
       if ((!env.quotes || !env.quotes.length) && now() - t0 < 100 && cursorText(c.cursor) === since) {

@@ -17,7 +17,15 @@ export class SseTransport extends Transport {
 
   async connect(gen) {
     const c = this.client;
-    let path = 'v1/stream?symbols=' + symParam(c.requestSymbols()) + c.batchParam();
+    const syms = c.requestSymbols();
+    const books = c.books.symbols();
+    // Books alone: no `symbols=`, or the relay would stream every quote.
+    let path = 'v1/stream?' + (syms.length ? 'symbols=' + symParam(syms) : '') + c.batchParam();
+    if (books.length) {
+      const depth = c.books.wireDepth();
+      c.books.subscribed(books, depth);
+      path += '&book=' + symParam(books) + '&depth=' + depth;
+    }
     // Quotes after each symbol's first as deltas to its copy (deliver merges them).
     if (c.deltas) path += '&delta=1';
     if (c.cursor) path += '&last_event_id=' + encodeURIComponent(cursorText(c.cursor));
@@ -64,6 +72,7 @@ export class SseTransport extends Transport {
           const session = sessionOf(ev.id);
           if (ev.event === 'snapshot') this.deliver(d, { kind: 'stream', session, snapshot: true });
           else if (ev.event === 'tick' || ev.event === 'message') this.deliver(d, { kind: 'stream', session });
+          else if (ev.event === 'book') c.books.apply(d, { transport: this });
           else if (ev.event === 'feed') c.onFeed(d);
           else if (ev.event === 'shutdown') {
             shutdownMs = (toNum(d && d.reconnect_ms) ?? 1000) + Math.random() * 250;

@@ -99,7 +99,7 @@ export class Transport {
     this.close();
     const gen = ++this.gen;
     if (!this.running) return;
-    if (!this.client.requestSymbols().length) {
+    if (!this.client.requestSymbols().length && !this.client.books.size) {
       this.client.transportIdle(this);
       return;
     }
@@ -177,6 +177,18 @@ export class Transport {
 
   /** Subscriptions changed. URL-bound transports reconnect with the new list. */
   symbolsChanged() {
+    if (this.running) this.open();
+  }
+
+  /** Books were added or removed (`subscribeBook`). URL-bound transports
+   *  reconnect with the new list (each book starts from a snapshot). */
+  booksChanged() {
+    if (this.running) this.open();
+  }
+
+  /** Books whose copies failed a check: start them again from a snapshot.
+   *  A stream without per-book resubscription reconnects. */
+  resyncBooks() {
     if (this.running) this.open();
   }
 

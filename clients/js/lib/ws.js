@@ -66,6 +66,7 @@ export class WsTransport extends Transport {
       if (!this.live(gen)) return;
       this.lastRx = now();
       this.subscribe(c.requestSymbols(), c.cursor);
+      this.subscribeBooks(c.books.symbols());
       this.planRefresh(gen, expiresAt(token));
       // Server pings are invisible to JavaScript, so we ping too: the pongs
       // prove the path is alive even when the watchlist is quiet.
@@ -133,6 +134,9 @@ export class WsTransport extends Transport {
         break;
       case 'ticks':
         this.deliver(f, { kind: 'stream', rawInts });
+        break;
+      case 'book':
+        c.books.apply(f, { rawInts, transport: this });
         break;
       case 'subscribed':
         if (Array.isArray(f.unknown) && f.unknown.length) c.markUnknown(f.unknown.map(String));
@@ -222,6 +226,40 @@ export class WsTransport extends Transport {
     if (this.client.deltas) msg.delta = true;
     if (cursor) msg.since = cursorText(cursor);
     this.send(msg);
+  }
+
+  /** Subscribes `symbols`' books, each at its own depth: their copies
+   *  start again from the snapshot the relay answers (`fresh`: new
+   *  subscriptions; a resync keeps dropping diffs until that snapshot). */
+  subscribeBooks(symbols, fresh = true) {
+    const byDepth = new Map();
+    for (const s of symbols) {
+      const e = this.client.books.get(s);
+      if (!e) continue;
+      if (!byDepth.has(e.depth)) byDepth.set(e.depth, []);
+      byDepth.get(e.depth).push(s);
+    }
+    for (const [depth, list] of byDepth) {
+      if (fresh) this.client.books.subscribed(list, depth);
+      this.send({ op: 'subscribe', channel: 'book', symbols: list, depth });
+    }
+  }
+
+  resyncBooks(symbols) {
+    if (this.ws && this.ws.readyState === 1) this.subscribeBooks(symbols, false);
+  }
+
+  /** Books change in place too (onopen subscribes them on a new connection). */
+  booksChanged(added, removed) {
+    if (!this.running) return;
+    const ws = this.ws;
+    if (ws && ws.readyState === 0) return;
+    if (!ws || ws.readyState !== 1) {
+      this.open();
+      return;
+    }
+    if (removed.length) this.send({ op: 'unsubscribe', channel: 'book', symbols: removed });
+    this.subscribeBooks(added);
   }
 
   /** A WebSocket changes its subscription in place, without reconnecting. */

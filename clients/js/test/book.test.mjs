@@ -10,7 +10,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { BookCopy, BookGap, bookChecksum, crc32 } from '../lib/book.js';
-import { watchBook } from '../tickrelay.js';
+import { connect, watchBook } from '../tickrelay.js';
 import {
   killAll, startMarket, waitFor,
 } from './harness.mjs';
@@ -119,3 +119,76 @@ test('watchBook follows a live book over WebSocket with no gap and holds what /v
     w.close();
   }
 });
+
+// subscribeBook inside a connected client, on every transport: the book is
+// kept with `prev` and the checksum checked on every frame, a tampered copy
+// (WebSocket, SSE: a `seq` moved back, so the next frame's `prev` disagrees)
+// or a tampered answer (long poll: a wrong checksum) is reported through
+// onBookGap and resynced, and the copy ends equal to /v1/book.
+
+/** A fetch whose first long-poll answer carrying books has its first
+ *  book's checksum wrong. */
+function fetchSpoilingOneBook() {
+  let spoiled = false;
+  return async (url, init) => {
+    const res = await fetch(url, init);
+    if (spoiled || !String(url).includes('/v1/poll?')) return res;
+    const text = await res.text();
+    const body = JSON.parse(text);
+    if (!Array.isArray(body.books) || !body.books.length) return new Response(text, { status: res.status, headers: res.headers });
+    spoiled = true;
+    body.books[0].checksum = (Number(body.books[0].checksum) + 1) >>> 0;
+    return new Response(JSON.stringify(body), { status: res.status, headers: res.headers });
+  };
+}
+
+/** Waits until `book`'s copy (cut to `depth`) equals /v1/book at `depth`. */
+async function waitEqualToRest(symbol, depth, book) {
+  await waitFor(`${symbol}'s copy to equal /v1/book at depth ${depth}`, async () => {
+    const rest = new BookCopy(symbol, depth).apply(await (await fetch(`${base}/v1/book/${symbol}?depth=${depth}`)).json()).view();
+    const held = book.copy.view();
+    const cut = (side) => JSON.stringify(side.slice(0, depth));
+    return { done: cut(rest.bids) === cut(held.bids) && cut(rest.asks) === cut(held.asks), seen: { rest, held } };
+  });
+}
+
+for (const transport of ['ws', 'ws-msgpack', 'sse', 'poll']) {
+  test(`subscribeBook over ${transport}: every frame checked, a gap reported and resynced, equal to /v1/book`, async () => {
+    const symbols = (await (await fetch(base + '/v1/symbols')).json()).symbols.map((d) => d.symbol);
+    const gaps = [];
+    const notices = [];
+    const client = connect(base + '/', {
+      transport,
+      symbols: [symbols[2]], // quotes beside the books, on the same stream
+      onBookGap: (symbol, reason) => gaps.push({ symbol, reason }),
+      onNotice: (text) => notices.push(text),
+      ...(transport === 'poll' ? { fetch: fetchSpoilingOneBook(), pollTimeoutMs: 2000 } : {}),
+    });
+    let views = 0;
+    const a = client.subscribeBook(symbols[0], 5, () => views++);
+    const b = client.subscribeBook(symbols[1], 10);
+    try {
+      const enough = transport === 'poll' ? 3 : 15;
+      await waitFor(`book frames over ${transport}`, async () => ({ done: a.frames >= enough && b.frames >= 1, seen: { a: a.frames, b: b.frames, notices } }));
+      if (transport === 'poll') {
+        // The spoiled answer was caught and the book read again over REST.
+        await waitFor('the spoiled checksum reported', async () => ({ done: gaps.length === 1, seen: { gaps, notices } }));
+      } else {
+        assert.deepEqual(gaps, [], 'no gap before the tampering');
+        a.copy.seq -= 1; // the next diff frame's `prev` no longer matches
+        await waitFor('the gap reported', async () => ({ done: gaps.length >= 1, seen: { gaps, notices } }));
+        assert.equal(gaps[0].symbol, symbols[0]);
+        assert.match(gaps[0].reason, /frame after/);
+      }
+      assert.equal(a.gaps, 1, "one gap, one resync: the diffs in flight are dropped, not more gaps");
+      const before = a.frames;
+      await waitFor('frames applied after the resync', async () => ({ done: a.frames > before, seen: a.frames }));
+      await waitEqualToRest(symbols[0], 5, a);
+      await waitEqualToRest(symbols[1], 10, b);
+      assert.equal(b.gaps, 0, 'the other book kept going without a gap');
+      assert.ok(views >= a.frames - 1, 'onBook after every frame applied');
+    } finally {
+      client.close();
+    }
+  });
+}

@@ -10,10 +10,13 @@
 //!   compressed client frames.
 //! - [`BookTarget`] (`book`): depth of book — `'L'`s and `'B'`s applied
 //!   and merged, in and out of recovery, and raw book messages.
+//! - [`BookFrameTarget`] (`book_frame`): the diff frames a streaming client
+//!   gets, applied by the client's rules, against the book read.
 //!
 //! This file holds the table of targets and what more than one of them uses.
 
 mod book;
+mod book_frame;
 mod client_op;
 mod deflate;
 mod http_head;
@@ -31,6 +34,7 @@ use tickrelay::wire::{
 use crate::engine::{Target, fnv};
 
 pub use book::BookTarget;
+pub use book_frame::BookFrameTarget;
 pub use client_op::ClientOpTarget;
 pub use deflate::DeflateTarget;
 pub use http_head::{HttpHeadTarget, ROUTE_EVERY, TCP_EVERY};
@@ -47,6 +51,7 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(HttpHeadTarget::new()),
         Box::new(ClientOpTarget),
         Box::new(BookTarget),
+        Box::new(BookFrameTarget),
         Box::new(DeflateTarget),
     ]
 }

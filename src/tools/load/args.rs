@@ -136,6 +136,16 @@ pub struct LoadArgs {
     /// timestamp; bars have none).
     #[arg(long)]
     pub chart: bool,
+    /// Depth of book (ws, ws-msgpack): each client also subscribes to the
+    /// books of the first N of its symbols (`channel: "book"`).
+    #[arg(long, default_value_t = 0)]
+    pub books: usize,
+    /// Levels a side of those books (1–50).
+    #[arg(long, default_value_t = 10)]
+    pub depth: usize,
+    /// With `--books`: subscribe to the books only, not the quotes.
+    #[arg(long)]
+    pub books_only: bool,
     /// Short-polling interval per client (`snapshot`), ms.
     #[arg(long, default_value_t = 1_000)]
     pub poll_interval_ms: u64,

@@ -87,6 +87,16 @@ pub struct Report {
     pub requests: u64,
     /// Quotes received in snapshots (initial state, not changes).
     pub snapshot_quotes: u64,
+    /// `book` frames received in the window (`--books`), snapshots included.
+    #[serde(default)]
+    pub book_frames: u64,
+    /// Book frames per second.
+    #[serde(default)]
+    pub book_frames_per_s: f64,
+    /// Deliveries (quotes in tick frames plus book frames) per CPU-second
+    /// of the server, with `--server-pid`.
+    #[serde(default)]
+    pub deliveries_per_server_cpu_s: Option<f64>,
     /// Tick-to-client latency of delivered quotes, µs.
     pub latency_us: Latency,
     /// Failed connections and requests, by kind (whole run).
@@ -188,6 +198,21 @@ pub fn text_report(r: &Report) -> String {
         r.quotes,
         r.snapshot_quotes
     );
+    if r.book_frames > 0 {
+        let _ = writeln!(
+            s,
+            "  books         {} book frames/s ({} frames)",
+            si(r.book_frames_per_s),
+            r.book_frames
+        );
+    }
+    if let Some(d) = r.deliveries_per_server_cpu_s {
+        let _ = writeln!(
+            s,
+            "  per server CPU-s {} deliveries (quotes + book frames)",
+            si(d)
+        );
+    }
     let l = &r.latency_us;
     let _ = writeln!(
         s,

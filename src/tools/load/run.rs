@@ -93,6 +93,22 @@ pub(crate) async fn drive_tapped(args: LoadArgs, tap: Option<Arc<Tap>>) -> anyho
     if args.chart && args.transport != LoadTransport::Ws {
         bail!("--chart works with ws only");
     }
+    if args.books > 0 {
+        if !matches!(args.transport, LoadTransport::Ws | LoadTransport::WsMsgpack) {
+            bail!("--books works with ws and ws-msgpack only");
+        }
+        if !(1..=50).contains(&args.depth) {
+            bail!("--depth must be from 1 to 50");
+        }
+        let drawn = matches!(args.symbols, SymbolChoice::Zipf | SymbolChoice::Random);
+        if matches!(args.symbols, SymbolChoice::All)
+            || (drawn && args.books > args.symbols_per_client)
+        {
+            bail!(
+                "--books N takes the first N of each client's symbols: at most --symbols-per-client, not '*'"
+            );
+        }
+    }
     if args.transport.is_nchan() && args.symbols_per_client > 255 {
         bail!("nchan multiplexes at most 255 channels per subscriber");
     }
@@ -218,6 +234,7 @@ pub(crate) async fn drive_tapped(args: LoadArgs, tap: Option<Arc<Tap>>) -> anyho
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)?;
     let (mut quotes, mut frames, mut bytes, mut snapshot_quotes, mut requests) = (0, 0, 0, 0, 0);
+    let mut book_frames = 0;
     for s in shared.shards.iter() {
         let s = s.lock();
         hist.add(&s.hist)?;
@@ -226,6 +243,7 @@ pub(crate) async fn drive_tapped(args: LoadArgs, tap: Option<Arc<Tap>>) -> anyho
         bytes += s.bytes;
         snapshot_quotes += s.snapshot_quotes;
         requests += s.requests;
+        book_frames += s.book_frames;
     }
     let open_at_end = shared.open.load(Ordering::Relaxed);
     let server = server.map(|p| p.finish(quotes, connected));
@@ -271,6 +289,12 @@ pub(crate) async fn drive_tapped(args: LoadArgs, tap: Option<Arc<Tap>>) -> anyho
         bytes_per_s: per_s(bytes),
         requests,
         snapshot_quotes,
+        book_frames,
+        book_frames_per_s: per_s(book_frames),
+        deliveries_per_server_cpu_s: server
+            .as_ref()
+            .filter(|c| c.cpu_s > 0.0)
+            .map(|c| (quotes + book_frames) as f64 / c.cpu_s),
         latency_us: latency,
         errors: shared.errors.lock().clone(),
         closes: shared.closes.lock().clone(),

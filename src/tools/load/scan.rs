@@ -8,6 +8,8 @@
 pub(super) enum Kind {
     Ticks,
     Snapshot,
+    /// A `book` frame (depth of book).
+    Book,
     Control,
     /// A `bars` frame: one delivery per bar.
     Bars,
@@ -43,6 +45,8 @@ pub(super) fn json_kind(body: &[u8]) -> Kind {
         Kind::Bars
     } else if body.starts_with(b"{\"type\":\"snapshot\"") {
         Kind::Snapshot
+    } else if body.starts_with(b"{\"type\":\"book\"") {
+        Kind::Book
     } else if body.starts_with(b"{\"type\":") {
         Kind::Control
     } else {

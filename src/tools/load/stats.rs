@@ -28,6 +28,7 @@ pub(super) struct Shard {
     pub(super) bytes: u64,
     pub(super) snapshot_quotes: u64,
     pub(super) requests: u64,
+    pub(super) book_frames: u64,
 }
 
 impl Shard {
@@ -38,6 +39,7 @@ impl Shard {
             frames: 0,
             bytes: 0,
             snapshot_quotes: 0,
+            book_frames: 0,
             requests: 0,
         }
     }
@@ -48,6 +50,7 @@ impl Shard {
         self.frames = 0;
         self.bytes = 0;
         self.snapshot_quotes = 0;
+        self.book_frames = 0;
         self.requests = 0;
     }
 
@@ -115,6 +118,7 @@ impl Shared {
                     shard.tick(0, 0);
                 }
             }
+            Kind::Book => shard.book_frames += 1,
             Kind::Control => {}
         }
     }
@@ -145,6 +149,10 @@ impl Shared {
             Some("snapshot") => {
                 shard.snapshot_quotes += scratch.len() as u64;
                 None
+            }
+            Some("book") => {
+                shard.book_frames += 1;
+                kind
             }
             _ => kind,
         }

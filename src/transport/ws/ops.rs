@@ -358,11 +358,13 @@ impl Conn {
                 denied: &[],
             },
         );
+        let start = out.len();
         for f in &frames {
             let at = out.len();
             bookstream::ws_into(&mut out, self.format, f);
             self.direct.seal_message(&mut w, &mut out, at);
         }
+        self.direct.count_books(frames.len(), out.len() - start);
         self.direct.write(&mut w, &out);
         Flow::Continue
     }

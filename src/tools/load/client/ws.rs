@@ -57,6 +57,7 @@ pub(super) async fn client<S: Conn>(
             }
             other => format!("ws handshake: {}", short(&other.to_string())),
         })?;
+    let books = &symbols[..args.books.min(symbols.len())];
     if args.transport == LoadTransport::NchanWs || symbols.is_empty() {
         setup.ready();
     } else if args.chart {
@@ -69,10 +70,19 @@ pub(super) async fn client<S: Conn>(
                 .map_err(|e| format!("ws subscribe: {}", short(&e.to_string())))?;
         }
         shared.request(id);
+    } else if args.books_only && !books.is_empty() {
+        // Books alone: ready at their snapshots.
     } else {
         ws.send(Message::text(subscribe_op(shared, symbols)))
             .await
             .map_err(|e| format!("ws subscribe: {}", short(&e.to_string())))?;
+        shared.request(id);
+    }
+    if args.transport != LoadTransport::NchanWs && !books.is_empty() {
+        let op = serde_json::json!({"op": "subscribe", "channel": "book", "symbols": books, "depth": args.depth});
+        ws.send(Message::text(op.to_string()))
+            .await
+            .map_err(|e| format!("ws subscribe books: {}", short(&e.to_string())))?;
         shared.request(id);
     }
     let mut scratch = Vec::new();
@@ -122,6 +132,7 @@ pub(super) fn on_text(shared: &Shared, id: usize, setup: &mut Setup<'_>, body: &
     let kind = json_kind(body);
     // A chart subscription's first frame is not a quote snapshot.
     if kind == Kind::Snapshot
+        || kind == Kind::Book
         || (shared.args.chart && body.starts_with(b"{\"type\":\"subscribed\""))
     {
         setup.ready();
@@ -145,10 +156,10 @@ pub(super) fn on_binary(
     if !setup.done && msgpack_is_snapshot(body) {
         setup.ready();
     }
-    if let Some(kind) = shared.msgpack_frame(id, body, scratch)
-        && (kind == "error" || kind == "shutdown")
-    {
-        shared.closed(format!("frame: {kind}"));
+    match shared.msgpack_frame(id, body, scratch).as_deref() {
+        Some("book") => setup.ready(),
+        Some(kind @ ("error" | "shutdown")) => shared.closed(format!("frame: {kind}")),
+        _ => {}
     }
 }
 
