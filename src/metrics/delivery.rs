@@ -7,6 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::{Arc, OnceLock};
 
 use super::*;
 use crate::admission::Limit;
@@ -84,6 +85,8 @@ pub struct StreamMetrics {
     /// Compressed WebSocket messages that reused the compression of the
     /// same bytes just before on the same thread.
     pub ws_deflate_shared: Counter,
+    /// Each transport's handles, made once: a connection holds one pointer.
+    shared: Arc<[OnceLock<Arc<TransportCounters>>; 3]>,
 }
 
 /// Per-connection handles, resolved once per connection. Every client of a
@@ -120,6 +123,13 @@ impl TransportCounters {
 }
 
 impl StreamMetrics {
+    /// Handles for one transport, made once and shared by its connections.
+    pub fn transport_shared(&self, t: Transport) -> Arc<TransportCounters> {
+        self.shared[t as usize]
+            .get_or_init(|| Arc::new(self.transport(t)))
+            .clone()
+    }
+
     /// Handles for one transport.
     pub fn transport(&self, t: Transport) -> TransportCounters {
         let l = TransportLabel::from(t);
@@ -177,6 +187,7 @@ impl StreamMetrics {
             ws_deflate_connections: Gauge::default(),
             ws_deflate_bytes: Gauge::default(),
             ws_deflate_shared: Counter::default(),
+            shared: Arc::default(),
         };
         for t in Transport::ALL {
             let l = TransportLabel::from(t);

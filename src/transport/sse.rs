@@ -625,15 +625,15 @@ mod sizes {
         let client = std::mem::size_of::<crate::fanout::Client>();
         eprintln!("sse task {sse} B, ws task {ws} B, WriteSide {direct} B, Client {client} B");
         assert!(sse <= 80 && ws <= 256, "sse {sse}, ws {ws}");
-        // WriteSide: 448 with where deliveries are counted (two words: the
+        // WriteSide: 432 with where deliveries are counted (two words: the
         // user of a per-user token, or the class `none`), the book
-        // subscriptions (an empty list) and permessage-deflate (one empty
-        // pointer); 472 with the trades and bars subscriptions (one empty
-        // pointer) and their two counters. Client: 192 with the delayed
-        // position (one pointer, empty for a real-time client) and the
-        // feed-clock flag (in padding).
+        // subscriptions (an empty list), permessage-deflate (one empty
+        // pointer), the trades and bars subscriptions (one empty pointer),
+        // and the transport's counters behind one shared pointer. Client:
+        // 192 with the delayed position (one pointer, empty for a real-time
+        // client) and the feed-clock flag (in padding).
         assert!(
-            direct <= 472 && client <= 192,
+            direct <= 432 && client <= 192,
             "WriteSide {direct}, Client {client}"
         );
     }
