@@ -173,7 +173,12 @@ fn sse_deltas_merge_to_the_snapshot() {
             last = feed.trade(0, 1_890_050, 7, 7);
             sent = true;
         }
-        if sent && v["seq"].as_u64() >= Some(last) {
+        // Done when a frame promises the last change, or carries it: a
+        // frame drained before the fan-out published its batch carries the
+        // newest quote under an older promise, and the change's own mark
+        // then finds nothing newer to send.
+        let merged_seq = copies.get("AAPL").and_then(|q| q["seq"].as_u64());
+        if sent && (v["seq"].as_u64() >= Some(last) || merged_seq >= Some(last)) {
             break;
         }
     }
