@@ -126,18 +126,19 @@ test('watchBook follows a live book over WebSocket with no gap and holds what /v
 // or a tampered answer (long poll: a wrong checksum) is reported through
 // onBookGap and resynced, and the copy ends equal to /v1/book.
 
-/** A fetch whose first long-poll answer carrying books has its first
- *  book's checksum wrong. */
-function fetchSpoilingOneBook() {
+/** A fetch whose first long-poll answer carrying `symbol`'s book has that
+ *  book's checksum wrong (an answer's books come in no promised order). */
+function fetchSpoilingOneBook(symbol) {
   let spoiled = false;
   return async (url, init) => {
     const res = await fetch(url, init);
     if (spoiled || !String(url).includes('/v1/poll?')) return res;
     const text = await res.text();
     const body = JSON.parse(text);
-    if (!Array.isArray(body.books) || !body.books.length) return new Response(text, { status: res.status, headers: res.headers });
+    const book = Array.isArray(body.books) ? body.books.find((b) => b.symbol === symbol) : undefined;
+    if (!book) return new Response(text, { status: res.status, headers: res.headers });
     spoiled = true;
-    body.books[0].checksum = (Number(body.books[0].checksum) + 1) >>> 0;
+    book.checksum = (Number(book.checksum) + 1) >>> 0;
     return new Response(JSON.stringify(body), { status: res.status, headers: res.headers });
   };
 }
@@ -162,7 +163,7 @@ for (const transport of ['ws', 'ws-msgpack', 'sse', 'poll']) {
       symbols: [symbols[2]], // quotes beside the books, on the same stream
       onBookGap: (symbol, reason) => gaps.push({ symbol, reason }),
       onNotice: (text) => notices.push(text),
-      ...(transport === 'poll' ? { fetch: fetchSpoilingOneBook(), pollTimeoutMs: 2000 } : {}),
+      ...(transport === 'poll' ? { fetch: fetchSpoilingOneBook(symbols[0]), pollTimeoutMs: 2000 } : {}),
     });
     let views = 0;
     const a = client.subscribeBook(symbols[0], 5, () => views++);
@@ -173,6 +174,7 @@ for (const transport of ['ws', 'ws-msgpack', 'sse', 'poll']) {
       if (transport === 'poll') {
         // The spoiled answer was caught and the book read again over REST.
         await waitFor('the spoiled checksum reported', async () => ({ done: gaps.length === 1, seen: { gaps, notices } }));
+        assert.equal(gaps[0].symbol, symbols[0]);
       } else {
         assert.deepEqual(gaps, [], 'no gap before the tampering');
         a.copy.seq -= 1; // the next diff frame's `prev` no longer matches
