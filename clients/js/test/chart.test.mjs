@@ -237,7 +237,10 @@ test('ws and sse: closed as slow (4008), the stream resumes with since, losing n
       assert.equal(got.gaps, 0, 'the relay kept every trade after since');
       assert.ok(!got.calls.some((c) => c.reset), 'no reset: the same session');
       const resumed = transport === 'ws' ? net.sent.filter((op) => op.since > 0) : net.urls.filter((u) => /since=\d+/.test(u));
-      assert.ok(resumed.length >= 2, `${transport}: resumed with since after each close`);
+      // A close can come before the history frame reached the client (it
+      // then holds no trade and subscribes afresh): only the first can.
+      const closes = slowNotices();
+      assert.ok(resumed.length >= Math.max(1, closes - 1), `${transport}: resumed with since after each close (${resumed.length} resumes, ${closes} closes)`);
       assert.equal(net.pagedBack, 0, 'since needs no REST fill');
       await assertWhole(got, `${transport} across 4008 closes`, slow.base, sym);
     } finally {
