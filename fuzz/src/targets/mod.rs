@@ -50,7 +50,7 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(SequencerTarget),
         Box::new(HttpHeadTarget::new()),
         Box::new(ClientOpTarget),
-        Box::new(BookTarget),
+        Box::new(BookTarget::new()),
         Box::new(BookFrameTarget),
         Box::new(DeflateTarget),
     ]
