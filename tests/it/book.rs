@@ -7,7 +7,8 @@
 use crate::support;
 
 use serde_json::Value;
-use support::{FeedAddr, FeedWriter, Relay, scratch};
+use support::jwt::{self, User};
+use support::{FeedAddr, FeedWriter, Relay};
 use tickrelay::price::Price;
 use tickrelay::wire::{Message, Side};
 
@@ -204,37 +205,18 @@ fn the_etag_stands_while_the_book_does_and_bad_requests_get_their_codes() {
 
 #[test]
 fn the_book_asks_the_users_entitlements_and_a_delayed_user_gets_none() {
-    use tickrelay::auth::{Claims, Rights, mint_hs256};
-    let secret = b"a-test-secret-of-more-than-32-bytes!!";
-    let file = scratch(&format!("book-secret-{}", support::unique_suffix()));
-    std::fs::write(&file, secret).unwrap();
     let group = FeedAddr::unique();
-    let relay = Relay::in_process(&[
-        "--feed-a",
-        &group.arg(),
-        "--jwt-secret-file",
-        file.to_str().unwrap(),
-    ]);
+    let relay = jwt::relay(group, &[]);
     let mut feed = FeedWriter::new(group, "ENTITLED");
     feed.list(&["AAA", "BBB"]);
     let seq = feed.send(&[level(0, Side::Bid, 1_000_000, 10, 1)]);
     relay.wait_seq(seq);
     let token = |symbols: &[&str], channels: &[&str], delay_ms: u64| {
-        let claims = Claims {
-            sub: "ladder".into(),
-            exp: tickrelay::clock::now_ms() / 1000 + 3_600,
-            nbf: None,
-            iat: None,
-            iss: None,
-            aud: None,
-            tickrelay: Rights {
-                symbols: Some(symbols.iter().map(|s| s.to_string()).collect()),
-                channels: Some(channels.iter().map(|s| s.to_string()).collect()),
-                delay_ms,
-                ..Rights::default()
-            },
-        };
-        format!("Bearer {}", mint_hs256(secret, &claims).unwrap())
+        User::named("ladder")
+            .symbols(symbols)
+            .channels(channels)
+            .delayed(delay_ms)
+            .bearer()
     };
     let status = |path: &str, auth: &str| {
         let r = relay.get_with(path, &[("Authorization", auth)]);
@@ -571,34 +553,11 @@ fn a_seeded_run_over_several_symbols_checks_every_frame() {
 
 #[test]
 fn book_frames_are_refused_without_the_book_channel() {
-    use tickrelay::auth::{Claims, Rights, mint_hs256};
-    let secret = b"a-test-secret-of-more-than-32-bytes!!";
-    let file = scratch(&format!("bookws-secret-{}", support::unique_suffix()));
-    std::fs::write(&file, secret).unwrap();
     let group = FeedAddr::unique();
-    let relay = Relay::in_process(&[
-        "--feed-a",
-        &group.arg(),
-        "--jwt-secret-file",
-        file.to_str().unwrap(),
-    ]);
+    let relay = jwt::relay(group, &[]);
     let mut feed = FeedWriter::new(group, "BOOKAUTH");
     relay.wait_seq(feed.list(&["AAPL"]));
-    let token = |channels: &[&str]| {
-        let claims = Claims {
-            sub: "ladder".into(),
-            exp: tickrelay::clock::now_ms() / 1000 + 3_600,
-            nbf: None,
-            iat: None,
-            iss: None,
-            aud: None,
-            tickrelay: Rights {
-                channels: Some(channels.iter().map(|s| s.to_string()).collect()),
-                ..Rights::default()
-            },
-        };
-        mint_hs256(secret, &claims).unwrap()
-    };
+    let token = |channels: &[&str]| User::named("ladder").channels(channels).token();
     let mut ws = Strict::connect(relay.addr, &format!("?token={}", token(&["quotes"])));
     subscribe_book(&mut ws, &["AAPL"], 10);
     let e = ws_next(&mut ws);

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::jwt::{self, User};
 use support::{FeedAddr, FeedWriter, Relay, Sim, free_udp_port, poll_until, scratch};
 use tickrelay::price::Price;
 use tickrelay::transport::chart::BarsBody;
@@ -556,36 +557,17 @@ fn a_late_joiner_that_replays_the_session_serves_the_same_bars_byte_for_byte() {
 /// (or `trades`) channel and the symbol.
 #[test]
 fn the_chart_routes_ask_the_users_entitlements() {
-    use tickrelay::auth::{Claims, Rights, mint_hs256};
-    let secret = b"a-test-secret-of-more-than-32-bytes!!";
-    let file = scratch(&format!("chart-secret-{}", support::unique_suffix()));
-    std::fs::write(&file, secret).unwrap();
     let group = FeedAddr::unique();
-    let relay = Relay::in_process(&[
-        "--feed-a",
-        &group.arg(),
-        "--jwt-secret-file",
-        file.to_str().unwrap(),
-    ]);
+    let relay = jwt::relay(group, &[]);
     let mut feed = FeedWriter::new(group, "ENTITLED");
     feed.list(&["AAA", "BBB"]);
     let seq = feed.send(&[trade_at(0, 1_800_000_000 * SECOND, 10_0000, 1)]);
     relay.wait_seq(seq);
     let token = |symbols: &[&str], channels: &[&str]| {
-        let claims = Claims {
-            sub: "chartist".into(),
-            exp: tickrelay::clock::now_ms() / 1000 + 3_600,
-            nbf: None,
-            iat: None,
-            iss: None,
-            aud: None,
-            tickrelay: Rights {
-                symbols: Some(symbols.iter().map(|s| s.to_string()).collect()),
-                channels: Some(channels.iter().map(|s| s.to_string()).collect()),
-                ..Rights::default()
-            },
-        };
-        format!("Bearer {}", mint_hs256(secret, &claims).unwrap())
+        User::named("chartist")
+            .symbols(symbols)
+            .channels(channels)
+            .bearer()
     };
     let status = |path: &str, auth: &str| {
         let r = relay.get_with(path, &[("Authorization", auth)]);

@@ -39,6 +39,7 @@
 
 pub(crate) mod feed;
 pub(crate) mod http;
+pub(crate) mod jwt;
 pub(crate) mod ws;
 
 pub(crate) use feed::*;
