@@ -29,29 +29,15 @@ BOOKS=${BOOKS:-5}
 DEPTH=${DEPTH:-10}
 MEASURED=${DURATION:-8}
 
-run() {
-    local name=$1
-    shift
-    start_point "$RATE"
-    curl -s "$URL/metrics" >"$OUT/$name.before"
-    taskset -c 1 "$BIN/tickrelay" load --url "$URL" --server-pid "$SRV" --json --no-progress \
-        --zipf 1.0 --duration "$MEASURED" --warmup 2 --transport ws --clients "$CLIENTS" \
-        --symbols-per-client "$BOOKS" "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"
-    curl -s "$URL/metrics" >"$OUT/$name.after"
-    stop_all
-}
-
-run quotes
-run books --books "$BOOKS" --depth "$DEPTH" --books-only
+export LOAD_CLIENTS=$CLIENTS LOAD_SYMBOLS="$BOOKS"
+measure quotes "$RATE" "$MEASURED"
+measure books "$RATE" "$MEASURED" --books "$BOOKS" --depth "$DEPTH" --books-only
 
 python3 - "$OUT" "$RATE" "$CLIENTS" "$BOOKS" "$DEPTH" <<'PY'
-import json, re, sys
+import json, sys
+sys.path.insert(0, "scripts")
+from fanout_metrics import delta
 out, rate, clients, books, depth = sys.argv[1:]
-def metric(text, name):
-    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", text, re.M))
-def delta(run, name):
-    before, after = (open(f"{out}/{run}.{w}").read() for w in ("before", "after"))
-    return metric(after, name) - metric(before, name)
 print(f"fan-out point: {rate} msg/s (simulator books at depth 10), {clients} WebSocket clients x {books} Zipf symbols, relay on core 0")
 print(f"{'watching':<10} {'frames/s':>10} {'deliveries/s':>13} {'relay µs/frame':>15} {'deliveries/CPU-s':>17} {'conflated':>10} {'p99 ms':>7}")
 for run in ("quotes", "books"):
@@ -60,12 +46,12 @@ for run in ("quotes", "books"):
     if run == "quotes":
         frames = r["frames_per_s"] * r["seconds"]
         deliveries = r["quotes"]
-        sent = delta(run, 'tickrelay_messages_sent_total{transport="ws"}')
+        sent = delta(out, run, 'tickrelay_messages_sent_total{transport="ws"}')
     else:
         frames = r["book_frames"]
         deliveries = r["book_frames"]
-        sent = delta(run, 'tickrelay_book_frames_sent_total{transport="ws"}')
-    merged = delta(run, "tickrelay_quotes_conflated_total")
+        sent = delta(out, run, 'tickrelay_book_frames_sent_total{transport="ws"}')
+    merged = delta(out, run, "tickrelay_quotes_conflated_total")
     share = merged / (merged + sent) if merged + sent else 0.0
     per_frame = cpu / frames * 1e6 if frames else float("nan")
     per_cpu = deliveries / cpu if cpu else float("nan")

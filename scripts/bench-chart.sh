@@ -25,29 +25,15 @@ RATE=${1:-10000}
 CLIENTS=${CLIENTS:-2000}
 MEASURED=${DURATION:-8}
 
-run() {
-    local name=$1
-    shift
-    start_point "$RATE"
-    curl -s "$URL/metrics" >"$OUT/$name.before"
-    taskset -c 1 "$BIN/tickrelay" load --url "$URL" --server-pid "$SRV" --json --no-progress \
-        --zipf 1.0 --duration "$MEASURED" --warmup 2 --transport ws --clients "$CLIENTS" \
-        --symbols-per-client 1 "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"
-    curl -s "$URL/metrics" >"$OUT/$name.after"
-    stop_all
-}
-
-run quotes
-run chart --chart
+export LOAD_CLIENTS=$CLIENTS LOAD_SYMBOLS=1
+measure quotes "$RATE" "$MEASURED"
+measure chart "$RATE" "$MEASURED" --chart
 
 python3 - "$OUT" "$RATE" "$CLIENTS" <<'PY'
-import json, re, sys
+import json, sys
+sys.path.insert(0, "scripts")
+from fanout_metrics import delta
 out, rate, clients = sys.argv[1:]
-def metric(text, name):
-    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", text, re.M))
-def delta(run, name):
-    before, after = (open(f"{out}/{run}.{w}").read() for w in ("before", "after"))
-    return metric(after, name) - metric(before, name)
 print(f"fan-out point: {rate} msg/s, {clients} WebSocket clients x 1 Zipf symbol, relay on core 0")
 print(f"{'watching':<8} {'frames/s':>10} {'deliveries/s':>13} {'relay µs/frame':>15} {'deliveries/CPU-s':>17} {'p99 ms':>7}")
 for run in ("quotes", "chart"):
@@ -60,6 +46,6 @@ for run in ("quotes", "chart"):
     lat = r["latency_us"]
     p99 = f"{lat['p99'] / 1e3:.1f}" if lat["count"] else "-"
     print(f"{run:<8} {frames / secs:>10,.0f} {deliveries / secs:>13,.0f} {per_frame:>15.2f} {per_cpu:>17,.0f} {p99:>7}")
-chart = delta("chart", 'tickrelay_chart_frames_sent_total{transport="ws"}')
+chart = delta(out, "chart", 'tickrelay_chart_frames_sent_total{transport="ws"}')
 print(f"chart frames the relay counted: {chart:,.0f}")
 PY

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts/profile-fanout.sh and scripts/bench-shards.sh: one
+# Sourced by the fan-out bench scripts (scripts/README.md): one
 # fan-out point with the relay pinned to core 0 and the simulator and the
 # load generator (2,000 WebSocket clients x 20 Zipf symbols) on core 1, as in
 # scripts/bench-e2e.sh. Loopback only; the feed is multicast on 239.255.94.x,
@@ -7,7 +7,14 @@
 # (OUT defaults to $CARGO_TARGET_DIR/NAME); builds the binaries if missing.
 #
 #   start_point RATE [relay flags...]   # sets SRV (the relay's pid)
-#   run_load SECONDS [load flags...]    # 2 s warm-up, then SECONDS measured
+#   run_load SECONDS [load flags...]    # 2 s warm-up, then SECONDS measured;
+#                                       # LOAD_CLIENTS (2000) clients x
+#                                       # LOAD_SYMBOLS (20) symbols each
+#   measure NAME RATE SECONDS [load flags...]
+#                                       # a fresh point, one run_load, the
+#                                       # relay's /metrics before and after:
+#                                       # $OUT/NAME.{json,log,before,after}
+#                                       # (read with scripts/fanout_metrics.py)
 #   stop_all                            # stops everything start_point started
 #                                       # (scripts/lib.sh; also on exit)
 
@@ -44,6 +51,18 @@ run_load() {
     local seconds=$1
     shift
     taskset -c 1 "$BIN/tickrelay" load --url "$URL" --server-pid "$SRV" --json --no-progress \
-        --zipf 1.0 --duration "$seconds" --warmup 2 --transport ws --clients 2000 \
-        --symbols-per-client 20 "$@" >"$OUT/load.json" 2>"$OUT/load.log"
+        --zipf 1.0 --duration "$seconds" --warmup 2 --transport ws --clients "${LOAD_CLIENTS:-2000}" \
+        --symbols-per-client "${LOAD_SYMBOLS:-20}" "$@" >"$OUT/load.json" 2>"$OUT/load.log"
+}
+
+measure() {
+    local name=$1 rate=$2 seconds=$3
+    shift 3
+    start_point "$rate"
+    curl -s "$URL/metrics" >"$OUT/$name.before"
+    run_load "$seconds" "$@"
+    curl -s "$URL/metrics" >"$OUT/$name.after"
+    mv "$OUT/load.json" "$OUT/$name.json"
+    mv "$OUT/load.log" "$OUT/$name.log"
+    stop_all
 }
