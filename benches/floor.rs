@@ -11,16 +11,27 @@
 //! relay's writer avoids it by building the header in room kept before the
 //! payload and writing once.
 //!
+//! With FLOOR_PACE_HZ set, one *paced* pass instead: bursts of FLOOR_BURST
+//! frames (to that many consecutive sockets) FLOOR_PACE_HZ times a second,
+//! the writer sleeping between them — the arrival pattern of a relay below
+//! saturation, which writes a burst per batch of changes and sleeps, its
+//! clients' readers sleeping too. A write that wakes a sleeping reader costs
+//! the kernel more than back-to-back writes to busy ones (about twice on
+//! the machine of docs/BENCHMARKS.md), so a relay's CPU per frame is
+//! compared with the paced floor at its own bursts (`scripts/bench-fanout.sh`
+//! reads them from its `tickrelay_fanout_rounds_total`).
+//!
 //! Run: `cargo bench --bench floor` (settings: FLOOR_SOCKETS, default 2000;
-//! FLOOR_BYTES, default 150; FLOOR_ROUNDS, default 500). Do not pin the
-//! whole process to one core: the drainer must run beside the writer, whose
-//! CPU time is counted alone.
+//! FLOOR_BYTES, default 150; FLOOR_ROUNDS, default 500: frames written are
+//! rounds × sockets; FLOOR_PACE_HZ and FLOOR_BURST, default off). Do not pin
+//! the whole process to one core: the drainer must run beside the writer,
+//! whose CPU time is counted alone.
 
 use std::io::{ErrorKind, IoSlice, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -87,6 +98,43 @@ fn run(writers: &mut [TcpStream], frame: &[u8], rounds: usize, gather: bool) -> 
     }
 }
 
+/// `frames` frames in bursts of `burst` (consecutive sockets, round-robin),
+/// `hz` bursts a second on an absolute schedule: a late burst is not made
+/// up by sleeping less later, only by not sleeping.
+fn paced(writers: &mut [TcpStream], frame: &[u8], frames: usize, burst: usize, hz: f64) -> Pass {
+    let burst = burst.clamp(1, writers.len());
+    let period = Duration::from_secs_f64(1.0 / hz);
+    let mut would_block = 0;
+    let mut written = 0;
+    let mut next = 0;
+    let wall = Instant::now();
+    let cpu = thread_cpu_ns();
+    let mut due = wall;
+    let mut attempts = 0;
+    while attempts < frames {
+        for _ in 0..burst.min(frames - attempts) {
+            match writers[next].write(frame) {
+                Ok(_) => written += 1,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => would_block += 1,
+                Err(e) => panic!("write: {e}"),
+            }
+            next = (next + 1) % writers.len();
+            attempts += 1;
+        }
+        due += period;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+    Pass {
+        frames: written,
+        would_block,
+        cpu_ns: thread_cpu_ns() - cpu,
+        wall_ns: wall.elapsed().as_nanos() as u64,
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is read from the arguments.
     let sockets = setting("FLOOR_SOCKETS", 2000);
@@ -146,6 +194,19 @@ fn main() {
     frame[1] = (bytes - 2).min(125) as u8;
     // Warm up: socket buffers and caches.
     run(&mut writers, &frame, rounds / 10 + 1, false);
+    let pace_hz = std::env::var("FLOOR_PACE_HZ")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|hz| *hz > 0.0);
+    if let Some(hz) = pace_hz {
+        let burst = setting("FLOOR_BURST", sockets);
+        let pass = paced(&mut writers, &frame, rounds * sockets, burst, hz);
+        pass.report("paced", bytes, sockets);
+        println!("floor/paced: {hz:.1} bursts/s of {burst} frames");
+        drop(writers);
+        drainer.join().unwrap();
+        return;
+    }
     let write = run(&mut writers, &frame, rounds, false);
     write.report("write", bytes, sockets);
     let writev = run(&mut writers, &frame, rounds, true);

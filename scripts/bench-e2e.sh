@@ -202,16 +202,40 @@ point() {
     track $!
     sleep 0.5
     log "$name: $server, feed $rate msg/s, load $*"
+    if [ "$server" = relay ]; then
+        # The relay's counters over the measured part (after the warm-up):
+        # its bursts (fan-out rounds) pace scripts/bench-fanout.sh's floor.
+        rm -f "$OUT/logs/$name".[mt][01]
+        (sleep "${PWARMUP:-$WARMUP}" && date +%s.%N >"$OUT/logs/$name.t0" &&
+            curl -s "$url/metrics" >"$OUT/logs/$name.m0") &
+    fi
     if taskset -c "$CLIENT_CPU" "$BIN/tickrelay" load --url "$url" --server-pid "$pids" \
         --json --no-progress --zipf "$ZIPF" --duration "${PDURATION:-$DURATION}" \
         --warmup "${PWARMUP:-$WARMUP}" \
         "${extra[@]}" "$@" >"$OUT/$name.tmp" 2>"$OUT/logs/$name.load.log"; then
-        python3 - "$OUT/$name.tmp" "$OUT/$name.json" "$name" "$server" "$rate" <<'EOF'
-import json, sys
-src, dst, name, server, rate = sys.argv[1:]
+        if [ "$server" = relay ]; then
+            date +%s.%N >"$OUT/logs/$name.t1"
+            curl -s "$url/metrics" >"$OUT/logs/$name.m1" || true
+        fi
+        python3 - "$OUT/$name.tmp" "$OUT/$name.json" "$name" "$server" "$rate" "$OUT/logs/$name" <<'EOF'
+import json, os, sys
+sys.path.insert(0, "scripts")
+from fanout_metrics import metric
+src, dst, name, server, rate, logs = sys.argv[1:]
 r = json.load(open(src))
 r.update(name=name, system=server, feed_rate=float(rate),
          offered_per_s=float(rate) * r["offered_per_feed_message"])
+# The relay's bursts over the measured part: fan-out rounds a second and
+# WebSocket frames a round.
+if all(os.path.exists(f"{logs}.{k}") for k in ("t0", "t1", "m0", "m1")):
+    secs = float(open(f"{logs}.t1").read()) - float(open(f"{logs}.t0").read())
+    page = [open(f"{logs}.m{i}").read() for i in (0, 1)]
+    def moved(m):
+        return metric(page[1], m) - metric(page[0], m)
+    rounds = moved("tickrelay_fanout_rounds_total")
+    if rounds > 0 and secs > 0:
+        r["rounds_per_s"] = rounds / secs
+        r["frames_per_round"] = moved('tickrelay_messages_sent_total{transport="ws"}') / rounds
 json.dump(r, open(dst, "w"), indent=1)
 l = r["latency_us"]
 print(f"  {name}: {r['quotes_per_s']:,.0f} quotes/s (offered {r['offered_per_s']:,.0f}), "

@@ -161,6 +161,31 @@ if [ "$MEAN" -ge 4 ] && [[ " $FLOOR_SIZES " != *" $MEAN "* ]]; then
     part floor-mean end
 fi
 
+# --- the paced floor: each point's own bursts ---------------------------------
+# For every point of this build, the floor written the way the relay wrote
+# it: its frames a round in bursts, its rounds a second, its mean frame size
+# (benches/floor.rs with FLOOR_PACE_HZ; the counters from bench-e2e.sh).
+part floor-paced begin
+for f in "$OUT"/relay-ws-2k-*.json; do
+    [ -e "$f" ] || continue
+    name=$(basename "$f" .json)
+    read -r hz burst bytes < <(python3 - "$f" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+if "rounds_per_s" in r and r["frames"]:
+    print(f"{r['rounds_per_s']:.1f} {max(1, round(r['frames_per_round']))} {max(4, round(r['bytes'] / r['frames']))}")
+else:
+    print("0 0 0")
+EOF
+)
+    [ "$hz" != 0 ] || { log "paced floor $name: no bursts measured"; continue; }
+    log "paced floor $name: $hz bursts/s of $burst $bytes-byte frames"
+    FLOOR_BYTES=$bytes FLOOR_ROUNDS=$FLOOR_ROUNDS FLOOR_PACE_HZ=$hz FLOOR_BURST=$burst \
+        timeout 300 "$FLOOR_EXE" --bench >"$OUT/floor-paced-$name.txt" 2>"$OUT/logs/floor-paced-$name.log"
+    grep '^floor/' "$OUT/floor-paced-$name.txt" >&2
+done
+part floor-paced end
+
 # --- idle memory per connection: a fresh `tickrelay demo` per measurement ----
 N=0
 idle() {

@@ -63,6 +63,7 @@ def load_points(out):
             "p99_ms": r["latency_us"]["p99"] / 1e3,
             "load_cpu": r["load"]["cpu_s"] / secs,
             "clients": r["connected"],
+            "quotes_per_frame": r["quotes"] / frames if frames else math.nan,
         })
     return points
 
@@ -85,7 +86,7 @@ FLOOR_LINE = re.compile(r"^floor/(\w+): (\d+) sockets, (\d+)-byte frames: (\d+) 
 
 def load_floor(out):
     floors = {}
-    for f in glob.glob(os.path.join(out, "floor-*.txt")):
+    for f in glob.glob(os.path.join(out, "floor-[0-9]*.txt")):
         for line in open(f):
             m = FLOOR_LINE.match(line)
             if m:
@@ -94,6 +95,26 @@ def load_floor(out):
                 fl[f"{kind}_us"] = float(us)
                 fl[f"{kind}_frames"] = int(frames)
     return [floors[k] for k in sorted(floors)]
+
+
+PACE_LINE = re.compile(r"^floor/paced: ([\d.]+) bursts/s of (\d+) frames")
+
+
+def load_paced(out):
+    """The paced floor of each point (floor-paced-NAME.txt), by point name."""
+    paced = {}
+    for f in glob.glob(os.path.join(out, "floor-paced-*.txt")):
+        name = os.path.basename(f)[len("floor-paced-"):-len(".txt")]
+        fl = {}
+        for line in open(f):
+            m, pace = FLOOR_LINE.match(line), PACE_LINE.match(line)
+            if m:
+                fl.update(bytes=int(m.group(3)), frames=int(m.group(4)), us=float(m.group(5)))
+            elif pace:
+                fl.update(hz=float(pace.group(1)), burst=int(pace.group(2)))
+        if "us" in fl:
+            paced[name] = fl
+    return paced
 
 
 IDLE_LINE = re.compile(r"^(\w+): (\d+) idle connections, relay RSS (\d+) -> (\d+) KiB, (-?\d+) bytes")
@@ -138,7 +159,11 @@ def gather(out):
     points = load_points(out)
     write_floor = {f["bytes"]: f["write_us"] for f in floor if "write_us" in f}
     nchan = {p["feed_rate"]: p for p in points if p["build"] == "nchan"}
+    paced = load_paced(out)
     for p in points:
+        if p["name"] in paced:
+            p["paced_floor"] = paced[p["name"]]
+            p["x_floor_paced"] = p["cpu_us_per_frame"] / paced[p["name"]]["us"]
         if write_floor:
             if 300 in write_floor:
                 p["x_floor_300"] = p["cpu_us_per_frame"] / write_floor[300]
@@ -187,6 +212,17 @@ def targets(points, idle):
             "every after point, against the `write` floor nearest its mean frame size"))
     else:
         rows.append(verdict(f"CPU per frame ≤ {FLOOR_MULTIPLE}× the floor", None, "no floor or no points", ""))
+
+    for label, pick in (("one-quote frames", lambda q: q < 1.5), ("frames of 2 quotes or more", lambda q: q >= 1.5)):
+        f = [p for p in after if "x_floor_paced" in p and pick(p["quotes_per_frame"])]
+        rows.append(verdict(
+            f"CPU per frame ≤ {FLOOR_MULTIPLE}× the paced floor, {label}",
+            all(p["x_floor_paced"] <= FLOOR_MULTIPLE for p in f) if f else None,
+            ", ".join(f"{p['name']}: {p['x_floor_paced']:.2f}× ({p['cpu_us_per_frame']:.2f} against "
+                      f"{p['paced_floor']['us']:.2f} µs, {p['quotes_per_frame']:.1f} quotes a frame)" for p in f)
+            or "no paced floor",
+            "every after point, against the floor written in the point's own bursts "
+            "(its fan-out rounds a second, its frames a round, its mean frame size)"))
 
     def against_nchan(points, multiple, label, rule):
         n = [p for p in points if "x_nchan" in p]
@@ -263,6 +299,15 @@ def report(data):
     for f in data["floor"]:
         out.append(f"| {f['bytes']:,} B | {f['sockets']:,} | {fmt(f.get('write_us'), '.2f')} "
                    f"| {fmt(f.get('writev_us'), '.2f')} |")
+    paced = [p for p in data["points"] if "paced_floor" in p]
+    if paced:
+        out.append("\nPaced, in each point's own bursts (`FLOOR_PACE_HZ`, `FLOOR_BURST`):\n")
+        out.append("| point | bursts/s | frames a burst | frame | paced µs/frame | relay µs/frame | × paced |")
+        out.append("|---|---|---|---|---|---|---|")
+        for p in paced:
+            f = p["paced_floor"]
+            out.append(f"| {p['name']} | {f.get('hz', math.nan):,.1f} | {f.get('burst', 0):,} | {f['bytes']:,} B "
+                       f"| {f['us']:.2f} | {p['cpu_us_per_frame']:.2f} | {p['x_floor_paced']:.2f} |")
 
     out.append("\n## Fan-out: WebSocket clients × 20 Zipf symbols\n")
     out.append("× floor: the relay's CPU per frame over the same run's `write` floor, at 300 B and at the "

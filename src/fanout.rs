@@ -369,6 +369,7 @@ impl Hub {
         };
         let epoch = self.table.epoch();
         let round = shard.round.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.fanout_rounds.inc();
         let mut sweep = shard.sweep.lock();
         let (touched, scratch) = &mut *sweep;
         {

@@ -69,6 +69,9 @@ pub struct StreamMetrics {
     pub book_bytes_sent: Family<TransportLabel, ShardedCounter>,
     /// Quotes replaced by a newer one before they were sent.
     pub conflated: Counter,
+    /// Fan-out rounds: batches of changes a shard fanned out, each a burst
+    /// of writes (frames sent over rounds is the burst's size).
+    pub fanout_rounds: Counter,
     /// Clients closed for being too slow or silent.
     pub slow_disconnects: Family<DisconnectLabels, Counter>,
     /// Exchange timestamp to socket write, per frame (its oldest quote).
@@ -180,6 +183,7 @@ impl StreamMetrics {
             book_frames_sent: Family::default(),
             book_bytes_sent: Family::default(),
             conflated: Counter::default(),
+            fanout_rounds: Counter::default(),
             slow_disconnects: Family::default(),
             tick_to_write: Family::new_with_constructor(|| AtomicHistogram::new(latency_buckets())),
             limit_refusals: Family::default(),
@@ -249,6 +253,11 @@ impl StreamMetrics {
             "quotes_conflated",
             "Quotes replaced by a newer one before they were sent",
             stream.conflated.clone(),
+        );
+        registry.register(
+            "fanout_rounds",
+            "Batches of changes the fan-out shards fanned out, each a burst of writes",
+            stream.fanout_rounds.clone(),
         );
         registry.register(
             "slow_client_disconnects",
