@@ -102,7 +102,7 @@ settings! {
     ops_per_second: u32 = "TICKRELAY_OPS_PER_SECOND";
     /// Queue length of `every` mode per client; overflow closes it (4008) [default: 4096].
     every_queue: usize = "TICKRELAY_EVERY_QUEUE";
-    /// WebSocket permessage-deflate: `off`, `no_context` (each message compressed on its own) or `context` (a compressor per connection) [default: no_context].
+    /// WebSocket permessage-deflate: `off`, `no_context` (each message compressed on its own), `context` (a 32 KiB-window compressor per connection) or `small_context` (context in a 2 KiB window, about 8 KiB per connection) [default: no_context].
     deflate: String = "TICKRELAY_DEFLATE";
     /// Allow `*` (every symbol) subscriptions [default: true].
     allow_wildcard: bool = "TICKRELAY_ALLOW_WILDCARD";
@@ -409,7 +409,7 @@ impl Settings {
                 Some(None) => {
                     return Err(ConfigError::new(
                         "deflate",
-                        "must be `off`, `no_context` or `context`",
+                        "must be `off`, `no_context`, `context` or `small_context`",
                     ));
                 }
             },

@@ -6,6 +6,8 @@ use std::cell::RefCell;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
+use super::SmallDeflater;
+
 /// What a compressor holds, about: miniz_oxide's code buffer (64 KiB),
 /// output buffer (83 KiB), dictionary (32 KiB), hash chains (2 × 64 KiB)
 /// and Huffman tables.
@@ -64,12 +66,16 @@ impl Deflater {
     }
 }
 
-/// One thread's compressor for messages compressed on their own, and the
-/// last message it compressed: the same bytes again (the same frame for
-/// the next client of a sweep) reuse the result.
+/// One thread's compressors for messages compressed on their own, and the
+/// last message it compressed: the same bytes again for the same window
+/// (the same frame for the next client of a sweep) reuse the result.
 #[derive(Default)]
 struct Alone {
     deflater: Option<Deflater>,
+    /// The small-window compressor and its window bits.
+    small: Option<(u8, SmallDeflater)>,
+    /// The window of the last compression (`None`: 32 KiB, `deflater`).
+    window: Option<u8>,
     input: Vec<u8>,
     output: Vec<u8>,
 }
@@ -82,19 +88,33 @@ thread_local! {
 const KEEP_AT_MOST: usize = 256 * 1024;
 
 /// Appends `payload` compressed on its own (no context) to `out`, with this
-/// thread's compressor, so no connection holds one. When the previous
-/// message compressed on this thread had the same bytes, its compression
+/// thread's compressor, so no connection holds one: the 32 KiB window's,
+/// or with `small_window` the small compressor's
+/// ([`SmallDeflater`], distances within 2^bits). When the previous message
+/// compressed on this thread had the same bytes and window, its compression
 /// is reused. Returns whether it was.
-pub fn compress_alone(payload: &[u8], out: &mut Vec<u8>) -> bool {
+pub fn compress_alone(payload: &[u8], out: &mut Vec<u8>, small_window: Option<u8>) -> bool {
     ALONE.with_borrow_mut(|a| {
-        if !a.output.is_empty() && a.input == payload {
+        if !a.output.is_empty() && a.window == small_window && a.input == payload {
             out.extend_from_slice(&a.output);
             return true;
         }
         let start = out.len();
-        a.deflater
-            .get_or_insert_with(Deflater::default)
-            .message(payload, out, false);
+        match small_window {
+            None => a
+                .deflater
+                .get_or_insert_with(Deflater::default)
+                .message(payload, out, false),
+            Some(bits) => {
+                if a.small.as_ref().is_none_or(|(b, _)| *b != bits) {
+                    a.small = Some((bits, SmallDeflater::new(bits)));
+                }
+                if let Some((_, small)) = a.small.as_mut() {
+                    small.message(payload, out, false);
+                }
+            }
+        }
+        a.window = small_window;
         a.input.clear();
         a.output.clear();
         if payload.len() <= KEEP_AT_MOST {
@@ -222,12 +242,14 @@ mod tests {
                 assert!(sizes[5] < sizes[0], "the window carries over: {sizes:?}");
             }
         }
-        let mut alone = Vec::new();
-        assert!(!compress_alone(&msgs[3], &mut alone));
-        let mut again = Vec::new();
-        assert!(compress_alone(&msgs[3], &mut again));
-        assert_eq!(alone, again);
-        assert_eq!(Inflater::new(false).message(&again, 100).unwrap(), msgs[3]);
+        for window in [None, Some(9), None] {
+            let mut alone = Vec::new();
+            assert!(!compress_alone(&msgs[3], &mut alone, window));
+            let mut again = Vec::new();
+            assert!(compress_alone(&msgs[3], &mut again, window));
+            assert_eq!(alone, again);
+            assert_eq!(Inflater::new(false).message(&again, 100).unwrap(), msgs[3]);
+        }
     }
 
     #[test]

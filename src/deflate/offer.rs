@@ -10,12 +10,15 @@
 //! What the relay honours: `server_no_context_takeover` and
 //! `client_no_context_takeover` (no value); `client_max_window_bits` bare
 //! or 8..=15 (the inflater's window is always 32 KiB, enough for any); and
-//! `server_max_window_bits=15` only, since the compressor always uses a
-//! 15-bit window: an offer with 8..=14 is declined. A parameter given
-//! twice, with a value where none belongs (or none where one does), out of
-//! range, or unknown declines the offer.
+//! `server_max_window_bits` 8..=15. Under `no_context` and `context` the
+//! compressor's window is 15 bits: an offer with 8..=14 is declined. Under
+//! `small_context` the answer always names the small compressor's window,
+//! the offered one if smaller (§7.1.2.1 lets a server name it unasked),
+//! and always `client_no_context_takeover` (§7.1.1.2 lets a server add it).
+//! A parameter given twice, with a value where none belongs (or none where
+//! one does), out of range, or unknown declines the offer.
 
-use super::Mode;
+use super::{Mode, SMALL_WINDOW_BITS};
 
 /// The extension as accepted for one connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,7 +28,10 @@ pub struct Agreement {
     /// The client compresses each message on its own: the relay holds no
     /// inflater between messages.
     pub client_no_context: bool,
-    /// The offer limited the relay's window (to 15 bits): echoed.
+    /// Under `small_context`: the window bits of the relay's small-window
+    /// compressor (`SmallDeflater`), named in the answer.
+    pub small_window: Option<u8>,
+    /// The offer limited the relay's 32 KiB window (to 15 bits): echoed.
     server_max_window_bits: bool,
 }
 
@@ -39,19 +45,21 @@ impl Agreement {
         if self.client_no_context {
             out.push_str("; client_no_context_takeover");
         }
-        if self.server_max_window_bits {
+        if let Some(bits) = self.small_window {
+            out.push_str(&format!("; server_max_window_bits={bits}"));
+        } else if self.server_max_window_bits {
             out.push_str("; server_max_window_bits=15");
         }
         out
     }
 }
 
-/// The parameters of one acceptable offer.
+/// The parameters of one well-formed offer.
 #[derive(Default)]
 struct Offer {
     server_no_context: bool,
     client_no_context: bool,
-    server_max_window_bits: bool,
+    server_max_window_bits: Option<u8>,
 }
 
 /// The agreement for the client's `Sec-WebSocket-Extensions` header values
@@ -61,27 +69,43 @@ pub fn negotiate<'a>(mode: Mode, values: impl IntoIterator<Item = &'a str>) -> O
     if mode == Mode::Off {
         return None;
     }
-    let offer = values
+    values
         .into_iter()
         .flat_map(|v| split_outside_quotes(v, b','))
-        .find_map(|element| parse_offer(element.trim()))?;
-    Some(match mode {
-        // Both sides reset per message, whatever the client offered
-        // (RFC 7692 §7.1.1: a server may add either parameter).
-        Mode::NoContext => Agreement {
-            server_no_context: true,
-            client_no_context: true,
-            server_max_window_bits: offer.server_max_window_bits,
-        },
-        _ => Agreement {
-            server_no_context: offer.server_no_context,
-            client_no_context: offer.client_no_context,
-            server_max_window_bits: offer.server_max_window_bits,
-        },
-    })
+        .find_map(|element| agree(mode, parse_offer(element.trim())?))
 }
 
-/// One offer, if it is permessage-deflate and acceptable.
+/// What `mode` answers to a well-formed `offer`, if it can honour it.
+fn agree(mode: Mode, offer: Offer) -> Option<Agreement> {
+    let window = offer.server_max_window_bits;
+    match mode {
+        Mode::Off => None,
+        // The 32 KiB compressor keeps to no smaller window.
+        Mode::NoContext | Mode::Context if window.is_some_and(|b| b < 15) => None,
+        // Both sides reset per message, whatever the client offered
+        // (RFC 7692 §7.1.1: a server may add either parameter).
+        Mode::NoContext => Some(Agreement {
+            server_no_context: true,
+            client_no_context: true,
+            small_window: None,
+            server_max_window_bits: window.is_some(),
+        }),
+        Mode::Context => Some(Agreement {
+            server_no_context: offer.server_no_context,
+            client_no_context: offer.client_no_context,
+            small_window: None,
+            server_max_window_bits: window.is_some(),
+        }),
+        Mode::SmallContext => Some(Agreement {
+            server_no_context: offer.server_no_context,
+            client_no_context: true,
+            small_window: Some(window.map_or(SMALL_WINDOW_BITS, |b| b.min(SMALL_WINDOW_BITS))),
+            server_max_window_bits: false,
+        }),
+    }
+}
+
+/// One offer, if it is permessage-deflate and well formed.
 fn parse_offer(element: &str) -> Option<Offer> {
     let mut parts = split_outside_quotes(element, b';');
     let name = parts.next()?.trim();
@@ -108,8 +132,9 @@ fn parse_offer(element: &str) -> Option<Offer> {
         match (index, value) {
             (0, None) => offer.server_no_context = true,
             (1, None) => offer.client_no_context = true,
-            // The compressor's window is 15 bits; a smaller one is declined.
-            (2, Some(v)) if window_bits(&v) == Some(15) => offer.server_max_window_bits = true,
+            (2, Some(v)) if window_bits(&v).is_some() => {
+                offer.server_max_window_bits = window_bits(&v);
+            }
             (3, None) => {}
             (3, Some(v)) if window_bits(&v).is_some() => {}
             _ => return None,
@@ -238,6 +263,49 @@ mod tests {
     }
 
     #[test]
+    fn small_context_names_its_window_and_asks_no_client_context() {
+        let small = Mode::SmallContext;
+        let fresh = "permessage-deflate; client_no_context_takeover; server_max_window_bits=11";
+        for offer in [
+            "permessage-deflate",
+            // What Chromium offers.
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; server_max_window_bits=15",
+            "permessage-deflate; server_max_window_bits=12; client_no_context_takeover",
+        ] {
+            assert_eq!(answer(small, offer).as_deref(), Some(fresh), "{offer}");
+        }
+        assert_eq!(
+            answer(small, "permessage-deflate; server_max_window_bits=9").as_deref(),
+            Some("permessage-deflate; client_no_context_takeover; server_max_window_bits=9")
+        );
+        let alone = negotiate(small, ["permessage-deflate; server_no_context_takeover"]);
+        assert_eq!(
+            alone,
+            Some(Agreement {
+                server_no_context: true,
+                client_no_context: true,
+                small_window: Some(11),
+                server_max_window_bits: false,
+            })
+        );
+        // An answer offered back is agreed to as it is.
+        let answer_back = alone.unwrap().response();
+        assert_eq!(negotiate(small, [answer_back.as_str()]), alone);
+        // Context and no_context decline the smaller window and take the
+        // next offer.
+        let offers = "permessage-deflate; server_max_window_bits=10, permessage-deflate";
+        assert_eq!(
+            answer(Mode::Context, offers).as_deref(),
+            Some("permessage-deflate")
+        );
+        assert_eq!(
+            answer(small, offers).as_deref(),
+            Some("permessage-deflate; client_no_context_takeover; server_max_window_bits=10")
+        );
+    }
+
+    #[test]
     fn bad_or_unsupported_offers_are_declined() {
         for bad in [
             "",
@@ -261,6 +329,13 @@ mod tests {
         ] {
             assert_eq!(answer(Mode::Context, bad), None, "{bad:?}");
             assert_eq!(answer(Mode::NoContext, bad), None, "{bad:?}");
+            let smaller = bad.ends_with("server_max_window_bits=8")
+                || bad.ends_with("server_max_window_bits=14");
+            assert_eq!(
+                answer(Mode::SmallContext, bad).is_some(),
+                smaller,
+                "{bad:?}"
+            );
         }
         // A comma inside a quoted value does not start an offer.
         assert_eq!(

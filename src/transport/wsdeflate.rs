@@ -7,15 +7,17 @@
 //! (`deflate::compress_alone`): the connection holds none, and the next
 //! client of a sweep sent the same bytes gets the same compression without
 //! compressing again. With context takeover the connection keeps its own
-//! compressor from its first compressed message on. Messages are
-//! compressed under the writer's lock, in the order they are written.
+//! compressor from its first compressed message on: the 32 KiB window's
+//! (`context`, counted as `deflate::DEFLATER_BYTES`) or the small window's
+//! (`small_context`, its bytes counted exactly). Messages are compressed
+//! under the writer's lock, in the order they are written.
 
 use std::cell::RefCell;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::deflate::{self, Agreement, DEFLATER_BYTES, Deflater};
+use crate::deflate::{self, Agreement, DEFLATER_BYTES, Deflater, SmallDeflater};
 use crate::metrics::StreamMetrics;
 
 /// Bytes a connection holds for permessage-deflate, in the gauge while it
@@ -53,8 +55,10 @@ impl Drop for Held {
 /// The outgoing side of a connection that negotiated permessage-deflate.
 pub struct Outgoing {
     agreement: Agreement,
-    /// With context takeover, from the first message on.
+    /// With context takeover in a 32 KiB window, from the first message on.
     deflater: Option<Deflater>,
+    /// With context takeover in a small window, from the first message on.
+    small: Option<SmallDeflater>,
     held: Held,
     shared: Counter,
     connections: Gauge,
@@ -72,6 +76,7 @@ impl Outgoing {
         Outgoing {
             agreement,
             deflater: None,
+            small: None,
             held: Held::new(metrics),
             shared: metrics.ws_deflate_shared.clone(),
             connections: metrics.ws_deflate_connections.clone(),
@@ -81,12 +86,19 @@ impl Outgoing {
     /// Compresses the payload `buf[at..]` in place: the message's frame
     /// then has RSV1 set.
     pub fn compress_tail(&mut self, buf: &mut Vec<u8>, at: usize) {
+        let a = self.agreement;
+        if let (Some(bits), false) = (a.small_window, a.server_no_context) {
+            let small = self.small.get_or_insert_with(|| SmallDeflater::new(bits));
+            small.message_in_place(buf, at, true);
+            self.held.set(small.held_bytes());
+            return;
+        }
         PAYLOAD.with_borrow_mut(|payload| {
             payload.clear();
             payload.extend_from_slice(&buf[at..]);
             buf.truncate(at);
             if self.agreement.server_no_context {
-                if deflate::compress_alone(payload, buf) {
+                if deflate::compress_alone(payload, buf, a.small_window) {
                     self.shared.inc();
                 }
             } else {

@@ -18,7 +18,8 @@
 //   1. per transport (ws, ws-msgpack, sse, poll, snapshot), on a fresh load:
 //      the table fills from REST before the transport connects, every row
 //      shows a quote, prices then change on screen, and the rows agree with
-//      the relay's own /v1/snapshot;
+//      the relay's own /v1/snapshot; over WebSocket, Chromium agreed
+//      permessage-deflate (the relay runs `--deflate small_context`);
 //   2. switching transports live (the <select>) keeps the table live and
 //      closes the old connection on the relay;
 //   3. per transport, the relay is SIGKILLed and restarted on the same port
@@ -184,6 +185,9 @@ class Relay {
       '--interface', '127.0.0.1',
       '--symbols', String(SIM_SYMBOLS),
       '--rate', String(SIM_RATE),
+      // Context takeover in a small window: Chromium's own inflater must
+      // read it (checked in freshLoad).
+      '--deflate', 'small_context',
     ];
   }
 
@@ -584,6 +588,7 @@ async function freshLoad(relay, transport) {
     if (typeof h.session !== 'string' || !h.session) fail(`${transport}: window.tickrelay.session is ${JSON.stringify(h.session)}`);
     if (!Number.isFinite(h.lastSeq)) fail(`${transport}: window.tickrelay.lastSeq is ${JSON.stringify(h.lastSeq)}`);
     ok(`${transport}: prices change on screen (${moving.value.changed} rows moved, ${moving.value.updates} updates, status live) in ${secs(moving.ms)}`);
+    if (transport.startsWith('ws')) await deflateAgreed(relay, transport);
 
     const lat = await waitFor(`${transport}: tick-to-screen latency figures`, async () => {
       const st = await readPage(page);
@@ -597,6 +602,22 @@ async function freshLoad(relay, transport) {
     await screenshot(page, 'load-' + transport);
     checkPageHealth(transport);
   });
+}
+
+/**
+ * Chromium agreed permessage-deflate with the relay (small_context: context
+ * takeover in a 2 KiB window) and inflated every frame the page showed: the
+ * relay counts the page's WebSocket among its deflate connections, holding
+ * a few KiB for it.
+ */
+async function deflateAgreed(relay, transport) {
+  const r = await waitFor(`${transport}: the relay to count the page's WebSocket with permessage-deflate`, async () => {
+    const conns = await metric(relay.base, 'tickrelay_ws_deflate_connections');
+    const held = await metric(relay.base, 'tickrelay_ws_deflate_bytes');
+    const done = conns >= 1 && held > 0 && held <= conns * 16 * 1024;
+    return { done, value: { conns, held }, seen: `${conns} deflate connections holding ${held} bytes` };
+  });
+  ok(`${transport}: Chromium agreed permessage-deflate (small_context): ${r.value.conns} connection(s), ${r.value.held} bytes held by the relay`);
 }
 
 /** Loads the page on WebSocket and waits until its table is filled and moving. */

@@ -3,12 +3,16 @@
 //! negotiation variant carries quotes both ways, offers the relay cannot
 //! honour are declined (the connection goes on uncompressed), a
 //! compressed frame that inflates past `max_frame_bytes` is closed with
-//! 1009, and `deflate = off` never negotiates.
+//! 1009, and `deflate = off` never negotiates. `small_context` keeps its
+//! context across frames within the window it announces (checked by an
+//! inflater in that window, `support::inflate`) in a few KiB a connection.
 
 use crate::support;
 
+use support::inflate::Windowed;
 use support::ws::{Strict, TEXT, masked};
 use support::{FeedAddr, FeedWriter, Relay};
+use tickrelay::deflate::{Inflater, SMALL_WINDOW_BITS, SmallDeflater};
 
 /// A relay with `extra` flags whose feed lists AAA and BBB, both quoted.
 fn start(extra: &[&str]) -> (Relay, FeedWriter) {
@@ -206,4 +210,161 @@ fn deflate_off_never_negotiates() {
     assert!(ws.deflate.is_none());
     round_trip(&mut ws, &mut feed, false, 2);
     assert_eq!(relay.metrics().get("tickrelay_ws_deflate_connections"), 0.0);
+}
+
+#[test]
+fn small_context_keeps_its_context_across_frames_in_a_few_kib() {
+    let (relay, mut feed) = start(&["--deflate", "small_context"]);
+    // What Chromium offers.
+    let chromium = "permessage-deflate; client_max_window_bits";
+    let mut ws = Strict::connect_offering(relay.addr, "", &[chromium]);
+    assert_eq!(
+        ws.deflate.as_ref().unwrap().answer,
+        "permessage-deflate; client_no_context_takeover; server_max_window_bits=11"
+    );
+    round_trip(&mut ws, &mut feed, true, 5);
+    // Many frames, each inflated in the 2 KiB window after the ones
+    // before: a frame of ticks alone would compress to most of its size.
+    let (mut raw, mut wire) = (0, 0);
+    for i in 1..=300 {
+        feed.send(&[FeedWriter::quote_msg(0, 40_000 + i as i64 * 7)]);
+        let want = format!(r#""bid":"{}""#, price(40_000 + i as i64 * 7));
+        loop {
+            let f = ws.text_with(r#""type":"ticks""#);
+            assert!(f.compressed);
+            raw += f.payload.len();
+            wire += f.wire;
+            if f.text().contains(&want) {
+                break;
+            }
+        }
+    }
+    assert!(
+        wire * 3 < raw,
+        "{wire} bytes on the wire for {raw} of ticks"
+    );
+    let m = relay.metrics();
+    assert_eq!(m.get("tickrelay_ws_deflate_connections"), 1.0);
+    let held = m.get("tickrelay_ws_deflate_bytes");
+    assert!(held > 4096.0 && held <= 16384.0, "{held} bytes held");
+
+    // Asked to compress each message alone, in a smaller window: the
+    // connection holds nothing more.
+    let alone = "permessage-deflate; server_no_context_takeover; server_max_window_bits=9";
+    let mut b = Strict::connect_offering(relay.addr, "", &[alone]);
+    assert_eq!(
+        b.deflate.as_ref().unwrap().answer,
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+         server_max_window_bits=9"
+    );
+    round_trip(&mut b, &mut feed, false, 3);
+    assert_eq!(relay.metrics().get("tickrelay_ws_deflate_bytes"), held);
+    drop(ws);
+    relay.wait_metric("tickrelay_ws_deflate_bytes", |v| v == 0.0);
+    relay.wait_metric("tickrelay_ws_deflate_connections", |v| v == 1.0);
+}
+
+/// Quote-like messages, then edge cases: empty, long runs, bytes that do
+/// not compress (stored), a run longer than a match.
+fn messages() -> Vec<Vec<u8>> {
+    let mut x = 1u64;
+    let mut next = move || {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 33) as u32
+    };
+    let symbols = ["AAPL", "MSFT", "NVDA", "V", "QUBT", "XGX"];
+    let mut out: Vec<Vec<u8>> = (0..400)
+        .map(|i| {
+            let s = symbols[next() as usize % symbols.len()];
+            let bid = 10_000 + next() % 500;
+            format!(
+                r#"{{"type":"ticks","seq":{},"quotes":[{{"symbol":"{s}","seq":{},"bid":"{}.{:02}00","bid_size":{},"ts":{}}}]}}"#,
+                50_000 + i * 3,
+                49_990 + i * 3,
+                bid / 100,
+                bid % 100,
+                100 * (1 + next() % 20),
+                1_796_664_714_000_000_000u64 + u64::from(next()),
+            )
+            .into_bytes()
+        })
+        .collect();
+    out.push(Vec::new());
+    out.push(vec![b'a'; 100_000]);
+    out.push((0..70_000).map(|_| next() as u8).collect());
+    out.push(b"xyz".repeat(300));
+    out.push(b"{}".to_vec());
+    out
+}
+
+#[test]
+fn the_small_compressor_round_trips_within_its_window() {
+    let msgs = messages();
+    let raw: usize = msgs[..400].iter().map(Vec::len).sum();
+    for bits in [8, SMALL_WINDOW_BITS, 15] {
+        for context in [true, false] {
+            let mut d = SmallDeflater::new(bits);
+            let mut flate = Inflater::new(context);
+            let mut strict = Windowed::new(u32::from(bits));
+            let mut compressed = 0;
+            for (k, m) in msgs.iter().enumerate() {
+                let mut out = vec![0xAA; 3];
+                d.message(m, &mut out, context);
+                assert_eq!(&out[..3], [0xAA; 3]);
+                let out = &out[3..];
+                assert!(!out.ends_with(&[0, 0, 0xff, 0xff]));
+                // Never more than stored blocks would take.
+                let blocks = m.len().div_ceil(65_535);
+                assert!(out.len() <= m.len() + 5 * blocks + 1, "message {k}");
+                if k < 400 {
+                    compressed += out.len();
+                }
+                assert_eq!(&flate.message(out, 1 << 20).unwrap(), m, "message {k}");
+                if !context {
+                    strict.reset();
+                }
+                assert_eq!(&strict.message(out), m, "message {k}, {bits} bits");
+            }
+            if context && bits == SMALL_WINDOW_BITS {
+                assert!(compressed * 3 < raw, "{compressed} of {raw} bytes");
+            }
+            if !context {
+                assert!(compressed * 2 > raw, "each alone: {compressed} of {raw}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_length_and_distance_the_small_compressor_writes_is_coded_right() {
+    let mut x = 7u32;
+    let mut byte = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as u8
+    };
+    let mut data: Vec<u8> = (0..40_000).map(|_| byte()).collect();
+    for (k, len) in (4..=258).enumerate() {
+        let dist = [1, 2, 3, 4, 5, 7, 100, 1_000, 8_000, 24_577, 32_768][k % 11];
+        let from = data.len() - dist;
+        for i in 0..len {
+            data.push(data[from + i]);
+        }
+        data.push(byte());
+    }
+    let mut d = SmallDeflater::new(15);
+    let mut strict = Windowed::new(15);
+    let mut flate = Inflater::new(true);
+    for part in [&data[..40_000], &data[40_000..]] {
+        let mut out = Vec::new();
+        d.message(part, &mut out, true);
+        assert_eq!(strict.message(&out), part);
+        assert_eq!(flate.message(&out, 1 << 20).unwrap(), part);
+    }
+    let mut out = Vec::new();
+    SmallDeflater::new(15).message(&data, &mut out, true);
+    assert!(out.len() < data.len() / 2 + 20_000, "{}", out.len());
 }

@@ -2,7 +2,7 @@
 
 use rand::Rng;
 use rand::rngs::SmallRng;
-use tickrelay::deflate::{Deflater, Inflater, Mode, negotiate};
+use tickrelay::deflate::{Deflater, Inflater, Mode, SmallDeflater, negotiate};
 use tickrelay::transport::wsframe::{Incoming, Reader};
 
 use super::sig;
@@ -12,11 +12,14 @@ use crate::engine::Target;
 /// with `H` are `Sec-WebSocket-Extensions` header lines (one per `\n`)
 /// negotiated under each mode; others are client frames (RSV1 allowed)
 /// read by the frame reader with an inflater, with and without context,
-/// and the bytes inflated alone.
+/// and the bytes inflated alone; the same bytes, cut in messages, go
+/// through the small-window compressor and back.
 ///
 /// Invariants: never a panic; `off` never agrees; an answer, offered back,
-/// is agreed to as it is under `context`; no message is longer than the
-/// limit, and a text message is UTF-8.
+/// is agreed to as it is under `context` (under `small_context` for its
+/// own answers); no message is longer than the limit, and a text message
+/// is UTF-8; what the small-window compressor writes inflates to what it
+/// was given, message after message.
 pub struct DeflateTarget;
 
 /// The limit of a message's size (`max_frame_bytes`) here.
@@ -94,11 +97,15 @@ impl Target for DeflateTarget {
             let lines: Vec<&str> = text.split('\n').collect();
             assert_eq!(negotiate(Mode::Off, lines.iter().copied()), None);
             let mut s = vec![1];
-            for mode in [Mode::NoContext, Mode::Context] {
+            for mode in [Mode::NoContext, Mode::Context, Mode::SmallContext] {
                 let agreed = negotiate(mode, lines.iter().copied());
                 if let Some(a) = agreed {
                     let answer = a.response();
-                    let back = negotiate(Mode::Context, [answer.as_str()]);
+                    let again = match mode {
+                        Mode::SmallContext => mode,
+                        _ => Mode::Context,
+                    };
+                    let back = negotiate(again, [answer.as_str()]);
                     assert_eq!(back, Some(a), "{answer} offered back");
                 }
                 s.push(agreed.map_or(0, |a| 1 + u64::from(a.client_no_context)));
@@ -139,6 +146,15 @@ impl Target for DeflateTarget {
                 s.push(60);
             }
             Err(e) => s.push(61 + u64::from(e == tickrelay::deflate::InflateError::TooBig)),
+        }
+        // The input's bytes as messages, cut where its bytes say.
+        let bits = 8 + input.first().map_or(0, |b| b % 8);
+        let mut small = SmallDeflater::new(bits);
+        let mut back = Inflater::new(true);
+        for message in input.split(|&b| b == b'}') {
+            let mut out = Vec::new();
+            small.message(message, &mut out, true);
+            assert_eq!(back.message(&out, input.len()).as_deref(), Ok(message));
         }
         sig(&s)
     }

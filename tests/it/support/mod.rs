@@ -26,6 +26,8 @@
 //!   test uses; [`FeedWriter`] writes a hand-made session; [`Sim`] runs the
 //!   `feed-simulator` binary to completion and reads its final state,
 //!   [`spawn_simulator`] runs it in the background.
+//! - [`inflate`]: [`inflate::Windowed`], an inflater that fails a match
+//!   reaching past the window the relay announced.
 //! - [`poll_until`]: waits for a condition with a deadline.
 //!
 //! A relay in this process has a metrics registry of its own (each
@@ -39,6 +41,7 @@
 
 pub(crate) mod feed;
 pub(crate) mod http;
+pub(crate) mod inflate;
 pub(crate) mod jwt;
 pub(crate) mod ws;
 

@@ -3,13 +3,17 @@
 //! after the closing handshake (it never closes its side first). It may
 //! offer permessage-deflate (RFC 7692) and then inflates the relay's
 //! compressed messages and compresses its own, with flate2 here, as the
-//! answer's parameters say (a context reset per message where agreed).
+//! answer's parameters say (a context reset per message where agreed);
+//! when the answer names a `server_max_window_bits` under 15, every
+//! message is also inflated in that window (`support::inflate`).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+
+use super::inflate::Windowed;
 
 /// How soon after the closing handshake the relay's FIN must come: well
 /// below the relay's own fallback waits (2 s for a client that never
@@ -52,6 +56,8 @@ pub(crate) struct Frame {
     pub(crate) payload: Vec<u8>,
     /// RSV1 was set: the payload here is inflated.
     pub(crate) compressed: bool,
+    /// The payload's bytes on the wire (before inflating).
+    pub(crate) wire: usize,
 }
 
 impl Frame {
@@ -78,6 +84,8 @@ pub(crate) struct Strict {
 pub(crate) struct Deflate {
     pub(crate) answer: String,
     inflate: Decompress,
+    /// With a `server_max_window_bits` under 15: an inflater in that window.
+    windowed: Option<Windowed>,
     /// The relay keeps its window between messages.
     server_context: bool,
     compress: Compress,
@@ -88,9 +96,14 @@ impl Deflate {
     fn new(answer: &str) -> Deflate {
         let has = |p: &str| answer.split(';').any(|x| x.trim() == p);
         assert!(answer.starts_with("permessage-deflate"), "{answer}");
+        let window = answer.split(';').find_map(|x| {
+            let bits = x.trim().strip_prefix("server_max_window_bits=")?;
+            Some(bits.parse::<u32>().expect("window bits"))
+        });
         Deflate {
             answer: answer.to_owned(),
             inflate: Decompress::new(false),
+            windowed: window.filter(|&b| b < 15).map(Windowed::new),
             server_context: !has("server_no_context_takeover"),
             compress: Compress::new(Compression::default(), false),
             client_context: !has("client_no_context_takeover"),
@@ -101,7 +114,11 @@ impl Deflate {
         if !self.server_context {
             // Strict: a relay that took context over would fail here.
             self.inflate.reset(false);
+            if let Some(w) = self.windowed.as_mut() {
+                w.reset();
+            }
         }
+        let windowed = self.windowed.as_mut().map(|w| w.message(payload));
         let mut input = payload.to_vec();
         input.extend_from_slice(&[0, 0, 0xff, 0xff]);
         let mut out = Vec::with_capacity(input.len() * 8 + 64);
@@ -114,6 +131,9 @@ impl Deflate {
             if (self.inflate.total_in() - start) as usize == input.len()
                 && out.len() < out.capacity()
             {
+                if let Some(w) = windowed {
+                    assert_eq!(w, out, "inflated within the announced window");
+                }
                 return out;
             }
             out.reserve(out.capacity().max(1024));
@@ -264,6 +284,7 @@ impl Strict {
                         op: b[0] & 0x0F,
                         payload: b[at..at + len].to_vec(),
                         compressed: rsv1,
+                        wire: len,
                     };
                     self.buf.drain(..at + len);
                     if let (true, Some(d)) = (rsv1, self.deflate.as_mut()) {
