@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::clock::now_ns;
 use crate::fanout::{At, Client, Encoded, Hub};
 use crate::metrics::TransportCounters;
-use crate::table::chart::Interval;
+use crate::table::chart::{Interval, LIVE};
 use crate::table::{BookFrame, Table};
 use crate::transport::bookstream::BookSubs;
 use crate::transport::chartstream::{ChartFrame, ChartSubs, Since};
@@ -452,14 +452,16 @@ impl Subscriptions {
         queue: usize,
     ) -> Vec<ChartFrame> {
         let table = self.hub.table().clone();
+        let (until, _) = self.chart_at();
         let mut frames = Vec::with_capacity(symbols.len());
         for (s, l) in symbols {
             self.hold(s);
             frames.push(
                 self.charts_mut()
-                    .subscribe_trades(s, *l, since, queue, &table),
+                    .subscribe_trades(s, (*l, since), queue, &table, until),
             );
         }
+        self.clock();
         frames
     }
 
@@ -472,16 +474,35 @@ impl Subscriptions {
         history: usize,
     ) -> Vec<ChartFrame> {
         let table = self.hub.table().clone();
+        let at = self.chart_at();
         let mut frames = Vec::with_capacity(symbols.len());
         for (s, l) in symbols {
             self.hold(s);
             frames.push(
                 self.charts_mut()
-                    .subscribe_bars(s, *l, interval, history, &table),
+                    .subscribe_bars(s, (*l, interval, history), &table, at),
             );
         }
-        self.client.set_clocked(self.charts().has_bars());
+        self.clock();
         frames
+    }
+
+    /// Where this client reads the chart: the exchange time it sees trades
+    /// and bars before (`LIVE`, or its delayed cutoff's), and the feed
+    /// position it may be told of there.
+    fn chart_at(&self) -> (u64, u64) {
+        let (seq, at) = self.hub.snapshot_position(&self.client);
+        (self.hub.until_at(at), seq)
+    }
+
+    /// Asks the hub to wake this client on its clock: the feed's second
+    /// for bars (a bar closes without a trade); a delayed client's cutoff
+    /// for any chart subscription (trades become visible with time).
+    fn clock(&self) {
+        let delayed = self.hub.until_at(self.hub.position(&self.client).1) != LIVE;
+        let charts = self.charts();
+        let on = charts.has_bars() || (delayed && !charts.is_empty());
+        self.client.set_clocked(on);
     }
 
     /// Ends the trades (`bars: false`) or bars (of `interval`, or every
@@ -498,7 +519,7 @@ impl Subscriptions {
                 false => self.charts_mut().unsubscribe_trades(s),
             };
         }
-        self.client.set_clocked(self.charts().has_bars());
+        self.clock();
         self.release(symbols);
     }
 
@@ -627,8 +648,9 @@ impl Subscriptions {
             quotes.push(sub.diff(&self.hub, enc));
         }
         self.scratch = marks;
+        let chart_at = (self.hub.until_at(at), fanned);
         if let Some(charts) = self.charts.as_mut().filter(|c| !c.is_empty())
-            && let Err(reason) = charts.drain(table, &mut batch.charts)
+            && let Err(reason) = charts.drain(table, chart_at, &mut batch.charts)
         {
             batch.overflow = true;
             batch.lagged = Some(reason);
