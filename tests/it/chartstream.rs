@@ -593,7 +593,9 @@ fn an_sse_trades_subscriber_that_stops_reading_gets_4008_and_resumes_with_since(
     let (mut got, mut from): (BTreeMap<String, Tape>, BTreeMap<String, u64>) = Default::default();
     let mut session = None;
     let error = loop {
-        let ev = sse.next_event(&mut buf).expect("the stream ended without an error");
+        let ev = sse
+            .next_event(&mut buf)
+            .expect("the stream ended without an error");
         match ev.event.as_str() {
             "error" => break serde_json::from_str::<Value>(&ev.data).unwrap(),
             "trades" => {

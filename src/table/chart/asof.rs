@@ -26,7 +26,9 @@ pub(super) fn visible(tape: &VecDeque<Trade>, until: u64) -> usize {
     if until == LIVE {
         return tape.len();
     }
-    tape.iter().position(|t| t.ts >= until).unwrap_or(tape.len())
+    tape.iter()
+        .position(|t| t.ts >= until)
+        .unwrap_or(tape.len())
 }
 
 /// Bars of `interval` starting before this end by `until`.

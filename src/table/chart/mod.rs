@@ -297,13 +297,7 @@ impl Chart {
     /// Up to `limit` of the newest trades of `locate` with a sequence below
     /// `before_seq`, oldest first, of those made before `until` ([`LIVE`]:
     /// all; see `asof`).
-    pub fn trades(
-        &self,
-        locate: Locate,
-        before_seq: u64,
-        limit: usize,
-        until: u64,
-    ) -> Page<Trade> {
+    pub fn trades(&self, locate: Locate, before_seq: u64, limit: usize, until: u64) -> Page<Trade> {
         self.read(locate, |sym| {
             let tape = sym.tape.trades();
             let end = tape
@@ -365,10 +359,7 @@ impl Chart {
             let tape = sym.tape.trades();
             let end = asof::visible(tape, until);
             let last = tape.range(..end).next_back().map_or(0, |t| t.seq);
-            let items = tape
-                .range(end.saturating_sub(n)..end)
-                .copied()
-                .collect();
+            let items = tape.range(end.saturating_sub(n)..end).copied().collect();
             (items, last)
         })
     }

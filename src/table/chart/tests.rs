@@ -133,7 +133,10 @@ fn memory_grows_with_use_up_to_the_caps() {
     // The figure docs/ARCHITECTURE.md gives ("The chart and the tape").
     assert_eq!(limits.bytes_per_symbol(), 200_656);
     assert_eq!(c.trades(0, u64::MAX, 5_000, LIVE).items.len(), 1_000);
-    assert_eq!(c.bars(0, Interval::M1, u64::MAX, 5_000, LIVE).items.len(), 1_440);
+    assert_eq!(
+        c.bars(0, Interval::M1, u64::MAX, 5_000, LIVE).items.len(),
+        1_440
+    );
 }
 
 #[test]
@@ -204,19 +207,30 @@ fn a_stream_reads_after_its_position_and_learns_of_a_gap() {
 fn as_of_a_time_the_tape_and_the_bars_hold_no_later_trade() {
     let c = chart(HistoryLimits::default());
     // Trades at 10.2 s, 10.7 s, 11.4 s, 70.5 s (seq 2, 4, 6, 8).
-    for (seq, ts, price) in [(2, 10_200, 10), (4, 10_700, 14), (6, 11_400, 12), (8, 70_500, 9)] {
+    for (seq, ts, price) in [
+        (2, 10_200, 10),
+        (4, 10_700, 14),
+        (6, 11_400, 12),
+        (8, 70_500, 9),
+    ] {
         trade(&c, seq, ts * S / 1_000, price, 1);
     }
     let until = 10_500 * S / 1_000;
     let seqs = |t: Vec<Trade>| t.iter().map(|t| t.seq).collect::<Vec<_>>();
     assert_eq!(seqs(c.trades(0, u64::MAX, 10, until).items), [2]);
-    assert_eq!(c.tape_tail(0, 5, until), (c.trades(0, u64::MAX, 1, until).items, 2));
+    assert_eq!(
+        c.tape_tail(0, 5, until),
+        (c.trades(0, u64::MAX, 1, until).items, 2)
+    );
     let read = c.trades_after(0, 0, 10, until);
     assert_eq!((seqs(read.trades), read.more), (vec![2], false));
     // The 1 s bar holding the cutoff: only the trade before it, open.
     let b = c.bars(0, Interval::S1, u64::MAX, 10, until).items;
     assert_eq!(b.len(), 1);
-    assert_eq!((b[0].t, b[0].n, b[0].c, b[0].closed), (10 * S, 1, Price(10), false));
+    assert_eq!(
+        (b[0].t, b[0].n, b[0].c, b[0].closed),
+        (10 * S, 1, Price(10), false)
+    );
     // At 11.5 s: the 10 s bar whole and closed, the 11 s bar so far.
     let until = 11_500 * S / 1_000;
     let b = c.bars_from(0, Interval::S1, 0, 10, until);
@@ -228,10 +242,17 @@ fn as_of_a_time_the_tape_and_the_bars_hold_no_later_trade() {
     let shape: Vec<_> = m1.iter().map(|b| (b.t / S, b.n, b.closed)).collect();
     assert_eq!(shape, [(0, 3, true), (60, 1, false)]);
     let m5 = c.bars(0, Interval::M5, u64::MAX, 10, until).items;
-    assert_eq!((m5.len(), m5[0].n, m5[0].o, m5[0].c), (1, 4, Price(10), Price(9)));
+    assert_eq!(
+        (m5.len(), m5[0].n, m5[0].o, m5[0].c),
+        (1, 4, Price(10), Price(9))
+    );
     let m5 = c.bars(0, Interval::M5, u64::MAX, 10, 70 * S).items;
     assert_eq!((m5[0].n, m5[0].c, m5[0].closed), (3, Price(12), false));
-    assert!(c.bars(0, Interval::M5, u64::MAX, 10, 10 * S).items.is_empty());
+    assert!(
+        c.bars(0, Interval::M5, u64::MAX, 10, 10 * S)
+            .items
+            .is_empty()
+    );
 }
 
 #[test]
@@ -246,10 +267,18 @@ fn as_of_a_time_a_bar_whose_trades_left_the_tape_waits_until_it_ended() {
     }
     // Trades 1 and 2 left the tape: the 10 s bar as of 10.25 s cannot be
     // built again, so it is not shown; as of 11 s it has ended, whole.
-    assert!(c.bars(0, Interval::S1, u64::MAX, 10, 10 * S + 25 * S / 100).items.is_empty());
+    assert!(
+        c.bars(0, Interval::S1, u64::MAX, 10, 10 * S + 25 * S / 100)
+            .items
+            .is_empty()
+    );
     let b = c.bars(0, Interval::S1, u64::MAX, 10, 11 * S).items;
     assert_eq!((b.len(), b[0].n), (1, 4));
     // The tape as of 10.25 s: its kept trades are all later.
-    assert!(c.trades(0, u64::MAX, 10, 10 * S + 25 * S / 100).items.is_empty());
+    assert!(
+        c.trades(0, u64::MAX, 10, 10 * S + 25 * S / 100)
+            .items
+            .is_empty()
+    );
     assert!(c.trades_after(0, 0, 10, 10 * S + 25 * S / 100).gap);
 }
