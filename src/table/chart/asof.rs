@@ -44,7 +44,7 @@ pub(super) fn ended_before(until: u64, interval: Interval) -> u64 {
 /// when no trade of the bucket came before it, or when the relay no longer
 /// holds every one of them.
 pub(super) fn partial(sym: &Symbol, interval: Interval, until: u64) -> Option<Kept> {
-    if until == LIVE || until % interval.nanos() == 0 {
+    if until == LIVE || until.is_multiple_of(interval.nanos()) {
         return None;
     }
     let start = ended_before(until, interval);
