@@ -31,6 +31,19 @@ pub(super) fn visible(tape: &VecDeque<Trade>, until: u64) -> usize {
         .unwrap_or(tape.len())
 }
 
+/// How many of `tape`'s trades from index `from` on were made before
+/// `until`, up to the first that was not.
+pub(super) fn visible_after(tape: &VecDeque<Trade>, from: usize, until: u64) -> usize {
+    let rest = tape.len().saturating_sub(from);
+    if until == LIVE {
+        return rest;
+    }
+    let later = tape
+        .range(from.min(tape.len())..)
+        .position(|t| t.ts >= until);
+    later.unwrap_or(rest)
+}
+
 /// Bars of `interval` starting before this end by `until`.
 pub(super) fn ended_before(until: u64, interval: Interval) -> u64 {
     if until == LIVE {

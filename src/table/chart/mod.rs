@@ -374,7 +374,9 @@ impl Chart {
             };
             let tape = sym.tape.trades();
             let from = tape.partition_point(|t| t.seq <= after);
-            let pending = asof::visible(tape, until).saturating_sub(from);
+            // Only what lies after the position is looked at: a stream's
+            // earlier trades were visible at an earlier cutoff already.
+            let pending = asof::visible_after(tape, from, until);
             TapeRead {
                 trades: tape.range(from..from + pending.min(max)).copied().collect(),
                 more: pending > max,
