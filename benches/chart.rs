@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tickrelay::price::Price;
-use tickrelay::table::chart::Interval;
+use tickrelay::table::chart::{Interval, LIVE};
 use tickrelay::table::{HistoryLimits, Table};
 use tickrelay::wire::Message;
 
@@ -87,7 +87,7 @@ fn trades(c: &mut Criterion) {
                 } else {
                     Interval::S1
                 };
-                std::hint::black_box(table.chart().bars(locate, interval, u64::MAX, 300));
+                std::hint::black_box(table.chart().bars(locate, interval, u64::MAX, 300, LIVE));
                 i += 1;
             }
         })
@@ -109,11 +109,11 @@ fn trades(c: &mut Criterion) {
                 let locate = (i % SYMBOLS as usize) as u16;
                 let read = table
                     .chart()
-                    .trades_after(locate, at[usize::from(locate)], 4_096);
+                    .trades_after(locate, at[usize::from(locate)], 4_096, LIVE);
                 if let Some(last) = read.trades.last() {
                     at[usize::from(locate)] = last.seq;
                 }
-                std::hint::black_box(table.chart().bars_from(locate, Interval::S1, T0, 2));
+                std::hint::black_box(table.chart().bars_from(locate, Interval::S1, T0, 2, LIVE));
                 i += 1;
             }
         })

@@ -163,7 +163,7 @@ export class ChartPanel {
   }
 
   /** The relay will not serve the chart to this user (a user without the
-   *  `bars` or `trades` channel, or a delayed one): say so. */
+   *  `bars` or `trades` channel): say so. */
   refused(e) {
     this.hooks.refused = e.code;
     this.el.note.textContent = e.code === 'not_entitled' ? 'not entitled to the chart' : e.message;

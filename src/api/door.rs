@@ -67,15 +67,13 @@ pub fn entitled<'a>(
     symbols: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), ApiError> {
     let rights = &identity.rights;
-    // The delayed view holds quotes only: a delayed user gets no book, bars
-    // or trades rather than real-time ones.
-    if rights.delay_ms > 0 && channel != Channel::Quotes {
+    // Quotes, trades and bars are served delayed (the delayed view, the
+    // chart as of the cutoff); books are not: a delayed user gets no book
+    // rather than a real-time one.
+    if rights.delay_ms > 0 && channel == Channel::Book {
         return Err(ApiError::new(
             ErrorCode::NotEntitled,
-            format!(
-                "the `{}` channel is not served delayed yet: your entitlement is delayed data",
-                channel.as_str()
-            ),
+            "the `book` channel is not served delayed: your entitlement is delayed data",
         ));
     }
     if !rights.channel(channel) {

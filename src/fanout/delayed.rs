@@ -9,6 +9,9 @@
 //! subscribers, exactly as a live batch marks live ones. Its writer then
 //! reads each quote from the view at its cutoff, and promises the view's
 //! `seq` there, so a frame never carries or promises anything fresher.
+//! Its trades and bars are read from the chart as of the cutoff's start
+//! ([`Hub::until_at`]); a client with any of them is woken at every move of
+//! the cutoff, as trades become visible with time alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +20,7 @@ use std::time::Instant;
 use super::shard::{Held, Shard, sweep_due};
 use super::{Client, Encoded, Hub};
 use crate::clock::now_ns;
+use crate::table::chart::LIVE;
 use crate::wire::Locate;
 
 /// A shard's delayed clients of one delay, and where they read.
@@ -132,6 +136,15 @@ impl Hub {
         }
     }
 
+    /// The exchange time a reader at `at` sees trades and bars before:
+    /// [`LIVE`] (no bound), or where its cutoff starts.
+    pub fn until_at(&self, at: At) -> u64 {
+        match (at, &self.delayed) {
+            (At::Cutoff(c), Some(view)) => view.cutoff_ns(c),
+            _ => LIVE,
+        }
+    }
+
     /// The `seq` of `locate` at `at`.
     pub fn seq_of_at(&self, locate: Locate, at: At) -> u64 {
         match (at, &self.delayed) {
@@ -202,6 +215,13 @@ impl Hub {
             locates.clear();
             view.changed(from, to, &mut locates);
             self.mark_delayed(shard, &clients, &locates, round, touched);
+            // Trades and bars become visible as the cutoff moves, whether
+            // or not a quote changed: clients with chart subscriptions are
+            // woken to read them at the new cutoff.
+            for c in clients.iter().filter(|c| c.clocked.load(Ordering::Relaxed)) {
+                let was_empty = c.tick();
+                c.wake(was_empty, round, touched);
+            }
             // The promise last: every change it covers is marked.
             position.view_seq.store(view.seq(to), Ordering::Release);
         }

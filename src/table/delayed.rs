@@ -141,6 +141,12 @@ impl DelayedView {
         now_ns.saturating_sub(delay_ms.saturating_mul(1_000_000)) / self.resolution_ns
     }
 
+    /// Where `cutoff` starts, ns of the relay's clock: a reader at it sees
+    /// trades and bars made before then (`table::chart`'s `until`).
+    pub fn cutoff_ns(&self, cutoff: u64) -> u64 {
+        cutoff.saturating_mul(self.resolution_ns)
+    }
+
     /// The oldest cutoff any reader may still use at `now_ns`.
     fn oldest_cutoff(&self, now_ns: u64) -> u64 {
         now_ns.saturating_sub(self.max_delay_ns) / self.resolution_ns

@@ -372,10 +372,15 @@ fn the_chart_takes_trades_and_not_recovered_state() {
     };
     assert_eq!(t.apply(0, &state), Applied::Changed(5));
     assert_eq!(t.quote(5).unwrap().last, Some(Price(3)));
-    assert!(t.chart().trades(5, u64::MAX, 10).items.is_empty());
     assert!(
         t.chart()
-            .bars(5, Interval::S1, u64::MAX, 10)
+            .trades(5, u64::MAX, 10, crate::table::chart::LIVE)
+            .items
+            .is_empty()
+    );
+    assert!(
+        t.chart()
+            .bars(5, Interval::S1, u64::MAX, 10, crate::table::chart::LIVE)
             .items
             .is_empty()
     );
@@ -397,7 +402,7 @@ fn the_chart_takes_trades_and_not_recovered_state() {
     assert_eq!(t.quote(5).unwrap().last, Some(Price(3)));
     let taped: Vec<u64> = t
         .chart()
-        .trades(5, u64::MAX, 10)
+        .trades(5, u64::MAX, 10, crate::table::chart::LIVE)
         .items
         .iter()
         .map(|x| x.seq)
@@ -405,5 +410,10 @@ fn the_chart_takes_trades_and_not_recovered_state() {
     assert_eq!(taped, [4]);
     assert_eq!(t.chart().feed_time(), 40);
     t.reset(Session::new("NEXT"));
-    assert!(t.chart().trades(5, u64::MAX, 10).items.is_empty());
+    assert!(
+        t.chart()
+            .trades(5, u64::MAX, 10, crate::table::chart::LIVE)
+            .items
+            .is_empty()
+    );
 }

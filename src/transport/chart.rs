@@ -7,6 +7,13 @@
 //! moves with the symbol's history (the trades taken for it this session),
 //! with the bars in the answer that are still open, and with `complete`, so
 //! an unchanged chart answers 304 while other symbols trade.
+//!
+//! A delayed user reads the chart as of its cutoff (`table::chart`'s
+//! `until`), and is told the delayed view's `seq` there; its ETag is a
+//! digest of the answer's bars or trades, so it moves only with what the
+//! user may see.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -16,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{ApiError, AppState, Door, Encoding, ErrorCode, parse_symbols};
 use crate::auth::Channel;
 use crate::table::Table;
-use crate::table::chart::{Bar, Interval, Trade};
+use crate::table::chart::{Bar, Interval, LIVE, Trade};
 use crate::transport::snapshot::{resolve, tagged};
 use crate::wire::Locate;
 
@@ -95,16 +102,19 @@ pub async fn bars(
     )?;
     let (locate, symbol) = one_symbol(table, &door, Channel::Bars, &symbol)?;
     // The sequence first: the history read after it is at least as new.
-    let seq = table.last_seq();
+    let (until, seq) = as_of(&state, &door);
     let complete = table.chart().complete();
-    let page = table.chart().bars(locate, interval, before, limit);
+    let page = table.chart().bars(locate, interval, before, limit, until);
     let open = page.items.iter().filter(|b| !b.closed).count();
     let session = table.session().to_string();
-    let etag = format!(
-        "\"{session}:{}:{open}:{}\"",
-        page.version,
-        u8::from(complete)
-    );
+    let etag = match until {
+        LIVE => format!(
+            "\"{session}:{}:{open}:{}\"",
+            page.version,
+            u8::from(complete)
+        ),
+        _ => delayed_tag(&session, &page.items, complete),
+    };
     let body = BarsBody {
         symbol,
         interval: interval.as_str().to_owned(),
@@ -133,11 +143,14 @@ pub async fn trades(
     )?;
     let before = number(q.before_seq.as_deref(), "before_seq", "a feed sequence")?;
     let (locate, symbol) = one_symbol(table, &door, Channel::Trades, &symbol)?;
-    let seq = table.last_seq();
+    let (until, seq) = as_of(&state, &door);
     let complete = table.chart().complete();
-    let page = table.chart().trades(locate, before, limit);
+    let page = table.chart().trades(locate, before, limit, until);
     let session = table.session().to_string();
-    let etag = format!("\"{session}:{}:{}\"", page.version, u8::from(complete));
+    let etag = match until {
+        LIVE => format!("\"{session}:{}:{}\"", page.version, u8::from(complete)),
+        _ => delayed_tag(&session, &page.items, complete),
+    };
     let body = TradesBody {
         symbol,
         session,
@@ -146,6 +159,22 @@ pub async fn trades(
         trades: page.items,
     };
     Ok(door.delivered(respond(&headers, &etag, door.encoding, &body)))
+}
+
+/// What the door's user reads the chart as of, and the feed position it
+/// is told: live, the table's applied sequence; delayed, its cutoff now and
+/// the delayed view's sequence there.
+fn as_of(state: &AppState, door: &Door) -> (u64, u64) {
+    let at = state.hub.at_now(door.identity.rights.delay_ms);
+    (state.hub.until_at(at), state.hub.seq_at(at))
+}
+
+/// A delayed answer's ETag: a digest of what it holds, so it reveals
+/// nothing the answer does not.
+fn delayed_tag<T: Hash>(session: &str, items: &[T], complete: bool) -> String {
+    let mut h = DefaultHasher::new();
+    items.hash(&mut h);
+    format!("\"{session}:d{:016x}:{}\"", h.finish(), u8::from(complete))
 }
 
 /// `interval` of a bars request: `1s`, `1m` (when absent), `5m`, `15m` or

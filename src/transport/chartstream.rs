@@ -24,16 +24,19 @@ use crate::api::{ApiError, AppState, ErrorCode, entitled, parse_symbols};
 use crate::auth::{Channel, Identity};
 use crate::fanout::Format;
 use crate::table::Table;
-use crate::table::chart::{Bar, Interval, Trade};
+use crate::table::chart::{Bar, Interval, LIVE, Trade};
 use crate::transport::chart::interval_of;
 use crate::transport::snapshot::resolve;
-use crate::wire::Locate;
+use crate::wire::{Locate, Session};
 
 /// A `trades` or `bars` frame of one symbol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChartFrame {
     /// Ticker.
     pub symbol: Arc<str>,
+    /// The feed session (trades frames carry it: `since` is
+    /// `SESSION:SEQ`).
+    pub session: Session,
     /// Trades: every trade of the symbol up to this feed sequence has been
     /// sent (the `since` to resume from). Bars: the feed sequence applied
     /// when they were read.
@@ -85,6 +88,7 @@ impl ChartFrame {
             Items::Trades(trades) => w(&TradesOut {
                 kind,
                 symbol: &self.symbol,
+                session: self.session.as_str(),
                 seq: self.seq,
                 snapshot: self.snapshot,
                 gap: self.gap,
@@ -151,6 +155,7 @@ struct TradesOut<'a> {
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     kind: Option<&'static str>,
     symbol: &'a str,
+    session: &'a str,
     seq: u64,
     #[serde(skip_serializing_if = "is_false")]
     snapshot: bool,
@@ -246,14 +251,15 @@ impl ChartSubs {
     /// Subscribes to `name`'s trades (listed at `locate`), replacing a
     /// subscription it had; its first frame: the history asked for, or the
     /// trades after `since`, and the position the stream continues from.
-    /// `queue`: most trades it may fall behind.
+    /// `queue`: most trades it may fall behind; `until`: the exchange time
+    /// it sees trades before ([`LIVE`], or a delayed user's cutoff).
     pub fn subscribe_trades(
         &mut self,
         name: &Arc<str>,
-        locate: Locate,
-        since: Since,
+        (locate, since): (Locate, Since),
         queue: usize,
         table: &Table,
+        until: u64,
     ) -> ChartFrame {
         self.queue = queue;
         // The sequence first: every trade up to it is on the tape read next.
@@ -261,20 +267,25 @@ impl ChartSubs {
         let chart = table.chart();
         let (trades, newest, gap) = match since {
             Since::History(n) => {
-                let (trades, newest) = chart.tape_tail(locate, n);
+                let (trades, newest) = chart.tape_tail(locate, n, until);
                 (trades, newest, false)
             }
             Since::Seq(after) => {
-                let read = chart.trades_after(locate, after, chart.limits().trades);
+                let read = chart.trades_after(locate, after, chart.limits().trades, until);
                 let newest = read.trades.last().map_or(after, |t| t.seq);
                 (read.trades, newest, read.gap)
             }
             Since::Stale => {
-                let (trades, newest) = chart.tape_tail(locate, chart.limits().trades);
+                let (trades, newest) = chart.tape_tail(locate, chart.limits().trades, until);
                 (trades, newest, true)
             }
         };
-        let at = applied.max(newest);
+        // Delayed: no further than the newest trade it may see.
+        let at = if until == LIVE {
+            applied.max(newest)
+        } else {
+            newest
+        };
         self.trades.retain(|s| s.name != *name);
         self.trades.push(TradeSub {
             name: name.clone(),
@@ -283,6 +294,7 @@ impl ChartSubs {
         });
         ChartFrame {
             symbol: name.clone(),
+            session: table.session(),
             seq: at,
             snapshot: true,
             gap,
@@ -292,19 +304,19 @@ impl ChartSubs {
 
     /// Subscribes to `name`'s bars of `interval`, replacing a subscription
     /// it had; its first frame: the newest `history` bars. With none, the
-    /// stream continues from the current bar's next change.
+    /// stream continues from the current bar's next change. `until` and
+    /// `seq`: as of when ([`LIVE`], or a delayed user's cutoff) and the
+    /// feed position then.
     pub fn subscribe_bars(
         &mut self,
         name: &Arc<str>,
-        locate: Locate,
-        interval: Interval,
-        history: usize,
+        (locate, interval, history): (Locate, Interval, usize),
         table: &Table,
+        (until, seq): (u64, u64),
     ) -> ChartFrame {
-        let seq = table.last_seq();
         let mut bars = table
             .chart()
-            .bars(locate, interval, u64::MAX, history.max(1))
+            .bars(locate, interval, u64::MAX, history.max(1), until)
             .items;
         let last = bars.last().copied();
         if history == 0 {
@@ -320,6 +332,7 @@ impl ChartSubs {
         });
         ChartFrame {
             symbol: name.clone(),
+            session: table.session(),
             seq,
             snapshot: true,
             gap: false,
@@ -346,12 +359,22 @@ impl ChartSubs {
     /// What is newer than each subscription holds, into `out`: every trade
     /// after its position, and the bars that closed or changed since its
     /// last. `Err` when a client fell too far behind (close it, 4008).
-    pub fn drain(&mut self, table: &Table, out: &mut Vec<ChartFrame>) -> Result<(), String> {
+    /// `until` and `seq`: as in [`Self::subscribe_bars`]. A delayed stream
+    /// whose next trades left the tape before it could see them (the tape
+    /// keeps fewer trades than the delay spans) is not the client's fault:
+    /// it goes on, its next frame saying `gap`.
+    pub fn drain(
+        &mut self,
+        table: &Table,
+        (until, seq): (u64, u64),
+        out: &mut Vec<ChartFrame>,
+    ) -> Result<(), String> {
         let chart = table.chart();
+        let session = table.session();
         for sub in &mut self.trades {
             let applied = table.last_seq();
-            let read = chart.trades_after(sub.locate, sub.at, self.queue);
-            if read.gap {
+            let read = chart.trades_after(sub.locate, sub.at, self.queue, until);
+            if read.gap && until == LIVE {
                 return Err(format!(
                     "slow consumer: trades of {} after {} are no longer kept (setting trade_history); resume with since",
                     sub.name, sub.at
@@ -366,20 +389,27 @@ impl ChartSubs {
             let Some(newest) = read.trades.last() else {
                 continue;
             };
-            sub.at = applied.max(newest.seq);
+            sub.at = match until {
+                LIVE => applied.max(newest.seq),
+                _ => newest.seq,
+            };
             out.push(ChartFrame {
                 symbol: sub.name.clone(),
+                session,
                 seq: sub.at,
                 snapshot: false,
-                gap: false,
+                gap: read.gap,
                 items: Items::Trades(read.trades),
             });
         }
         for sub in &mut self.bars {
-            let seq = table.last_seq();
+            let seq = match until {
+                LIVE => table.last_seq(),
+                _ => seq,
+            };
             let from = sub.last.map_or(0, |b| b.t);
             let kept = sub.interval.kept(&chart.limits());
-            let now = chart.bars_from(sub.locate, sub.interval, from, kept);
+            let now = chart.bars_from(sub.locate, sub.interval, from, kept, until);
             let last = sub.last;
             let fresh: Vec<Bar> = now
                 .into_iter()
@@ -391,6 +421,7 @@ impl ChartSubs {
             sub.last = Some(*newest);
             out.push(ChartFrame {
                 symbol: sub.name.clone(),
+                session,
                 seq,
                 snapshot: false,
                 gap: false,
@@ -546,6 +577,7 @@ mod tests {
     fn frame(items: Items) -> ChartFrame {
         ChartFrame {
             symbol: Arc::from("AAPL"),
+            session: Session::new("S1"),
             seq: 7,
             snapshot: true,
             gap: false,
@@ -568,6 +600,7 @@ mod tests {
         assert_eq!(v["type"], "trades");
         assert_eq!(v["trades"][0]["price"], "189.1300");
         assert_eq!(v["snapshot"], true);
+        assert_eq!(v["session"], "S1");
         assert!(v.get("gap").is_none());
         let mut packed = Vec::new();
         f.ws_into(&mut packed, Format::Msgpack);

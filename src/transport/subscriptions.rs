@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use crate::clock::now_ns;
 use crate::fanout::{At, Client, Encoded, Hub};
 use crate::metrics::TransportCounters;
-use crate::table::chart::Interval;
 use crate::table::{BookFrame, Table};
 use crate::transport::bookstream::BookSubs;
-use crate::transport::chartstream::{ChartFrame, ChartSubs, Since};
+use crate::transport::chartstream::{ChartFrame, ChartSubs};
 use crate::wire::{Locate, Session};
 
+mod charts;
 mod params;
 pub use params::*;
 
@@ -441,72 +441,6 @@ impl Subscriptions {
         self.release(symbols);
     }
 
-    /// Subscribes to the trades of listed `symbols` from `since` (history
-    /// or a resume point), `queue` the most a client may fall behind;
-    /// returns their first frames. Registered with the hub first, read
-    /// second: a trade after the read is marked and follows.
-    pub fn subscribe_trades(
-        &mut self,
-        symbols: &[(Arc<str>, Locate)],
-        since: Since,
-        queue: usize,
-    ) -> Vec<ChartFrame> {
-        let table = self.hub.table().clone();
-        let mut frames = Vec::with_capacity(symbols.len());
-        for (s, l) in symbols {
-            self.hold(s);
-            frames.push(
-                self.charts_mut()
-                    .subscribe_trades(s, *l, since, queue, &table),
-            );
-        }
-        frames
-    }
-
-    /// Subscribes to the `interval` bars of listed `symbols` with `history`
-    /// bars in their first frames (returned), which hold the position too.
-    pub fn subscribe_bars(
-        &mut self,
-        symbols: &[(Arc<str>, Locate)],
-        interval: Interval,
-        history: usize,
-    ) -> Vec<ChartFrame> {
-        let table = self.hub.table().clone();
-        let mut frames = Vec::with_capacity(symbols.len());
-        for (s, l) in symbols {
-            self.hold(s);
-            frames.push(
-                self.charts_mut()
-                    .subscribe_bars(s, *l, interval, history, &table),
-            );
-        }
-        self.client.set_clocked(self.charts().has_bars());
-        frames
-    }
-
-    /// Ends the trades (`bars: false`) or bars (of `interval`, or every
-    /// interval) subscriptions of `symbols`.
-    pub fn unsubscribe_charts(
-        &mut self,
-        symbols: &[Arc<str>],
-        bars: bool,
-        interval: Option<Interval>,
-    ) {
-        for s in symbols {
-            match bars {
-                true => self.charts_mut().unsubscribe_bars(s, interval),
-                false => self.charts_mut().unsubscribe_trades(s),
-            };
-        }
-        self.client.set_clocked(self.charts().has_bars());
-        self.release(symbols);
-    }
-
-    /// Number of trades and bars subscriptions.
-    pub fn chart_count(&self) -> usize {
-        self.charts().len()
-    }
-
     /// Whether `symbol`'s book is subscribed.
     pub fn books_contain(&self, symbol: &str) -> bool {
         self.books.contains(symbol)
@@ -627,8 +561,9 @@ impl Subscriptions {
             quotes.push(sub.diff(&self.hub, enc));
         }
         self.scratch = marks;
+        let chart_at = (self.hub.until_at(at), fanned);
         if let Some(charts) = self.charts.as_mut().filter(|c| !c.is_empty())
-            && let Err(reason) = charts.drain(table, &mut batch.charts)
+            && let Err(reason) = charts.drain(table, chart_at, &mut batch.charts)
         {
             batch.overflow = true;
             batch.lagged = Some(reason);

@@ -542,3 +542,95 @@ fn a_symbol_outside_the_users_claims_is_denied() {
     );
     assert_eq!(code, 403, "SSE: refused before the stream");
 }
+
+/// (d) over SSE: a trades subscriber that stops reading gets the final
+/// `event: error` (close code 4008) behind what it had not read; it
+/// resumes each symbol with `since` = `SESSION:SEQ` (the session its frames
+/// carry) and, with what it had read, has every trade once.
+#[test]
+fn an_sse_trades_subscriber_that_stops_reading_gets_4008_and_resumes_with_since() {
+    let group = FeedAddr::unique();
+    let relay = Relay::in_process(&[
+        "--feed-a".to_string(),
+        group.arg(),
+        "--write-timeout-ms".into(),
+        "1000".into(),
+        "--trade-history".into(),
+        "100000".into(),
+        "--stale-after-ms".into(),
+        "60000".into(),
+    ]);
+    let file = scratch(&format!(
+        "chartstream-sse-slow-{}.csv",
+        support::unique_suffix()
+    ));
+    let sim = spawn_simulator(&[
+        "--group",
+        &group.arg(),
+        "--symbols",
+        "4",
+        "--rate",
+        "60000",
+        "--duration",
+        "5",
+        "--session",
+        "CSSSLOW",
+        "--record",
+        file.to_str().unwrap(),
+    ]);
+    wait_trades(&relay, "AAPL", 1);
+    let symbols = ["AAPL", "MSFT", "AMZN", "NVDA"];
+    // Every quote too: bytes enough to fill the socket nobody reads.
+    let (code, mut sse) = SseReader::open(
+        &relay.base,
+        &format!("/v1/stream?symbols=*&trades={}", symbols.join(",")),
+        None,
+    );
+    assert_eq!(code, 200);
+    relay.wait_metric("tickrelay_slow_client_disconnects_total", |n| n >= 1.0);
+    // Everything it had been sent, to the final error.
+    let mut buf = Vec::new();
+    let (mut got, mut from): (BTreeMap<String, Tape>, BTreeMap<String, u64>) = Default::default();
+    let mut session = None;
+    let error = loop {
+        let ev = sse
+            .next_event(&mut buf)
+            .expect("the stream ended without an error");
+        match ev.event.as_str() {
+            "error" => break serde_json::from_str::<Value>(&ev.data).unwrap(),
+            "trades" => {
+                let v: Value = serde_json::from_str(&ev.data).unwrap();
+                assert_eq!(v["session"], "CSSSLOW", "{v}");
+                session = v["session"].as_str().map(str::to_owned);
+                if v["snapshot"] == true {
+                    let s = v["symbol"].as_str().unwrap().to_owned();
+                    from.insert(s, v["seq"].as_u64().unwrap());
+                }
+                take_trades(&v, &mut got);
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(error["code"], "slow_consumer", "{error}");
+    assert_eq!(error["close_code"], 4008, "{error}");
+    assert_eq!(from.len(), 4, "each symbol's first frame came first");
+    let session = session.expect("trades frames carry the session");
+    wait_sim(sim, Duration::from_secs(60));
+    let want = recorded_tapes(&file);
+    relay.wait_seq(read_recording(&file).2);
+    for s in symbols {
+        let last = got.get(s).and_then(|t| t.last()).map_or(from[s], |t| t.0);
+        let path = format!("/v1/stream?trades={s}&since={session}:{last}");
+        let (code, mut sse) = SseReader::open(&relay.base, &path, None);
+        assert_eq!(code, 200);
+        let mut buf = Vec::new();
+        while got.get(s).and_then(|t| t.last()) != want[s].last() {
+            let ev = sse.event_of(&mut buf, "trades");
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            assert_ne!(v["gap"], true, "{s}: the tape kept every trade: {v}");
+            take_trades(&v, &mut got);
+        }
+        let after: Tape = want[s].iter().filter(|t| t.0 > from[s]).copied().collect();
+        assert_eq!(got[s], after, "{s}: every trade once, across the close");
+    }
+}

@@ -18,6 +18,7 @@ mod book;
 mod book_feed;
 mod browser;
 mod chart;
+mod chart_delayed;
 mod chartstream;
 mod dashboards;
 mod deflate;

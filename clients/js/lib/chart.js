@@ -20,7 +20,8 @@
  *
  * Trades: handed on once each, in feed order. After a reconnect (a network
  * failure, or a 4008 close of a client that fell behind) the subscription
- * asks again with `since` (the last trade's seq): the relay's first frame
+ * asks again with `since` (`SESSION:SEQ` of the last trade, the session its
+ * frames carry): the relay's first frame
  * carries every kept trade after it (`gap` when it no longer keeps them
  * all). A poll asks for the newest page: when it does not reach back to the
  * last trade held, the trades between are read from REST (`before_seq`
@@ -221,10 +222,12 @@ class ChartSub {
     this.timer = setTimeout(() => this.poll(), every);
   }
 
-  /** Where a trades stream resumes: the last trade's seq, or null (none
-   *  held yet, or the relay refused a `since`: history alone). */
+  /** Where a trades stream resumes: `SESSION:SEQ` of the last trade (its
+   *  seq alone before a frame named the session), or null (none held yet,
+   *  or the relay refused a `since`: history alone). */
   since() {
-    return this.kind === 'trades' && this.last !== null && !this.owner.noSince ? this.last : null;
+    if (this.kind !== 'trades' || this.last === null || this.owner.noSince) return null;
+    return this.session !== null ? `${this.session}:${this.last}` : this.last;
   }
 
   /** The WebSocket op that (re)subscribes: history always, `since` for trades held. */
@@ -248,7 +251,8 @@ class ChartSub {
     this.everUp = true;
     if (this.kind === 'trades') {
       const resumed = history && this.since() !== null;
-      this.queue(() => this.takeTrades(f.trades, { history, asked: this.history, resumed, gap: !!f.gap, moved }));
+      const session = f.session;
+      this.queue(() => this.takeTrades(f.trades, { history, session, asked: this.history, resumed, gap: !!f.gap, moved }));
     } else this.queue(() => this.takeBars(f.bars, { history: history || moved }));
   }
 
@@ -257,7 +261,7 @@ class ChartSub {
     const s = encodeURIComponent(this.symbol);
     let path = this.kind === 'bars' ? `v1/stream?bars=${s}&interval=${this.interval}` : `v1/stream?trades=${s}`;
     path += '&history=' + this.history;
-    if (this.since() !== null) path += '&since=' + this.since();
+    if (this.since() !== null) path += '&since=' + encodeURIComponent(this.since());
     return path;
   }
 

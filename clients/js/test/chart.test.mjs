@@ -109,11 +109,16 @@ async function assertWhole(got, what, at = base, sym = symbol) {
  *  a streaming client makes none, but for a fill (`before_seq`). */
 const restReads = (net, what) => net.urls.filter((u) => u.includes(`/v1/${what}/`) && !u.includes('before_seq='));
 
+/** A trades resume point as the client sends it: `SESSION:SEQ`, the
+ *  session its trades frames named (URL-encoded in an SSE request). */
+const SINCE = /^[^:]+:[1-9]\d*$/;
+const SINCE_QUERY = /[?&]since=[^&:]+%3A[1-9]\d*/;
+
 /** The stream of `net`'s client carried `kind` of `symbol`: a WebSocket
  *  subscribe op, or an SSE request; `since` when `resumed`. */
 function streamed(net, transport, kind, resumed) {
-  if (transport === 'ws') return net.sent.some((op) => op.op === 'subscribe' && op.channel === kind && op.symbols.includes(symbol) && (!resumed || op.since > 0));
-  return net.urls.some((u) => u.includes(`/v1/stream?${kind}=${symbol}`) && (!resumed || /[?&]since=\d+/.test(u)));
+  if (transport === 'ws') return net.sent.some((op) => op.op === 'subscribe' && op.channel === kind && op.symbols.includes(symbol) && (!resumed || SINCE.test(op.since)));
+  return net.urls.some((u) => u.includes(`/v1/stream?${kind}=${symbol}`) && (!resumed || SINCE_QUERY.test(u)));
 }
 
 for (const transport of ['ws', 'sse', 'poll']) {
@@ -236,7 +241,7 @@ test('ws and sse: closed as slow (4008), the stream resumes with since, losing n
       assert.equal(got.sub.mode, transport);
       assert.equal(got.gaps, 0, 'the relay kept every trade after since');
       assert.ok(!got.calls.some((c) => c.reset), 'no reset: the same session');
-      const resumed = transport === 'ws' ? net.sent.filter((op) => op.since > 0) : net.urls.filter((u) => /since=\d+/.test(u));
+      const resumed = transport === 'ws' ? net.sent.filter((op) => SINCE.test(op.since)) : net.urls.filter((u) => SINCE_QUERY.test(u));
       // A close can come before the history frame reached the client (it
       // then holds no trade and subscribes afresh): only the first can.
       const closes = slowNotices();

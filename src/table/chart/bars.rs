@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::price::Price;
 
 /// A bar as clients get it (docs/PROTOCOL.md, "Bars").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Bar {
     /// Start of the bucket, ns since the Unix epoch.
     pub t: u64,
@@ -52,7 +52,7 @@ pub(crate) struct Kept {
 }
 
 impl Kept {
-    fn new(t: u64, seq: u64, price: Price, size: u32) -> Kept {
+    pub(super) fn new(t: u64, seq: u64, price: Price, size: u32) -> Kept {
         Kept {
             t,
             o: price,
@@ -66,7 +66,7 @@ impl Kept {
         }
     }
 
-    fn add(&mut self, seq: u64, price: Price, size: u32) {
+    pub(super) fn add(&mut self, seq: u64, price: Price, size: u32) {
         if seq < self.o_seq {
             self.o_seq = seq;
             self.o = price;

@@ -27,6 +27,7 @@
 //! so the writer waits at most for one such copy, and a reader never sees a
 //! trade half applied.
 
+mod asof;
 mod bars;
 mod tape;
 
@@ -35,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
+pub use asof::LIVE;
 pub use bars::Bar;
 use bars::{BarRing, Kept};
 pub use tape::Trade;
@@ -293,11 +295,14 @@ impl Chart {
     }
 
     /// Up to `limit` of the newest trades of `locate` with a sequence below
-    /// `before_seq`, oldest first.
-    pub fn trades(&self, locate: Locate, before_seq: u64, limit: usize) -> Page<Trade> {
+    /// `before_seq`, oldest first, of those made before `until` ([`LIVE`]:
+    /// all; see `asof`).
+    pub fn trades(&self, locate: Locate, before_seq: u64, limit: usize, until: u64) -> Page<Trade> {
         self.read(locate, |sym| {
             let tape = sym.tape.trades();
-            let end = tape.partition_point(|t| t.seq < before_seq);
+            let end = tape
+                .partition_point(|t| t.seq < before_seq)
+                .min(asof::visible(tape, until));
             tape.range(end.saturating_sub(limit)..end)
                 .copied()
                 .collect()
@@ -305,62 +310,73 @@ impl Chart {
     }
 
     /// Up to `limit` of the newest `interval` bars of `locate` starting
-    /// before `before` (ns), oldest first, each closed or not by feed time.
-    pub fn bars(&self, locate: Locate, interval: Interval, before: u64, limit: usize) -> Page<Bar> {
+    /// before `before` (ns), oldest first, each closed or not by feed time;
+    /// as of `until` ([`LIVE`]: now; see `asof`).
+    pub fn bars(
+        &self,
+        locate: Locate,
+        interval: Interval,
+        before: u64,
+        limit: usize,
+        until: u64,
+    ) -> Page<Bar> {
         // Feed time first: a bar read after it holds every trade up to it.
-        let now = self.feed_time();
+        let now = self.feed_time().min(until);
         let len = interval.nanos();
-        let kept = match interval {
-            Interval::S1 => self.read(locate, |sym| newest(sym.s1.bars(), before, limit)),
-            Interval::M1 => self.read(locate, |sym| newest(sym.m1.bars(), before, limit)),
-            _ => {
-                let mut floor = 0;
-                let page = self.read(locate, |sym| {
+        let bound = before.min(asof::ended_before(until, interval));
+        let (mut floor, mut partial) = (0, None);
+        let page = self.read(locate, |sym| {
+            partial = asof::partial(sym, interval, until).filter(|p| p.t < before);
+            match interval {
+                Interval::S1 => newest(sym.s1.bars(), bound, limit),
+                Interval::M1 => newest(sym.m1.bars(), bound, limit),
+                _ => {
                     floor = sym.m1.floor();
-                    minutes_for(sym.m1.bars(), len, before, limit)
-                });
-                let mut bars = bars::coarse(&page.items, len, floor);
-                bars.drain(..bars.len().saturating_sub(limit));
-                return Page {
-                    items: bars.iter().map(|b| b.bar(len, now)).collect(),
-                    version: page.version,
-                };
+                    minutes_for(sym.m1.bars(), len, bound, limit)
+                }
             }
+        });
+        let mut kept = match interval {
+            Interval::S1 | Interval::M1 => page.items,
+            _ => bars::coarse(&page.items, len, floor),
         };
+        kept.extend(partial);
+        kept.drain(..kept.len().saturating_sub(limit));
         Page {
-            items: kept.items.iter().map(|b| b.bar(len, now)).collect(),
-            version: kept.version,
+            items: kept.iter().map(|b| b.bar(len, now)).collect(),
+            version: page.version,
         }
     }
 
-    /// For a stream's first frame: the newest `n` trades of `locate`
-    /// (oldest first) and the position the stream continues from, the
-    /// sequence of the newest trade kept (0: none yet).
-    pub fn tape_tail(&self, locate: Locate, n: usize) -> (Vec<Trade>, u64) {
+    /// For a stream's first frame: the newest `n` trades of `locate` made
+    /// before `until` (oldest first) and the sequence of the newest of
+    /// them (0: none yet).
+    pub fn tape_tail(&self, locate: Locate, n: usize, until: u64) -> (Vec<Trade>, u64) {
         self.with(locate, |sym| {
             let Some(sym) = sym else {
                 return (Vec::new(), 0);
             };
             let tape = sym.tape.trades();
-            let last = tape.back().map_or(0, |t| t.seq);
-            let items = tape
-                .range(tape.len().saturating_sub(n)..)
-                .copied()
-                .collect();
+            let end = asof::visible(tape, until);
+            let last = tape.range(..end).next_back().map_or(0, |t| t.seq);
+            let items = tape.range(end.saturating_sub(n)..end).copied().collect();
             (items, last)
         })
     }
 
     /// For a stream at position `after` (the last trade sequence it sent):
-    /// the kept trades of `locate` after it, oldest first, at most `max`.
-    pub fn trades_after(&self, locate: Locate, after: u64, max: usize) -> TapeRead {
+    /// the kept trades of `locate` after it made before `until`, oldest
+    /// first, at most `max`.
+    pub fn trades_after(&self, locate: Locate, after: u64, max: usize, until: u64) -> TapeRead {
         self.with(locate, |sym| {
             let Some(sym) = sym else {
                 return TapeRead::default();
             };
             let tape = sym.tape.trades();
             let from = tape.partition_point(|t| t.seq <= after);
-            let pending = tape.len() - from;
+            // Only what lies after the position is looked at: a stream's
+            // earlier trades were visible at an earlier cutoff already.
+            let pending = asof::visible_after(tape, from, until);
             TapeRead {
                 trades: tape.range(from..from + pending.min(max)).copied().collect(),
                 more: pending > max,
@@ -371,37 +387,42 @@ impl Chart {
 
     /// For a stream: the `interval` bars of `locate` starting at or after
     /// `from` (ns), oldest first, at most the newest `limit`, each closed or
-    /// not by feed time.
+    /// not by feed time; as of `until` ([`LIVE`]: now).
     pub fn bars_from(
         &self,
         locate: Locate,
         interval: Interval,
         from: u64,
         limit: usize,
+        until: u64,
     ) -> Vec<Bar> {
-        let now = self.feed_time();
+        let now = self.feed_time().min(until);
         let len = interval.nanos();
+        let bound = asof::ended_before(until, interval);
         let after = |ring: &VecDeque<Kept>| {
             let start = ring.partition_point(|b| b.t < from);
-            ring.range(start.max(ring.len().saturating_sub(limit))..)
+            let end = ring.partition_point(|b| b.t < bound);
+            ring.range(start.max(end.saturating_sub(limit)).min(end)..end)
                 .copied()
                 .collect::<Vec<Kept>>()
         };
-        let kept = self.with(locate, |sym| {
+        let mut kept = self.with(locate, |sym| {
             let Some(sym) = sym else { return Vec::new() };
-            match interval {
+            let mut kept = match interval {
                 Interval::S1 => after(sym.s1.bars()),
                 Interval::M1 => after(sym.m1.bars()),
                 _ => {
                     let ring = sym.m1.bars();
                     let start = ring.partition_point(|b| b.t < from);
-                    let minutes: Vec<Kept> = ring.range(start..).copied().collect();
-                    let mut bars = bars::coarse(&minutes, len, sym.m1.floor());
-                    bars.drain(..bars.len().saturating_sub(limit));
-                    bars
+                    let end = ring.partition_point(|b| b.t < bound);
+                    let minutes: Vec<Kept> = ring.range(start.min(end)..end).copied().collect();
+                    bars::coarse(&minutes, len, sym.m1.floor())
                 }
-            }
+            };
+            kept.extend(asof::partial(sym, interval, until).filter(|p| p.t >= from));
+            kept
         });
+        kept.drain(..kept.len().saturating_sub(limit));
         kept.iter().map(|b| b.bar(len, now)).collect()
     }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::price::Price;
 
 /// A trade as clients get it (docs/PROTOCOL.md, "Trades").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Trade {
     /// Feed sequence of the trade message.
     pub seq: u64,
@@ -39,6 +39,9 @@ pub(crate) struct Tape {
     /// The highest sequence no longer kept (0: none dropped): a reader
     /// whose position is below it has missed trades.
     dropped: u64,
+    /// The newest exchange timestamp of a trade not kept (with `dropped`
+    /// 0, none): the tape holds every trade from after it.
+    dropped_ts: u64,
 }
 
 impl Tape {
@@ -47,13 +50,14 @@ impl Tape {
             ring: VecDeque::new(),
             cap,
             dropped: 0,
+            dropped_ts: 0,
         }
     }
 
     /// Puts `trade` in its place by sequence.
     pub(crate) fn insert(&mut self, trade: Trade) -> Taped {
         if self.cap == 0 {
-            self.dropped = self.dropped.max(trade.seq);
+            self.lost(trade);
             return Taped::Older;
         }
         let at = match self.ring.back() {
@@ -62,7 +66,7 @@ impl Tape {
             Some(_) => match self.ring.binary_search_by_key(&trade.seq, |t| t.seq) {
                 Ok(_) => return Taped::Repeat,
                 Err(0) if self.ring.len() >= self.cap => {
-                    self.dropped = self.dropped.max(trade.seq);
+                    self.lost(trade);
                     return Taped::Older;
                 }
                 Err(i) => i,
@@ -72,7 +76,7 @@ impl Tape {
         // then (an older trade than every kept one was refused above).
         if self.ring.len() >= self.cap {
             if let Some(old) = self.ring.pop_front() {
-                self.dropped = self.dropped.max(old.seq);
+                self.lost(old);
             }
             self.ring.insert(at - 1, trade);
         } else {
@@ -80,6 +84,18 @@ impl Tape {
             self.ring.insert(at, trade);
         }
         Taped::Kept
+    }
+
+    /// `trade` is not (or no longer) kept.
+    fn lost(&mut self, trade: Trade) {
+        self.dropped = self.dropped.max(trade.seq);
+        self.dropped_ts = self.dropped_ts.max(trade.ts);
+    }
+
+    /// Whether every trade taken with an exchange timestamp at or after
+    /// `ts` is kept.
+    pub(crate) fn holds_from(&self, ts: u64) -> bool {
+        self.dropped == 0 || self.dropped_ts < ts
     }
 
     /// The kept trades, oldest first.
