@@ -17,12 +17,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::jwt::{self, User};
 use support::ws::{Strict, TEXT, masked};
-use support::{FeedAddr, FeedWriter, Relay, get_with, scratch};
-use tickrelay::auth::{Claims, Rights, mint_hs256};
+use support::{FeedAddr, FeedWriter, Relay, get_with};
 use tickrelay::clock::now_ns;
 
-const SECRET: &str = "a-test-secret-of-more-than-32-bytes!!";
 /// The delayed user's delay.
 const DELAY_MS: u64 = 2_000;
 const DELAY_NS: u64 = DELAY_MS * 1_000_000;
@@ -39,21 +38,10 @@ struct Market {
 
 impl Market {
     fn start() -> Market {
-        let dir = scratch(&format!("chart-delayed-{}", support::unique_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let secret = dir.join("secret");
-        std::fs::write(&secret, SECRET).unwrap();
         let group = FeedAddr::unique();
-        let relay = Relay::in_process_feed(
+        let relay = jwt::relay(
             group,
-            &[
-                "--jwt-secret-file",
-                secret.to_str().unwrap(),
-                "--delay-resolution-ms",
-                "100",
-                "--stale-after-ms",
-                "60000",
-            ],
+            &["--delay-resolution-ms", "100", "--stale-after-ms", "60000"],
         );
         let mut feed = FeedWriter::new(group, "CHDELAY");
         let before = now_ns();
@@ -95,19 +83,8 @@ impl Market {
 }
 
 fn token(delay_ms: u64) -> String {
-    let claims = Claims {
-        sub: format!("charter-{delay_ms}"),
-        exp: tickrelay::clock::now_ms() / 1000 + 600,
-        nbf: None,
-        iat: None,
-        iss: None,
-        aud: None,
-        tickrelay: Rights {
-            delay_ms,
-            ..Rights::default()
-        },
-    };
-    mint_hs256(SECRET.as_bytes(), &claims).unwrap()
+    let sub = format!("charter-{delay_ms}");
+    User::named(&sub).delayed(delay_ms).token()
 }
 
 /// Checks what a delayed user got at `at`: no trade made less than the

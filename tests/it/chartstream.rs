@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::jwt::{self, User};
 use support::ws::{Strict, TEXT, masked};
 use support::{FeedAddr, FeedWriter, Relay, scratch, spawn_simulator, wait_sim};
 use tickrelay::table::chart::Bar;
@@ -64,6 +65,16 @@ fn live_market(
     seconds: u32,
     extra: &[&str],
 ) -> (Relay, std::process::Child, std::path::PathBuf) {
+    market_at(session, 2000, seconds, extra)
+}
+
+/// [`live_market`] at `rate` messages a second.
+fn market_at(
+    session: &str,
+    rate: u32,
+    seconds: u32,
+    extra: &[&str],
+) -> (Relay, std::process::Child, std::path::PathBuf) {
     let group = FeedAddr::unique();
     let mut args = vec![
         "--feed-a".to_string(),
@@ -83,7 +94,7 @@ fn live_market(
         "--symbols",
         "4",
         "--rate",
-        "2000",
+        &rate.to_string(),
         "--duration",
         &seconds.to_string(),
         "--session",
@@ -384,35 +395,12 @@ fn a_bar_closing_without_a_trade_reaches_the_subscriber() {
 /// `since` and, with what it had read, has every trade once.
 #[test]
 fn a_client_that_stops_reading_gets_4008_and_resumes_with_since_losing_no_trade() {
-    let group = FeedAddr::unique();
-    let relay = Relay::in_process(&[
-        "--feed-a".to_string(),
-        group.arg(),
-        "--write-timeout-ms".into(),
-        "1000".into(),
-        "--trade-history".into(),
-        "100000".into(),
-        "--stale-after-ms".into(),
-        "60000".into(),
-    ]);
-    let file = scratch(&format!(
-        "chartstream-slow-{}.csv",
-        support::unique_suffix()
-    ));
-    let sim = spawn_simulator(&[
-        "--group",
-        &group.arg(),
-        "--symbols",
-        "4",
-        "--rate",
-        "60000",
-        "--duration",
-        "5",
-        "--session",
+    let (relay, sim, file) = market_at(
         "CSSLOW",
-        "--record",
-        file.to_str().unwrap(),
-    ]);
+        60_000,
+        5,
+        &["--write-timeout-ms", "1000", "--trade-history", "100000"],
+    );
     wait_trades(&relay, "AAPL", 1);
     let symbols = ["AAPL", "MSFT", "AMZN", "NVDA"];
     let mut ws = Strict::connect(relay.addr, "");
@@ -476,36 +464,17 @@ fn a_client_that_stops_reading_gets_4008_and_resumes_with_since_losing_no_trade(
 /// `subscribed.denied`, nothing sent; without the channel, an error frame.
 #[test]
 fn a_symbol_outside_the_users_claims_is_denied() {
-    use tickrelay::auth::{Claims, Rights, mint_hs256};
-    let secret = b"a-test-secret-of-more-than-32-bytes!!";
-    let file = scratch(&format!("chartstream-secret-{}", support::unique_suffix()));
-    std::fs::write(&file, secret).unwrap();
     let group = FeedAddr::unique();
-    let relay = Relay::in_process(&[
-        "--feed-a",
-        &group.arg(),
-        "--jwt-secret-file",
-        file.to_str().unwrap(),
-    ]);
+    let relay = jwt::relay(group, &[]);
     let mut feed = FeedWriter::new(group, "CSENT");
     feed.list(&["AAA", "BBB"]);
     let t0 = 1_800_000_000 * SECOND;
     relay.wait_seq(feed.send(&[trade_at(0, t0, 10_0000, 1), trade_at(1, t0, 20_0000, 1)]));
     let token = |channels: &[&str]| {
-        let claims = Claims {
-            sub: "taper".into(),
-            exp: tickrelay::clock::now_ms() / 1000 + 3_600,
-            nbf: None,
-            iat: None,
-            iss: None,
-            aud: None,
-            tickrelay: Rights {
-                symbols: Some(vec!["B*".into()]),
-                channels: Some(channels.iter().map(|s| s.to_string()).collect()),
-                ..Rights::default()
-            },
-        };
-        mint_hs256(secret, &claims).unwrap()
+        User::named("taper")
+            .symbols(&["B*"])
+            .channels(channels)
+            .token()
     };
     let mut ws = Strict::connect(
         relay.addr,
@@ -549,35 +518,12 @@ fn a_symbol_outside_the_users_claims_is_denied() {
 /// carry) and, with what it had read, has every trade once.
 #[test]
 fn an_sse_trades_subscriber_that_stops_reading_gets_4008_and_resumes_with_since() {
-    let group = FeedAddr::unique();
-    let relay = Relay::in_process(&[
-        "--feed-a".to_string(),
-        group.arg(),
-        "--write-timeout-ms".into(),
-        "1000".into(),
-        "--trade-history".into(),
-        "100000".into(),
-        "--stale-after-ms".into(),
-        "60000".into(),
-    ]);
-    let file = scratch(&format!(
-        "chartstream-sse-slow-{}.csv",
-        support::unique_suffix()
-    ));
-    let sim = spawn_simulator(&[
-        "--group",
-        &group.arg(),
-        "--symbols",
-        "4",
-        "--rate",
-        "60000",
-        "--duration",
-        "5",
-        "--session",
+    let (relay, sim, file) = market_at(
         "CSSSLOW",
-        "--record",
-        file.to_str().unwrap(),
-    ]);
+        60_000,
+        5,
+        &["--write-timeout-ms", "1000", "--trade-history", "100000"],
+    );
     wait_trades(&relay, "AAPL", 1);
     let symbols = ["AAPL", "MSFT", "AMZN", "NVDA"];
     // Every quote too: bytes enough to fill the socket nobody reads.
