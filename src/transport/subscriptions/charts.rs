@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use super::Subscriptions;
+use crate::table::Table;
 use crate::table::chart::{Interval, LIVE};
-use crate::transport::chartstream::{ChartFrame, Since};
+use crate::transport::chartstream::{ChartFrame, ChartSubs, Since};
 use crate::wire::Locate;
 
 impl Subscriptions {
@@ -20,18 +21,9 @@ impl Subscriptions {
         since: Since,
         queue: usize,
     ) -> Vec<ChartFrame> {
-        let table = self.hub.table().clone();
-        let (until, _) = self.chart_at();
-        let mut frames = Vec::with_capacity(symbols.len());
-        for (s, l) in symbols {
-            self.hold(s);
-            frames.push(
-                self.charts_mut()
-                    .subscribe_trades(s, (*l, since), queue, &table, until),
-            );
-        }
-        self.clock();
-        frames
+        self.subscribe_charts(symbols, |charts, s, l, table, (until, _)| {
+            charts.subscribe_trades(s, (l, since), queue, table, until)
+        })
     }
 
     /// Subscribes to the `interval` bars of listed `symbols` with `history`
@@ -42,15 +34,25 @@ impl Subscriptions {
         interval: Interval,
         history: usize,
     ) -> Vec<ChartFrame> {
+        self.subscribe_charts(symbols, |charts, s, l, table, at| {
+            charts.subscribe_bars(s, (l, interval, history), table, at)
+        })
+    }
+
+    /// Holds each of `symbols` and subscribes it with `one`, given where
+    /// this client reads the chart ([`Subscriptions::chart_at`]); then
+    /// sets its clock. Returns the first frames.
+    fn subscribe_charts(
+        &mut self,
+        symbols: &[(Arc<str>, Locate)],
+        mut one: impl FnMut(&mut ChartSubs, &Arc<str>, Locate, &Table, (u64, u64)) -> ChartFrame,
+    ) -> Vec<ChartFrame> {
         let table = self.hub.table().clone();
         let at = self.chart_at();
         let mut frames = Vec::with_capacity(symbols.len());
         for (s, l) in symbols {
             self.hold(s);
-            frames.push(
-                self.charts_mut()
-                    .subscribe_bars(s, (*l, interval, history), &table, at),
-            );
+            frames.push(one(self.charts_mut(), s, *l, &table, at));
         }
         self.clock();
         frames
