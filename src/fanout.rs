@@ -28,8 +28,8 @@
 //! the hub's cache of the newest one), `envelope` (frames built from those
 //! shared bytes) and `hashers` (the map types keyed by locate or ticker).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -55,7 +55,7 @@ pub use hashers::{LocateHasher, LocateSet, SymbolHasher, SymbolMap};
 pub use listener::HubListener;
 use listener::clear_bit;
 pub use pending::{Pending, Scratch};
-use shard::{Event, Held, MAX_OUTBOX_EVERY, Shard, Subscriber, sweep_due};
+use shard::{Event, MAX_OUTBOX_EVERY, Shard, Subscriber, sweep_due, sweep_touched};
 
 use crate::metrics::StreamMetrics;
 use crate::table::{ChangeListener, DelayedView, LOCATES, Table};
@@ -169,30 +169,42 @@ impl Hub {
         every_limit: usize,
         delay_ms: u64,
     ) -> Arc<Client> {
+        self.register_with(transport, every_limit, delay_ms, Notify::new())
+    }
+
+    /// [`Hub::register_delayed`] with the client's writer, `sink`, in the
+    /// client's own allocation (see [`Client`]).
+    pub fn register_with<S: Sweep + 'static>(
+        &self,
+        transport: Transport,
+        every_limit: usize,
+        delay_ms: u64,
+        sink: S,
+    ) -> Arc<Client<S>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shard = (id % self.shards.len() as u64) as u32;
         let make = |delayed| {
             Arc::new(Client {
-                id,
-                shard,
-                transport,
                 pending: Mutex::new(Pending::default()),
-                notify: Notify::new(),
-                every_limit,
-                closed: AtomicBool::new(false),
-                epoch: AtomicU64::new(self.table.epoch()),
-                direct: OnceLock::new(),
                 swept: AtomicU64::new(0),
+                direct: AtomicBool::new(false),
                 held: AtomicBool::new(false),
                 clocked: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+                shard,
+                transport,
                 delayed,
+                id,
+                every_limit: u32::try_from(every_limit).unwrap_or(u32::MAX),
+                epoch: AtomicU64::new(self.table.epoch()),
+                sink,
             })
         };
         let client = self.join_delayed(&self.shards[shard as usize], delay_ms, make);
-        self.shard(&client)
+        self.shards[shard as usize]
             .clients
             .lock()
-            .insert(client.id, client.clone());
+            .insert(id, client.clone());
         self.metrics.clients.get_or_create(&transport.into()).inc();
         client
     }
@@ -235,6 +247,7 @@ impl Hub {
         list.push(Subscriber {
             client: client.clone(),
             every,
+            live: client.delayed.is_none(),
         });
         drop(subs);
         if every {
@@ -383,10 +396,7 @@ impl Hub {
                         };
                         // Delayed clients are marked by the view's tick.
                         if let Some(list) = subs.get(&info.symbol) {
-                            for s in list
-                                .iter()
-                                .filter(|s| !s.every && s.client.delayed.is_none())
-                            {
+                            for s in list.iter().filter(|s| !s.every && s.live) {
                                 let was_empty = s.client.mark(locate, &self.metrics);
                                 s.client.wake(was_empty, round, touched);
                             }
@@ -444,15 +454,7 @@ impl Hub {
         }
         // Published before the sweep: its frames promise this batch.
         shard.fanned_seq.store(last_seq, Ordering::Release);
-        let mut held = shard.held.lock();
-        for client in touched.drain(..) {
-            if let Some(sink) = client.direct.get().and_then(Weak::upgrade)
-                && let Some(at) = sink.sweep(scratch, false)
-            {
-                held.push(Held::new(at, client));
-            }
-        }
-        sweep_due(&mut held, scratch, Instant::now());
+        sweep_touched(shard, touched, scratch);
     }
 
     /// Fans out what every shard's outbox holds, here and now.

@@ -2,8 +2,8 @@
 //! (or swept in place), and its shard.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -25,51 +25,83 @@ pub trait Sweep: Send + Sync {
     /// changes until `at` (`batch_ms`): the shard sweeps it again then.
     fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant>;
 
-    /// Wakes the client's task to look at the feed status and shutdown.
+    /// Wakes the client's task to look at the feed status and shutdown
+    /// (or, for a client not written from the sweep, at what is pending).
     fn poke(&self);
+
+    /// What a client not written from the sweep waits on ([`Client::wait`]).
+    fn notified(&self) -> Option<&Notify> {
+        None
+    }
+}
+
+/// The tail of a client that is never written from the sweep (a long poll,
+/// a stream served through hyper): its task waits on [`Client::wait`], and
+/// the fan-out wakes it when work arrives.
+impl Sweep for Notify {
+    fn sweep(&self, _: &mut Scratch, _: bool) -> Option<Instant> {
+        None
+    }
+
+    fn poke(&self) {
+        self.notify_one();
+    }
+
+    fn notified(&self) -> Option<&Notify> {
+        Some(self)
+    }
 }
 
 /// The hub's side of one client: where the fan-out leaves work and how it
-/// wakes the writer.
-pub struct Client {
-    pub(super) id: u64,
-    /// The fan-out shard that serves it.
-    pub(super) shard: u32,
-    pub(super) transport: Transport,
+/// wakes the writer — and, in the same allocation, the writer itself
+/// (`sink`: a WebSocket's or SSE stream's write side, with the client's
+/// subscriptions and what each last sent). One allocation per client, the
+/// fan-out's fields first: marking a client and queueing it for the sweep
+/// touch its first two cache lines, and the sweep goes on into the same
+/// block instead of chasing a pointer to another.
+#[repr(C)]
+pub struct Client<S: ?Sized = dyn Sweep> {
     pub(super) pending: Mutex<Pending>,
-    pub(super) notify: Notify,
-    pub(super) every_limit: usize,
-    pub(super) closed: AtomicBool,
-    /// Table epoch the client has seen; older resets do not concern it.
-    pub(super) epoch: AtomicU64,
-    /// Set for clients written from the sweep: they are not woken per change.
-    pub(super) direct: OnceLock<Weak<dyn Sweep>>,
     /// The last fan-out round that queued this client for its sweep.
     pub(super) swept: AtomicU64,
+    /// Set for clients written from the sweep (`sink`): they are not woken
+    /// per change.
+    pub(super) direct: AtomicBool,
     /// Its shard holds its changes (`batch_ms`) until a timer sweeps it:
     /// changes meanwhile only mark it.
     pub(super) held: AtomicBool,
+    /// It streams bars: woken when feed time passes a second, since a bar
+    /// closes then whether or not its symbol trades.
+    pub(super) clocked: AtomicBool,
+    pub(super) closed: AtomicBool,
+    /// The fan-out shard that serves it.
+    pub(super) shard: u32,
+    pub(super) transport: Transport,
     /// Set for a delayed client: its group's position in the delayed view
     /// (shared by the shard's clients of one delay). It is marked by the
     /// view's tick, never by live changes.
     pub(super) delayed: Option<Arc<super::delayed::Position>>,
-    /// It streams bars: woken when feed time passes a second, since a bar
-    /// closes then whether or not its symbol trades.
-    pub(super) clocked: AtomicBool,
+    /// Most `every` changes it may have waiting.
+    pub(super) every_limit: u32,
+    pub(super) id: u64,
+    /// Table epoch the client has seen; older resets do not concern it.
+    pub(super) epoch: AtomicU64,
+    /// The writer: the sweep calls it when `direct`, else it is woken.
+    pub sink: S,
 }
 
-impl std::fmt::Debug for Client {
+impl<S: ?Sized> std::fmt::Debug for Client<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("id", &self.id)
             .field("transport", &self.transport)
-            .field("direct", &self.direct.get().is_some())
-            .field("delay_ms", &self.delay_ms())
+            .field("direct", &self.direct.load(Ordering::Relaxed))
+            .field("delay_ms", &self.delayed.as_ref().map_or(0, |p| p.delay_ms))
             .finish_non_exhaustive()
     }
 }
 
-impl Client {
+impl<S: ?Sized + Sweep> Client<S> {
     /// How long its data is delayed, ms (0: real time).
     pub(super) fn delay_ms(&self) -> u64 {
         self.delayed.as_ref().map_or(0, |p| p.delay_ms)
@@ -78,7 +110,11 @@ impl Client {
     /// Waits until something is pending (returns at once if it already is).
     pub async fn wait(&self) {
         loop {
-            let notified = self.notify.notified();
+            let Some(notify) = self.sink.notified() else {
+                // Written from the sweep: nobody waits on it.
+                return std::future::pending().await;
+            };
+            let notified = notify.notified();
             if !self.pending.lock().is_empty() {
                 return;
             }
@@ -120,38 +156,25 @@ impl Client {
 
     /// Wakes the writer without leaving work (e.g. feed status changed).
     pub fn poke(&self) {
-        match self.direct.get().and_then(Weak::upgrade) {
-            Some(sink) => sink.poke(),
-            None => self.notify.notify_one(),
-        }
+        self.sink.poke();
     }
 
     /// From now on the fan-out writes this client's frames itself, through
-    /// `sink`, instead of waking a task per change.
-    pub fn set_direct(&self, sink: Weak<dyn Sweep>) {
-        let _ = self.direct.set(sink);
+    /// its `sink`, instead of waking a task per change.
+    pub fn set_direct(&self) {
+        self.direct.store(true, Ordering::Release);
     }
 
-    /// Wakes a task-driven writer that had nothing pending. A direct client
-    /// is queued for the sweep of fan-out round `round` instead, once per
-    /// round, even with work pending (a throttled symbol's mark must not
-    /// hold back the others).
-    pub(super) fn wake(
-        self: &Arc<Self>,
-        was_empty: bool,
-        round: u64,
-        sweep: &mut Vec<Arc<Client>>,
-    ) {
-        if self.direct.get().is_some() {
-            if self.held.load(Ordering::Relaxed) {
-                return;
-            }
-            if self.swept.swap(round, Ordering::Relaxed) != round {
-                sweep.push(self.clone());
-            }
-        } else if was_empty {
-            self.notify.notify_one();
-        }
+    /// Whether the fan-out writes this client's frames (see `set_direct`).
+    pub(super) fn is_direct(&self) -> bool {
+        self.direct.load(Ordering::Acquire)
+    }
+
+    /// Sweeps it if it is written from the sweep: see [`Sweep::sweep`].
+    pub(super) fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant> {
+        self.is_direct()
+            .then(|| self.sink.sweep(scratch, due))
+            .flatten()
     }
 
     /// Wakes it when feed time passes a second (`on`: it streams bars).
@@ -182,7 +205,7 @@ impl Client {
     pub(super) fn push_every(&self, enc: &Arc<Encoded>) -> bool {
         let mut p = self.pending.lock();
         let was_empty = p.is_empty();
-        if p.every.len() >= self.every_limit {
+        if p.every.len() >= self.every_limit as usize {
             p.overflow = true;
             p.every.clear();
         } else if !p.overflow {
@@ -204,5 +227,29 @@ impl Client {
         p.every.clear();
         p.reset = Some(session);
         true
+    }
+}
+
+impl Client {
+    /// Wakes a task-driven writer that had nothing pending. A direct client
+    /// is queued for the sweep of fan-out round `round` instead, once per
+    /// round, even with work pending (a throttled symbol's mark must not
+    /// hold back the others).
+    pub(super) fn wake(
+        self: &Arc<Self>,
+        was_empty: bool,
+        round: u64,
+        sweep: &mut Vec<Arc<Client>>,
+    ) {
+        if self.is_direct() {
+            if self.held.load(Ordering::Relaxed) {
+                return;
+            }
+            if self.swept.swap(round, Ordering::Relaxed) != round {
+                sweep.push(self.clone());
+            }
+        } else if was_empty {
+            self.sink.poke();
+        }
     }
 }

@@ -15,9 +15,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
-use super::shard::{Held, Shard, sweep_due};
+use super::shard::{Shard, sweep_touched};
 use super::{Client, Encoded, Hub};
 use crate::clock::now_ns;
 use crate::table::chart::LIVE;
@@ -61,12 +60,12 @@ impl Hub {
     /// Builds a client with `make` given its position, and joins it to the
     /// group of `delay_ms` in `shard` (made, at the view's cutoff now, if it
     /// is the first): it reads at the group's cutoff from now on.
-    pub(super) fn join_delayed(
+    pub(super) fn join_delayed<S: super::Sweep + 'static>(
         &self,
         shard: &Shard,
         delay_ms: u64,
-        make: impl FnOnce(Option<Arc<Position>>) -> Arc<Client>,
-    ) -> Arc<Client> {
+        make: impl FnOnce(Option<Arc<Position>>) -> Arc<Client<S>>,
+    ) -> Arc<Client<S>> {
         let Some(view) = self.delayed.as_ref().filter(|_| delay_ms > 0) else {
             return make(None);
         };
@@ -225,15 +224,7 @@ impl Hub {
             // The promise last: every change it covers is marked.
             position.view_seq.store(view.seq(to), Ordering::Release);
         }
-        let mut held = shard.held.lock();
-        for client in touched.drain(..) {
-            if let Some(sink) = client.direct.get().and_then(std::sync::Weak::upgrade)
-                && let Some(at) = sink.sweep(scratch, false)
-            {
-                held.push(Held::new(at, client));
-            }
-        }
-        sweep_due(&mut held, scratch, Instant::now());
+        sweep_touched(shard, touched, scratch);
     }
 
     /// Marks `locates` for those of `clients` (one delay group) that

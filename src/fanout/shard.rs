@@ -3,8 +3,8 @@
 //! holding their changes (`batch_ms`).
 
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
@@ -19,6 +19,9 @@ use crate::wire::{Locate, Session};
 pub(super) struct Subscriber {
     pub(super) client: Arc<Client>,
     pub(super) every: bool,
+    /// Real time (not delayed): kept here so the fan-out's filter reads the
+    /// list alone, not the client.
+    pub(super) live: bool,
 }
 
 #[derive(Clone)]
@@ -72,13 +75,23 @@ pub(super) fn sweep_due(held: &mut BinaryHeap<Held>, scratch: &mut Scratch, now:
             break;
         };
         client.held.store(false, Ordering::Relaxed);
-        if let Some(sink) = client.direct.get().and_then(Weak::upgrade)
-            && let Some(at) = sink.sweep(scratch, true)
-        {
+        if let Some(at) = client.sweep(scratch, true) {
             again.push(Held::new(at, client));
         }
     }
     held.extend(again);
+}
+
+/// Sweeps the clients a fan-out round queued, then those held whose window
+/// has passed.
+pub(super) fn sweep_touched(shard: &Shard, touched: &mut Vec<Arc<Client>>, scratch: &mut Scratch) {
+    let mut held = shard.held.lock();
+    for client in touched.drain(..) {
+        if let Some(at) = client.sweep(scratch, false) {
+            held.push(Held::new(at, client));
+        }
+    }
+    sweep_due(&mut held, scratch, Instant::now());
 }
 
 /// A client held until `at`.

@@ -141,7 +141,7 @@ pub async fn handler(
     gauge.inc();
     let _waiting = Waiting(gauge);
     let client = state.hub.register_delayed(Transport::Poll, 1, delay);
-    let mut subs = Subscriptions::new(state.hub.clone(), client);
+    let mut subs = Subscriptions::new(state.hub.clone(), Arc::downgrade(&client));
     // Woken by a change to a quote or a book asked for.
     let symbols: Vec<Arc<str>> = locates
         .iter()
@@ -160,7 +160,7 @@ pub async fn handler(
             break;
         }
         tokio::select! {
-            _ = subs.client().wait() => { let _ = subs.client().take(); }
+            _ = client.wait() => { let _ = client.take(); }
             _ = tokio::time::sleep_until(deadline) => break,
             _ = state.cancel.cancelled() => break,
         }

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Extension;
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::accept::{RawConn, Upgrade};
 use crate::admission::ConnGuard;
 use crate::api::{ApiError, AppState, Door, close};
-use crate::fanout::{Sweep, envelope};
+use crate::fanout::{Client, envelope};
 use crate::feed::FeedState;
 use crate::metrics::TransportCounters;
 use crate::table::BookFrame;
@@ -35,7 +35,9 @@ use crate::transport::subscriptions::{
 };
 use crate::transport::task::{Pacers, Protocol, Step, Task};
 use crate::transport::user::{ConnUser, Ending, Expiry, TOKEN_EXPIRED};
-use crate::transport::writer::{Event, Framing, Verdict, WriteSide, sse_head};
+use crate::transport::writer::{
+    Direct, Event, Framing, Slot, StreamClient, Verdict, WriteSide, sse_head,
+};
 
 /// Query of `/v1/stream`.
 #[derive(Debug, Deserialize)]
@@ -124,11 +126,20 @@ pub async fn handler(
         .map(str::to_owned)
         .or(q.last_event_id);
 
-    let client =
-        state
-            .hub
-            .register_delayed(Transport::Sse, policy.every_queue, identity.rights.delay_ms);
-    let mut subs = Subscriptions::new(state.hub.clone(), client);
+    // Served off hyper (`accept`), the fan-out writes the events: the write
+    // side will live in the client's slot. Through hyper, a task does.
+    let (every, delay) = (policy.every_queue, identity.rights.delay_ms);
+    let (client, direct): (Arc<Client>, _) = match raw.is_some() {
+        true => {
+            let c = (state.hub).register_with(Transport::Sse, every, delay, Slot::default());
+            (c.clone(), Some(c))
+        }
+        false => (
+            (state.hub).register_delayed(Transport::Sse, every, delay),
+            None,
+        ),
+    };
+    let mut subs = Subscriptions::new(state.hub.clone(), Arc::downgrade(&client));
     subs.set_batch(batch);
     let session = state.table.session();
     let since = subs.resume_from(resume_point(resume.as_deref(), session));
@@ -186,14 +197,13 @@ pub async fn handler(
             HeaderValue::from_static("no"),
         ),
     ];
-    if raw.is_some() {
-        // Served off hyper (`accept`): the fan-out writes the events.
+    if let Some(client) = direct {
         let first = first.freeze();
         let mut response = head.into_response();
         response.extensions_mut().insert(Upgrade::new(move |tcp| {
             let tracker = state.tracker.clone();
-            let stream = DirectStream::start(state, tcp, subs, first, guard, user);
-            pacers.sse.add(&stream.direct);
+            let stream = DirectStream::start(state, tcp, (client, subs), first, guard, user);
+            pacers.sse.add(stream.direct.client());
             // Its own task (`transport::task`), spawned as it is.
             tracker.spawn(Task::new(stream));
         }));
@@ -209,6 +219,7 @@ pub async fn handler(
         cancel: state.cancel.clone(),
         state: state.clone(),
         subs,
+        client,
         counters,
         feed,
         first: Some(first.freeze()),
@@ -269,6 +280,8 @@ fn event(out: &mut BytesMut, name: &str, session: &str, seq: u64, data: &[u8]) {
 struct SseStream {
     state: AppState,
     subs: Subscriptions,
+    /// The hub's client (the subscriptions' owner).
+    client: Arc<Client>,
     counters: TransportCounters,
     feed: watch::Receiver<FeedState>,
     keepalive: Duration,
@@ -332,7 +345,7 @@ impl SseStream {
                 (code, reason) = ended(self.ending.as_deref()) => {
                     return Some(self.end_event(code, &reason));
                 }
-                _ = self.subs.client().wait(), if held.is_none() => {
+                _ = self.client.wait(), if held.is_none() => {
                     if let Some(chunk) = self.ticks() { return Some(chunk); }
                 }
                 _ = sleep_until(due) => {
@@ -473,9 +486,15 @@ async fn sleep_until(at: Option<Instant>) {
 /// shutdown notice, finishes writes that would block, and notices the client
 /// going away.
 struct DirectStream {
-    direct: Arc<WriteSide>,
+    direct: Direct,
     feed: watch::Receiver<FeedState>,
     _guard: ConnGuard,
+}
+
+impl Drop for DirectStream {
+    fn drop(&mut self) {
+        self.direct.unregister();
+    }
 }
 
 impl DirectStream {
@@ -483,23 +502,21 @@ impl DirectStream {
     fn start(
         state: AppState,
         tcp: tokio::net::TcpStream,
-        subs: Subscriptions,
+        (client, subs): (Arc<StreamClient>, Subscriptions),
         first: Bytes,
         guard: ConnGuard,
         user: Option<Arc<ConnUser>>,
     ) -> Self {
-        let client = subs.client().clone();
         let mut feed = state.feed.clone();
         feed.mark_unchanged();
-        let direct = Arc::new(WriteSide::new(state, tcp, Framing::Sse, subs, user));
-        direct.watch_user();
+        let side = WriteSide::new(state, tcp, Framing::Sse, subs, user);
         // Consumed here: the first event's buffer is not kept for the
-        // connection's life.
+        // connection's life. Written before the sweep knows the client.
         let mut out = Vec::from(first);
-        direct.seal(&mut out, 0);
-        direct.write(&mut direct.lock(), &out);
-        let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<WriteSide>;
-        client.set_direct(sink);
+        side.seal(&mut out, 0);
+        side.write(&mut side.lock(), &out);
+        let direct = Direct::install(client, side);
+        direct.watch_user();
         // Changes marked before the sweep knew this client.
         direct.flush_if_idle(false);
         DirectStream {
@@ -622,19 +639,26 @@ mod sizes {
         let sse = std::mem::size_of::<Task<DirectStream>>();
         let ws = crate::transport::ws::task_size();
         let direct = std::mem::size_of::<WriteSide>();
-        let client = std::mem::size_of::<crate::fanout::Client>();
-        eprintln!("sse task {sse} B, ws task {ws} B, WriteSide {direct} B, Client {client} B");
+        let head = std::mem::size_of::<crate::fanout::Client<()>>();
+        let client = std::mem::size_of::<StreamClient>();
+        eprintln!(
+            "sse task {sse} B, ws task {ws} B, WriteSide {direct} B, client head {head} B, \
+             streaming client {client} B"
+        );
         assert!(sse <= 80 && ws <= 256, "sse {sse}, ws {ws}");
-        // WriteSide: 432 with where deliveries are counted (two words: the
+        // WriteSide: 440 with where deliveries are counted (two words: the
         // user of a per-user token, or the class `none`), the book
         // subscriptions (an empty list), permessage-deflate (one empty
         // pointer), the trades and bars subscriptions (one empty pointer),
-        // and the transport's counters behind one shared pointer. Client:
-        // 192 with the delayed position (one pointer, empty for a real-time
-        // client) and the feed-clock flag (in padding).
+        // the transport's counters behind one shared pointer, and the weak
+        // reference to its client (two words: its tail is a trait object).
+        // The client's head: 144 with the delayed position (one pointer,
+        // empty for a real-time client); a long poll's `Notify` is its tail,
+        // not the head's. A streaming client is both in one block: the
+        // head, then the write side in its slot (a `OnceLock`: 8 more).
         assert!(
-            direct <= 432 && client <= 192,
-            "WriteSide {direct}, Client {client}"
+            direct <= 440 && head <= 144 && client <= head + direct + 8,
+            "WriteSide {direct}, client head {head}, streaming client {client}"
         );
     }
 }

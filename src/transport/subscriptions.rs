@@ -2,7 +2,7 @@
 //! that turns the hub's pending marks into one batch of quotes, and the
 //! promise (`seq`) each batch carries.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::clock::now_ns;
@@ -181,7 +181,10 @@ pub struct Batch {
 /// A streaming client's subscriptions and delivery state.
 pub struct Subscriptions {
     hub: Arc<Hub>,
-    client: Arc<Client>,
+    /// The hub's client. Not owned: a streaming client's subscriptions live
+    /// in the client's own allocation (its write side), and the connection's
+    /// task owns the client.
+    client: Weak<Client>,
     subs: SubTable,
     /// The marks of the last drain, kept for their capacity.
     scratch: Vec<Locate>,
@@ -204,8 +207,8 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    /// Empty, for `client`.
-    pub fn new(hub: Arc<Hub>, client: Arc<Client>) -> Self {
+    /// Empty, for `client` (its owner keeps it: see `client`).
+    pub fn new(hub: Arc<Hub>, client: Weak<Client>) -> Self {
         let subs = SubTable {
             listings: hub.table().listings(),
             ..SubTable::default()
@@ -246,9 +249,23 @@ impl Subscriptions {
         (at > now).then_some(at)
     }
 
-    /// The hub client (to wait on).
-    pub fn client(&self) -> &Arc<Client> {
-        &self.client
+    /// The hub client, while its owner holds it: always, but while the
+    /// client's allocation is being freed (and with it these
+    /// subscriptions), when there is nothing left to do.
+    fn client(&self) -> Option<Arc<Client>> {
+        self.client.upgrade()
+    }
+
+    /// [`Hub::position`] of the client (nothing: when it is gone).
+    fn position(&self) -> (u64, At) {
+        self.client()
+            .map_or((0, At::Live), |c| self.hub.position(&c))
+    }
+
+    /// [`Hub::snapshot_position`] of the client (nothing: when it is gone).
+    fn snapshot_position(&self) -> (u64, At) {
+        self.client()
+            .map_or((0, At::Live), |c| self.hub.snapshot_position(&c))
     }
 
     /// Number of symbol subscriptions (the wildcard counts as one).
@@ -278,14 +295,17 @@ impl Subscriptions {
         opts: SubOptions,
         since: Option<u64>,
     ) -> (u64, Vec<Arc<Encoded>>) {
+        let Some(client) = self.client() else {
+            return (self.promised, Vec::new());
+        };
         for s in symbols {
-            self.hub.subscribe(&self.client, s, opts.every);
+            self.hub.subscribe(&client, s, opts.every);
         }
         // Registered first, read second: a change after the read is marked
         // pending and follows; one up to the table's sequence read here is
         // in the newest quotes read next, whether or not the fan-out has
         // seen it yet. (A delayed client: the view's, at its cutoff.)
-        let (seq, at) = self.hub.snapshot_position(&self.client);
+        let (seq, at) = self.hub.snapshot_position(&client);
         let table = self.hub.table().clone();
         let current = symbols
             .iter()
@@ -300,9 +320,12 @@ impl Subscriptions {
         opts: SubOptions,
         since: Option<u64>,
     ) -> (u64, Vec<Arc<Encoded>>) {
-        self.hub.subscribe_all(&self.client);
+        let Some(client) = self.client() else {
+            return (self.promised, Vec::new());
+        };
+        self.hub.subscribe_all(&client);
         self.wildcard = Some(opts);
-        let (seq, at) = self.hub.snapshot_position(&self.client);
+        let (seq, at) = self.hub.snapshot_position(&client);
         let table = self.hub.table().clone();
         let current: Vec<Arc<Encoded>> = table
             .locates()
@@ -330,7 +353,7 @@ impl Subscriptions {
         let mut quotes = Vec::with_capacity(current.len());
         // A delayed view may hold nothing yet of a symbol (`seq` 0): the
         // snapshot still names it, as a delayed REST snapshot does.
-        let delayed = matches!(self.hub.position(&self.client).1, At::Cutoff(_));
+        let delayed = matches!(self.position().1, At::Cutoff(_));
         for enc in current {
             let (i, new) = match self.subs.find(enc.locate, &enc.quote.symbol, table) {
                 Some(i) => {
@@ -365,14 +388,17 @@ impl Subscriptions {
 
     /// `since` as this client may resume from it (see [`resumable`]).
     pub fn resume_from(&self, since: Option<u64>) -> Option<u64> {
-        let (seq, at) = self.hub.snapshot_position(&self.client);
+        let (seq, at) = self.snapshot_position();
         resumable(since, seq, at)
     }
 
     /// Ends subscriptions to `symbols` (`*` ends the wildcard).
     pub fn unsubscribe(&mut self, symbols: &[Arc<str>]) {
-        if symbols.iter().any(|s| &**s == "*") && self.wildcard.take().is_some() {
-            self.hub.unsubscribe_all(&self.client);
+        if symbols.iter().any(|s| &**s == "*")
+            && self.wildcard.take().is_some()
+            && let Some(client) = self.client()
+        {
+            self.hub.unsubscribe_all(&client);
         }
         let table = self.hub.table().clone();
         for s in symbols {
@@ -403,8 +429,10 @@ impl Subscriptions {
     /// Registers `symbol` with the hub unless something of it already is
     /// (a quote subscription in `every` mode stays so).
     fn hold(&self, symbol: &Arc<str>) {
-        if !self.wanted(symbol) {
-            self.hub.subscribe(&self.client, symbol, false);
+        if !self.wanted(symbol)
+            && let Some(client) = self.client()
+        {
+            self.hub.subscribe(&client, symbol, false);
         }
     }
 
@@ -415,7 +443,9 @@ impl Subscriptions {
             .filter(|s| &***s != "*" && !self.wanted(s))
             .cloned()
             .collect();
-        self.hub.unsubscribe(&self.client, &gone);
+        if let Some(client) = self.client() {
+            self.hub.unsubscribe(&client, &gone);
+        }
     }
 
     /// Subscribes to the books of listed `symbols` at `depth`; returns
@@ -469,10 +499,13 @@ impl Subscriptions {
     /// reused buffer: no allocation per frame) instead of `Batch::quotes`.
     pub fn drain_into(&mut self, quotes: &mut Vec<Arc<Encoded>>) -> Batch {
         // The promise first, then where to read: see `Hub::position`.
-        let (fanned, at) = self.hub.position(&self.client);
+        let Some(client) = self.client() else {
+            return Batch::default();
+        };
+        let (fanned, at) = self.hub.position(&client);
         let mut marks = std::mem::take(&mut self.scratch);
         marks.clear();
-        let (every, overflow, reset) = self.client.take_into(&mut marks);
+        let (every, overflow, reset) = client.take_into(&mut marks);
         let mut batch = Batch {
             seq: fanned,
             overflow,
@@ -548,7 +581,7 @@ impl Subscriptions {
                     // this symbol has been sent, or than the last promise
                     // (every change up to it was delivered, and a held change
                     // is always newer), so the envelope seq never steps back.
-                    self.client.remark(locate);
+                    client.remark(locate);
                     promise = promise.min(sub.last_seq.max(self.promised));
                     self.next_due = Some(self.next_due.map_or(due, |d| d.min(due)));
                     continue;
@@ -600,12 +633,24 @@ impl Subscriptions {
 
 impl Drop for Subscriptions {
     fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+impl Subscriptions {
+    /// Ends every subscription and takes the client out of the hub, which
+    /// then holds it no more. Done when the subscriptions are dropped; a
+    /// connection whose subscriptions live in its client (its write side)
+    /// calls it when it ends, since the hub's hold keeps that client alive.
+    pub fn unregister(&mut self) {
         let mut symbols = self.symbols();
         symbols.extend(self.books.names());
         symbols.extend(self.charts().names());
         symbols.sort();
         symbols.dedup();
-        self.hub.unregister(&self.client, &symbols);
+        if let Some(client) = self.client() {
+            self.hub.unregister(&client, &symbols);
+        }
     }
 }
 

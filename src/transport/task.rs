@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::feed::FeedState;
 use crate::transport::pacer::Pacer;
-use crate::transport::writer::{Event, Timer, Verdict, WriteSide, arm};
+use crate::transport::writer::{Event, StreamClient, Timer, Verdict, WriteSide, arm};
 
 /// What follows an event.
 pub enum Step {
@@ -101,9 +101,9 @@ impl<P: Protocol> Future for Task<P> {
 #[derive(Clone)]
 pub struct Pacers {
     /// WebSocket pings, every `ping_interval`.
-    pub ws: Arc<Pacer<WriteSide>>,
+    pub ws: Arc<Pacer<StreamClient>>,
     /// SSE keep-alives, every `keepalive`.
-    pub sse: Arc<Pacer<WriteSide>>,
+    pub sse: Arc<Pacer<StreamClient>>,
 }
 
 impl Pacers {

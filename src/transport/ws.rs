@@ -19,7 +19,7 @@ use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Extension;
@@ -37,7 +37,7 @@ use crate::api::{ApiError, AppState, Door, ErrorCode, Refused, close, parse_symb
 use crate::api::{entitled, identify};
 use crate::auth::{Channel, Identity};
 use crate::deflate::{Agreement, Inflater};
-use crate::fanout::{Encoded, Format, Sweep, envelope};
+use crate::fanout::{Encoded, Format, envelope};
 use crate::feed::FeedState;
 use crate::transport::kind::{SlowReason, Transport};
 use crate::transport::slow::write_all;
@@ -48,7 +48,7 @@ use crate::transport::subscriptions::{
 use crate::transport::task::{Pacers, Protocol, Step, Task};
 use crate::transport::user::TOKEN_EXPIRED;
 use crate::transport::user::{ConnUser, Expiry};
-use crate::transport::writer::{Event, Framing, Verdict, WriteSide, WriteState};
+use crate::transport::writer::{Direct, Event, Framing, Slot, Verdict, WriteSide, WriteState};
 use crate::transport::wsdeflate::{Held, Outgoing};
 use crate::transport::wsframe::{self, CloseWait, FrameError, Incoming, opcode};
 use crate::transport::wsmsg::{ServerFrame, feed_frame};
@@ -206,7 +206,7 @@ pub async fn handler(
     let start = move |tcp: TcpStream, read: Bytes| match (guard, refusal) {
         (Some(guard), None) => {
             let conn = Conn::start(state, tcp, read, (format, deflate), guard, user);
-            pacers.ws.add(&conn.direct);
+            pacers.ws.add(conn.direct.client());
             spawn.spawn(Task::new(conn));
         }
         (_, Some((code, reason))) => {
@@ -328,7 +328,7 @@ enum Flow {
 /// A connection's task: reads the client's frames, pings, pushes feed
 /// status and shutdown, and takes over writes the sweep could not finish.
 struct Conn {
-    direct: Arc<WriteSide>,
+    direct: Direct,
     format: Format,
     reader: wsframe::Reader,
     ops: OpRate,
@@ -352,26 +352,21 @@ impl Conn {
     ) -> Self {
         let policy = &state.config.policy;
         let delay = user.as_ref().map_or(0, |u| u.identity().rights.delay_ms);
-        let client = state
-            .hub
-            .register_delayed(Transport::Ws, policy.every_queue, delay);
-        let subs = Subscriptions::new(state.hub.clone(), client.clone());
-        let direct = Arc::new(WriteSide::new(
-            state.clone(),
-            tcp,
-            Framing::Ws(format),
-            subs,
-            user,
-        ));
-        direct.watch_user();
+        let client =
+            state
+                .hub
+                .register_with(Transport::Ws, policy.every_queue, delay, Slot::default());
+        let weak = Arc::downgrade(&client);
+        let subs = Subscriptions::new(state.hub.clone(), weak);
+        let side = WriteSide::new(state.clone(), tcp, Framing::Ws(format), subs, user);
         let mut reader = wsframe::Reader::default();
         let metrics = &state.hub.metrics;
         if let Some(agreement) = deflate {
-            direct.set_deflate(Outgoing::new(agreement, metrics));
+            side.set_deflate(Outgoing::new(agreement, metrics));
             reader.inflater = Some(Inflater::new(!agreement.client_no_context));
         }
-        let sink: Weak<dyn Sweep> = Arc::downgrade(&direct) as Weak<WriteSide>;
-        client.set_direct(sink);
+        let direct = Direct::install(client, side);
+        direct.watch_user();
         reader.buf.extend_from_slice(&read);
         let mut feed = state.feed.clone();
         feed.mark_unchanged();
@@ -570,6 +565,12 @@ impl Conn {
         self.control_into(&mut w, &mut out, frame);
         self.direct.write(&mut w, &out);
         Flow::Continue
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.direct.unregister();
     }
 }
 

@@ -398,3 +398,108 @@ fn the_conformance_catalogue() {
         }
     }
 }
+
+/// The inode of the relay's side of the connection from local port `peer`
+/// to the relay's `port` (`/proc/net/tcp*`).
+fn relay_side(port: u16, peer: u16) -> u64 {
+    let (local, remote) = (format!(":{port:04X}"), format!(":{peer:04X}"));
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .find_map(|line| {
+            // sl, local, remote, state, …, inode (the tenth).
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 9 && f[1].ends_with(&local) && f[2].ends_with(&remote))
+                .then(|| f[9].parse().ok())
+                .flatten()
+        })
+        .expect("the relay's side of the connection is listed")
+}
+
+/// Which of the sockets `inodes` a file of this process (the relay runs
+/// in it) still holds. A socket whose file is closed is gone from here,
+/// whatever its TCP state.
+fn still_open(inodes: &[u64]) -> Vec<u64> {
+    let links: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|l| l.to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    inodes
+        .iter()
+        .copied()
+        .filter(|i| links.contains(&format!("socket:[{i}]")))
+        .collect()
+}
+
+/// A streaming client's write side lives in its hub client, which the hub
+/// holds until the connection unregisters it: a connection that ended and
+/// forgot to would keep its socket (and memory) for the relay's life. Every
+/// way a connection ends — the client's Close, a server close (a protocol
+/// error, 1002, takes the same path as 4008/4009/4010), an SSE client going
+/// away — after subscriptions of every channel, must close its socket.
+#[test]
+fn a_connection_that_ends_frees_its_socket() {
+    let mut relay = InProcess::start(Settings::default());
+    let port = relay.addr.port();
+    let subscribe_all = |ws: &mut Strict| {
+        for op in [
+            r#"{"op":"subscribe","symbols":["AAA","BBB"]}"#,
+            r#"{"op":"subscribe","channel":"book","symbols":["AAA"]}"#,
+            r#"{"op":"subscribe","channel":"trades","symbols":["AAA"]}"#,
+            r#"{"op":"subscribe","channel":"bars","interval":"1s","symbols":["BBB"]}"#,
+        ] {
+            ws.send(&masked(TEXT, op.as_bytes()));
+            // Past the frames the earlier subscriptions sent meanwhile.
+            loop {
+                let f = ws.frame().expect("a frame before EOF");
+                if f.op == 0x1 && f.text().contains(r#""type":"subscribed""#) {
+                    break;
+                }
+            }
+        }
+        relay_side(port, ws.tcp.local_addr().unwrap().port())
+    };
+    let mut relay_sockets = Vec::new();
+    for round in 0..3 {
+        // The client closes.
+        let mut ws = Strict::connect(relay.addr, "");
+        relay_sockets.push(subscribe_all(&mut ws));
+        ws.send(&masked(CLOSE, &close_payload(1000, b"")));
+        ws.until_close();
+        ws.expect_fin_at_once("client close");
+        // The relay closes: a frame that breaks the protocol.
+        let mut ws = Strict::connect(relay.addr, "");
+        relay_sockets.push(subscribe_all(&mut ws));
+        ws.send(&[0x81, 0x02, b'h', b'i']);
+        assert_eq!(ws.until_close().0, 1002, "round {round}: an unmasked frame");
+        ws.send(&masked(CLOSE, &close_payload(1002, b"")));
+        ws.expect_fin_at_once("server close");
+        // An SSE client of every channel goes away.
+        let mut sse = std::net::TcpStream::connect(relay.addr).unwrap();
+        let get = "GET /v1/stream?symbols=AAA&book=AAA&trades=AAA&bars=BBB&interval=1s \
+                   HTTP/1.1\r\nHost: relay\r\n\r\n";
+        std::io::Write::write_all(&mut sse, get.as_bytes()).unwrap();
+        sse.set_read_timeout(Some(support::DEADLINE)).unwrap();
+        let mut head = [0u8; 512];
+        let n = std::io::Read::read(&mut sse, &mut head).unwrap();
+        let head = String::from_utf8_lossy(&head[..n]);
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+        relay_sockets.push(relay_side(port, sse.local_addr().unwrap().port()));
+    }
+    // Quotes of the subscribed symbols make the relay write to (and so
+    // notice) the SSE clients that left.
+    let mut bid = 100_0000;
+    support::poll_until(
+        support::DEADLINE,
+        "every ended connection's socket closed",
+        || {
+            bid += 100;
+            relay.feed.quote(0, bid, bid + 100, (1, 2));
+            still_open(&relay_sockets).is_empty().then_some(())
+        },
+    );
+}

@@ -62,7 +62,7 @@ impl Subscriptions {
     /// and bars before (`LIVE`, or its delayed cutoff's), and the feed
     /// position it may be told of there.
     fn chart_at(&self) -> (u64, u64) {
-        let (seq, at) = self.hub.snapshot_position(&self.client);
+        let (seq, at) = self.snapshot_position();
         (self.hub.until_at(at), seq)
     }
 
@@ -70,10 +70,12 @@ impl Subscriptions {
     /// for bars (a bar closes without a trade); a delayed client's cutoff
     /// for any chart subscription (trades become visible with time).
     fn clock(&self) {
-        let delayed = self.hub.until_at(self.hub.position(&self.client).1) != LIVE;
+        let delayed = self.hub.until_at(self.position().1) != LIVE;
         let charts = self.charts();
         let on = charts.has_bars() || (delayed && !charts.is_empty());
-        self.client.set_clocked(on);
+        if let Some(client) = self.client() {
+            client.set_clocked(on);
+        }
     }
 
     /// Ends the trades (`bars: false`) or bars (of `interval`, or every

@@ -36,7 +36,10 @@ impl Feed {
 
     fn client(&self, every_limit: usize) -> Subscriptions {
         let client = self.hub.register(Transport::Ws, every_limit);
-        Subscriptions::new(self.hub.clone(), client)
+        let subs = Subscriptions::new(self.hub.clone(), Arc::downgrade(&client));
+        // The hub holds the client until the subscriptions unregister it.
+        drop(client);
+        subs
     }
 
     /// A quote for `locate` at the next sequence; returns the sequence.
