@@ -469,7 +469,7 @@ impl Hub {
     pub fn poke_all(&self) {
         for shard in self.shards.iter() {
             // Outside the lock: a poke may hold the last reference to a
-            // connection's write side, whose drop unregisters the client.
+            // client that left, whose drop frees its write side.
             let clients: Vec<Arc<Client>> = shard.clients.lock().values().cloned().collect();
             for c in clients {
                 c.poke();
