@@ -396,9 +396,12 @@ impl Hub {
                         };
                         // Delayed clients are marked by the view's tick.
                         if let Some(list) = subs.get(&info.symbol) {
-                            for s in list.iter().filter(|s| !s.every && s.live) {
-                                let was_empty = s.client.mark(locate, &self.metrics);
-                                s.client.wake(was_empty, round, touched);
+                            for run in list.chunks(TOUCH_AHEAD) {
+                                run.iter().for_each(|s| s.client.touch());
+                                for s in run.iter().filter(|s| !s.every && s.live) {
+                                    let was_empty = s.client.mark(locate, &self.metrics);
+                                    s.client.wake(was_empty, round, touched);
+                                }
                             }
                         }
                         for c in wildcard.iter().filter(|c| c.delayed.is_none()) {
@@ -477,6 +480,10 @@ impl Hub {
         }
     }
 }
+
+/// Clients whose lines the fan-out loads together before it marks them
+/// (and the sweep before it writes them): their misses overlap.
+const TOUCH_AHEAD: usize = 16;
 
 async fn sleep_until(at: Option<Instant>) {
     match at {

@@ -29,6 +29,10 @@ pub trait Sweep: Send + Sync {
     /// (or, for a client not written from the sweep, at what is pending).
     fn poke(&self);
 
+    /// Loads the lines the sweep will read first, without waiting for them
+    /// (see `Client::touch`).
+    fn touch(&self) {}
+
     /// What a client not written from the sweep waits on ([`Client::wait`]).
     fn notified(&self) -> Option<&Notify> {
         None
@@ -231,6 +235,16 @@ impl<S: ?Sized + Sweep> Client<S> {
 }
 
 impl Client {
+    /// Loads the lines of this client that marking and queueing it touch
+    /// (the counts and marks, the lock and flags), without waiting for
+    /// them: touched for a run of clients before any is marked, their
+    /// cache misses overlap instead of following one another.
+    #[inline]
+    pub(super) fn touch(self: &Arc<Self>) {
+        std::hint::black_box(Arc::strong_count(self));
+        std::hint::black_box(self.swept.load(Ordering::Relaxed));
+    }
+
     /// Wakes a task-driven writer that had nothing pending. A direct client
     /// is queued for the sweep of fan-out round `round` instead, once per
     /// round, even with work pending (a throttled symbol's mark must not

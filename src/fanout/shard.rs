@@ -86,11 +86,18 @@ pub(super) fn sweep_due(held: &mut BinaryHeap<Held>, scratch: &mut Scratch, now:
 /// has passed.
 pub(super) fn sweep_touched(shard: &Shard, touched: &mut Vec<Arc<Client>>, scratch: &mut Scratch) {
     let mut held = shard.held.lock();
-    for client in touched.drain(..) {
-        if let Some(at) = client.sweep(scratch, false) {
-            held.push(Held::new(at, client));
+    for run in touched.chunks(super::TOUCH_AHEAD) {
+        for client in run {
+            client.touch();
+            client.sink.touch();
+        }
+        for client in run {
+            if let Some(at) = client.sweep(scratch, false) {
+                held.push(Held::new(at, client.clone()));
+            }
         }
     }
+    touched.clear();
     sweep_due(&mut held, scratch, Instant::now());
 }
 
