@@ -90,6 +90,12 @@ fn compressors() -> Vec<(&'static str, Compressor)> {
                 compress_alone(m, out, None);
             }),
         ),
+        (
+            "no_context_small",
+            Box::new(|m: &[u8], out: &mut Vec<u8>| {
+                compress_alone(m, out, Some(SMALL_WINDOW_BITS));
+            }),
+        ),
     ]
 }
 

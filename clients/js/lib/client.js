@@ -390,7 +390,7 @@ class Client {
     }
 
     if (seq !== null) {
-      const moved = r.advance(seq, meta.kind, meta.sentAt);
+      const moved = r.advance(seq, meta.kind, meta.sentAt, this.feed.complete);
       if (moved === 'reset') {
         // The cursor went back: take this snapshot's quotes as they are.
         opt.force = true;

@@ -61,8 +61,12 @@ export class ResumeState {
    *              truth: the cursor went back, and its quotes must be taken
    *              even where they look older;
    *   'behind' — a stream envelope behind the cursor: re-read the watchlist.
+   * `complete`: the relay holds every symbol's state (its feed status). One
+   * that is rebuilding it (a late join: its `seq` stays 0 until it is whole)
+   * is behind, not a new truth: a snapshot of it is 'kept', and each
+   * symbol's newest quote wins.
    */
-  advance(seq, kind, sentAt) {
+  advance(seq, kind, sentAt, complete = true) {
     const c = this.cursor;
     if (kind === 'add') {
       // The new symbols are only as fresh as this snapshot: never resume past it.
@@ -75,7 +79,7 @@ export class ResumeState {
       return 'moved';
     }
     if (kind !== 'full') return 'behind';
-    if (sentAt === undefined || this.movedAt <= sentAt) {
+    if (complete && (sentAt === undefined || this.movedAt <= sentAt)) {
       // A whole-subscription snapshot behind a cursor that hasn't moved
       // since we asked: the feed restarted under the same session name,
       // or this relay lags. Either way it is the truth now.

@@ -58,3 +58,19 @@ test('MessagePack quotes come out with decimal-string prices', () => {
   // JSON quotes keep their strings as they are.
   assert.equal(normaliseQuote({ symbol: 'x', seq: '3', bid: '1.5000' }).bid, '1.5000');
 });
+
+test('a snapshot behind the cursor is the truth only from a relay that holds every symbol', async () => {
+  const { ResumeState } = await import('../lib/resume.js');
+  // A relay rejoining mid-session answers seq 0 until its state is whole
+  // (complete=false): behind, not a reset; each symbol's newest wins.
+  const r = new ResumeState();
+  r.adopt('S1', 500);
+  assert.equal(r.pass('AAA', 'S1', 480, false), true);
+  assert.equal(r.advance(0, 'full', undefined, false), 'kept');
+  assert.equal(r.cursor.seq, 500, 'the cursor stays');
+  assert.equal(r.pass('AAA', 'S1', 300, false), false, 'an older AAA is not passed on');
+  // A whole relay's snapshot behind a cursor that has not moved since it was
+  // asked for: the feed restarted under the same name; it is the truth.
+  assert.equal(r.advance(120, 'full', undefined, true), 'reset');
+  assert.equal(r.cursor.seq, 120);
+});
