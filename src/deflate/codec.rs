@@ -90,8 +90,8 @@ const KEEP_AT_MOST: usize = 256 * 1024;
 /// 2^[`SMALL_WINDOW_BITS`] when the client set no bound (any window up to
 /// 32 KiB inflates it). A message alone is a few hundred bytes: the 32 KiB
 /// window's compressor found 4–8% fewer bytes at ten times the CPU
-/// (`cargo bench --bench deflate`, `no_context` against
-/// `no_context_small`), most of it in resetting its state for each message.
+/// (`cargo bench --bench deflate`, `no_context_32k` against `no_context`),
+/// most of it in resetting its state for each message.
 /// When the previous message compressed on this thread had the same bytes
 /// and window, its compression is reused. Returns whether it was.
 pub fn compress_alone(payload: &[u8], out: &mut Vec<u8>, small_window: Option<u8>) -> bool {

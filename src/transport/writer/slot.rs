@@ -18,19 +18,26 @@ use crate::transport::user::{ConnUser, Watched, watch_expiry};
 #[derive(Default)]
 pub struct Slot(OnceLock<WriteSide>);
 
+impl Slot {
+    /// The write side, once installed.
+    fn get(&self) -> Option<&WriteSide> {
+        self.0.get()
+    }
+}
+
 impl Sweep for Slot {
     fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant> {
-        self.0.get()?.sweep(scratch, due)
+        self.get()?.sweep(scratch, due)
     }
 
     fn poke(&self) {
-        if let Some(w) = self.0.get() {
+        if let Some(w) = self.get() {
             w.poke();
         }
     }
 
     fn touch(&self) {
-        if let Some(w) = self.0.get() {
+        if let Some(w) = self.get() {
             std::hint::black_box(w.writer.is_locked());
             std::hint::black_box(w.wake.given.load(Ordering::Relaxed));
         }
@@ -84,24 +91,16 @@ impl Direct {
 impl std::ops::Deref for Direct {
     type Target = WriteSide;
 
+    /// A [`Direct`] exists only for a filled slot, and a filled
+    /// `OnceLock` stays so.
     fn deref(&self) -> &WriteSide {
-        side(&self.0)
+        (self.0.sink.get()).expect("a Direct's slot is filled by Direct::install")
     }
-}
-
-/// The write side in `client`'s slot. A [`Direct`] exists only for a
-/// filled slot, and a filled `OnceLock` stays so.
-fn side(client: &StreamClient) -> &WriteSide {
-    client
-        .sink
-        .0
-        .get()
-        .expect("a Direct's slot is filled by Direct::install")
 }
 
 impl Beat for StreamClient {
     fn beat(&self) {
-        if let Some(w) = self.sink.0.get() {
+        if let Some(w) = self.sink.get() {
             w.beat();
         }
     }
@@ -109,11 +108,11 @@ impl Beat for StreamClient {
 
 impl Watched for StreamClient {
     fn user(&self) -> Option<&Arc<ConnUser>> {
-        self.sink.0.get()?.user()
+        self.sink.get()?.user()
     }
 
     fn look(&self) {
-        if let Some(w) = self.sink.0.get() {
+        if let Some(w) = self.sink.get() {
             w.wake.notify_one();
         }
     }
@@ -122,13 +121,12 @@ impl Watched for StreamClient {
 impl Live for StreamClient {
     fn symbols(&self) -> Vec<Arc<str>> {
         self.sink
-            .0
             .get()
             .map_or_else(Vec::new, |w| w.lock().subs.symbols())
     }
 
     fn end(&self, code: u16, reason: &str) {
-        if let Some(w) = self.sink.0.get() {
+        if let Some(w) = self.sink.get() {
             w.end(Verdict::Close(code, reason.to_owned()));
             w.wake.notify_one();
         }
