@@ -175,48 +175,53 @@ impl ConnSlots {
     }
 }
 
-/// A token bucket: `rate` operations per second, bursts up to `burst`.
+/// Milliseconds on the monotonic clock since this process first asked, in
+/// 32 bits: a difference ([`u32::wrapping_sub`]) is right for spans under
+/// 49 days. Four bytes where an `Instant` takes sixteen, for per-connection
+/// stamps (an idle connection's size is the relay's memory).
+pub fn millis() -> u32 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u32
+}
+
+/// A token bucket: `rate` operations per second, bursts up to `burst`, in
+/// thousandths of a token. The rate and burst come with each call (they are
+/// the policy's), so a connection holds eight bytes.
 #[derive(Debug)]
 pub struct OpRate {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
+    milli_tokens: u32,
+    last: u32,
 }
 
 impl OpRate {
     /// A full bucket.
-    pub fn new(rate: u32, burst: u32) -> Self {
+    pub fn new(burst: u32) -> Self {
         OpRate {
-            rate: f64::from(rate),
-            burst: f64::from(burst.max(1)),
-            tokens: f64::from(burst.max(1)),
-            last: Instant::now(),
+            milli_tokens: burst.max(1).saturating_mul(1000),
+            last: millis(),
         }
     }
 
     /// Takes a token if one is there.
-    pub fn allow(&mut self) -> bool {
-        self.allow_at(Instant::now())
+    pub fn allow(&mut self, rate: u32, burst: u32) -> bool {
+        self.allow_at(millis(), rate, burst)
     }
 
-    fn allow_at(&mut self, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+    fn allow_at(&mut self, now: u32, rate: u32, burst: u32) -> bool {
+        // A refill of `dt` ms at `rate` a second is `dt * rate` thousandths.
+        let dt = u64::from(now.wrapping_sub(self.last));
         self.last = now;
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        let full = u64::from(burst.max(1)) * 1000;
+        let tokens = (u64::from(self.milli_tokens) + dt * u64::from(rate)).min(full);
+        let allowed = tokens >= 1000;
+        self.milli_tokens = (if allowed { tokens - 1000 } else { tokens }) as u32;
+        allowed
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn connection_caps_and_release() {
@@ -234,13 +239,29 @@ mod tests {
 
     #[test]
     fn bucket_refills_at_the_rate() {
-        let mut r = OpRate::new(10, 2);
+        let mut r = OpRate::new(2);
         let t0 = r.last;
-        assert!(r.allow_at(t0));
-        assert!(r.allow_at(t0));
-        assert!(!r.allow_at(t0));
-        assert!(r.allow_at(t0 + Duration::from_millis(100)));
-        assert!(!r.allow_at(t0 + Duration::from_millis(100)));
+        assert!(r.allow_at(t0, 10, 2));
+        assert!(r.allow_at(t0, 10, 2));
+        assert!(!r.allow_at(t0, 10, 2));
+        // 10 a second: one token back after 100 ms, not before.
+        assert!(!r.allow_at(t0 + 99, 10, 2));
+        assert!(r.allow_at(t0 + 100, 10, 2));
+        assert!(!r.allow_at(t0 + 100, 10, 2));
+        // A long quiet fills the bucket to its burst, no further.
+        assert!(r.allow_at(t0 + 60_000, 10, 2));
+        assert!(r.allow_at(t0 + 60_000, 10, 2));
+        assert!(!r.allow_at(t0 + 60_000, 10, 2));
+    }
+
+    #[test]
+    fn bucket_survives_the_clock_wrapping() {
+        let mut r = OpRate::new(1);
+        r.last = u32::MAX - 50;
+        assert!(r.allow_at(u32::MAX - 50, 10, 1));
+        assert!(!r.allow_at(u32::MAX, 10, 1));
+        // 100 ms later across the wrap.
+        assert!(r.allow_at(49, 10, 1));
     }
 }
 

@@ -8,6 +8,15 @@ use tickrelay::config::{Config, LogFormat, Settings};
 use tickrelay::server;
 use tickrelay::tools::demo::{self, DemoLab, DemoMarket};
 
+/// jemalloc rather than the C library's allocator: its size classes carry
+/// no per-block header and hand out 128-byte-aligned blocks (tokio's task
+/// cells and I/O registrations) without splitting off fragments, and a
+/// connection's short-lived buffers do not interleave with what it keeps.
+/// An idle connection costs ~250 bytes less (docs/ARCHITECTURE.md, "The
+/// allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tickrelay",

@@ -18,6 +18,9 @@ use crate::feed::FeedState;
 use crate::transport::pacer::Pacer;
 use crate::transport::writer::{Event, StreamClient, Timer, Verdict, WriteSide, arm};
 
+/// A connection's last write and linger.
+type Last = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// What follows an event.
 pub enum Step {
     /// Wait for the next one.
@@ -25,7 +28,7 @@ pub enum Step {
     /// The connection is over.
     End,
     /// Write the last frame (and linger): the connection is over after it.
-    Last(Pin<Box<dyn Future<Output = ()> + Send>>),
+    Last(Last),
 }
 
 /// One protocol's side of a connection's task.
@@ -43,7 +46,9 @@ pub struct Task<P> {
     conn: P,
     /// There only while something is due (`transport::writer::arm`).
     timer: Timer,
-    last: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The last write and linger, once the connection is over (boxed again
+    /// so that an idle task holds one pointer for it, not two).
+    last: Option<Box<Last>>,
 }
 
 impl<P: Protocol> Task<P> {
@@ -64,7 +69,7 @@ impl<P: Protocol> Future for Task<P> {
         let this = self.get_mut();
         loop {
             if let Some(last) = &mut this.last {
-                return last.as_mut().poll(cx);
+                return last.as_mut().as_mut().poll(cx);
             }
             let next = {
                 let (direct, feed) = this.conn.parts();
@@ -89,7 +94,7 @@ impl<P: Protocol> Future for Task<P> {
                 Step::End => return Poll::Ready(()),
                 Step::Last(last) => {
                     this.timer = None;
-                    this.last = Some(last);
+                    this.last = Some(Box::new(last));
                 }
             }
         }

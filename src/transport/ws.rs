@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 
 use crate::accept::{RawConn, Upgrade};
 use crate::admission::Limit;
-use crate::admission::{ConnGuard, OpRate};
+use crate::admission::{ConnGuard, OpRate, millis};
 use crate::api::{ApiError, AppState, Door, ErrorCode, Refused, close, parse_symbol_list};
 use crate::api::{entitled, identify};
 use crate::auth::{Channel, Identity};
@@ -319,6 +319,11 @@ async fn end_close(tcp: &TcpStream, last: &[u8], wait: Option<CloseWait>, within
     let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Both);
 }
 
+/// The burst of client operations a connection may make at once.
+fn ops_burst(policy: &crate::config::ClientPolicy) -> u32 {
+    policy.ops_per_second.saturating_mul(2)
+}
+
 enum Flow {
     Continue,
     Close(u16, String),
@@ -333,11 +338,12 @@ struct Conn {
     reader: wsframe::Reader,
     ops: OpRate,
     feed: tokio::sync::watch::Receiver<FeedState>,
-    last_heard: Instant,
+    /// When the client was last heard from (`admission::millis`).
+    last_heard: u32,
     /// The client's Close frame has come: the server waits for no other.
     peer_closed: bool,
     /// What the reader's inflater holds (permessage-deflate).
-    inflater_held: Option<Held>,
+    inflater_held: Option<Box<Held>>,
     _guard: ConnGuard,
 }
 
@@ -363,7 +369,7 @@ impl Conn {
         let metrics = &state.hub.metrics;
         if let Some(agreement) = deflate {
             side.set_deflate(Outgoing::new(agreement, metrics));
-            reader.inflater = Some(Inflater::new(!agreement.client_no_context));
+            reader.inflater = Some(Box::new(Inflater::new(!agreement.client_no_context)));
         }
         let direct = Direct::install(client, side);
         direct.watch_user();
@@ -371,17 +377,14 @@ impl Conn {
         let mut feed = state.feed.clone();
         feed.mark_unchanged();
         let mut conn = Conn {
-            ops: OpRate::new(
-                policy.ops_per_second,
-                policy.ops_per_second.saturating_mul(2),
-            ),
+            ops: OpRate::new(ops_burst(policy)),
             feed,
             direct,
             format,
             reader,
-            last_heard: Instant::now(),
+            last_heard: millis(),
             peer_closed: false,
-            inflater_held: deflate.map(|_| Held::new(metrics)),
+            inflater_held: deflate.map(|_| Box::new(Held::new(metrics))),
             _guard: guard,
         };
         // Bytes that came with the upgrade request.
@@ -401,9 +404,18 @@ impl Conn {
         &self.direct.state.config.policy
     }
 
+    /// Takes one of the client's operations per second (`ops_per_second`,
+    /// bursts of twice that).
+    fn allow_op(&mut self) -> bool {
+        let policy = &self.direct.state.config.policy;
+        let (rate, burst) = (policy.ops_per_second, ops_burst(policy));
+        self.ops.allow(rate, burst)
+    }
+
     /// Pings, or closes a peer silent for longer than the idle timeout (4010).
     fn ping(&self, idle_timeout: Duration) -> Flow {
-        if self.last_heard.elapsed() > idle_timeout {
+        let silent = millis().wrapping_sub(self.last_heard);
+        if u128::from(silent) > idle_timeout.as_millis() {
             self.state()
                 .hub
                 .metrics
@@ -456,7 +468,7 @@ impl Conn {
             match self.direct.tcp.try_read(&mut chunk) {
                 Ok(0) => return Flow::Stop,
                 Ok(n) => {
-                    self.last_heard = Instant::now();
+                    self.last_heard = millis();
                     self.reader.buf.extend_from_slice(&chunk[..n]);
                     if n < chunk.len() {
                         break;

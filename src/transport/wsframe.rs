@@ -119,10 +119,11 @@ pub struct Reader {
     pub buf: Vec<u8>,
     /// A fragmented message in progress: its opcode, whether it is
     /// compressed, and its payload so far.
-    partial: Option<(u8, bool, Vec<u8>)>,
+    /// Boxed: an idle connection pays a pointer for it.
+    partial: Option<Box<(u8, bool, Vec<u8>)>>,
     /// With permessage-deflate negotiated: the client's messages may be
-    /// compressed (RSV1), and are inflated here.
-    pub inflater: Option<Inflater>,
+    /// compressed (RSV1), and are inflated here (boxed, as `partial`).
+    pub inflater: Option<Box<Inflater>>,
 }
 
 impl Reader {
@@ -145,7 +146,8 @@ impl Reader {
                 (opcode::CONTINUATION, _) if rsv1 => {
                     return Err(FrameError::Protocol("RSV1 on a continuation frame"));
                 }
-                (opcode::CONTINUATION, Some((first, compressed, mut data))) => {
+                (opcode::CONTINUATION, Some(partial)) => {
+                    let (first, compressed, mut data) = *partial;
                     if data.len() + payload.len() > max {
                         return Err(FrameError::TooBig);
                     }
@@ -162,7 +164,7 @@ impl Reader {
                 _ => return Err(FrameError::Protocol("unknown opcode")),
             };
             if !fin {
-                self.partial = Some((op, compressed, data));
+                self.partial = Some(Box::new((op, compressed, data)));
                 continue;
             }
             let data = match (compressed, self.inflater.as_mut()) {

@@ -115,7 +115,7 @@ impl Target for DeflateTarget {
         let mut s = vec![2];
         for context in [false, true] {
             let mut r = Reader::default();
-            r.inflater = Some(Inflater::new(context));
+            r.inflater = Some(Box::new(Inflater::new(context)));
             r.buf.extend_from_slice(input);
             for _ in 0..8 {
                 match r.next(MAX) {

@@ -25,7 +25,7 @@ impl Conn {
                 interval,
                 history,
             } => {
-                if !self.ops.allow() {
+                if !self.allow_op() {
                     crate::api::refused(self.state(), Limit::OpsPerSecond);
                     let ops = self.state().config.policy.ops_per_second;
                     return self.error(
@@ -68,7 +68,7 @@ impl Conn {
                 channel,
                 interval,
             } => {
-                if !self.ops.allow() {
+                if !self.allow_op() {
                     crate::api::refused(self.state(), Limit::OpsPerSecond);
                     return self.error(
                         ErrorCode::RateLimited,
