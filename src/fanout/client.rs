@@ -81,12 +81,13 @@ pub struct Client<S: ?Sized = dyn Sweep> {
     /// The fan-out shard that serves it.
     pub(super) shard: u32,
     pub(super) transport: Transport,
+    /// Most `every` changes it may have waiting (beside `transport`: no
+    /// padding after either).
+    pub(super) every_limit: u32,
     /// Set for a delayed client: its group's position in the delayed view
     /// (shared by the shard's clients of one delay). It is marked by the
     /// view's tick, never by live changes.
     pub(super) delayed: Option<Arc<super::delayed::Position>>,
-    /// Most `every` changes it may have waiting.
-    pub(super) every_limit: u32,
     pub(super) id: u64,
     /// Table epoch the client has seen; older resets do not concern it.
     pub(super) epoch: AtomicU64,

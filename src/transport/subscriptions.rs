@@ -195,24 +195,36 @@ pub struct Subscriptions {
     /// task owns the client.
     client: Weak<Client>,
     subs: SubTable,
-    /// The marks of the last drain, kept for their capacity.
-    scratch: Vec<Locate>,
-    wildcard: Option<SubOptions>,
+    /// `*`: every symbol, with these options (boxed: the rest pay one
+    /// empty pointer).
+    wildcard: Option<Box<SubOptions>>,
     /// When a throttled symbol becomes due.
     pub next_due: Option<Instant>,
     /// The last promise sent.
     pub promised: u64,
     /// What snapshots already covered: later batches promise at least this.
     floor: u64,
-    /// `batch_ms`: least time between two frames of this client.
-    batch: Option<Duration>,
-    /// When the last batch with quotes was drained.
-    last_batch: Option<Instant>,
+    /// `batch_ms` (boxed: a connection without it pays one empty pointer).
+    batch: Option<Box<Batching>>,
     /// Book subscriptions, each with the levels this client holds.
     books: BookSubs,
     /// Trades and bars subscriptions, each with what this client holds
     /// (boxed: a connection without any pays one empty pointer).
     charts: Option<Box<ChartSubs>>,
+}
+
+/// A connection's `batch_ms`: the least time between two frames, and when
+/// the last batch with quotes was drained.
+#[derive(Clone, Copy)]
+struct Batching {
+    window: Duration,
+    last: Option<Instant>,
+}
+
+thread_local! {
+    /// The marks a drain takes, kept for their capacity: one buffer per
+    /// thread rather than one per client.
+    static MARKS: std::cell::Cell<Vec<Locate>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl Subscriptions {
@@ -226,13 +238,11 @@ impl Subscriptions {
             hub,
             subs,
             client,
-            scratch: Vec::new(),
             wildcard: None,
             next_due: None,
             promised: 0,
             floor: 0,
             batch: None,
-            last_batch: None,
             books: BookSubs::default(),
             charts: None,
         }
@@ -240,21 +250,24 @@ impl Subscriptions {
 
     /// Sets `batch_ms` for the whole connection (`None` or zero: immediate).
     pub fn set_batch(&mut self, batch: Option<Duration>) {
-        self.batch = batch.filter(|b| !b.is_zero());
+        self.batch = batch.filter(|b| !b.is_zero()).map(|window| {
+            let last = self.batch.as_ref().and_then(|b| b.last);
+            Box::new(Batching { window, last })
+        });
     }
 
     /// The `batch_ms` window, if any.
     pub fn batch(&self) -> Option<Duration> {
-        self.batch
+        self.batch.as_ref().map(|b| b.window)
     }
 
     /// With `batch_ms`, when the next frame may go out if that is still
     /// ahead: changes until then are gathered into it. `None`: drain now.
     pub fn hold_until(&self, now: Instant) -> Option<Instant> {
-        let batch = self.batch?;
+        let Batching { window, last } = **self.batch.as_ref()?;
         // Timed short by what a timer may fire late (its resolution), so a
         // change waits at most `batch_ms`, as the protocol promises.
-        let at = self.last_batch? + batch - TIMER_SLACK.min(batch / 4);
+        let at = last? + window - TIMER_SLACK.min(window / 4);
         (at > now).then_some(at)
     }
 
@@ -333,7 +346,7 @@ impl Subscriptions {
             return (self.promised, Vec::new());
         };
         self.hub.subscribe_all(&client);
-        self.wildcard = Some(opts);
+        self.wildcard = Some(Box::new(opts));
         let (seq, at) = self.hub.snapshot_position(&client);
         let table = self.hub.table().clone();
         let current: Vec<Arc<Encoded>> = table
@@ -512,7 +525,7 @@ impl Subscriptions {
             return Batch::default();
         };
         let (fanned, at) = self.hub.position(&client);
-        let mut marks = std::mem::take(&mut self.scratch);
+        let mut marks = MARKS.take();
         marks.clear();
         let (every, overflow, reset) = client.take_into(&mut marks);
         let mut batch = Batch {
@@ -543,6 +556,7 @@ impl Subscriptions {
             }
         }
         if overflow {
+            MARKS.set(marks);
             return batch;
         }
         // The clock is read only for a throttle or a batch window.
@@ -569,8 +583,8 @@ impl Subscriptions {
             };
             let i = match self.subs.find(locate, &enc.quote.symbol, table) {
                 Some(i) => i,
-                None => match self.wildcard {
-                    Some(opts) => self
+                None => match self.wildcard.as_deref() {
+                    Some(&opts) => self
                         .subs
                         .insert(locate, Sub::new(enc.quote.symbol.clone(), opts)),
                     None => continue,
@@ -603,7 +617,7 @@ impl Subscriptions {
             }
             quotes.push(sub.diff(&self.hub, enc));
         }
-        self.scratch = marks;
+        MARKS.set(marks);
         let chart_at = (self.hub.until_at(at), fanned);
         if let Some(charts) = self.charts.as_mut().filter(|c| !c.is_empty())
             && let Err(reason) = charts.drain(table, chart_at, &mut batch.charts)
@@ -613,8 +627,10 @@ impl Subscriptions {
         }
         batch.seq = promise;
         self.promised = promise;
-        if quotes.len() > start && self.batch.is_some() {
-            self.last_batch = Some(*now.get_or_insert_with(Instant::now));
+        if quotes.len() > start
+            && let Some(b) = self.batch.as_mut()
+        {
+            b.last = Some(*now.get_or_insert_with(Instant::now));
         }
         batch
     }

@@ -72,8 +72,8 @@ pub struct WriteState {
     blocked_since: Option<Instant>,
     /// With `batch_ms`: the next frame is due then.
     held: Option<Instant>,
-    /// The connection must end so.
-    verdict: Option<Verdict>,
+    /// The connection must end so (boxed: one pointer until it must).
+    verdict: Option<Box<Verdict>>,
     /// permessage-deflate, when the WebSocket client negotiated it (boxed:
     /// a connection without it pays one empty pointer).
     deflate: Option<Box<Outgoing>>,
@@ -263,7 +263,7 @@ impl WriteSide {
     /// Takes the verdict, or says what to wait for.
     pub fn status(&self) -> Result<Status, Verdict> {
         let mut w = self.writer.lock();
-        if let Some(v) = w.verdict.take() {
+        if let Some(v) = w.verdict.take().map(|v| *v) {
             return Err(v);
         }
         Ok(Status {
@@ -275,7 +275,10 @@ impl WriteSide {
     /// Ends the connection with `verdict` (the task's next
     /// [`WriteSide::status`]), unless it is ending already.
     pub fn end(&self, verdict: Verdict) {
-        self.writer.lock().verdict.get_or_insert(verdict);
+        self.writer
+            .lock()
+            .verdict
+            .get_or_insert_with(|| Box::new(verdict));
     }
 
     /// When the task's timer is due, from [`WriteSide::status`]: the write
@@ -358,7 +361,7 @@ impl WriteSide {
                     self.state.config.policy.every_queue
                 )
             });
-            w.verdict = Some(Verdict::Close(close::SLOW_CONSUMER, reason));
+            w.verdict = Some(Box::new(Verdict::Close(close::SLOW_CONSUMER, reason)));
             self.wake.notify_one();
             return None;
         }
@@ -512,7 +515,7 @@ impl WriteSide {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
             Err(_) => {
-                w.verdict.get_or_insert(Verdict::Stop);
+                w.verdict.get_or_insert_with(|| Box::new(Verdict::Stop));
                 self.wake.notify_one();
                 return;
             }
@@ -542,10 +545,10 @@ impl WriteSide {
             peer = %self.peer(),
             "client closed: write timeout"
         );
-        w.verdict = Some(Verdict::Close(
+        w.verdict = Some(Box::new(Verdict::Close(
             close::SLOW_CONSUMER,
             crate::transport::slow::WRITE_TIMEOUT.into(),
-        ));
+        )));
         self.wake.notify_one();
     }
 
@@ -575,7 +578,7 @@ impl WriteSide {
     /// the bytes to write.
     pub fn finish(&self, last: &[u8]) -> Vec<u8> {
         let mut w = self.writer.lock();
-        w.verdict = Some(Verdict::Stop);
+        w.verdict = Some(Box::new(Verdict::Stop));
         let mut out = std::mem::take(&mut w.out);
         out.extend_from_slice(last);
         if let Some(since) = w.blocked_since {
