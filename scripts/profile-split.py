@@ -93,7 +93,9 @@ def main():
             sys.exit("no thread writes")
         args.tid = writes.most_common(1)[0][0]
     counts = collections.Counter()
+    threads = collections.Counter()
     for (comm, tid), frames in all_samples:
+        threads[comm] += 1
         if args.tid is not None and tid != args.tid:
             continue
         if args.comm is not None and comm != args.comm:
@@ -103,12 +105,20 @@ def main():
     if not total:
         sys.exit("no samples for that thread")
     who = f"thread {args.tid}" if args.tid is not None else (args.comm or "all threads")
-    print(f"{total} samples of {who}")
+    # With --comm, --per-frame-us is the whole process's: the buckets are
+    # the named thread's share of it, the other threads' shares follow.
+    everyone = sum(threads.values())
+    scale = total / everyone if args.comm is not None else 1.0
+    print(f"{total} samples of {who} ({scale:.1%} of the process's)")
     for b in BUCKETS:
         share = counts[b] / total
-        us = f"  {share * args.per_frame_us:5.2f} µs/frame" if args.per_frame_us else ""
+        us = f"  {share * scale * args.per_frame_us:5.2f} µs/frame" if args.per_frame_us else ""
         print(f"  {b:<20} {share:6.1%}{us}")
-
+    if args.comm is not None:
+        for comm, n in threads.most_common():
+            if comm != args.comm and n / everyone >= 0.005:
+                us = f"  {n / everyone * args.per_frame_us:5.2f} µs/frame" if args.per_frame_us else ""
+                print(f"  {'thread ' + comm:<20} {n / everyone:6.1%}{us}")
 
 if __name__ == "__main__":
     main()
