@@ -12,8 +12,8 @@ use tickrelay::tools::demo::{self, DemoLab, DemoMarket};
 /// no per-block header and hand out 128-byte-aligned blocks (tokio's task
 /// cells and I/O registrations) without splitting off fragments, and a
 /// connection's short-lived buffers do not interleave with what it keeps.
-/// An idle connection costs ~250 bytes less (docs/ARCHITECTURE.md, "The
-/// allocator").
+/// An idle connection costs 190–350 bytes less (docs/ARCHITECTURE.md,
+/// "What an idle connection holds, and the allocator").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -656,12 +656,13 @@ mod sizes {
         // tail is a trait object), and one empty pointer each for what only
         // some connections use: permessage-deflate, trades and bars, `*`,
         // `batch_ms`, the verdict that ends it. A drain's marks are a
-        // per-thread buffer, not a per-client one. The client's head: 144
+        // per-thread buffer, not a per-client one. The client's head: 136
         // with the delayed position (one pointer, empty for a real-time
-        // client); a long poll's `Notify` is its tail, not the head's. A
-        // streaming client is both in one block (the write side in its
-        // slot): 504 bytes, within the allocator's 512-byte class (at 513
-        // it takes 640).
+        // client; `every_limit` beside `transport`, no padding); a long
+        // poll's `Notify` is its tail, not the head's. A streaming client is
+        // both in one block (the write side in its slot): 496 bytes, with the
+        // `Arc`'s two counts 512, jemalloc's 512-byte class (at 513 it takes
+        // 640).
         assert!(
             direct <= 352 && head <= 136 && client + 16 <= 512,
             "WriteSide {direct}, client head {head}, streaming client {client}"

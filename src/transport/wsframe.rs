@@ -146,13 +146,17 @@ impl Reader {
                 (opcode::CONTINUATION, _) if rsv1 => {
                     return Err(FrameError::Protocol("RSV1 on a continuation frame"));
                 }
-                (opcode::CONTINUATION, Some(partial)) => {
-                    let (first, compressed, mut data) = *partial;
-                    if data.len() + payload.len() > max {
+                (opcode::CONTINUATION, Some(mut partial)) => {
+                    if partial.2.len() + payload.len() > max {
                         return Err(FrameError::TooBig);
                     }
-                    data.extend_from_slice(&payload);
-                    (first, compressed, data)
+                    partial.2.extend_from_slice(&payload);
+                    if !fin {
+                        // The same box until the message ends.
+                        self.partial = Some(partial);
+                        continue;
+                    }
+                    *partial
                 }
                 (opcode::CONTINUATION, None) => {
                     return Err(FrameError::Protocol("continuation without a message"));
