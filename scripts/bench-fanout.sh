@@ -180,7 +180,7 @@ EOF
 )
     [ "$hz" != 0 ] || { log "paced floor $name: no bursts measured"; continue; }
     log "paced floor $name: $hz bursts/s of $burst $bytes-byte frames"
-    FLOOR_BYTES=$bytes FLOOR_ROUNDS=$FLOOR_ROUNDS FLOOR_PACE_HZ=$hz FLOOR_BURST=$burst \
+    FLOOR_WRITER_CPU=0 FLOOR_READER_CPU=1 FLOOR_BYTES=$bytes FLOOR_ROUNDS=$FLOOR_ROUNDS FLOOR_PACE_HZ=$hz FLOOR_BURST=$burst \
         timeout 300 "$FLOOR_EXE" --bench >"$OUT/floor-paced-$name.txt" 2>"$OUT/logs/floor-paced-$name.log"
     grep '^floor/' "$OUT/floor-paced-$name.txt" >&2
 done

@@ -7,8 +7,9 @@
 # shard, the simulator and `tickrelay load` on core 1), then benches/floor.rs
 # paced in that point's own bursts (fan-out rounds a second, frames a round,
 # mean frame size, from the relay's counters over the measured window) to as
-# many sockets as there were clients; REPEAT rounds over RATES, and per rate
-# the median ratio.
+# many sockets as there were clients, its writer on core 0 and its reader
+# on core 1 like the relay and its clients; REPEAT rounds over RATES, and
+# per rate the median ratio.
 #
 #   scripts/bench-ratio.sh                               # 750 and 1,500 msg/s, 3 rounds
 #   CLIENTS=500 LOAD_EXTRA="--batch-ms 16" scripts/bench-ratio.sh   # below saturation
@@ -78,7 +79,7 @@ r = json.load(open(f"{out}/point-{name}.json"))
 print(f"{rounds / secs:.1f} {max(1, round(sent / max(rounds, 1)))} {max(4, round(r['bytes'] / max(r['frames'], 1)))}")
 EOF
         )
-        FLOOR_SOCKETS=$CLIENTS FLOOR_BYTES=$bytes FLOOR_ROUNDS=$FLOOR_ROUNDS FLOOR_PACE_HZ=$hz \
+        FLOOR_WRITER_CPU=0 FLOOR_READER_CPU=1 FLOOR_SOCKETS=$CLIENTS FLOOR_BYTES=$bytes FLOOR_ROUNDS=$FLOOR_ROUNDS FLOOR_PACE_HZ=$hz \
             FLOOR_BURST=$burst timeout 300 "$FLOOR" --bench >"$OUT/floor-$name.txt" 2>/dev/null
         echo "bench-ratio: $name: $hz bursts/s of $burst $bytes-byte frames" >&2
     done
