@@ -24,7 +24,9 @@
 //! Run: `cargo bench --bench floor` (settings: FLOOR_SOCKETS, default 2000;
 //! FLOOR_BYTES, default 150; FLOOR_ROUNDS, default 500: frames written are
 //! rounds × sockets; FLOOR_PACE_HZ and FLOOR_BURST, default off;
-//! FLOOR_WRITER_CPU and FLOOR_READER_CPU, default unpinned). Do not pin the
+//! FLOOR_CUE=udp: each burst woken by a datagram from the reader's core
+//! instead of a timer; FLOOR_WRITER_CPU and FLOOR_READER_CPU, default
+//! unpinned). Do not pin the
 //! whole process to one core: the drainer must run beside the writer, whose
 //! CPU time is counted alone. To compare with a relay pinned to core 0 and
 //! its clients on core 1, pin the writer and the drainer the same way
@@ -33,7 +35,7 @@
 //! waking a reader on another core (about 5% of the paced floor here).
 
 use std::io::{ErrorKind, IoSlice, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -67,6 +69,33 @@ fn pin(which: &str) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "taskset -p -c {cpu} {tid} failed");
+}
+
+/// The bursts' cues: a thread (on the reader's core, FLOOR_READER_CPU)
+/// sends `count` one-byte datagrams to the returned socket, `hz` a second
+/// on an absolute schedule, as a feed's datagrams wake a relay. A write
+/// woken by a datagram from another core pays what the relay's fan-out
+/// pays per batch below saturation (a wake-up from idle by an interrupt),
+/// which a timer on the writer's own core does not.
+fn cues(hz: f64, count: usize) -> (UdpSocket, std::thread::JoinHandle<()>) {
+    let cue = UdpSocket::bind("127.0.0.1:0").expect("bind the cue socket");
+    cue.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let to = cue.local_addr().unwrap();
+    let pacer = std::thread::spawn(move || {
+        pin("READER");
+        let out = UdpSocket::bind("127.0.0.1:0").expect("bind the pacer");
+        let period = Duration::from_secs_f64(1.0 / hz);
+        let mut due = Instant::now();
+        for _ in 0..count {
+            due += period;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let _ = out.send_to(&[1], to);
+        }
+    });
+    (cue, pacer)
 }
 
 struct Pass {
@@ -121,8 +150,16 @@ fn run(writers: &mut [TcpStream], frame: &[u8], rounds: usize, gather: bool) -> 
 
 /// `frames` frames in bursts of `burst` (consecutive sockets, round-robin),
 /// `hz` bursts a second on an absolute schedule: a late burst is not made
-/// up by sleeping less later, only by not sleeping.
-fn paced(writers: &mut [TcpStream], frame: &[u8], frames: usize, burst: usize, hz: f64) -> Pass {
+/// up by sleeping less later, only by not sleeping. With `cue`, each burst
+/// waits for a datagram on it instead of a timer (see [`cues`]).
+fn paced(
+    writers: &mut [TcpStream],
+    frame: &[u8],
+    frames: usize,
+    burst: usize,
+    hz: f64,
+    cue: Option<&UdpSocket>,
+) -> Pass {
     let burst = burst.clamp(1, writers.len());
     let period = Duration::from_secs_f64(1.0 / hz);
     let mut would_block = 0;
@@ -141,6 +178,11 @@ fn paced(writers: &mut [TcpStream], frame: &[u8], frames: usize, burst: usize, h
             }
             next = (next + 1) % writers.len();
             attempts += 1;
+        }
+        if let Some(cue) = cue {
+            // A lost cue (none on loopback) only makes that burst late.
+            let _ = cue.recv(&mut [0u8; 8]);
+            continue;
         }
         due += period;
         let now = Instant::now();
@@ -223,9 +265,22 @@ fn main() {
         .filter(|hz| *hz > 0.0);
     if let Some(hz) = pace_hz {
         let burst = setting("FLOOR_BURST", sockets);
-        let pass = paced(&mut writers, &frame, rounds * sockets, burst, hz);
+        let frames = rounds * sockets;
+        let cued = std::env::var("FLOOR_CUE").is_ok_and(|v| v == "udp");
+        let (cue, pacer) = match cued {
+            true => {
+                let (cue, pacer) = cues(hz, frames.div_ceil(burst.clamp(1, sockets)));
+                (Some(cue), Some(pacer))
+            }
+            false => (None, None),
+        };
+        let pass = paced(&mut writers, &frame, frames, burst, hz, cue.as_ref());
         pass.report("paced", bytes, sockets);
-        println!("floor/paced: {hz:.1} bursts/s of {burst} frames");
+        let by = if cued { "a datagram" } else { "a timer" };
+        println!("floor/paced: {hz:.1} bursts/s of {burst} frames, each woken by {by}");
+        if let Some(pacer) = pacer {
+            pacer.join().unwrap();
+        }
         drop(writers);
         drainer.join().unwrap();
         return;

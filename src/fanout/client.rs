@@ -25,6 +25,10 @@ pub trait Sweep: Send + Sync {
     /// changes until `at` (`batch_ms`): the shard sweeps it again then.
     fn sweep(&self, scratch: &mut Scratch, due: bool) -> Option<Instant>;
 
+    /// Writes the frame [`Sweep::sweep`] staged in the sweep's burst
+    /// (`scratch.staging`), ahead of anything queued since.
+    fn send_staged(&self, _frame: &[u8]) {}
+
     /// Wakes the client's task to look at the feed status and shutdown
     /// (or, for a client not written from the sweep, at what is pending).
     fn poke(&self);
@@ -180,6 +184,11 @@ impl<S: ?Sized + Sweep> Client<S> {
         self.is_direct()
             .then(|| self.sink.sweep(scratch, due))
             .flatten()
+    }
+
+    /// Writes the frame its sweep staged: see [`Sweep::send_staged`].
+    pub(super) fn send_staged(&self, frame: &[u8]) {
+        self.sink.send_staged(frame);
     }
 
     /// Wakes it when feed time passes a second (`on`: it streams bars).

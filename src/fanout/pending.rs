@@ -67,6 +67,24 @@ pub struct Scratch {
     pub frame: Vec<u8>,
     /// The quotes drained for it.
     pub quotes: Vec<Arc<Encoded>>,
+    /// A shard's sweep stages each client's frame here instead of writing
+    /// it at once, and writes a run's frames back to back (see
+    /// `shard::send_staged`); a task's own flush writes at once.
+    pub staging: bool,
+    /// The staged frames of the run, one after another.
+    pub burst: Vec<u8>,
+    /// Whose frame is where in `burst`.
+    pub(super) staged: Vec<(Arc<super::Client>, std::ops::Range<usize>)>,
+}
+
+impl Scratch {
+    /// The shard's: frames are staged.
+    pub(super) fn staging() -> Self {
+        Scratch {
+            staging: true,
+            ..Scratch::default()
+        }
+    }
 }
 
 impl Pending {

@@ -75,11 +75,39 @@ pub(super) fn sweep_due(held: &mut BinaryHeap<Held>, scratch: &mut Scratch, now:
             break;
         };
         client.held.store(false, Ordering::Relaxed);
-        if let Some(at) = client.sweep(scratch, true) {
+        let start = scratch.burst.len();
+        let hold = client.sweep(scratch, true);
+        stage(scratch, &client, start);
+        if let Some(at) = hold {
             again.push(Held::new(at, client));
         }
+        if scratch.staged.len() >= super::TOUCH_AHEAD {
+            send_staged(scratch);
+        }
     }
+    send_staged(scratch);
     held.extend(again);
+}
+
+/// Notes the frame `client`'s sweep staged from `start`, if it did.
+fn stage(scratch: &mut Scratch, client: &Arc<Client>, start: usize) {
+    let end = scratch.burst.len();
+    if end > start {
+        scratch.staged.push((client.clone(), start..end));
+    }
+}
+
+/// Writes the frames a run of the sweep staged, one `send` each, back to
+/// back: the run's user-space work (draining, framing) is done first, so a
+/// client's reader, woken by the first frames, is still reading when the
+/// last arrive instead of falling asleep between them (docs/ARCHITECTURE.md,
+/// "Writes from the sweep").
+pub(super) fn send_staged(scratch: &mut Scratch) {
+    let Scratch { burst, staged, .. } = scratch;
+    for (client, range) in staged.drain(..) {
+        client.send_staged(&burst[range]);
+    }
+    burst.clear();
 }
 
 /// Sweeps the clients a fan-out round queued, then those held whose window
@@ -92,10 +120,13 @@ pub(super) fn sweep_touched(shard: &Shard, touched: &mut Vec<Arc<Client>>, scrat
             client.sink.touch();
         }
         for client in run {
+            let start = scratch.burst.len();
             if let Some(at) = client.sweep(scratch, false) {
                 held.push(Held::new(at, client.clone()));
             }
+            stage(scratch, client, start);
         }
+        send_staged(scratch);
     }
     touched.clear();
     sweep_due(&mut held, scratch, Instant::now());
@@ -148,7 +179,7 @@ impl Shard {
             wake: Notify::new(),
             fanned_seq: AtomicU64::new(0),
             round: AtomicU64::new(0),
-            sweep: Mutex::new((Vec::new(), Scratch::default())),
+            sweep: Mutex::new((Vec::new(), Scratch::staging())),
             held: Mutex::new(BinaryHeap::new()),
             delayed: Mutex::default(),
         }

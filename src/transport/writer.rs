@@ -15,7 +15,7 @@ use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
@@ -62,14 +62,18 @@ pub enum Verdict {
     Stop,
 }
 
+/// How long [`WriteSide::finish`] waits for a frame the sweep staged.
+const STAGED_WAIT: Duration = Duration::from_millis(20);
+
 /// The state behind the lock.
 pub struct WriteState {
     /// The client's subscriptions and delivery state.
     pub subs: Subscriptions,
-    /// Bytes the socket did not take yet; empty unless blocked.
+    /// Bytes the socket did not take yet; empty unless blocked (or
+    /// written while a staged frame waits).
     out: Vec<u8>,
-    /// Since when the socket has been full.
-    blocked_since: Option<Instant>,
+    /// Written at once, staged, or blocked.
+    flow: Flow,
     /// With `batch_ms`: the next frame is due then.
     held: Option<Instant>,
     /// The connection must end so (boxed: one pointer until it must).
@@ -77,6 +81,30 @@ pub struct WriteState {
     /// permessage-deflate, when the WebSocket client negotiated it (boxed:
     /// a connection without it pays one empty pointer).
     deflate: Option<Box<Outgoing>>,
+}
+
+/// Where a client's writes stand (one field: a client is never staged and
+/// blocked at once, and the three fit in an `Option<Instant>`'s 16 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Flow {
+    /// Written at once.
+    Free,
+    /// A frame of this client waits in the shard's burst: what is written
+    /// meanwhile queues behind it ([`WriteSide::send_staged`]). `flush`: a
+    /// flush was asked for meanwhile, done once the frame is out.
+    Staged { flush: bool },
+    /// The socket has been full since then: control frames queue, ticks
+    /// stay marks.
+    Blocked(Instant),
+}
+
+impl Flow {
+    fn blocked_since(self) -> Option<Instant> {
+        match self {
+            Flow::Blocked(since) => Some(since),
+            _ => None,
+        }
+    }
 }
 
 /// What the task waits for next.
@@ -159,10 +187,29 @@ impl Sweep for WriteSide {
         if due {
             w.held = None;
         }
-        if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
+        if w.flow == Flow::Free && w.held.is_none() && w.verdict.is_none() {
             return self.flush(&mut w, scratch);
         }
         None
+    }
+
+    fn send_staged(&self, frame: &[u8]) {
+        let mut w = self.writer.lock();
+        let flush = w.flow == Flow::Staged { flush: true };
+        w.flow = Flow::Free;
+        if matches!(w.verdict.as_deref(), Some(Verdict::Stop)) {
+            // The peer is gone, or `finish` gave up waiting for this frame
+            // and the task wrote its last one: nothing may follow it.
+            return;
+        }
+        let queued = std::mem::take(&mut w.out);
+        self.write(&mut w, frame);
+        if !queued.is_empty() {
+            self.write(&mut w, &queued);
+        }
+        if flush && w.flow == Flow::Free && w.held.is_none() && w.verdict.is_none() {
+            let _ = self.flush(&mut w, &mut Scratch::default());
+        }
     }
 
     fn poke(&self) {
@@ -191,7 +238,7 @@ impl WriteSide {
             writer: Mutex::new(WriteState {
                 subs,
                 out: Vec::new(),
-                blocked_since: None,
+                flow: Flow::Free,
                 held: None,
                 verdict: None,
                 deflate: None,
@@ -267,7 +314,7 @@ impl WriteSide {
             return Err(v);
         }
         Ok(Status {
-            blocked_since: w.blocked_since,
+            blocked_since: w.flow.blocked_since(),
             timer: w.held.or(w.subs.next_due),
         })
     }
@@ -303,7 +350,10 @@ impl WriteSide {
             return;
         }
         let write_timeout = self.state.config.policy.write_timeout;
-        if w.blocked_since.is_some_and(|b| b + write_timeout <= now) {
+        if w.flow
+            .blocked_since()
+            .is_some_and(|b| b + write_timeout <= now)
+        {
             self.slow(&mut w);
             return;
         }
@@ -321,7 +371,9 @@ impl WriteSide {
         if due {
             w.held = None;
         }
-        if w.blocked_since.is_none() && w.held.is_none() && w.verdict.is_none() {
+        if let Flow::Staged { flush } = &mut w.flow {
+            *flush = true;
+        } else if w.flow == Flow::Free && w.held.is_none() && w.verdict.is_none() {
             // A hold started here is the task's to time (`Status::timer`).
             let _ = self.flush(&mut w, &mut Scratch::default());
         }
@@ -342,7 +394,13 @@ impl WriteSide {
         }
         w.held = None;
         let due = w.subs.next_due;
-        let Scratch { frame, quotes } = scratch;
+        let Scratch {
+            frame,
+            quotes,
+            staging,
+            burst,
+            ..
+        } = scratch;
         quotes.clear();
         let batch = w.subs.drain_into(quotes);
         if batch.overflow {
@@ -438,7 +496,12 @@ impl WriteSide {
             self.count_charts(&batch.charts, frame.len() - before);
         }
         if frame.len() > start {
-            self.write(w, &frame[start..]);
+            if *staging {
+                burst.extend_from_slice(&frame[start..]);
+                w.flow = Flow::Staged { flush: false };
+            } else {
+                self.write(w, &frame[start..]);
+            }
         }
         quotes.clear();
         None
@@ -495,7 +558,7 @@ impl WriteSide {
     /// Writes `bytes` now if the socket takes them; the rest waits for the
     /// task (in order, behind anything already waiting).
     pub fn write(&self, w: &mut WriteState, bytes: &[u8]) {
-        if w.blocked_since.is_some() {
+        if w.flow != Flow::Free {
             // Only control frames queue while blocked; ticks stay marks.
             let cap = self.state.config.policy.max_frame_bytes.max(1 << 20) * 4;
             if w.out.len() + bytes.len() > cap {
@@ -522,7 +585,7 @@ impl WriteSide {
         };
         if written < bytes.len() {
             w.out.extend_from_slice(&bytes[written..]);
-            w.blocked_since = Some(Instant::now());
+            w.flow = Flow::Blocked(Instant::now());
             self.wake.notify_one();
         }
     }
@@ -566,7 +629,7 @@ impl WriteSide {
             }
         }
         w.out = Vec::new();
-        w.blocked_since = None;
+        w.flow = Flow::Free;
         if w.verdict.is_none() {
             let _ = self.flush(&mut w, &mut Scratch::default());
         }
@@ -578,10 +641,19 @@ impl WriteSide {
     /// the bytes to write.
     pub fn finish(&self, last: &[u8]) -> Vec<u8> {
         let mut w = self.writer.lock();
+        // A frame the sweep staged goes first: what was queued behind it may
+        // be compressed against it (permessage-deflate's context). The shard
+        // writes it within microseconds; waiting is bounded all the same.
+        let since = Instant::now();
+        while matches!(w.flow, Flow::Staged { .. }) && since.elapsed() < STAGED_WAIT {
+            drop(w);
+            std::thread::yield_now();
+            w = self.writer.lock();
+        }
         w.verdict = Some(Box::new(Verdict::Stop));
         let mut out = std::mem::take(&mut w.out);
         out.extend_from_slice(last);
-        if let Some(since) = w.blocked_since {
+        if let Some(since) = w.flow.blocked_since() {
             // The socket is full: without room, the last frame (4008, the
             // error event) would never reach a client that reads again.
             let keep = since.elapsed() + 2 * self.state.config.policy.write_timeout;

@@ -152,6 +152,57 @@ fn every_negotiation_variant_round_trips_quotes() {
     );
 }
 
+/// Ticks written by the fan-out's sweep (staged, then sent with the rest of
+/// its run) and answers written by the connection's own task interleave on
+/// one stream. With context takeover each message is compressed against
+/// the ones before it, so a message sent out of the order it was compressed
+/// in would not inflate: every frame must inflate to JSON, every `ping` op
+/// be answered, and the ticks end at the last price.
+#[test]
+fn ticks_and_answers_interleaved_keep_their_compression_order() {
+    let (relay, mut feed) = start(&["--deflate", "context"]);
+    let mut ws = Strict::connect_offering(relay.addr, "", &["permessage-deflate"]);
+    assert_eq!(
+        ws.deflate.as_ref().map(|d| d.answer.as_str()),
+        Some("permessage-deflate")
+    );
+    round_trip(&mut ws, &mut feed, true, 1);
+    // Other subscribers make each sweep long, so answers are written while
+    // this client's tick waits in the sweep's run.
+    let others: Vec<Strict> = (0..300)
+        .map(|_| {
+            let mut o = Strict::connect(relay.addr, "");
+            o.send(&masked(TEXT, br#"{"op":"subscribe","symbols":["AAA"]}"#));
+            o
+        })
+        .collect();
+    relay.wait_metric("tickrelay_subscriptions", |v| v >= 301.0);
+    let rounds = 400;
+    for i in 1..=rounds {
+        feed.send(&[FeedWriter::quote_msg(0, 20_000 + i)]);
+        ws.send_compressed(br#"{"op":"ping"}"#);
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let last = format!(r#""bid":"{}""#, price(20_000 + rounds));
+    let (mut pongs, mut at_last) = (0, false);
+    while pongs < rounds || !at_last {
+        let f = ws.frame().expect("the connection stays open");
+        if f.op != 0x1 {
+            continue;
+        }
+        let text = f.text();
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("a frame that is not JSON ({e}): {text:?}"));
+        match v["type"].as_str() {
+            Some("pong") => pongs += 1,
+            Some("ticks") => at_last |= text.contains(&last),
+            _ => {}
+        }
+    }
+    assert_eq!(pongs, rounds);
+    drop(others);
+}
+
 #[test]
 fn offers_the_relay_cannot_honour_are_declined_and_the_connection_works() {
     let (relay, mut feed) = start(&["--deflate", "context"]);

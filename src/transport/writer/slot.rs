@@ -30,6 +30,12 @@ impl Sweep for Slot {
         self.get()?.sweep(scratch, due)
     }
 
+    fn send_staged(&self, frame: &[u8]) {
+        if let Some(w) = self.get() {
+            w.send_staged(frame);
+        }
+    }
+
     fn poke(&self) {
         if let Some(w) = self.get() {
             w.poke();
