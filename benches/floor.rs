@@ -26,9 +26,8 @@
 //! rounds × sockets; FLOOR_PACE_HZ and FLOOR_BURST, default off;
 //! FLOOR_CUE=udp: each burst woken by a datagram from the reader's core
 //! instead of a timer; FLOOR_WRITER_CPU and FLOOR_READER_CPU, default
-//! unpinned). Do not pin the
-//! whole process to one core: the drainer must run beside the writer, whose
-//! CPU time is counted alone. To compare with a relay pinned to core 0 and
+//! unpinned). Do not pin the whole process to one core: the drainer must
+//! run beside the writer, whose CPU time is counted alone. To compare with a relay pinned to core 0 and
 //! its clients on core 1, pin the writer and the drainer the same way
 //! (FLOOR_WRITER_CPU=0 FLOOR_READER_CPU=1): left to itself the kernel often
 //! runs the drainer on the writer's core, where waking it costs less than
@@ -73,10 +72,9 @@ fn pin(which: &str) {
 
 /// The bursts' cues: a thread (on the reader's core, FLOOR_READER_CPU)
 /// sends `count` one-byte datagrams to the returned socket, `hz` a second
-/// on an absolute schedule, as a feed's datagrams wake a relay. A write
-/// woken by a datagram from another core pays what the relay's fan-out
-/// pays per batch below saturation (a wake-up from idle by an interrupt),
-/// which a timer on the writer's own core does not.
+/// on an absolute schedule, as a feed's datagrams wake a relay: the
+/// relay's wake-up per batch, from another core. Measured, it costs the
+/// writer about what a timer's does (docs/BENCHMARKS.md).
 fn cues(hz: f64, count: usize) -> (UdpSocket, std::thread::JoinHandle<()>) {
     let cue = UdpSocket::bind("127.0.0.1:0").expect("bind the cue socket");
     cue.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
@@ -267,13 +265,9 @@ fn main() {
         let burst = setting("FLOOR_BURST", sockets);
         let frames = rounds * sockets;
         let cued = std::env::var("FLOOR_CUE").is_ok_and(|v| v == "udp");
-        let (cue, pacer) = match cued {
-            true => {
-                let (cue, pacer) = cues(hz, frames.div_ceil(burst.clamp(1, sockets)));
-                (Some(cue), Some(pacer))
-            }
-            false => (None, None),
-        };
+        let (cue, pacer) = cued
+            .then(|| cues(hz, frames.div_ceil(burst.clamp(1, sockets))))
+            .unzip();
         let pass = paced(&mut writers, &frame, frames, burst, hz, cue.as_ref());
         pass.report("paced", bytes, sockets);
         let by = if cued { "a datagram" } else { "a timer" };

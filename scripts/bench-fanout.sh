@@ -91,12 +91,7 @@ part build begin
 log "building (release, nice -n 19)"
 nice -n 19 cargo build --release --workspace --quiet
 nice -n 19 cargo build --release --example nchan-bridge --quiet
-FLOOR_EXE=$(nice -n 19 cargo bench --bench floor --no-run --quiet --message-format=json |
-    python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "floor" and m.get("executable"):
-        print(m["executable"])')
+FLOOR_EXE=$(floor_exe)
 if [ "$BEFORE" = 1 ]; then
     if [ -x "$BASE_BIN" ]; then
         log "before: reusing $BASE_BIN"

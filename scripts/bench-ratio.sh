@@ -36,12 +36,7 @@ export LOAD_CLIENTS=$CLIENTS
 read -r -a load_extra <<<"${LOAD_EXTRA:-}"
 read -r -a relay_extra <<<"${RELAY_EXTRA:-}"
 
-FLOOR=$(nice -n 19 cargo bench --bench floor --no-run --quiet --message-format=json |
-    python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "floor" and m.get("executable"):
-        print(m["executable"])')
+FLOOR=$(floor_exe)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 rm -f "$OUT"/point-*.json "$OUT"/floor-*.txt "$OUT"/*.prom
 {

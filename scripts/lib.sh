@@ -9,6 +9,7 @@
 #   wait_port PORT [N]    # until 127.0.0.1:PORT accepts a connection: N tries
 #                         # 0.1 s apart (default 100); returns 1 if it never does
 #   free_port             # prints a TCP port free on 127.0.0.1
+#   floor_exe             # builds benches/floor.rs (niced) and prints its executable
 
 STARTED=()
 
@@ -51,4 +52,13 @@ wait_port() {
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+floor_exe() {
+    nice -n 19 cargo bench --bench floor --no-run --quiet --message-format=json |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "floor" and m.get("executable"):
+        print(m["executable"])'
 }

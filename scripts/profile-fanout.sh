@@ -47,11 +47,7 @@ EOF
 echo "relay at $RATE msg/s: $US µs of CPU per frame, $FRAME bytes per frame"
 python3 scripts/profile-split.py "$OUT/relay.data" --comm fanout-0 --per-frame-us "$US"
 
-FLOOR=$(cargo bench --bench floor --no-run --message-format=json 2>/dev/null | python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "floor" and m.get("executable"):
-        print(m["executable"])')
+FLOOR=$(floor_exe)
 ulimit -n "$(ulimit -Hn)"
 FLOOR_BYTES=$FRAME FLOOR_ROUNDS=${FLOOR_ROUNDS:-300} perf record -F 2000 -g -o "$OUT/floor.data" \
     "$FLOOR" --bench >"$OUT/floor.txt" 2>/dev/null

@@ -75,10 +75,7 @@ pub(super) fn sweep_due(held: &mut BinaryHeap<Held>, scratch: &mut Scratch, now:
             break;
         };
         client.held.store(false, Ordering::Relaxed);
-        let start = scratch.burst.len();
-        let hold = client.sweep(scratch, true);
-        stage(scratch, &client, start);
-        if let Some(at) = hold {
+        if let Some(at) = sweep_staging(&client, scratch, true) {
             again.push(Held::new(at, client));
         }
         if scratch.staged.len() >= STAGE_RUN {
@@ -94,12 +91,16 @@ pub(super) fn sweep_due(held: &mut BinaryHeap<Held>, scratch: &mut Scratch, now:
 /// +0.2 ms at p50 (docs/BENCHMARKS.md).
 const STAGE_RUN: usize = 64;
 
-/// Notes the frame `client`'s sweep staged from `start`, if it did.
-fn stage(scratch: &mut Scratch, client: &Arc<Client>, start: usize) {
+/// Sweeps `client` ([`Client::sweep`]) and notes the frame it staged, if
+/// it did, for [`send_staged`].
+fn sweep_staging(client: &Arc<Client>, scratch: &mut Scratch, due: bool) -> Option<Instant> {
+    let start = scratch.burst.len();
+    let hold = client.sweep(scratch, due);
     let end = scratch.burst.len();
     if end > start {
         scratch.staged.push((client.clone(), start..end));
     }
+    hold
 }
 
 /// Writes the frames a run of the sweep staged, one `send` each, back to
@@ -125,11 +126,9 @@ pub(super) fn sweep_touched(shard: &Shard, touched: &mut Vec<Arc<Client>>, scrat
             client.sink.touch();
         }
         for client in run {
-            let start = scratch.burst.len();
-            if let Some(at) = client.sweep(scratch, false) {
+            if let Some(at) = sweep_staging(client, scratch, false) {
                 held.push(Held::new(at, client.clone()));
             }
-            stage(scratch, client, start);
         }
         if scratch.staged.len() >= STAGE_RUN {
             send_staged(scratch);

@@ -98,6 +98,14 @@ enum Flow {
     Blocked(Instant),
 }
 
+impl WriteState {
+    /// Whether pending changes may be drained and written now: not staged
+    /// or blocked, not in a batch window, not ending.
+    fn may_flush(&self) -> bool {
+        self.flow == Flow::Free && self.held.is_none() && self.verdict.is_none()
+    }
+}
+
 impl Flow {
     fn blocked_since(self) -> Option<Instant> {
         match self {
@@ -187,7 +195,7 @@ impl Sweep for WriteSide {
         if due {
             w.held = None;
         }
-        if w.flow == Flow::Free && w.held.is_none() && w.verdict.is_none() {
+        if w.may_flush() {
             return self.flush(&mut w, scratch);
         }
         None
@@ -207,7 +215,7 @@ impl Sweep for WriteSide {
         if !queued.is_empty() {
             self.write(&mut w, &queued);
         }
-        if flush && w.flow == Flow::Free && w.held.is_none() && w.verdict.is_none() {
+        if flush && w.may_flush() {
             let _ = self.flush(&mut w, &mut Scratch::default());
         }
     }
@@ -373,7 +381,7 @@ impl WriteSide {
         }
         if let Flow::Staged { flush } = &mut w.flow {
             *flush = true;
-        } else if w.flow == Flow::Free && w.held.is_none() && w.verdict.is_none() {
+        } else if w.may_flush() {
             // A hold started here is the task's to time (`Status::timer`).
             let _ = self.flush(&mut w, &mut Scratch::default());
         }
